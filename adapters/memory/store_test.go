@@ -1,0 +1,104 @@
+package memory_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/adapters/memory"
+	"github.com/sluice-dev/sluice/domain"
+	"github.com/sluice-dev/sluice/domain/clocktest"
+	"github.com/sluice-dev/sluice/domain/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, clock domain.Clock) domain.BucketStore {
+		return memory.New(clock, memory.Options{MaxKeys: 10_000})
+	})
+}
+
+func TestConformanceOneShard(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, clock domain.Clock) domain.BucketStore {
+		return memory.New(clock, memory.Options{MaxKeys: 10_000, Shards: 1})
+	})
+}
+
+func check(s *memory.Store, key string, cost int64) (domain.Decision, error) {
+	return s.Decide(context.Background(), domain.BucketRequest{Policy: "p", Key: key, Limit: 2, Window: time.Minute, Cost: cost})
+}
+
+func TestFullStoreNeverEvictsLiveKeys(t *testing.T) {
+	clock := clocktest.New(time.Unix(1_000_000, 0))
+	s := memory.New(clock, memory.Options{MaxKeys: 3})
+	for i := 0; i < 3; i++ {
+		if _, err := check(s, fmt.Sprint("k", i), 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := check(s, "new", 1); !errors.Is(err, domain.ErrStoreFull) {
+		t.Fatalf("a new key in a store full of live keys: got %v, want ErrStoreFull", err)
+	}
+	if s.FullRejections() != 1 || s.Keys() != 3 {
+		t.Fatalf("full rejections %d, keys %d", s.FullRejections(), s.Keys())
+	}
+	// The live keys kept their counters.
+	if d, err := check(s, "k0", 1); err != nil || d.Allowed {
+		t.Fatalf("live key lost its state: %+v %v", d, err)
+	}
+	// A peek of a new key needs no slot.
+	if d, err := check(s, "new", 0); err != nil || !d.Allowed {
+		t.Fatalf("peek in a full store: %+v %v", d, err)
+	}
+	// Once the window has passed, the dead keys are swept to make room.
+	clock.Advance(time.Minute)
+	if d, err := check(s, "new", 1); err != nil || !d.Allowed {
+		t.Fatalf("after the window: %+v %v", d, err)
+	}
+	if s.Keys() != 1 {
+		t.Fatalf("keys after sweep = %d, want 1", s.Keys())
+	}
+}
+
+func TestEmptyKeysAreDropped(t *testing.T) {
+	clock := clocktest.New(time.Unix(1_000_000, 0))
+	s := memory.New(clock, memory.Options{})
+	for i := 0; i < 100; i++ {
+		check(s, fmt.Sprint("k", i), 1)
+	}
+	if s.Keys() != 100 {
+		t.Fatalf("keys = %d", s.Keys())
+	}
+	clock.Advance(30 * time.Second)
+	if n := s.Sweep(); n != 0 || s.Keys() != 100 {
+		t.Fatalf("swept %d live keys", n)
+	}
+	clock.Advance(30 * time.Second)
+	if n := s.Sweep(); n != 100 || s.Keys() != 0 {
+		t.Fatalf("swept %d, %d left", n, s.Keys())
+	}
+	// A key whose window empties is dropped when it is next touched, too.
+	check(s, "x", 1)
+	clock.Advance(time.Minute)
+	check(s, "x", 0)
+	if s.Keys() != 0 {
+		t.Fatalf("keys = %d after a peek of an expired key", s.Keys())
+	}
+}
+
+func TestAtomicBatchInFullStoreRecordsNothing(t *testing.T) {
+	clock := clocktest.New(time.Unix(1_000_000, 0))
+	s := memory.New(clock, memory.Options{MaxKeys: 1})
+	ctx := context.Background()
+	_, err := s.DecideBatch(ctx, []domain.BucketRequest{
+		{Policy: "a", Key: "k", Limit: 5, Window: time.Minute, Cost: 1},
+		{Policy: "b", Key: "k", Limit: 5, Window: time.Minute, Cost: 1},
+	}, true)
+	if !errors.Is(err, domain.ErrStoreFull) {
+		t.Fatalf("got %v, want ErrStoreFull", err)
+	}
+	if s.Keys() != 0 {
+		t.Fatalf("a failed batch left %d keys", s.Keys())
+	}
+}

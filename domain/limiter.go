@@ -1,0 +1,301 @@
+package domain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+)
+
+// CheckRequest asks whether Key may spend Cost against Policy now. Cost 0 peeks.
+type CheckRequest struct {
+	Policy string
+	Key    string
+	Cost   int64
+}
+
+// Result is a Decision with what the caller needs to present it.
+type Result struct {
+	Decision
+	Policy Policy
+	Key    string
+	// ShadowDenied: the policy is in shadow mode and would have denied; Allowed is true.
+	ShadowDenied bool
+	// Degraded: the store failed and failure_mode allow admitted the request.
+	Degraded bool
+}
+
+// Limiter is the port the API adapter calls.
+type Limiter interface {
+	// Check decides one request. Cost 0 peeks: the decision a cost-1 check would get, nothing recorded.
+	Check(ctx context.Context, r CheckRequest) (Result, error)
+	// CheckMany decides several requests in order; with atomic, nothing is recorded unless all are admitted.
+	// allowed reports whether every check was admitted (shadow denials count as admitted).
+	CheckMany(ctx context.Context, rs []CheckRequest, atomic bool) (results []Result, allowed bool, err error)
+	// Reset forgets a key's admitted units.
+	Reset(ctx context.Context, policy, key string) error
+	ListPolicies(ctx context.Context) ([]Policy, error)
+	GetPolicy(ctx context.Context, name string) (Policy, error)
+	// PutPolicy creates or replaces an API policy; config policies are read-only (ErrReadOnlyPolicy).
+	PutPolicy(ctx context.Context, p Policy) (stored Policy, created bool, err error)
+	// DeletePolicy deletes an API policy and its keys' state.
+	DeletePolicy(ctx context.Context, name string) error
+	// Ready reports whether the store answers.
+	Ready(ctx context.Context) error
+}
+
+// Service implements Limiter over a BucketStore and a PolicyStore, applying validation, shadow mode and each
+// policy's failure_mode the same way for every store.
+type Service struct {
+	fixed    map[string]Policy // config-file policies: read-only, looked up first
+	policies PolicyStore
+	store    BucketStore
+	obs      Observer
+	clock    Clock
+}
+
+var _ Limiter = (*Service)(nil)
+
+// NewService checks the config policies (valid, unique names) and returns a Limiter.
+func NewService(configPolicies []Policy, policies PolicyStore, store BucketStore, obs Observer, clock Clock) (*Service, error) {
+	s := &Service{fixed: make(map[string]Policy, len(configPolicies)), policies: policies, store: store, obs: obs, clock: clock}
+	if s.obs == nil {
+		s.obs = NopObserver{}
+	}
+	v := &ValidationError{}
+	for i, p := range configPolicies {
+		p = p.WithDefaults()
+		p.Source = SourceConfig
+		prefix := "policies[" + strconv.Itoa(i) + "]."
+		p.validateInto(v, prefix)
+		if _, dup := s.fixed[p.Name]; dup {
+			v.Add(prefix+"name", fmt.Sprintf("duplicate policy name %q", p.Name))
+		}
+		s.fixed[p.Name] = p
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// policy finds a policy by name: config policies first, then the API's.
+func (s *Service) policy(ctx context.Context, name string) (Policy, error) {
+	if p, ok := s.fixed[name]; ok {
+		return p, nil
+	}
+	return s.policies.GetPolicy(ctx, name)
+}
+
+// prepare validates one check and resolves its policy. prefix names the request's position ("checks[3].").
+func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v *ValidationError) (Policy, BucketRequest, error) {
+	nameErr := ValidatePolicyName(r.Policy)
+	if nameErr != nil {
+		v.Add(prefix+"policy", nameErr.Error())
+	}
+	if err := ValidateKey(r.Key); err != nil {
+		v.Add(prefix+"key", err.Error())
+	}
+	if r.Cost < 0 {
+		v.Add(prefix+"cost", fmt.Sprintf("must be ≥ 0, got %d", r.Cost))
+	}
+	if nameErr != nil {
+		return Policy{}, BucketRequest{}, nil
+	}
+	p, err := s.policy(ctx, r.Policy)
+	if err != nil {
+		if errors.Is(err, ErrPolicyNotFound) {
+			return Policy{}, BucketRequest{}, fmt.Errorf("%w: %q", ErrPolicyNotFound, r.Policy)
+		}
+		return Policy{}, BucketRequest{}, &UnavailableError{Policy: r.Policy, Err: err}
+	}
+	if r.Cost > p.Limit {
+		v.Add(prefix+"cost", fmt.Sprintf("%d exceeds the limit %d of policy %q: it can never be admitted", r.Cost, p.Limit, p.Name))
+	}
+	return p, BucketRequest{Policy: p.Name, Key: r.Key, Limit: p.Limit, Window: p.Window, Cost: r.Cost, Shadow: p.Shadow}, nil
+}
+
+// Check implements Limiter.
+func (s *Service) Check(ctx context.Context, r CheckRequest) (Result, error) {
+	var v ValidationError
+	p, br, err := s.prepare(ctx, r, "", &v)
+	if err := v.Err(); err != nil {
+		return Result{}, err
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	start := s.clock.Now()
+	d, err := s.store.Decide(ctx, br)
+	s.obs.StoreCall("decide", s.clock.Now().Sub(start), err)
+	if err != nil {
+		return s.failed(p, r.Key, err)
+	}
+	return s.finish(p, r.Key, d), nil
+}
+
+// failed applies the policy's failure_mode to a store error.
+func (s *Service) failed(p Policy, key string, err error) (Result, error) {
+	if p.FailureMode == FailAllow {
+		s.obs.Decided(p.Name, OutcomeDegraded)
+		return Result{Decision: Decision{Allowed: true, Limit: p.Limit}, Policy: p, Key: key, Degraded: true}, nil
+	}
+	s.obs.Decided(p.Name, OutcomeError)
+	return Result{}, &UnavailableError{Policy: p.Name, Err: err}
+}
+
+// finish applies shadow mode and counts the outcome.
+func (s *Service) finish(p Policy, key string, d Decision) Result {
+	res := Result{Decision: d, Policy: p, Key: key}
+	switch {
+	case d.Allowed:
+		s.obs.Decided(p.Name, OutcomeAllowed)
+	case p.Shadow:
+		res.Allowed, res.ShadowDenied, res.RetryAfter = true, true, 0
+		s.obs.Decided(p.Name, OutcomeShadowDenied)
+	default:
+		s.obs.Decided(p.Name, OutcomeDenied)
+	}
+	return res
+}
+
+// CheckMany implements Limiter.
+func (s *Service) CheckMany(ctx context.Context, rs []CheckRequest, atomic bool) ([]Result, bool, error) {
+	v := &ValidationError{}
+	if len(rs) == 0 {
+		v.Add("checks", "must hold at least one check")
+	}
+	ps := make([]Policy, len(rs))
+	brs := make([]BucketRequest, len(rs))
+	for i, r := range rs {
+		p, br, err := s.prepare(ctx, r, "checks["+strconv.Itoa(i)+"].", v)
+		if err != nil {
+			return nil, false, err
+		}
+		ps[i], brs[i] = p, br
+	}
+	if err := v.Err(); err != nil {
+		return nil, false, err
+	}
+	start := s.clock.Now()
+	ds, err := s.store.DecideBatch(ctx, brs, atomic)
+	s.obs.StoreCall("decide_batch", s.clock.Now().Sub(start), err)
+	results := make([]Result, len(rs))
+	if err != nil {
+		// One failure covers the batch: any policy with failure_mode deny refuses it, else all are degraded.
+		for _, p := range ps {
+			if p.FailureMode == FailDeny {
+				return nil, false, &UnavailableError{Policy: p.Name, Err: err}
+			}
+		}
+		for i, p := range ps {
+			results[i], _ = s.failed(p, rs[i].Key, err)
+		}
+		return results, true, nil
+	}
+	allowed := true
+	for i, d := range ds {
+		results[i] = s.finish(ps[i], rs[i].Key, d)
+		allowed = allowed && results[i].Allowed
+	}
+	return results, allowed, nil
+}
+
+// Reset implements Limiter.
+func (s *Service) Reset(ctx context.Context, policy, key string) error {
+	v := &ValidationError{}
+	if err := ValidatePolicyName(policy); err != nil {
+		v.Add("name", err.Error())
+	}
+	if err := ValidateKey(key); err != nil {
+		v.Add("key", err.Error())
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	p, err := s.policy(ctx, policy)
+	if err != nil {
+		return err
+	}
+	if err := s.store.Reset(ctx, p.Name, key); err != nil {
+		return &UnavailableError{Policy: p.Name, Err: err}
+	}
+	return nil
+}
+
+// ListPolicies implements Limiter: config and API policies, sorted by name.
+func (s *Service) ListPolicies(ctx context.Context) ([]Policy, error) {
+	api, err := s.policies.ListPolicies(ctx)
+	if err != nil {
+		return nil, &UnavailableError{Err: err}
+	}
+	out := make([]Policy, 0, len(s.fixed)+len(api))
+	for _, p := range s.fixed {
+		out = append(out, p)
+	}
+	for _, p := range api {
+		if _, shadowed := s.fixed[p.Name]; !shadowed {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// GetPolicy implements Limiter.
+func (s *Service) GetPolicy(ctx context.Context, name string) (Policy, error) {
+	if err := ValidatePolicyName(name); err != nil {
+		return Policy{}, Invalid("name", err.Error())
+	}
+	p, err := s.policy(ctx, name)
+	if err != nil && !errors.Is(err, ErrPolicyNotFound) {
+		return Policy{}, &UnavailableError{Policy: name, Err: err}
+	}
+	return p, err
+}
+
+// PutPolicy implements Limiter.
+func (s *Service) PutPolicy(ctx context.Context, p Policy) (Policy, bool, error) {
+	p = p.WithDefaults()
+	p.Source = SourceAPI
+	if err := p.Validate(""); err != nil {
+		return Policy{}, false, err
+	}
+	if _, ok := s.fixed[p.Name]; ok {
+		return Policy{}, false, fmt.Errorf("%w: %q", ErrReadOnlyPolicy, p.Name)
+	}
+	created, err := s.policies.PutPolicy(ctx, p)
+	if err != nil {
+		return Policy{}, false, &UnavailableError{Policy: p.Name, Err: err}
+	}
+	return p, created, nil
+}
+
+// DeletePolicy implements Limiter.
+func (s *Service) DeletePolicy(ctx context.Context, name string) error {
+	if err := ValidatePolicyName(name); err != nil {
+		return Invalid("name", err.Error())
+	}
+	if _, ok := s.fixed[name]; ok {
+		return fmt.Errorf("%w: %q", ErrReadOnlyPolicy, name)
+	}
+	if err := s.policies.DeletePolicy(ctx, name); err != nil {
+		if errors.Is(err, ErrPolicyNotFound) {
+			return err
+		}
+		return &UnavailableError{Policy: name, Err: err}
+	}
+	if err := s.store.DropPolicy(ctx, name); err != nil {
+		return &UnavailableError{Policy: name, Err: err}
+	}
+	return nil
+}
+
+// Ready implements Limiter.
+func (s *Service) Ready(ctx context.Context) error {
+	if err := s.store.Ping(ctx); err != nil {
+		return &UnavailableError{Err: err}
+	}
+	return nil
+}

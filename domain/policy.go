@@ -1,0 +1,180 @@
+package domain
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Algorithm names how a policy counts.
+type Algorithm string
+
+// SlidingLog is exact: it keeps the instant of every admitted unit, so any interval of one window holds at most
+// limit units. It is the default and, for now, the only algorithm.
+const SlidingLog Algorithm = "sliding_log"
+
+// FailureMode is what a check gets when the store cannot answer in time.
+type FailureMode string
+
+const (
+	// FailDeny answers with ErrUnavailable (HTTP 503 with Retry-After). The safe default.
+	FailDeny FailureMode = "deny"
+	// FailAllow admits the request and marks the result Degraded.
+	FailAllow FailureMode = "allow"
+)
+
+// Source says where a policy was defined.
+type Source string
+
+const (
+	// SourceConfig policies come from the config file and are read-only over the API.
+	SourceConfig Source = "config"
+	// SourceAPI policies were created over the API and live in the store.
+	SourceAPI Source = "api"
+)
+
+// Limits of the contract (shared/design.md).
+const (
+	MinWindow    = time.Second
+	MaxWindow    = 31 * 24 * time.Hour
+	MaxKeyBytes  = 512
+	maxNameBytes = 64
+)
+
+// Policy is a named limit: at most Limit units per Window for each key.
+type Policy struct {
+	Name        string
+	Limit       int64
+	Window      time.Duration
+	Algorithm   Algorithm
+	FailureMode FailureMode
+	// Shadow policies decide and count as usual but always admit: for trying a limit on live traffic.
+	Shadow bool
+	Source Source
+}
+
+// WithDefaults fills the optional fields: sliding_log and failure_mode deny.
+func (p Policy) WithDefaults() Policy {
+	if p.Algorithm == "" {
+		p.Algorithm = SlidingLog
+	}
+	if p.FailureMode == "" {
+		p.FailureMode = FailDeny
+	}
+	return p
+}
+
+// Validate reports every broken rule of p, with field names prefixed by prefix (e.g. "policies[2].").
+func (p Policy) Validate(prefix string) error {
+	v := &ValidationError{}
+	p.validateInto(v, prefix)
+	return v.Err()
+}
+
+func (p Policy) validateInto(v *ValidationError, prefix string) {
+	if err := ValidatePolicyName(p.Name); err != nil {
+		v.Add(prefix+"name", err.Error())
+	}
+	if p.Limit < 1 {
+		v.Add(prefix+"limit", fmt.Sprintf("must be an integer ≥ 1, got %d", p.Limit))
+	}
+	if p.Window < MinWindow || p.Window > MaxWindow {
+		v.Add(prefix+"window", fmt.Sprintf("must be between 1s and 31d, got %s", FormatDuration(p.Window)))
+	}
+	if p.Window%time.Millisecond != 0 {
+		v.Add(prefix+"window", "must be a whole number of milliseconds")
+	}
+	switch p.Algorithm {
+	case SlidingLog:
+	default:
+		v.Add(prefix+"algorithm", fmt.Sprintf("must be one of [sliding_log], got %q", p.Algorithm))
+	}
+	switch p.FailureMode {
+	case FailDeny, FailAllow:
+	default:
+		v.Add(prefix+"failure_mode", fmt.Sprintf("must be one of [deny allow], got %q", p.FailureMode))
+	}
+}
+
+// ValidatePolicyName checks a name against ^[a-z0-9][a-z0-9_.-]{0,63}$ without a regexp (it is on the hot path).
+func ValidatePolicyName(name string) error {
+	if len(name) == 0 || len(name) > maxNameBytes {
+		return fmt.Errorf("must match ^[a-z0-9][a-z0-9_.-]{0,63}$ (1 to 64 characters), got %d bytes", len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == '-'):
+		default:
+			return fmt.Errorf("must match ^[a-z0-9][a-z0-9_.-]{0,63}$: lower-case letters, digits, and _ . - after the first character; got %q", name)
+		}
+	}
+	return nil
+}
+
+// ValidateKey checks that a key is valid UTF-8 of 1 to 512 bytes. Any other content (spaces, slashes, control
+// characters, any script) is allowed and stored exactly.
+func ValidateKey(key string) error {
+	if len(key) == 0 {
+		return fmt.Errorf("must not be empty")
+	}
+	if len(key) > MaxKeyBytes {
+		return fmt.Errorf("must be at most %d bytes, got %d", MaxKeyBytes, len(key))
+	}
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("must be valid UTF-8")
+	}
+	return nil
+}
+
+// ParseDuration reads a Go duration ("1500ms", "1h30m") and also whole days ("7d", "1d12h"), since windows of days
+// are common and Go has no day unit.
+func ParseDuration(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, fmt.Errorf("empty duration")
+	}
+	var days int64
+	if i := strings.IndexByte(s, 'd'); i >= 0 {
+		n, err := strconv.ParseInt(s[:i], 10, 64)
+		if err != nil || n < 0 || n > 366 {
+			return 0, fmt.Errorf("invalid duration %q: use forms like 500ms, 30s, 5m, 1h30m, 7d", s)
+		}
+		days, s = n, s[i+1:]
+		if s == "" {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("invalid duration %q: use forms like 500ms, 30s, 5m, 1h30m, 7d", s)
+	}
+	return time.Duration(days)*24*time.Hour + d, nil
+}
+
+// FormatDuration writes d in the shortest form ParseDuration reads back: "60s" → "1m", 48h → "2d", 1500ms →
+// "1s500ms".
+func FormatDuration(d time.Duration) string {
+	if d <= 0 {
+		return "0s"
+	}
+	var b strings.Builder
+	units := []struct {
+		size time.Duration
+		name string
+	}{{24 * time.Hour, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}, {time.Millisecond, "ms"}}
+	for _, u := range units {
+		if n := d / u.size; n > 0 {
+			b.WriteString(strconv.FormatInt(int64(n), 10))
+			b.WriteString(u.name)
+			d -= n * u.size
+		}
+	}
+	if d > 0 {
+		b.WriteString(strconv.FormatInt(int64(d), 10))
+		b.WriteString("ns")
+	}
+	return b.String()
+}

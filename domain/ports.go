@@ -1,0 +1,86 @@
+package domain
+
+import (
+	"context"
+	"time"
+)
+
+// Clock is the time source of the memory store and of every test (tests move a fake clock; they never sleep). The
+// Postgres store ignores it and decides with the database's clock inside its statement, so replicas whose clocks
+// disagree still enforce one cap.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the real clock, optionally shifted by Offset (a test-only setting used to skew replicas).
+type SystemClock struct{ Offset time.Duration }
+
+// Now returns the wall-clock time plus the offset.
+func (c SystemClock) Now() time.Time { return time.Now().Add(c.Offset) }
+
+// BucketRequest is one check as a store sees it: the policy's limit and window travel with every request, so a
+// changed policy applies at once and keeps its keys' history (state is keyed by policy name and key only).
+type BucketRequest struct {
+	Policy string
+	Key    string
+	Limit  int64
+	Window time.Duration
+	// Cost in [0, Limit]; 0 peeks.
+	Cost int64
+	// Shadow checks never make an atomic batch fail: their denial is reported but the batch still commits.
+	Shadow bool
+}
+
+// BucketStore holds the sliding logs. Every method is atomic per (policy, key): read state, decide, write, as one
+// step, so two concurrent callers (goroutines or replicas) can never both take the last unit. Implementations
+// are held to domain/storetest's conformance suite.
+type BucketStore interface {
+	// Decide applies one check. A denial and a peek record nothing.
+	Decide(ctx context.Context, r BucketRequest) (Decision, error)
+	// DecideBatch applies checks in order, each seeing the units recorded by the ones before it. With atomic set,
+	// it records nothing unless every non-shadow check is admitted; the decisions it returns are then as
+	// evaluated in order. Keys are locked in one fixed order, so concurrent batches cannot deadlock.
+	DecideBatch(ctx context.Context, rs []BucketRequest, atomic bool) ([]Decision, error)
+	// Reset forgets the key's admitted units.
+	Reset(ctx context.Context, policy, key string) error
+	// DropPolicy forgets every key of a deleted policy.
+	DropPolicy(ctx context.Context, policy string) error
+	// Ping reports whether the store can answer now (for /readyz).
+	Ping(ctx context.Context) error
+}
+
+// PolicyStore holds the policies created over the API. Config-file policies never reach it.
+type PolicyStore interface {
+	ListPolicies(ctx context.Context) ([]Policy, error)
+	// GetPolicy returns ErrPolicyNotFound when no API policy has the name.
+	GetPolicy(ctx context.Context, name string) (Policy, error)
+	// PutPolicy creates or replaces the policy and reports whether it was created.
+	PutPolicy(ctx context.Context, p Policy) (created bool, err error)
+	// DeletePolicy returns ErrPolicyNotFound when no API policy has the name.
+	DeletePolicy(ctx context.Context, name string) error
+}
+
+// Outcome classifies a decision for metrics.
+type Outcome string
+
+const (
+	OutcomeAllowed      Outcome = "allowed"
+	OutcomeDenied       Outcome = "denied"
+	OutcomeShadowDenied Outcome = "shadow_denied"
+	// OutcomeDegraded: the store failed and failure_mode allow admitted the request.
+	OutcomeDegraded Outcome = "degraded"
+	// OutcomeError: the store failed and failure_mode deny refused the request.
+	OutcomeError Outcome = "error"
+)
+
+// Observer receives what the Limiter saw, for metrics. Implementations must be cheap and safe for concurrent use.
+type Observer interface {
+	Decided(policy string, o Outcome)
+	StoreCall(op string, d time.Duration, err error)
+}
+
+// NopObserver discards observations.
+type NopObserver struct{}
+
+func (NopObserver) Decided(string, Outcome)                {}
+func (NopObserver) StoreCall(string, time.Duration, error) {}

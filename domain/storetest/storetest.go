@@ -1,0 +1,394 @@
+// Package storetest is the conformance suite every domain.BucketStore adapter runs, in the spirit of go-cloud's
+// drivertest: one set of behaviours, written once, that the memory and Postgres stores must both show.
+//
+// An adapter's test calls Run with a constructor. Stores that decide with another clock in production (Postgres
+// uses the database's) must offer a test mode that reads the given clock, so the suite can move time without
+// sleeping. The suite uses millisecond steps, so stores may keep microsecond instants.
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/domain"
+	"github.com/sluice-dev/sluice/domain/clocktest"
+)
+
+// NewStore returns an empty store whose time follows clock. Each call must be independent of the others.
+type NewStore func(t *testing.T, clock domain.Clock) domain.BucketStore
+
+// Run runs the whole suite against stores made by newStore.
+func Run(t *testing.T, newStore NewStore) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, NewStore)
+	}{
+		{"Sequence", testSequence},
+		{"ExactFieldsAtBoundaries", testBoundaries},
+		{"RaceForLastUnits", testRace},
+		{"PeekWritesNothing", testPeek},
+		{"DenialWritesNothing", testDenialWritesNothing},
+		{"Reset", testReset},
+		{"IsolationAcrossPolicies", testIsolation},
+		{"KeysStoredExactly", testKeysExact},
+		{"PolicyChangeKeepsHistory", testPolicyChange},
+		{"DropPolicy", testDropPolicy},
+		{"BatchAtomicAllOrNothing", testBatchAtomic},
+		{"BatchNonAtomic", testBatchNonAtomic},
+		{"BatchSameKeyTwice", testBatchSameKey},
+		{"BatchShadowDoesNotBlock", testBatchShadow},
+		{"BatchOppositeOrderNoDeadlock", testBatchNoDeadlock},
+		{"BatchRaceExact", testBatchRace},
+		{"Ping", testPing},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore) })
+	}
+}
+
+var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func setup(t *testing.T, newStore NewStore) (domain.BucketStore, *clocktest.Clock, context.Context) {
+	t.Helper()
+	clock := clocktest.New(epoch)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return newStore(t, clock), clock, ctx
+}
+
+func req(policy, key string, limit int64, window time.Duration, cost int64) domain.BucketRequest {
+	return domain.BucketRequest{Policy: policy, Key: key, Limit: limit, Window: window, Cost: cost}
+}
+
+func decide(t *testing.T, ctx context.Context, s domain.BucketStore, r domain.BucketRequest) domain.Decision {
+	t.Helper()
+	d, err := s.Decide(ctx, r)
+	if err != nil {
+		t.Fatalf("Decide(%+v): %v", r, err)
+	}
+	return d
+}
+
+func want(t *testing.T, what string, got, want domain.Decision) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
+	}
+}
+
+func testSequence(t *testing.T, newStore NewStore) {
+	s, clock, ctx := setup(t, newStore)
+	const w = 10 * time.Second
+	for i := int64(1); i <= 3; i++ {
+		want(t, fmt.Sprintf("check %d", i), decide(t, ctx, s, req("p", "k", 3, w, 1)),
+			domain.Decision{Allowed: true, Limit: 3, Remaining: 3 - i, ResetAfter: w})
+		clock.Advance(time.Second)
+	}
+	// t=3s: units at 0s, 1s, 2s. The next fits when the one at 0s leaves, at 10s.
+	want(t, "4th check", decide(t, ctx, s, req("p", "k", 3, w, 1)),
+		domain.Decision{Allowed: false, Limit: 3, Remaining: 0, ResetAfter: 9 * time.Second, RetryAfter: 7 * time.Second})
+	clock.Advance(7 * time.Second)
+	want(t, "after retry_after", decide(t, ctx, s, req("p", "k", 3, w, 1)),
+		domain.Decision{Allowed: true, Limit: 3, Remaining: 0, ResetAfter: w})
+}
+
+func testBoundaries(t *testing.T, newStore NewStore) {
+	s, clock, ctx := setup(t, newStore)
+	const w = time.Minute
+	want(t, "cost 2 of 5", decide(t, ctx, s, req("p", "k", 5, w, 2)),
+		domain.Decision{Allowed: true, Limit: 5, Remaining: 3, ResetAfter: w})
+	clock.Advance(10 * time.Second)
+	want(t, "cost 3 of 3 left", decide(t, ctx, s, req("p", "k", 5, w, 3)),
+		domain.Decision{Allowed: true, Limit: 5, Remaining: 0, ResetAfter: w})
+	clock.Advance(10 * time.Second)
+	want(t, "cost 3 when full", decide(t, ctx, s, req("p", "k", 5, w, 3)),
+		domain.Decision{Allowed: false, Limit: 5, Remaining: 0, ResetAfter: 50 * time.Second, RetryAfter: 50 * time.Second})
+	want(t, "cost 1 when full", decide(t, ctx, s, req("p", "k", 5, w, 1)),
+		domain.Decision{Allowed: false, Limit: 5, Remaining: 0, ResetAfter: 50 * time.Second, RetryAfter: 40 * time.Second})
+	// One millisecond before the first units leave they still count; at exactly one window they are gone.
+	clock.Advance(40*time.Second - time.Millisecond)
+	want(t, "1ms before the boundary", decide(t, ctx, s, req("p", "k", 5, w, 1)),
+		domain.Decision{Allowed: false, Limit: 5, Remaining: 0, ResetAfter: 10*time.Second + time.Millisecond, RetryAfter: time.Millisecond})
+	clock.Advance(time.Millisecond)
+	want(t, "at the boundary", decide(t, ctx, s, req("p", "k", 5, w, 2)),
+		domain.Decision{Allowed: true, Limit: 5, Remaining: 0, ResetAfter: w})
+	// limit 1, the edge that breaks limiters most often.
+	want(t, "limit 1 first", decide(t, ctx, s, req("one", "k", 1, time.Second, 1)),
+		domain.Decision{Allowed: true, Limit: 1, Remaining: 0, ResetAfter: time.Second})
+	want(t, "limit 1 second", decide(t, ctx, s, req("one", "k", 1, time.Second, 1)),
+		domain.Decision{Allowed: false, Limit: 1, Remaining: 0, ResetAfter: time.Second, RetryAfter: time.Second})
+	clock.Advance(time.Second)
+	want(t, "limit 1 after a window", decide(t, ctx, s, req("one", "k", 1, time.Second, 1)),
+		domain.Decision{Allowed: true, Limit: 1, Remaining: 0, ResetAfter: time.Second})
+}
+
+func testRace(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	const limit, workers, tries = 50, 32, 8
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range tries {
+				d, err := s.Decide(ctx, req("race", "hot", limit, time.Hour, 1))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if d.Allowed {
+					admitted.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := admitted.Load(); got != limit {
+		t.Fatalf("%d workers × %d tries admitted %d, want exactly %d", workers, tries, got, limit)
+	}
+}
+
+func testPeek(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	const w = time.Minute
+	want(t, "peek of an unknown key", decide(t, ctx, s, req("p", "k", 2, w, 0)),
+		domain.Decision{Allowed: true, Limit: 2, Remaining: 1, ResetAfter: w})
+	for i := 0; i < 5; i++ {
+		decide(t, ctx, s, req("p", "k", 2, w, 0))
+	}
+	want(t, "check after peeks", decide(t, ctx, s, req("p", "k", 2, w, 2)),
+		domain.Decision{Allowed: true, Limit: 2, Remaining: 0, ResetAfter: w})
+	want(t, "peek when full", decide(t, ctx, s, req("p", "k", 2, w, 0)),
+		domain.Decision{Allowed: false, Limit: 2, Remaining: 0, ResetAfter: w, RetryAfter: w})
+}
+
+func testDenialWritesNothing(t *testing.T, newStore NewStore) {
+	s, clock, ctx := setup(t, newStore)
+	const w = 10 * time.Second
+	decide(t, ctx, s, req("p", "k", 2, w, 2))
+	for i := 0; i < 20; i++ {
+		clock.Advance(100 * time.Millisecond)
+		if d := decide(t, ctx, s, req("p", "k", 2, w, 1)); d.Allowed {
+			t.Fatalf("denial %d admitted", i)
+		}
+	}
+	clock.Advance(8 * time.Second) // exactly one window after the admitted units
+	want(t, "refill not delayed by denials", decide(t, ctx, s, req("p", "k", 2, w, 2)),
+		domain.Decision{Allowed: true, Limit: 2, Remaining: 0, ResetAfter: w})
+}
+
+func testReset(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	decide(t, ctx, s, req("p", "k", 3, time.Hour, 3))
+	decide(t, ctx, s, req("p", "other", 3, time.Hour, 3))
+	if err := s.Reset(ctx, "p", "k"); err != nil {
+		t.Fatal(err)
+	}
+	want(t, "after reset", decide(t, ctx, s, req("p", "k", 3, time.Hour, 3)),
+		domain.Decision{Allowed: true, Limit: 3, Remaining: 0, ResetAfter: time.Hour})
+	if d := decide(t, ctx, s, req("p", "other", 3, time.Hour, 1)); d.Allowed {
+		t.Fatal("reset of one key reset another")
+	}
+	if err := s.Reset(ctx, "p", "never-seen"); err != nil {
+		t.Fatalf("reset of an unknown key: %v", err)
+	}
+}
+
+func testIsolation(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	decide(t, ctx, s, req("login", "10.0.0.1", 1, time.Hour, 1))
+	// The same key under another policy has its own state (certctl's limiters shared one key space).
+	want(t, "same key, other policy", decide(t, ctx, s, req("signup", "10.0.0.1", 1, time.Hour, 1)),
+		domain.Decision{Allowed: true, Limit: 1, Remaining: 0, ResetAfter: time.Hour})
+	// Names that would collide if policy and key were joined with a separator.
+	decide(t, ctx, s, req("a", "b:c", 1, time.Hour, 1))
+	want(t, "no separator collision", decide(t, ctx, s, req("a:b", "c", 1, time.Hour, 1)),
+		domain.Decision{Allowed: true, Limit: 1, Remaining: 0, ResetAfter: time.Hour})
+	decide(t, ctx, s, req("x", "y.z", 1, time.Hour, 1))
+	want(t, "no concatenation collision", decide(t, ctx, s, req("x.y", ".z", 1, time.Hour, 1)),
+		domain.Decision{Allowed: true, Limit: 1, Remaining: 0, ResetAfter: time.Hour})
+}
+
+func testKeysExact(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	keys := []string{"a", "A", "a ", "a\x00b", "a\x00c", "\t\n\r", "ключ", "🔑", "e\u0301", "\u00e9", "a/b%2Fc", "'; DROP TABLE x; --"}
+	for _, k := range keys {
+		want(t, fmt.Sprintf("first check of %q", k), decide(t, ctx, s, req("p", k, 1, time.Hour, 1)),
+			domain.Decision{Allowed: true, Limit: 1, Remaining: 0, ResetAfter: time.Hour})
+	}
+	for _, k := range keys {
+		if d := decide(t, ctx, s, req("p", k, 1, time.Hour, 1)); d.Allowed {
+			t.Fatalf("key %q shares state with another key", k)
+		}
+	}
+}
+
+func testPolicyChange(t *testing.T, newStore NewStore) {
+	s, clock, ctx := setup(t, newStore)
+	decide(t, ctx, s, req("p", "k", 5, time.Minute, 5))
+	// Raising the limit keeps the 5 units already admitted.
+	want(t, "limit raised to 8", decide(t, ctx, s, req("p", "k", 8, time.Minute, 3)),
+		domain.Decision{Allowed: true, Limit: 8, Remaining: 0, ResetAfter: time.Minute})
+	clock.Advance(30 * time.Second)
+	// Shrinking the window to 20s drops the units older than 20s.
+	want(t, "window shrunk to 20s", decide(t, ctx, s, req("p", "k", 8, 20*time.Second, 8)),
+		domain.Decision{Allowed: true, Limit: 8, Remaining: 0, ResetAfter: 20 * time.Second})
+}
+
+func testDropPolicy(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	decide(t, ctx, s, req("gone", "k", 1, time.Hour, 1))
+	decide(t, ctx, s, req("kept", "k", 1, time.Hour, 1))
+	if err := s.DropPolicy(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if d := decide(t, ctx, s, req("gone", "k", 1, time.Hour, 1)); !d.Allowed {
+		t.Fatal("dropped policy kept its state")
+	}
+	if d := decide(t, ctx, s, req("kept", "k", 1, time.Hour, 1)); d.Allowed {
+		t.Fatal("dropping one policy dropped another")
+	}
+}
+
+func batch(t *testing.T, ctx context.Context, s domain.BucketStore, atomic bool, rs ...domain.BucketRequest) []domain.Decision {
+	t.Helper()
+	ds, err := s.DecideBatch(ctx, rs, atomic)
+	if err != nil {
+		t.Fatalf("DecideBatch: %v", err)
+	}
+	if len(ds) != len(rs) {
+		t.Fatalf("DecideBatch returned %d decisions for %d checks", len(ds), len(rs))
+	}
+	return ds
+}
+
+func testBatchAtomic(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	decide(t, ctx, s, req("daily", "u", 2, time.Hour, 2)) // the daily limit is spent
+	ds := batch(t, ctx, s, true, req("burst", "u", 5, time.Second, 1), req("daily", "u", 2, time.Hour, 1))
+	if !ds[0].Allowed || ds[1].Allowed {
+		t.Fatalf("decisions as evaluated: %+v", ds)
+	}
+	// Nothing was recorded for the burst limit: the rejected request did not drain it.
+	want(t, "burst untouched", decide(t, ctx, s, req("burst", "u", 5, time.Second, 0)),
+		domain.Decision{Allowed: true, Limit: 5, Remaining: 4, ResetAfter: time.Second})
+	ds = batch(t, ctx, s, true, req("burst", "u", 5, time.Second, 1), req("other", "u", 2, time.Hour, 1))
+	if !ds[0].Allowed || !ds[1].Allowed {
+		t.Fatalf("admissible batch denied: %+v", ds)
+	}
+	want(t, "burst recorded", decide(t, ctx, s, req("burst", "u", 5, time.Second, 0)),
+		domain.Decision{Allowed: true, Limit: 5, Remaining: 3, ResetAfter: time.Second})
+}
+
+func testBatchNonAtomic(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	decide(t, ctx, s, req("daily", "u", 1, time.Hour, 1))
+	ds := batch(t, ctx, s, false, req("burst", "u", 5, time.Second, 1), req("daily", "u", 1, time.Hour, 1))
+	if !ds[0].Allowed || ds[1].Allowed {
+		t.Fatalf("decisions: %+v", ds)
+	}
+	want(t, "burst recorded without atomic", decide(t, ctx, s, req("burst", "u", 5, time.Second, 0)),
+		domain.Decision{Allowed: true, Limit: 5, Remaining: 3, ResetAfter: time.Second})
+}
+
+func testBatchSameKey(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	ds := batch(t, ctx, s, true, req("p", "k", 3, time.Minute, 2), req("p", "k", 3, time.Minute, 2))
+	if !ds[0].Allowed || ds[1].Allowed || ds[1].Remaining != 1 {
+		t.Fatalf("second check must see the first's units: %+v", ds)
+	}
+	want(t, "rolled back", decide(t, ctx, s, req("p", "k", 3, time.Minute, 3)),
+		domain.Decision{Allowed: true, Limit: 3, Remaining: 0, ResetAfter: time.Minute})
+}
+
+func testBatchShadow(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	decide(t, ctx, s, req("trial", "u", 1, time.Hour, 1))
+	shadow := req("trial", "u", 1, time.Hour, 1)
+	shadow.Shadow = true
+	ds := batch(t, ctx, s, true, req("real", "u", 5, time.Hour, 1), shadow)
+	if !ds[0].Allowed || ds[1].Allowed {
+		t.Fatalf("decisions: %+v", ds)
+	}
+	want(t, "shadow denial did not block the batch", decide(t, ctx, s, req("real", "u", 5, time.Hour, 0)),
+		domain.Decision{Allowed: true, Limit: 5, Remaining: 3, ResetAfter: time.Hour})
+}
+
+func testBatchNoDeadlock(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, b := req("p", "x", 1_000_000, time.Hour, 1), req("p", "y", 1_000_000, time.Hour, 1)
+			if g%2 == 1 {
+				a, b = b, a // opposite order
+			}
+			for i := 0; i < 50; i++ {
+				if _, err := s.DecideBatch(ctx, []domain.BucketRequest{a, b}, true); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("opposite-order batches: %v", err)
+	}
+	want(t, "every batch applied", decide(t, ctx, s, req("p", "x", 1_000_000, time.Hour, 0)),
+		domain.Decision{Allowed: true, Limit: 1_000_000, Remaining: 1_000_000 - 400 - 1, ResetAfter: time.Hour})
+}
+
+func testBatchRace(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	// Each batch takes one unit of a shared key and one of a private key; the shared limit must hold exactly.
+	const limit, workers = 20, 16
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 4; i++ {
+				ds, err := s.DecideBatch(ctx, []domain.BucketRequest{
+					req("own", fmt.Sprint("w", w), 100, time.Hour, 1),
+					req("shared", "k", limit, time.Hour, 1),
+				}, true)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if ds[0].Allowed && ds[1].Allowed {
+					admitted.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := admitted.Load(); got != limit {
+		t.Fatalf("admitted %d batches, want exactly %d", got, limit)
+	}
+}
+
+func testPing(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
