@@ -1,0 +1,41 @@
+{{/*
+The sluice container's environment. Mirrors config.yaml (the env wins over the file) so that `kubectl describe`
+shows the settings that matter per deployment, and carries the secrets the file never holds.
+*/}}
+{{- define "sluice.env" -}}
+- name: SLUICE_CONFIG
+  value: /etc/sluice/config.yaml
+- name: SLUICE_LISTEN
+  value: "0.0.0.0:8080"
+- name: SLUICE_STORE
+  value: {{ .Values.store | quote }}
+- name: SLUICE_TOKENS_FILE
+  value: /etc/sluice/tokens/tokens.yaml
+- name: SLUICE_LOG_LEVEL
+  value: {{ .Values.log.level | quote }}
+- name: SLUICE_LOG_FORMAT
+  value: {{ .Values.log.format | quote }}
+- name: SLUICE_DRAIN_TIMEOUT
+  value: {{ printf "%ds" (int64 .Values.drainTimeoutSeconds) | quote }}
+{{- if eq .Values.store "memory" }}
+- name: SLUICE_MEMORY_MAX_KEYS
+  value: {{ int64 .Values.memory.maxKeys | quote }}
+{{- else }}
+- name: SLUICE_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sluice.database.secretName" . }}
+      key: {{ include "sluice.database.secretKey" . }}
+- name: SLUICE_JANITOR_INTERVAL
+  value: {{ .Values.janitorInterval | quote }}
+- name: SLUICE_MIGRATE_ON_START
+  value: {{ eq .Values.migrations.mode "startup" | quote }}
+- name: SLUICE_POSTGRES_MAX_CONNS
+  value: {{ int64 .Values.postgres.maxConns | quote }}
+- name: SLUICE_POSTGRES_STATEMENT_TIMEOUT
+  value: {{ .Values.postgres.statementTimeout | quote }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
