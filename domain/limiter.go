@@ -57,27 +57,40 @@ type Service struct {
 
 var _ Limiter = (*Service)(nil)
 
-// NewService checks the config policies (valid, unique names) and returns a Limiter.
+// NewService returns a Limiter over the given stores. configPolicies are checked with ConfigPolicies.
 func NewService(configPolicies []Policy, policies PolicyStore, store BucketStore, obs Observer, clock Clock) (*Service, error) {
-	s := &Service{fixed: make(map[string]Policy, len(configPolicies)), policies: policies, store: store, obs: obs, clock: clock}
+	fixed, err := ConfigPolicies(configPolicies)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{fixed: make(map[string]Policy, len(fixed)), policies: policies, store: store, obs: obs, clock: clock}
 	if s.obs == nil {
 		s.obs = NopObserver{}
 	}
+	for _, p := range fixed {
+		s.fixed[p.Name] = p
+	}
+	return s, nil
+}
+
+// ConfigPolicies applies defaults to the config file's policies, marks them read-only, and checks them all: every
+// rule of Validate plus unique names. Field names are "policies[i].field".
+func ConfigPolicies(ps []Policy) ([]Policy, error) {
+	out := make([]Policy, len(ps))
+	seen := make(map[string]bool, len(ps))
 	v := &ValidationError{}
-	for i, p := range configPolicies {
+	for i, p := range ps {
 		p = p.WithDefaults()
 		p.Source = SourceConfig
 		prefix := "policies[" + strconv.Itoa(i) + "]."
 		p.validateInto(v, prefix)
-		if _, dup := s.fixed[p.Name]; dup {
+		if seen[p.Name] {
 			v.Add(prefix+"name", fmt.Sprintf("duplicate policy name %q", p.Name))
 		}
-		s.fixed[p.Name] = p
+		seen[p.Name] = true
+		out[i] = p
 	}
-	if err := v.Err(); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return out, v.Err()
 }
 
 // policy finds a policy by name: config policies first, then the API's.

@@ -1,0 +1,104 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"strings"
+)
+
+// Role is what a token may do.
+type Role string
+
+const (
+	// RoleCheck may check, multi-check, authorize and peek at keys.
+	RoleCheck Role = "check"
+	// RoleAdmin may do everything, including policy changes and key resets.
+	RoleAdmin Role = "admin"
+)
+
+// Token is a bearer token and its role. Name is for logs; the secret never is.
+type Token struct {
+	Name   string
+	Secret string
+	Role   Role
+}
+
+// authenticator checks bearer tokens. Secrets are kept only as SHA-256 digests and compared in constant time
+// against every configured token, so neither the match nor its position leaks through timing.
+type authenticator struct {
+	tokens []hashedToken
+}
+
+type hashedToken struct {
+	digest [32]byte
+	role   Role
+}
+
+func newAuthenticator(tokens []Token) *authenticator {
+	a := &authenticator{}
+	for _, t := range tokens {
+		a.tokens = append(a.tokens, hashedToken{digest: sha256.Sum256([]byte(t.Secret)), role: t.Role})
+	}
+	return a
+}
+
+// required reports the role an endpoint needs, or "" for public ones (health, metrics, the spec).
+func required(r *http.Request) Role {
+	p := r.URL.Path
+	if !strings.HasPrefix(p, "/v1/") {
+		return ""
+	}
+	switch {
+	case p == "/v1/check", p == "/v1/checks", p == "/v1/authorize":
+		return RoleCheck
+	case r.Method == http.MethodGet && strings.HasPrefix(p, "/v1/policies/") && strings.Contains(p[len("/v1/policies/"):], "/keys/"):
+		return RoleCheck // peek
+	}
+	return RoleAdmin
+}
+
+// role returns the role of the request's bearer token and whether one matched.
+func (a *authenticator) role(r *http.Request) (Role, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, secret, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" {
+		return "", false
+	}
+	d := sha256.Sum256([]byte(strings.TrimSpace(secret)))
+	var found Role
+	match := 0
+	for _, t := range a.tokens {
+		eq := subtle.ConstantTimeCompare(d[:], t.digest[:])
+		if eq == 1 && match == 0 {
+			found = t.role
+		}
+		match |= eq
+	}
+	return found, match == 1
+}
+
+// middleware enforces roles. With no tokens configured every request passes: the app only allows that on a
+// loopback listen address.
+func (a *authenticator) middleware(next http.Handler) http.Handler {
+	if len(a.tokens) == 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		need := required(r)
+		if need == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		role, ok := a.role(r)
+		if !ok {
+			writeProblem(w, problem(kindUnauthn, "send Authorization: Bearer <token> with a configured token", nil))
+			return
+		}
+		if need == RoleAdmin && role != RoleAdmin {
+			writeProblem(w, problem(kindForbidden, "this operation needs a token with role admin; this token has role "+string(role), nil))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

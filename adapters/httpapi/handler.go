@@ -1,0 +1,148 @@
+package httpapi
+
+import (
+	"errors"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-dev/sluice/api"
+	"github.com/sluice-dev/sluice/domain"
+)
+
+// Options configure the HTTP handler.
+type Options struct {
+	Limiter domain.Limiter
+	// Spec is the openapi.yaml served at /openapi.yaml.
+	Spec []byte
+	// Store names the store for /healthz and /readyz ("memory" or "postgres").
+	Store string
+	// Tokens enable bearer authentication; none means every request is allowed (loopback only, enforced by app).
+	Tokens []Token
+	// MaxBodyBytes bounds request bodies (413 beyond); ≤ 0 means 64 KiB.
+	MaxBodyBytes int64
+	Logger       *slog.Logger
+	Gatherer     prometheus.Gatherer
+}
+
+// NewHandler returns the whole HTTP surface: the generated routes with sluice's handlers, wrapped in the access
+// log, authentication and body limits.
+func NewHandler(o Options) http.Handler {
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 64 << 10
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Gatherer == nil {
+		o.Gatherer = prometheus.NewRegistry()
+	}
+	log := o.Logger
+	srv := &server{lim: o.Limiter, spec: o.Spec, store: api.HealthStore(o.Store), gatherer: o.Gatherer}
+	respondError := func(w http.ResponseWriter, r *http.Request, err error) {
+		k, fields := classify(err)
+		switch k {
+		case kindInternal:
+			log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		case kindUnavailable:
+			log.Warn("store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		writeProblem(w, problem(k, detailFor(k, err), fields))
+	}
+	strict := api.NewStrictHandlerWithOptions(srv, nil, api.StrictHTTPServerOptions{
+		RequestErrorHandlerFunc:  func(w http.ResponseWriter, r *http.Request, err error) { respondError(w, r, decodeError(err)) },
+		ResponseErrorHandlerFunc: respondError,
+	})
+	mux := http.NewServeMux()
+	// Unknown paths and methods answer problem+json too.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, problem(kindNoRoute, "no endpoint "+r.Method+" "+r.URL.Path+"; see /openapi.yaml", nil))
+	})
+	routes := api.HandlerWithOptions(strict, api.StdHTTPServerOptions{
+		BaseRouter: mux,
+		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			respondError(w, r, paramError(err))
+		},
+	})
+	auth := newAuthenticator(o.Tokens)
+	return accessLog(log, auth.middleware(limitBody(o.MaxBodyBytes, routes)))
+}
+
+// paramError names the query or path parameter that failed to bind.
+func paramError(err error) error {
+	var inv *api.InvalidParamFormatError
+	var req *api.RequiredParamError
+	switch {
+	case errors.As(err, &inv):
+		return domain.Invalid(inv.ParamName, "invalid value: "+inv.Err.Error())
+	case errors.As(err, &req):
+		return domain.Invalid(req.ParamName, "is required")
+	}
+	return &malformedError{msg: err.Error()}
+}
+
+// limitBody bounds bodies and requires JSON on requests that carry one.
+func limitBody(maxBytes int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
+			if r.ContentLength > maxBytes {
+				writeProblem(w, problem(kindTooLarge, "the body is "+strconv.FormatInt(r.ContentLength, 10)+" bytes; the limit is "+strconv.FormatInt(maxBytes, 10), nil))
+				return
+			}
+			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+				writeProblem(w, problem(kindMediaType, "send Content-Type: application/json", nil))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, maxBytes)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// statusWriter records the status for the access log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// accessLog logs one line per request at debug level: method, path, status, duration. It never logs the query
+// string, headers or body, which hold keys and tokens.
+func accessLog(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !log.Enabled(r.Context(), slog.LevelDebug) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		log.Debug("request", "method", r.Method, "path", redactPath(r.URL.Path), "status", sw.status, "duration", time.Since(start))
+	})
+}
+
+// redactPath hides the key of /v1/policies/{name}/keys/{key}.
+func redactPath(p string) string {
+	const prefix = "/v1/policies/"
+	if len(p) > len(prefix) && p[:len(prefix)] == prefix {
+		rest := p[len(prefix):]
+		for i := 0; i+6 <= len(rest); i++ {
+			if rest[i:i+6] == "/keys/" {
+				return prefix + rest[:i+6] + "…"
+			}
+		}
+	}
+	return p
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

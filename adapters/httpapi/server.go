@@ -1,0 +1,260 @@
+// Package httpapi is sluice's HTTP adapter: the handlers of the strict server generated from openapi.yaml (in
+// package api), over the domain.Limiter port. Handlers return domain errors; one table (problems.go) turns them
+// into RFC 9457 problem responses.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/sluice-dev/sluice/api"
+	"github.com/sluice-dev/sluice/domain"
+)
+
+// server implements api.StrictServerInterface.
+type server struct {
+	lim      domain.Limiter
+	spec     []byte
+	store    api.HealthStore
+	gatherer prometheus.Gatherer
+}
+
+var _ api.StrictServerInterface = (*server)(nil)
+
+func decisionBody(r domain.Result) api.Decision {
+	d := api.Decision{
+		Allowed:      r.Allowed,
+		Policy:       r.Policy.Name,
+		Key:          r.Key,
+		Limit:        r.Limit,
+		Remaining:    r.Remaining,
+		ResetAfterMs: r.ResetAfter.Milliseconds(),
+		RetryAfterMs: r.RetryAfter.Milliseconds(),
+	}
+	if r.RetryAfter > 0 && d.RetryAfterMs == 0 {
+		d.RetryAfterMs = 1 // never tell a denied client it may retry at once
+	}
+	if r.ShadowDenied {
+		d.ShadowDenied = &r.ShadowDenied
+	}
+	if r.Degraded {
+		d.Degraded = &r.Degraded
+	}
+	return d
+}
+
+func costOf(c *int64) int64 {
+	if c == nil {
+		return 1
+	}
+	return *c
+}
+
+// Check implements POST /v1/check.
+func (s *server) Check(ctx context.Context, req api.CheckRequestObject) (api.CheckResponseObject, error) {
+	res, err := s.lim.Check(ctx, domain.CheckRequest{Policy: req.Body.Policy, Key: req.Body.Key, Cost: costOf(req.Body.Cost)})
+	if err != nil {
+		return nil, err
+	}
+	policy := rateLimitPolicy(res.Policy)
+	h := api.Check200ResponseHeaders{RateLimitPolicy: &policy}
+	if !res.Degraded {
+		rl := rateLimit(res)
+		h.RateLimit = &rl
+	}
+	if !res.Allowed {
+		ra := retryAfterSeconds(res)
+		h.RetryAfter = &ra
+	}
+	return api.Check200JSONResponse{Body: decisionBody(res), Headers: h}, nil
+}
+
+// CheckMany implements POST /v1/checks.
+func (s *server) CheckMany(ctx context.Context, req api.CheckManyRequestObject) (api.CheckManyResponseObject, error) {
+	checks := make([]domain.CheckRequest, len(req.Body.Checks))
+	for i, c := range req.Body.Checks {
+		checks[i] = domain.CheckRequest{Policy: c.Policy, Key: c.Key, Cost: costOf(c.Cost)}
+	}
+	atomic := req.Body.Atomic != nil && *req.Body.Atomic
+	results, allowed, err := s.lim.CheckMany(ctx, checks, atomic)
+	if err != nil {
+		return nil, err
+	}
+	out := api.CheckMany200JSONResponse{Allowed: allowed, Decisions: make([]api.Decision, len(results))}
+	for i, r := range results {
+		out.Decisions[i] = decisionBody(r)
+	}
+	return out, nil
+}
+
+// Authorize implements GET /v1/authorize: 204 or 429, for proxies.
+func (s *server) Authorize(ctx context.Context, req api.AuthorizeRequestObject) (api.AuthorizeResponseObject, error) {
+	res, err := s.lim.Check(ctx, domain.CheckRequest{Policy: req.Params.Policy, Key: req.Params.Key, Cost: costOf(req.Params.Cost)})
+	if err != nil {
+		return nil, err
+	}
+	policy := rateLimitPolicy(res.Policy)
+	var rl *string
+	if !res.Degraded {
+		v := rateLimit(res)
+		rl = &v
+	}
+	if res.Allowed {
+		return api.Authorize204Response{Headers: api.Authorize204ResponseHeaders{RateLimitPolicy: &policy, RateLimit: rl}}, nil
+	}
+	ra := retryAfterSeconds(res)
+	noStore := "no-store"
+	p := problem(kindRateLimited, "policy "+res.Policy.Name+" admits "+formatQuota(res.Policy)+"; retry after the Retry-After delay", nil)
+	return api.Authorize429ApplicationProblemPlusJSONResponse{
+		Body:    p,
+		Headers: api.Authorize429ResponseHeaders{RateLimitPolicy: &policy, RateLimit: rl, RetryAfter: &ra, CacheControl: &noStore},
+	}, nil
+}
+
+func formatQuota(p domain.Policy) string {
+	return itoa(p.Limit) + " per " + domain.FormatDuration(p.Window)
+}
+
+func policyBody(p domain.Policy) api.Policy {
+	return api.Policy{
+		Name:        p.Name,
+		Limit:       p.Limit,
+		Window:      domain.FormatDuration(p.Window),
+		WindowMs:    p.Window.Milliseconds(),
+		Algorithm:   api.PolicyAlgorithm(p.Algorithm),
+		FailureMode: api.PolicyFailureMode(p.FailureMode),
+		Shadow:      p.Shadow,
+		Source:      api.PolicySource(p.Source),
+	}
+}
+
+// ListPolicies implements GET /v1/policies.
+func (s *server) ListPolicies(ctx context.Context, _ api.ListPoliciesRequestObject) (api.ListPoliciesResponseObject, error) {
+	ps, err := s.lim.ListPolicies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := api.ListPolicies200JSONResponse{Policies: make([]api.Policy, len(ps))}
+	for i, p := range ps {
+		out.Policies[i] = policyBody(p)
+	}
+	return out, nil
+}
+
+// GetPolicy implements GET /v1/policies/{name}.
+func (s *server) GetPolicy(ctx context.Context, req api.GetPolicyRequestObject) (api.GetPolicyResponseObject, error) {
+	p, err := s.lim.GetPolicy(ctx, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	return api.GetPolicy200JSONResponse(policyBody(p)), nil
+}
+
+// PutPolicy implements PUT /v1/policies/{name}.
+func (s *server) PutPolicy(ctx context.Context, req api.PutPolicyRequestObject) (api.PutPolicyResponseObject, error) {
+	b := req.Body
+	window, err := domain.ParseDuration(b.Window)
+	if err != nil {
+		return nil, domain.Invalid("window", err.Error())
+	}
+	p := domain.Policy{Name: req.Name, Limit: b.Limit, Window: window}
+	if b.Algorithm != nil {
+		p.Algorithm = domain.Algorithm(*b.Algorithm)
+	}
+	if b.FailureMode != nil {
+		p.FailureMode = domain.FailureMode(*b.FailureMode)
+	}
+	if b.Shadow != nil {
+		p.Shadow = *b.Shadow
+	}
+	stored, created, err := s.lim.PutPolicy(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		return api.PutPolicy201JSONResponse(policyBody(stored)), nil
+	}
+	return api.PutPolicy200JSONResponse(policyBody(stored)), nil
+}
+
+// DeletePolicy implements DELETE /v1/policies/{name}.
+func (s *server) DeletePolicy(ctx context.Context, req api.DeletePolicyRequestObject) (api.DeletePolicyResponseObject, error) {
+	if err := s.lim.DeletePolicy(ctx, req.Name); err != nil {
+		return nil, err
+	}
+	return api.DeletePolicy204Response{}, nil
+}
+
+// GetKey implements GET /v1/policies/{name}/keys/{key}: a peek.
+func (s *server) GetKey(ctx context.Context, req api.GetKeyRequestObject) (api.GetKeyResponseObject, error) {
+	res, err := s.lim.Check(ctx, domain.CheckRequest{Policy: req.Name, Key: req.Key, Cost: 0})
+	if err != nil {
+		return nil, renameField(err, "policy", "name")
+	}
+	policy := rateLimitPolicy(res.Policy)
+	h := api.GetKey200ResponseHeaders{RateLimitPolicy: &policy}
+	if !res.Degraded {
+		rl := rateLimit(res)
+		h.RateLimit = &rl
+	}
+	return api.GetKey200JSONResponse{Body: decisionBody(res), Headers: h}, nil
+}
+
+// ResetKey implements DELETE /v1/policies/{name}/keys/{key}.
+func (s *server) ResetKey(ctx context.Context, req api.ResetKeyRequestObject) (api.ResetKeyResponseObject, error) {
+	if err := s.lim.Reset(ctx, req.Name, req.Key); err != nil {
+		return nil, err
+	}
+	return api.ResetKey204Response{}, nil
+}
+
+// renameField maps a domain field name to the name the client used (a path parameter here).
+func renameField(err error, from, to string) error {
+	ve, ok := err.(*domain.ValidationError)
+	if !ok {
+		return err
+	}
+	for i := range ve.Fields {
+		if ve.Fields[i].Field == from {
+			ve.Fields[i].Field = to
+		}
+	}
+	return ve
+}
+
+// Healthz implements GET /healthz: the process lives.
+func (s *server) Healthz(context.Context, api.HealthzRequestObject) (api.HealthzResponseObject, error) {
+	return api.Healthz200JSONResponse{Status: api.Ok, Store: &s.store}, nil
+}
+
+// Readyz implements GET /readyz: the store answers.
+func (s *server) Readyz(ctx context.Context, _ api.ReadyzRequestObject) (api.ReadyzResponseObject, error) {
+	if err := s.lim.Ready(ctx); err != nil {
+		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady, err.Error(), nil)), nil
+	}
+	return api.Readyz200JSONResponse{Status: api.Ok, Store: &s.store}, nil
+}
+
+// Metrics implements GET /metrics in the Prometheus text format.
+func (s *server) Metrics(context.Context, api.MetricsRequestObject) (api.MetricsResponseObject, error) {
+	mfs, err := s.gatherer.Gather()
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return nil, err
+		}
+	}
+	return api.Metrics200TextResponse(buf.String()), nil
+}
+
+// OpenapiSpec implements GET /openapi.yaml: the document this build was generated from.
+func (s *server) OpenapiSpec(context.Context, api.OpenapiSpecRequestObject) (api.OpenapiSpecResponseObject, error) {
+	return api.OpenapiSpec200ApplicationyamlResponse{Body: bytes.NewReader(s.spec), ContentLength: int64(len(s.spec))}, nil
+}

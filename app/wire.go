@@ -1,0 +1,206 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxevent"
+
+	"github.com/sluice-dev/sluice/adapters/httpapi"
+	"github.com/sluice-dev/sluice/adapters/memory"
+	"github.com/sluice-dev/sluice/adapters/metrics"
+	"github.com/sluice-dev/sluice/domain"
+)
+
+// Build carries what the main package knows: the version and the OpenAPI document it embeds.
+type Build struct {
+	Version string
+	Spec    []byte
+}
+
+// Listening is the address the HTTP server bound (useful when the port is 0).
+type Listening struct{ Addr string }
+
+// appOptions is the whole fx graph for `sluice serve`. The store module is chosen from cfg.Store, so the memory
+// store builds no database pool at all.
+func appOptions(cfg Config, build Build, log *slog.Logger) fx.Option {
+	return fx.Options(
+		fx.WithLogger(func() fxevent.Logger {
+			l := &fxevent.SlogLogger{Logger: log}
+			l.UseLogLevel(slog.LevelDebug)
+			return l
+		}),
+		fx.StopTimeout(time.Duration(cfg.HTTP.DrainTimeout)+10*time.Second),
+		fx.Supply(cfg, build, log),
+		fx.Provide(
+			fx.Annotate(newRegistry, fx.As(new(prometheus.Registerer)), fx.As(new(prometheus.Gatherer))),
+			newClock,
+			newObserver,
+			newLimiter,
+			newHTTPServer,
+		),
+		storeModule(cfg),
+		fx.Invoke(func(*Listening) {}),
+	)
+}
+
+// storeModule returns the module of the configured store.
+func storeModule(cfg Config) fx.Option {
+	if cfg.Store == "postgres" {
+		return postgresModule(cfg)
+	}
+	return memoryModule(cfg)
+}
+
+func memoryModule(cfg Config) fx.Option {
+	return fx.Module("store.memory",
+		fx.Provide(func(clock domain.Clock, reg prometheus.Registerer, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, error) {
+			s := memory.New(clock, memory.Options{MaxKeys: cfg.Memory.MaxKeys})
+			err := errors.Join(
+				reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+					Name: "sluice_memory_keys", Help: "Live (policy, key) pairs held by the memory store.",
+				}, func() float64 { return float64(s.Keys()) })),
+				reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+					Name: "sluice_memory_max_keys", Help: "The memory store's bound (memory.max_keys).",
+				}, func() float64 { return float64(s.MaxKeys()) })),
+				reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+					Name: "sluice_memory_full_rejections_total", Help: "New keys refused because every slot held a live key (handled by failure_mode).",
+				}, func() float64 { return float64(s.FullRejections()) })),
+			)
+			if err != nil {
+				return nil, nil, err
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			lc.Append(fx.Hook{
+				OnStart: func(context.Context) error {
+					go func() { defer close(done); s.RunSweeper(ctx, 10*time.Second) }()
+					return nil
+				},
+				OnStop: func(context.Context) error { cancel(); <-done; return nil },
+			})
+			return s, memory.NewPolicies(), nil
+		}),
+	)
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func newClock(cfg Config) domain.Clock {
+	return domain.SystemClock{Offset: time.Duration(cfg.ClockOffset)}
+}
+
+func newObserver(reg prometheus.Registerer) (domain.Observer, error) { return metrics.NewObserver(reg) }
+
+func newLimiter(cfg Config, policies domain.PolicyStore, store domain.BucketStore, obs domain.Observer, clock domain.Clock) (domain.Limiter, error) {
+	ps := make([]domain.Policy, len(cfg.Policies))
+	for i, p := range cfg.Policies {
+		ps[i] = p.domain()
+	}
+	return domain.NewService(ps, policies, store, obs, clock)
+}
+
+func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, log *slog.Logger, gatherer prometheus.Gatherer) *Listening {
+	tokens := make([]httpapi.Token, len(cfg.Tokens))
+	for i, t := range cfg.Tokens {
+		tokens[i] = httpapi.Token{Name: t.Name, Secret: t.Token, Role: httpapi.Role(t.Role)}
+	}
+	srv := &http.Server{
+		Handler: httpapi.NewHandler(httpapi.Options{
+			Limiter: lim, Spec: build.Spec, Store: cfg.Store, Tokens: tokens,
+			MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: log, Gatherer: gatherer,
+		}),
+		ReadHeaderTimeout: time.Duration(cfg.HTTP.ReadHeaderTimeout),
+		ReadTimeout:       time.Duration(cfg.HTTP.ReadTimeout),
+		WriteTimeout:      time.Duration(cfg.HTTP.ReadTimeout) + 10*time.Second,
+		IdleTimeout:       time.Duration(cfg.HTTP.IdleTimeout),
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	l := &Listening{}
+	served := make(chan struct{})
+	lc.Append(fx.Hook{
+		OnStart: func(ctx context.Context) error {
+			ln, err := net.Listen("tcp", cfg.Listen)
+			if err != nil {
+				return fmt.Errorf("listen (SLUICE_LISTEN=%s): %w", cfg.Listen, err)
+			}
+			l.Addr = ln.Addr().String()
+			go func() {
+				defer close(served)
+				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					log.Error("http server stopped", "err", err)
+				}
+			}()
+			log.Info("sluice serving", "addr", l.Addr, "store", cfg.Store, "replicas", replicaNote(cfg.Store),
+				"policies", len(cfg.Policies), "auth", len(tokens) > 0, "version", build.Version)
+			return nil
+		},
+		OnStop: func(context.Context) error {
+			// Stop accepting, let in-flight requests finish, bounded by the drain timeout.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.HTTP.DrainTimeout))
+			defer cancel()
+			err := srv.Shutdown(ctx)
+			<-served
+			if err != nil {
+				return fmt.Errorf("drain did not finish within %s: %w", cfg.HTTP.DrainTimeout, err)
+			}
+			log.Info("drained and stopped")
+			return nil
+		},
+	})
+	return l
+}
+
+func replicaNote(store string) string {
+	if store == "postgres" {
+		return "any number of replicas may share this database; together they admit at most each limit"
+	}
+	return "state lives in this process: run exactly one replica (each replica would enforce its own limit)"
+}
+
+// newLogger builds the process logger from cfg.
+func newLogger(cfg LogConfig, w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Run starts sluice with cfg and serves until ctx ends, then drains and stops. ready, when set, is called with
+// the bound address once the server accepts connections.
+func Run(ctx context.Context, cfg Config, build Build, log *slog.Logger, ready func(addr string)) error {
+	var l *Listening
+	app := fx.New(appOptions(cfg, build, log), fx.Populate(&l))
+	if err := app.Err(); err != nil {
+		return err
+	}
+	startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := app.Start(startCtx); err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(l.Addr)
+	}
+	<-ctx.Done()
+	log.Info("shutting down: draining in-flight requests", "drain_timeout", cfg.HTTP.DrainTimeout)
+	stopCtx, cancel2 := context.WithTimeout(context.Background(), time.Duration(cfg.HTTP.DrainTimeout)+10*time.Second)
+	defer cancel2()
+	return app.Stop(stopCtx)
+}
