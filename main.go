@@ -15,7 +15,7 @@ var spec []byte
 
 func main() {
 	version := "devel"
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		version = bi.Main.Version
 	}
 	os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr, app.Build{Version: version, Spec: spec}))

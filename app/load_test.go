@@ -1,0 +1,151 @@
+package app
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func envOf(kv map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := kv[k]; return v, ok }
+}
+
+func TestSampleConfigIsValid(t *testing.T) {
+	cfg, err := Load("../config/sluice.yaml", envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store != "memory" || cfg.Listen != "127.0.0.1:8080" || len(cfg.Policies) != 3 {
+		t.Fatalf("%+v", cfg)
+	}
+	if cfg.Policies[2].Window != Duration(24*time.Hour) {
+		t.Fatalf("7d-style windows: %v", cfg.Policies[2].Window)
+	}
+}
+
+func TestDefaultsWithoutAFile(t *testing.T) {
+	cfg, err := Load("", envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store != "memory" || cfg.Postgres.JanitorInterval != Duration(5*time.Minute) {
+		t.Fatalf("%+v", cfg)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	tokens := writeFile(t, "tokens.yaml", "- {name: ci, token: 0123456789abcdef0123, role: admin}\n")
+	cfg, err := Load("", envOf(map[string]string{
+		"SLUICE_LISTEN": "0.0.0.0:9090", "SLUICE_STORE": "postgres", "SLUICE_DATABASE_URL": "postgres://u@h/db",
+		"SLUICE_JANITOR_INTERVAL": "2m", "SLUICE_TOKENS_FILE": tokens, "SLUICE_LOG_FORMAT": "json",
+		"SLUICE_POSTGRES_STATEMENT_TIMEOUT": "100ms", "SLUICE_MIGRATE_ON_START": "false", "SLUICE_CLOCK_OFFSET": "-3m",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "0.0.0.0:9090" || cfg.Store != "postgres" || cfg.Postgres.URL != "postgres://u@h/db" ||
+		cfg.Postgres.JanitorInterval != Duration(2*time.Minute) || len(cfg.Tokens) != 1 || cfg.Log.Format != "json" ||
+		cfg.Postgres.StatementTimeout != Duration(100*time.Millisecond) || cfg.Postgres.MigrateOnStart ||
+		cfg.ClockOffset != Duration(-3*time.Minute) {
+		t.Fatalf("%+v", cfg)
+	}
+}
+
+// Every problem is reported at once, each naming the setting as the user wrote it and the valid values.
+func TestValidationReportsEveryProblem(t *testing.T) {
+	path := writeFile(t, "bad.yaml", `
+listen: 0.0.0.0:8080
+log: {level: loud, format: xml}
+postgres: {janitor_interval: 30s, max_conns: 0}
+tokens:
+  - {name: a, token: short, role: root}
+policies:
+  - {name: Login, limit: 0, window: 0s}
+  - {name: api, limit: 1, window: 40d, failure_mode: open, algorithm: leaky}
+  - {name: api, limit: 1, window: 1m}
+`)
+	_, err := Load(path, envOf(map[string]string{"SLUICE_STORE": "postgress"}))
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`SLUICE_STORE="postgress": must be one of memory, postgres; got "postgress"`,
+		"log.level: must be one of debug, info, warn, error",
+		"log.format: must be one of text, json",
+		"postgres.janitor_interval: must be at least 1m",
+		"postgres.max_conns: must be 1 to 1000",
+		"tokens[0].role: must be one of check, admin",
+		"tokens[0].token: must be at least 16 characters",
+		"policies[0].name: must match",
+		"policies[0].limit: must be an integer ≥ 1",
+		"policies[0].window: must be between 1s and 31d",
+		"policies[1].window: must be between 1s and 31d, got 40d",
+		"policies[1].failure_mode: must be one of [deny allow]",
+		"policies[1].algorithm: must be one of [sliding_log]",
+		`policies[2].name: duplicate policy name "api"`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	// A non-loopback listen with no tokens is refused only when tokens are absent; here one (invalid) is set.
+	if strings.Contains(msg, "not a loopback address") {
+		t.Errorf("loopback rule fired with a token configured:\n%s", msg)
+	}
+}
+
+func TestUnknownKeysFail(t *testing.T) {
+	path := writeFile(t, "typo.yaml", "store: memory\npostgress:\n  url: x\nmemory:\n  max_key: 5\n")
+	_, err := Load(path, envOf(nil))
+	if err == nil {
+		t.Fatal("typo accepted")
+	}
+	for _, want := range []string{`unknown setting "postgress"`, `unknown setting "max_key"`, "valid here: max_keys", "valid here: listen, store"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%s", want, err)
+		}
+	}
+}
+
+func TestNoTokensOnlyOnLoopback(t *testing.T) {
+	for listen, ok := range map[string]bool{"127.0.0.1:8080": true, "localhost:8080": true, "[::1]:8080": true, "0.0.0.0:8080": false, ":8080": false, "10.1.2.3:80": false} {
+		_, err := Load("", envOf(map[string]string{"SLUICE_LISTEN": listen}))
+		if ok != (err == nil) {
+			t.Errorf("listen %s: err = %v", listen, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "SLUICE_TOKENS_FILE") {
+			t.Errorf("listen %s: the message should name the setting to fix: %v", listen, err)
+		}
+	}
+}
+
+func TestBadEnvValues(t *testing.T) {
+	_, err := Load("", envOf(map[string]string{"SLUICE_JANITOR_INTERVAL": "soon", "SLUICE_MEMORY_MAX_KEYS": "many", "SLUICE_MIGRATE_ON_START": "yes please"}))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"SLUICE_JANITOR_INTERVAL: invalid duration", "SLUICE_MEMORY_MAX_KEYS: want an integer", "SLUICE_MIGRATE_ON_START: want true or false"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%s", want, err)
+		}
+	}
+}
+
+func TestPostgresNeedsURL(t *testing.T) {
+	_, err := Load("", envOf(map[string]string{"SLUICE_STORE": "postgres"}))
+	if err == nil || !strings.Contains(err.Error(), "postgres.url: required when store is postgres (set SLUICE_DATABASE_URL") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -1,0 +1,94 @@
+package app
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/fx"
+)
+
+func testBuild(t *testing.T) Build {
+	spec, err := os.ReadFile("../openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Build{Version: "test", Spec: spec}
+}
+
+func TestWiringValidates(t *testing.T) {
+	for _, store := range []string{"memory", "postgres"} {
+		t.Run(store, func(t *testing.T) {
+			cfg := Defaults()
+			cfg.Store = store
+			cfg.Postgres.URL = "postgres://postgres@127.0.0.1:1/none" // never dialled by ValidateApp
+			if err := fx.ValidateApp(appOptions(cfg, testBuild(t), slog.New(slog.DiscardHandler))); err != nil {
+				t.Fatalf("fx graph for store %s: %v", store, err)
+			}
+		})
+	}
+}
+
+func TestRunServesAndStops(t *testing.T) {
+	cfg := Defaults()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Policies = []PolicyConfig{{Name: "login", Limit: 2, Window: Duration(time.Minute)}}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan string, 1)
+	done := make(chan error, 1)
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))
+	go func() { done <- Run(ctx, cfg, testBuild(t), log, func(a string) { addrs <- a }) }()
+	var addr string
+	select {
+	case addr = <-addrs:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	for i, want := range []string{`"allowed":true`, `"allowed":true`, `"allowed":false`} {
+		resp, err := http.Post("http://"+addr+"/v1/check", "application/json", strings.NewReader(`{"policy":"login","key":"k"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("check %d: %s", i, body)
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, fam := range []string{`sluice_decisions_total{outcome="allowed",policy="login"} 2`, `sluice_decisions_total{outcome="denied",policy="login"} 1`, "sluice_memory_keys 1", "sluice_store_duration_seconds_bucket", "go_goroutines"} {
+		if !strings.Contains(string(metrics), fam) {
+			t.Errorf("metrics lack %q", fam)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if !strings.Contains(logs.String(), "store=memory") || !strings.Contains(logs.String(), "run exactly one replica") {
+		t.Fatalf("start-up log does not state the store and what it means:\n%s", logs.String())
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}

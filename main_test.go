@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The test binary doubles as the sluice binary: with SLUICE_TEST_BE_MAIN=1 it runs main, so these tests drive
+// the real command line as a separate process without a separate build.
+func TestMain(m *testing.M) {
+	if os.Getenv("SLUICE_TEST_BE_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func sluice(t *testing.T, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), "SLUICE_TEST_BE_MAIN=1"), env...)
+	return cmd
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestConfigCheck(t *testing.T) {
+	out, err := sluice(t, nil, "config", "check", "config/sluice.yaml").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "config/sluice.yaml: ok (store memory, 3 policies") {
+		t.Fatalf("%v: %s", err, out)
+	}
+	out, err = sluice(t, []string{"SLUICE_STORE=postgress"}, "config", "check", "config/sluice.yaml").CombinedOutput()
+	if code := exitCode(err); code != 1 || !strings.Contains(string(out), `SLUICE_STORE="postgress": must be one of memory, postgres`) {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+// SIGTERM stops new connections, lets a request already in flight finish, and exits 0.
+func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
+	addr := freeAddr(t)
+	cmd := sluice(t, []string{"SLUICE_LISTEN=" + addr}, "serve", "-config", "config/sluice.yaml")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	logs := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs <- sc.Text()
+		}
+		close(logs)
+	}()
+	waitFor(t, logs, "sluice serving")
+
+	// A request whose body is only half sent is in flight.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"policy":"login","key":"drain"}`
+	fmt.Fprintf(conn, "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:10])
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, logs, "shutting down")
+	// New connections are refused once the listener is closed.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting connections after SIGTERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The in-flight request completes.
+	if _, err := io.WriteString(conn, body[10:]); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("in-flight request: %v", err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(got), `"allowed":true`) {
+		t.Fatalf("in-flight request: %d %s", resp.StatusCode, got)
+	}
+	conn.Close()
+	waitFor(t, logs, "drained and stopped")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, logs <-chan string, want string) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case line, ok := <-logs:
+			if !ok {
+				t.Fatalf("process ended before logging %q", want)
+			}
+			if strings.Contains(line, want) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no log line %q", want)
+		}
+	}
+}
