@@ -72,8 +72,14 @@ func (s *server) Check(ctx context.Context, req api.CheckRequestObject) (api.Che
 	return api.Check200JSONResponse{Body: decisionBody(res), Headers: h}, nil
 }
 
+// maxChecks is ChecksRequest.checks' maxItems in openapi.yaml.
+const maxChecks = 100
+
 // CheckMany implements POST /v1/checks.
 func (s *server) CheckMany(ctx context.Context, req api.CheckManyRequestObject) (api.CheckManyResponseObject, error) {
+	if n := len(req.Body.Checks); n > maxChecks {
+		return nil, domain.Invalid("checks", "must hold at most "+itoa(maxChecks)+" checks, got "+itoa(int64(n)))
+	}
 	checks := make([]domain.CheckRequest, len(req.Body.Checks))
 	for i, c := range req.Body.Checks {
 		checks[i] = domain.CheckRequest{Policy: c.Policy, Key: c.Key, Cost: costOf(c.Cost)}
