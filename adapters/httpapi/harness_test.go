@@ -243,4 +243,3 @@ func coveredOps() map[string]map[int]bool {
 	}
 	return out
 }
-
