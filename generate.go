@@ -5,3 +5,4 @@ package main
 
 //go:generate go tool oapi-codegen -config api/server.cfg.yaml openapi.yaml
 //go:generate go tool oapi-codegen -config api/client.cfg.yaml openapi.yaml
+//go:generate go tool sqlc generate

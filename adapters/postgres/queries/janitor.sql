@@ -1,0 +1,33 @@
+-- name: JanitorPage :one
+-- One bounded batch of the janitor: the next page_size keys after (after_policy, after_key) in primary-key order
+-- are read and those with nothing left in their window are deleted. The DELETE re-checks expires_us on the row's
+-- current version (after waiting for a concurrent decision, if any), so a key admitted meanwhile survives.
+WITH page AS (
+    SELECT b.policy, b.key FROM sluice_buckets b
+    WHERE (b.policy, b.key) > (@after_policy::text, @after_key::bytea)
+    ORDER BY b.policy, b.key
+    LIMIT @page_size::int
+), gone AS (
+    DELETE FROM sluice_buckets x USING page
+    WHERE x.policy = page.policy AND x.key = page.key
+      AND x.expires_us <= coalesce(sqlc.narg(now_us)::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+    RETURNING 1
+), last AS (
+    SELECT page.policy, page.key FROM page ORDER BY page.policy DESC, page.key DESC LIMIT 1
+)
+SELECT (SELECT count(*) FROM page)::int AS scanned,
+       (SELECT count(*) FROM gone)::int AS deleted,
+       coalesce((SELECT last.policy FROM last), '')::text AS last_policy,
+       coalesce((SELECT last.key FROM last), '\x'::bytea)::bytea AS last_key;
+
+-- name: TryAdvisoryLock :one
+SELECT pg_try_advisory_lock(@lock_id::bigint) AS locked;
+
+-- name: AdvisoryUnlock :one
+SELECT pg_advisory_unlock(@lock_id::bigint) AS unlocked;
+
+-- name: SetLocalStatementTimeout :exec
+SELECT set_config('statement_timeout', @timeout::text, true);
+
+-- name: CountBuckets :one
+SELECT count(*) FROM sluice_buckets;

@@ -1,0 +1,319 @@
+// Package postgres is the PostgreSQL BucketStore and PolicyStore: any number of sluice replicas share one database
+// and together never admit more than a policy's limit in any window.
+//
+// Every decision is one round trip: one call of the plpgsql function sluice_decide (migrations/00001_buckets.sql)
+// through a prepared statement. The function reads the key's row, decides with the database's clock, and writes
+// only when it admits; a peek or a denial writes nothing. The row lock, when one is taken, lasts only for that
+// statement. Multi-checks are one call of sluice_decide_batch, which locks keys in byte order of (policy, key).
+//
+// Each call has a statement timeout (set on every pooled connection) and a Go deadline slightly above it, so a
+// database that is down or unreachable fails a check within about the timeout; the Limiter then applies the
+// policy's failure_mode. The pool reconnects by itself when the database returns.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-dev/sluice/adapters/postgres/internal/db"
+	"github.com/sluice-dev/sluice/domain"
+)
+
+// Options configure a Store.
+type Options struct {
+	// URL is a libpq connection string or URL (postgres://user:pass@host:5432/db?sslmode=disable).
+	URL string
+	// MaxConns bounds the pool; ≤ 0 means 16.
+	MaxConns int32
+	// StatementTimeout bounds every statement of the decision path; ≤ 0 means 250ms. A call fails after about
+	// this long even when the server cannot answer at all (a Go deadline of StatementTimeout plus a small margin).
+	StatementTimeout time.Duration
+	// ConnectTimeout bounds one connection attempt (they continue in the background after a caller gives up);
+	// ≤ 0 means four statement timeouts, at least 1s and at most 10s.
+	ConnectTimeout time.Duration
+	// PolicyRefresh is how often the API-policy cache is reloaded; ≤ 0 means 1s. A policy created, changed or
+	// deleted through another replica is seen here within this interval; through this replica, at once.
+	PolicyRefresh time.Duration
+	// Clock is test-only: nil (production) means the database clock decides. With a clock, every statement is
+	// given its instant instead, so tests can move time without sleeping.
+	Clock domain.Clock
+	// Logger receives the store's own log lines; nil discards them.
+	Logger *slog.Logger
+	// ConfigurePool is test-only: it may adjust the pool configuration before the pool is made (a tracer, a
+	// dialer that counts round trips).
+	ConfigurePool func(*pgxpool.Config)
+}
+
+// Store implements domain.BucketStore and domain.PolicyStore over a pgx pool. Safe for concurrent use.
+type Store struct {
+	pool     *pgxpool.Pool
+	q        *db.Queries
+	clock    domain.Clock
+	timeout  time.Duration // statement timeout
+	deadline time.Duration // Go deadline per call: the statement timeout plus a margin
+	log      *slog.Logger
+	target   int64 // newest migration version this build knows
+
+	policies policyCache
+	stop     context.CancelFunc
+	done     sync.WaitGroup
+}
+
+var (
+	_ domain.BucketStore = (*Store)(nil)
+	_ domain.PolicyStore = (*Store)(nil)
+)
+
+// Open makes the pool and starts the policy cache's refresher. It does not wait for the database: a database that
+// is down makes checks fail (per failure_mode) until it answers, and Ping reports it.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	if o.MaxConns <= 0 {
+		o.MaxConns = 16
+	}
+	if o.StatementTimeout <= 0 {
+		o.StatementTimeout = 250 * time.Millisecond
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = min(max(4*o.StatementTimeout, time.Second), 10*time.Second)
+	}
+	if o.PolicyRefresh <= 0 {
+		o.PolicyRefresh = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg, err := pgxpool.ParseConfig(o.URL)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: database URL: %w", redactErr(err))
+	}
+	cfg.MaxConns = o.MaxConns
+	cfg.ConnConfig.ConnectTimeout = o.ConnectTimeout
+	// The server cancels a statement after the timeout; the Go deadline (a little later) covers a server that
+	// cannot answer at all.
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10)
+	cfg.ConnConfig.RuntimeParams["application_name"] = "sluice"
+	cfg.PingTimeout = o.StatementTimeout
+	if o.ConfigurePool != nil {
+		o.ConfigurePool(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	target, err := LatestVersion()
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s := &Store{
+		pool:     pool,
+		q:        db.New(pool),
+		clock:    o.Clock,
+		timeout:  o.StatementTimeout,
+		deadline: o.StatementTimeout + max(50*time.Millisecond, o.StatementTimeout/10),
+		log:      o.Logger,
+		target:   target,
+	}
+	s.policies.init()
+	rctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.done.Add(1)
+	go func() {
+		defer s.done.Done()
+		s.refreshPolicies(rctx, o.PolicyRefresh)
+	}()
+	return s, nil
+}
+
+// Close stops the refresher and closes the pool.
+func (s *Store) Close() {
+	s.stop()
+	s.done.Wait()
+	s.pool.Close()
+}
+
+// Pool exposes the pool, for the janitor and for tests.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// call bounds one store call by the statement timeout plus a margin.
+func (s *Store) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.deadline)
+}
+
+// now is the instant passed to the functions: NULL (the database clock) unless a test clock is set.
+func (s *Store) now() pgtype.Int8 {
+	if s.clock == nil {
+		return pgtype.Int8{}
+	}
+	return pgtype.Int8{Int64: s.clock.Now().UnixMicro(), Valid: true}
+}
+
+func micros(d time.Duration) int64 { return int64(d / time.Microsecond) }
+
+func fromMicros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
+
+// Decide implements domain.BucketStore in one round trip.
+func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	row, err := s.q.Decide(ctx, db.DecideParams{
+		Policy:   r.Policy,
+		Key:      []byte(r.Key),
+		Lim:      r.Limit,
+		WindowUs: micros(r.Window),
+		Cost:     r.Cost,
+		NowUs:    s.now(),
+	})
+	if err != nil {
+		return domain.Decision{}, s.fail("decide", err)
+	}
+	return domain.Decision{
+		Allowed:    row.Allowed,
+		Limit:      r.Limit,
+		Remaining:  row.Remaining,
+		ResetAfter: fromMicros(row.ResetAfterUs),
+		RetryAfter: fromMicros(row.RetryAfterUs),
+	}, nil
+}
+
+// DecideBatch implements domain.BucketStore in one round trip (see sluice_decide_batch).
+func (s *Store) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atomic bool) ([]domain.Decision, error) {
+	if len(rs) == 0 {
+		return nil, nil
+	}
+	p := db.DecideBatchParams{
+		Policies:  make([]string, len(rs)),
+		Keys:      make([][]byte, len(rs)),
+		Limits:    make([]int64, len(rs)),
+		WindowsUs: make([]int64, len(rs)),
+		Costs:     make([]int64, len(rs)),
+		Shadows:   make([]bool, len(rs)),
+		Atomic:    atomic,
+		NowUs:     s.now(),
+	}
+	for i, r := range rs {
+		p.Policies[i], p.Keys[i], p.Limits[i] = r.Policy, []byte(r.Key), r.Limit
+		p.WindowsUs[i], p.Costs[i], p.Shadows[i] = micros(r.Window), r.Cost, r.Shadow
+	}
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	row, err := s.q.DecideBatch(ctx, p)
+	if err != nil {
+		return nil, s.fail("decide batch", err)
+	}
+	if len(row.Allowed) != len(rs) || len(row.Remaining) != len(rs) || len(row.ResetAfterUs) != len(rs) || len(row.RetryAfterUs) != len(rs) {
+		return nil, fmt.Errorf("postgres decide batch: %d results for %d checks", len(row.Allowed), len(rs))
+	}
+	ds := make([]domain.Decision, len(rs))
+	for i, r := range rs {
+		ds[i] = domain.Decision{
+			Allowed:    row.Allowed[i],
+			Limit:      r.Limit,
+			Remaining:  row.Remaining[i],
+			ResetAfter: fromMicros(row.ResetAfterUs[i]),
+			RetryAfter: fromMicros(row.RetryAfterUs[i]),
+		}
+	}
+	return ds, nil
+}
+
+// Reset implements domain.BucketStore.
+func (s *Store) Reset(ctx context.Context, policy, key string) error {
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	if err := s.q.ResetKey(ctx, db.ResetKeyParams{Policy: policy, Key: []byte(key)}); err != nil {
+		return s.fail("reset", err)
+	}
+	return nil
+}
+
+// dropPage bounds each statement of DropPolicy, so a policy with many keys never needs one long statement.
+const dropPage = 5000
+
+// DropPolicy implements domain.BucketStore: it deletes the policy's keys in pages of dropPage, each statement
+// under the statement timeout.
+func (s *Store) DropPolicy(ctx context.Context, policy string) error {
+	for {
+		cctx, cancel := s.call(ctx)
+		n, err := s.q.DropPolicyPage(cctx, db.DropPolicyPageParams{Policy: policy, PageSize: dropPage})
+		cancel()
+		if err != nil {
+			return s.fail("drop policy", err)
+		}
+		if n < dropPage {
+			return nil
+		}
+	}
+}
+
+// Ping implements domain.BucketStore for /readyz: it fails while the database is unreachable or its schema is
+// older than this build's migrations.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	v, err := schemaVersion(ctx, s.pool)
+	if err != nil {
+		return s.fail("ping", err)
+	}
+	if v < s.target {
+		return fmt.Errorf("postgres: database schema is at version %d, this build needs %d: run `sluice migrate up` (or set postgres.migrate_on_start)", v, s.target)
+	}
+	return nil
+}
+
+// fail wraps a database error with the operation and, for timeouts, says so plainly.
+func (s *Store) fail(op string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || isQueryCanceled(err) {
+		return fmt.Errorf("postgres %s: no answer within the statement timeout (%s): %w", op, s.timeout, err)
+	}
+	return fmt.Errorf("postgres %s: %w", op, err)
+}
+
+// schemaVersion reads the newest applied goose version; a missing version table is version 0.
+func schemaVersion(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (int64, error) {
+	var v pgtype.Int8
+	err := q.QueryRow(ctx, "SELECT max(version_id) FROM "+versionTable).Scan(&v)
+	if pgErrCode(err) == codeUndefinedTable {
+		return 0, nil
+	}
+	return v.Int64, err
+}
+
+// SQLSTATEs the store tells apart.
+const (
+	codeUndefinedTable = "42P01"
+	codeQueryCanceled  = "57014" // statement_timeout fired (or a cancel request)
+)
+
+// pgErrCode is the SQLSTATE of a server error, or "".
+func pgErrCode(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+func isQueryCanceled(err error) bool { return pgErrCode(err) == codeQueryCanceled }
+
+// redactErr keeps a password in a malformed URL out of error messages (pgconn's parse errors already redact it;
+// this is a second guard).
+func redactErr(err error) error {
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		return errors.New("cannot parse the connection string (check its syntax; it is not repeated here because it may hold a password)")
+	}
+	return err
+}

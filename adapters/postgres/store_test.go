@@ -1,0 +1,331 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-dev/sluice/adapters/postgres"
+	"github.com/sluice-dev/sluice/adapters/postgres/pgtest"
+	"github.com/sluice-dev/sluice/domain"
+	"github.com/sluice-dev/sluice/domain/clocktest"
+	"github.com/sluice-dev/sluice/domain/storetest"
+)
+
+// open returns a store on a fresh database, closed when the test ends.
+func open(t testing.TB, o postgres.Options) *postgres.Store {
+	t.Helper()
+	if o.URL == "" {
+		o.URL = pgtest.NewDatabase(t)
+	}
+	if o.StatementTimeout == 0 {
+		// Generous: the race tests run 32 goroutines on a 16-connection pool under -race on small machines.
+		o.StatementTimeout = 5 * time.Second
+	}
+	s, err := postgres.Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, clock domain.Clock) domain.BucketStore {
+		return open(t, postgres.Options{Clock: clock})
+	})
+}
+
+// With the database clock (no test clock): the suite's timed tests need a clock, but the concurrency ones do not.
+func TestRaceOnDatabaseClock(t *testing.T) {
+	s := open(t, postgres.Options{})
+	ctx := context.Background()
+	const limit, workers, tries = 40, 24, 5
+	var admitted atomic.Int64
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			var err error
+			for range tries {
+				var d domain.Decision
+				d, err = s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "hot", Limit: limit, Window: time.Hour, Cost: 1})
+				if err != nil {
+					break
+				}
+				if d.Allowed {
+					admitted.Add(1)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := admitted.Load(); got != limit {
+		t.Fatalf("admitted %d, want exactly %d", got, limit)
+	}
+}
+
+// countingConn counts the writes a connection makes: pgx writes each query (Bind/Execute/Sync) in one write and
+// then waits for the answer, so writes are round trips.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+type queryCounter struct{ n atomic.Int64 }
+
+func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	q.n.Add(1)
+	return ctx
+}
+func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func TestOneRoundTripPerDecision(t *testing.T) {
+	var writes atomic.Int64
+	queries := &queryCounter{}
+	s := open(t, postgres.Options{
+		MaxConns: 1,
+		ConfigurePool: func(c *pgxpool.Config) {
+			c.ConnConfig.Tracer = queries
+			dialer := &net.Dialer{}
+			c.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				conn, err := dialer.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return countingConn{Conn: conn, writes: &writes}, nil
+			}
+			// Under load connections are never idle for a second; make that so here, whatever the test's speed.
+			c.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
+		},
+	})
+	ctx := context.Background()
+	req := func(key string, cost int64) domain.BucketRequest {
+		return domain.BucketRequest{Policy: "rt", Key: key, Limit: 5, Window: time.Minute, Cost: cost}
+	}
+	// Warm up: the first use of each statement on a connection prepares it (one extra round trip, once).
+	for _, c := range []int64{1, 0} {
+		if _, err := s.Decide(ctx, req("warm", c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.DecideBatch(ctx, []domain.BucketRequest{req("warm", 1), req("warm2", 1)}, true); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		run  func() error
+	}{
+		{"admit a new key", func() error { _, err := s.Decide(ctx, req("k1", 1)); return err }},
+		{"admit an existing key", func() error { _, err := s.Decide(ctx, req("k1", 4)); return err }},
+		{"deny", func() error { _, err := s.Decide(ctx, req("k1", 1)); return err }},
+		{"peek", func() error { _, err := s.Decide(ctx, req("k1", 0)); return err }},
+		{"atomic batch of 3", func() error {
+			_, err := s.DecideBatch(ctx, []domain.BucketRequest{req("a", 1), req("b", 1), req("a", 1)}, true)
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		w0, q0 := writes.Load(), queries.n.Load()
+		if err := tc.run(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if w, q := writes.Load()-w0, queries.n.Load()-q0; w != 1 || q != 1 {
+			t.Errorf("%s: %d round trips (%d queries), want 1", tc.name, w, q)
+		}
+	}
+	// And over many decisions.
+	const n = 200
+	w0 := writes.Load()
+	for i := range n {
+		if _, err := s.Decide(ctx, req("many", int64(i%2))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := writes.Load() - w0; w != n {
+		t.Errorf("%d decisions took %d round trips", n, w)
+	}
+}
+
+func TestDenialAndPeekWriteNothing(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := open(t, postgres.Options{Clock: clock})
+	ctx := context.Background()
+	req := domain.BucketRequest{Policy: "p", Key: "k", Limit: 2, Window: time.Minute, Cost: 2}
+	if _, err := s.Decide(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	// xmin and ctid change with every write; xmax is set by a row lock (which a denial must not take either).
+	version := func() (xmin string) {
+		err := s.Pool().QueryRow(ctx, "SELECT xmin::text || '/' || xmax::text || '/' || ctid::text FROM sluice_buckets WHERE policy = 'p'").Scan(&xmin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return xmin
+	}
+	before := version()
+	for _, cost := range []int64{1, 2, 0, 0} {
+		clock.Advance(time.Second)
+		req.Cost = cost
+		d, err := s.Decide(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed {
+			t.Fatalf("cost %d admitted over the limit", cost)
+		}
+	}
+	if after := version(); after != before {
+		t.Fatalf("denials and peeks wrote the row: version %s → %s", before, after)
+	}
+	// A peek of an unknown key creates no row.
+	req.Key, req.Cost = "unknown", 0
+	if _, err := s.Decide(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	var rows int
+	if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM sluice_buckets").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 1 {
+		t.Fatalf("%d rows after a peek of an unknown key, want 1", rows)
+	}
+}
+
+func TestAtomicBatchLeavesNoPlaceholders(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := open(t, postgres.Options{Clock: clock})
+	ctx := context.Background()
+	full := domain.BucketRequest{Policy: "daily", Key: "u", Limit: 1, Window: time.Hour, Cost: 1}
+	if _, err := s.Decide(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := s.DecideBatch(ctx, []domain.BucketRequest{
+		{Policy: "burst", Key: "new", Limit: 5, Window: time.Second, Cost: 1}, full,
+	}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ds[0].Allowed || ds[1].Allowed {
+		t.Fatalf("decisions %+v", ds)
+	}
+	var rows int
+	if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM sluice_buckets").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 1 {
+		t.Fatalf("%d rows after a rolled-back batch, want 1 (no placeholder left)", rows)
+	}
+	// A non-atomic batch whose only check for a new key is a peek leaves none either.
+	if _, err := s.DecideBatch(ctx, []domain.BucketRequest{{Policy: "burst", Key: "peek", Limit: 5, Window: time.Second}}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM sluice_buckets").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 1 {
+		t.Fatalf("%d rows after a peek batch, want 1", rows)
+	}
+}
+
+func TestPolicies(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	a := open(t, postgres.Options{URL: url, PolicyRefresh: 50 * time.Millisecond})
+	b := open(t, postgres.Options{URL: url, PolicyRefresh: 50 * time.Millisecond})
+	ctx := context.Background()
+	p := domain.Policy{Name: "api-login", Limit: 5, Window: time.Minute, FailureMode: domain.FailAllow}
+	created, err := a.PutPolicy(ctx, p)
+	if err != nil || !created {
+		t.Fatalf("PutPolicy: created %v, %v", created, err)
+	}
+	got, err := a.GetPolicy(ctx, "api-login")
+	if err != nil || got.Limit != 5 || got.Window != time.Minute || got.FailureMode != domain.FailAllow || got.Algorithm != domain.SlidingLog || got.Source != domain.SourceAPI {
+		t.Fatalf("GetPolicy on the writer: %+v, %v", got, err)
+	}
+	p.Limit = 7
+	if created, err := a.PutPolicy(ctx, p); err != nil || created {
+		t.Fatalf("replace: created %v, %v", created, err)
+	}
+	// The other replica sees the change within its refresh interval.
+	waitFor(t, func() bool { got, err := b.GetPolicy(ctx, "api-login"); return err == nil && got.Limit == 7 })
+	list, err := b.ListPolicies(ctx)
+	if err != nil || len(list) != 1 || list[0].Name != "api-login" {
+		t.Fatalf("ListPolicies: %+v, %v", list, err)
+	}
+	if err := b.DeletePolicy(ctx, "api-login"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GetPolicy(ctx, "api-login"); !errors.Is(err, domain.ErrPolicyNotFound) {
+		t.Fatalf("GetPolicy after delete on the deleter: %v", err)
+	}
+	waitFor(t, func() bool { _, err := a.GetPolicy(ctx, "api-login"); return errors.Is(err, domain.ErrPolicyNotFound) })
+	if err := a.DeletePolicy(ctx, "api-login"); !errors.Is(err, domain.ErrPolicyNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+}
+
+func TestPingFailsWhenMigrationsAreBehind(t *testing.T) {
+	url := pgtest.NewEmptyDatabase(t)
+	s := open(t, postgres.Options{URL: url})
+	ctx := context.Background()
+	if err := s.Ping(ctx); err == nil {
+		t.Fatal("Ping on an unmigrated database succeeded")
+	}
+	if _, err := s.GetPolicy(ctx, "x"); err == nil || errors.Is(err, domain.ErrPolicyNotFound) {
+		t.Fatalf("GetPolicy before the policies could be loaded: %v, want a store error", err)
+	}
+	// Two migrators at once (as replicas starting together): the advisory lock makes one wait for the other.
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { _, err := postgres.Migrate(ctx, url, postgres.MigrateOptions{}); errs <- err }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping after migrating: %v", err)
+	}
+	st, err := postgres.MigrationStatus(ctx, url, postgres.MigrateOptions{})
+	if err != nil || len(st) == 0 {
+		t.Fatalf("status: %v, %v", st, err)
+	}
+	for _, m := range st {
+		if m.State != "applied" {
+			t.Fatalf("migration %s: %s", m.Source.Path, m.State)
+		}
+	}
+	if err := s.RefreshPolicies(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetPolicy(ctx, "x"); !errors.Is(err, domain.ErrPolicyNotFound) {
+		t.Fatalf("GetPolicy after migrating: %v, want not found", err)
+	}
+}
+
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
