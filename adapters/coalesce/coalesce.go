@@ -1,0 +1,293 @@
+// Package coalesce is a domain.BucketStore decorator that coalesces concurrent checks of one (policy, key).
+//
+// A store whose decisions cost a round trip (Postgres) serialises the checks of one hot key on that key's row
+// lock: N concurrent checks are N round trips, one after another. The decorator lets only one call per
+// (policy, key) be in flight. Checks that arrive while it is in flight queue up, and when it returns they are
+// sent together as ONE non-atomic DecideBatch, which applies them in arrival order, each seeing the units
+// recorded by the ones before it: the outcome is exactly that of running them one after another, so the
+// limit holds exactly as before, but a hot key costs one round trip per batch instead of one per check.
+//
+// There are no timers: a check that finds its key idle is sent at once, alone, with no added latency; batching
+// happens only while a call is in flight (leader/follower). The first check to join a queued batch leads it:
+// it sends the batch when the in-flight call returns, and every member gets its own decision. Batches hold at
+// most MaxBatch checks; more waiters form further batches, sent one after another.
+//
+// Cancellation: a member whose context ends before its batch is sent leaves the batch (nothing is recorded for
+// it; if it was the leader another member takes over). Once the batch is sent, a member whose context ends
+// returns at once with the context's error; its check may still be recorded, as with any call cancelled while
+// its statement runs. The batch itself runs under a context that ends only when every member has given up, so
+// one caller's cancellation never fails the others.
+//
+// Reset, DropPolicy, Ping and DecideBatch pass straight through to the wrapped store.
+package coalesce
+
+import (
+	"context"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sluice-dev/sluice/domain"
+)
+
+// DefaultMaxBatch bounds the checks sent in one DecideBatch when Options.MaxBatch is not set.
+const DefaultMaxBatch = 256
+
+const shardCount = 64
+
+// Options configure a Store.
+type Options struct {
+	// MaxBatch bounds the checks sent in one DecideBatch; ≤ 0 means DefaultMaxBatch.
+	MaxBatch int
+}
+
+// Store wraps a domain.BucketStore. Safe for concurrent use.
+type Store struct {
+	domain.BucketStore
+	maxBatch int
+	seed     maphash.Seed
+	shards   [shardCount]shard
+
+	batches   atomic.Int64
+	coalesced atomic.Int64
+}
+
+var _ domain.BucketStore = (*Store)(nil)
+
+type bucketKey struct{ policy, key string }
+
+type shard struct {
+	mu sync.Mutex
+	m  map[bucketKey]*queue
+	_  [48]byte
+}
+
+// queue is the state of one (policy, key) while a call for it is in flight: the batches waiting their turn,
+// oldest first. A key with no call in flight has no queue.
+type queue struct {
+	pending []*batch
+}
+
+// batch is a group of checks of one key that will be sent as one DecideBatch.
+type batch struct {
+	members []*waiter
+	live    int     // members still wanting a decision (not cancelled before the send)
+	leader  *waiter // the live member that sends the batch
+	ready   bool    // the previous call returned: the leader may send
+	sent    bool
+	// After the send: members still waiting; when it reaches 0 the batch's context is cancelled.
+	waiting int
+	cancel  context.CancelFunc
+}
+
+type waiter struct {
+	req       domain.BucketRequest
+	cancelled bool // left before the send
+	done      bool // d and err are set
+	d         domain.Decision
+	err       error
+	// wake carries one signal: "you lead, send now" or "your decision is in" (done says which).
+	wake chan struct{}
+}
+
+// New wraps store.
+func New(store domain.BucketStore, o Options) *Store {
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	s := &Store{BucketStore: store, maxBatch: o.MaxBatch, seed: maphash.MakeSeed()}
+	for i := range s.shards {
+		s.shards[i].m = make(map[bucketKey]*queue)
+	}
+	return s
+}
+
+// Batches reports how many DecideBatch calls the decorator sent on behalf of coalesced checks.
+func (s *Store) Batches() int64 { return s.batches.Load() }
+
+// Coalesced reports how many checks were sent inside those batches.
+func (s *Store) Coalesced() int64 { return s.coalesced.Load() }
+
+func (s *Store) shard(k bucketKey) *shard {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	h.WriteString(k.policy)
+	h.WriteByte(0)
+	h.WriteString(k.key)
+	return &s.shards[h.Sum64()%shardCount]
+}
+
+// Decide implements domain.BucketStore: the check is sent at once when no call for its key is in flight, and
+// otherwise joins the next batch for that key.
+func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
+	if err := ctx.Err(); err != nil {
+		return domain.Decision{}, err
+	}
+	k := bucketKey{r.Policy, r.Key}
+	sh := s.shard(k)
+	sh.mu.Lock()
+	q, busy := sh.m[k]
+	if !busy {
+		q = &queue{}
+		sh.m[k] = q
+		sh.mu.Unlock()
+		d, err := s.BucketStore.Decide(ctx, r)
+		sh.mu.Lock()
+		s.advanceLocked(sh, k, q)
+		sh.mu.Unlock()
+		return d, err
+	}
+	var b *batch
+	if n := len(q.pending); n > 0 && len(q.pending[n-1].members) < s.maxBatch {
+		b = q.pending[n-1]
+	} else {
+		b = &batch{}
+		q.pending = append(q.pending, b)
+	}
+	w := &waiter{req: r, wake: make(chan struct{}, 1)}
+	b.members = append(b.members, w)
+	b.live++
+	if b.leader == nil {
+		b.leader = w
+	}
+	sh.mu.Unlock()
+
+	select {
+	case <-w.wake:
+	case <-ctx.Done():
+		sh.mu.Lock()
+		if w.done { // the decision came in meanwhile
+			sh.mu.Unlock()
+			return w.d, w.err
+		}
+		if !b.sent { // leave the batch (handing over the lead if it was ours, even if we were just woken)
+			s.leaveLocked(sh, k, q, b, w)
+			sh.mu.Unlock()
+			return domain.Decision{}, ctx.Err()
+		}
+		// Sent: give up on the decision; the last member to give up cancels the batch.
+		b.waiting--
+		if b.waiting == 0 {
+			b.cancel()
+		}
+		sh.mu.Unlock()
+		return domain.Decision{}, ctx.Err()
+	}
+	sh.mu.Lock()
+	if w.done {
+		sh.mu.Unlock()
+		return w.d, w.err
+	}
+	// Woken to lead: the previous call returned and this batch is next.
+	return s.send(ctx, sh, k, q, b, w)
+}
+
+// leaveLocked removes w, cancelled before its batch was sent. If w led the batch, another live member takes
+// over (and is woken at once if the batch's turn has already come); a batch left with no member passes its turn
+// on.
+func (s *Store) leaveLocked(sh *shard, k bucketKey, q *queue, b *batch, w *waiter) {
+	w.cancelled = true
+	b.live--
+	if b.leader != w {
+		return
+	}
+	b.leader = nil
+	for _, m := range b.members {
+		if !m.cancelled {
+			b.leader = m
+			break
+		}
+	}
+	if !b.ready {
+		return
+	}
+	if b.leader != nil {
+		b.leader.wake <- struct{}{}
+		return
+	}
+	// This batch had the turn and nobody is left to use it.
+	s.advanceLocked(sh, k, q)
+}
+
+// send sends b, led by w, as one DecideBatch and hands each member its decision. Called with sh.mu held; it
+// releases it.
+func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *batch, w *waiter) (domain.Decision, error) {
+	b.sent = true
+	members := make([]*waiter, 0, b.live)
+	reqs := make([]domain.BucketRequest, 0, b.live)
+	for _, m := range b.members {
+		if !m.cancelled {
+			members = append(members, m)
+			reqs = append(reqs, m.req)
+		}
+	}
+	b.waiting = len(members)
+	// The batch outlives any one member's cancellation: it ends when every member has given up (a member whose
+	// context ends decrements waiting; so does the leader, through AfterFunc, since it is busy sending).
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	b.cancel = cancel
+	sh.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() {
+		sh.mu.Lock()
+		if !w.done {
+			b.waiting--
+			if b.waiting == 0 {
+				cancel()
+			}
+		}
+		sh.mu.Unlock()
+	})
+
+	ds, err := s.BucketStore.DecideBatch(bctx, reqs, false)
+	stop()
+	cancel()
+	s.batches.Add(1)
+	s.coalesced.Add(int64(len(reqs)))
+	if err == nil && len(ds) != len(reqs) {
+		err = errShortBatch
+	}
+
+	sh.mu.Lock()
+	for i, m := range members {
+		m.done = true
+		if err != nil {
+			m.err = err
+		} else {
+			m.d = ds[i]
+		}
+		if m != w {
+			m.wake <- struct{}{}
+		}
+	}
+	s.advanceLocked(sh, k, q)
+	sh.mu.Unlock()
+	if err != nil && ctx.Err() != nil {
+		return domain.Decision{}, ctx.Err()
+	}
+	return w.d, w.err
+}
+
+// advanceLocked is called when the in-flight call for k returned: the next batch with a live member gets the
+// turn (its leader is woken to send it), or the key goes idle.
+func (s *Store) advanceLocked(sh *shard, k bucketKey, q *queue) {
+	for len(q.pending) > 0 {
+		b := q.pending[0]
+		q.pending[0] = nil
+		q.pending = q.pending[1:]
+		if b.live == 0 {
+			continue
+		}
+		b.ready = true
+		b.leader.wake <- struct{}{}
+		return
+	}
+	delete(sh.m, k)
+}
+
+type shortBatchError struct{}
+
+func (shortBatchError) Error() string {
+	return "coalesce: the store returned fewer decisions than checks"
+}
+
+var errShortBatch error = shortBatchError{}
