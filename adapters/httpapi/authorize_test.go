@@ -106,6 +106,7 @@ func TestAuthorizeBadQuery(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			e := e.in(t)
 			r := e.do("GET", "/v1/authorize?"+c.query, nil, invalidRequest())
 			wantProblem(t, r, c.status, c.slug, c.field)
 			if r.Header.Get("Cache-Control") != "no-store" {

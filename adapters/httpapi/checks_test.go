@@ -103,6 +103,7 @@ func TestChecksValidationNamesEveryField(t *testing.T) {
 	}{"101 checks (maxItems 100)", map[string]any{"checks": tooMany}, 400, "validation", []string{"checks"}})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			e := e.in(t)
 			r := e.do("POST", "/v1/checks", c.body, invalidRequest())
 			wantProblem(t, r, c.status, c.slug, "")
 			for _, f := range c.fields {

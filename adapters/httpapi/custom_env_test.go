@@ -143,3 +143,10 @@ func wantProblem(t *testing.T, r response, status int, slug, field string) {
 	}
 	t.Fatalf("problem does not name field %q: %s", field, r.Body)
 }
+
+// in returns e reporting to t, for subtests: env's helpers fail the test they were made with.
+func (e *env) in(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
+}

@@ -109,6 +109,7 @@ func TestPutPolicyValidation(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			e := e.in(t)
 			wantProblem(t, e.do("PUT", "/v1/policies/new", c.body, invalidRequest()), 400, c.slug, c.field)
 		})
 	}
