@@ -3,18 +3,156 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"sync"
+	"text/tabwriter"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
+
+	"github.com/sluice-dev/sluice/adapters/postgres"
+	"github.com/sluice-dev/sluice/domain"
 )
 
-// postgresModule wires the Postgres store. It must provide domain.BucketStore and domain.PolicyStore, and may
-// take *slog.Logger, prometheus.Registerer and fx.Lifecycle. PLACEHOLDER: replaced by the Postgres issue.
+// postgresModule wires the Postgres store: one pool per replica, the API-policy cache, the janitor and, when
+// postgres.migrate_on_start is set, the migrations. Only this module opens a pool, so the memory store builds none.
+//
+// Nothing here blocks start-up on the database: the pool connects on first use, and migrate-on-start runs in the
+// background (under an advisory lock, so replicas starting together migrate one at a time), retrying until it
+// succeeds. Until the database answers and its schema is current, /readyz fails and checks get each policy's
+// failure_mode. The store decides with the database's clock; the app clock (and clock_offset) is not used.
 func postgresModule(cfg Config) fx.Option {
-	return fx.Error(errors.New("store postgres: not built yet"))
+	return fx.Module("store.postgres",
+		fx.Provide(func(log *slog.Logger, reg prometheus.Registerer, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, error) {
+			pc := cfg.Postgres
+			log = log.With("store", "postgres")
+			s, err := postgres.Open(context.Background(), postgres.Options{
+				URL:              pc.URL,
+				MaxConns:         int32(pc.MaxConns),
+				StatementTimeout: time.Duration(pc.StatementTimeout),
+				Logger:           log,
+			})
+			if err != nil {
+				return nil, nil, err
+			}
+			j, err := s.NewJanitor(postgres.JanitorOptions{
+				Interval:   time.Duration(pc.JanitorInterval),
+				Registerer: reg,
+				Logger:     log,
+			})
+			if err != nil {
+				s.Close()
+				return nil, nil, err
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			lc.Append(fx.Hook{
+				OnStart: func(context.Context) error {
+					if pc.MigrateOnStart {
+						wg.Add(1)
+						go func() { defer wg.Done(); migrateInBackground(ctx, s, pc.URL, log) }()
+					}
+					wg.Add(1)
+					go func() { defer wg.Done(); j.Run(ctx) }()
+					return nil
+				},
+				OnStop: func(context.Context) error {
+					cancel()
+					wg.Wait()
+					s.Close()
+					return nil
+				},
+			})
+			return s, s, nil
+		}),
+	)
 }
 
-// migrateCommand runs `sluice migrate up|status`. PLACEHOLDER: replaced by the Postgres issue.
+// migrateInBackground applies pending migrations, retrying with backoff (up to 30s between tries) while the
+// database is unreachable or another replica holds the migration lock, until it succeeds or ctx ends.
+func migrateInBackground(ctx context.Context, s *postgres.Store, url string, log *slog.Logger) {
+	wait := time.Second
+	for {
+		res, err := postgres.Migrate(ctx, url, postgres.MigrateOptions{Logger: log})
+		if err == nil {
+			v, _ := postgres.LatestVersion()
+			log.Info("postgres: schema is current", "version", v, "applied_now", len(res))
+			if err := s.RefreshPolicies(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("postgres: cannot load API policies yet; retrying in the background", "err", err)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("postgres: migrate at start-up failed; /readyz fails until it succeeds", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// migrateCommand runs `sluice migrate up|status` against postgres.url (SLUICE_DATABASE_URL).
 func migrateCommand(ctx context.Context, cfg Config, args []string, stdout io.Writer) error {
-	return errors.New("sluice migrate: not built yet")
+	if len(args) != 1 {
+		return errors.New("usage: sluice migrate up|status")
+	}
+	o := postgres.MigrateOptions{}
+	switch args[0] {
+	case "up":
+		res, err := postgres.Migrate(ctx, cfg.Postgres.URL, o)
+		for _, r := range res {
+			if r.Error != nil {
+				fmt.Fprintf(stdout, "FAILED  %s: %v\n", r.Source.Path, r.Error)
+				continue
+			}
+			fmt.Fprintf(stdout, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
+		}
+		if err != nil {
+			return err
+		}
+		v, err := postgres.LatestVersion()
+		if err != nil {
+			return err
+		}
+		if len(res) == 0 {
+			fmt.Fprintf(stdout, "schema already at version %d: nothing to apply\n", v)
+		} else {
+			fmt.Fprintf(stdout, "schema now at version %d\n", v)
+		}
+		return nil
+	case "status":
+		st, err := postgres.MigrationStatus(ctx, cfg.Postgres.URL, o)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tSTATE\tAPPLIED AT\tFILE")
+		pending := 0
+		for _, m := range st {
+			at := "-"
+			if !m.AppliedAt.IsZero() {
+				at = m.AppliedAt.UTC().Format(time.RFC3339)
+			}
+			if m.State != "applied" {
+				pending++
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", m.Source.Version, m.State, at, m.Source.Path)
+		}
+		tw.Flush()
+		if pending > 0 {
+			fmt.Fprintf(stdout, "%d pending: run `sluice migrate up`\n", pending)
+		} else {
+			fmt.Fprintln(stdout, "schema is current")
+		}
+		return nil
+	default:
+		return fmt.Errorf("usage: sluice migrate up|status (unknown subcommand %q)", args[0])
+	}
 }
