@@ -2,6 +2,7 @@ package domain
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -148,7 +149,8 @@ func ParseDuration(s string) (time.Duration, error) {
 		}
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
+	if err != nil || d < 0 || d > math.MaxInt64-time.Duration(days)*24*time.Hour {
+		// The last test refuses a sum that overflows (e.g. "366d2562047h") instead of wrapping to a negative.
 		return 0, fmt.Errorf("invalid duration %q: use forms like 500ms, 30s, 5m, 1h30m, 7d", s)
 	}
 	return time.Duration(days)*24*time.Hour + d, nil
