@@ -150,3 +150,10 @@ func (e *env) in(t *testing.T) *env {
 	c.t = t
 	return &c
 }
+
+func (f *flakyStore) Ping(ctx context.Context) error {
+	if f.failing.Load() {
+		return errStoreDown
+	}
+	return f.BucketStore.Ping(ctx)
+}
