@@ -1,0 +1,427 @@
+// Command sluice-bench measures sluice against a floor and against pgbench, on this machine's loopback only.
+//
+// In one bounded run it starts, one after the other and each in its own process (so the load generator's
+// goroutines and garbage collector stay out of the server's process):
+//
+//   - the floor: a minimal net/http server that decodes the same JSON check body and answers from a
+//     mutex-guarded map (no sluice code);
+//   - sluice itself (app.Run, the code of `sluice serve`), on the memory store and/or the Postgres store;
+//
+// and drives each with the same closed-loop load: -conns persistent HTTP/1.1 connections, each sending its next
+// POST /v1/check as soon as the previous answer is in, for -warmup (not measured) and then -duration. Shapes:
+// uniform (-keys keys, uniformly at random), hot (one key), hot-deny (one key of a 100-per-second policy, so
+// nearly every check is a denial). It prints decisions/s, p50 and p99 and the ratios sluice/floor.
+//
+// For the Postgres store it creates a throwaway database (sluice_bench_<random>) on the -database-url server
+// (which must be on loopback), migrates it, runs sluice on it, then runs pgbench with the exact statement sluice's
+// store sends, at the same concurrency, and prints sluice/pgbench. The database is dropped afterwards.
+//
+// The load generator shares the machine's cores with the server under test; it is kept cheap (pre-encoded
+// requests, a minimal response reader), and the ratios are measured in the same run, so machine noise and the
+// generator's cost apply to both sides. See docs/benchmarks.md.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sluice-dev/sluice/app"
+)
+
+// The policies both servers know. bench admits (nearly) everything, so the throughput shapes measure the
+// admission path; bench-tight denies nearly every check of a hot key.
+const (
+	benchPolicy  = "bench"
+	benchLimit   = 1_000_000_000
+	tightPolicy  = "bench-tight"
+	tightLimit   = 100
+	tightWindow  = time.Second
+	defaultAdmin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+)
+
+type options struct {
+	duration, warmup time.Duration
+	conns, keys      int
+	shapes           []string
+	stores           []string
+	window           time.Duration // bench's window on the memory store
+	pgWindow         time.Duration // bench's window on the Postgres store
+	adminURL         string
+	pgbench          string
+	pgMaxConns       int
+	profileDir       string
+	markdown         string
+}
+
+func main() {
+	if len(os.Args) > 2 && os.Args[1] == "-child" {
+		if err := child(os.Args[2], os.Args[3:]); err != nil {
+			fmt.Fprintln(os.Stderr, "sluice-bench child:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var o options
+	var shapes, stores string
+	fs := flag.NewFlagSet("sluice-bench", flag.ExitOnError)
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per run")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured warm-up per run")
+	fs.IntVar(&o.conns, "conns", 64, "concurrent connections (closed loop)")
+	fs.IntVar(&o.keys, "keys", 10_000, "keys of the uniform shape")
+	fs.StringVar(&shapes, "shapes", "uniform,hot,hot-deny", "comma-separated: uniform, hot, hot-deny")
+	fs.StringVar(&stores, "store", "memory", "comma-separated stores to run: memory, postgres")
+	fs.DurationVar(&o.window, "window", time.Hour, "window of the bench policy (limit 1e9) on the memory store")
+	fs.DurationVar(&o.pgWindow, "pg-window", time.Second, "window of the bench policy (limit 1e9) on the Postgres store (keeps a hot key's log bounded)")
+	fs.StringVar(&o.adminURL, "database-url", defaultAdmin, "Postgres server (loopback) on which to create the throwaway database")
+	fs.StringVar(&o.pgbench, "pgbench", "pgbench", "pgbench binary")
+	fs.IntVar(&o.pgMaxConns, "pg-max-conns", 0, "sluice's Postgres pool size (0: sluice's default)")
+	fs.StringVar(&o.profileDir, "cpuprofile-dir", "", "write a CPU profile of each sluice server's measured phase here")
+	fs.StringVar(&o.markdown, "markdown", "", "also write the results as a Markdown table to this file")
+	fs.Parse(os.Args[1:])
+	o.shapes = splitList(shapes)
+	o.stores = splitList(stores)
+	if o.conns < 1 || o.keys < 1 || o.duration <= 0 || o.warmup < 0 {
+		fmt.Fprintln(os.Stderr, "sluice-bench: -conns, -keys and -duration must be positive")
+		os.Exit(2)
+	}
+	for _, s := range o.shapes {
+		if s != "uniform" && s != "hot" && s != "hot-deny" {
+			fmt.Fprintf(os.Stderr, "sluice-bench: unknown shape %q (uniform, hot, hot-deny)\n", s)
+			os.Exit(2)
+		}
+	}
+	for _, s := range o.stores {
+		if s != "memory" && s != "postgres" {
+			fmt.Fprintf(os.Stderr, "sluice-bench: unknown store %q (memory, postgres)\n", s)
+			os.Exit(2)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// row is one line of the results table.
+type row struct {
+	store, shape, target string
+	rate                 float64
+	p50, p99             time.Duration
+	allowedPct           float64
+	errors               uint64
+}
+
+func run(ctx context.Context, o options, out io.Writer) error {
+	fmt.Fprintf(out, "sluice-bench: %d connections, %s warm-up + %s measured per run, %d CPUs (GOMAXPROCS %d), %s\n",
+		o.conns, o.warmup, o.duration, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
+	fmt.Fprintln(out, "servers run one at a time, each in its own process; the load generator shares the CPUs with them")
+	var rows []row
+	var ratios []string
+	for _, store := range o.stores {
+		var err error
+		switch store {
+		case "memory":
+			rows, ratios, err = runMemory(ctx, o, out, rows, ratios)
+		case "postgres":
+			rows, ratios, err = runPostgres(ctx, o, out, rows, ratios)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	table := formatTable(rows, ratios)
+	fmt.Fprint(out, "\n"+table)
+	if o.markdown != "" {
+		return os.WriteFile(o.markdown, []byte(table), 0o644)
+	}
+	return nil
+}
+
+// shapeRequests are the pre-encoded requests of a shape; keys are decimal numbers so pgbench can make them too.
+func shapeRequests(shape, host string, keys int) [][]byte {
+	switch shape {
+	case "uniform":
+		reqs := make([][]byte, keys)
+		for i := range reqs {
+			reqs[i] = checkRequest(host, benchPolicy, strconv.Itoa(i+1))
+		}
+		return reqs
+	case "hot":
+		return [][]byte{checkRequest(host, benchPolicy, "hot")}
+	default: // hot-deny
+		return [][]byte{checkRequest(host, tightPolicy, "hot")}
+	}
+}
+
+func runMemory(ctx context.Context, o options, out io.Writer, rows []row, ratios []string) ([]row, []string, error) {
+	for _, shape := range o.shapes {
+		floor, err := measure(ctx, o, out, "memory", shape, "floor", []string{"floor"}, "")
+		if err != nil {
+			return nil, nil, err
+		}
+		sl, err := measure(ctx, o, out, "memory", shape, "sluice", sluiceArgs(o, "memory", ""), profilePath(o, "memory", shape))
+		if err != nil {
+			return nil, nil, err
+		}
+		rows = append(rows, floor, sl)
+		ratios = append(ratios, fmt.Sprintf("memory %-8s sluice/floor: decisions/s %.2f×, p50 %.2f×, p99 %.2f×",
+			shape, sl.rate/floor.rate, ratio(sl.p50, floor.p50), ratio(sl.p99, floor.p99)))
+	}
+	return rows, ratios, nil
+}
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
+
+func profilePath(o options, store, shape string) string {
+	if o.profileDir == "" {
+		return ""
+	}
+	return filepath.Join(o.profileDir, "sluice-"+store+"-"+shape+".pprof")
+}
+
+func sluiceArgs(o options, store, dbURL string) []string {
+	window := o.window
+	if store == "postgres" {
+		window = o.pgWindow
+	}
+	return []string{"sluice", "-store", store, "-database-url", dbURL, "-window", window.String(),
+		"-pg-max-conns", strconv.Itoa(o.pgMaxConns)}
+}
+
+// measure starts a server process, drives it with one shape and stops it.
+func measure(ctx context.Context, o options, out io.Writer, store, shape, target string, args []string, profile string) (row, error) {
+	srv, err := startChild(ctx, args)
+	if err != nil {
+		return row{}, fmt.Errorf("start %s: %w", target, err)
+	}
+	defer srv.stop()
+	spec := loadSpec{addr: srv.addr, conns: o.conns, warmup: o.warmup, duration: o.duration, requests: shapeRequests(shape, srv.addr, o.keys)}
+	if profile != "" {
+		spec.onMeasure = func() { srv.command("profile " + profile) }
+		spec.onStop = func() { srv.command("stop-profile") }
+	}
+	res, err := runLoad(spec)
+	if err != nil {
+		return row{}, err
+	}
+	if srv.stop(); srv.err != nil {
+		return row{}, fmt.Errorf("%s: %w", target, srv.err)
+	}
+	r := row{store: store, shape: shape, target: target, rate: res.rate(), p50: res.lat.quantile(0.50), p99: res.lat.quantile(0.99),
+		errors: res.errors}
+	if res.decisions > 0 {
+		r.allowedPct = 100 * float64(res.allowed) / float64(res.decisions)
+	}
+	fmt.Fprintf(out, "%-8s %-8s %-8s %10.0f decisions/s  p50 %-9s p99 %-9s allowed %5.1f%%  errors %d\n",
+		store, shape, target, r.rate, fmtDur(r.p50), fmtDur(r.p99), r.allowedPct, r.errors)
+	if res.errors > 0 {
+		fmt.Fprintf(out, "  first error: %v\n", res.firstErr)
+	}
+	if res.decisions == 0 {
+		return row{}, fmt.Errorf("%s %s: no decision completed (first error: %v)", target, shape, res.firstErr)
+	}
+	return r, nil
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Millisecond:
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + "ms"
+	default:
+		return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 0, 64) + "µs"
+	}
+}
+
+func formatTable(rows []row, ratios []string) string {
+	var b strings.Builder
+	b.WriteString("| store | shape | server | decisions/s | p50 | p99 | admitted |\n|---|---|---|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		admitted := "n/a"
+		if r.allowedPct >= 0 {
+			admitted = strconv.FormatFloat(r.allowedPct, 'f', 1, 64) + "%"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %s | %s | %s |\n", r.store, r.shape, r.target, r.rate, fmtDur(r.p50), fmtDur(r.p99), admitted)
+	}
+	b.WriteString("\n")
+	for _, s := range ratios {
+		b.WriteString("- " + s + "\n")
+	}
+	return b.String()
+}
+
+// server is a child process serving on loopback.
+type server struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	addr  string
+	done  chan struct{}
+	err   error
+}
+
+// startChild re-executes this binary as a server (floor or sluice) and waits for its address.
+func startChild(ctx context.Context, args []string) (*server, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, append([]string{"-child"}, args...)...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	lines := bufio.NewScanner(stdout)
+	addr := make(chan string, 1)
+	go func() {
+		for lines.Scan() {
+			if a, ok := strings.CutPrefix(lines.Text(), "ready "); ok {
+				addr <- a
+			}
+		}
+	}()
+	go func() {
+		s.err = cmd.Wait()
+		close(s.done)
+	}()
+	select {
+	case s.addr = <-addr:
+	case <-s.done:
+		return nil, fmt.Errorf("exited before serving: %v", s.err)
+	case <-time.After(60 * time.Second):
+		s.stop()
+		return nil, errors.New("not serving after 60 s")
+	case <-ctx.Done():
+		s.stop()
+		return nil, ctx.Err()
+	}
+	if err := requireLoopback(s.addr); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *server) command(line string) { fmt.Fprintln(s.stdin, line) }
+
+// stop closes the child's stdin (it drains and exits) and waits, killing it after 30 s.
+func (s *server) stop() {
+	s.stdin.Close()
+	select {
+	case <-s.done:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// child is the server side: it serves on 127.0.0.1:0, prints "ready ADDR", obeys "profile PATH" and
+// "stop-profile" lines on stdin, and drains and exits when stdin closes.
+func child(role string, args []string) error {
+	fs := flag.NewFlagSet("child", flag.ContinueOnError)
+	store := fs.String("store", "memory", "")
+	dbURL := fs.String("database-url", "", "")
+	window := fs.Duration("window", time.Hour, "")
+	pgMaxConns := fs.Int("pg-max-conns", 0, "")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stopProfile func()
+	go func() {
+		lines := bufio.NewScanner(os.Stdin)
+		for lines.Scan() {
+			cmd, arg, _ := strings.Cut(lines.Text(), " ")
+			switch cmd {
+			case "profile":
+				f, err := os.Create(arg)
+				if err == nil && pprof.StartCPUProfile(f) == nil {
+					stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+				}
+			case "stop-profile":
+				if stopProfile != nil {
+					stopProfile()
+					stopProfile = nil
+				}
+			}
+		}
+		cancel() // stdin closed: the parent is done with us (or gone)
+	}()
+	ready := func(addr string) { fmt.Printf("ready %s\n", addr) }
+	switch role {
+	case "floor":
+		return serveFloor(ctx, ready)
+	case "sluice":
+		cfg := app.Defaults()
+		cfg.Listen = "127.0.0.1:0"
+		cfg.Store = *store
+		cfg.Log.Level = "warn"
+		cfg.Postgres.URL = *dbURL
+		if *pgMaxConns > 0 {
+			cfg.Postgres.MaxConns = *pgMaxConns
+		}
+		cfg.Policies = []app.PolicyConfig{
+			{Name: benchPolicy, Limit: benchLimit, Window: app.Duration(*window)},
+			{Name: tightPolicy, Limit: tightLimit, Window: app.Duration(tightWindow)},
+		}
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		return app.Run(ctx, cfg, app.Build{Version: "bench", Spec: []byte("openapi: 3.1.0\n")}, log, ready)
+	}
+	return fmt.Errorf("unknown role %q", role)
+}
+
+func serveFloor(ctx context.Context, ready func(string)) error {
+	h := newFloorHandler(map[string]int64{benchPolicy: benchLimit, tightPolicy: tightLimit})
+	srv := &http.Server{Addr: "127.0.0.1:0", Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := listenLoopback()
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	ready(ln.Addr().String())
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHistogramBuckets(t *testing.T) {
+	for _, v := range []uint64{0, 1, 255, 256, 257, 1000, 65_535, 1 << 20, 123_456_789, 1 << 40, 1<<63 + 12345} {
+		i := histIndex(v)
+		if i < 0 || i >= histBuckets {
+			t.Fatalf("histIndex(%d) = %d, out of range", v, i)
+		}
+		lo, hi := histBounds(i)
+		if v < lo || v > hi {
+			t.Fatalf("value %d in bucket %d = [%d, %d]", v, i, lo, hi)
+		}
+		if v >= 256 && float64(hi-lo) > float64(lo)/128 {
+			t.Fatalf("bucket %d = [%d, %d] wider than 1/128", i, lo, hi)
+		}
+	}
+	// Buckets are contiguous and increasing.
+	for i := 1; i < histBuckets; i++ {
+		plo, phi := histBounds(i - 1)
+		lo, _ := histBounds(i)
+		if lo != phi+1 || lo <= plo {
+			t.Fatalf("bucket %d starts at %d; bucket %d ends at %d", i, lo, i-1, phi)
+		}
+	}
+}
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h hist
+	// 1..10000 µs, shuffled: p50 is 5000 µs and p99 9900 µs, within the buckets' 0.8%.
+	vals := rand.Perm(10_000)
+	for _, v := range vals {
+		h.record(time.Duration(v+1) * time.Microsecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 5000 * time.Microsecond}, {0.99, 9900 * time.Microsecond}, {1, 10_000 * time.Microsecond}} {
+		got := h.quantile(c.q)
+		if d := float64(got-c.want) / float64(c.want); d > 0.008 || d < -0.008 {
+			t.Errorf("quantile(%v) = %v, want %v ± 0.8%%", c.q, got, c.want)
+		}
+	}
+	var other hist
+	other.record(time.Second)
+	h.merge(&other)
+	if h.n != 10_001 || h.quantile(1) != time.Second {
+		t.Fatalf("after merge: n %d, max %v", h.n, h.quantile(1))
+	}
+	var empty hist
+	if empty.quantile(0.5) != 0 || empty.mean() != 0 {
+		t.Fatal("empty histogram")
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	answer := "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\ncontent-length: 27\r\n\r\n{\"allowed\":true,\"limit\":10}" +
+		"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"allowed\":false}" +
+		"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\ndown"
+	br := bufio.NewReader(strings.NewReader(answer))
+	var sent bytes.Buffer
+	req := checkRequest("127.0.0.1:1", "p", "k")
+	if ok, err := roundTrip(&sent, br, req); err != nil || !ok {
+		t.Fatalf("first: %v %v", ok, err)
+	}
+	if ok, err := roundTrip(&sent, br, req); err != nil || ok {
+		t.Fatalf("second: %v %v", ok, err)
+	}
+	if _, err := roundTrip(&sent, br, req); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("third: %v, want a 503 error", err)
+	}
+	if !bytes.HasPrefix(sent.Bytes(), []byte("POST /v1/check HTTP/1.1\r\n")) || !bytes.HasSuffix(req, []byte(`{"policy":"p","key":"k"}`)) {
+		t.Fatalf("request: %q", req)
+	}
+}
+
+func TestRequireLoopback(t *testing.T) {
+	for _, a := range []string{"127.0.0.1:80", "127.1.2.3:80", "[::1]:80", "localhost:80"} {
+		if err := requireLoopback(a); err != nil {
+			t.Errorf("%s: %v", a, err)
+		}
+	}
+	for _, a := range []string{"10.0.0.1:80", "192.168.1.1:80", "8.8.8.8:53", "example.com:80", "nonsense"} {
+		if err := requireLoopback(a); err == nil {
+			t.Errorf("%s accepted", a)
+		}
+	}
+}
+
+// TestStatementMatchesStore: the pgbench statement is the store's Decide query with pgbench variables.
+func TestStatementMatchesStore(t *testing.T) {
+	src, err := os.ReadFile("../../adapters/postgres/queries/decide.sql")
+	if err != nil {
+		t.Skip("the Postgres store's queries are not in this tree:", err)
+	}
+	m := regexp.MustCompile(`(?s)-- name: Decide :one\n(.*?;)`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("no Decide query in decide.sql")
+	}
+	var lines []string
+	for _, l := range strings.Split(string(m[1]), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+			lines = append(lines, l)
+		}
+	}
+	store := strings.Join(lines, "\n")
+	store = regexp.MustCompile(`sqlc\.narg\(now_us\)`).ReplaceAllString(store, "NULL")
+	store = regexp.MustCompile(`@(\w+)`).ReplaceAllString(store, ":$1")
+	norm := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+	if norm(store) != norm(decideStatement) {
+		t.Fatalf("pgbench statement out of step with the store's query:\nstore:   %s\npgbench: %s", norm(store), norm(decideStatement))
+	}
+	if !strings.HasPrefix(pgbenchScript("uniform", 10), `\set key random(1, 10)`) {
+		t.Fatal(pgbenchScript("uniform", 10))
+	}
+}
+
+// TestLoadAgainstFloor: a short run of the load generator against the floor, in process.
+func TestLoadAgainstFloor(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: newFloorHandler(map[string]int64{benchPolicy: 50}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	addr := ln.Addr().String()
+	var measured, stopped bool
+	res, err := runLoad(loadSpec{
+		addr: addr, conns: 4, warmup: 0, duration: 200 * time.Millisecond,
+		requests:  [][]byte{checkRequest(addr, benchPolicy, "a"), checkRequest(addr, benchPolicy, "b")},
+		onMeasure: func() { measured = true }, onStop: func() { stopped = true },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.errors != 0 || res.decisions == 0 || !measured || !stopped {
+		t.Fatalf("decisions %d, errors %d (%v), hooks %v %v", res.decisions, res.errors, res.firstErr, measured, stopped)
+	}
+	if res.allowed > 100 { // two keys of limit 50
+		t.Fatalf("floor admitted %d, want at most 100", res.allowed)
+	}
+	if res.lat.n != res.decisions || res.lat.quantile(0.99) <= 0 || res.rate() <= 0 {
+		t.Fatalf("latencies %d for %d decisions", res.lat.n, res.decisions)
+	}
+	if _, err := runLoad(loadSpec{addr: "10.1.2.3:80", conns: 1, duration: time.Millisecond}); err == nil {
+		t.Fatal("load sent to a non-loopback address")
+	}
+}
