@@ -74,7 +74,11 @@ func (s *Store) refreshPolicies(ctx context.Context, every time.Duration) {
 		_, err := s.loadPolicies(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil && !failing:
-			s.log.Warn("postgres: cannot reload API policies; keeping the last copy", "err", err)
+			if pgErrCode(err) == codeUndefinedTable {
+				s.log.Info("postgres: schema not migrated yet; API policies load once it is")
+			} else {
+				s.log.Warn("postgres: cannot reload API policies; keeping the last copy", "err", err)
+			}
 			failing = true
 		case err == nil && failing:
 			s.log.Info("postgres: API policies reloaded again")
