@@ -97,7 +97,8 @@ func (l *Log) Decide(now int64, cost, limit int64, window time.Duration) Decisio
 		}
 		return d
 	}
-	d.Remaining = limit - used
+	// used can exceed limit after a policy's limit was lowered: its history is kept, so nothing is left.
+	d.Remaining = max(limit-used, 0)
 	d.ResetAfter = time.Duration(l.at(l.n-1).at + int64(window) - now)
 	d.RetryAfter = l.retryAfter(now, cost, limit, window)
 	return d

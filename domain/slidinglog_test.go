@@ -40,7 +40,7 @@ func (m *model) decide(now, cost, limit int64, window time.Duration) Decision {
 		}
 		return d
 	}
-	d.Remaining = limit - used
+	d.Remaining = max(limit-used, 0)
 	// reset: the newest live unit leaves at its instant + window.
 	var newest int64
 	for _, t := range m.at {

@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -166,13 +165,6 @@ func TestDeletePolicyDropsItsKeys(t *testing.T) {
 // Lowering a limit below the units a key holds must deny with remaining 0 (the contract's minimum), not a
 // negative number, until enough units leave the window.
 func TestLoweringALimitBelowUsage(t *testing.T) {
-	if os.Getenv("SLUICE_TEST_NEGATIVE_REMAINING") == "" {
-		// domain.Log.Decide answers remaining = limit - used on a denial, which is negative here and breaks
-		// openapi.yaml (Decision.remaining minimum 0). Fix: domain/slidinglog.go, in Decide's denial branch,
-		// `d.Remaining = max(limit-used, 0)` (and the same clamp in the Postgres decide function). Then delete
-		// this skip.
-		t.Skip("blocked on the domain fix for negative remaining (see comment); set SLUICE_TEST_NEGATIVE_REMAINING=1 to run")
-	}
 	e := newEnv(t)
 	e.putPolicy("burst", map[string]any{"limit": 5, "window": "1m"}, 201)
 	for range 3 {

@@ -35,12 +35,18 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 		}, []string{"op"}),
 		storeErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_store_errors_total",
-			Help: "Store calls that failed, by operation and reason (timeout, full, canceled, error).",
+			Help: "Store calls that failed, by operation and reason (timeout, full, error).",
 		}, []string{"op", "reason"}),
 	}
 	for _, c := range []prometheus.Collector{o.decisions, o.storeDur, o.storeErrs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
+		}
+	}
+	// Start the error series at 0, so dashboards and rate() see them before the first failure.
+	for _, op := range []string{"decide", "decide_batch"} {
+		for _, r := range []string{"timeout", "full", "error"} {
+			o.storeErrs.WithLabelValues(op, r)
 		}
 	}
 	return o, nil

@@ -239,6 +239,10 @@ func testPolicyChange(t *testing.T, newStore NewStore) {
 	// Raising the limit keeps the 5 units already admitted.
 	want(t, "limit raised to 8", decide(t, ctx, s, req("p", "k", 8, time.Minute, 3)),
 		domain.Decision{Allowed: true, Limit: 8, Remaining: 0, ResetAfter: time.Minute})
+	// Lowering the limit below what the window holds leaves nothing (never a negative remaining) and the key
+	// waits until enough units leave: the 5 units at t=0 must go before 2 of 3 fit.
+	want(t, "limit lowered to 3", decide(t, ctx, s, req("p", "k", 3, time.Minute, 1)),
+		domain.Decision{Allowed: false, Limit: 3, Remaining: 0, ResetAfter: time.Minute, RetryAfter: time.Minute})
 	clock.Advance(30 * time.Second)
 	// Shrinking the window to 20s drops the units older than 20s.
 	want(t, "window shrunk to 20s", decide(t, ctx, s, req("p", "k", 8, 20*time.Second, 8)),
