@@ -136,7 +136,7 @@ BEGIN
         IF v_used + v_need > p_limit THEN
             -- Denied: nothing is written.
             allowed := false;
-            remaining := p_limit - v_used;
+            remaining := greatest(p_limit - v_used, 0); -- used exceeds a lowered limit: nothing is left
             reset_after_us := v_ats[v_n] + p_window_us - v_now;
             -- The oldest live entry whose departure leaves room: units after it, cums[n] - cums[j], <= limit - cost.
             v_target := v_cums[v_n] - (p_limit - v_need);
@@ -314,7 +314,7 @@ BEGIN
                     END IF;
                 ELSE
                     allowed[i] := false;
-                    remaining[i] := v_limit - v_used;
+                    remaining[i] := greatest(v_limit - v_used, 0);
                     reset_after_us[i] := v_ats[v_n] + v_window - v_now;
                     v_target := v_cums[v_n] - (v_limit - v_need);
                     v_lo := 1;
