@@ -23,6 +23,12 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestConformanceLanes(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, clock domain.Clock) domain.BucketStore {
+		return New(memory.New(clock, memory.Options{MaxKeys: 10_000}), Options{Lanes: 3, MaxBatch: 8})
+	})
+}
+
 func TestConformanceBatchesOfOne(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, clock domain.Clock) domain.BucketStore {
 		return New(memory.New(clock, memory.Options{MaxKeys: 10_000}), Options{MaxBatch: 1})
@@ -62,8 +68,14 @@ func req(key string, limit, cost int64) domain.BucketRequest {
 
 // TestHotKeyExact: many goroutines on one key admit exactly limit, and the checks did go out in batches.
 func TestHotKeyExact(t *testing.T) {
+	for _, lanes := range []int{0, 4} {
+		t.Run(fmt.Sprint("lanes=", lanes), func(t *testing.T) { testHotKeyExact(t, lanes) })
+	}
+}
+
+func testHotKeyExact(t *testing.T, lanes int) {
 	inner := &slow{BucketStore: memory.New(clocktest.New(time.Unix(1e9, 0)), memory.Options{})}
-	s := New(inner, Options{MaxBatch: 16})
+	s := New(inner, Options{MaxBatch: 16, Lanes: lanes})
 	const limit, workers, tries = 500, 64, 20
 	var admitted atomic.Int64
 	var wg sync.WaitGroup
@@ -140,8 +152,7 @@ func (g *gate) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atomi
 
 // queued reports the checks waiting (not cancelled) behind the call in flight for key.
 func queued(s *Store, key string) int {
-	k := bucketKey{"p", key}
-	sh := s.shard(k)
+	k, sh := s.queueOf("p", key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	n := 0
@@ -234,6 +245,31 @@ func TestBatchesFormInOrder(t *testing.T) {
 	}
 	if len(idleKeys(s)) != 0 {
 		t.Fatalf("queues left behind: %v", idleKeys(s))
+	}
+}
+
+// TestLanesBatchDifferentKeys: in lane mode, checks of different keys of one lane share a batch.
+func TestLanesBatchDifferentKeys(t *testing.T) {
+	g := newGate()
+	s := New(g, Options{Lanes: 1})
+	first := start(s, context.Background(), req("a", 5, 1))
+	<-g.entered
+	var ws []chan result
+	for i, k := range []string{"b", "c", "a"} {
+		ws = append(ws, start(s, context.Background(), req(k, 5, 1)))
+		waitQueued(t, s, "a", i+1)
+	}
+	g.release <- struct{}{}
+	<-first
+	<-g.entered
+	g.release <- struct{}{}
+	for i, want := range []int64{4, 4, 3} {
+		if r := <-ws[i]; r.err != nil || r.d.Remaining != want {
+			t.Fatalf("waiter %d: %+v, want remaining %d", i, r, want)
+		}
+	}
+	if len(g.batches) != 1 || len(g.batches[0]) != 3 {
+		t.Fatalf("batches %v, want one of three keys", g.batches)
 	}
 }
 
@@ -418,8 +454,14 @@ func (f *failing) DecideBatch(context.Context, []domain.BucketRequest, bool) ([]
 
 // TestMixedKeysExact: many goroutines over a few keys (some hot, some not) admit exactly limit per key.
 func TestMixedKeysExact(t *testing.T) {
+	for _, lanes := range []int{0, 2} {
+		t.Run(fmt.Sprint("lanes=", lanes), func(t *testing.T) { testMixedKeysExact(t, lanes) })
+	}
+}
+
+func testMixedKeysExact(t *testing.T, lanes int) {
 	inner := &slow{BucketStore: memory.New(clocktest.New(time.Unix(1e9, 0)), memory.Options{})}
-	s := New(inner, Options{MaxBatch: 8})
+	s := New(inner, Options{MaxBatch: 8, Lanes: lanes})
 	const limit, workers, tries, keys = 40, 32, 30, 5
 	var admitted [keys]atomic.Int64
 	var wg sync.WaitGroup
