@@ -35,11 +35,11 @@ import (
 )
 
 const (
-	clients      = 20
+	clients       = 20
 	ratePerClient = 25               // requests per second per client: 500/s in all
-	newKeysPerS  = 50               // the key space moves on: old keys go idle and must be dropped
-	window       = 10 * time.Second // short, so idle keys empty quickly
-	maxKeys      = 2000             // memory store bound, a few times the live set (~600 keys)
+	newKeysPerS   = 50               // the key space moves on: old keys go idle and must be dropped
+	window        = 10 * time.Second // short, so idle keys empty quickly
+	maxKeys       = 2000             // memory store bound, a few times the live set (~600 keys)
 )
 
 func duration(t *testing.T) time.Duration {
