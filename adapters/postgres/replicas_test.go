@@ -38,7 +38,10 @@ func TestReplicasShareOneExactCap(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	url := pgtest.NewEmptyDatabase(t) // the replicas migrate it themselves, all at once, under the advisory lock
+	// A private cluster: six replicas and the test's own connections must not compete with other tests for the
+	// shared server's connection slots.
+	cluster := pgtest.StartCluster(t)
+	url := pgtest.NewEmptyDatabaseOn(t, cluster.URL()) // the replicas migrate it themselves, all at once, under the advisory lock
 	dir := t.TempDir()
 	start := time.Now()
 	bin := buildSluice(t, ctx, dir)

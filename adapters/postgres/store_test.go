@@ -24,6 +24,9 @@ func open(t testing.TB, o postgres.Options) *postgres.Store {
 	if o.URL == "" {
 		o.URL = pgtest.NewDatabase(t)
 	}
+	if o.MaxConns == 0 {
+		o.MaxConns = 8 // the shared test server has 100 connection slots for every test running at once
+	}
 	if o.StatementTimeout == 0 {
 		// Generous: the race tests run 32 goroutines on a 16-connection pool under -race on small machines.
 		o.StatementTimeout = 5 * time.Second

@@ -58,7 +58,7 @@ func StartCluster(t testing.TB) *Cluster {
 	if out, err := c.run(60*time.Second, "initdb", "-D", c.data(), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	conf := fmt.Sprintf("\nport = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nfsync = off\nfull_page_writes = off\nmax_connections = 100\n", c.port)
+	conf := fmt.Sprintf("\nport = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nfsync = off\nfull_page_writes = off\nmax_connections = 200\n", c.port)
 	if out, err := c.run(10*time.Second, "sh", "-c", "cat >> "+shellQuote(filepath.Join(c.data(), "postgresql.conf"))+" <<'EOF'"+conf+"EOF\n"); err != nil {
 		t.Fatalf("configure cluster: %v\n%s", err, out)
 	}

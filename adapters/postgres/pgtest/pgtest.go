@@ -105,9 +105,14 @@ func NewDatabaseOn(t testing.TB, adminURL string) string {
 // NewEmptyDatabase creates a database without migrations (for migration tests) and returns its URL.
 func NewEmptyDatabase(t testing.TB) string {
 	t.Helper()
+	return NewEmptyDatabaseOn(t, AdminURL())
+}
+
+// NewEmptyDatabaseOn is NewEmptyDatabase on the server of adminURL.
+func NewEmptyDatabaseOn(t testing.TB, adminURL string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	adminURL := AdminURL()
 	admin, err := connect(ctx, adminURL)
 	if err != nil {
 		Unavailable(t, "PostgreSQL is not reachable at %s: %v", redact(adminURL), err)
