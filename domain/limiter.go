@@ -141,12 +141,19 @@ func (s *Service) Check(ctx context.Context, r CheckRequest) (Result, error) {
 	}
 	start := s.clock.Now()
 	d, err := s.store.Decide(ctx, br)
+	if err != nil && callerGone(ctx) {
+		return Result{}, ctx.Err()
+	}
 	s.obs.StoreCall("decide", s.clock.Now().Sub(start), err)
 	if err != nil {
 		return s.failed(p, r.Key, err)
 	}
 	return s.finish(p, r.Key, d), nil
 }
+
+// callerGone reports whether the caller cancelled (a client that disconnected). Its store error is not the
+// store's fault: it is neither counted as a store error nor decided by failure_mode; nobody reads the answer.
+func callerGone(ctx context.Context) bool { return errors.Is(ctx.Err(), context.Canceled) }
 
 // failed applies the policy's failure_mode to a store error.
 func (s *Service) failed(p Policy, key string, err error) (Result, error) {
@@ -193,6 +200,9 @@ func (s *Service) CheckMany(ctx context.Context, rs []CheckRequest, atomic bool)
 	}
 	start := s.clock.Now()
 	ds, err := s.store.DecideBatch(ctx, brs, atomic)
+	if err != nil && callerGone(ctx) {
+		return nil, false, ctx.Err()
+	}
 	s.obs.StoreCall("decide_batch", s.clock.Now().Sub(start), err)
 	results := make([]Result, len(rs))
 	if err != nil {

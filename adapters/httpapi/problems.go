@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -22,18 +23,20 @@ type kind struct {
 }
 
 var (
-	kindValidation   = kind{http.StatusBadRequest, "validation", "The request has invalid fields"}
-	kindMalformed    = kind{http.StatusBadRequest, "malformed", "The request body is not valid JSON for this operation"}
-	kindUnauthn      = kind{http.StatusUnauthorized, "unauthenticated", "A valid bearer token is required"}
-	kindForbidden    = kind{http.StatusForbidden, "forbidden", "The token's role does not allow this operation"}
-	kindNotFound     = kind{http.StatusNotFound, "not-found", "No such policy"}
-	kindNoRoute      = kind{http.StatusNotFound, "not-found", "No such endpoint"}
-	kindConflict     = kind{http.StatusConflict, "conflict", "The policy is read-only: it comes from the config file"}
-	kindTooLarge     = kind{http.StatusRequestEntityTooLarge, "body-too-large", "The request body is too large"}
-	kindMediaType    = kind{http.StatusUnsupportedMediaType, "unsupported-media-type", "The request body must be application/json"}
-	kindRateLimited  = kind{http.StatusTooManyRequests, "rate-limited", "Rate limit exceeded"}
-	kindInternal     = kind{http.StatusInternalServerError, "internal", "Internal error"}
-	kindUnavailable  = kind{http.StatusServiceUnavailable, "store-unavailable", "The rate-limit store could not answer"}
+	kindValidation  = kind{http.StatusBadRequest, "validation", "The request has invalid fields"}
+	kindMalformed   = kind{http.StatusBadRequest, "malformed", "The request body is not valid JSON for this operation"}
+	kindUnauthn     = kind{http.StatusUnauthorized, "unauthenticated", "A valid bearer token is required"}
+	kindForbidden   = kind{http.StatusForbidden, "forbidden", "The token's role does not allow this operation"}
+	kindNotFound    = kind{http.StatusNotFound, "not-found", "No such policy"}
+	kindNoRoute     = kind{http.StatusNotFound, "not-found", "No such endpoint"}
+	kindConflict    = kind{http.StatusConflict, "conflict", "The policy is read-only: it comes from the config file"}
+	kindTooLarge    = kind{http.StatusRequestEntityTooLarge, "body-too-large", "The request body is too large"}
+	kindMediaType   = kind{http.StatusUnsupportedMediaType, "unsupported-media-type", "The request body must be application/json"}
+	kindRateLimited = kind{http.StatusTooManyRequests, "rate-limited", "Rate limit exceeded"}
+	kindInternal    = kind{http.StatusInternalServerError, "internal", "Internal error"}
+	kindUnavailable = kind{http.StatusServiceUnavailable, "store-unavailable", "The rate-limit store could not answer"}
+	// kindClientGone answers a client that disconnected mid-request; nobody reads it, so it only has to be valid.
+	kindClientGone   = kind{http.StatusServiceUnavailable, "store-unavailable", "The request was cancelled"}
 	kindNotReady     = kind{http.StatusServiceUnavailable, "not-ready", "Not ready"}
 	kindMethodNotAll = kind{http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed"}
 )
@@ -54,6 +57,8 @@ func classify(err error) (kind, []domain.FieldError) {
 		return kindConflict, nil
 	case errors.Is(err, domain.ErrUnavailable):
 		return kindUnavailable, nil
+	case errors.Is(err, context.Canceled):
+		return kindClientGone, nil
 	case errors.Is(err, errUnauthenticated):
 		return kindUnauthn, nil
 	case errors.Is(err, errForbidden):
