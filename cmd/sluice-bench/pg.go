@@ -163,7 +163,7 @@ func runPgbench(ctx context.Context, o options, out io.Writer, dbURL, shape stri
 		"-D", "policy=" + policy, "-D", "key=hot", "-D", "lim=" + strconv.FormatInt(lim, 10),
 		"-D", "window_us=" + strconv.FormatInt(window.Microseconds(), 10), "-D", "cost=1",
 	}
-	pg := func(extra ...string) ([]byte, error) {
+	pgOnce := func(extra ...string) ([]byte, error) {
 		args := append(append(append([]string{}, base...), extra...), cfg.Database)
 		cmd := exec.CommandContext(ctx, o.pgbench, args...)
 		cmd.Dir = dir
@@ -178,6 +178,22 @@ func runPgbench(ctx context.Context, o options, out io.Writer, dbURL, shape stri
 			return nil, fmt.Errorf("pgbench: %v\n%s%s", err, b, stderr.Bytes())
 		}
 		return b, nil
+	}
+	// A shared server may be short of connection slots for a moment (other clients, sluice's pool closing):
+	// retry a few times rather than lose the run.
+	pg := func(extra ...string) ([]byte, error) {
+		for try := 1; ; try++ {
+			b, err := pgOnce(extra...)
+			if err == nil || try == 5 || !strings.Contains(err.Error(), "too many clients") {
+				return b, err
+			}
+			fmt.Fprintf(out, "  pgbench: the server is out of connection slots; retrying in 3 s (%d/5)\n", try)
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(3 * time.Second):
+			}
+		}
 	}
 	if o.warmup > 0 {
 		if _, err := pg("-T", strconv.Itoa(max(1, int(o.warmup.Round(time.Second).Seconds())))); err != nil {
