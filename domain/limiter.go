@@ -133,8 +133,8 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 func (s *Service) Check(ctx context.Context, r CheckRequest) (Result, error) {
 	var v ValidationError
 	p, br, err := s.prepare(ctx, r, "", &v)
-	if err := v.Err(); err != nil {
-		return Result{}, err
+	if len(v.Fields) > 0 { // not v.Err(): returning &v would move v to the heap on every call, even a valid one
+		return Result{}, &ValidationError{Fields: v.Fields}
 	}
 	if err != nil {
 		return Result{}, err

@@ -76,7 +76,7 @@ func BenchmarkServiceCheckParallel(b *testing.B) {
 	}
 }
 
-func benchService(b *testing.B, keys int) (*domain.Service, []domain.CheckRequest) {
+func benchService(b testing.TB, keys int) (*domain.Service, []domain.CheckRequest) {
 	b.Helper()
 	// Three clock readings per check (the store's instant, and the start and end of the store call for the
 	// latency metric); a window of 30,000 readings keeps ~10,000 instants live over all keys, and a key of the
@@ -92,4 +92,25 @@ func benchService(b *testing.B, keys int) (*domain.Service, []domain.CheckReques
 		reqs[i] = domain.CheckRequest{Policy: "bench", Key: "user:" + strconv.Itoa(i), Cost: 1}
 	}
 	return svc, reqs
+}
+
+// TestServiceCheckAllocatesNothing: after warm-up, an admitted check through the whole domain path over the memory
+// store allocates nothing (the 0-allocations target of docs/benchmarks.md, held as a test so it cannot regress
+// unnoticed; allocation counts, unlike timings, are deterministic).
+func TestServiceCheckAllocatesNothing(t *testing.T) {
+	svc, reqs := benchService(t, 100)
+	ctx := context.Background()
+	for i := 0; i < 50_000; i++ {
+		svc.Check(ctx, reqs[i%len(reqs)])
+	}
+	i := 0
+	allocs := testing.AllocsPerRun(10_000, func() {
+		if res, err := svc.Check(ctx, reqs[i%len(reqs)]); err != nil || !res.Allowed {
+			t.Fatal(res, err)
+		}
+		i++
+	})
+	if allocs != 0 {
+		t.Fatalf("Service.Check allocates %.2f times per call after warm-up, want 0", allocs)
+	}
 }
