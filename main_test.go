@@ -84,14 +84,25 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	}()
 	waitFor(t, logs, "sluice serving")
 
-	// A request whose body is only half sent is in flight.
+	// A request is in flight: its handler is waiting for the body. Expect: 100-continue makes that observable:
+	// the server answers "100 Continue" only once it has accepted the connection, parsed the headers and the
+	// handler has started reading the body. (Signalling before that would race the server's Accept: a connection
+	// still in the kernel's backlog is reset when the listener closes, which is correct but not what this tests.)
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 	body := `{"policy":"login","key":"drain"}`
-	fmt.Fprintf(conn, "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:10])
+	fmt.Fprintf(conn, "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", len(body))
+	br := bufio.NewReader(conn)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusContinue {
+		t.Fatalf("want 100 Continue before the body is sent, got %v %v", resp, err)
+	}
+	if _, err := io.WriteString(conn, body[:10]); err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +124,7 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	if _, err := io.WriteString(conn, body[10:]); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatalf("in-flight request: %v", err)
 	}
