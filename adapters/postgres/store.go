@@ -4,7 +4,9 @@
 // Every decision is one round trip: one call of the plpgsql function sluice_decide (migrations/00001_buckets.sql)
 // through a prepared statement. The function reads the key's row, decides with the database's clock, and writes
 // only when it admits; a peek or a denial writes nothing. The row lock, when one is taken, lasts only for that
-// statement. Multi-checks are one call of sluice_decide_batch, which locks keys in byte order of (policy, key).
+// statement. Multi-checks are one call of sluice_decide_batch, which locks keys in byte order of (policy, key);
+// DecideBatchBounded (for the coalescer's lanes) is the same with a short bound on waiting for another session's
+// row lock.
 //
 // Each call has a statement timeout (set on every pooled connection) and a Go deadline slightly above it, so a
 // database that is down or unreachable fails a check within about the timeout; the Limiter then applies the
@@ -41,6 +43,9 @@ type Options struct {
 	// ConnectTimeout bounds one connection attempt (they continue in the background after a caller gives up);
 	// ≤ 0 means four statement timeouts, at least 1s and at most 10s.
 	ConnectTimeout time.Duration
+	// LockWait bounds how long DecideBatchBounded waits for a row that another session holds locked; ≤ 0 means
+	// an eighth of StatementTimeout, at least 5ms.
+	LockWait time.Duration
 	// PolicyRefresh is how often the API-policy cache is reloaded; ≤ 0 means 1s. A policy created, changed or
 	// deleted through another replica is seen here within this interval; through this replica, at once.
 	PolicyRefresh time.Duration
@@ -60,6 +65,7 @@ type Store struct {
 	q        *db.Queries
 	clock    domain.Clock
 	timeout  time.Duration // statement timeout
+	lockWait time.Duration // DecideBatchBounded's bound on a row lock wait
 	deadline time.Duration // Go deadline per call: the statement timeout plus a margin
 	log      *slog.Logger
 	target   int64 // newest migration version this build knows
@@ -85,6 +91,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = min(max(4*o.StatementTimeout, time.Second), 10*time.Second)
+	}
+	if o.LockWait <= 0 {
+		o.LockWait = max(o.StatementTimeout/8, 5*time.Millisecond)
 	}
 	if o.PolicyRefresh <= 0 {
 		o.PolicyRefresh = time.Second
@@ -120,6 +129,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		q:        db.New(pool),
 		clock:    o.Clock,
 		timeout:  o.StatementTimeout,
+		lockWait: o.LockWait,
 		deadline: o.StatementTimeout + max(50*time.Millisecond, o.StatementTimeout/10),
 		log:      o.Logger,
 		target:   target,
@@ -191,37 +201,82 @@ func (s *Store) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atom
 	if len(rs) == 0 {
 		return nil, nil
 	}
-	p := db.DecideBatchParams{
-		Policies:  make([]string, len(rs)),
-		Keys:      make([][]byte, len(rs)),
-		Limits:    make([]int64, len(rs)),
-		WindowsUs: make([]int64, len(rs)),
-		Costs:     make([]int64, len(rs)),
-		Shadows:   make([]bool, len(rs)),
-		Atomic:    atomic,
-		NowUs:     s.now(),
-	}
-	for i, r := range rs {
-		p.Policies[i], p.Keys[i], p.Limits[i] = r.Policy, []byte(r.Key), r.Limit
-		p.WindowsUs[i], p.Costs[i], p.Shadows[i] = micros(r.Window), r.Cost, r.Shadow
-	}
+	a := s.batchArrays(rs)
 	ctx, cancel := s.call(ctx)
 	defer cancel()
-	row, err := s.q.DecideBatch(ctx, p)
+	row, err := s.q.DecideBatch(ctx, db.DecideBatchParams{
+		Policies: a.policies, Keys: a.keys, Limits: a.limits, WindowsUs: a.windows, Costs: a.costs,
+		Shadows: a.shadows, Atomic: atomic, NowUs: s.now(),
+	})
 	if err != nil {
 		return nil, s.fail("decide batch", err)
 	}
-	if len(row.Allowed) != len(rs) || len(row.Remaining) != len(rs) || len(row.ResetAfterUs) != len(rs) || len(row.RetryAfterUs) != len(rs) {
-		return nil, fmt.Errorf("postgres decide batch: %d results for %d checks", len(row.Allowed), len(rs))
+	return decisions(rs, row.Allowed, row.Remaining, row.ResetAfterUs, row.RetryAfterUs)
+}
+
+// DecideBatchBounded is a non-atomic DecideBatch, in one round trip, that waits at most Options.LockWait for a
+// row another session holds locked (sluice_decide_batch_bounded). When that wait runs out it returns busy = true
+// and no error: nothing was recorded, and the caller may send the checks again, per key, with DecideBatch or
+// Decide, which wait up to the statement timeout. adapters/coalesce sends its lanes' batches this way, so one
+// locked or heavily contended key cannot hold the unrelated keys that share its batch.
+func (s *Store) DecideBatchBounded(ctx context.Context, rs []domain.BucketRequest) (ds []domain.Decision, busy bool, err error) {
+	if len(rs) == 0 {
+		return nil, false, nil
+	}
+	a := s.batchArrays(rs)
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	row, err := s.q.DecideBatchBounded(ctx, db.DecideBatchBoundedParams{
+		Policies: a.policies, Keys: a.keys, Limits: a.limits, WindowsUs: a.windows, Costs: a.costs,
+		Shadows: a.shadows, NowUs: s.now(), LockWaitMs: int32(max(s.lockWait.Milliseconds(), 1)),
+	})
+	if pgErrCode(err) == codeLockNotAvailable {
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, s.fail("decide batch", err)
+	}
+	ds, err = decisions(rs, row.Allowed, row.Remaining, row.ResetAfterUs, row.RetryAfterUs)
+	return ds, false, err
+}
+
+// batchArrays holds the checks of a batch as the column arrays the batch functions take.
+type batchArrays struct {
+	policies               []string
+	keys                   [][]byte
+	limits, windows, costs []int64
+	shadows                []bool
+}
+
+func (s *Store) batchArrays(rs []domain.BucketRequest) batchArrays {
+	a := batchArrays{
+		policies: make([]string, len(rs)),
+		keys:     make([][]byte, len(rs)),
+		limits:   make([]int64, len(rs)),
+		windows:  make([]int64, len(rs)),
+		costs:    make([]int64, len(rs)),
+		shadows:  make([]bool, len(rs)),
+	}
+	for i, r := range rs {
+		a.policies[i], a.keys[i], a.limits[i] = r.Policy, []byte(r.Key), r.Limit
+		a.windows[i], a.costs[i], a.shadows[i] = micros(r.Window), r.Cost, r.Shadow
+	}
+	return a
+}
+
+// decisions turns a batch function's result arrays (in request order) into decisions.
+func decisions(rs []domain.BucketRequest, allowed []bool, remaining, resetAfterUs, retryAfterUs []int64) ([]domain.Decision, error) {
+	if len(allowed) != len(rs) || len(remaining) != len(rs) || len(resetAfterUs) != len(rs) || len(retryAfterUs) != len(rs) {
+		return nil, fmt.Errorf("postgres decide batch: %d results for %d checks", len(allowed), len(rs))
 	}
 	ds := make([]domain.Decision, len(rs))
 	for i, r := range rs {
 		ds[i] = domain.Decision{
-			Allowed:    row.Allowed[i],
+			Allowed:    allowed[i],
 			Limit:      r.Limit,
-			Remaining:  row.Remaining[i],
-			ResetAfter: fromMicros(row.ResetAfterUs[i]),
-			RetryAfter: fromMicros(row.RetryAfterUs[i]),
+			Remaining:  remaining[i],
+			ResetAfter: fromMicros(resetAfterUs[i]),
+			RetryAfter: fromMicros(retryAfterUs[i]),
 		}
 	}
 	return ds, nil
@@ -293,8 +348,9 @@ func schemaVersion(ctx context.Context, q interface {
 
 // SQLSTATEs the store tells apart.
 const (
-	codeUndefinedTable = "42P01"
-	codeQueryCanceled  = "57014" // statement_timeout fired (or a cancel request)
+	codeUndefinedTable   = "42P01"
+	codeQueryCanceled    = "57014" // statement_timeout fired (or a cancel request)
+	codeLockNotAvailable = "55P03" // lock_timeout fired (DecideBatchBounded)
 )
 
 // pgErrCode is the SQLSTATE of a server error, or "".

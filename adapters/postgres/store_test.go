@@ -130,6 +130,9 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 	if _, err := s.DecideBatch(ctx, []domain.BucketRequest{req("warm", 1), req("warm2", 1)}, true); err != nil {
 		t.Fatal(err)
 	}
+	if _, _, err := s.DecideBatchBounded(ctx, []domain.BucketRequest{req("warm", 1)}); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		run  func() error
@@ -140,6 +143,10 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 		{"peek", func() error { _, err := s.Decide(ctx, req("k1", 0)); return err }},
 		{"atomic batch of 3", func() error {
 			_, err := s.DecideBatch(ctx, []domain.BucketRequest{req("a", 1), req("b", 1), req("a", 1)}, true)
+			return err
+		}},
+		{"bounded batch of 3 (a coalescer lane)", func() error {
+			_, _, err := s.DecideBatchBounded(ctx, []domain.BucketRequest{req("c", 1), req("d", 1), req("c", 1)})
 			return err
 		}},
 	}
@@ -243,6 +250,60 @@ func TestAtomicBatchLeavesNoPlaceholders(t *testing.T) {
 	}
 	if rows != 1 {
 		t.Fatalf("%d rows after a peek batch, want 1", rows)
+	}
+}
+
+// TestBoundedBatchGivesUpOnALockedRow: DecideBatchBounded, facing a row another session holds locked, reports
+// busy (lock_timeout, well before the 5s statement timeout: busy comes only from SQLSTATE 55P03) and records
+// nothing, not even for the batch's unlocked keys; the pooled connection's lock_timeout is untouched afterwards;
+// once the lock is gone the same batch is decided.
+func TestBoundedBatchGivesUpOnALockedRow(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	s := open(t, postgres.Options{URL: url, MaxConns: 1, LockWait: 20 * time.Millisecond})
+	ctx := context.Background()
+	req := func(key string) domain.BucketRequest {
+		return domain.BucketRequest{Policy: "p", Key: key, Limit: 3, Window: time.Hour, Cost: 1}
+	}
+	if _, err := s.Decide(ctx, req("locked")); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM sluice_buckets WHERE key = 'locked'::bytea FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	batch := []domain.BucketRequest{req("free"), req("locked"), req("free")}
+	ds, busy, err := s.DecideBatchBounded(ctx, batch)
+	if err != nil || !busy || ds != nil {
+		t.Fatalf("with a row locked: decisions %v, busy %v, err %v; want busy and nothing else", ds, busy, err)
+	}
+	var rows int
+	if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM sluice_buckets WHERE key = 'free'::bytea").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 0 {
+		t.Fatal("a batch that gave up recorded its unlocked key")
+	}
+	var lockTimeout string
+	if err := s.Pool().QueryRow(ctx, "SHOW lock_timeout").Scan(&lockTimeout); err != nil || lockTimeout != "0" {
+		t.Fatalf("the pooled connection's lock_timeout is %q after the batch (err %v), want 0", lockTimeout, err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ds, busy, err = s.DecideBatchBounded(ctx, batch)
+	if err != nil || busy {
+		t.Fatalf("after the lock is gone: busy %v, err %v", busy, err)
+	}
+	if got := [3]int64{ds[0].Remaining, ds[1].Remaining, ds[2].Remaining}; got != [3]int64{2, 1, 1} {
+		t.Fatalf("remaining %v, want [2 1 1]", got)
 	}
 }
 

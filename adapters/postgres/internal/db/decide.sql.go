@@ -101,6 +101,55 @@ func (q *Queries) DecideBatch(ctx context.Context, arg DecideBatchParams) (Decid
 	return i, err
 }
 
+const decideBatchBounded = `-- name: DecideBatchBounded :one
+SELECT d.allowed::boolean[] AS allowed, d.remaining::bigint[] AS remaining,
+       d.reset_after_us::bigint[] AS reset_after_us, d.retry_after_us::bigint[] AS retry_after_us
+FROM sluice_decide_batch_bounded($1::text[], $2::bytea[], $3::bigint[], $4::bigint[],
+                                 $5::bigint[], $6::boolean[], $7::bigint,
+                                 $8::integer) AS d
+`
+
+type DecideBatchBoundedParams struct {
+	Policies   []string
+	Keys       [][]byte
+	Limits     []int64
+	WindowsUs  []int64
+	Costs      []int64
+	Shadows    []bool
+	NowUs      pgtype.Int8
+	LockWaitMs int32
+}
+
+type DecideBatchBoundedRow struct {
+	Allowed      []bool
+	Remaining    []int64
+	ResetAfterUs []int64
+	RetryAfterUs []int64
+}
+
+// A non-atomic batch that gives up (SQLSTATE 55P03, nothing recorded) when a row stays locked by another session
+// for longer than lock_wait_ms; see sluice_decide_batch_bounded.
+func (q *Queries) DecideBatchBounded(ctx context.Context, arg DecideBatchBoundedParams) (DecideBatchBoundedRow, error) {
+	row := q.db.QueryRow(ctx, decideBatchBounded,
+		arg.Policies,
+		arg.Keys,
+		arg.Limits,
+		arg.WindowsUs,
+		arg.Costs,
+		arg.Shadows,
+		arg.NowUs,
+		arg.LockWaitMs,
+	)
+	var i DecideBatchBoundedRow
+	err := row.Scan(
+		&i.Allowed,
+		&i.Remaining,
+		&i.ResetAfterUs,
+		&i.RetryAfterUs,
+	)
+	return i, err
+}
+
 const dropPolicyPage = `-- name: DropPolicyPage :execrows
 DELETE FROM sluice_buckets
 WHERE (policy, key) IN (
