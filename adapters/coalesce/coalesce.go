@@ -23,6 +23,15 @@
 // puts several decisions in one round trip and one transaction (one commit), which is what makes a busy replica
 // cheaper per decision than one statement per check; a hot key is still coalesced, since its checks share a lane.
 //
+// A lane couples unrelated keys: while one call is in flight the lane's other checks wait for it, and a batch
+// succeeds or fails as a whole. So a key whose row stays locked by another session (a long transaction, or heavy
+// contention from other replicas) would stall every key of its lane up to the statement timeout, and fail the
+// unrelated checks batched with it. When the wrapped store can bound that wait (BoundedBatcher, implemented by
+// the Postgres store), lanes send every call that way; a call that gives up recorded nothing, frees the lane at
+// once, and its checks are re-sent per key (as in key mode: one call per key in flight, waiting as long as the
+// store allows). A locked key then costs the others of its lane at most the short lock wait and a second round
+// trip, never a failure.
+//
 // Reset, DropPolicy, Ping and DecideBatch pass straight through to the wrapped store.
 package coalesce
 
@@ -52,16 +61,25 @@ type Options struct {
 	Lanes int
 }
 
+// BoundedBatcher is what lane mode needs from a store to keep one locked key from stalling its lane (see the
+// package doc): a non-atomic DecideBatch that gives up, recording nothing and reporting busy, when a row stays
+// locked by another session beyond a short wait.
+type BoundedBatcher interface {
+	DecideBatchBounded(ctx context.Context, rs []domain.BucketRequest) (ds []domain.Decision, busy bool, err error)
+}
+
 // Store wraps a domain.BucketStore. Safe for concurrent use.
 type Store struct {
 	domain.BucketStore
 	maxBatch int
 	lanes    uint64
+	bounded  BoundedBatcher // in lane mode, when the store implements it
 	seed     maphash.Seed
 	shards   [shardCount]shard
 
 	batches   atomic.Int64
 	coalesced atomic.Int64
+	busy      atomic.Int64
 }
 
 var _ domain.BucketStore = (*Store)(nil)
@@ -99,7 +117,8 @@ type batch struct {
 type waiter struct {
 	req       domain.BucketRequest
 	cancelled bool // left before the send
-	done      bool // d and err are set
+	done      bool // d and err are set, or busy
+	busy      bool // the lane's call gave up on a locked row: nothing recorded, send again per key
 	d         domain.Decision
 	err       error
 	// wake carries one signal: "you lead, send now" or "your decision is in" (done says which).
@@ -112,6 +131,9 @@ func New(store domain.BucketStore, o Options) *Store {
 		o.MaxBatch = DefaultMaxBatch
 	}
 	s := &Store{BucketStore: store, maxBatch: o.MaxBatch, lanes: uint64(max(o.Lanes, 0)), seed: maphash.MakeSeed()}
+	if bb, ok := store.(BoundedBatcher); ok && s.lanes > 0 {
+		s.bounded = bb
+	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[bucketKey]*queue)
 	}
@@ -124,15 +146,18 @@ func (s *Store) Batches() int64 { return s.batches.Load() }
 // Coalesced reports how many checks were sent inside those batches.
 func (s *Store) Coalesced() int64 { return s.coalesced.Load() }
 
-// queueOf returns the queue name of (policy, key) and its shard.
-func (s *Store) queueOf(policy, key string) (bucketKey, *shard) {
+// Busy reports how many lane calls gave up on a row locked by another session, their checks then re-sent per key.
+func (s *Store) Busy() int64 { return s.busy.Load() }
+
+// queueOf returns the queue name of (policy, key) and its shard: its lane in lane mode, unless perKey.
+func (s *Store) queueOf(policy, key string, perKey bool) (bucketKey, *shard) {
 	var h maphash.Hash
 	h.SetSeed(s.seed)
 	h.WriteString(policy)
 	h.WriteByte(0)
 	h.WriteString(key)
 	sum := h.Sum64()
-	if s.lanes > 0 {
+	if s.lanes > 0 && !perKey {
 		lane := sum % s.lanes
 		return bucketKey{lane: int(lane)}, &s.shards[lane%shardCount]
 	}
@@ -142,21 +167,51 @@ func (s *Store) queueOf(policy, key string) (bucketKey, *shard) {
 // Decide implements domain.BucketStore: the check is sent at once when no call for its key is in flight, and
 // otherwise joins the next batch for that key.
 func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
-	if err := ctx.Err(); err != nil {
-		return domain.Decision{}, err
+	d, busy, err := s.decide(ctx, r, false)
+	if busy {
+		// The lane's call gave up on a locked row and recorded nothing: go again in this key's own queue.
+		d, _, err = s.decide(ctx, r, true)
 	}
-	k, sh := s.queueOf(r.Policy, r.Key)
+	return d, err
+}
+
+// decide runs r through its lane's queue or, with perKey (or in key mode), its key's. busy is true only for a
+// lane call that gave up on a locked row (see BoundedBatcher); nothing was recorded for r then.
+func (s *Store) decide(ctx context.Context, r domain.BucketRequest, perKey bool) (domain.Decision, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return domain.Decision{}, false, err
+	}
+	k, sh := s.queueOf(r.Policy, r.Key, perKey)
+	bounded := s.bounded != nil && !perKey
 	sh.mu.Lock()
-	q, busy := sh.m[k]
-	if !busy {
+	q, inFlight := sh.m[k]
+	if !inFlight {
 		q = &queue{}
 		sh.m[k] = q
 		sh.mu.Unlock()
-		d, err := s.BucketStore.Decide(ctx, r)
+		var d domain.Decision
+		var busy bool
+		var err error
+		if bounded {
+			var ds []domain.Decision
+			ds, busy, err = s.bounded.DecideBatchBounded(ctx, []domain.BucketRequest{r})
+			if err == nil && !busy {
+				if len(ds) == 1 {
+					d = ds[0]
+				} else {
+					err = errShortBatch
+				}
+			}
+		} else {
+			d, err = s.BucketStore.Decide(ctx, r)
+		}
+		if busy {
+			s.busy.Add(1)
+		}
 		sh.mu.Lock()
 		s.advanceLocked(sh, k, q)
 		sh.mu.Unlock()
-		return d, err
+		return d, busy, err
 	}
 	var b *batch
 	if n := len(q.pending); n > 0 && len(q.pending[n-1].members) < s.maxBatch {
@@ -179,12 +234,12 @@ func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Deci
 		sh.mu.Lock()
 		if w.done { // the decision came in meanwhile
 			sh.mu.Unlock()
-			return w.d, w.err
+			return w.d, w.busy, w.err
 		}
 		if !b.sent { // leave the batch (handing over the lead if it was ours, even if we were just woken)
 			s.leaveLocked(sh, k, q, b, w)
 			sh.mu.Unlock()
-			return domain.Decision{}, ctx.Err()
+			return domain.Decision{}, false, ctx.Err()
 		}
 		// Sent: give up on the decision; the last member to give up cancels the batch.
 		b.waiting--
@@ -192,15 +247,15 @@ func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Deci
 			b.cancel()
 		}
 		sh.mu.Unlock()
-		return domain.Decision{}, ctx.Err()
+		return domain.Decision{}, false, ctx.Err()
 	}
 	sh.mu.Lock()
 	if w.done {
 		sh.mu.Unlock()
-		return w.d, w.err
+		return w.d, w.busy, w.err
 	}
 	// Woken to lead: the previous call returned and this batch is next.
-	return s.send(ctx, sh, k, q, b, w)
+	return s.send(ctx, sh, k, q, b, w, bounded)
 }
 
 // leaveLocked removes w, cancelled before its batch was sent. If w led the batch, another live member takes
@@ -230,9 +285,9 @@ func (s *Store) leaveLocked(sh *shard, k bucketKey, q *queue, b *batch, w *waite
 	s.advanceLocked(sh, k, q)
 }
 
-// send sends b, led by w, as one DecideBatch and hands each member its decision. Called with sh.mu held; it
-// releases it.
-func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *batch, w *waiter) (domain.Decision, error) {
+// send sends b, led by w, as one DecideBatch (DecideBatchBounded when bounded) and hands each member its decision,
+// or tells every member it is busy. Called with sh.mu held; it releases it.
+func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *batch, w *waiter, bounded bool) (domain.Decision, bool, error) {
 	b.sent = true
 	members := make([]*waiter, 0, b.live)
 	reqs := make([]domain.BucketRequest, 0, b.live)
@@ -259,21 +314,33 @@ func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *b
 		sh.mu.Unlock()
 	})
 
-	ds, err := s.BucketStore.DecideBatch(bctx, reqs, false)
+	var ds []domain.Decision
+	var busy bool
+	var err error
+	if bounded {
+		ds, busy, err = s.bounded.DecideBatchBounded(bctx, reqs)
+	} else {
+		ds, err = s.BucketStore.DecideBatch(bctx, reqs, false)
+	}
 	stop()
 	cancel()
 	s.batches.Add(1)
 	s.coalesced.Add(int64(len(reqs)))
-	if err == nil && len(ds) != len(reqs) {
+	if busy {
+		s.busy.Add(1)
+	} else if err == nil && len(ds) != len(reqs) {
 		err = errShortBatch
 	}
 
 	sh.mu.Lock()
 	for i, m := range members {
 		m.done = true
-		if err != nil {
+		switch {
+		case busy:
+			m.busy = true
+		case err != nil:
 			m.err = err
-		} else {
+		default:
 			m.d = ds[i]
 		}
 		if m != w {
@@ -283,9 +350,9 @@ func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *b
 	s.advanceLocked(sh, k, q)
 	sh.mu.Unlock()
 	if err != nil && ctx.Err() != nil {
-		return domain.Decision{}, ctx.Err()
+		return domain.Decision{}, false, ctx.Err()
 	}
-	return w.d, w.err
+	return w.d, w.busy, w.err
 }
 
 // advanceLocked is called when the in-flight call for k returned: the next batch with a live member gets the
