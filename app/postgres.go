@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 
+	"github.com/sluice-dev/sluice/adapters/coalesce"
 	"github.com/sluice-dev/sluice/adapters/postgres"
 	"github.com/sluice-dev/sluice/domain"
 )
@@ -66,7 +67,10 @@ func postgresModule(cfg Config) fx.Option {
 					return nil
 				},
 			})
-			return s, s, nil
+			// Checks go through the coalescer in lane mode, one lane per pooled connection: a hot key costs one round
+			// trip per batch instead of one per check, and checks of different keys share round trips and commits.
+			// Decisions are exactly those of running the checks one after another (see package coalesce).
+			return coalesce.New(s, coalesce.Options{Lanes: int(pc.MaxConns)}), s, nil
 		}),
 	)
 }

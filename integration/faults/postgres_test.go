@@ -266,8 +266,19 @@ func TestPostgresKilledUnderLoad(t *testing.T) {
 			t.Errorf("replica %d: %d goroutines after the outage, %d before", i, gAfter[i], gBefore[i])
 		}
 	}
-	if cAfter > 3*16 || cAfter > cBefore+3*4 {
+	// The pools may end up larger than before: the burst of checks queued during the outage opens connections up
+	// to each pool's maximum when the database returns, and pgxpool keeps idle ones for a while (that is the
+	// pool's job, not a leak). A leak is a connection beyond the maximum, or one left busy or inside a transaction
+	// at rest.
+	if cAfter > 3*16 {
 		t.Errorf("%d sluice connections after the outage, %d before (pool max 16 per replica)", cAfter, cBefore)
+	}
+	var busyConns int
+	if err := admin.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluice' AND state <> 'idle'").Scan(&busyConns); err != nil {
+		t.Fatal(err)
+	}
+	if busyConns != 0 {
+		t.Errorf("%d sluice connections busy or in a transaction at rest after the outage", busyConns)
 	}
 
 	// Never more than the limit in a window: count the admissions the clients saw (degraded admissions of the
