@@ -43,13 +43,18 @@ func NewHandler(o Options) http.Handler {
 	}
 	log := o.Logger
 	srv := &server{lim: o.Limiter, spec: o.Spec, store: api.HealthStore(o.Store), gatherer: o.Gatherer}
+	unavailable := newLogLimiter(time.Second)
 	respondError := func(w http.ResponseWriter, r *http.Request, err error) {
 		k, fields := classify(err)
 		switch k {
 		case kindInternal:
 			log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		case kindUnavailable:
-			log.Warn("store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+			// At most one line per second (the first at once), with the count of those left out: an outage
+			// fails every check, and must not flood the log pipeline too.
+			if ok, suppressed := unavailable.admit(); ok {
+				log.Warn("store unavailable", "method", r.Method, "path", r.URL.Path, "err", err, "suppressed", suppressed)
+			}
 		}
 		writeProblem(w, problem(k, detailFor(k, err), fields))
 	}
