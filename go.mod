@@ -2,6 +2,8 @@ module github.com/sluice-dev/sluice
 
 go 1.26.8
 
+toolchain go1.27.3
+
 tool (
 	github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen
 	github.com/sqlc-dev/sqlc/cmd/sqlc
