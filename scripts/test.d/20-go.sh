@@ -10,7 +10,7 @@ go generate ./...
 after=$(generated)
 if [ "$before" != "$after" ]; then
   diff <(echo "$before") <(echo "$after") || true
-  echo "generated code was stale: run 'go generate ./...' and commit the result" >&2
+  echo "generated code was stale: run 'GOTOOLCHAIN=go$(sed -n 's/^toolchain go//p' go.mod) go generate ./...' and commit the result (the embedded spec is gzipped: its bytes depend on the Go version)" >&2
   exit 1
 fi
 
