@@ -40,8 +40,10 @@ type Options struct {
 	// StatementTimeout bounds every statement of the decision path; ≤ 0 means 250ms. A call fails after about
 	// this long even when the server cannot answer at all (a Go deadline of StatementTimeout plus a small margin).
 	StatementTimeout time.Duration
-	// ConnectTimeout bounds one connection attempt (they continue in the background after a caller gives up);
-	// ≤ 0 means four statement timeouts, at least 1s and at most 10s.
+	// ConnectTimeout bounds one connection attempt; ≤ 0 means 5s. Attempts continue in the background after the
+	// check that started one gives up (at its statement deadline), and only a few are in flight at once (see
+	// connectGate), so a generous bound costs checks nothing; a short one would abandon attempts that a busy
+	// server (just restarted, say) has queued but not reached yet, leaving it dead connections to work through.
 	ConnectTimeout time.Duration
 	// LockWait bounds how long DecideBatchBounded waits for a row that another session holds locked; ≤ 0 means
 	// an eighth of StatementTimeout, at least 5ms.
@@ -90,7 +92,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		o.StatementTimeout = 250 * time.Millisecond
 	}
 	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = min(max(4*o.StatementTimeout, time.Second), 10*time.Second)
+		o.ConnectTimeout = 5 * time.Second
 	}
 	if o.LockWait <= 0 {
 		o.LockWait = max(o.StatementTimeout/8, 5*time.Millisecond)
@@ -115,6 +117,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.ConfigurePool != nil {
 		o.ConfigurePool(cfg)
 	}
+	newConnectGate(int(max(o.MaxConns/4, 2))).install(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
