@@ -194,19 +194,11 @@ func (s *Store) decide(ctx context.Context, r domain.BucketRequest, perKey bool)
 		var err error
 		if bounded {
 			var ds []domain.Decision
-			ds, busy, err = s.bounded.DecideBatchBounded(ctx, []domain.BucketRequest{r})
-			if err == nil && !busy {
-				if len(ds) == 1 {
-					d = ds[0]
-				} else {
-					err = errShortBatch
-				}
+			if ds, busy, err = s.sendBatch(ctx, []domain.BucketRequest{r}, true); err == nil && !busy {
+				d = ds[0]
 			}
 		} else {
 			d, err = s.BucketStore.Decide(ctx, r)
-		}
-		if busy {
-			s.busy.Add(1)
 		}
 		sh.mu.Lock()
 		s.advanceLocked(sh, k, q)
@@ -314,23 +306,11 @@ func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *b
 		sh.mu.Unlock()
 	})
 
-	var ds []domain.Decision
-	var busy bool
-	var err error
-	if bounded {
-		ds, busy, err = s.bounded.DecideBatchBounded(bctx, reqs)
-	} else {
-		ds, err = s.BucketStore.DecideBatch(bctx, reqs, false)
-	}
+	ds, busy, err := s.sendBatch(bctx, reqs, bounded)
 	stop()
 	cancel()
 	s.batches.Add(1)
 	s.coalesced.Add(int64(len(reqs)))
-	if busy {
-		s.busy.Add(1)
-	} else if err == nil && len(ds) != len(reqs) {
-		err = errShortBatch
-	}
 
 	sh.mu.Lock()
 	for i, m := range members {
@@ -353,6 +333,26 @@ func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *b
 		return domain.Decision{}, false, ctx.Err()
 	}
 	return w.d, w.busy, w.err
+}
+
+// sendBatch sends reqs as one non-atomic batch, through the store's BoundedBatcher when bounded. Unless busy (a
+// bounded call gave up, recording nothing: counted in Busy), a nil error comes with one decision per check.
+func (s *Store) sendBatch(ctx context.Context, reqs []domain.BucketRequest, bounded bool) ([]domain.Decision, bool, error) {
+	var ds []domain.Decision
+	var err error
+	if bounded {
+		var busy bool
+		if ds, busy, err = s.bounded.DecideBatchBounded(ctx, reqs); busy && err == nil {
+			s.busy.Add(1)
+			return nil, true, nil
+		}
+	} else {
+		ds, err = s.BucketStore.DecideBatch(ctx, reqs, false)
+	}
+	if err == nil && len(ds) != len(reqs) {
+		err = errShortBatch
+	}
+	return ds, false, err
 }
 
 // advanceLocked is called when the in-flight call for k returned: the next batch with a live member gets the
