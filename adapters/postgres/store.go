@@ -11,6 +11,15 @@
 // Each call has a statement timeout (set on every pooled connection) and a Go deadline slightly above it, so a
 // database that is down or unreachable fails a check within about the timeout; the Limiter then applies the
 // policy's failure_mode. The pool reconnects by itself when the database returns.
+//
+// A decision statement whose caller gives up (its deadline passed while it waited for a connection or for the
+// answer) is not interrupted: it keeps its connection until the server answers, which its statement_timeout
+// bounds. pgx would otherwise close the connection at once and hold its pool slot while it sends a cancel
+// request (up to 15s), and a database that is slow for a moment (just restarted, or starved of CPU) then loses
+// connections faster than the pool can replace them: every replacement is a new backend for the server to start,
+// and a replica can fail every check for tens of seconds after the database is back (seen in
+// TestPostgresKilledUnderLoad). Only a server that stays silent well past the timeout (hung, or cut off) has its
+// connection closed.
 package postgres
 
 import (
@@ -69,6 +78,7 @@ type Store struct {
 	timeout  time.Duration // statement timeout
 	lockWait time.Duration // DecideBatchBounded's bound on a row lock wait
 	deadline time.Duration // Go deadline per call: the statement timeout plus a margin
+	orphan   time.Duration // Go deadline of a decision statement whose caller gave up (see run)
 	log      *slog.Logger
 	target   int64 // newest migration version this build knows
 
@@ -134,6 +144,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		timeout:  o.StatementTimeout,
 		lockWait: o.LockWait,
 		deadline: o.StatementTimeout + max(50*time.Millisecond, o.StatementTimeout/10),
+		orphan:   2*o.StatementTimeout + time.Second,
 		log:      o.Logger,
 		target:   target,
 	}
@@ -163,6 +174,36 @@ func (s *Store) call(ctx context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(ctx, s.deadline)
 }
 
+// run runs stmt, one statement of the decision path, on a pooled connection. The caller waits at most the call
+// deadline (for the connection and for the answer); the statement is not interrupted when the caller gives up.
+// It runs on until the server answers (the connection's statement_timeout ends it, with SQLSTATE 57014, and the
+// connection stays in the pool) or, for a server that stays silent, until the orphan deadline, when pgx closes
+// the connection. Results reach the caller only through what stmt stores before it returns, and the caller
+// reads them only when run returns nil, so a statement that finishes after its caller left writes to variables
+// nobody reads. As with any cancelled call, a statement whose caller gave up may still have recorded its checks.
+func (s *Store) run(ctx context.Context, stmt func(context.Context, *db.Queries) error) error {
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), s.orphan)
+	go func() {
+		defer scancel()
+		err := stmt(sctx, db.New(conn))
+		conn.Release()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // now is the instant passed to the functions: NULL (the database clock) unless a test clock is set.
 func (s *Store) now() pgtype.Int8 {
 	if s.clock == nil {
@@ -177,15 +218,18 @@ func fromMicros(us int64) time.Duration { return time.Duration(us) * time.Micros
 
 // Decide implements domain.BucketStore in one round trip.
 func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
-	ctx, cancel := s.call(ctx)
-	defer cancel()
-	row, err := s.q.Decide(ctx, db.DecideParams{
+	p := db.DecideParams{
 		Policy:   r.Policy,
 		Key:      []byte(r.Key),
 		Lim:      r.Limit,
 		WindowUs: micros(r.Window),
 		Cost:     r.Cost,
 		NowUs:    s.now(),
+	}
+	var row db.DecideRow
+	err := s.run(ctx, func(ctx context.Context, q *db.Queries) (err error) {
+		row, err = q.Decide(ctx, p)
+		return err
 	})
 	if err != nil {
 		return domain.Decision{}, s.fail("decide", err)
@@ -205,11 +249,14 @@ func (s *Store) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atom
 		return nil, nil
 	}
 	a := s.batchArrays(rs)
-	ctx, cancel := s.call(ctx)
-	defer cancel()
-	row, err := s.q.DecideBatch(ctx, db.DecideBatchParams{
+	p := db.DecideBatchParams{
 		Policies: a.policies, Keys: a.keys, Limits: a.limits, WindowsUs: a.windows, Costs: a.costs,
 		Shadows: a.shadows, Atomic: atomic, NowUs: s.now(),
+	}
+	var row db.DecideBatchRow
+	err := s.run(ctx, func(ctx context.Context, q *db.Queries) (err error) {
+		row, err = q.DecideBatch(ctx, p)
+		return err
 	})
 	if err != nil {
 		return nil, s.fail("decide batch", err)
@@ -227,11 +274,14 @@ func (s *Store) DecideBatchBounded(ctx context.Context, rs []domain.BucketReques
 		return nil, false, nil
 	}
 	a := s.batchArrays(rs)
-	ctx, cancel := s.call(ctx)
-	defer cancel()
-	row, err := s.q.DecideBatchBounded(ctx, db.DecideBatchBoundedParams{
+	p := db.DecideBatchBoundedParams{
 		Policies: a.policies, Keys: a.keys, Limits: a.limits, WindowsUs: a.windows, Costs: a.costs,
 		Shadows: a.shadows, NowUs: s.now(), LockWaitMs: int32(max(s.lockWait.Milliseconds(), 1)),
+	}
+	var row db.DecideBatchBoundedRow
+	err = s.run(ctx, func(ctx context.Context, q *db.Queries) (err error) {
+		row, err = q.DecideBatchBounded(ctx, p)
+		return err
 	})
 	if pgErrCode(err) == codeLockNotAvailable {
 		return nil, true, nil

@@ -325,6 +325,62 @@ func TestBoundedBatchGivesUpOnALockedRow(t *testing.T) {
 	}
 }
 
+// TestCallerGivingUpKeepsTheConnection: a caller that gives up while its statement waits (here for a row another
+// session holds locked) gets its deadline error at once, but the statement keeps its connection until the server
+// answers, and the connection stays in the pool: no new backend for the server to start, no pool slot held while
+// a cancel request goes out. (pgx closes a connection whose query's context ends; that turned a database that was
+// slow for a moment into a replica failing every check for 30s in TestPostgresKilledUnderLoad.) The statement
+// whose caller left may still record its check, as any cancelled call may.
+func TestCallerGivingUpKeepsTheConnection(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	s := open(t, postgres.Options{URL: url, MaxConns: 1})
+	ctx := context.Background()
+	req := domain.BucketRequest{Policy: "p", Key: "locked", Limit: 3, Window: time.Hour, Cost: 1}
+	if _, err := s.Decide(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	backend := func() (pid int32) {
+		if err := s.Pool().QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	before := backend()
+
+	holder, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM sluice_buckets WHERE key = 'locked'::bytea FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	_, err = s.Decide(cctx, req)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a caller whose deadline passed while the row was locked: err %v, want its deadline", err)
+	}
+	// The statement is still waiting for the lock; let it have it.
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Decide(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Remaining != 0 {
+		t.Fatalf("remaining %d after the third check (the second, whose caller left, ran to its end), want 0", d.Remaining)
+	}
+	if after, n := backend(), s.Pool().Stat().NewConnsCount(); after != before || n != 1 {
+		t.Fatalf("backend %d before, %d after; %d connections opened: the abandoned statement cost its connection", before, after, n)
+	}
+}
+
 func TestPolicies(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	a := open(t, postgres.Options{URL: url, PolicyRefresh: 50 * time.Millisecond})
