@@ -36,8 +36,13 @@ type MemoryConfig struct {
 
 // PostgresConfig configures the Postgres store.
 type PostgresConfig struct {
-	URL              string   `yaml:"url"`               // SLUICE_DATABASE_URL
-	MaxConns         int      `yaml:"max_conns"`         // SLUICE_POSTGRES_MAX_CONNS
+	URL      string `yaml:"url"`       // SLUICE_DATABASE_URL
+	MaxConns int    `yaml:"max_conns"` // SLUICE_POSTGRES_MAX_CONNS
+	// Lanes (SLUICE_POSTGRES_LANES) is how many calls a replica keeps in flight for checks: the coalescer's
+	// lanes, each sending the checks that arrived meanwhile as one batch. 0 (the default) means
+	// min(DefaultLanes, max_conns). Fewer lanes make bigger batches (fewer round trips and commits per check);
+	// more lanes use more of a database with many cores.
+	Lanes            int      `yaml:"lanes"`
 	StatementTimeout Duration `yaml:"statement_timeout"` // SLUICE_POSTGRES_STATEMENT_TIMEOUT
 	JanitorInterval  Duration `yaml:"janitor_interval"`  // SLUICE_JANITOR_INTERVAL, default 5m, minimum 1m
 	MigrateOnStart   bool     `yaml:"migrate_on_start"`  // SLUICE_MIGRATE_ON_START

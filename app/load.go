@@ -97,6 +97,7 @@ var envSettings = []envSetting{
 	{"SLUICE_MEMORY_MAX_KEYS", "memory.max_keys", intSetter(func(c *Config) *int { return &c.Memory.MaxKeys })},
 	{"SLUICE_DATABASE_URL", "postgres.url", func(c *Config, v string) error { c.Postgres.URL = v; return nil }},
 	{"SLUICE_POSTGRES_MAX_CONNS", "postgres.max_conns", intSetter(func(c *Config) *int { return &c.Postgres.MaxConns })},
+	{"SLUICE_POSTGRES_LANES", "postgres.lanes", intSetter(func(c *Config) *int { return &c.Postgres.Lanes })},
 	{"SLUICE_POSTGRES_STATEMENT_TIMEOUT", "postgres.statement_timeout", durationSetter(func(c *Config) *Duration { return &c.Postgres.StatementTimeout })},
 	{"SLUICE_JANITOR_INTERVAL", "postgres.janitor_interval", durationSetter(func(c *Config) *Duration { return &c.Postgres.JanitorInterval })},
 	{"SLUICE_MIGRATE_ON_START", "postgres.migrate_on_start", func(c *Config, v string) error {
@@ -268,6 +269,9 @@ func validate(c Config, source map[string]string) Problems {
 	}
 	if c.Postgres.MaxConns < 1 || c.Postgres.MaxConns > 1000 {
 		add("postgres.max_conns", "must be 1 to 1000, got %d", c.Postgres.MaxConns)
+	}
+	if c.Postgres.Lanes < 0 || (c.Postgres.MaxConns >= 1 && c.Postgres.Lanes > c.Postgres.MaxConns) {
+		add("postgres.lanes", "must be 0 (automatic: min(%d, max_conns)) to max_conns (%d), got %d", DefaultLanes, c.Postgres.MaxConns, c.Postgres.Lanes)
 	}
 	if st := time.Duration(c.Postgres.StatementTimeout); st < time.Millisecond || st > time.Minute {
 		add("postgres.statement_timeout", "must be between 1ms and 1m, got %s", c.Postgres.StatementTimeout)

@@ -149,3 +149,24 @@ func TestPostgresNeedsURL(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// postgres.lanes: 0 picks min(DefaultLanes, max_conns); an explicit count must fit in the pool.
+func TestPostgresLanes(t *testing.T) {
+	for _, c := range []struct{ lanes, maxConns, want int }{
+		{0, 16, DefaultLanes}, {0, 2, 2}, {0, 1, 1}, {8, 16, 8}, {16, 16, 16},
+	} {
+		if got := (PostgresConfig{Lanes: c.lanes, MaxConns: c.maxConns}).lanes(); got != c.want {
+			t.Errorf("lanes %d, max_conns %d: %d lanes, want %d", c.lanes, c.maxConns, got, c.want)
+		}
+	}
+	cfg, err := Load("", envOf(map[string]string{"SLUICE_POSTGRES_LANES": "8"}))
+	if err != nil || cfg.Postgres.Lanes != 8 {
+		t.Fatalf("SLUICE_POSTGRES_LANES=8: lanes %d, err %v", cfg.Postgres.Lanes, err)
+	}
+	for _, v := range []string{"17", "-1"} {
+		_, err := Load("", envOf(map[string]string{"SLUICE_POSTGRES_LANES": v}))
+		if want := `SLUICE_POSTGRES_LANES="` + v + `": must be 0 (automatic: min(4, max_conns)) to max_conns (16), got ` + v; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("SLUICE_POSTGRES_LANES=%s: %v", v, err)
+		}
+	}
+}

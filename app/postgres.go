@@ -67,10 +67,10 @@ func postgresModule(cfg Config) fx.Option {
 					return nil
 				},
 			})
-			// Checks go through the coalescer in lane mode, one lane per pooled connection: a hot key costs one round
-			// trip per batch instead of one per check, and checks of different keys share round trips and commits.
-			// Decisions are exactly those of running the checks one after another (see package coalesce).
-			return coalesce.New(s, coalesce.Options{Lanes: int(pc.MaxConns)}), s, nil
+			// Checks go through the coalescer in lane mode: a hot key costs one round trip per batch instead of one
+			// per check, and checks of different keys share round trips and commits. Decisions are exactly those of
+			// running the checks one after another (see package coalesce).
+			return coalesce.New(s, coalesce.Options{Lanes: pc.lanes()}), s, nil
 		}),
 	)
 }
@@ -159,4 +159,20 @@ func migrateCommand(ctx context.Context, cfg Config, args []string, stdout io.Wr
 	default:
 		return fmt.Errorf("usage: sluice migrate up|status (unknown subcommand %q)", args[0])
 	}
+}
+
+// DefaultLanes is the number of coalescer lanes when postgres.lanes is 0 (and max_conns allows it). Measured on
+// 2 CPUs shared with PostgreSQL (docs/benchmarks.md, run E), uniform keys, 64 connections, pool of 16: 2 lanes
+// 10,763-11,684 checks/s, 4 lanes 8,448-9,942, 8 lanes 7,600-10,342, 16 lanes 6,292-6,654. Fewer lanes make
+// bigger batches, so fewer round trips and commits per check; 4 keeps some parallelism for a database with more
+// cores, and leaves most of the pool to what bypasses the lanes (checks re-sent per key after a lane gave up on
+// a locked row, atomic multi-checks, resets, the policy cache, the janitor).
+const DefaultLanes = 4
+
+// lanes is the coalescer's lane count: postgres.lanes, or min(DefaultLanes, max_conns) when it is 0.
+func (pc PostgresConfig) lanes() int {
+	if pc.Lanes > 0 {
+		return pc.Lanes
+	}
+	return max(min(DefaultLanes, pc.MaxConns), 1)
 }

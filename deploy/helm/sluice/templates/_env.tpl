@@ -32,6 +32,8 @@ shows the settings that matter per deployment, and carries the secrets the file 
   value: {{ eq .Values.migrations.mode "startup" | quote }}
 - name: SLUICE_POSTGRES_MAX_CONNS
   value: {{ int64 .Values.postgres.maxConns | quote }}
+- name: SLUICE_POSTGRES_LANES
+  value: {{ int64 .Values.postgres.lanes | quote }}
 - name: SLUICE_POSTGRES_STATEMENT_TIMEOUT
   value: {{ .Values.postgres.statementTimeout | quote }}
 {{- end }}

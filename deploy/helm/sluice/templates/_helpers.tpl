@@ -116,6 +116,9 @@ app.kubernetes.io/component: postgresql
 {{- if and (eq .Values.migrations.mode "hook") (eq .Values.postgres.mode "bundled") }}
 {{- fail "migrations.mode=hook needs postgres.mode=external: the bundled database does not exist yet when pre-install hooks run. Keep migrations.mode=startup with the bundled database" }}
 {{- end }}
+{{- if gt (int64 .Values.postgres.lanes) (int64 .Values.postgres.maxConns) }}
+{{- fail (printf "postgres.lanes (%d) must be at most postgres.maxConns (%d): each lane keeps a pooled connection busy; 0 picks min(4, maxConns)" (int64 .Values.postgres.lanes) (int64 .Values.postgres.maxConns)) }}
+{{- end }}
 {{- if and .Values.autoscaling.enabled (ne .Values.store "postgres") }}
 {{- fail "autoscaling.enabled needs store=postgres: memory-store replicas each keep their own counters" }}
 {{- end }}
