@@ -36,6 +36,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,6 +59,7 @@ const (
 type options struct {
 	duration, warmup time.Duration
 	conns, keys      int
+	rounds           int
 	shapes           []string
 	stores           []string
 	window           time.Duration // bench's window on the memory store
@@ -84,6 +86,7 @@ func main() {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured warm-up per run")
 	fs.IntVar(&o.conns, "conns", 64, "concurrent connections (closed loop)")
 	fs.IntVar(&o.keys, "keys", 10_000, "keys of the uniform shape")
+	fs.IntVar(&o.rounds, "rounds", 1, "measure each pair (floor or pgbench, and sluice) this many times, alternating which goes first, and report the median ratio")
 	fs.StringVar(&shapes, "shapes", "uniform,hot,hot-deny", "comma-separated: uniform, hot, hot-deny")
 	fs.StringVar(&stores, "store", "memory", "comma-separated stores to run: memory, postgres")
 	fs.DurationVar(&o.window, "window", time.Hour, "window of the bench policy (limit 1e9) on the memory store")
@@ -96,8 +99,8 @@ func main() {
 	fs.Parse(os.Args[1:])
 	o.shapes = splitList(shapes)
 	o.stores = splitList(stores)
-	if o.conns < 1 || o.keys < 1 || o.duration <= 0 || o.warmup < 0 {
-		fmt.Fprintln(os.Stderr, "sluice-bench: -conns, -keys and -duration must be positive")
+	if o.conns < 1 || o.keys < 1 || o.rounds < 1 || o.duration <= 0 || o.warmup < 0 {
+		fmt.Fprintln(os.Stderr, "sluice-bench: -conns, -keys, -rounds and -duration must be positive")
 		os.Exit(2)
 	}
 	for _, s := range o.shapes {
@@ -183,19 +186,68 @@ func shapeRequests(shape, host string, keys int) [][]byte {
 
 func runMemory(ctx context.Context, o options, out io.Writer, rows []row, ratios []string) ([]row, []string, error) {
 	for _, shape := range o.shapes {
-		floor, err := measure(ctx, o, out, "memory", shape, "floor", []string{"floor"}, "")
+		rs, r, err := rounds(o.rounds, "memory "+fmt.Sprintf("%-8s", shape)+" sluice/floor",
+			func(int) (row, error) { return measure(ctx, o, out, "memory", shape, "floor", []string{"floor"}, "") },
+			func(round int) (row, error) {
+				profile := ""
+				if round == 0 {
+					profile = profilePath(o, "memory", shape)
+				}
+				return measure(ctx, o, out, "memory", shape, "sluice", sluiceArgs(o, "memory", ""), profile)
+			})
 		if err != nil {
 			return nil, nil, err
 		}
-		sl, err := measure(ctx, o, out, "memory", shape, "sluice", sluiceArgs(o, "memory", ""), profilePath(o, "memory", shape))
-		if err != nil {
-			return nil, nil, err
-		}
-		rows = append(rows, floor, sl)
-		ratios = append(ratios, fmt.Sprintf("memory %-8s sluice/floor: decisions/s %.2f×, p50 %.2f×, p99 %.2f×",
-			shape, sl.rate/floor.rate, ratio(sl.p50, floor.p50), ratio(sl.p99, floor.p99)))
+		rows, ratios = append(rows, rs...), append(ratios, r)
 	}
 	return rows, ratios, nil
+}
+
+// rounds measures a pair n times: the baseline (floor or pgbench) and sluice, the order swapped each round so a
+// drift in the machine's speed (other tenants, thermal limits) favours neither. It returns every row and one line
+// with the median of the per-round ratios (and, with several rounds, each round's decisions/s ratio).
+func rounds(n int, label string, baseline, sluice func(round int) (row, error)) ([]row, string, error) {
+	var rows []row
+	var rates, p50s, p99s []float64
+	for i := range n {
+		var b, s row
+		var err error
+		if i%2 == 0 {
+			if b, err = baseline(i); err == nil {
+				s, err = sluice(i)
+			}
+		} else {
+			if s, err = sluice(i); err == nil {
+				b, err = baseline(i)
+			}
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		rows = append(rows, b, s)
+		rates = append(rates, s.rate/b.rate)
+		p50s = append(p50s, ratio(s.p50, b.p50))
+		p99s = append(p99s, ratio(s.p99, b.p99))
+	}
+	line := fmt.Sprintf("%s: decisions/s %.2f×, p50 %.2f×, p99 %.2f×", label, median(rates), median(p50s), median(p99s))
+	if n > 1 {
+		each := make([]string, len(rates))
+		for i, r := range rates {
+			each[i] = fmt.Sprintf("%.2f", r)
+		}
+		line += fmt.Sprintf(" (median of %d rounds; decisions/s per round: %s)", n, strings.Join(each, ", "))
+	}
+	return rows, line, nil
+}
+
+// median of xs (the mean of the middle two for an even count); xs is left as it was.
+func median(xs []float64) float64 {
+	xs = slices.Sorted(slices.Values(xs))
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
 }
 
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }

@@ -159,3 +159,35 @@ func TestLoadAgainstFloor(t *testing.T) {
 		t.Fatal("load sent to a non-loopback address")
 	}
 }
+
+// rounds alternates which of the pair goes first, keeps every row, and reports the median of the per-round ratios.
+func TestRoundsAlternateAndTakeTheMedian(t *testing.T) {
+	var order []string
+	baseRates := []float64{100, 100, 100}
+	sluiceRates := []float64{90, 50, 120} // ratios 0.9, 0.5, 1.2: median 0.9
+	baseline := func(i int) (row, error) {
+		order = append(order, "b")
+		return row{target: "floor", rate: baseRates[i], p50: time.Millisecond, p99: 4 * time.Millisecond}, nil
+	}
+	sl := func(i int) (row, error) {
+		order = append(order, "s")
+		return row{target: "sluice", rate: sluiceRates[i], p50: 2 * time.Millisecond, p99: 6 * time.Millisecond}, nil
+	}
+	rows, line, err := rounds(3, "memory uniform sluice/floor", baseline, sl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(order, ""); got != "bssbbs" {
+		t.Fatalf("order %s, want bssbbs (the first of the pair alternates)", got)
+	}
+	if len(rows) != 6 {
+		t.Fatalf("%d rows, want 6", len(rows))
+	}
+	want := "memory uniform sluice/floor: decisions/s 0.90×, p50 2.00×, p99 1.50× (median of 3 rounds; decisions/s per round: 0.90, 0.50, 1.20)"
+	if line != want {
+		t.Fatalf("got  %s\nwant %s", line, want)
+	}
+	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Fatalf("median of 1..4 = %v, want 2.5", m)
+	}
+}

@@ -72,23 +72,28 @@ func runPostgres(ctx context.Context, o options, out io.Writer, rows []row, rati
 		return err
 	}
 	for _, shape := range o.shapes {
-		if err := truncate(); err != nil {
-			return nil, nil, err
-		}
-		sl, err := measure(ctx, o, out, "postgres", shape, "sluice", sluiceArgs(o, "postgres", dbURL), profilePath(o, "postgres", shape))
+		// Each run starts from an empty table.
+		rs, r, err := rounds(o.rounds, "postgres "+fmt.Sprintf("%-8s", shape)+" sluice/pgbench",
+			func(int) (row, error) {
+				if err := truncate(); err != nil {
+					return row{}, err
+				}
+				return runPgbench(ctx, o, out, dbURL, shape)
+			},
+			func(round int) (row, error) {
+				if err := truncate(); err != nil {
+					return row{}, err
+				}
+				profile := ""
+				if round == 0 {
+					profile = profilePath(o, "postgres", shape)
+				}
+				return measure(ctx, o, out, "postgres", shape, "sluice", sluiceArgs(o, "postgres", dbURL), profile)
+			})
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := truncate(); err != nil {
-			return nil, nil, err
-		}
-		pb, err := runPgbench(ctx, o, out, dbURL, shape)
-		if err != nil {
-			return nil, nil, err
-		}
-		rows = append(rows, sl, pb)
-		ratios = append(ratios, fmt.Sprintf("postgres %-8s sluice/pgbench: decisions/s %.2f×, p50 %.2f×, p99 %.2f×",
-			shape, sl.rate/pb.rate, ratio(sl.p50, pb.p50), ratio(sl.p99, pb.p99)))
+		rows, ratios = append(rows, rs...), append(ratios, r)
 	}
 	return rows, ratios, nil
 }
