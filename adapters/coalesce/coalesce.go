@@ -57,7 +57,9 @@ type Options struct {
 	// most one call per lane is in flight, and checks arriving meanwhile (of any key of that lane) go out
 	// together as one DecideBatch. Every check of one key still maps to one lane, so a hot key is coalesced as
 	// in key mode; in addition, checks of different keys share round trips (and, on Postgres, transactions),
-	// and the store sees at most Lanes concurrent calls. Set it to the store's connection pool size.
+	// and the store sees at most Lanes concurrent calls. At most the store's connection pool size; fewer lanes
+	// make bigger batches (fewer round trips and commits per check), more use more of the database's cores
+	// (app picks min(4, pool size) unless postgres.lanes says otherwise).
 	Lanes int
 }
 
