@@ -285,18 +285,7 @@ func TestBoundedBatchGivesUpOnALockedRow(t *testing.T) {
 	if _, err := s.Decide(ctx, req("locked")); err != nil {
 		t.Fatal(err)
 	}
-	holder, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close(ctx)
-	tx, err := holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "SELECT 1 FROM sluice_buckets WHERE key = 'locked'::bytea FOR UPDATE"); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockRow(t, url, "locked")
 	batch := []domain.BucketRequest{req("free"), req("locked"), req("free")}
 	ds, busy, err := s.DecideBatchBounded(ctx, batch)
 	if err != nil || !busy || ds != nil {
@@ -347,20 +336,9 @@ func TestCallerGivingUpKeepsTheConnection(t *testing.T) {
 	}
 	before := backend()
 
-	holder, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close(ctx)
-	tx, err := holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "SELECT 1 FROM sluice_buckets WHERE key = 'locked'::bytea FOR UPDATE"); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockRow(t, url, "locked")
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-	_, err = s.Decide(cctx, req)
+	_, err := s.Decide(cctx, req)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a caller whose deadline passed while the row was locked: err %v, want its deadline", err)
@@ -379,6 +357,26 @@ func TestCallerGivingUpKeepsTheConnection(t *testing.T) {
 	if after, n := backend(), s.Pool().Stat().NewConnsCount(); after != before || n != 1 {
 		t.Fatalf("backend %d before, %d after; %d connections opened: the abandoned statement cost its connection", before, after, n)
 	}
+}
+
+// lockRow holds the row of key locked in a transaction of its own session, until the caller rolls it back or the
+// test ends.
+func lockRow(t *testing.T, url, key string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	holder, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Close(ctx) })
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM sluice_buckets WHERE key = $1 FOR UPDATE", []byte(key)); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }
 
 func TestPolicies(t *testing.T) {
