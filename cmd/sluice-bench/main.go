@@ -23,6 +23,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -67,6 +68,7 @@ type options struct {
 	adminURL         string
 	pgbench          string
 	pgMaxConns       int
+	pgLanes          int
 	profileDir       string
 	markdown         string
 }
@@ -94,6 +96,7 @@ func main() {
 	fs.StringVar(&o.adminURL, "database-url", defaultAdmin, "Postgres server (loopback) on which to create the throwaway database")
 	fs.StringVar(&o.pgbench, "pgbench", "pgbench", "pgbench binary")
 	fs.IntVar(&o.pgMaxConns, "pg-max-conns", 0, "sluice's Postgres pool size (0: sluice's default)")
+	fs.IntVar(&o.pgLanes, "pg-lanes", 0, "sluice's postgres.lanes (0: sluice's default, min(4, pool size))")
 	fs.StringVar(&o.profileDir, "cpuprofile-dir", "", "write a CPU profile of each sluice server's measured phase here")
 	fs.StringVar(&o.markdown, "markdown", "", "also write the results as a Markdown table to this file")
 	fs.Parse(os.Args[1:])
@@ -101,6 +104,10 @@ func main() {
 	o.stores = splitList(stores)
 	if o.conns < 1 || o.keys < 1 || o.rounds < 1 || o.duration <= 0 || o.warmup < 0 {
 		fmt.Fprintln(os.Stderr, "sluice-bench: -conns, -keys, -rounds and -duration must be positive")
+		os.Exit(2)
+	}
+	if pool := cmp.Or(o.pgMaxConns, app.Defaults().Postgres.MaxConns); o.pgLanes < 0 || o.pgLanes > pool {
+		fmt.Fprintf(os.Stderr, "sluice-bench: -pg-lanes must be 0 (sluice's default) to the pool size (%d), got %d\n", pool, o.pgLanes)
 		os.Exit(2)
 	}
 	for _, s := range o.shapes {
@@ -265,7 +272,7 @@ func sluiceArgs(o options, store, dbURL string) []string {
 		window = o.pgWindow
 	}
 	return []string{"sluice", "-store", store, "-database-url", dbURL, "-window", window.String(),
-		"-pg-max-conns", strconv.Itoa(o.pgMaxConns)}
+		"-pg-max-conns", strconv.Itoa(o.pgMaxConns), "-pg-lanes", strconv.Itoa(o.pgLanes)}
 }
 
 // measure starts a server process, drives it with one shape and stops it.
@@ -410,6 +417,7 @@ func child(role string, args []string) error {
 	dbURL := fs.String("database-url", "", "")
 	window := fs.Duration("window", time.Hour, "")
 	pgMaxConns := fs.Int("pg-max-conns", 0, "")
+	pgLanes := fs.Int("pg-lanes", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -445,6 +453,7 @@ func child(role string, args []string) error {
 		cfg.Store = *store
 		cfg.Log.Level = "warn"
 		cfg.Postgres.URL = *dbURL
+		cfg.Postgres.Lanes = *pgLanes
 		if *pgMaxConns > 0 {
 			cfg.Postgres.MaxConns = *pgMaxConns
 		}
