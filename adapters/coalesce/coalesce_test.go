@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -463,7 +462,14 @@ func testMixedKeysExact(t *testing.T, lanes int) {
 	inner := &slow{BucketStore: memory.New(clocktest.New(time.Unix(1e9, 0)), memory.Options{})}
 	s := New(inner, Options{MaxBatch: 8, Lanes: lanes})
 	const limit, workers, tries, keys = 40, 32, 30, 5
-	var admitted [keys]atomic.Int64
+	requireExactPerKey(t, admitPerKey(t, s, workers, tries, keys, limit), limit)
+}
+
+// admitPerKey runs workers goroutines, each sending tries checks of cost 1 spread over keys k0..k<keys-1> (worker
+// w's i-th check goes to key (w+i) % keys), and returns how many each key admitted.
+func admitPerKey(t *testing.T, s *Store, workers, tries, keys int, limit int64) []int64 {
+	t.Helper()
+	admitted := make([]atomic.Int64, keys)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
@@ -483,13 +489,20 @@ func testMixedKeysExact(t *testing.T, lanes int) {
 		}()
 	}
 	wg.Wait()
-	var got []int
+	got := make([]int64, keys)
 	for k := range admitted {
-		got = append(got, int(admitted[k].Load()))
+		got[k] = admitted[k].Load()
 	}
-	sort.Ints(got)
-	if fmt.Sprint(got) != fmt.Sprint([]int{limit, limit, limit, limit, limit}) {
-		t.Fatalf("admitted per key %v, want %d each", got, limit)
+	return got
+}
+
+// requireExactPerKey fails unless every key admitted exactly limit.
+func requireExactPerKey(t *testing.T, admitted []int64, limit int64) {
+	t.Helper()
+	for k, got := range admitted {
+		if got != limit {
+			t.Errorf("key k%d admitted %d, want exactly %d", k, got, limit)
+		}
 	}
 }
 
@@ -650,7 +663,6 @@ func TestBoundedBatchesKeepLimitsExact(t *testing.T) {
 		l := newRowLocks()
 		s := New(l, Options{Lanes: 2, MaxBatch: 8})
 		const limit, workers, tries, keys = 40, 32, 30, 4
-		ctx := context.Background()
 		stop := make(chan struct{})
 		go func() { // drain: waiters report here, nobody needs the signal
 			for {
@@ -676,33 +688,10 @@ func TestBoundedBatchesKeepLimitsExact(t *testing.T) {
 				release()
 			}
 		}()
-		var admitted [keys]atomic.Int64
-		var wg sync.WaitGroup
-		for w := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range tries {
-					k := (w + i) % keys
-					d, err := s.Decide(ctx, req(fmt.Sprint("k", k), limit, 1))
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					if d.Allowed {
-						admitted[k].Add(1)
-					}
-				}
-			}()
-		}
-		wg.Wait()
+		admitted := admitPerKey(t, s, workers, tries, keys, limit)
 		close(stop)
 		churn.Wait()
-		for k := range keys {
-			if got := admitted[k].Load(); got != limit {
-				t.Errorf("key k%d admitted %d, want exactly %d", k, got, limit)
-			}
-		}
+		requireExactPerKey(t, admitted, limit)
 		t.Logf("%d lane calls, %d gave up on a locked row", l.bounded.Load(), s.Busy())
 	})
 }
