@@ -12,9 +12,22 @@ import (
 // Algorithm names how a policy counts.
 type Algorithm string
 
-// SlidingLog is exact: it keeps the instant of every admitted unit, so any interval of one window holds at most
-// limit units. It is the default and, for now, the only algorithm.
-const SlidingLog Algorithm = "sliding_log"
+// The algorithms (shared/design.md defines each; domain/algorithm.go holds their steps).
+const (
+	// SlidingLog is exact: it keeps the instant of every admitted unit, so any interval of one window holds at
+	// most limit units. State: up to limit entries. The default.
+	SlidingLog Algorithm = "sliding_log"
+	// SlidingWindow is SlidingLog with each unit recorded at its instant rounded up to Resolution: it never
+	// over-admits, and its state is bounded by window/resolution + 1 entries whatever the limit.
+	SlidingWindow Algorithm = "sliding_window"
+	// TokenBucket is GCRA: a bucket of limit units refilled fully in one window; one instant of state.
+	TokenBucket Algorithm = "token_bucket"
+	// FixedWindow counts units in epoch-aligned windows, as envoyproxy/ratelimit does: one count of state.
+	FixedWindow Algorithm = "fixed_window"
+)
+
+// Algorithms lists every algorithm, in the order documentation and error messages name them.
+var Algorithms = []Algorithm{SlidingLog, SlidingWindow, TokenBucket, FixedWindow}
 
 // FailureMode is what a check gets when the store cannot answer in time.
 type FailureMode string
@@ -42,14 +55,22 @@ const (
 	MaxWindow    = 31 * 24 * time.Hour
 	MaxKeyBytes  = 512
 	maxNameBytes = 64
+	// MaxLimit bounds limit and cost: 2^53 - 1, the largest integer every JSON client reads exactly.
+	MaxLimit = 1<<53 - 1
+	// MinResolution is sliding_window's finest resolution.
+	MinResolution = time.Millisecond
+	// DefaultResolutions is how many buckets of one window sliding_window uses when no resolution is given.
+	DefaultResolutions = 60
 )
 
 // Policy is a named limit: at most Limit units per Window for each key.
 type Policy struct {
-	Name        string
-	Limit       int64
-	Window      time.Duration
-	Algorithm   Algorithm
+	Name      string
+	Limit     int64
+	Window    time.Duration
+	Algorithm Algorithm
+	// Resolution is sliding_window's bucket width (0 = Window/60, at least 1ms); other algorithms have none.
+	Resolution  time.Duration
 	FailureMode FailureMode
 	// Shadow policies decide and count as usual but always admit: for trying a limit on live traffic.
 	Shadow bool
@@ -64,7 +85,17 @@ func (p Policy) WithDefaults() Policy {
 	if p.FailureMode == "" {
 		p.FailureMode = FailDeny
 	}
+	if p.Algorithm == SlidingWindow && p.Resolution == 0 {
+		p.Resolution = DefaultResolution(p.Window)
+	}
 	return p
+}
+
+// DefaultResolution is sliding_window's resolution when none is given: window/60, in whole milliseconds, at
+// least 1ms.
+func DefaultResolution(window time.Duration) time.Duration {
+	r := (window / DefaultResolutions).Truncate(time.Millisecond)
+	return max(r, MinResolution)
 }
 
 // Validate reports every broken rule of p, with field names prefixed by prefix (e.g. "policies[2].").
@@ -78,8 +109,8 @@ func (p Policy) validateInto(v *ValidationError, prefix string) {
 	if err := ValidatePolicyName(p.Name); err != nil {
 		v.Add(prefix+"name", err.Error())
 	}
-	if p.Limit < 1 {
-		v.Add(prefix+"limit", fmt.Sprintf("must be an integer ≥ 1, got %d", p.Limit))
+	if p.Limit < 1 || p.Limit > MaxLimit {
+		v.Add(prefix+"limit", fmt.Sprintf("must be an integer from 1 to 9007199254740991 (2^53-1), got %d", p.Limit))
 	}
 	if p.Window < MinWindow || p.Window > MaxWindow {
 		v.Add(prefix+"window", fmt.Sprintf("must be between 1s and 31d, got %s", FormatDuration(p.Window)))
@@ -88,15 +119,31 @@ func (p Policy) validateInto(v *ValidationError, prefix string) {
 		v.Add(prefix+"window", "must be a whole number of milliseconds")
 	}
 	switch p.Algorithm {
-	case SlidingLog:
+	case SlidingLog, TokenBucket, FixedWindow:
+		if p.Resolution != 0 {
+			v.Add(prefix+"resolution", fmt.Sprintf("applies to sliding_window only, not to %s", p.Algorithm))
+		}
+	case SlidingWindow:
+		if p.Resolution < MinResolution || p.Resolution > p.Window || p.Resolution%time.Millisecond != 0 {
+			v.Add(prefix+"resolution", fmt.Sprintf("must be a whole number of milliseconds from 1ms to the window (%s), got %s", FormatDuration(p.Window), FormatDuration(p.Resolution)))
+		}
 	default:
-		v.Add(prefix+"algorithm", fmt.Sprintf("must be one of [sliding_log], got %q", p.Algorithm))
+		v.Add(prefix+"algorithm", fmt.Sprintf("must be one of %s, got %q", AlgorithmNames(), p.Algorithm))
 	}
 	switch p.FailureMode {
 	case FailDeny, FailAllow:
 	default:
 		v.Add(prefix+"failure_mode", fmt.Sprintf("must be one of [deny allow], got %q", p.FailureMode))
 	}
+}
+
+// AlgorithmNames lists the algorithms for messages: "sliding_log, sliding_window, token_bucket, fixed_window".
+func AlgorithmNames() string {
+	names := make([]string, len(Algorithms))
+	for i, a := range Algorithms {
+		names[i] = string(a)
+	}
+	return strings.Join(names, ", ")
 }
 
 // ValidatePolicyName checks a name against ^[a-z0-9][a-z0-9_.-]{0,63}$ without a regexp (it is on the hot path).
