@@ -126,7 +126,7 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 	if r.Cost > p.Limit {
 		v.Add(prefix+"cost", fmt.Sprintf("%d exceeds the limit %d of policy %q: it can never be admitted", r.Cost, p.Limit, p.Name))
 	}
-	return p, BucketRequest{Policy: p.Name, Key: r.Key, Limit: p.Limit, Window: p.Window, Cost: r.Cost, Shadow: p.Shadow}, nil
+	return p, BucketRequest{Policy: p.Name, Key: r.Key, Rule: p.Rule(), Cost: r.Cost, Shadow: p.Shadow}, nil
 }
 
 // Check implements Limiter.

@@ -75,6 +75,14 @@ type Policy struct {
 	// Shadow policies decide and count as usual but always admit: for trying a limit on live traffic.
 	Shadow bool
 	Source Source
+	// Floor and Generation are kept by the PolicyStore, not set by users: see Rule.
+	Floor      int64
+	Generation int64
+}
+
+// Rule is what a store needs to decide under p.
+func (p Policy) Rule() Rule {
+	return Rule{Algorithm: p.Algorithm, Limit: p.Limit, Window: p.Window, Resolution: p.Resolution, Floor: p.Floor, Generation: p.Generation}
 }
 
 // WithDefaults fills the optional fields: sliding_log and failure_mode deny.

@@ -18,17 +18,41 @@ type SystemClock struct{ Offset time.Duration }
 // Now returns the wall-clock time plus the offset.
 func (c SystemClock) Now() time.Time { return time.Now().Add(c.Offset) }
 
-// BucketRequest is one check as a store sees it: the policy's limit and window travel with every request, so a
-// changed policy applies at once and keeps its keys' history (state is keyed by policy name and key only).
+// Rule is what a store needs to apply a policy's algorithm: the algorithm and its parameters. It travels with
+// every check, so stores hold no policy of their own and a changed policy applies at the next decision.
+type Rule struct {
+	Algorithm Algorithm
+	// Limit in [1, MaxLimit].
+	Limit int64
+	// Window in [MinWindow, MaxWindow], whole milliseconds.
+	Window time.Duration
+	// Resolution is sliding_window's bucket width (whole milliseconds, 1ms to Window); 0 for other algorithms.
+	Resolution time.Duration
+	// Floor (unix nanoseconds; 0 = none) is the expiry rule's memory: a unit recorded at or before Floor never
+	// counts again. A window change raises it to the newest instant whose units had already stopped counting
+	// (Policy.Changed), so growing a window never brings them back.
+	Floor int64
+	// Generation tells incarnations of one policy name apart (0 for config-file policies). State recorded under
+	// another generation is not counted: a deleted policy's keys never count against a later policy of the same
+	// name, whatever a janitor or a slow DropPolicy has left behind.
+	Generation int64
+}
+
+// BucketRequest is one check as a store sees it: the rule travels with every request, so a changed policy
+// applies at once and keeps its keys' history (state is keyed by policy name and key only).
 type BucketRequest struct {
 	Policy string
 	Key    string
-	Limit  int64
-	Window time.Duration
+	Rule
 	// Cost in [0, Limit]; 0 peeks.
 	Cost int64
 	// Shadow checks never make an atomic batch fail: their denial is reported but the batch still commits.
 	Shadow bool
+	// Stored says the policy lives in the store (an API policy of a shared store): such a store decides with the
+	// policy as it holds it at that decision, not with Rule (this replica's copy, possibly stale), and answers
+	// StatusPolicyNotFound or StatusCostOverLimit when its copy says so. Stores that keep policies in-process
+	// (memory) use Rule, which is then current by construction.
+	Stored bool
 }
 
 // BucketStore holds the sliding logs. Every method is atomic per (policy, key): read state, decide, write, as one

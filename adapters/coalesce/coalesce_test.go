@@ -62,7 +62,7 @@ func (s *slow) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atomi
 }
 
 func req(key string, limit, cost int64) domain.BucketRequest {
-	return domain.BucketRequest{Policy: "p", Key: key, Limit: limit, Window: time.Hour, Cost: cost}
+	return domain.BucketRequest{Policy: "p", Key: key, Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: limit, Window: time.Hour}, Cost: cost}
 }
 
 // TestHotKeyExact: many goroutines on one key admit exactly limit, and the checks did go out in batches.

@@ -27,7 +27,7 @@ func benchRequests(keys int) []domain.BucketRequest {
 	rs := make([]domain.BucketRequest, keys)
 	for i := range rs {
 		// A window of 10,000 clock readings: ~10,000 instants live over all keys.
-		rs[i] = domain.BucketRequest{Policy: "bench", Key: "user:" + strconv.Itoa(i), Limit: 1_000_000_000, Window: 10 * time.Second, Cost: 1}
+		rs[i] = domain.BucketRequest{Policy: "bench", Key: "user:" + strconv.Itoa(i), Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 1_000_000_000, Window: 10 * time.Second}, Cost: 1}
 	}
 	return rs
 }
@@ -133,7 +133,7 @@ func BenchmarkBytesPerKey(b *testing.B) {
 					}
 					b.StartTimer()
 				}
-				r := domain.BucketRequest{Policy: "bench", Key: keys[n], Limit: limit, Window: time.Hour, Cost: 1}
+				r := domain.BucketRequest{Policy: "bench", Key: keys[n], Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: limit, Window: time.Hour}, Cost: 1}
 				for u := int64(0); u < limit; u++ {
 					if d, err := s.Decide(ctx, r); err != nil || !d.Allowed {
 						b.Fatal(d, err)

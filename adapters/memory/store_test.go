@@ -26,7 +26,7 @@ func TestConformanceOneShard(t *testing.T) {
 }
 
 func check(s *memory.Store, key string, cost int64) (domain.Decision, error) {
-	return s.Decide(context.Background(), domain.BucketRequest{Policy: "p", Key: key, Limit: 2, Window: time.Minute, Cost: cost})
+	return s.Decide(context.Background(), domain.BucketRequest{Policy: "p", Key: key, Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 2, Window: time.Minute}, Cost: cost})
 }
 
 func TestFullStoreNeverEvictsLiveKeys(t *testing.T) {
@@ -92,8 +92,8 @@ func TestAtomicBatchInFullStoreRecordsNothing(t *testing.T) {
 	s := memory.New(clock, memory.Options{MaxKeys: 1})
 	ctx := context.Background()
 	_, err := s.DecideBatch(ctx, []domain.BucketRequest{
-		{Policy: "a", Key: "k", Limit: 5, Window: time.Minute, Cost: 1},
-		{Policy: "b", Key: "k", Limit: 5, Window: time.Minute, Cost: 1},
+		{Policy: "a", Key: "k", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 5, Window: time.Minute}, Cost: 1},
+		{Policy: "b", Key: "k", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 5, Window: time.Minute}, Cost: 1},
 	}, true)
 	if !errors.Is(err, domain.ErrStoreFull) {
 		t.Fatalf("got %v, want ErrStoreFull", err)

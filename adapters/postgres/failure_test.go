@@ -78,7 +78,7 @@ func TestDatabaseDownAndBack(t *testing.T) {
 	}
 	// The state survived the restart: 2 units of "closed" were admitted in all (the degraded ones of "open"
 	// recorded nothing).
-	if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "closed", Key: "k", Limit: 100, Window: time.Hour}); err != nil || d.Remaining != 100-2-1 {
+	if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "closed", Key: "k", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 100, Window: time.Hour}}); err != nil || d.Remaining != 100-2-1 {
 		t.Fatalf("state after recovery: %+v, %v", d, err)
 	}
 }
@@ -116,7 +116,7 @@ func TestUnresponsiveDatabase(t *testing.T) {
 	t.Cleanup(s.Close)
 	for range 3 {
 		start := time.Now()
-		_, err := s.Decide(context.Background(), domain.BucketRequest{Policy: "p", Key: "k", Limit: 1, Window: time.Minute, Cost: 1})
+		_, err := s.Decide(context.Background(), domain.BucketRequest{Policy: "p", Key: "k", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 1, Window: time.Minute}, Cost: 1})
 		took := time.Since(start)
 		if err == nil {
 			t.Fatal("Decide succeeded against a silent server")

@@ -57,7 +57,7 @@ func TestJanitorDeletesOnlyEmptyKeys(t *testing.T) {
 	ctx := context.Background()
 	decide := func(policy, key string, window time.Duration) {
 		t.Helper()
-		if _, err := s.Decide(ctx, domain.BucketRequest{Policy: policy, Key: key, Limit: 10, Window: window, Cost: 1}); err != nil {
+		if _, err := s.Decide(ctx, domain.BucketRequest{Policy: policy, Key: key, Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 10, Window: window}, Cost: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -104,7 +104,7 @@ func TestJanitorDeletesOnlyEmptyKeys(t *testing.T) {
 		t.Fatalf("sweep duration observations = %v, want 4", got)
 	}
 	// A deleted key starts afresh.
-	if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "minute", Key: "k01\x00", Limit: 10, Window: time.Minute, Cost: 10}); err != nil || !d.Allowed {
+	if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "minute", Key: "k01\x00", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 10, Window: time.Minute}, Cost: 10}); err != nil || !d.Allowed {
 		t.Fatalf("after the janitor: %+v, %v", d, err)
 	}
 }
@@ -124,7 +124,7 @@ func TestJanitorOneReplicaAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := a.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "k", Limit: 1, Window: time.Second, Cost: 1}); err != nil {
+	if _, err := a.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "k", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 1, Window: time.Second}, Cost: 1}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Second)

@@ -39,8 +39,7 @@ func sameDecisions(t *testing.T, seed uint64, clock *clocktest.Clock, pg, mem do
 		return domain.BucketRequest{
 			Policy: fmt.Sprint("s", seed, "p", p),
 			Key:    fmt.Sprint("k", rng.IntN(3)),
-			Limit:  limit,
-			Window: windows[p],
+			Rule:   domain.Rule{Algorithm: domain.SlidingLog, Limit: limit, Window: windows[p]},
 			Cost:   rng.Int64N(limit + 1),
 			Shadow: rng.IntN(4) == 0,
 		}

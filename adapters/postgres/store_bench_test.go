@@ -34,7 +34,7 @@ func BenchmarkDecide(b *testing.B) {
 				}
 				rs := make([]domain.BucketRequest, keys)
 				for i := range rs {
-					rs[i] = domain.BucketRequest{Policy: "bench", Key: strconv.Itoa(i + 1), Limit: 1_000_000_000, Window: time.Second, Cost: 1}
+					rs[i] = domain.BucketRequest{Policy: "bench", Key: strconv.Itoa(i + 1), Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 1_000_000_000, Window: time.Second}, Cost: 1}
 				}
 				ctx := context.Background()
 				var seed atomic.Uint64

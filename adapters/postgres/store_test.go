@@ -59,7 +59,7 @@ func TestRaceOnDatabaseClock(t *testing.T) {
 			var err error
 			for range tries {
 				var d domain.Decision
-				d, err = s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "hot", Limit: limit, Window: time.Hour, Cost: 1})
+				d, err = s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "hot", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: limit, Window: time.Hour}, Cost: 1})
 				if err != nil {
 					break
 				}
@@ -130,7 +130,7 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 	})
 	ctx := context.Background()
 	req := func(key string, cost int64) domain.BucketRequest {
-		return domain.BucketRequest{Policy: "rt", Key: key, Limit: 5, Window: time.Minute, Cost: cost}
+		return domain.BucketRequest{Policy: "rt", Key: key, Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 5, Window: time.Minute}, Cost: cost}
 	}
 	// The store's initial policy load (started by Open) has begun before the warm-up, so it is over before the
 	// counting starts: the warm-up's statements queue behind it for the one connection.
@@ -194,7 +194,7 @@ func TestDenialAndPeekWriteNothing(t *testing.T) {
 	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := open(t, postgres.Options{Clock: clock})
 	ctx := context.Background()
-	req := domain.BucketRequest{Policy: "p", Key: "k", Limit: 2, Window: time.Minute, Cost: 2}
+	req := domain.BucketRequest{Policy: "p", Key: "k", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 2, Window: time.Minute}, Cost: 2}
 	if _, err := s.Decide(ctx, req); err != nil {
 		t.Fatal(err)
 	}
@@ -239,12 +239,12 @@ func TestAtomicBatchLeavesNoPlaceholders(t *testing.T) {
 	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := open(t, postgres.Options{Clock: clock})
 	ctx := context.Background()
-	full := domain.BucketRequest{Policy: "daily", Key: "u", Limit: 1, Window: time.Hour, Cost: 1}
+	full := domain.BucketRequest{Policy: "daily", Key: "u", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 1, Window: time.Hour}, Cost: 1}
 	if _, err := s.Decide(ctx, full); err != nil {
 		t.Fatal(err)
 	}
 	ds, err := s.DecideBatch(ctx, []domain.BucketRequest{
-		{Policy: "burst", Key: "new", Limit: 5, Window: time.Second, Cost: 1}, full,
+		{Policy: "burst", Key: "new", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 5, Window: time.Second}, Cost: 1}, full,
 	}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +260,7 @@ func TestAtomicBatchLeavesNoPlaceholders(t *testing.T) {
 		t.Fatalf("%d rows after a rolled-back batch, want 1 (no placeholder left)", rows)
 	}
 	// A non-atomic batch whose only check for a new key is a peek leaves none either.
-	if _, err := s.DecideBatch(ctx, []domain.BucketRequest{{Policy: "burst", Key: "peek", Limit: 5, Window: time.Second}}, false); err != nil {
+	if _, err := s.DecideBatch(ctx, []domain.BucketRequest{{Policy: "burst", Key: "peek", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 5, Window: time.Second}}}, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM sluice_buckets").Scan(&rows); err != nil {
@@ -280,7 +280,7 @@ func TestBoundedBatchGivesUpOnALockedRow(t *testing.T) {
 	s := open(t, postgres.Options{URL: url, MaxConns: 1, LockWait: 20 * time.Millisecond})
 	ctx := context.Background()
 	req := func(key string) domain.BucketRequest {
-		return domain.BucketRequest{Policy: "p", Key: key, Limit: 3, Window: time.Hour, Cost: 1}
+		return domain.BucketRequest{Policy: "p", Key: key, Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 3, Window: time.Hour}, Cost: 1}
 	}
 	if _, err := s.Decide(ctx, req("locked")); err != nil {
 		t.Fatal(err)
@@ -324,7 +324,7 @@ func TestCallerGivingUpKeepsTheConnection(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	s := open(t, postgres.Options{URL: url, MaxConns: 1})
 	ctx := context.Background()
-	req := domain.BucketRequest{Policy: "p", Key: "locked", Limit: 3, Window: time.Hour, Cost: 1}
+	req := domain.BucketRequest{Policy: "p", Key: "locked", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 3, Window: time.Hour}, Cost: 1}
 	if _, err := s.Decide(ctx, req); err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +384,7 @@ func TestPolicies(t *testing.T) {
 	a := open(t, postgres.Options{URL: url, PolicyRefresh: 50 * time.Millisecond})
 	b := open(t, postgres.Options{URL: url, PolicyRefresh: 50 * time.Millisecond})
 	ctx := context.Background()
-	p := domain.Policy{Name: "api-login", Limit: 5, Window: time.Minute, FailureMode: domain.FailAllow}
+	p := domain.Policy{Name: "api-login", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 5, Window: time.Minute}, FailureMode: domain.FailAllow}
 	created, err := a.PutPolicy(ctx, p)
 	if err != nil || !created {
 		t.Fatalf("PutPolicy: created %v, %v", created, err)

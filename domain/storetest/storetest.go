@@ -61,7 +61,7 @@ func setup(t *testing.T, newStore NewStore) (domain.BucketStore, *clocktest.Cloc
 }
 
 func req(policy, key string, limit int64, window time.Duration, cost int64) domain.BucketRequest {
-	return domain.BucketRequest{Policy: policy, Key: key, Limit: limit, Window: window, Cost: cost}
+	return domain.BucketRequest{Policy: policy, Key: key, Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: limit, Window: window}, Cost: cost}
 }
 
 func decide(t *testing.T, ctx context.Context, s domain.BucketStore, r domain.BucketRequest) domain.Decision {
