@@ -384,7 +384,7 @@ func TestPolicies(t *testing.T) {
 	a := open(t, postgres.Options{URL: url, PolicyRefresh: 50 * time.Millisecond})
 	b := open(t, postgres.Options{URL: url, PolicyRefresh: 50 * time.Millisecond})
 	ctx := context.Background()
-	p := domain.Policy{Name: "api-login", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 5, Window: time.Minute}, FailureMode: domain.FailAllow}
+	p := domain.Policy{Name: "api-login", Limit: 5, Window: time.Minute, FailureMode: domain.FailAllow}
 	created, err := a.PutPolicy(ctx, p)
 	if err != nil || !created {
 		t.Fatalf("PutPolicy: created %v, %v", created, err)
