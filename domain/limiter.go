@@ -15,6 +15,13 @@ type CheckRequest struct {
 	Cost   int64
 }
 
+// PolicyCheck is a check whose policy the caller has resolved.
+type PolicyCheck struct {
+	Policy Policy
+	Key    string
+	Cost   int64
+}
+
 // Result is a Decision with what the caller needs to present it.
 type Result struct {
 	Decision
@@ -33,6 +40,10 @@ type Limiter interface {
 	// CheckMany decides several requests in order; with atomic, nothing is recorded unless all are admitted.
 	// allowed reports whether every check was admitted (shadow denials count as admitted).
 	CheckMany(ctx context.Context, rs []CheckRequest, atomic bool) (results []Result, allowed bool, err error)
+	// CheckPolicies is CheckMany for callers that resolve policies themselves (the Envoy RLS adapter maps
+	// descriptors onto policies of its own config, or onto a descriptor's limit override). Each policy must pass
+	// Policy.Validate; the checks are validated as CheckMany's.
+	CheckPolicies(ctx context.Context, cs []PolicyCheck, atomic bool) (results []Result, allowed bool, err error)
 	// Reset forgets a key's admitted units.
 	Reset(ctx context.Context, policy, key string) error
 	ListPolicies(ctx context.Context) ([]Policy, error)
@@ -180,7 +191,8 @@ func (s *Service) finish(p Policy, key string, d Decision) Result {
 	return res
 }
 
-// CheckMany implements Limiter.
+// CheckMany implements Limiter. Every field problem of every check is reported at once; an unknown policy is
+// reported only when no check has a field problem.
 func (s *Service) CheckMany(ctx context.Context, rs []CheckRequest, atomic bool) ([]Result, bool, error) {
 	v := &ValidationError{}
 	if len(rs) == 0 {
@@ -188,23 +200,59 @@ func (s *Service) CheckMany(ctx context.Context, rs []CheckRequest, atomic bool)
 	}
 	ps := make([]Policy, len(rs))
 	brs := make([]BucketRequest, len(rs))
+	var lookupErr error
 	for i, r := range rs {
 		p, br, err := s.prepare(ctx, r, "checks["+strconv.Itoa(i)+"].", v)
-		if err != nil {
-			return nil, false, err
+		if err != nil && lookupErr == nil {
+			lookupErr = err
 		}
 		ps[i], brs[i] = p, br
 	}
 	if err := v.Err(); err != nil {
 		return nil, false, err
 	}
+	if lookupErr != nil {
+		return nil, false, lookupErr
+	}
+	return s.decideMany(ctx, ps, brs, atomic)
+}
+
+// CheckPolicies implements Limiter.
+func (s *Service) CheckPolicies(ctx context.Context, cs []PolicyCheck, atomic bool) ([]Result, bool, error) {
+	v := &ValidationError{}
+	if len(cs) == 0 {
+		v.Add("checks", "must hold at least one check")
+	}
+	ps := make([]Policy, len(cs))
+	brs := make([]BucketRequest, len(cs))
+	for i, c := range cs {
+		prefix := "checks[" + strconv.Itoa(i) + "]."
+		p := c.Policy.WithDefaults()
+		p.validateInto(v, prefix+"policy.")
+		if err := ValidateKey(c.Key); err != nil {
+			v.Add(prefix+"key", err.Error())
+		}
+		if c.Cost < 0 || c.Cost > p.Limit {
+			v.Add(prefix+"cost", fmt.Sprintf("must be from 0 to the limit %d of policy %q, got %d", p.Limit, p.Name, c.Cost))
+		}
+		ps[i] = p
+		brs[i] = BucketRequest{Policy: p.Name, Key: c.Key, Rule: p.Rule(), Cost: c.Cost, Shadow: p.Shadow}
+	}
+	if err := v.Err(); err != nil {
+		return nil, false, err
+	}
+	return s.decideMany(ctx, ps, brs, atomic)
+}
+
+// decideMany sends validated checks to the store as one batch and applies shadow mode and failure_mode.
+func (s *Service) decideMany(ctx context.Context, ps []Policy, brs []BucketRequest, atomic bool) ([]Result, bool, error) {
 	start := s.clock.Now()
 	ds, err := s.store.DecideBatch(ctx, brs, atomic)
 	if err != nil && callerGone(ctx) {
 		return nil, false, ctx.Err()
 	}
 	s.obs.StoreCall("decide_batch", s.clock.Now().Sub(start), err)
-	results := make([]Result, len(rs))
+	results := make([]Result, len(brs))
 	if err != nil {
 		// One failure covers the batch: any policy with failure_mode deny refuses it, else all are degraded.
 		for _, p := range ps {
@@ -213,13 +261,13 @@ func (s *Service) CheckMany(ctx context.Context, rs []CheckRequest, atomic bool)
 			}
 		}
 		for i, p := range ps {
-			results[i], _ = s.failed(p, rs[i].Key, err)
+			results[i], _ = s.failed(p, brs[i].Key, err)
 		}
 		return results, true, nil
 	}
 	allowed := true
 	for i, d := range ds {
-		results[i] = s.finish(ps[i], rs[i].Key, d)
+		results[i] = s.finish(ps[i], brs[i].Key, d)
 		allowed = allowed && results[i].Allowed
 	}
 	return results, allowed, nil
