@@ -198,3 +198,37 @@ func (s *Store) DeletePolicy(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// ConfigDifference is a config-file policy that another replica registered differently: the replicas' files
+// differ (a rolling update, or a mistake).
+type ConfigDifference struct {
+	Name      string
+	Replica   string // the replica that registered it last
+	Limit     int64
+	Window    time.Duration
+	Algorithm domain.Algorithm
+}
+
+// RegisterConfigPolicies records this replica's config-file policies in sluice_config_policies, as the database
+// last saw them, and returns those another replica had registered differently. A changed window or algorithm
+// raises the policy's floor there (the expiry rule), which every replica's decisions then read; limits and
+// windows stay each replica's own (config policies are per replica by nature: docs/operator.md).
+func (s *Store) RegisterConfigPolicies(ctx context.Context, ps []domain.Policy, replica string) ([]ConfigDifference, error) {
+	var diffs []ConfigDifference
+	for _, p := range ps {
+		cctx, cancel := s.call(ctx)
+		row, err := s.q.RegisterConfigPolicy(cctx, db.RegisterConfigPolicyParams{
+			Name: p.Name, Quota: p.Limit, WindowMs: p.Window.Milliseconds(), Algorithm: string(p.Algorithm),
+			ResolutionMs: p.Resolution.Milliseconds(), Replica: replica, NowUs: s.now(),
+		})
+		cancel()
+		if err != nil {
+			return diffs, s.fail("register config policy", err)
+		}
+		if row.PrevReplica != "" {
+			diffs = append(diffs, ConfigDifference{Name: p.Name, Replica: row.PrevReplica, Limit: row.PrevQuota,
+				Window: time.Duration(row.PrevWindowMs) * time.Millisecond, Algorithm: domain.Algorithm(row.PrevAlgorithm)})
+		}
+	}
+	return diffs, nil
+}
