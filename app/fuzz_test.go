@@ -54,15 +54,9 @@ func FuzzLoad(f *testing.F) {
 		if err := os.WriteFile(path, yaml, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		// One SLUICE_* override from the contract's list, chosen by the fuzzer (a name outside it is ignored, as
-		// Load ignores every variable it does not know).
-		env := func(name string) (string, bool) {
-			if name == envName {
-				return envValue, true
-			}
-			return "", false
-		}
-		cfg, err := Load(path, env)
+		// One environment variable, chosen by the fuzzer: a setting's, an alias, an unknown SLUICE_* name (refused)
+		// or another name (ignored).
+		cfg, _, err := Load(path, []string{envName + "=" + envValue})
 		checkLoaded(t, cfg, err)
 	})
 }
@@ -83,8 +77,9 @@ func checkLoaded(t *testing.T, cfg Config, err error) {
 		return
 	}
 	// A loaded configuration is one that validation accepts, whatever the path that built it.
-	if again := validate(cfg, nil); len(again) > 0 {
-		t.Fatalf("Load accepted a configuration that validate rejects: %q\n%+v", again, cfg)
+	again := &loader{origins: map[string]origin{}, bad: map[string]bool{}, renames: map[string]string{}}
+	if again.validate(cfg); len(again.probs) > 0 {
+		t.Fatalf("Load accepted a configuration that validate rejects: %q\n%+v", again.probs, cfg)
 	}
 	if cfg.Store != "memory" && cfg.Store != "postgres" {
 		t.Fatalf("store %q accepted", cfg.Store)
