@@ -200,6 +200,48 @@ func TestSettingsTable(t *testing.T) {
 	}
 }
 
+// A field the table cannot read is a programming error caught at start-up, never a setting silently ignored.
+func TestSettingsTableRefusesFieldsItCannotRead(t *testing.T) {
+	for name, typ := range map[string]reflect.Type{
+		"no yaml name": reflect.TypeOf(struct{ Listen string }{}),
+		"inline":       reflect.TypeOf(struct{ LogConfig `yaml:",inline"` }{}),
+		"a map":        reflect.TypeOf(struct{ M map[string]string `yaml:"m"` }{}),
+		"a bad range":  reflect.TypeOf(struct{ N int `yaml:"n" range:"1-5"` }{}),
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: accepted", name)
+				}
+			}()
+			buildSettings(typ, "", nil)
+		}()
+	}
+	type redis struct {
+		Addrs    []string `yaml:"addrs"`
+		Password string   `yaml:"password" secret:"true"`
+	}
+	got := buildSettings(reflect.TypeOf(struct {
+		Redis redis `yaml:"redis"`
+	}{}), "", nil)
+	if len(got) != 2 || got[0].env != "SLUICE_REDIS_ADDRS" || !got[1].rule.secret {
+		t.Fatalf("%+v", got)
+	}
+	// A list of strings: a YAML list, or a comma-separated variable.
+	var fromEnv []string
+	if err := got[0].rule.parse(reflect.ValueOf(&fromEnv).Elem(), "a:1, b:2,,c:3", `"a:1, b:2,,c:3"`); err != nil || !slices.Equal(fromEnv, []string{"a:1", "b:2", "c:3"}) {
+		t.Fatalf("%q %v", fromEnv, err)
+	}
+	var r struct {
+		Redis redis `yaml:"redis"`
+	}
+	l := &loader{origins: map[string]origin{}, bad: map[string]bool{}, renames: map[string]string{}}
+	l.decodeStruct(l.parseFile([]byte("redis:\n  addrs: [a:1, b:2]\n  password: [x]\n"), "r.yaml"), reflect.ValueOf(&r).Elem(), "")
+	if !slices.Equal(r.Redis.Addrs, []string{"a:1", "b:2"}) || !slices.Equal(l.probs, Problems{"redis.password (line 3): want a string, got a list"}) {
+		t.Fatalf("%+v %q", r, l.probs)
+	}
+}
+
 // A value reads the same from the file and from the environment: the same rule parses and checks it, so the same
 // value gives the same setting and the same problems (only the name differs: path and line, or the variable).
 func TestFileAndEnvironmentReadValuesAlike(t *testing.T) {

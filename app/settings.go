@@ -290,11 +290,15 @@ func checkListFields(t reflect.Type) {
 	}
 }
 
-// yamlName is a field's YAML key, or "" for a field that is not a setting.
+// yamlName is a field's YAML key, or "" for a field that is not a setting (yaml:"-" or unexported). An exported
+// field without a name (no yaml tag, or ",inline") panics: Load would silently ignore it.
 func yamlName(f reflect.StructField) string {
 	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 	if name == "-" || !f.IsExported() {
 		return ""
+	}
+	if name == "" {
+		panic(fmt.Sprintf("app: config field %s has no yaml name: give it yaml:\"name\" (or yaml:\"-\" if it is not a setting)", f.Name))
 	}
 	return name
 }
