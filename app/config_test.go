@@ -204,9 +204,15 @@ func TestSettingsTable(t *testing.T) {
 func TestSettingsTableRefusesFieldsItCannotRead(t *testing.T) {
 	for name, typ := range map[string]reflect.Type{
 		"no yaml name": reflect.TypeOf(struct{ Listen string }{}),
-		"inline":       reflect.TypeOf(struct{ LogConfig `yaml:",inline"` }{}),
-		"a map":        reflect.TypeOf(struct{ M map[string]string `yaml:"m"` }{}),
-		"a bad range":  reflect.TypeOf(struct{ N int `yaml:"n" range:"1-5"` }{}),
+		"inline": reflect.TypeOf(struct {
+			LogConfig `yaml:",inline"`
+		}{}),
+		"a map": reflect.TypeOf(struct {
+			M map[string]string `yaml:"m"`
+		}{}),
+		"a bad range": reflect.TypeOf(struct {
+			N int `yaml:"n" range:"1-5"`
+		}{}),
 	} {
 		func() {
 			defer func() {
