@@ -42,6 +42,11 @@ func fuzzSeeds(f *testing.F) {
 	f.Add([]byte(""), "SLUICE_MIGRATE_ON_START", "maybe")
 	f.Add([]byte(""), "SLUICE_CLOCK_OFFSET", "--5m")
 	f.Add([]byte(""), "SLUICE_LISTEN", "[::1]:0")
+	f.Add([]byte(""), "SLUICE_POSTGRES_URL", "host=x port=notaport password=p")
+	f.Add([]byte(""), "SLUICE_STOR", "postgres")
+	f.Add([]byte(""), "SLUICE_PORT", "tcp://10.0.0.1:8080")
+	f.Add([]byte("policies:\n  - &p {name: a, limit: 2.9, window: -1m}\n  - <<: *p\n    name: b\n    name: c\n"), "SLUICE_MEMORY_MAX_KEYS", "1.5")
+	f.Add([]byte("tokens: [{token: '                '}, {name: a, token: 0123456789abcdef, role: check}, {name: a}]\n"), "SLUICE_DRAIN_TIMEOUT", "5s")
 }
 
 func FuzzLoad(f *testing.F) {
