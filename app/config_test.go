@@ -401,6 +401,14 @@ func TestEveryMentionedVariableIsKnown(t *testing.T) {
 	}
 }
 
+// A missing file is one problem among the others, not the end of the report.
+func TestMissingFileIsOneProblem(t *testing.T) {
+	probs := problemsOf(t, filepath.Join(t.TempDir(), "none.yaml"), map[string]string{"SLUICE_STOR": "x"})
+	if len(probs) != 2 || !strings.HasPrefix(probs[0], "config file: open ") || !strings.HasPrefix(probs[1], "SLUICE_STOR: ") {
+		t.Fatalf("%q", probs)
+	}
+}
+
 // Duplicate keys are errors (the last one used to win silently); YAML merge keys work; one document per file.
 func TestYAMLStructure(t *testing.T) {
 	dup := writeFile(t, "dup.yaml", "log:\n  level: info\n  level: debug\n---\nstore: x\n")

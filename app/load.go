@@ -75,11 +75,9 @@ func Load(path string, environ []string) (cfg Config, warnings []string, err err
 	l := &loader{file: path, cur: path, origins: map[string]origin{}, bad: map[string]bool{}, renames: map[string]string{}}
 	cfg = Defaults()
 	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return cfg, nil, Problems{fmt.Sprintf("config file: %v", err)}
-		}
-		if root := l.parseFile(data, path); root != nil {
+		if data, err := os.ReadFile(path); err != nil {
+			l.report(0, fmt.Sprintf("config file: %v", err))
+		} else if root := l.parseFile(data, path); root != nil {
 			l.decodeStruct(root, reflect.ValueOf(&cfg).Elem(), "")
 		}
 	}
