@@ -219,7 +219,7 @@ func shapeRequests(shape, host string, keys int) [][]byte {
 func runMemory(ctx context.Context, o options, out io.Writer, rows []row, ratios []string) ([]row, []string, error) {
 	for _, shape := range o.shapes {
 		rs, r, err := rounds(o.rounds, "memory "+fmt.Sprintf("%-8s", shape)+" sluice/floor",
-			func(int) (row, error) { return measure(ctx, o, out, "memory", shape, "floor", []string{"floor"}, "") },
+			func(int) (row, error) { return measure(ctx, o, out, "memory", shape, "floor", []string{"floor", "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64), "-keys", strconv.Itoa(o.keys)}, "") },
 			func(round int) (row, error) {
 				profile := ""
 				if round == 0 {
@@ -477,7 +477,16 @@ func child(role string, args []string) error {
 	ready := func(addr string) { fmt.Printf("ready %s\n", addr) }
 	switch role {
 	case "floor":
-		return serveFloor(ctx, ready)
+		if *fill > 0 { // the floor's keys are filled as sluice's are, so both decide the same mix
+			inner := ready
+			ready = func(addr string) {
+				if err := prefillHTTP(addr, *keys, int64(*fill*float64(*limit))); err != nil {
+					fmt.Fprintln(os.Stderr, "sluice-bench child: prefill:", err)
+				}
+				inner(addr)
+			}
+		}
+		return serveFloor(ctx, *limit, ready)
 	case "sluice":
 		cfg := app.Defaults()
 		cfg.Listen = "127.0.0.1:0"
@@ -530,8 +539,8 @@ func prefillHTTP(addr string, keys int, units int64) error {
 	return nil
 }
 
-func serveFloor(ctx context.Context, ready func(string)) error {
-	h := newFloorHandler(map[string]int64{benchPolicy: benchLimit, tightPolicy: tightLimit})
+func serveFloor(ctx context.Context, limit int64, ready func(string)) error {
+	h := newFloorHandler(map[string]int64{benchPolicy: limit, tightPolicy: tightLimit})
 	srv := &http.Server{Addr: "127.0.0.1:0", Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := listenLoopback()
 	if err != nil {
