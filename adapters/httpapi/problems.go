@@ -132,34 +132,15 @@ func decodeError(err error) error {
 	if errors.As(err, &mbe) {
 		return err
 	}
-	var ute *json.UnmarshalTypeError
-	if errors.As(err, &ute) && ute.Field != "" {
-		return domain.Invalid(ute.Field, "must be of type "+jsonType(ute.Type.Kind().String())+", got "+ute.Value)
+	var ve *domain.ValidationError
+	if errors.As(err, &ve) {
+		return ve
 	}
-	var uf *unknownFieldError
-	if errors.As(err, &uf) {
-		return domain.Invalid(uf.field, "unknown field: the body accepts only the fields in openapi.yaml")
+	var me *malformedError
+	if errors.As(err, &me) {
+		return me
 	}
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "can't decode JSON body: ")
 	return &malformedError{msg: msg}
-}
-
-type malformedError struct{ msg string }
-
-func (e *malformedError) Error() string        { return "malformed JSON body: " + e.msg }
-func (e *malformedError) Is(target error) bool { return target == errMalformed }
-
-func jsonType(goKind string) string {
-	switch goKind {
-	case "int", "int64", "int32", "uint", "uint64":
-		return "integer"
-	case "bool":
-		return "boolean"
-	case "slice":
-		return "array"
-	case "struct", "map", "ptr":
-		return "object"
-	}
-	return goKind
 }

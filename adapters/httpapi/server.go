@@ -6,6 +6,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -159,13 +160,12 @@ func (s *server) GetPolicy(ctx context.Context, req api.GetPolicyRequestObject) 
 	return api.GetPolicy200JSONResponse(policyBody(p)), nil
 }
 
-// PutPolicy implements PUT /v1/policies/{name}.
+// PutPolicy implements PUT /v1/policies/{name}. Every bad field is reported at once: a window that does not
+// parse is reported next to the domain's verdict on the other fields (its own "out of range" is dropped, since
+// it would only repeat the parse error about a window that was never read).
 func (s *server) PutPolicy(ctx context.Context, req api.PutPolicyRequestObject) (api.PutPolicyResponseObject, error) {
 	b := req.Body
-	window, err := domain.ParseDuration(b.Window)
-	if err != nil {
-		return nil, domain.Invalid("window", err.Error())
-	}
+	window, werr := domain.ParseDuration(b.Window)
 	p := domain.Policy{Name: req.Name, Limit: b.Limit, Window: window}
 	if b.Algorithm != nil {
 		p.Algorithm = domain.Algorithm(*b.Algorithm)
@@ -175,6 +175,19 @@ func (s *server) PutPolicy(ctx context.Context, req api.PutPolicyRequestObject) 
 	}
 	if b.Shadow != nil {
 		p.Shadow = *b.Shadow
+	}
+	if werr != nil {
+		ve := &domain.ValidationError{}
+		ve.Add("window", werr.Error())
+		var rest *domain.ValidationError
+		if errors.As(p.WithDefaults().Validate(""), &rest) {
+			for _, f := range rest.Fields {
+				if f.Field != "window" {
+					ve.Fields = append(ve.Fields, f)
+				}
+			}
+		}
+		return nil, ve
 	}
 	stored, created, err := s.lim.PutPolicy(ctx, p)
 	if err != nil {
