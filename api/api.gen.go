@@ -197,7 +197,9 @@ type Decision struct {
 	ShadowDenied *bool `json:"shadow_denied,omitempty"`
 }
 
-// Duration A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+// Duration Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
 //
 // Example: 60s
 type Duration = string
@@ -240,7 +242,10 @@ type Policy struct {
 	// Source `config` policies are read-only over the API.
 	Source PolicySource `json:"source"`
 
-	// Window A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Window   Duration `json:"window"`
@@ -271,7 +276,10 @@ type PolicySpec struct {
 	Limit       int64                  `json:"limit"`
 	Shadow      *bool                  `json:"shadow,omitempty"`
 
-	// Window A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Window Duration `json:"window"`
@@ -2750,70 +2758,72 @@ func (sh *strictHandler) GetKey(w http.ResponseWriter, r *http.Request, name Pol
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Fx5c9vGkv8qXdi3FaoCXjry1lSlthQl3nXZsbWOU/7D0hojoEnOEzADzwxEMw6/+1b3ACBIgqTkQ964",
-	"8o9FAnP09PHra+gPQayzXCtUzgajD8EURYKGP74UDp/JTDr6kqCNjcyd1CoYBa+mCAYzIZVUE3hXaCdA",
-	"qAQsxlolFgrlZArSgbQwm+oUQUyEVCFgb9KD6DJI9USqy+DU/Hh06n48Pox6QRjYeIqZoN3cPMdgFFhn",
-	"pJoEi0W4JOZCpzKet5OU87vNXd79eHI6+/GHQQSdxIix60p04+7UuVzksmuEw5SW7paH7w4HB3vpQWfm",
-	"Z2OHZpOU13ziihcdowuVYAJFflAyxk2lBYPvCrQOYl2kCVwjiCSTzmHSgxcqnYNWkKCSIrWrtGRSyazI",
-	"gtEgrOiSyuEETbAgygzaXCuLLMOfRPLS70PfYq0cKv4o8jyVsSCK+7nR1ylm3//LEvkfGnv9w+A4GAX/",
-	"1l8qSd+/tf0LP8tv2qYe/njSQibSsTYZJqANCBhLTBN6LtWtSGVyCo5k55cDJTK0/ITH9YJFGJxrNU5l",
-	"/OBn8PoEsSaSxkZnTFes1VhOYCxJrRWfxKBIupqldouGR51dPGHafzFGm4ck/EzNQbspGkDamol4rM21",
-	"TBJUD81Bp29QfWfBkEUkGi0o7UCkqZ55K9A5Gt6f6Xyu3WOylock87kGW8TTUthMxiutnwkzwa9lM9c6",
-	"mZNapUQEqZNQrFMWDamXiGPMnWVSf1eicFNUjgjDh2bcNQqDxks5ZOtWUKgbpWcKtEICroZDef36dfes",
-	"Qe0mckY/8YJ7vMHCn/tWyFRcpw8uJeu0wRK2WZuVnaEBqcDJzEOCq8HjOwtjIdPC4NtMJ0hSjRJU8+gU",
-	"DLkQEORDIGJ/0mWHEl2q0nf0LtUqBxujth2iHN1vOKiSYbbIc20cJr9iIsWref7gnKv0mrgWNXejXaIe",
-	"O9ZyKdrpfIrxTcN9iSSRNFykF4Zww0m0wWgsUothkDce0ams20fsOY1ZhMENzvcNfYpzGpnXscdOJvCo",
-	"5yLDwPvjd4U0ZJpvqgX8nle1/9bX/8KYaeEj2487s3A6k7E3qrEoUlePWw9PUIEzBYYkiClFcOzCYm04",
-	"TFEpWgt4i2YOMdFDr+vgJKipvtY6RaGIbB7GREiHmd3L+aZgF2GQifdP/LzhYBAGmVTV13ozYYyYb/Cz",
-	"3HcXJ30wdF9WkoPyaLrKu18aXJmJfWxJMJZWanV3zvxczggW9XrtJ68obG7SyobSEGqVGK6rw+9KOgtO",
-	"g81RJT0YQI54Y6EzmwoHAsiUusPqzIx6E3Snte5UisMhM8V5wvmQ9IfjINwZrYZBfdzPJJ6zOoQ+AzsV",
-	"iZ5VMZxIZ2JeysuegkWEyI94S1E2JtE2EU6MSNr22uEKdruAiMmPat1ZSQfaqSghas0RhkFapWfb+T5s",
-	"4/v9gSwM6nxvkxVehayTaQq1W2aHOEWYSUVy8H6Oj1pp7EcojEGL7i2v9Tazm5T8KtNUrmahHsgKJR0o",
-	"PVujaiospDh2IN1HUePMfAc1A5gR1pbqeurD8pm0CNkmncwaMraWjPD+pK3o9q5s2SdilbWwgpL6ekOf",
-	"ilsEv8aKlp5Sbr8P/7Yi1ooXrJS4qWAbct5gdRvU/Vz4TKIFFiAp3/lQX1iIhieDQWajEKKjAf85yejf",
-	"4fRokEUUykb/TKLTUk8sCIMwBMbJoyEkYs5ZOb4XWU4RaPDDgKjMhXNoaMv/7bwZdB9dfd/J7J/2z+zP",
-	"6Z/JwcH3/wjCTSN+THlunSauIl2CTsi01fY5PW6XLL+iU3K6mkpUDmZGOwTpRhDd4JyO6p3nm8OrHmkd",
-	"PWFJRD6Qh3cF2U0ujMjQoeltkr4mYE9QWNHcJqL/RpG66T3R3jrhCv6EivT9TaBvgqsNasKA0bg5LsNM",
-	"mzlrnHUTgza42neIcrM24p9iS9npRS7eFQi/v3rc/Y8QhqQfJ8NDuJ47tNAh/qeoJm4KzNvS2PhtCKjG",
-	"2sSYwPW8kd4drCpWYdGMjg8DjpKe8VrB6GR4yABQfR+2cGNZKLuXZ51oI900a7LRpjKRavI21ZNWvje9",
-	"W3Me5TlB6A2/deLHui9FLulezsvDW8OOGs7V6sLEbcmoL/REHiglehDYVuoJ62P7aXTwXLYe22PK3lCw",
-	"grN6RuljdjBrMGgrCq5qODNvibolMc09woYarEm35mTNtjZL8bx/Ju+dwlScvnO87HfaGy3X626n9nmp",
-	"U0vL4+rxKqi/Ed0/CNbLv2973asPg/CHo0UrsPuFf8sx/hQrrCP3FTsMP9o6l+uV9vnFzXVpfOuJ6aYx",
-	"3tc21gS9ptWt4i5rFBv2/vLxOTw6PvlnXYr2jowd/Z29MtdcW0LBFwoBFRV8cjRV5bsqcYd3U/ZGoLCh",
-	"8GEglXVCeSBrcY2VD83Eey+qk0ePVqGjTXROurR9RVfWj2pdKIzcGyLw22rVcLuzJYoxLox089/o8J7t",
-	"vtpIFcS2EI+LkDCTbuqrzT6+iaDDf0OfwNoQqF6qjfwDQ7jBORANeMABHwWzKoIOZwyc3C7bQKymvP/y",
-	"kNRA8qUuqcZ6kyabFjLGMim0oBUCR89SqxFkYs77P/V5t4/8z32fzLoqOL+gnOU/4YmDG8TcUn0V34vY",
-	"QWn1kOoJadSl6lTNrxucH4Dm+isY5BobdHwk5PNVPqyIjba03hxUkV2jAT2uhlvKBkh+cOHjpt/+51nv",
-	"Ul0qX/2o0jeIhTGybNaUZUda5Y4tNuhEdVOv66GSYtD6WXRwqYRKQp9D+SQkXC2UUiw1W2m2LXttVALw",
-	"/TMuXynQJpFKmDkcDgZVoq4VRP3bYd+rCu/XeGCjU2BPz49qvYmgk4kEYawNQcV7ifagFvLx4SPPKsYB",
-	"jhi24Qp0om0V1+iAzmURIlK1iE5gHSfVhB43UiWjSxURd+2o3/d61kvwtlrE9hlfeOEIOseDwUEIUa/X",
-	"69e9uNXHxWobgV8OD8JLxW/HVfuInx9Vk5R23TExnB8fV4/jslvHTx9VT6n223Vad7mpQe+GR/UGxbI4",
-	"3c2oOt315+4cD0+qBUiHuqxEnr7DemnCK6NEGkHnZDCoF2Vl7xbLRgG/X6Gegrl5+dgX21MZY1kv9FFm",
-	"cJaLeIrdw94gCIPCpKXhE+Nns1lP8OueNpN+Odf2nz05/+X5b7/wnCWIlngQhMEtGl/1Coa9gR+jc1QU",
-	"L46Co96gd+TDjinDHpX0Uzf9gz5PkB1w3TV7kgSjMqv6I1jr/R4OBjsK/Pcr7PstWtuNqbzFni+Vlc69",
-	"famatn7pwhogH4zeXIWBLbJMmHlVnjA6RmuB1mcf7MTEcvZXHd4GV7RIP0NnZGy38ufX8v1e/jh87/p5",
-	"KuQaZzYaUOtMKHeoiksXRmfoplhYoCXB+8jPzaTGLiUHdnKp1LDeXGTpVla98IM4Zr2XOlWrLpm23pUG",
-	"Wvvs4gkc9QaQ6LjIUDXLnbXvb20dVZOriT5ZLlNnaeG6kGnyuTn8ilZeIXUbcxlItlvoS//6qxgo782c",
-	"ORkcPWx/2IGpN//M6OAr75XX5WsYzoKnitxlXBizT2hNp94Q3eopDgfHZRW3LHWG5ON9nEm2vnRLVQy0",
-	"HqQQcaJ2/twDbYQ0PXg1xUvViN5AVOGgM+IW0wpVfEHOg5B3VqtKdlafJQzqsh2d/ENAgBbw/KCqniyr",
-	"sMsAnZuCdxX8SpezfYsb/Pj1ueW6bWHiTnDXlXyfd3G1YX3HOxpIa3335lW4nV33emDzzlr3Yme/ZWNy",
-	"OZxt6ngw2DZvaTONa148Zbh/yvrFEZ53tH/e8ioRzzjeP6O+1EMTDh89JAT97E1sVZjnHM+da+WMTltU",
-	"wHcKI6W7DDLRKQg2+aywjrt81wgxrZHc+dLiw6pN+Cn3RE7uogTN2zcfie01mp+VreVGOgUdNZHqPafq",
-	"b8uWUwivjMCxvIHH2syESQjuDpr43miEV/DOK/vCom3BdkIGGHB+yE3vEeNsdZ/Hws4OeMg43XKDopF5",
-	"+kf2UpXD6BUju7jWt7jaI/Y+JBYKFBUgmv2/6pqhgGVa52/3+SSuzRvw/YcSfdG6n3Qy/2zBxur9jcVi",
-	"HeMXXzDQWd6QaA8UKy0Il9zThsT0/wPSP8k2vzFfMLzDFvVVTJ5wcpeztNxz+xq4RoqaYFmGY3nAspy1",
-	"DCY9RHD0SshwF0Cz2xHtNYWlkb8JNuJLXtFHXPIKwWoQYJAyMkxq+j0wJUZIZS8VoZe/aMzQZXvwFOe+",
-	"5JXq+AYTClzp+GP5nq0wQcMrx1qV4TlkRepk15+KsI/ca4IioQV6QKfRhbtU5YmiEFDE0yXBCfM4Aa2Y",
-	"gXqmQt6UtmKs5YFUaqXA0TdZRVaBLsMqBdxuRvWzbSD6q1DzLwmk9ish6doNuRY8Xa33MmsrVfAsDv4G",
-	"pb8kKFkyZJGWPREQDrSKMQSd+w5lShfm0tJxcuCyG5aafdvWAgj1gi+qQV9Qpxud512/6ZBoew+riA8u",
-	"aW+7VVlh649X6hdnF08InI3zRTXCy6bQlx30dZn3P9DYhfdFKTrclP7P/PxiWXDYl4b7Ccm3iC+DR/sn",
-	"1L93+joQQbynjhnVW8tfxcATZ8lV2u98w5Sdr9F5jokvhUm3RVvCdkD4L3Tb9OFzo8HuX3d9gzr24Crz",
-	"Qi25uUUJ2gqS1OFa1vT4z2epRl6FQV60BMeVA9qChiuXu6Zo0Pcve3A+FVSPmPjuu7SOPq/l7dpUV4q5",
-	"UX+pZG0wU2mdNvPRMiEt+K11Yr6MyH3Rt1CuvgJABCqc+Q3aotOLomlDnz86bdxfeuDQ9C6Gy/eP6caC",
-	"iEtPcTgYPjwFsUHxF3FV9/Q833gofM6CI8MtlWjN5d0n+OmTpfc/3OB8Zxz0Ei26p3i3GIgH/+2dPl3Q",
-	"zEhG0xucn3KhQFFX3hcHLCIVVsdFmvr/yKApeBLrzhimVZgPV+y8QfJAHJH93bH6RtR1Ta4cXuvCUaxi",
-	"i4xCD/5ZQX0Lb1t/4qBVkR8yDgs/tKtsCDmaGJXrooo1BT8dAVGfr/MJGsC/kv73w8cRn6GFxk9vLF+t",
-	"XTBYvV365oqCSP97DM8of/GrHyyuaqbWN8SWBZFFWD+sfUbjGUuh8b1xI2Fxtfi/AQA=",
+	"7Fx7c9tGkv8qXbi9WqoWfOmRO1OVSilKfOeKY+scp/yHpTNGQJOcFTADzwxEIy5996vuAUCQBEnJduRb",
+	"V/yHRAHz6Onp/vWT/hjEOsu1QuVsMPkYzFEkaPjjK+Hwucykoz8StLGRuZNaBZPg9RzBYCakkmoG7wvt",
+	"BAiVgMVYq8RCoZxMQTqQFhZznSKImZAqBBzMBhBdBqmeSXUZnJrvj07d98eH0SAIAxvPMRO0mytzDCaB",
+	"dUaqWXB3Fy6JudCpjMtuknJ+t7nL++9PThfffzeKoJcYMXV9iW7anzuXi1z2jXCY0tL96vD98ehgLz3o",
+	"THk2dWg2SXnDJ6550TO6UAkmUOQHFWPcXFow+L5A6yDWRZrANYJIMukcJgN4qdIStIIElRSpXaUlk0pm",
+	"RRZMRmFNl1QOZ2iCO6LMoM21ssh3+KNIXvl96K9YK4eKP4o8T2UsiOJhbvR1itk//mmJ/I+tvf5mcBpM",
+	"gn8bLoVk6N/a4YWf5TftEg9/PGkhE+lUmwwT0AYETCWmCT2X6lakMjkFR3fnlwMlMrT8hMcNgrswONdq",
+	"msr40c/g5QliTSRNjc6YrlirqZzBVJJYKz6JQZH0Nd/aLRoedXbxjGn/2RhtHpPwM1WCdnM0gLQ1E/FU",
+	"m2uZJKgem4NO36D6uwVDGpFotKC0A5GmeuG1QOdoeH+m84V2T0lbHpPMFxpsEc+ry2YyXmv9XJgZfi2d",
+	"udZJSWKVEhEkTkKxTFk0JF4ijjF3lkn9XYnCzVE5Igwfm3HXKAwaf8sha7eCQt0ovVCgFRJwtQzKmzdv",
+	"+mctajeRM/qRF9xjDe78uW+FTMV1+ui3ZJ02WME2S7OyCzQgFTiZeUhwDXj83cJUyLQw+C7TCdKtRgmq",
+	"MjoFQyYEBNkQiNie9NmgRJeqsh2DS7XKwdaobYeoRg9bBqpimC3yXBuHya+YSPG6zB+dc7VcE9ei9m60",
+	"SzRgw1otRTudzzG+aZkvkSSShov0whBuOIk2mExFajEM8tYjOpV1+4g9pzF3YXCD5b6hv2BJI/PG99jJ",
+	"BB71QmQYeHv8vpCGVPNtvYDf86qx3/r6nxgzLXxk+2lnFk5nMvZKNRVF6ppx6+4JKnCmwJAuYk4eHJuw",
+	"WBt2U1SK1gLeoikhJnrodeOcBA3V11qnKBSRzcOYCOkws3s5377YuzDIxIdnft54NAqDTKr6z2YzYYwo",
+	"N/hZ7buLk94ZeigryUB5NF3l3c8trizEPrYkGEsrtbo/Z36qZgR3zXrdJ68pbG/SyYZKERqRGK+Lw+9K",
+	"OgtOg81RJQMYQY54Y6G3mAsHAkiV+uP6zIx6M3SnjezUgsMuM/l5wnmX9LvjINzprYZBc9wvdD1njQt9",
+	"BnYuEr2ofTiRLkRZ3Zc9BYsIkR/xjrxsTKJtVzgzIunaa4cp2G0CIiY/amRnJRzopqKCqDVDGAZpHZ5t",
+	"5/u4i+8PB7IwaOK9TVZ4EbJOpik0ZpkN4hxhIRXdg7dzfNRaYj9BYAxadO94rXeZ3aTkV5mmcjUK9UBW",
+	"KOlA6cUaVXNhIcWpA+k+iRpnyh3UjGBBWFuJ66l3yxfSImSbdDJrSNk6IsKHk7Yi27uiZR+I1drCAkri",
+	"6xV9Lm4R/BorUnpKsf0+/NuKWCtWsBbitoBt3PMGq7ug7qfCRxLbAnJVZNdoLCykm7MMFCy2URKFEM3p",
+	"R0Y/LH+in+x+WwdTaawLAUU8B+EgozvSKsYJROOT0YjHRkcjG4WXKjrhRcbzo5H/kIwP59EAXmiYGhET",
+	"QRZ60XhwMo8OQrBypmwINhcxWnKgPU3XSAGSaIsJTRrxv8JGB4NL9XoZEOTCWLSAH0Ts0tLf1MyILBMG",
+	"enybRjq0kFQc4huX7uC0UgMLwiCMgc3A0RgSUVa+J34QWU4udvDdyHqhe45q5ubB5DAMcuEcGuLw//be",
+	"jvpPrv6RHPxQfZo3n7Lmk10+swc//C0INxHtKQX9Tcy8CvsJOiHTTiDkXEG3mPMrED6nEKcSlYOF0Q5B",
+	"uglEN1jSPXlP4u3h1YBUkJ6wWEY+qoH3BYFILozI0KEZbJK+Ju2eoLCmuUte/xtF6uYPNH3WCVfwJ1Sk",
+	"/G8DfRNcbVATBmya2uMyzLQpWf2smxm0wdW+Q1SbdRH/C3bk4F7m4n2B8Pvrp/3/DGFM0nQyPoTrkoSv",
+	"R/xPWXiAeVshD78NAdVUmxgTuC5bse7BYEUIC4tmcnwYsMtYC+LJ+HBFMMcd3FhmDR/kZsy0kW6etdlo",
+	"U5lINXuX6lkn39umvj2Pgr4g9CjYOfFTbbki+/wgS+6xvqVHLU/D6sLEXZG5z3pF3mpI9JCxLe8VNsf2",
+	"0+jguew8tkegvX5xje3NjMrg7mDWaNSVIV2VcGbe0gRVxLT3CFtisHa7DScbtnVpiuf9c/ngeK7m9L2D",
+	"B7/T3tChWXc7tS8qmVpqHqfSgxXIfyv6fxCYV7/fDfpXH0fhd0d3ncDuF/4tx/hztLAJY1b0MPxk7Vyu",
+	"V+nnn66uS+Vbj9I3lfGhurF20WtS3XndVcJmQ99fPT2HJ8cn/9Hk5b0h41rEva0yJ6A7/OKXCgEVZb9y",
+	"NHUZoM73h/cT9pajsCHwYSCVdUJ5IOswjbUNzcQHf1UnT56sQkfX1Tnp0u4VXZVMa2ShMHKvi8Bv61XD",
+	"7caWKMa4MNKVv9HhPdt96pXSqR1hsM/Iek+XU+/ev4mgx79DH83bECh5rI38A0O4wRKIBjwglyciz15F",
+	"0OPwiSP9ZU2MxZT3Xx6Sqmk+7yfVVG/SZNNCxlhFyBa0QuBQQmo1gUyUvP8vPgnhw6BzXzS0ro5ULiiA",
+	"+wGeObhBzC0lm9nlhUrrIdUzkqhL1asrgTdYHoDmZDQY5IQj9Lwn5IN3PqyIjba0XlkFCaCn9XBLoRHd",
+	"H1x4v+m3/3k+uFSXyqeC6lgWYmGMrCpXVQ6WVrlnvRF6UVPh7HuoJB+0eRYdXCqhktAHlD4iC1ezxuRL",
+	"LVYqj8vCI+VDfDGRc3kKtEmkEqaEw9GozlpoBdHwdjz0osL7tR7Y6BTY0vOjRm4i6GUiQZhqQ1DxQaI9",
+	"aC75+PCJZxXjAHsM23AFetG29HN0QOeyCBGJWkQnsI4zDIQeN1Ilk0sVEXftZDj0cjZI8LZexA4ZX3jh",
+	"CHrHo9FBCNFgMBg2hcnVx8VqTYVfjg8ouKO307qWxs+P6klKu/6UGM6Pj+vHcVW65KdP6qeUCO87rfsc",
+	"YtK78VGzQbHM1PczStX3/bl7x+OTegGSoT4LkafvsFma8MookUbQOxmNmkVZ2PvFsmrC71eoJ2eurB77",
+	"6C+VMVbJU+9lBme5iOfYPxyMgjAoTFopPjF+sVgMBL8eaDMbVnPt8Pmz859f/PYzz1mCaIUHQRjcovEp",
+	"wGA8GPkxOkdF/uIkOBqMBkfe7Zgz7FF9I3XzP+jzDNkANyXEZ0kwqaKqP4K1QvjhaLSj2vGwKofforP2",
+	"mspbHPi8YWXcu5dqaBtWJqwF8sHk7VUY2ILC97LO1Rgdo7VA67MNdmJmOfqrD2+DK1pkmKEzMrZb+fNr",
+	"9X4vfxx+cMM8FXKNMxvVuHUmVDvUmbYLozN0cyws0JLgbeSXZlJrl4oDO7lUSdigFFm6lVUv/SD2WR8k",
+	"TvWqS6atl+iB1j67eAZHgxEkOi4yVO3cb2P7O+to9eR6og+Wq9BZWrguZJp8aQ6/ppVXSN3GXAaS7Rr6",
+	"yr/+KgrKezNnTkZHj1ssd2Cazb8wOvgyRG11uSfFWfBUkbmMC2P2XVrbqLeubvUUh6PjKqVd5X1DsvHL",
+	"jOrSLNU+0LqTQsSJxvhzQbjl0gzg9RwvVct7A1G7g86IW0xrVPEJOQ9C3litCtlZc5YwaNJ2dPKPAQFa",
+	"wPODOnuyTEkvHXSukN734ldKvt1b3OCnr8/1520LE3eC+67ki953Vxvad7yjmrbWhNDuC9zZgtAMbDfw",
+	"9S92Fp82JlfDWaeOR6Nt85Y60+p54ynj/VPWu2h43tH+ecu+Kp5xvH9G0+FEEw6fPCYE/eRVbPUyz9mf",
+	"O9fKGZ12iIAvm0ZK9xlkolMQrPJZYR2XPK8RYlojuXcH5+OKTfg5TTMn9xGCdivSJ2J7g+ZnVZ29FU5B",
+	"T82k+sCh+ruq/hbCayNwKm/gqTYLYRKCu4M2vre6Amp455V9YtF2YDshA4w4PuQOgAnjbN3cZGFnO0DI",
+	"ON3RTtKKPP0je6mqYfSKkV1c61tcLZh7GxILBYoSEO1iaN1zKWAZ1vlWRx/EdVkDbgap0Bet+1En5Rdz",
+	"NlabWe7u1jH+7k90dJbtIt2OYi0F4ZJ72tA1/f+A9M/SzW/MFozvsUXTl8oTTu5zlo6mv6+BaySoCVZp",
+	"OL4PWKazls6khwj2XgkZ7gNodjuivSG3NPJtcRPueIs+oeMtBKtBgEGKyDBp6PfAlBghlb1UhF6+65qh",
+	"yw7gFyx9yivV8Q0m5LjS8afyA2thgoZXjrWq3HPIitTJvj8VYR+Z1wRFQgsMgE6jC3epqhNFVUdCQ3DC",
+	"PE5AK2agXqiQN6WtGGt5IKVayXH0RVaR1aDLsEoOt1tQ/mwbiP4qVPlnAqn9Ski61i7Ygaer+V5mbS0K",
+	"nsXBX6D0LwlKlhRZpFVNBIRv7glB575CmVL3YFoZTnZcdsNSu27bmQChWvBFPehPlOlW5XnXF1wk2sHj",
+	"CuKj37TX3TqtsPWbPM2Ls4tnBM7G+aQa4WX70pcV9PU7H36ksXfeFqXocPP2f+LnF8uEw74w3E9IvkV8",
+	"GT3ZP6H58tfXgQjiPVXMKN9afUUInjlLptL+3RdM2fganeeY+FSYdFukJewGhP9Ct00evjQa7P6q2zco",
+	"Y48uMi/VkptbhKArIUkVrmVOj399kWzkVRjkRYdzXBugLWi40tw1R4O+fjmA87mgfMTMV9+ldfR5LW7X",
+	"pu6v5kL9pZKNwsylddqUk2VA6jterRPl0iP3Sd9CuaYFgAhUuPAbdHmnF0Vbh768d9rqX3pk1/Q+isvN",
+	"2NSxIOLKUhyOxo9PQWxQ/IuYqgdanm/cFT7niyPFrYRozeQ9xPkZkqYPP95gudMPeoUW3S94Px+IB/9l",
+	"nT7/opmRjKY3WJ5yokBRVd4nBywiJVanRZr6/9WhffF0rTt9mM7LfLxk5w2SBWKP7K+K1Tcirmv3yu61",
+	"Lhz5KrbIyPXgrxU0XXjb6hMHnYL8mH5Y+LFbZEPI0cSoXB9VrMn56QmIhtzOJ2gAf2X83w+fRnyGDho/",
+	"v7B8tdZgsNpd+vaKnEj/fQzPKN/4NQzurhqmNh1iy4TIXdg8bGxG6xnfQuvvVkfC3dXd/w0A",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -192,7 +192,9 @@ type Decision struct {
 	ShadowDenied *bool `json:"shadow_denied,omitempty"`
 }
 
-// Duration A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+// Duration Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
 //
 // Example: 60s
 type Duration = string
@@ -235,7 +237,10 @@ type Policy struct {
 	// Source `config` policies are read-only over the API.
 	Source PolicySource `json:"source"`
 
-	// Window A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Window   Duration `json:"window"`
@@ -266,7 +271,10 @@ type PolicySpec struct {
 	Limit       int64                  `json:"limit"`
 	Shadow      *bool                  `json:"shadow,omitempty"`
 
-	// Window A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Window Duration `json:"window"`
