@@ -94,9 +94,17 @@ func detailFor(k kind, err error) string {
 	case kindInternal:
 		return ""
 	case kindUnavailable:
-		return "the store did not answer in time and the policy's failure_mode is deny; retry after the Retry-After delay"
+		return unavailableDetail[domain.StoreCause(err)]
 	}
 	return err.Error()
+}
+
+// unavailableDetail is the detail of a 503 per cause (domain.StoreCause): what happened, without the store's own
+// words (they may name hosts; the log has them).
+var unavailableDetail = map[string]string{
+	domain.CauseTimeout: "the store did not answer in time and the policy's failure_mode is deny; retry after the Retry-After delay",
+	domain.CauseFull:    "the memory store is full: every slot holds a key with units in its window (raise memory.max_keys), and the policy's failure_mode is deny; retry after the Retry-After delay",
+	domain.CauseFailed:  "the store failed to answer (the server log has the cause) and the policy's failure_mode is deny; retry after the Retry-After delay",
 }
 
 // writeProblem writes p as application/problem+json.
