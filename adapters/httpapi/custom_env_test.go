@@ -176,4 +176,3 @@ func (e *env) in(t *testing.T) *env {
 	c.t = t
 	return &c
 }
-
