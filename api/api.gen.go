@@ -23,14 +23,38 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for HealthCause.
+const (
+	Failed  HealthCause = "failed"
+	Full    HealthCause = "full"
+	Timeout HealthCause = "timeout"
+)
+
+// Valid indicates whether the value is a known member of the HealthCause enum.
+func (e HealthCause) Valid() bool {
+	switch e {
+	case Failed:
+		return true
+	case Full:
+		return true
+	case Timeout:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthStatus.
 const (
-	Ok HealthStatus = "ok"
+	Degraded HealthStatus = "degraded"
+	Ok       HealthStatus = "ok"
 )
 
 // Valid indicates whether the value is a known member of the HealthStatus enum.
 func (e HealthStatus) Valid() bool {
 	switch e {
+	case Degraded:
+		return true
 	case Ok:
 		return true
 	default:
@@ -50,6 +74,24 @@ func (e HealthStore) Valid() bool {
 	case Memory:
 		return true
 	case Postgres:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for HealthStoreStatus.
+const (
+	HealthStoreStatusAvailable   HealthStoreStatus = "available"
+	HealthStoreStatusUnavailable HealthStoreStatus = "unavailable"
+)
+
+// Valid indicates whether the value is a known member of the HealthStoreStatus enum.
+func (e HealthStoreStatus) Valid() bool {
+	switch e {
+	case HealthStoreStatusAvailable:
+		return true
+	case HealthStoreStatusUnavailable:
 		return true
 	default:
 		return false
@@ -214,15 +256,28 @@ type FieldError struct {
 
 // Health defines model for Health.
 type Health struct {
+	// Cause Why the store did not answer, when `store_status` is `unavailable`.
+	Cause *HealthCause `json:"cause,omitempty"`
+
+	// Status `degraded` (only on `/readyz`): the store does not answer; checks get their failure_mode.
 	Status HealthStatus `json:"status"`
 	Store  *HealthStore `json:"store,omitempty"`
+
+	// StoreStatus Whether the store answered this probe (on `/readyz` and `/healthz/store`).
+	StoreStatus *HealthStoreStatus `json:"store_status,omitempty"`
 }
 
-// HealthStatus defines model for Health.Status.
+// HealthCause Why the store did not answer, when `store_status` is `unavailable`.
+type HealthCause string
+
+// HealthStatus `degraded` (only on `/readyz`): the store does not answer; checks get their failure_mode.
 type HealthStatus string
 
 // HealthStore defines model for Health.Store.
 type HealthStore string
+
+// HealthStoreStatus Whether the store answered this probe (on `/readyz` and `/healthz/store`).
+type HealthStoreStatus string
 
 // Key Opaque UTF-8, 1 to 512 bytes (the length limit is in bytes, enforced by the server).
 //
@@ -351,13 +406,16 @@ type ServerInterface interface {
 	// Healthz The process lives.
 	// (GET /healthz)
 	Healthz(w http.ResponseWriter, r *http.Request)
+	// StoreHealth Whether the store answers now (and, for PostgreSQL, its schema is current).
+	// (GET /healthz/store)
+	StoreHealth(w http.ResponseWriter, r *http.Request)
 	// Metrics Prometheus metrics.
 	// (GET /metrics)
 	Metrics(w http.ResponseWriter, r *http.Request)
 	// OpenapiSpec This document.
 	// (GET /openapi.yaml)
 	OpenapiSpec(w http.ResponseWriter, r *http.Request)
-	// Readyz The store answers and its schema is current.
+	// Readyz Whether a load balancer should send this process checks.
 	// (GET /readyz)
 	Readyz(w http.ResponseWriter, r *http.Request)
 	// Authorize A check for proxies (nginx auth_request, Traefik ForwardAuth).
@@ -403,6 +461,20 @@ func (siw *ServerInterfaceWrapper) Healthz(w http.ResponseWriter, r *http.Reques
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.Healthz(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// StoreHealth operation middleware
+func (siw *ServerInterfaceWrapper) StoreHealth(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.StoreHealth(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -834,6 +906,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}/keys/{key}", wrapper.GetKey)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/healthz", wrapper.Healthz)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/readyz", wrapper.Readyz)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/healthz/store", wrapper.StoreHealth)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/metrics", wrapper.Metrics)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/openapi.yaml", wrapper.OpenapiSpec)
 
@@ -899,6 +972,58 @@ type HealthzdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response HealthzdefaultApplicationProblemPlusJSONResponse) VisitHealthzResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StoreHealthRequestObject struct {
+}
+
+type StoreHealthResponseObject interface {
+	VisitStoreHealthResponse(w http.ResponseWriter) error
+}
+
+type StoreHealth200JSONResponse Health
+
+func (response StoreHealth200JSONResponse) VisitStoreHealthResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StoreHealth503ApplicationProblemPlusJSONResponse Problem
+
+func (response StoreHealth503ApplicationProblemPlusJSONResponse) VisitStoreHealthResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StoreHealthdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response StoreHealthdefaultApplicationProblemPlusJSONResponse) VisitStoreHealthResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -2329,13 +2454,16 @@ type StrictServerInterface interface {
 	// Healthz The process lives.
 	// (GET /healthz)
 	Healthz(ctx context.Context, request HealthzRequestObject) (HealthzResponseObject, error)
+	// StoreHealth Whether the store answers now (and, for PostgreSQL, its schema is current).
+	// (GET /healthz/store)
+	StoreHealth(ctx context.Context, request StoreHealthRequestObject) (StoreHealthResponseObject, error)
 	// Metrics Prometheus metrics.
 	// (GET /metrics)
 	Metrics(ctx context.Context, request MetricsRequestObject) (MetricsResponseObject, error)
 	// OpenapiSpec This document.
 	// (GET /openapi.yaml)
 	OpenapiSpec(ctx context.Context, request OpenapiSpecRequestObject) (OpenapiSpecResponseObject, error)
-	// Readyz The store answers and its schema is current.
+	// Readyz Whether a load balancer should send this process checks.
 	// (GET /readyz)
 	Readyz(ctx context.Context, request ReadyzRequestObject) (ReadyzResponseObject, error)
 	// Authorize A check for proxies (nginx auth_request, Traefik ForwardAuth).
@@ -2423,6 +2551,30 @@ func (sh *strictHandler) Healthz(w http.ResponseWriter, r *http.Request) {
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(HealthzResponseObject); ok {
 		if err := validResponse.VisitHealthzResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// StoreHealth operation middleware
+func (sh *strictHandler) StoreHealth(w http.ResponseWriter, r *http.Request) {
+	var request StoreHealthRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.StoreHealth(ctx, request.(StoreHealthRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "StoreHealth")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(StoreHealthResponseObject); ok {
+		if err := validResponse.VisitStoreHealthResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -2758,72 +2910,84 @@ func (sh *strictHandler) GetKey(w http.ResponseWriter, r *http.Request, name Pol
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Fx7c9tGkv8qXbi9WqoWfOmRO1OVSilKfOeKY+scp/yHpTNGQJOcFTADzwxEIy5996vuAUCQBEnJduRb",
-	"V/yHRAHz6Onp/vWT/hjEOsu1QuVsMPkYzFEkaPjjK+Hwucykoz8StLGRuZNaBZPg9RzBYCakkmoG7wvt",
-	"BAiVgMVYq8RCoZxMQTqQFhZznSKImZAqBBzMBhBdBqmeSXUZnJrvj07d98eH0SAIAxvPMRO0mytzDCaB",
-	"dUaqWXB3Fy6JudCpjMtuknJ+t7nL++9PThfffzeKoJcYMXV9iW7anzuXi1z2jXCY0tL96vD98ehgLz3o",
-	"THk2dWg2SXnDJ6550TO6UAkmUOQHFWPcXFow+L5A6yDWRZrANYJIMukcJgN4qdIStIIElRSpXaUlk0pm",
-	"RRZMRmFNl1QOZ2iCO6LMoM21ssh3+KNIXvl96K9YK4eKP4o8T2UsiOJhbvR1itk//mmJ/I+tvf5mcBpM",
-	"gn8bLoVk6N/a4YWf5TftEg9/PGkhE+lUmwwT0AYETCWmCT2X6lakMjkFR3fnlwMlMrT8hMcNgrswONdq",
-	"msr40c/g5QliTSRNjc6YrlirqZzBVJJYKz6JQZH0Nd/aLRoedXbxjGn/2RhtHpPwM1WCdnM0gLQ1E/FU",
-	"m2uZJKgem4NO36D6uwVDGpFotKC0A5GmeuG1QOdoeH+m84V2T0lbHpPMFxpsEc+ry2YyXmv9XJgZfi2d",
-	"udZJSWKVEhEkTkKxTFk0JF4ijjF3lkn9XYnCzVE5Igwfm3HXKAwaf8sha7eCQt0ovVCgFRJwtQzKmzdv",
-	"+mctajeRM/qRF9xjDe78uW+FTMV1+ui3ZJ02WME2S7OyCzQgFTiZeUhwDXj83cJUyLQw+C7TCdKtRgmq",
-	"MjoFQyYEBNkQiNie9NmgRJeqsh2DS7XKwdaobYeoRg9bBqpimC3yXBuHya+YSPG6zB+dc7VcE9ei9m60",
-	"SzRgw1otRTudzzG+aZkvkSSShov0whBuOIk2mExFajEM8tYjOpV1+4g9pzF3YXCD5b6hv2BJI/PG99jJ",
-	"BB71QmQYeHv8vpCGVPNtvYDf86qx3/r6nxgzLXxk+2lnFk5nMvZKNRVF6ppx6+4JKnCmwJAuYk4eHJuw",
-	"WBt2U1SK1gLeoikhJnrodeOcBA3V11qnKBSRzcOYCOkws3s5377YuzDIxIdnft54NAqDTKr6z2YzYYwo",
-	"N/hZ7buLk94ZeigryUB5NF3l3c8trizEPrYkGEsrtbo/Z36qZgR3zXrdJ68pbG/SyYZKERqRGK+Lw+9K",
-	"OgtOg81RJQMYQY54Y6G3mAsHAkiV+uP6zIx6M3SnjezUgsMuM/l5wnmX9LvjINzprYZBc9wvdD1njQt9",
-	"BnYuEr2ofTiRLkRZ3Zc9BYsIkR/xjrxsTKJtVzgzIunaa4cp2G0CIiY/amRnJRzopqKCqDVDGAZpHZ5t",
-	"5/u4i+8PB7IwaOK9TVZ4EbJOpik0ZpkN4hxhIRXdg7dzfNRaYj9BYAxadO94rXeZ3aTkV5mmcjUK9UBW",
-	"KOlA6cUaVXNhIcWpA+k+iRpnyh3UjGBBWFuJ66l3yxfSImSbdDJrSNk6IsKHk7Yi27uiZR+I1drCAkri",
-	"6xV9Lm4R/BorUnpKsf0+/NuKWCtWsBbitoBt3PMGq7ug7qfCRxLbAnJVZNdoLCykm7MMFCy2URKFEM3p",
-	"R0Y/LH+in+x+WwdTaawLAUU8B+EgozvSKsYJROOT0YjHRkcjG4WXKjrhRcbzo5H/kIwP59EAXmiYGhET",
-	"QRZ60XhwMo8OQrBypmwINhcxWnKgPU3XSAGSaIsJTRrxv8JGB4NL9XoZEOTCWLSAH0Ts0tLf1MyILBMG",
-	"enybRjq0kFQc4huX7uC0UgMLwiCMgc3A0RgSUVa+J34QWU4udvDdyHqhe45q5ubB5DAMcuEcGuLw//be",
-	"jvpPrv6RHPxQfZo3n7Lmk10+swc//C0INxHtKQX9Tcy8CvsJOiHTTiDkXEG3mPMrED6nEKcSlYOF0Q5B",
-	"uglEN1jSPXlP4u3h1YBUkJ6wWEY+qoH3BYFILozI0KEZbJK+Ju2eoLCmuUte/xtF6uYPNH3WCVfwJ1Sk",
-	"/G8DfRNcbVATBmya2uMyzLQpWf2smxm0wdW+Q1SbdRH/C3bk4F7m4n2B8Pvrp/3/DGFM0nQyPoTrkoSv",
-	"R/xPWXiAeVshD78NAdVUmxgTuC5bse7BYEUIC4tmcnwYsMtYC+LJ+HBFMMcd3FhmDR/kZsy0kW6etdlo",
-	"U5lINXuX6lkn39umvj2Pgr4g9CjYOfFTbbki+/wgS+6xvqVHLU/D6sLEXZG5z3pF3mpI9JCxLe8VNsf2",
-	"0+jguew8tkegvX5xje3NjMrg7mDWaNSVIV2VcGbe0gRVxLT3CFtisHa7DScbtnVpiuf9c/ngeK7m9L2D",
-	"B7/T3tChWXc7tS8qmVpqHqfSgxXIfyv6fxCYV7/fDfpXH0fhd0d3ncDuF/4tx/hztLAJY1b0MPxk7Vyu",
-	"V+nnn66uS+Vbj9I3lfGhurF20WtS3XndVcJmQ99fPT2HJ8cn/9Hk5b0h41rEva0yJ6A7/OKXCgEVZb9y",
-	"NHUZoM73h/cT9pajsCHwYSCVdUJ5IOswjbUNzcQHf1UnT56sQkfX1Tnp0u4VXZVMa2ShMHKvi8Bv61XD",
-	"7caWKMa4MNKVv9HhPdt96pXSqR1hsM/Iek+XU+/ev4mgx79DH83bECh5rI38A0O4wRKIBjwglyciz15F",
-	"0OPwiSP9ZU2MxZT3Xx6Sqmk+7yfVVG/SZNNCxlhFyBa0QuBQQmo1gUyUvP8vPgnhw6BzXzS0ro5ULiiA",
-	"+wGeObhBzC0lm9nlhUrrIdUzkqhL1asrgTdYHoDmZDQY5IQj9Lwn5IN3PqyIjba0XlkFCaCn9XBLoRHd",
-	"H1x4v+m3/3k+uFSXyqeC6lgWYmGMrCpXVQ6WVrlnvRF6UVPh7HuoJB+0eRYdXCqhktAHlD4iC1ezxuRL",
-	"LVYqj8vCI+VDfDGRc3kKtEmkEqaEw9GozlpoBdHwdjz0osL7tR7Y6BTY0vOjRm4i6GUiQZhqQ1DxQaI9",
-	"aC75+PCJZxXjAHsM23AFetG29HN0QOeyCBGJWkQnsI4zDIQeN1Ilk0sVEXftZDj0cjZI8LZexA4ZX3jh",
-	"CHrHo9FBCNFgMBg2hcnVx8VqTYVfjg8ouKO307qWxs+P6klKu/6UGM6Pj+vHcVW65KdP6qeUCO87rfsc",
-	"YtK78VGzQbHM1PczStX3/bl7x+OTegGSoT4LkafvsFma8MookUbQOxmNmkVZ2PvFsmrC71eoJ2eurB77",
-	"6C+VMVbJU+9lBme5iOfYPxyMgjAoTFopPjF+sVgMBL8eaDMbVnPt8Pmz859f/PYzz1mCaIUHQRjcovEp",
-	"wGA8GPkxOkdF/uIkOBqMBkfe7Zgz7FF9I3XzP+jzDNkANyXEZ0kwqaKqP4K1QvjhaLSj2vGwKofforP2",
-	"mspbHPi8YWXcu5dqaBtWJqwF8sHk7VUY2ILC97LO1Rgdo7VA67MNdmJmOfqrD2+DK1pkmKEzMrZb+fNr",
-	"9X4vfxx+cMM8FXKNMxvVuHUmVDvUmbYLozN0cyws0JLgbeSXZlJrl4oDO7lUSdigFFm6lVUv/SD2WR8k",
-	"TvWqS6atl+iB1j67eAZHgxEkOi4yVO3cb2P7O+to9eR6og+Wq9BZWrguZJp8aQ6/ppVXSN3GXAaS7Rr6",
-	"yr/+KgrKezNnTkZHj1ssd2Cazb8wOvgyRG11uSfFWfBUkbmMC2P2XVrbqLeubvUUh6PjKqVd5X1DsvHL",
-	"jOrSLNU+0LqTQsSJxvhzQbjl0gzg9RwvVct7A1G7g86IW0xrVPEJOQ9C3litCtlZc5YwaNJ2dPKPAQFa",
-	"wPODOnuyTEkvHXSukN734ldKvt1b3OCnr8/1520LE3eC+67ki953Vxvad7yjmrbWhNDuC9zZgtAMbDfw",
-	"9S92Fp82JlfDWaeOR6Nt85Y60+p54ynj/VPWu2h43tH+ecu+Kp5xvH9G0+FEEw6fPCYE/eRVbPUyz9mf",
-	"O9fKGZ12iIAvm0ZK9xlkolMQrPJZYR2XPK8RYlojuXcH5+OKTfg5TTMn9xGCdivSJ2J7g+ZnVZ29FU5B",
-	"T82k+sCh+ruq/hbCayNwKm/gqTYLYRKCu4M2vre6Amp455V9YtF2YDshA4w4PuQOgAnjbN3cZGFnO0DI",
-	"ON3RTtKKPP0je6mqYfSKkV1c61tcLZh7GxILBYoSEO1iaN1zKWAZ1vlWRx/EdVkDbgap0Bet+1En5Rdz",
-	"NlabWe7u1jH+7k90dJbtIt2OYi0F4ZJ72tA1/f+A9M/SzW/MFozvsUXTl8oTTu5zlo6mv6+BaySoCVZp",
-	"OL4PWKazls6khwj2XgkZ7gNodjuivSG3NPJtcRPueIs+oeMtBKtBgEGKyDBp6PfAlBghlb1UhF6+65qh",
-	"yw7gFyx9yivV8Q0m5LjS8afyA2thgoZXjrWq3HPIitTJvj8VYR+Z1wRFQgsMgE6jC3epqhNFVUdCQ3DC",
-	"PE5AK2agXqiQN6WtGGt5IKVayXH0RVaR1aDLsEoOt1tQ/mwbiP4qVPlnAqn9Ski61i7Ygaer+V5mbS0K",
-	"nsXBX6D0LwlKlhRZpFVNBIRv7glB575CmVL3YFoZTnZcdsNSu27bmQChWvBFPehPlOlW5XnXF1wk2sHj",
-	"CuKj37TX3TqtsPWbPM2Ls4tnBM7G+aQa4WX70pcV9PU7H36ksXfeFqXocPP2f+LnF8uEw74w3E9IvkV8",
-	"GT3ZP6H58tfXgQjiPVXMKN9afUUInjlLptL+3RdM2fganeeY+FSYdFukJewGhP9Ct00evjQa7P6q2zco",
-	"Y48uMi/VkptbhKArIUkVrmVOj399kWzkVRjkRYdzXBugLWi40tw1R4O+fjmA87mgfMTMV9+ldfR5LW7X",
-	"pu6v5kL9pZKNwsylddqUk2VA6jterRPl0iP3Sd9CuaYFgAhUuPAbdHmnF0Vbh768d9rqX3pk1/Q+isvN",
-	"2NSxIOLKUhyOxo9PQWxQ/IuYqgdanm/cFT7niyPFrYRozeQ9xPkZkqYPP95gudMPeoUW3S94Px+IB/9l",
-	"nT7/opmRjKY3WJ5yokBRVd4nBywiJVanRZr6/9WhffF0rTt9mM7LfLxk5w2SBWKP7K+K1Tcirmv3yu61",
-	"Lhz5KrbIyPXgrxU0XXjb6hMHnYL8mH5Y+LFbZEPI0cSoXB9VrMn56QmIhtzOJ2gAf2X83w+fRnyGDho/",
-	"v7B8tdZgsNpd+vaKnEj/fQzPKN/4NQzurhqmNh1iy4TIXdg8bGxG6xnfQuvvVkfC3dXd/w0A",
+	"7Fx7c9tGkv8qXbi9ClkLUqQeuTNVqS2vE9+54ji62Fv+w9QZI6BJzgqYgWcGohGXvvtV9+BFEqQkx5Fv",
+	"U8kfNg3Mo6e759dP5FMQ6yzXCpWzwexTsEKRoOGfvwiHL2UmHf0jQRsbmTupVTAL3qwQDGZCKqmW8KHQ",
+	"ToBQCViMtUosFMrJFKQDaWG90imCWAqpQsDxcgzRPEj1Uqp5cG6+Ozl3350eR+MgDGy8wkzQbq7MMZgF",
+	"1hmplsHtbdgSc6FTGZf9JOX8bneXD9+dna+/+3YSwSAxYuFGEt1itHIuF7kcGeEwpaVH1eFH08nwTnrQ",
+	"mfLpwqHZJeUtn7jmxcDoQiWYQJEPK8a4lbRg8EOB1kGsizSBKwSRZNI5TMbws0pL0AoSVFKkdpOWTCqZ",
+	"FVkwm4Q1XVI5XKIJbokygzbXyiLL8O8i+cXvQ/+KtXKo+KfI81TGgig+yo2+SjH76z8tkf+ps9dfDC6C",
+	"WfBvR62SHPm39ujCz/Kb9qmHP560kIl0oU2GCWgDAhYS04SeS3UjUpmcgyPZ+eVAiQwtP+Fx4+A2DJ5p",
+	"tUhl/Ohn8PoEsSaSFkZnTFes1UIuYSFJrRWfxKBIRpqldoOGRz29eMG0/2CMNo9J+FNVgnYrNIC0NRPx",
+	"XJsrmSSoHpuDTl+j+saCoRuRaLSgtAORpnrtb4HO0fD+TOcr7Z7TbXlMMl9psEW8qoTNZLzR+qUwS/xa",
+	"d+ZKJyWpVUpEkDoJxTpl0ZB6iTjG3Fkm9R9KFG6FyhFh+NiMu0Jh0Hgph3y7FRTqWum1Aq2QgKtjUN6+",
+	"fTt62qF2Fzmjv/OCd1iDW3/uGyFTcZU+upSs0wYr2GZtVnaNBqQCJzMPCa4Bj28sLIRMC4PvM50gSTVK",
+	"UJXRORgyISDIhkDE9mTEBiWaq8p2jOdqk4OdUfsOUY0+6hioimG2yHNtHCY/YSLFmzJ/dM7Vek1ci7q7",
+	"0S7RmA1rtRTt9GyF8XXHfIkkkTRcpBeGcMNJtMFsIVKLYZB3HtGprLuL2Gc05jYMrrG8a+iPWNLIvPE9",
+	"DjKBR70SGQbeHn8opKGr+a5ewO952dhvffVPjJkWPrL9vDMLpzMZ+0u1EEXqmnHb7gkqcKbAkASxIg+O",
+	"TVisDbspKkVrAW/QlBATPfS6cU6ChuorrVMUisjmYUyEdJjZOznfFextGGTi4ws/bzqZhEEmVf3PZjNh",
+	"jCh3+Fnte4iT3hl6KCvJQHk03eTdDx2urMVdbEkwllZqdX/OfF/NCG6b9fpPXlPY3aSXDdVFaFRiuq0O",
+	"/1DSWXAabI4qGcMEcsRrC4P1SjgQQFdpNK3PzKi3RHfe6E6tOOwyk58nnHdJvz0NwoPeahg0x/1C4nna",
+	"uNBPwa5Eote1DyfStSgredlzsIgQ+RHvycvGJNonwqURSd9eB0zBYRMQMflRozsb4UA/FRVEbRnCMEjr",
+	"8Gw/36d9fH84kIVBE+/tssKrkHUyTaExy2wQVwhrqUgO3s7xUWuN/QyFMWjRvee13md2l5KfZJrKzSjU",
+	"A1mhpAOl11tUrYSFFBcOpPssapwpD1AzgTVhbaWu594tX0uLkO3Syayhy9YTET6ctA3dPhQt+0Csvi2s",
+	"oKS+/qKvxA2CX2NDS88ptr8L//Yi1oYVrJW4q2A7ct5hdR/UfV/4SGJfQK6K7AqNhbV0K9aBgtU2SqIQ",
+	"ohX9kdEfln/Rn+x+WwcLaawLAUW8AuEgIxlpFeMMounZZMJjo5OJjcK5is54kenqZOJ/JNPjVTSGVxoW",
+	"RsREkIVBNB2fraJhCFYulQ3B5iJGSw60p+kKKUASXTWhSRP+r7DRcDxXb9qAIBfGogX8KGKXll5SSyOy",
+	"TBgYsDSNdGghqTjEEpdueF5dAwvCIEyBzcDJFBJRVr4nfhRZTi528O3EeqV7iWrpVsHsOAxy4Rwa4vD/",
+	"Dt5NRk8u/5oM/1b9WjW/suaXbZ/Z4d/+EoS7iPacgv4mZt6E/QSdkGkvEHKuoF/N+RUIn1OIU4nKwdpo",
+	"hyDdDKJrLElO3pN4d3w5pitIT1gtIx/VwIeCQCQXRmTo0Ix3Sd/Sdk9QWNPcp6//jSJ1qweavlgUFvs0",
+	"vATXGKREds1R6FEo4nfvrROusBEHIkUbRLH5Q0V48i6gOEYXjlCnSFP6S8gUk+By59Rh4NfrCeVqyxnB",
+	"QFf5rOiIEiXlr9Fw1qW2SQswuefe1bDkZdAoaTbMZ5dOfR10LHQ/ddowu+opGWbalAxC1i0N2v3T3u87",
+	"2tsVcn6lPYKnvAZJip0QBt0DM6ZGFJylbvXrEc+Kht2zNJIIwqAjl+DyLk2rqOzTsB+xJ1H6cy4+FAj/",
+	"ePN89J8hTOnKn02P4aokhBjQmVK+4cAXoDIP/DYEVAttYkzgquwkJIbjDaQoLJrZ6XHAfn2NFmfT4w30",
+	"mPZwvU3tPsgXXGoj3SrrStmmMpFq+T7Vy175dhWqO48i8yD0pqp34uc6XEpk+DB3yxvkDth13EGrCxP3",
+	"pU98ajLypl2ix/V9yclW9/w0Ongue4/tzcSdwUttgJsZlVd0gFmTSV8ae1PDmXmtn1AR090j7KjBlnQb",
+	"TjZs67spnvcv5YOD7prT947w/E53xnfNuvupfVXpVHvzuN4RbNjld2L0K1nc6u/349Hlp0n47cltr/X1",
+	"C7/OMf4tt7CJNTfuYfjZt7Ndr7qfv/t1bS/fdipl9zI+9G5sCXpLq3vFXWXVdu77L8+fwZPTs/9oiife",
+	"2+CC0b1dJ64S9Fi5nxUCKkpR5mjqWk1dlAnvp+wdb25H4cNAKuuE8kB2wK/IxEcvqrMnTzaho090Trq0",
+	"f0VXZTwbXSiMvNOP47f1quF+Y0sUY1wY6crXdHjPdp8fp5x3T67Cp819OML1Ee+ERjDgv8PKDwqBMvza",
+	"yF8xhGssgWjAIfmlEYVfKoIBx7icjmkLl6ymvH97SCp5+uSsVAu9S5NNCxnX7owFrRA43pNazSATJe//",
+	"o88U+Vj1ma/sWleHkxcUZf8NXji4RswtVQQ4LoHq1kOql6RRczWoy7XXWA7JPaTtDHJWGAbeUfP+FR9W",
+	"xEZbWq+sIjnQi3q4pfiV5AcX3q17/T8vx3M1Vz5fVyccIBbGyKq8WCXKaZV7FoVhEDVl6JGHSgoUmmfR",
+	"cK6ESip/24fN4WZqn3yp9UZ5uK0OU9LKV3w54apAm0QqYUo4nkzq1BI7lTfTI68qvF/ngY3OgS09P2r0",
+	"JoJBJhKEhTYEFR8l2mEj5NPjJ55VjAPsMezDFRhE+2oE0ZDOZREiUjUOL6zjNBChx7VUyWyuIuKunR0d",
+	"eT0bJ3hTL2KPGF944QgGp5PJMIRoPB4fNdXjzcfFZuGLX06HFIHT20Vd8OTnJ/Ukpd1oQQznx6f147iq",
+	"L/PTJ/VTqlaMnNYjzgPQu+lJs0HRllNGGdVTRv7cg9PpWb0A6dCIlcjTd9wsTXhllEgjGJxNJs2irOyj",
+	"blRG7zeo53iieuxD9FTGWGW4vZcZPM1FvMLR8XgShEFh0uriE+PX6/VY8OuxNsujaq49evni2Q+vXv/A",
+	"c1oQrfAgCIMbND5PG0zHEz9G56jIX5wFJ+PJ+MS7HSuGvTrOod9LZAPc1HlfJMGsCn1/Dba6FY4nkwMl",
+	"qYeVovwWvQXyVN7g2Cd3K+Pev1RD21FlwjogH8zeXYaBLSjHUtYJNaNjtBZofbbBTiwtx6n14W1wSYts",
+	"xoEdLm0SSteeoWQ70LTncDY5gUG0qzDDNr3FqQIYRFU0T1BF4XzElsNH9NEQpJorGu2vuN9PuiYoH8Nz",
+	"bSDTSjpNAOvzIRYEkMGMHUcXUtGxq7CXU+tNoM+Zr5qRc9V2dzDp31AGMTFo7axb4CYTsRKb46ik7Bsa",
+	"WOs39ek1Daok/lV06s22hFi/ziYnX6c4vZVS+dLKvi8BYjnDPmAbSLamNcYhcIWAz0C2IS6MQeWGB29J",
+	"hqRidi+K/FS9v1PiDj+6ozwVcovPO40F2xytdqiLBhdGZ3TywgItCd6T/NLc7exSceAglyocHpciS/ey",
+	"6mc/iCO7B12QetWWadvdRkBrP714ASfjCSQ6LjJU3TJW4yH36ms9uZ7oIaBKMEkLV4VMky/N4Te08gap",
+	"+5jrYewzEJrBmWKFGehrgkEa6rSG9Yr6xvZmPzvzmgTqcK7kokktsokhdLTYszFYqWIkBLdOkHfCmUfq",
+	"yKlL+t7rntEQ8p8agvntXPk6r/AVjjrP1xQyo25sHpE/yLXMWVvMZPPTJH9n3GgQnVdNLzO2WzRkrjb8",
+	"4iE5zTJe+YZRwaTVaV8uSnnHdKHNGF4sqpPUsQIX8GjCazQ3FL8kBccCwnNmrnThxBLDTepnvi4XVaUu",
+	"hdxaledpOa6sa+tvDe8Um1DJXO2IyC/KgpJuU0IsnlGR+5RrhYwUYl0hXOFKqqRzAdjqVom7uWqzeyrZ",
+	"zJB3WFW1YQ15akMtPasXarKEY6Cb6EhgI71YzEDMVc3buHCgFwsQqVboeyArtjKi54imrvwaLpBZJ8oG",
+	"MGuBEKG1nl2Vc7WpRueV67CdHweprEORgNPgxDX6Pj3RyF0XDgaVrnAwqheAWe5KEr5b4VzV+0tFfadF",
+	"moJXhU23BPZ6JX2+xi8eEr6Km8F7n0NUF3Es8Xq91xoPIsIeUgCS/aAtyQy/hnvySntvsTyHjsNZHaH8",
+	"vXwUAakWCVyJVKiYbt+Kr7tFlWxCqg+gD1qDbkx9wCacVmX/ChJDCrFbt7yNCusUxHaOgG9LE3tz01wn",
+	"o8C3da46yROewBfAGXGDaX37fNHSezd9mvy0OUsYNKVNOvmnQNJJeH5QFy/asn2bH+MusvtqxkZbXP8W",
+	"1/j563OP3r6FiTvBfVfyjYG3lztX/PRAx9FWo2b324mDbZrNwO5HDqOLgw06O5Or4XzpTieTffPa+9P5",
+	"LoCnTO+est1pzPNO7p7X9p7zjNO7ZzRd4DTh+MljYtT3/optCvMZp1OeaeWMTntUwLeWRUqPvN06B8FX",
+	"PiusY+S9omA8XvmF7/WVy+OqTfhbGovP7qME3Xbtz8T5BtmfVr2InWwmDNRSqo+cKX9f9SiF8MYIXMhr",
+	"ymCshUkI7jYCzk7nZA3vvLKv69kebCdkgAmnZ7lL0mct6gZwCwdbJkPG6Z6W207i1z+yc1UNo1eM7OJK",
+	"3+CmL+5tSCxU5WZ2Gsbq71IEtFlVnz3xOdQ+a8ANsxX6onV/10n5xTyazYbf29ttjL/9Hb2ptqW2PwKt",
+	"tSBsuecdpv8fkP6b7uYfzBZM77FF8+0OTzi7z1l6Poz4GrhGippgVQVjeUBbTWqdSQ8RHH0RMtwH0Ox+",
+	"RHvL4br/dKAK1j/jq4AQrObAjFI9mDT0e2BKjJDK+jSz/zKNocuO4UcsfbSa6vgaE3JcOcyUH/kWJmh4",
+	"5VirKmEIWZE6OfKnIuwj85qgSGiBMdBpdOHmqjpRVHVtNgQnzOMEtGIG6rUKeVPairGWB1IYTo6jD6lE",
+	"VoOuz6VgCW5N5at9IPqTUOXvCaT2KyHp1icVPXi6WW5l1taq4Fkc/AlK/5KgZOkii7RuzazSgyHo3DcI",
+	"pfSFRVoZTnZcDsNSt22qN2FNrVgX9aDfUac7jV+HPgKmLNnjKuKjS/qHTnY43P+1c/Pi6cULAmfOMV95",
+	"vOwKvW1g25b50Scae+ttUYoOd6X/PT+/aBMOd4XhfkLyR8SXyZO7JzQfyH8diCDeg1BtUrkcwwtnyVTa",
+	"b3y/Ehtfo/O8LhFIt0dbwn5A+C90+/ThS6PB4f8dwB9Qxx5dZX5WLTf3KEFfQpIaTNqcHv/1RbKRl2GQ",
+	"Fz3OcW2A9qDhRm/1Cg369qExPFsJykcsffObtI5+b8Xt2tTfoHGf3FzJ5sKspHXalJ2imv8qiEorrUfu",
+	"k76Fck0HHhGocO036PNOL4ruHfry3mmnffiRXdP7XFz+YI1qRyKuLMXxZPr4FMQGxb+IqXqg5fmDu8LP",
+	"WHB0cSsl2jJ5D3F+juimH326xvKgH/QLWnQ/4v18IB78p3X67YJmRjKaXmN5zokCRe0+PjlgEW1dTeb/",
+	"81VX8CTWgz5MrzAfL9l5jWSB2CP7s2L1B1HXLbmye60LR76KLTJyPQauk+feW58Y9iryY/ph4ad+lQ0h",
+	"RxOjciNUsSbnZyAgOop8Xwcl5Ohr1n8/fu4/qeyh8bcXli+3mg02P+54d0lOpG9f9YzyfddHwe1lw9Sm",
+	"QbtNiNyGzcPGZnSesRQ6/+50JNxe3v7fAA==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -41,6 +41,7 @@ func TestAuthEveryOperation(t *testing.T) {
 		{"deletePolicy", "DELETE", "/v1/policies/made", nil, httpapi.RoleAdmin, []int{204}},
 		{"healthz", "GET", "/healthz", nil, "", []int{200}},
 		{"readyz", "GET", "/readyz", nil, "", []int{200}},
+		{"storeHealth", "GET", "/healthz/store", nil, "", []int{200}},
 		{"metrics", "GET", "/metrics", nil, "", []int{200}},
 		{"openapiSpec", "GET", "/openapi.yaml", nil, "", []int{200}},
 	}

@@ -52,8 +52,8 @@ func NewHandler(o Options) http.Handler {
 		o.Gatherer = prometheus.NewRegistry()
 	}
 	log := o.Logger
-	srv := &server{lim: o.Limiter, spec: o.Spec, store: api.HealthStore(o.Store), gatherer: o.Gatherer}
 	unavailable := newLogLimiter(time.Second)
+	srv := &server{lim: o.Limiter, spec: o.Spec, store: api.HealthStore(o.Store), gatherer: o.Gatherer, log: log, unavailable: unavailable}
 	respondError := func(w http.ResponseWriter, r *http.Request, err error) {
 		k, fields := classify(err)
 		switch k {

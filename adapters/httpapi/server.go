@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -21,6 +23,11 @@ type server struct {
 	spec     []byte
 	store    api.HealthStore
 	gatherer prometheus.Gatherer
+	log      *slog.Logger
+	// unavailable bounds the store-failure log lines (shared with the error handler).
+	unavailable *logLimiter
+	// storeSeen: the store has answered a probe since start-up (see Readyz).
+	storeSeen atomic.Bool
 }
 
 var _ api.StrictServerInterface = (*server)(nil)
@@ -249,12 +256,67 @@ func (s *server) Healthz(context.Context, api.HealthzRequestObject) (api.Healthz
 	return api.Healthz200JSONResponse{Status: api.Ok, Store: &s.store}, nil
 }
 
-// Readyz implements GET /readyz: the store answers.
+// readinessProbe is a policy name the readiness check looks up to learn whether the limiter can resolve policy
+// names without the store: ErrPolicyNotFound (or the policy, should one have this name) means it can; an
+// unavailable error means the API policies are not loaded, so checks of them could not follow their failure_mode.
+const readinessProbe = "sluice.readiness-probe"
+
+// Readyz implements GET /readyz, the load balancer's question: should this process get checks? Yes when the
+// store answers. Yes too while it does not, if this process has seen it answer since start-up (so its schema was
+// current and its policies loaded) and can still resolve every policy: each check is then answered at once by
+// its failure_mode, and keeping the replica in the Service is what lets failure_mode allow apply at all. No when
+// it has never seen the store answer (a replica started during an outage, or against a schema behind this
+// build) or cannot resolve API policies. The problem never carries the store's own error text, which can name
+// hosts; the log has it.
 func (s *server) Readyz(ctx context.Context, _ api.ReadyzRequestObject) (api.ReadyzResponseObject, error) {
-	if err := s.lim.Ready(ctx); err != nil {
-		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady, err.Error(), nil)), nil
+	err := s.lim.Ready(ctx)
+	if err == nil {
+		s.storeSeen.Store(true)
+		return api.Readyz200JSONResponse(s.health(api.Ok, nil)), nil
 	}
-	return api.Readyz200JSONResponse{Status: api.Ok, Store: &s.store}, nil
+	cause := domain.StoreCause(err)
+	s.logStoreDown(err)
+	if !s.storeSeen.Load() {
+		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady,
+			"the store has not answered since this process started (cause: "+cause+"); it stays out of service until the store answers and its schema is current", nil)), nil
+	}
+	if _, perr := s.lim.GetPolicy(ctx, readinessProbe); perr != nil && !errors.Is(perr, domain.ErrPolicyNotFound) {
+		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady,
+			"the store does not answer (cause: "+cause+") and the API policies are not loaded, so their checks could not follow their failure_mode", nil)), nil
+	}
+	return api.Readyz200JSONResponse(s.health(api.Degraded, &cause)), nil
+}
+
+// StoreHealth implements GET /healthz/store: whether the store answers now.
+func (s *server) StoreHealth(ctx context.Context, _ api.StoreHealthRequestObject) (api.StoreHealthResponseObject, error) {
+	err := s.lim.Ready(ctx)
+	if err == nil {
+		s.storeSeen.Store(true)
+		return api.StoreHealth200JSONResponse(s.health(api.Ok, nil)), nil
+	}
+	cause := domain.StoreCause(err)
+	s.logStoreDown(err)
+	return api.StoreHealth503ApplicationProblemPlusJSONResponse(problem(kindUnavailable, "the store does not answer (cause: "+cause+"); the server log has its error", nil)), nil
+}
+
+// health is the body of /healthz, /readyz and /healthz/store; cause is nil when the store answered.
+func (s *server) health(status api.HealthStatus, cause *string) api.Health {
+	h := api.Health{Status: status, Store: &s.store}
+	st := api.HealthStoreStatusAvailable
+	if cause != nil {
+		st = api.HealthStoreStatusUnavailable
+		c := api.HealthCause(*cause)
+		h.Cause = &c
+	}
+	h.StoreStatus = &st
+	return h
+}
+
+// logStoreDown logs a failed store probe, at most once a second like every other store failure.
+func (s *server) logStoreDown(err error) {
+	if ok, suppressed := s.unavailable.admit(); ok {
+		s.log.Warn("store unavailable", "path", "readiness", "err", err, "suppressed", suppressed)
+	}
 }
 
 // Metrics implements GET /metrics in the Prometheus text format.

@@ -18,14 +18,38 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for HealthCause.
+const (
+	Failed  HealthCause = "failed"
+	Full    HealthCause = "full"
+	Timeout HealthCause = "timeout"
+)
+
+// Valid indicates whether the value is a known member of the HealthCause enum.
+func (e HealthCause) Valid() bool {
+	switch e {
+	case Failed:
+		return true
+	case Full:
+		return true
+	case Timeout:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthStatus.
 const (
-	Ok HealthStatus = "ok"
+	Degraded HealthStatus = "degraded"
+	Ok       HealthStatus = "ok"
 )
 
 // Valid indicates whether the value is a known member of the HealthStatus enum.
 func (e HealthStatus) Valid() bool {
 	switch e {
+	case Degraded:
+		return true
 	case Ok:
 		return true
 	default:
@@ -45,6 +69,24 @@ func (e HealthStore) Valid() bool {
 	case Memory:
 		return true
 	case Postgres:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for HealthStoreStatus.
+const (
+	HealthStoreStatusAvailable   HealthStoreStatus = "available"
+	HealthStoreStatusUnavailable HealthStoreStatus = "unavailable"
+)
+
+// Valid indicates whether the value is a known member of the HealthStoreStatus enum.
+func (e HealthStoreStatus) Valid() bool {
+	switch e {
+	case HealthStoreStatusAvailable:
+		return true
+	case HealthStoreStatusUnavailable:
 		return true
 	default:
 		return false
@@ -209,15 +251,28 @@ type FieldError struct {
 
 // Health defines model for Health.
 type Health struct {
+	// Cause Why the store did not answer, when `store_status` is `unavailable`.
+	Cause *HealthCause `json:"cause,omitempty"`
+
+	// Status `degraded` (only on `/readyz`): the store does not answer; checks get their failure_mode.
 	Status HealthStatus `json:"status"`
 	Store  *HealthStore `json:"store,omitempty"`
+
+	// StoreStatus Whether the store answered this probe (on `/readyz` and `/healthz/store`).
+	StoreStatus *HealthStoreStatus `json:"store_status,omitempty"`
 }
 
-// HealthStatus defines model for Health.Status.
+// HealthCause Why the store did not answer, when `store_status` is `unavailable`.
+type HealthCause string
+
+// HealthStatus `degraded` (only on `/readyz`): the store does not answer; checks get their failure_mode.
 type HealthStatus string
 
 // HealthStore defines model for Health.Store.
 type HealthStore string
+
+// HealthStoreStatus Whether the store answered this probe (on `/readyz` and `/healthz/store`).
+type HealthStoreStatus string
 
 // Key Opaque UTF-8, 1 to 512 bytes (the length limit is in bytes, enforced by the server).
 //
@@ -420,6 +475,15 @@ type ClientInterface interface {
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// StoreHealth Whether the store answers now (and, for PostgreSQL, its schema is current).
+	//
+	// 200 when the store answers; 503 (`store-unavailable`) with the cause (`timeout`, `full` or `failed`) in
+	// the detail when it does not. For monitoring, or as a strict readiness probe (see `/readyz`). No response
+	// names the store's address: the server log has the store's own error.
+	//
+	// Corresponds with GET /healthz/store (the `StoreHealth` operationId).
+	StoreHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// Metrics Prometheus metrics.
 	//
 	// Corresponds with GET /metrics (the `Metrics` operationId).
@@ -430,7 +494,18 @@ type ClientInterface interface {
 	// Corresponds with GET /openapi.yaml (the `OpenapiSpec` operationId).
 	OpenapiSpec(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// Readyz The store answers and its schema is current.
+	// Readyz Whether a load balancer should send this process checks.
+	//
+	// 200 when the store answers (`status: ok`). 200 too while the store does not answer (`status: degraded`)
+	// if this process has seen the store answer since it started and knows every policy: it then answers every
+	// check at once by the policy's `failure_mode` (`allow`: admitted with `degraded: true`; `deny`: 503 with
+	// `Retry-After`), which is what the failure modes are for. If every replica left the Service during a store
+	// outage, `failure_mode: allow` would never apply. 503 (`not-ready`) while the store does not answer and
+	// this process has never seen it answer since start-up (the schema may be behind this build, or the API
+	// policies and their failure modes are unknown), or does not know the API policies. The trade-off: a
+	// replica cut off alone from a store its peers still reach stays in the Service and answers by
+	// `failure_mode`; probe `/healthz/store` instead to take such a replica out (at the cost of emptying the
+	// Service in a full outage). No response names the store's address.
 	//
 	// Corresponds with GET /readyz (the `Readyz` operationId).
 	Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -546,6 +621,25 @@ func (c *Client) Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*h
 	return c.Client.Do(req)
 }
 
+// StoreHealth Whether the store answers now (and, for PostgreSQL, its schema is current).
+//
+// 200 when the store answers; 503 (`store-unavailable`) with the cause (`timeout`, `full` or `failed`) in
+// the detail when it does not. For monitoring, or as a strict readiness probe (see `/readyz`). No response
+// names the store's address: the server log has the store's own error.
+//
+// Corresponds with GET /healthz/store (the `StoreHealth` operationId).
+func (c *Client) StoreHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStoreHealthRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // Metrics Prometheus metrics.
 //
 // Corresponds with GET /metrics (the `Metrics` operationId).
@@ -576,7 +670,18 @@ func (c *Client) OpenapiSpec(ctx context.Context, reqEditors ...RequestEditorFn)
 	return c.Client.Do(req)
 }
 
-// Readyz The store answers and its schema is current.
+// Readyz Whether a load balancer should send this process checks.
+//
+// 200 when the store answers (`status: ok`). 200 too while the store does not answer (`status: degraded`)
+// if this process has seen the store answer since it started and knows every policy: it then answers every
+// check at once by the policy's `failure_mode` (`allow`: admitted with `degraded: true`; `deny`: 503 with
+// `Retry-After`), which is what the failure modes are for. If every replica left the Service during a store
+// outage, `failure_mode: allow` would never apply. 503 (`not-ready`) while the store does not answer and
+// this process has never seen it answer since start-up (the schema may be behind this build, or the API
+// policies and their failure modes are unknown), or does not know the API policies. The trade-off: a
+// replica cut off alone from a store its peers still reach stays in the Service and answers by
+// `failure_mode`; probe `/healthz/store` instead to take such a replica out (at the cost of emptying the
+// Service in a full outage). No response names the store's address.
 //
 // Corresponds with GET /readyz (the `Readyz` operationId).
 func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -816,6 +921,33 @@ func NewHealthzRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/healthz")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewStoreHealthRequest constructs an http.Request for the StoreHealth method
+func NewStoreHealthRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/healthz/store")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1339,6 +1471,17 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	HealthzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*HealthzResponse, error)
 
+	// StoreHealthWithResponse Whether the store answers now (and, for PostgreSQL, its schema is current).
+	//
+	// 200 when the store answers; 503 (`store-unavailable`) with the cause (`timeout`, `full` or `failed`) in
+	// the detail when it does not. For monitoring, or as a strict readiness probe (see `/readyz`). No response
+	// names the store's address: the server log has the store's own error.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /healthz/store (the `StoreHealth` operationId).
+	StoreHealthWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*StoreHealthResponse, error)
+
 	// MetricsWithResponse Prometheus metrics.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -1353,7 +1496,18 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /openapi.yaml (the `OpenapiSpec` operationId).
 	OpenapiSpecWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OpenapiSpecResponse, error)
 
-	// ReadyzWithResponse The store answers and its schema is current.
+	// ReadyzWithResponse Whether a load balancer should send this process checks.
+	//
+	// 200 when the store answers (`status: ok`). 200 too while the store does not answer (`status: degraded`)
+	// if this process has seen the store answer since it started and knows every policy: it then answers every
+	// check at once by the policy's `failure_mode` (`allow`: admitted with `degraded: true`; `deny`: 503 with
+	// `Retry-After`), which is what the failure modes are for. If every replica left the Service during a store
+	// outage, `failure_mode: allow` would never apply. 503 (`not-ready`) while the store does not answer and
+	// this process has never seen it answer since start-up (the schema may be behind this build, or the API
+	// policies and their failure modes are unknown), or does not know the API policies. The trade-off: a
+	// replica cut off alone from a store its peers still reach stays in the Service and answers by
+	// `failure_mode`; probe `/healthz/store` instead to take such a replica out (at the cost of emptying the
+	// Service in a full outage). No response names the store's address.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1510,6 +1664,61 @@ func (r HealthzResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r HealthzResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type StoreHealthResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Health
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Problem
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r StoreHealthResponse) GetJSON200() *Health {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r StoreHealthResponse) GetApplicationproblemJSON503() *Problem {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r StoreHealthResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r StoreHealthResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r StoreHealthResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r StoreHealthResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r StoreHealthResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -2609,6 +2818,23 @@ func (c *ClientWithResponses) HealthzWithResponse(ctx context.Context, reqEditor
 	return ParseHealthzResponse(rsp)
 }
 
+// StoreHealthWithResponse Whether the store answers now (and, for PostgreSQL, its schema is current).
+//
+// 200 when the store answers; 503 (`store-unavailable`) with the cause (`timeout`, `full` or `failed`) in
+// the detail when it does not. For monitoring, or as a strict readiness probe (see `/readyz`). No response
+// names the store's address: the server log has the store's own error.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /healthz/store (the `StoreHealth` operationId).
+func (c *ClientWithResponses) StoreHealthWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*StoreHealthResponse, error) {
+	rsp, err := c.StoreHealth(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStoreHealthResponse(rsp)
+}
+
 // MetricsWithResponse Prometheus metrics.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -2635,7 +2861,18 @@ func (c *ClientWithResponses) OpenapiSpecWithResponse(ctx context.Context, reqEd
 	return ParseOpenapiSpecResponse(rsp)
 }
 
-// ReadyzWithResponse The store answers and its schema is current.
+// ReadyzWithResponse Whether a load balancer should send this process checks.
+//
+// 200 when the store answers (`status: ok`). 200 too while the store does not answer (`status: degraded`)
+// if this process has seen the store answer since it started and knows every policy: it then answers every
+// check at once by the policy's `failure_mode` (`allow`: admitted with `degraded: true`; `deny`: 503 with
+// `Retry-After`), which is what the failure modes are for. If every replica left the Service during a store
+// outage, `failure_mode: allow` would never apply. 503 (`not-ready`) while the store does not answer and
+// this process has never seen it answer since start-up (the schema may be behind this build, or the API
+// policies and their failure modes are unknown), or does not know the API policies. The trade-off: a
+// replica cut off alone from a store its peers still reach stays in the Service and answers by
+// `failure_mode`; probe `/healthz/store` instead to take such a replica out (at the cost of emptying the
+// Service in a full outage). No response names the store's address.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -2847,6 +3084,46 @@ func ParseHealthzResponse(rsp *http.Response) (*HealthzResponse, error) {
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseStoreHealthResponse parses an HTTP response from a StoreHealthWithResponse call
+func ParseStoreHealthResponse(rsp *http.Response) (*StoreHealthResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &StoreHealthResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Health
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error
