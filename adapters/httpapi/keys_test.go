@@ -117,3 +117,25 @@ func TestKeyEndpointsBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestDotSegmentKeysInPaths: keys "." and ".." are path segments a URL parser removes, so clients send them as
+// %2E; the server reads %2E as the dot (once: "%252E" is the three characters "%2E").
+func TestDotSegmentKeysInPaths(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct{ key, path string }{{".", "%2E"}, {"..", "%2E%2E"}, {"..", ".%2E"}, {"%2E", "%252E"}, {"...", "..."}} {
+		t.Run(c.path, func(t *testing.T) {
+			e := e.in(t)
+			e.do("DELETE", "/v1/policies/login/keys/"+c.path, nil)
+			e.decision(check("login", c.key, 2))
+			if d := e.peek("login", c.path); d.Key != c.key || d.Remaining != 2 {
+				t.Fatalf("GET %s: %+v, want key %q and remaining 2", c.path, d, c.key)
+			}
+			if r := e.do("DELETE", "/v1/policies/login/keys/"+c.path, nil); r.Status != 204 {
+				t.Fatalf("DELETE %s: %d %s", c.path, r.Status, r.Body)
+			}
+			if d := e.peek("login", c.path); d.Remaining != 4 {
+				t.Fatalf("after reset %s: %+v", c.path, d)
+			}
+		})
+	}
+}
