@@ -392,6 +392,22 @@ type AuthorizeParams struct {
 	Cost   *Cost      `form:"cost,omitempty" json:"cost,omitempty"`
 }
 
+// ResetKeyByQueryParams defines parameters for ResetKeyByQuery.
+type ResetKeyByQueryParams struct {
+	// Key The key, in the query string. The same as `/v1/policies/{name}/keys/{key}`, for keys that cannot travel as
+	// a path segment: `.` and `..` are dot segments that WHATWG URL parsers (browsers, Node's fetch) remove even
+	// when percent-encoded as `%2E`. Clients whose URL parser keeps `%2E` (Go's) may use the path form.
+	Key Key `form:"key" json:"key"`
+}
+
+// GetKeyByQueryParams defines parameters for GetKeyByQuery.
+type GetKeyByQueryParams struct {
+	// Key The key, in the query string. The same as `/v1/policies/{name}/keys/{key}`, for keys that cannot travel as
+	// a path segment: `.` and `..` are dot segments that WHATWG URL parsers (browsers, Node's fetch) remove even
+	// when percent-encoded as `%2E`. Clients whose URL parser keeps `%2E` (Go's) may use the path form.
+	Key Key `form:"key" json:"key"`
+}
+
 // CheckJSONRequestBody defines body for Check for application/json ContentType.
 type CheckJSONRequestBody = CheckRequest
 
@@ -439,6 +455,12 @@ type ServerInterface interface {
 	// PutPolicy Create or replace an API policy.
 	// (PUT /v1/policies/{name})
 	PutPolicy(w http.ResponseWriter, r *http.Request, name PolicyName)
+	// ResetKeyByQuery Reset the key, the key in the query string.
+	// (DELETE /v1/policies/{name}/keys)
+	ResetKeyByQuery(w http.ResponseWriter, r *http.Request, name PolicyName, params ResetKeyByQueryParams)
+	// GetKeyByQuery The key's state without consuming, the key in the query string.
+	// (GET /v1/policies/{name}/keys)
+	GetKeyByQuery(w http.ResponseWriter, r *http.Request, name PolicyName, params GetKeyByQueryParams)
 	// ResetKey Reset the key; its next check sees a full quota.
 	// (DELETE /v1/policies/{name}/keys/{key})
 	ResetKey(w http.ResponseWriter, r *http.Request, name PolicyName, key Key)
@@ -705,6 +727,90 @@ func (siw *ServerInterfaceWrapper) PutPolicy(w http.ResponseWriter, r *http.Requ
 	handler.ServeHTTP(w, r)
 }
 
+// ResetKeyByQuery operation middleware
+func (siw *ServerInterfaceWrapper) ResetKeyByQuery(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PolicyName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ResetKeyByQueryParams
+
+	// ------------- Required query parameter "key" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "key", r.URL.Query(), &params.Key, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "key"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ResetKeyByQuery(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetKeyByQuery operation middleware
+func (siw *ServerInterfaceWrapper) GetKeyByQuery(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PolicyName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetKeyByQueryParams
+
+	// ------------- Required query parameter "key" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "key", r.URL.Query(), &params.Key, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "key"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetKeyByQuery(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ResetKey operation middleware
 func (siw *ServerInterfaceWrapper) ResetKey(w http.ResponseWriter, r *http.Request) {
 
@@ -902,6 +1008,8 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}", wrapper.DeletePolicy)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}", wrapper.GetPolicy)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/policies/{name}", wrapper.PutPolicy)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}/keys", wrapper.ResetKeyByQuery)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}/keys", wrapper.GetKeyByQuery)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}/keys/{key}", wrapper.ResetKey)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}/keys/{key}", wrapper.GetKey)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/healthz", wrapper.Healthz)
@@ -2189,6 +2297,266 @@ func (response PutPolicydefaultApplicationProblemPlusJSONResponse) VisitPutPolic
 	return err
 }
 
+type ResetKeyByQueryRequestObject struct {
+	Name   PolicyName `json:"name"`
+	Params ResetKeyByQueryParams
+}
+
+type ResetKeyByQueryResponseObject interface {
+	VisitResetKeyByQueryResponse(w http.ResponseWriter) error
+}
+
+type ResetKeyByQuery204Response struct {
+}
+
+func (response ResetKeyByQuery204Response) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type ResetKeyByQuery400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ResetKeyByQuery400ApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetKeyByQuery401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response ResetKeyByQuery401ApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetKeyByQuery403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ResetKeyByQuery403ApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetKeyByQuery404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ResetKeyByQuery404ApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetKeyByQuery503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ResetKeyByQuery503ApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetKeyByQuerydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ResetKeyByQuerydefaultApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQueryRequestObject struct {
+	Name   PolicyName `json:"name"`
+	Params GetKeyByQueryParams
+}
+
+type GetKeyByQueryResponseObject interface {
+	VisitGetKeyByQueryResponse(w http.ResponseWriter) error
+}
+
+type GetKeyByQuery200ResponseHeaders struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+type GetKeyByQuery200JSONResponse struct {
+	Body    Decision
+	Headers GetKeyByQuery200ResponseHeaders
+}
+
+func (response GetKeyByQuery200JSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuery400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetKeyByQuery400ApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuery401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response GetKeyByQuery401ApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuery403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetKeyByQuery403ApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuery404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetKeyByQuery404ApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuery503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetKeyByQuery503ApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuerydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetKeyByQuerydefaultApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ResetKeyRequestObject struct {
 	Name PolicyName `json:"name"`
 	Key  Key        `json:"key"`
@@ -2487,6 +2855,12 @@ type StrictServerInterface interface {
 	// PutPolicy Create or replace an API policy.
 	// (PUT /v1/policies/{name})
 	PutPolicy(ctx context.Context, request PutPolicyRequestObject) (PutPolicyResponseObject, error)
+	// ResetKeyByQuery Reset the key, the key in the query string.
+	// (DELETE /v1/policies/{name}/keys)
+	ResetKeyByQuery(ctx context.Context, request ResetKeyByQueryRequestObject) (ResetKeyByQueryResponseObject, error)
+	// GetKeyByQuery The key's state without consuming, the key in the query string.
+	// (GET /v1/policies/{name}/keys)
+	GetKeyByQuery(ctx context.Context, request GetKeyByQueryRequestObject) (GetKeyByQueryResponseObject, error)
 	// ResetKey Reset the key; its next check sees a full quota.
 	// (DELETE /v1/policies/{name}/keys/{key})
 	ResetKey(ctx context.Context, request ResetKeyRequestObject) (ResetKeyResponseObject, error)
@@ -2851,6 +3225,60 @@ func (sh *strictHandler) PutPolicy(w http.ResponseWriter, r *http.Request, name 
 	}
 }
 
+// ResetKeyByQuery operation middleware
+func (sh *strictHandler) ResetKeyByQuery(w http.ResponseWriter, r *http.Request, name PolicyName, params ResetKeyByQueryParams) {
+	var request ResetKeyByQueryRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ResetKeyByQuery(ctx, request.(ResetKeyByQueryRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ResetKeyByQuery")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ResetKeyByQueryResponseObject); ok {
+		if err := validResponse.VisitResetKeyByQueryResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetKeyByQuery operation middleware
+func (sh *strictHandler) GetKeyByQuery(w http.ResponseWriter, r *http.Request, name PolicyName, params GetKeyByQueryParams) {
+	var request GetKeyByQueryRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetKeyByQuery(ctx, request.(GetKeyByQueryRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetKeyByQuery")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetKeyByQueryResponseObject); ok {
+		if err := validResponse.VisitGetKeyByQueryResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ResetKey operation middleware
 func (sh *strictHandler) ResetKey(w http.ResponseWriter, r *http.Request, name PolicyName, key Key) {
 	var request ResetKeyRequestObject
@@ -2910,84 +3338,88 @@ func (sh *strictHandler) GetKey(w http.ResponseWriter, r *http.Request, name Pol
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Fx7c9tGkv8qXbi9ClkLUqQeuTNVqS2vE9+54ji62Fv+w9QZI6BJzgqYgWcGohGXvvtV9+BFEqQkx5Fv",
-	"U8kfNg3Mo6e759dP5FMQ6yzXCpWzwexTsEKRoOGfvwiHL2UmHf0jQRsbmTupVTAL3qwQDGZCKqmW8KHQ",
-	"ToBQCViMtUosFMrJFKQDaWG90imCWAqpQsDxcgzRPEj1Uqp5cG6+Ozl3350eR+MgDGy8wkzQbq7MMZgF",
-	"1hmplsHtbdgSc6FTGZf9JOX8bneXD9+dna+/+3YSwSAxYuFGEt1itHIuF7kcGeEwpaVH1eFH08nwTnrQ",
-	"mfLpwqHZJeUtn7jmxcDoQiWYQJEPK8a4lbRg8EOB1kGsizSBKwSRZNI5TMbws0pL0AoSVFKkdpOWTCqZ",
-	"FVkwm4Q1XVI5XKIJbokygzbXyiLL8O8i+cXvQ/+KtXKo+KfI81TGgig+yo2+SjH76z8tkf+ps9dfDC6C",
-	"WfBvR62SHPm39ujCz/Kb9qmHP560kIl0oU2GCWgDAhYS04SeS3UjUpmcgyPZ+eVAiQwtP+Fx4+A2DJ5p",
-	"tUhl/Ohn8PoEsSaSFkZnTFes1UIuYSFJrRWfxKBIRpqldoOGRz29eMG0/2CMNo9J+FNVgnYrNIC0NRPx",
-	"XJsrmSSoHpuDTl+j+saCoRuRaLSgtAORpnrtb4HO0fD+TOcr7Z7TbXlMMl9psEW8qoTNZLzR+qUwS/xa",
-	"d+ZKJyWpVUpEkDoJxTpl0ZB6iTjG3Fkm9R9KFG6FyhFh+NiMu0Jh0Hgph3y7FRTqWum1Aq2QgKtjUN6+",
-	"fTt62qF2Fzmjv/OCd1iDW3/uGyFTcZU+upSs0wYr2GZtVnaNBqQCJzMPCa4Bj28sLIRMC4PvM50gSTVK",
-	"UJXRORgyISDIhkDE9mTEBiWaq8p2jOdqk4OdUfsOUY0+6hioimG2yHNtHCY/YSLFmzJ/dM7Vek1ci7q7",
-	"0S7RmA1rtRTt9GyF8XXHfIkkkTRcpBeGcMNJtMFsIVKLYZB3HtGprLuL2Gc05jYMrrG8a+iPWNLIvPE9",
-	"DjKBR70SGQbeHn8opKGr+a5ewO952dhvffVPjJkWPrL9vDMLpzMZ+0u1EEXqmnHb7gkqcKbAkASxIg+O",
-	"TVisDbspKkVrAW/QlBATPfS6cU6ChuorrVMUisjmYUyEdJjZOznfFextGGTi4ws/bzqZhEEmVf3PZjNh",
-	"jCh3+Fnte4iT3hl6KCvJQHk03eTdDx2urMVdbEkwllZqdX/OfF/NCG6b9fpPXlPY3aSXDdVFaFRiuq0O",
-	"/1DSWXAabI4qGcMEcsRrC4P1SjgQQFdpNK3PzKi3RHfe6E6tOOwyk58nnHdJvz0NwoPeahg0x/1C4nna",
-	"uNBPwa5Eote1DyfStSgredlzsIgQ+RHvycvGJNonwqURSd9eB0zBYRMQMflRozsb4UA/FRVEbRnCMEjr",
-	"8Gw/36d9fH84kIVBE+/tssKrkHUyTaExy2wQVwhrqUgO3s7xUWuN/QyFMWjRvee13md2l5KfZJrKzSjU",
-	"A1mhpAOl11tUrYSFFBcOpPssapwpD1AzgTVhbaWu594tX0uLkO3Syayhy9YTET6ctA3dPhQt+0Csvi2s",
-	"oKS+/qKvxA2CX2NDS88ptr8L//Yi1oYVrJW4q2A7ct5hdR/UfV/4SGJfQK6K7AqNhbV0K9aBgtU2SqIQ",
-	"ohX9kdEfln/Rn+x+WwcLaawLAUW8AuEgIxlpFeMMounZZMJjo5OJjcK5is54kenqZOJ/JNPjVTSGVxoW",
-	"RsREkIVBNB2fraJhCFYulQ3B5iJGSw60p+kKKUASXTWhSRP+r7DRcDxXb9qAIBfGogX8KGKXll5SSyOy",
-	"TBgYsDSNdGghqTjEEpdueF5dAwvCIEyBzcDJFBJRVr4nfhRZTi528O3EeqV7iWrpVsHsOAxy4Rwa4vD/",
-	"Dt5NRk8u/5oM/1b9WjW/suaXbZ/Z4d/+EoS7iPacgv4mZt6E/QSdkGkvEHKuoF/N+RUIn1OIU4nKwdpo",
-	"hyDdDKJrLElO3pN4d3w5pitIT1gtIx/VwIeCQCQXRmTo0Ix3Sd/Sdk9QWNPcp6//jSJ1qweavlgUFvs0",
-	"vATXGKREds1R6FEo4nfvrROusBEHIkUbRLH5Q0V48i6gOEYXjlCnSFP6S8gUk+By59Rh4NfrCeVqyxnB",
-	"QFf5rOiIEiXlr9Fw1qW2SQswuefe1bDkZdAoaTbMZ5dOfR10LHQ/ddowu+opGWbalAxC1i0N2v3T3u87",
-	"2tsVcn6lPYKnvAZJip0QBt0DM6ZGFJylbvXrEc+Kht2zNJIIwqAjl+DyLk2rqOzTsB+xJ1H6cy4+FAj/",
-	"ePN89J8hTOnKn02P4aokhBjQmVK+4cAXoDIP/DYEVAttYkzgquwkJIbjDaQoLJrZ6XHAfn2NFmfT4w30",
-	"mPZwvU3tPsgXXGoj3SrrStmmMpFq+T7Vy175dhWqO48i8yD0pqp34uc6XEpk+DB3yxvkDth13EGrCxP3",
-	"pU98ajLypl2ix/V9yclW9/w0Ongue4/tzcSdwUttgJsZlVd0gFmTSV8ae1PDmXmtn1AR090j7KjBlnQb",
-	"TjZs67spnvcv5YOD7prT947w/E53xnfNuvupfVXpVHvzuN4RbNjld2L0K1nc6u/349Hlp0n47cltr/X1",
-	"C7/OMf4tt7CJNTfuYfjZt7Ndr7qfv/t1bS/fdipl9zI+9G5sCXpLq3vFXWXVdu77L8+fwZPTs/9oiife",
-	"2+CC0b1dJ64S9Fi5nxUCKkpR5mjqWk1dlAnvp+wdb25H4cNAKuuE8kB2wK/IxEcvqrMnTzaho090Trq0",
-	"f0VXZTwbXSiMvNOP47f1quF+Y0sUY1wY6crXdHjPdp8fp5x3T67Cp819OML1Ee+ERjDgv8PKDwqBMvza",
-	"yF8xhGssgWjAIfmlEYVfKoIBx7icjmkLl6ymvH97SCp5+uSsVAu9S5NNCxnX7owFrRA43pNazSATJe//",
-	"o88U+Vj1ma/sWleHkxcUZf8NXji4RswtVQQ4LoHq1kOql6RRczWoy7XXWA7JPaTtDHJWGAbeUfP+FR9W",
-	"xEZbWq+sIjnQi3q4pfiV5AcX3q17/T8vx3M1Vz5fVyccIBbGyKq8WCXKaZV7FoVhEDVl6JGHSgoUmmfR",
-	"cK6ESip/24fN4WZqn3yp9UZ5uK0OU9LKV3w54apAm0QqYUo4nkzq1BI7lTfTI68qvF/ngY3OgS09P2r0",
-	"JoJBJhKEhTYEFR8l2mEj5NPjJ55VjAPsMezDFRhE+2oE0ZDOZREiUjUOL6zjNBChx7VUyWyuIuKunR0d",
-	"eT0bJ3hTL2KPGF944QgGp5PJMIRoPB4fNdXjzcfFZuGLX06HFIHT20Vd8OTnJ/Ukpd1oQQznx6f147iq",
-	"L/PTJ/VTqlaMnNYjzgPQu+lJs0HRllNGGdVTRv7cg9PpWb0A6dCIlcjTd9wsTXhllEgjGJxNJs2irOyj",
-	"blRG7zeo53iieuxD9FTGWGW4vZcZPM1FvMLR8XgShEFh0uriE+PX6/VY8OuxNsujaq49evni2Q+vXv/A",
-	"c1oQrfAgCIMbND5PG0zHEz9G56jIX5wFJ+PJ+MS7HSuGvTrOod9LZAPc1HlfJMGsCn1/Dba6FY4nkwMl",
-	"qYeVovwWvQXyVN7g2Cd3K+Pev1RD21FlwjogH8zeXYaBLSjHUtYJNaNjtBZofbbBTiwtx6n14W1wSYts",
-	"xoEdLm0SSteeoWQ70LTncDY5gUG0qzDDNr3FqQIYRFU0T1BF4XzElsNH9NEQpJorGu2vuN9PuiYoH8Nz",
-	"bSDTSjpNAOvzIRYEkMGMHUcXUtGxq7CXU+tNoM+Zr5qRc9V2dzDp31AGMTFo7axb4CYTsRKb46ik7Bsa",
-	"WOs39ek1Daok/lV06s22hFi/ziYnX6c4vZVS+dLKvi8BYjnDPmAbSLamNcYhcIWAz0C2IS6MQeWGB29J",
-	"hqRidi+K/FS9v1PiDj+6ozwVcovPO40F2xytdqiLBhdGZ3TywgItCd6T/NLc7exSceAglyocHpciS/ey",
-	"6mc/iCO7B12QetWWadvdRkBrP714ASfjCSQ6LjJU3TJW4yH36ms9uZ7oIaBKMEkLV4VMky/N4Te08gap",
-	"+5jrYewzEJrBmWKFGehrgkEa6rSG9Yr6xvZmPzvzmgTqcK7kokktsokhdLTYszFYqWIkBLdOkHfCmUfq",
-	"yKlL+t7rntEQ8p8agvntXPk6r/AVjjrP1xQyo25sHpE/yLXMWVvMZPPTJH9n3GgQnVdNLzO2WzRkrjb8",
-	"4iE5zTJe+YZRwaTVaV8uSnnHdKHNGF4sqpPUsQIX8GjCazQ3FL8kBccCwnNmrnThxBLDTepnvi4XVaUu",
-	"hdxaledpOa6sa+tvDe8Um1DJXO2IyC/KgpJuU0IsnlGR+5RrhYwUYl0hXOFKqqRzAdjqVom7uWqzeyrZ",
-	"zJB3WFW1YQ15akMtPasXarKEY6Cb6EhgI71YzEDMVc3buHCgFwsQqVboeyArtjKi54imrvwaLpBZJ8oG",
-	"MGuBEKG1nl2Vc7WpRueV67CdHweprEORgNPgxDX6Pj3RyF0XDgaVrnAwqheAWe5KEr5b4VzV+0tFfadF",
-	"moJXhU23BPZ6JX2+xi8eEr6Km8F7n0NUF3Es8Xq91xoPIsIeUgCS/aAtyQy/hnvySntvsTyHjsNZHaH8",
-	"vXwUAakWCVyJVKiYbt+Kr7tFlWxCqg+gD1qDbkx9wCacVmX/ChJDCrFbt7yNCusUxHaOgG9LE3tz01wn",
-	"o8C3da46yROewBfAGXGDaX37fNHSezd9mvy0OUsYNKVNOvmnQNJJeH5QFy/asn2bH+MusvtqxkZbXP8W",
-	"1/j563OP3r6FiTvBfVfyjYG3lztX/PRAx9FWo2b324mDbZrNwO5HDqOLgw06O5Or4XzpTieTffPa+9P5",
-	"LoCnTO+est1pzPNO7p7X9p7zjNO7ZzRd4DTh+MljYtT3/optCvMZp1OeaeWMTntUwLeWRUqPvN06B8FX",
-	"PiusY+S9omA8XvmF7/WVy+OqTfhbGovP7qME3Xbtz8T5BtmfVr2InWwmDNRSqo+cKX9f9SiF8MYIXMhr",
-	"ymCshUkI7jYCzk7nZA3vvLKv69kebCdkgAmnZ7lL0mct6gZwCwdbJkPG6Z6W207i1z+yc1UNo1eM7OJK",
-	"3+CmL+5tSCxU5WZ2Gsbq71IEtFlVnz3xOdQ+a8ANsxX6onV/10n5xTyazYbf29ttjL/9Hb2ptqW2PwKt",
-	"tSBsuecdpv8fkP6b7uYfzBZM77FF8+0OTzi7z1l6Poz4GrhGippgVQVjeUBbTWqdSQ8RHH0RMtwH0Ox+",
-	"RHvL4br/dKAK1j/jq4AQrObAjFI9mDT0e2BKjJDK+jSz/zKNocuO4UcsfbSa6vgaE3JcOcyUH/kWJmh4",
-	"5VirKmEIWZE6OfKnIuwj85qgSGiBMdBpdOHmqjpRVHVtNgQnzOMEtGIG6rUKeVPairGWB1IYTo6jD6lE",
-	"VoOuz6VgCW5N5at9IPqTUOXvCaT2KyHp1icVPXi6WW5l1taq4Fkc/AlK/5KgZOkii7RuzazSgyHo3DcI",
-	"pfSFRVoZTnZcDsNSt22qN2FNrVgX9aDfUac7jV+HPgKmLNnjKuKjS/qHTnY43P+1c/Pi6cULAmfOMV95",
-	"vOwKvW1g25b50Scae+ttUYoOd6X/PT+/aBMOd4XhfkLyR8SXyZO7JzQfyH8diCDeg1BtUrkcwwtnyVTa",
-	"b3y/Ehtfo/O8LhFIt0dbwn5A+C90+/ThS6PB4f8dwB9Qxx5dZX5WLTf3KEFfQpIaTNqcHv/1RbKRl2GQ",
-	"Fz3OcW2A9qDhRm/1Cg369qExPFsJykcsffObtI5+b8Xt2tTfoHGf3FzJ5sKspHXalJ2imv8qiEorrUfu",
-	"k76Fck0HHhGocO036PNOL4ruHfry3mmnffiRXdP7XFz+YI1qRyKuLMXxZPr4FMQGxb+IqXqg5fmDu8LP",
-	"WHB0cSsl2jJ5D3F+juimH326xvKgH/QLWnQ/4v18IB78p3X67YJmRjKaXmN5zokCRe0+PjlgEW1dTeb/",
-	"81VX8CTWgz5MrzAfL9l5jWSB2CP7s2L1B1HXLbmye60LR76KLTJyPQauk+feW58Y9iryY/ph4ad+lQ0h",
-	"RxOjciNUsSbnZyAgOop8Xwcl5Ohr1n8/fu4/qeyh8bcXli+3mg02P+54d0lOpG9f9YzyfddHwe1lw9Sm",
-	"QbtNiNyGzcPGZnSesRQ6/+50JNxe3v7fAA==",
+	"7Hxrc9s21vBfOcN3dyrNUrLkS98n8nQ6bpp0M01Tb5NOPkR+Qpg8krAmAQUArbAZ//dnzgFvkijZThNn",
+	"t5N8sGkSl4NzvyEfglhnS61QORtMPgQLFAkafvxNOHwuM+nojwRtbOTSSa2CSfBqgWAwE1JJNYd3uXYC",
+	"hErAYqxVYiFXTqYgHUgLq4VOEcRcSBUCDudDiKZBqudSTYNT893Rqfvu+DAaBmFg4wVmgnZzxRKDSWCd",
+	"kWoe3NyEDTDnOpVx0Q3Skr9t7/Luu5PT1XffjiLoJUbM3ECimw0Wzi3FUg6McJjS0oPy8IPxqH8rPOhM",
+	"cTZzaLZBec0nrnDRMzpXCSaQL/slYtxCWjD4LkfrINZ5msAlgkgy6RwmQ/hVpQVoBQkqKVK7Dksmlczy",
+	"LJiMwgouqRzO0QQ3BJlBu9TKItPwB5H85vehv2KtHCp+FMtlKmNBEB8sjb5MMfvHvy2B/6G1198MzoJJ",
+	"8P8OGiY58F/twbmf5TftYg9/PGkhE+lMmwwT0AYEzCSmCb2X6lqkMjkFR7Tzy4ESGVp+w+OGwU0YPNZq",
+	"lsr4wc/g+QliTSDNjM4YrlirmZzDTBJbKz6JQZEMNFPtGg2POjt/xrA/MUabhwT8TBWg3QINIG3NQDzV",
+	"5lImCaqHxqDTV6i+sWBIIhKNFpR2INJUr7wU6CUa3p/hfKHdU5KWhwTzhQabx4uS2AzGK62fCzPHLyUz",
+	"lzopiK1SAoLYSSjmKYuG2EvEMS6dZVB/VyJ3C1SOAMOHRtwlCoPGUzlk6VaQqyulVwq0QlJcLYPy+vXr",
+	"wVkL2m3NGf3AC95iDW78ua+FTMVl+uBUsk4bLNU2c7OyKzQgFTiZeZXgauXxjYWZkGlu8G2mEySqRgmq",
+	"IjoFQyYEBNkQiNieDNigRFNV2o7hVK1jsDVq1yHK0QctA1UizObLpTYOk18wkeJVsXxwzFV8TViL2rvR",
+	"LtGQDWu5FO30eIHxVct8iSSRNFyk54b0hpNog8lMpBbDYNl6Raey7jZgH9OYmzC4wuK2oT9jQSOXte+x",
+	"Fwk86oXIMPD2+F0uDYnmm2oBv+dFbb/15b8xZlj4yPbjziyczmTshWom8tTV4zbdE1TgTI4hEWJBHhyb",
+	"sFgbdlNUitYCXqMpICZ46HPtnAQ11JdapygUgc3DGAjpMLO3Yr5N2JswyMT7Z37eeDQKg0yq6s96M2GM",
+	"KLbwWe67D5PeGbovKslAeW26jrsnLaysxG1oSTCWVmp1d8z8WM4Ibur1uk9eQdjepBMNpSDULDHeZIff",
+	"lXQWnAa7RJUMYQRLxCsLvdVCOBBAojQYV2dmrTdHd1rzTsU47DKTnyecd0m/PQ7Cvd5qGNTH/UTkOatd",
+	"6DOwC5HoVeXDiXQlipJe9hQsIkR+xFvysjGJdpFwbkTStdceU7DfBEQMflTzzlo40A1FqaI2DGEYpFV4",
+	"thvv4y6831+RhUEd722jwrOQdTJNoTbLbBAXCCupiA7ezvFRK479CIYxaNG95bXeZnYbkl9kmsr1KNQr",
+	"slxJB0qvNqBaCAspzhxI91HQOFPsgWYEK9K1Jbueerd8JS1Ctg0no4aErSMivD9oa7y9L1r2gVglLcyg",
+	"xL5e0BfiGsGvscalpxTb36b/dmqsNStYMXGbwbbovIXqLlX3Y+4jiV0BucqzSzQWVtItmAdyZtsoiUKI",
+	"FvQjox+Wn+gnu9/WwUwa60JAES9AOMiIRlrFOIFofDIa8djoaGSjcKqiE15kvDga+YdkfLiIhvBCw8yI",
+	"mACy0IvGw5NF1A/ByrmyIdiliNGSA+1hukQKkESbTWjSiP/lNuoPp+pVExAshbFoAd+L2KWFp9TciCwT",
+	"BnpMTSMdWkhKDDHFpeuflmJgQRiEMbAZOBpDIorS98T3IluSix18O7Ke6Z6jmrtFMDkMg6VwDg1h+H97",
+	"b0aDRxf/SPrfl0+L+imrn2zzzva//1sQbmu0pxT01zHzutpP0AmZdipCzhV0szl/AuFzCnEqUTlYGe0Q",
+	"pJtAdIUF0cl7Em8OL4YkgvSG2TLyUQ28y0mJLIURGTo0w23QN7jdAxRWMHfx6z9RpG5xT9MXi9xiF4cX",
+	"4GqDlMi2OQq9For421vrhMttxIFI3gRRbP5QkT55E1Aco3NHWidPU/olZIpJcLF16jDw63WEcpXljKCn",
+	"y3xWdECJkuKPqD9pQ1unBRjcU+9qWPIyaJQ0a+azDae+CloWuhs6bRhd1ZQMM20KVkLWzQ3a3dPe7jra",
+	"6wVyfqU5goe8UpIUOyH02gdmnRpRcJa6xR8HPCvqt89SUyIIgxZdgovbOK2EsovDfsaOROmvS/EuR/j9",
+	"1dPB/4QwJpE/GR/CZUEaokdnSlnCgQWgNA/8NQRUM21iTOCyaCUk+sM1TZFbNJPjw4D9+kpbnIwP17TH",
+	"uAPrTWr3Xr7gXBvpFlmbyjaViVTzt6med9K3zVDteRSZB6E3VZ0TP9bhUiLD+7lb3iC3lF3LHbQ6N3FX",
+	"+sSnJiNv2iV6vb4rOdnwnp9GB1/KzmN7M3Fr8FIZ4HpG6RXtQdZo1JXGXudwRl7jJ5TAtPcIW2ywQd0a",
+	"kzXauiTF4/65vHfQXWH6zhGe3+nW+K5edze0L0qeaiSP6x3Bml1+IwZ/kMUtf78dDi4+jMJvj246ra9f",
+	"+OUS4z8jhXWsuSaH4UdLZ7NeKZ+fXVwb4dtMpWwL431lY4PQG1zdSe4yq7Yl7789fQyPjk/+f1088d4G",
+	"F4zu7DpxlaDDyv2qEFBRinKJpqrVVEWZ8G7M3vLmthg+DKSyTiivyPb4FZl470l18ujRuuroIp2TLu1e",
+	"0ZUZz5oXciNv9eP4a7VquNvYEsQY50a64iUd3qPd58cp592Rq/Bpcx+OcH3EO6ER9Ph3WPpBIVCGXxv5",
+	"B4ZwhQUQDNgnvzSi8EtF0OMYl9MxTeGS2ZT3bw5JJU+fnJVqprdhsmku48qdsaAVAsd7UqsJZKLg/X/2",
+	"mSIfqz72lV3rqnDynKLs7+GZgyvEpaWKAMclUEo9pHpOHDVVvapce4VFn9xD2s4gZ4Wh5x0171/xYUVs",
+	"tKX1ijKSAz2rhluKX4l+cO7dupf/ej6cqqny+boq4QCxMEaW5cUyUU6r3LEoDL2oLkMPvKqkQKF+F/Wn",
+	"Sqik9Ld92Byup/bJl1qtlYeb6jAlrXzFlxOuCrRJpBKmgMPRqEotsVN5PT7wrML7tV7Y6BTY0vOrmm8i",
+	"6GUiQZhpQ6rivUTbr4l8fPjIo4r1AHsMu/QK9KJdNYKoT+eyCBGxGocX1nEaiLTHlVTJZKoiwq6dHBx4",
+	"PhsmeF0tYg9Yv/DCEfSOR6N+CNFwODyoq8frr/P1whd/HPcpAqevs6rgye+PqklKu8GMEM6vj6vXcVlf",
+	"5rePqrdUrRg4rQecB6Bv46N6g7wppwwyqqcM/Ll7x+OTagHioQEzkYfvsF6a9JVRIo2gdzIa1Ysysw/a",
+	"URl9X4Oe44nytQ/RUxljmeH2XmZwthTxAgeHw1EQBrlJS8EnxK9Wq6Hgz0Nt5gflXHvw/NnjJy9ePuE5",
+	"jRIt9UEQBtdofJ42GA9HfoxeoiJ/cRIcDUfDI+92LFjtVXEOPc+RDXBd532WBJMy9P0j2OhWOByN9pSk",
+	"7leK8lt0FshTeY1Dn9wtjXv3UjVsB6UJayn5YPLmIgxsTjmWokqoGR2jtUDrsw12Ym45Tq0Ob4MLWmQ9",
+	"DmxhaR1QEntWJZuBpj2Fk9ER9KJthuk36S1OFUAvKqN5UlUUzkdsOXxEH/VBqqmi0V7E/X7S1UH5EJ5q",
+	"A5lW0mlSsD4fYkEAGczYcXQhFR27DHs5tV4H+pz5qhA5VU13B4P+DWUQE4PWTtoFbjIRC7E+jkrKvqGB",
+	"uX6dn17SoJLiX4SnXm1SiPnrZHT0ZYrTGymVT83suxIgljPsPbaBZGsaYxwCVwj4DGQb4twYVK6/V0oy",
+	"JBazO7XIL+X3Wynu8L07WKZCbuB5q7FgE6PlDlXR4NzojE6eW6AlwXuSnxq7rV1KDOzFUqmHh4XI0p2o",
+	"+tUP4sjuXgJSrdogbbPbCGjts/NncDQcQaLjPEPVLmPVHnInv1aTq4leBZQJJmnhMpdp8qkx/IpWXgN1",
+	"F3K9GvsIDc3KmWKFCegrUoM01GkNqwX1je3Mfrbm1QnU/lTJWZ1aZBND2tFix8ZgpYqRNLh1grwTzjxS",
+	"R05V0vde94SGkP9UA8xfp8rXeYWvcFR5vrqQGbVj84j8Qa5lTppiJpufOvk74UaD6LRsepmw3aIhU7Xm",
+	"F/fJaZbxwjeMCgatSvtyUco7pjNthvBsVp6kihW4gEcTXqK5pvglyTkWEB4zU6VzJ+YYrkM/8XW5qCx1",
+	"KeTWquUyLYaldW38rf6tZBMqmaotEvlFmVDSrVOIyTPIlz7lWmpGCrEuES5xIVXSEgC2umXibqqa7J5K",
+	"1jPkLVSVbVh9nlpDS++qheos4RBIEh0RbKBnswmIqapwG+cO9GwGItUKfQ9kiVbW6EtEU1V+DRfIrBNF",
+	"rTArghCgFZ9dFlO1zkanpeuwmR8HqaxDkYDT4MQV+j49UdNd5w56Ja9wMKpngNnSFUR8t8CpqvaXivpO",
+	"8zQFzwrrbgns9Eq6fI3fvEr4Im4G730KUVXEsYTr1U5r3ItI9xADEO17TUmm/yXckxfae4vFKbQczvII",
+	"xefyUQSkWiRwKVKhYpK+BYu7RZWsq1QfQO+1Bu2Yeo9NOC7L/qVKDCnEbtzyJiqsUhCbOQKWljr25qa5",
+	"VkaBpXWqWskTnsAC4Iy4xrSSPl+09N5NFyef1WcJg7q0SSf/EEg6Cc8PquJFU7Zv8mPcRXZXzlhri+ve",
+	"4go/fn3u0du1MGEnuOtKvjHw5mJLxI/3dBxtNGq2707sbdOsB7YvOQzO9zbobE0uh7PQHY9Gu+Y18tO6",
+	"F8BTxrdP2ew05nlHt89res95xvHtM+oucJpw+OghddSPXsTWifmY0ymPtXJGpx0s4FvLIqUH3m6dgmCR",
+	"z3LrWPNeUjAeL/zCd7rl8rBsE/6ZxuKTuzBBu137I/V8rdnPyl7EVjYTemou1XvOlL8te5RCeGUEzuQV",
+	"ZTBWwiSk7tYCzlbnZKXeeWVf17Mdup00A4w4Pctdkj5rUTWAW9jbMhmynu5ouW0lfv0rO1XlMPrEml1c",
+	"6mtc98W9DYmFKt3MVsNYdS9FQJNV9dkTn0PtsgbcMFtqX7TuB50Un8yjWW/4vbnZ1PE3n9GbalpquyPQ",
+	"igvCBnveYfrPUOl/Sjb/YrZgfIct6rs7POHkLmfpuBjxJfQaMWqCZRWM6QFNNalxJr2K4OiLNMNdFJrd",
+	"rdFec7jurw6UwfpH3AoIwWoOzCjVg0kNv1dMiRFSWZ9m9jfTWHXZIfyMhY9WUx1fYUKOK4eZ8j1LYYKG",
+	"V461KhOGkOWpkwN/KtJ9ZF4TFAktMAQ6jc7dVJUnisquzRrghHGcgFaMQL1SIW9KW7Gu5YEUhpPj6EMq",
+	"kVVK1+dSsAC3ovLVLiX6i1DF51Sk9gtp0o0rFR36dL3cyqitWMGjOPiqlP4rlZIlQRZp1ZpZpgdD0Evf",
+	"IJTSDYu0NJzsuOxXS+22qc6ENbVinVeDPiNPtxq/9l0CpizZwzLig1P6SSs7HO6+7Vx/ODt/RsqZc8yX",
+	"Xl+2id40sG3S/OADjb3xtihFh9vU/5HfnzcJh9vCcD8h+Svql9Gj2yfUF+S/jIog3INQTVK5GMIzZ8lU",
+	"2m98vxIbX6OXy6pEIN0Obgm7FcJP6Hbxw6fWBvv/O4C/II89OMv8qhps7mCCroQkNZg0OT3+9UmykRdh",
+	"sMw7nOPKAO3Qhmu91Qs06NuHhvB4ISgfMffNb9I6et6I27Wp7qBxn9xUyVpgFtI6bYpWUc3fCqLSSuOR",
+	"+6RvrlzdgUcAKlz5Dbq80/O8LUOf3jtttQ8/sGt6F8HlC2tUOxJxaSkOR+OHhyA2KP5LTNU9Lc9f3BV+",
+	"zIQjwS2ZaMPk3cf5OSBJ3+cB/YYW3c9Y/FD8q6xk3O4E8Zyv5unPU5oRyer0Couweugsq7WIziTd57/s",
+	"I+fD5TuvkIwQO2Vfi1Z/EYbdoCt72Dp35K7YPOO2zfsy8UP6X+GHbj4NO6GFV1VWTliIdinXgw9XWNxE",
+	"vhGRXoCj4kyZMiwL5cJOlQA6FlicZ6joRvCwvK05pAdu9XHV13KR1/88e/X6J/j9t+f+6jW1WlwavbJc",
+	"zH+hE2ohmaGLF30wmFHlBq9RTRWncpdoYlRugCrW7MhZiP5++CQawmO+nWzLTvpm+fIqBY+C3k/6G9vn",
+	"HGVuy5IQHYCaEb3T93kq6xd7LJlH9l3s2VdD9sUM2SmnvBU1rvo0t0W0VV8U/x+O97VmX83YVzP2oGbM",
+	"N0vW17l2Vdr7/8EWbVP79wREB5HvUGT7zHr+aXRaia3dtkjeEPCrvx8+oT+4yzOnGxY7DeL3V1h8F4Vl",
+	"+2mHCaP0HNspqGBrW75+y7asY+1TmJb1Rr71i5NvLihB46+GeNL5O00Hwc1FTeb68lNTbLgJ65cVPtrv",
+	"mC9af7e6/W4ubv5vAA==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

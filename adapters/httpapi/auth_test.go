@@ -35,6 +35,8 @@ func TestAuthEveryOperation(t *testing.T) {
 		{"authorize", "GET", authorizePath("fifty", "k"), nil, httpapi.RoleCheck, []int{204}},
 		{"getKey", "GET", "/v1/policies/fifty/keys/k", nil, httpapi.RoleCheck, []int{200}},
 		{"resetKey", "DELETE", "/v1/policies/fifty/keys/k", nil, httpapi.RoleAdmin, []int{204}},
+		{"getKeyByQuery", "GET", "/v1/policies/fifty/keys?key=..", nil, httpapi.RoleCheck, []int{200}},
+		{"resetKeyByQuery", "DELETE", "/v1/policies/fifty/keys?key=..", nil, httpapi.RoleAdmin, []int{204}},
 		{"listPolicies", "GET", "/v1/policies", nil, httpapi.RoleAdmin, []int{200}},
 		{"getPolicy", "GET", "/v1/policies/login", nil, httpapi.RoleAdmin, []int{200}},
 		{"putPolicy", "PUT", "/v1/policies/made", map[string]any{"limit": 1, "window": "1m"}, httpapi.RoleAdmin, []int{200, 201}},

@@ -216,9 +216,9 @@ func (s *server) DeletePolicy(ctx context.Context, req api.DeletePolicyRequestOb
 
 // GetKey implements GET /v1/policies/{name}/keys/{key}: a peek.
 func (s *server) GetKey(ctx context.Context, req api.GetKeyRequestObject) (api.GetKeyResponseObject, error) {
-	res, err := s.lim.Check(ctx, domain.CheckRequest{Policy: req.Name, Key: req.Key, Cost: 0})
+	res, err := s.peek(ctx, req.Name, req.Key)
 	if err != nil {
-		return nil, renameField(err, "policy", "name")
+		return nil, err
 	}
 	policy := rateLimitPolicy(res.Policy)
 	h := api.GetKey200ResponseHeaders{RateLimitPolicy: &policy}
@@ -229,12 +229,43 @@ func (s *server) GetKey(ctx context.Context, req api.GetKeyRequestObject) (api.G
 	return api.GetKey200JSONResponse{Body: decisionBody(res), Headers: h}, nil
 }
 
+// GetKeyByQuery implements GET /v1/policies/{name}/keys?key=: GetKey for keys that cannot be a path segment.
+func (s *server) GetKeyByQuery(ctx context.Context, req api.GetKeyByQueryRequestObject) (api.GetKeyByQueryResponseObject, error) {
+	res, err := s.peek(ctx, req.Name, req.Params.Key)
+	if err != nil {
+		return nil, err
+	}
+	policy := rateLimitPolicy(res.Policy)
+	h := api.GetKeyByQuery200ResponseHeaders{RateLimitPolicy: &policy}
+	if !res.Degraded {
+		rl := rateLimit(res)
+		h.RateLimit = &rl
+	}
+	return api.GetKeyByQuery200JSONResponse{Body: decisionBody(res), Headers: h}, nil
+}
+
+func (s *server) peek(ctx context.Context, name, key string) (domain.Result, error) {
+	res, err := s.lim.Check(ctx, domain.CheckRequest{Policy: name, Key: key, Cost: 0})
+	if err != nil {
+		return res, renameField(err, "policy", "name")
+	}
+	return res, nil
+}
+
 // ResetKey implements DELETE /v1/policies/{name}/keys/{key}.
 func (s *server) ResetKey(ctx context.Context, req api.ResetKeyRequestObject) (api.ResetKeyResponseObject, error) {
 	if err := s.lim.Reset(ctx, req.Name, req.Key); err != nil {
 		return nil, err
 	}
 	return api.ResetKey204Response{}, nil
+}
+
+// ResetKeyByQuery implements DELETE /v1/policies/{name}/keys?key=.
+func (s *server) ResetKeyByQuery(ctx context.Context, req api.ResetKeyByQueryRequestObject) (api.ResetKeyByQueryResponseObject, error) {
+	if err := s.lim.Reset(ctx, req.Name, req.Params.Key); err != nil {
+		return nil, err
+	}
+	return api.ResetKeyByQuery204Response{}, nil
 }
 
 // renameField maps a domain field name to the name the client used (a path parameter here).

@@ -63,7 +63,7 @@ func TestHeadAuthorizeSpendsNothing(t *testing.T) {
 func TestUnknownPathIs404ForEveryToken(t *testing.T) {
 	e := newEnv(t, withTokens(httpapi.Token{Name: "edge", Secret: "check-secret", Role: httpapi.RoleCheck}))
 	for _, opts := range [][]reqOpt{{bearer("check-secret")}, {bearer("wrong")}, nil} {
-		for _, p := range []string{"/v1/nope", "/v1/policies/login/keys", "/v1/policies/login/keys/k/more", "/nope"} {
+		for _, p := range []string{"/v1/nope", "/v1/policies/login/key", "/v1/policies/login/keys/k/more", "/nope"} {
 			wantProblem(t, e.do("GET", p, nil, opts...), 404, "not-found", "")
 		}
 	}
