@@ -474,8 +474,9 @@ export interface components {
             };
         };
         /**
-         * @description The store could not answer in time and the policy's failure_mode is `deny`; retry after `Retry-After`
-         *     seconds.
+         * @description The store could not answer and the policy's failure_mode is `deny`; retry after `Retry-After` seconds.
+         *     The detail names the cause: the store did not answer in time, the memory store is full of live keys, or
+         *     the store failed (the server log has its error; no response names the store's address).
          */
         Unavailable: {
             headers: {
