@@ -23,6 +23,30 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for Algorithm.
+const (
+	FixedWindow   Algorithm = "fixed_window"
+	SlidingLog    Algorithm = "sliding_log"
+	SlidingWindow Algorithm = "sliding_window"
+	TokenBucket   Algorithm = "token_bucket"
+)
+
+// Valid indicates whether the value is a known member of the Algorithm enum.
+func (e Algorithm) Valid() bool {
+	switch e {
+	case FixedWindow:
+		return true
+	case SlidingLog:
+		return true
+	case SlidingWindow:
+		return true
+	case TokenBucket:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthCause.
 const (
 	Failed  HealthCause = "failed"
@@ -98,21 +122,6 @@ func (e HealthStoreStatus) Valid() bool {
 	}
 }
 
-// Defines values for PolicyAlgorithm.
-const (
-	PolicyAlgorithmSlidingLog PolicyAlgorithm = "sliding_log"
-)
-
-// Valid indicates whether the value is a known member of the PolicyAlgorithm enum.
-func (e PolicyAlgorithm) Valid() bool {
-	switch e {
-	case PolicyAlgorithmSlidingLog:
-		return true
-	default:
-		return false
-	}
-}
-
 // Defines values for PolicyFailureMode.
 const (
 	PolicyFailureModeAllow PolicyFailureMode = "allow"
@@ -149,21 +158,6 @@ func (e PolicySource) Valid() bool {
 	}
 }
 
-// Defines values for PolicySpecAlgorithm.
-const (
-	PolicySpecAlgorithmSlidingLog PolicySpecAlgorithm = "sliding_log"
-)
-
-// Valid indicates whether the value is a known member of the PolicySpecAlgorithm enum.
-func (e PolicySpecAlgorithm) Valid() bool {
-	switch e {
-	case PolicySpecAlgorithmSlidingLog:
-		return true
-	default:
-		return false
-	}
-}
-
 // Defines values for PolicySpecFailureMode.
 const (
 	PolicySpecFailureModeAllow PolicySpecFailureMode = "allow"
@@ -181,6 +175,13 @@ func (e PolicySpecFailureMode) Valid() bool {
 		return false
 	}
 }
+
+// Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
+// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
+// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
+// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
+// (about 2 × limit across a boundary).
+type Algorithm string
 
 // CheckRequest defines model for CheckRequest.
 type CheckRequest struct {
@@ -286,13 +287,26 @@ type Key = string
 
 // Policy defines model for Policy.
 type Policy struct {
-	Algorithm   PolicyAlgorithm   `json:"algorithm"`
+	// Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
+	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
+	// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
+	// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
+	// (about 2 × limit across a boundary).
+	Algorithm   Algorithm         `json:"algorithm"`
 	FailureMode PolicyFailureMode `json:"failure_mode"`
 	Limit       int64             `json:"limit"`
 
 	// Name Example: login
-	Name   PolicyName `json:"name"`
-	Shadow bool       `json:"shadow"`
+	Name PolicyName `json:"name"`
+
+	// Resolution Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
+	//
+	// Example: 60s
+	Resolution *Duration `json:"resolution,omitempty"`
+	Shadow     bool      `json:"shadow"`
 
 	// Source `config` policies are read-only over the API.
 	Source PolicySource `json:"source"`
@@ -306,9 +320,6 @@ type Policy struct {
 	Window   Duration `json:"window"`
 	WindowMs int64    `json:"window_ms"`
 }
-
-// PolicyAlgorithm defines model for Policy.Algorithm.
-type PolicyAlgorithm string
 
 // PolicyFailureMode defines model for Policy.FailureMode.
 type PolicyFailureMode string
@@ -326,10 +337,23 @@ type PolicyName = string
 
 // PolicySpec defines model for PolicySpec.
 type PolicySpec struct {
-	Algorithm   *PolicySpecAlgorithm   `json:"algorithm,omitempty"`
+	// Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
+	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
+	// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
+	// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
+	// (about 2 × limit across a boundary).
+	Algorithm   *Algorithm             `json:"algorithm,omitempty"`
 	FailureMode *PolicySpecFailureMode `json:"failure_mode,omitempty"`
 	Limit       int64                  `json:"limit"`
-	Shadow      *bool                  `json:"shadow,omitempty"`
+
+	// Resolution Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
+	//
+	// Example: 60s
+	Resolution *Duration `json:"resolution,omitempty"`
+	Shadow     *bool     `json:"shadow,omitempty"`
 
 	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
 	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
@@ -339,9 +363,6 @@ type PolicySpec struct {
 	// Example: 60s
 	Window Duration `json:"window"`
 }
-
-// PolicySpecAlgorithm defines model for PolicySpec.Algorithm.
-type PolicySpecAlgorithm string
 
 // PolicySpecFailureMode defines model for PolicySpec.FailureMode.
 type PolicySpecFailureMode string
@@ -3338,92 +3359,97 @@ func (sh *strictHandler) GetKey(w http.ResponseWriter, r *http.Request, name Pol
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Fz/c9s2sv9XdvjuptIcJcvf+l7k6XTcNLnLa5r6mnTyQ+QXwuRKwpkEFAC0wmb8v7/ZBUhRMiXbaeLc",
-	"ddIfGoUkgMXuYr98dpEPUaqLhVaonI3GH6I5igwN//xVOHwuC+noLxna1MiFk1pF4+jVHMFgIaSSagbv",
-	"Su0ECJWBxVSrzEKpnMxBOpAWlnOdI4iZkCoGHM6GkEyiXM+kmkQn5rvDE/fd0UEyjOLIpnMsBK3mqgVG",
-	"48g6I9Usur6OV8Sc6VymVTdJC353c5V33x2fLL/7dpRALzNi6gYS3XQwd24hFnJghMOcph6EzQ/2R/1b",
-	"6UFnqtOpQ3OTlNe845oXPaNLlWEG5aIfGOPm0oLBdyVaB6ku8wwuEERWSOcwG8IvKq9AK8hQSZHbdVoK",
-	"qWRRFtF4FNd0SeVwhia6JsoM2oVWFlmGP4jsV78O/S3VyqHin2KxyGUqiOK9hdEXORZ/+5cl8j+01vqL",
-	"wWk0jv5rb6Uke/6t3Tvzo/yiXerhtyctFCKfalNgBtqAgKnEPKPnUl2JXGYn4Eh2fjpQokDLT/i7YXQd",
-	"R4+1muYyffA9eH2CVBNJU6MLpivVaipnMJWk1op3YlBkA81Su0LDX52ePWPanxijzUMSfqoq0G6OBpCW",
-	"ZiKeanMhswzVQ3PQ6UtU31gwdCIyjRaUdiDyXC/9KdALNLw+0/lCu6d0Wh6SzBcabJnOg7CZjFdaPxdm",
-	"hl/qzFzorCK1yokIUiehWKcsGlIvkaa4cJZJ/U2J0s1ROSIMH5pxFygMGi/lmE+3glJdKr1UoBWS4Wo5",
-	"lNevXw9OW9TetJzJDzzhLd7g2u/7SshcXOQPLiXrtMFgtlmblV2SVFTmDRnr0TcWpkLmpcG3hc6QpJlk",
-	"qKrkBAy5DhDkOyBhPzJgR5LULmM4UbROhk7IvGUQU1FaHINraMjkGgVSgZMFxvxFgYU2VfhQWpiWeQ56",
-	"Crm8QrjEypK8Jmo1GZGLGfRaipbrGcyFBemsNyYnoDTUDqZFGc/wjQWRZQat7Q8nal30rW1u4374eq/l",
-	"WYOkbblYaOMw+xkzKV5ViwcXeX0gidlJezVaJRlyRBCmopUezzG9bPldkWWSPhf5mSGD5yTaaDwVucU4",
-	"WrQe0a6su43Yx/TNdRxdYnXbpz9hRV8umqBpJxP4qxeiwMgHEu9KacimvKkn8GueN4GHvvgXpkwLb9l+",
-	"3J6F04VMvTWYijJ3zXebcRUqcKbEmAQxp9CTfW+qDcdXKkdrAa/QVJASPfS6iaqihuoLrXMUisjmz5gI",
-	"6bCwt3K+LdjrOCrE+2d+3P5oFEeFVPVfm8WEMaK6wc+w7i5O+kN2X1aSZ/VuYJ13T1pcWYrb2JJhKq3U",
-	"6u6c+TGMiK6b+bp3XlPYXqSTDeEgNCqxv6kOvymyS06DXaDKhjCCBeKlhd5yLhwIoKM02K/3zOZ6hu6k",
-	"0Z1acTjWpwBVOB9Lf3sUxTvD7DhqtvuJxHPaxP6nYOci08s6+BT5UlRBXvYELCIk/ou3lB5glmwT4cyI",
-	"rGutj/ZhCZOfNLqzlsd0UxFM1IYHj6O8ziu3832/i+/3N2Rx1CSqN1nhVcg6mefQxBPsR+cIS6lIDt5R",
-	"81Zrjf0IhTFo0b3lud4W9iYlP8s8l+vpszdkpZIOlF5uUEVuOcepA+k+ihpnqh3UjGBJtjao64nPJ5bS",
-	"IhQ36WTW0GHrSGXvT9qabu9K830GWZ8WVlBSX3/Q5+IKwc+xpqUnIN2t9m+rxVrzgrUStxXshpxvsLrL",
-	"1P1Y+hRoG5KgyuICjYWldHPWgZLVNsmSGJI5/a+g/1n+Rf/nvME6mEpjXQwo0jkIBwXJSKsUx5DsH49G",
-	"/G1yOLJJPFHJMU+yPz8c+R/Z/sE8GcILDVMjUiLIQi/ZHx7Pk34MVs6UjcEuRIoWtAk0XSBldqKtJjRo",
-	"xP+VNumH2DYEmAthLFrA9yJ1eeUlNTOiKISBHkvTSIcWssAhlrh0/ZNwDCwIg7AP7AYO9yETlfWxJ74X",
-	"xYJyg+jbkfVK9xzVzM2j8UEcLYRzaIjD/9d7Mxo8Ov9b1v8+/Jo3v4rml109s/3v/xLFNy3aU0IrmmR/",
-	"3ez7SL7TEDLI0a3m/ApEiP1zicrB0miHIN0YkkusSE4+knhzcD6kI0hPWC0Tn47Bu5KMyEIYUaBDM7xJ",
-	"+oa2e4LimuYuff0HitzN7+n6OHnp0vBqa0ITeyuU8Lu31glX2oQzqXKV/bH7Q0X25E1E6Y8u6UxSukN/",
-	"cFITnd/YdRz5+Tpy0NpzJtDTAYhL9gjhqX5P+mvpV4NnMLknPtSwFGXQV9Ksuc82nfoyannobuq0YXbV",
-	"Q3w+x0bIuplBu33Y221bez1HBoZWW/CU10aScieEXnvDbFMTSs5yN/99j0cl/fZeGklEcdSSS3R+m6YF",
-	"Krs07CfsQHh/WYh3JcJvr54O/ieGfTryx/sHcFE5tD5tzfmEAx+A4B74bQyoptqkmMFF1UJS+sM1S1Fa",
-	"NOOjg4jj+tpaHO8frFmP/Q6urzDpe8WCM22kmxdtKdtcZlLN3uZ61inftkK1xxG0EMXeVXUO/NiAi3L8",
-	"+4Vb3iG3jF0rHLS6NGkX7uMx1cS7donerm9DVVe654fRxheyc9veTdyavNQOuBkRoqIdzBqNuvD3dQ1n",
-	"5q3ihEBMe424pQYb0m042bCt66R43j+X9066a07fOcPzK92a3zXzbqf2RdCp1cnjQk205pffiMHv5HHD",
-	"n2+Hg/MPo/jbw+tO7+snfrnA9I+cwibXXDuH8UefztV84Xx+9uO6OnybUMrNw3jfs7Eh6A2t7hR3QNVu",
-	"nPdfnz6GR0fH/91UfXy0wZWuO4dOjEh2eLlfFAIqwlgXaOoiU11Niu+m7K1o7obCx5FU1gnlDdmOuKIQ",
-	"772ojh89WjcdXaJz0uXdM7qAeDa6UBp5axzHb+tZ4+3OlijGtDTSVS9p857tHtgnsL4Dq/B4v09HuLDj",
-	"g9AEevxnHOKgGKg0oY38HWNCnIFowD5oAwmlXyqBHue4DMesKq6sprz+apNUq/XgrFRTfZMmm5cyrcMZ",
-	"C1ohcL4ntRpDISpe/yePFPlc9bEvSVtXp5NnlGV/D88cXCIuLAjl8xIIp57R8AWaierVdeZLrPqgudQB",
-	"BhkVhl4beOfNitRoS/NVIZMjGD58bil/JfnBmQ/rXv7z+XCiJsrjdTXgAKkwRgawPQDlNMsdq9nQS5r6",
-	"+cCbSkoUmmdJf6KEykK87dPmeKM2IVWo5NfJ/6qsTaCVL1Uz4KpAm0wqYSo4GI2CTHwUfbW/51WF12s9",
-	"sMkJsKfnR43eJNArRIYw1YZMxXuJtt8I+ejgkWcV2wGOGLbZFegl22oESZ/2ZRESUjVOL6xjGIisx6VU",
-	"2XiiEuKuHe/teT0bZnhVT2L32L7wxAn0jkajfgzJcDjca8re64/L9Yodv9zvUwZOb6d1pZafH9aDlHaD",
-	"KTGcHx81S6Cb62xAbwNKwe+PY384k1N6mNRfp6GMnkxU72j0qH5MxY2B03rAsAFNsH+4IrYpvgwKqr4M",
-	"PJd6R/vH9TekcQNWOb/8waNmN2TejBJ5Ar3jFQf4aAzaORy9XtsrZx/hMQuZcR/h5h7xtzq/omAepz6J",
-	"8SYEMLc4BuE/VNpBLq3DDOboa2BHo6MYRP2Uv2I+CeUL5p6dE3U0Ol5jIPREbjUk/3hy+iOsKyghIYos",
-	"D/DLorSOV/aWRjAs0h/C/7785QVVkerQlox26sYTVVdLC2SMJw5FNakaolJhMYas9OqL9Ze+9SA4N86J",
-	"eOKVMtZnwNKUUs18rY/dYMyDPb54IYJvJHsimkqXQS91EB4yGsI/GUnw3sb6jV6E9eiopKjcAFWqyVZ6",
-	"DCaXKYYShk8jotOFSOc4OBiOKFk0ebDsdLKWy+VQ8OuhNrO9MNbuPX/2+MmLl094zMpLBoMfxdEVGg/E",
-	"R/vDkf9GL1BRQjCODoej4aGPK+fs1+pEln7PkCOspgPhWRaNA7bxe7TRR3MwGu2oOd6v1uiX6GzdoOLs",
-	"0KP3IXrrnqqhbS/EKC0vHo3fnMeRLQlEq2rE1OgUreXiLwdZTswsAxH15m10TpOsJ/otLq0TSnadfcUm",
-	"kmBP4Hh0CL3k5hnvr/BLxoKglwS4hnwR4TUJhwYeskn6IJVX2VAH5/Wka1CXITzVBgqtpNOkkx7wsiDC",
-	"4eL0USradsA1uHbSIDkMbdaMnKitxewxdFTE29/R8fWtNqz16/r0kj4KEv8iOvVqU0KsX8ejwy/TNrGB",
-	"mX1qZd+GcFkuofQ4yKFgYhVtxdzd4PdAhi8tjUHl+jtPSYGkYnarFfk5vL9V4g7fu71FLuQGn2+0vGxy",
-	"NKxQV4XOjCbnhaUFmhJ8qvCpudtaJXBgJ5eCHR5Wosi3suoX/xGn7vc6IPWsK6Zt9sEBzX169gwOhyPI",
-	"dFoWqNp1yiYF6tTXenA90JuAgCBKCxelzLNPzeFXNPMaqduY683YR1hoNs6UDI5BX5IZpE+d1rCcyxy3",
-	"w9utcQ1C3p8oOW2wY3YxZB0tdiwcAiXpwDrhQwuVAUU/dc+GT6vG9AkFyA3B/HaifCE/xCM1kNtUqpM2",
-	"+JJQwM+h23hVrfYRXU37mDtJkpPQljVmv0WfTNRa4tOnrEimc9/KLJi0GtfnqqMP6KbaDOHZNOykTga5",
-	"QksDXqK5ogQ1KznZE54zE6VLJ2YYr1M/9oXXJNQyFXLT32KRV8PgXVchcv9WsQmVTdQNEflJWVDSrUuI",
-	"xTMoF6EVzFtGyqEvEC5wLlXWOgDsdQMyO1Er+FZl6yWQFqtCyNvnoQ219KyeqIGBh0An0ZHABno6HYOY",
-	"qJq3aelAT6cgcq3Qd+cGtrJFXyCaurRvuAJqnagag1kLhAit9eyimqh1NToJocNmAQSksg5FBk6DE5fo",
-	"O0hFI3ddOugFXWG0QU8Bi4WrSPhujhNVr0+BfujNY1VYD0u2t9h1xRq/epPwRcIMXvsEkrpKZ4nXy63e",
-	"uJeQ7SEFINn3VjW3/pcIT15oHy1WJ9AKOMMWqs8VowjItcjgQuRCpXT65nzcLaps3aR6hGSnN2jnpDt8",
-	"wlHo6wgmMSYMZRWWrxL5GmPaBIH4tDTgCueKLciIT+tEtdAxHsAHwBlxhXl9+t61cskuTT5t9hJHTe2a",
-	"dv4hkrQTHh/V1alVX8YKAOU2wbtqxlrfY/cSl/jx83MT5raJiTvRXWfynZ/X5zeO+NGOlrKNTtz2rZ6d",
-	"fbjNh+3rN4OznR1YNwaHz/nQHY1G28atzk/rxgoP2b99yGYPPI87vH3c6lYEjzi6fURzP4EGHDx6SBv1",
-	"oz9i68J8zHDKY62c0XmHCvjewUTpgfdbJyD4yDcw1QUl4+ncT3yn+1cPqzbxH+kcP76LErQvEnyknW8s",
-	"+2loNm3B1dBTM6necynkbWhCi+GVETiVl4RgLIXJyNytJZyt1tjavPPMvnBrO2w7WQYYMf7ObbAetagv",
-	"BljY2RPr8cCOnuoWsu8f2YkKn9Ermg3Ehb7C9Vjc+5BUqBBmtjoC6xtToo1UMnriQfIub8Ad0cH6onU/",
-	"6Kz6ZBHNekf39fWmjb/+jNHUqme6OwOttSBecc8HTP8eJv0Pnc0/mS/Yv8MSza0yHnB8l7103Hz5EnaN",
-	"FDXDUOZkecCqXLgKJr2J4OyLLMNdDJrdbtFec7ru74aEZP0jrn3EYDUnZgT1YNbQ7w1TZoRU1sPMvtrC",
-	"pssO4SesfLaa6/QSM5C+yjuV7/kUZmh45lSrABhCUeZODvyuyPYp7SBDkdEEQ6Dd6NJNVNhREtpyG4Iz",
-	"5nEGWjED9VLFvCgtxbaWP6Q0nAJHn1KJoja6HkvBCtyS6pPbjOjPQlWf05DaL2RJN+7MdNjT9Xo6s7ZW",
-	"Bc/i6KtR+o80SpYOssjr3tsAD8agF74DLKcrNHlwnBy47DZL7b64TsCaeu3O6o8+o063Ovt2XU8nlOxh",
-	"FfHBJf2khQ7H2+/hNy9Oz56RcWaM+cLby7bQVx2KmzLf+0DfXntflKPDm9L/kZ+frQCH29JwPyD7M9qX",
-	"0aPbBzT/dMOXMRHEexBqBSpXQ3jmLF+A/sY3pLHzNXqxqEsE0m3RlrjbIPwd3TZ9+NTWYPc/VPEn1LEH",
-	"V5lf1IqbW5SgC5CkBpMVpsd/fBI08jyOFmVHcFw7oC3WcK15nrufuOFrCI/ngvCIme9ulNbR7428XZv6",
-	"kiE3Qk6UbA7MXFqnTdUqqvlrX1RaWUXkHvQtlWtaLIlAhUu/QFd0ela2z9Cnj05b/eEPHJre5eDyjUSq",
-	"HYk0eIqD0f7DU5AaFP8hruqenudPHgo/ZsHRwQ1KtOHy7hP87NFJ3xUB/YoW3U9Y/VD9M1Qybg+CeMxX",
-	"9/THJc2MZHN6iVVc/+gsq7WEziLdFb/sEufD4Z2XSE6Ig7KvRas/icJuyJUjbF06SLWyZcFtm/dV4oeM",
-	"v+IP3Xoad1ILr2pUTlhIthnXvQ+XWF0nvhGRHoCj4kyADEOhXNiJCo3sFmcFKrryPQzXcYf0g1t9XP02",
-	"TPL6H6evXv8dfvv1ub9bT60WF0YvLRfzX+iMWkim6NJ5HwwWVLnBK1QTxVDuWhs38t3z5K8HT5IhPObr",
-	"5zZclVhNH+7K8FfQ+7v+xvYZoyxtKAnRBqgZ0Qd9n6eyfr7Dk3lm38WffXVkX8yRnTDkrahx1cPcFtHW",
-	"fVH8r4ve15t9dWNf3diDujHfLNnc19tWae//G3u0TevfE5DsJb5Dkf0z2/mnyUl9bO1Nj+QdAT/668ET",
-	"+gt3eZZ0w2KrQ/z+EqvvmptUHS6M4Dn2U1DT1vZ8/ZZvWefap3At64186zdj35wTQOOvhnjR+TtNe9H1",
-	"eSPm5vLTqthwHTcPa360n7FetP7e6va7Pr/+/wEA",
+	"7Hzrchs38u+rdM3ZrZC1Q4qSpewRVamU4tiJTxxHazvlD6aOB5xpklgNARrAiJ649Bzngc6L/asbmAup",
+	"oS6OI++m4g/WaAaXRqPRl1839DFK9XKlFSpno/HHaIEiQ8OPL4XD53IpHf2SoU2NXDmpVTSOXi8QDC6F",
+	"VFLN4X2hnQChMrCYapVZKJSTOUgH0sJ6oXMEMRdSxYDD+RCSSZTruVST6MR88+jEfXN4kAyjOLLpApeC",
+	"ZnPlCqNxZJ2Rah5dXcUNMWc6l2nZTdKKv12f5f03Ryfrb74eJdDLjJi5gUQ3GyycW4mVHBjhMKehB2Hx",
+	"g/1R/1Z60JnydObQXCflDa+44kXP6EJlmEGx6gfGuIW0YPB9gdZBqos8gymCyJbSOcyG8IvKS9AKMlRS",
+	"5HaTlqVUclkso/EoruiSyuEcTXRFlBm0K60s8h5+J7KXfh76LdXKoeJHsVrlMhVE8d7K6GmOy3/82xL5",
+	"H1tz/c3gLBpH/2uvEZI9/9XunfleftIu8fDLkxaWIp9ps8QMtAEBM4l5Ru+luhS5zE7A0d754UCJJVp+",
+	"w+2G0VUcPdZqlsv0wdfg5QlSTSTNjF4yXalWMzmHmSSxVrwSgyIbaN61SzTc6vTsGdP+xBhtHpLwU1WC",
+	"dgs0gDQ1E/FUm6nMMlQPzUGnL1B9ZcHQicg0WlDagchzvfanQK/Q8PxM5wvtntJpeUgyX2iwRboIm81k",
+	"vNb6uTBz/FJnZqqzksQqJyJInIRimbJoSLxEmuLKWSb1VyUKt0DliDB8aMZNURg0fpdjPt0KCnWh9FqB",
+	"VkiKq2VQ3rx5MzhtUXtdcybf8YC3WIMrv+5LIXMxzR98l6zTBoPaZmlWdk27ojKvyFiOvrIwEzIvDL5b",
+	"6gxpN5MMVZmcgCHTAYJsByRsRwZsSJLKZAwniubJ0AmZtxRiKgqLY3A1DZncoEAqcHKJMbdY4lKbMjSU",
+	"FmZFnoOeQS4vES6wtLRfE9UMRuRiBr2WoOV6DgthQTrrlckJKA2VgWlRxiN8ZUFkmUFr+8OJ2tz61jJ3",
+	"cT+03mtZ1rDTtlittHGY/YyZFK/L1YNveXUgidlJezaaJRmyRxCGoplO87k20i2WXsJnoshdNI5sLjOp",
+	"5u9yPY+2Z/lRr0E0BqdQzkLPIjJ7Xz45/f7nJ8TfamBwJPn9ISStQZMx4AeRuhiEg6W2DhL2axKSDKHK",
+	"iZLKobkULAhaIaylyvQ6BuuEQ5gbvbawlm7Bs3Lf1gy+cRIEUCyJLYXKfIdpcHJ4pInqSWWdoEU03g84",
+	"DYlBq/OCFp0Q9aw53k2L9AJdMoYfHr88jUHAtDDWEZHVAgzOZE7iyfa1IX2iemKqCwcH8P//n6eYj8EC",
+	"Ya1pDN+MpprJD5g1i8CVThcDkcu5wiw0syAsoLrU5croD+Ve7RmGHemaTaRGW0s000KFKYPwoyIf7e3W",
+	"pm/yMoqjNgOiOGoTGZ3H26ovjh4vML1ouXQiyyRxU+Rnhmypk2ij8UzkFuNo1XpFB8a6287BY2pzFUcX",
+	"WN7W9CcsqeWq9sdvPF/c6oVYYuR91PeFNGSu3lYD+DmbJevpvzF19ZLtp61ZOL2U6cYxDO22XXZU4EyB",
+	"MZ3xBUU17Nal2rDwqhytBbxEU0JK9NDn2mGPaqqnWucoFJHNzZgI6XBpb+V8e2Ov4mgpPjzz/fZHozha",
+	"SlX9Wk8mjBHlNX6GeW/ipNff92UlOW3ew9jk3ZMWV9biNrZkmEortbo7Z74PPaKrerzulVcUtifpZEM4",
+	"CLVI7G+Lw6+KTJ7TYFeosiGMYIV4YaG3XggHAugoDfarNbMnMEd3UstOJTgcRlLsI5wP074+jHhrfQR3",
+	"PBr9c//4+ODo8J+Ho+Pj/fjG4C6Oak58pp07rSPOU7ALkel1ZYFEvhZl2Ep7AhYREt/iHQWlmCW7dndu",
+	"RNY11yd7TgmTn9RitRE9d1MRtNc15ZlXaMYnbcl+15bcX/3FUY2cXOeSFzzrZJ5D7eDWFo3NQvAcmQuV",
+	"nHeL2Y2yZNCie8djvVva65T8LPNcbuI5Xv0VSjpQer1FFfmJOc4cSPdJ1DhT3kDNCNakoYMkn/gAdy0t",
+	"wvI6ncwaOqId2Mr9SdsQ+5twJw9pVAeJZZck26uHhbhE8GNsCPAJSHer1typ5zZsZyXfbQG7ts/XWN2l",
+	"IL8vfEy+C9pSxXKKpuUqFiy2SZbEkCzovyX9Z/mJ/udA1jqYSWNdDCjSRe2japXiGJL9o9GI2yaPRjaJ",
+	"Jyo54kH2F49G/iHbP1gkQ3ihYWZESgRZ6CX7w6NF0o/ByrmyMdiVSNGCNoGmKebsWbfEhDqN+F9hk34I",
+	"tkLEsxLGovVudF76nZobsVwKAz3eTSMdWsgCh3jHpeufNB6kQdgHNh6P9iETpQ3+4AexXFGwGn09sl7o",
+	"nqOau0U0PoijlXAODXH4//bejgbH5//I+t+Gp0X9tKyfbPPO9r/9W9ThKT4l+KxGnzYtgg8tO3Uko27d",
+	"Ys6fQIRgNJeoHKyNdgjSjSG5wJL2yfsfbw/Oh3QE6Y334T0+AO8LUiIrYcQSHZrhddK3pN0TFFc0d8nr",
+	"jyhyt7inVeRoukvCy50Rduy1UMLf3lknXGETDu2LBo5Ihi3vn+JxXbBnX+Q5/eAou9O19+N1gCKVUU2g",
+	"pwMynOwR5Fj+lvQ38IAaYGNyT7yDYsk3oVbSbFjWNp36ImoZ727qtGF2VV08wMBKyLq5Qbu727tdS3uz",
+	"QEYqmyV4yislScE8Qq+9YNapCaEFuVv8tse9kn57LfVORHHU2pfo/DZJC1R2SdhP2JFy+GUl3hcIv75+",
+	"OvjfMezTkT/aP4Bp6dB6HCXnE17Fpaws+GsMqGbapJjBtGxBe/3hhqYoLJrx4YH3TyptcbR/sKE99ju4",
+	"3iRJ7uUmtlCLm7yZBt64iqO2RLXFg8CuKPa2qlMy/gBnTIkl3tcVq+CIW6OQyibWLkFLfbZ8T6sLk3ZB",
+	"mz5tkHhnQaK3FLsSB400+27EyZXs5GMAC+5Bvu8R/Kzd3hAZyY4U0+aZYZY3nkeNazRzxC3B2hKXmpM1",
+	"27rOnt+x5/LewX/F6TtHmn6mW+PMetzd1L4IkticZc5FRhuW/q0Y/EY2PPx8NxycfxzFXz+66rTnfuBX",
+	"K0y/yLluYMxwsr/kQf+9x3YbDLp+jO97qrZEZOs8dApKgJyvaYqXTx/D8eHRP+uUqPd8OA18ZzeO4foO",
+	"i/uLQkBFCYgVmioDW6Va47sdk5Znee2oxJFHfr0KvMHHqff+6Ph4U+l0bbiTLu8e0YV0QC1chZG3+pT8",
+	"tRo13m34iWJMCyNd+YoW79nus16UyeqAVHwyzIdGnPX0DnECPf4ZB58sBsrbaSN/w5jSMR4474M2kFAo",
+	"qBLocbzNgFJTjsBiyvM3i1w4t/KZC6lm+jpNNi9kWrlWltFzjj2lVmNYipLn/8ljXT5ufuzrNayrQtsz",
+	"ivi/hWcOLhBXFoTyMRIEQJtTRSs0E9WrijAusOyD5jwgGOSUCfTaWSlebAWfqzJElYT6h+aWYmnaPzjz",
+	"Luarfz0fTtREecSxAj8gFcbIkIkKWSQa5Y6lHtBL6uKSgVeyFLTU75L+RAmVBd/fh/DxVuJOqlDmUgER",
+	"TdaDsDVfx8GQsQJtMqmEKeFgNAp74j36y/09Lyo8X+uFTU6AfQR+VctNAr2lyBBm2pCq+CDR9utNPjw4",
+	"9qxiPcC+xi69Ar1kVwIt6dO6LEJCosahjuXME2uPC6my8UQlxF073tvzcjbM8LIaxO6xfuGBE+gdjkb9",
+	"GJLhcLhX14Rsvi4209n8cb9PaAB9nVVlDPz+UdVJaTeYEcP59WE9BbqFzgb0NSAm/P0o9oczOaWXSdU6",
+	"DTUmyUT1DkfH1WvK/A2c1gOGMGiA/UcNsXVmcrCk1OTAc6l3uH9UtSGJG7DI+ekPjuvVcDJOiTyB3lHD",
+	"AT4ag3Y8SZ831sqRUHjNm8wYlHALn7OwOr+kwAJnPqDyKgQwtzgG4Rsq7SCX1mEGC/QJ4sPRIaXewltu",
+	"xXwSyleTeHZO1OHoaIOB0BO51ZD8+OT0e9gUUEJlFGke4I/Lwjqe2WsawRBNfwj/59UvLyjFWjnFpLRT",
+	"N56oqpRgiYw3xSHjLFVNVCosxpAVXnyxaunrcoJx4/iMB26EsToDloaUau4T4WwGY+7ssc6pCLaR9Imo",
+	"08AG/a6D8PDVEP7FqIa3NtYvdBrmo6OSonIDVKkmXenxoFymGJIwPmyJTlciXeDgYDiiwNXkQbPTyVqv",
+	"10PBn4fazPdCX7v3/NnjJy9ePeE+jZUMCj+Ko0s0Pl8Q7Q9Hvo1eoaJQYhw9Go6Gj7xHumC7VgXV9DxH",
+	"dtnq8pxnGSWpw/etIrOD0eiGhPz9EvF+is66JqpcGPokQ/DeuoeqadsLPkrLikfjt+dxZAsC9MoKvTU6",
+	"RWu5MoKdLCfmlkGRavE2OqdBNkGHFpc2CSW9zrZiG9WwJ3A0egS95PoZ7zdYKuNS0EsCdES2iLCjhF0D",
+	"Dx8lfZDKi2woEuH5pKsRoCE81QaWWkmnSSY9+GZBhMPFgadUtOyAsXCKp0aVGGatGDlROys9xtBRLtJu",
+	"R8fX16Gx1G/K0ytqFHb8i8jU6+0dYvk6Gj36MjVFW/jd5xb2XWib5XROj50cciYabyvm0h+/BlJ8aWEM",
+	"Kte/8ZQskUTM7tQiP4fvt+64ww9ub5ULucXna/Vg2xwNM1QZqjOjyXhhYYGGBB8qfG7utmYJHLiRS0EP",
+	"D0uxzHey6hffiIP+ex2QatSGadtFokBjn549g0fDEWQ6LZao2unUOgTqlNeqc9XRq4CAZkoL00Lm2efm",
+	"8GsaeYPUXcz1auwTNDQrZwoGx6AvSA1SU6c1rBcyx91Qe6tfjdb3J0rOahybTQxpR4sdEwdHSTqwTnjX",
+	"QmVA3k9VdeLDqjE1IQe5Jpi/TpQvRQj+SAUq1wn1pI3mJOTws+s2bpLq3qOraB9zLUxyEmoWx2y3qMlE",
+	"bQQ+fYqKZLrwdf6CSatyDJwB9Q7dTJshPJuFlVTBIGeLqcMrNJcUoGYFB3vCc2aidOHEHONN6sc+CZyE",
+	"vKpCrohdrfJyGKxr4yL3b902obKJurZFflDeKOk2d4i3Z1CsQp2k14wUQ08RpriQKmsdALa6AdOdqAb4",
+	"VdlmOqbFquDy9rlrTS29qwaqAeQh0El0tGEDPZuNQUxUxdu0cKBnMxC5VuhL1wNbWaOvEE1VZmA4G2ud",
+	"KGuFWW0IEVrJ2bScqE0xOgmuw3YyBqSyDkUGToMTF+jLq0W977pw0AuywmiDngEuV66kzXcLnKhqfnL0",
+	"Q+Eqi8KmW7K7/rTL13jpVcIXcTN47hNIqoyhJV6vd1rjXkK6hwSA9r7X5P/6X8I9eaG9t1ieQMvhDEso",
+	"/ygfRUCuRQZTkQuV0ulb8HG3qLJNleoRkhutQTsmvcEmHIYak6ASY8JQGre8CeQrjGkbBOLTUoMrHCu2",
+	"ICM+rRPVQse4Ax8AZ8Ql5tXpe9+KJbsk+bReSxzVeXRa+cdI0kq4f1Rlw5oakQYA5ULHu0rGRuVm9xQX",
+	"+OnjcxnproGJO9FdR/K1q1fn14744Q2Vb1tl6u0rbzcWqdcN23fTBmc3VoNd6xya86E7HI129WvOT+s6",
+	"F3fZv73L9gUR7vfo9n7NlSHucXh7j/ryDnU4OH5IHfW9P2Kbm/mY4ZTHWjmj8w4R8CWOidIDb7dOQPCR",
+	"r2GqKQXj6cIPfKfLiQ8rNvHvuVZxdBchaN+y+UQ9X2v201Au24KroafmUn3gVMi7UBAXw2sjcCYvCMFY",
+	"C5ORutsIOFvFvZV655F9ytd26HbSDDBi/J0LeT1qUd2asXBjVa/HAzuqwlvIvn9lJyo0o080GoipvsRN",
+	"XzxcKBAquJmt6sTqOqFoI5WMnniQvMsacE130L5o3Xc6Kz+bR7NZk351ta3jr/5Ab6qp+u6OQCspiBvu",
+	"eYfpP0Ol/66z+SezBft3mKK+cskdju6ylo5rYV9Cr5GgZhjSnLwf0KQLG2fSqwiOvkgz3EWh2d0a7Q2H",
+	"6/52SwjWP+HiSgxWc2BGUA9mNf1eMWVGSGU9zOyzLay67BB+wtJHq7lOLzAD6bO8fHkJaGLDI6daBcAQ",
+	"lkXu5MCvinSf0g4yFBkNMARajS7cRIUVJaFEuCY4Yx5noBUzUK9VzJPSVKxruSGF4eQ4NhfUqtsMhKVg",
+	"CW5N+cldSvRnoco/UpHaL6RJt279dOjTzXw6s7YSBc/i6C+l9F+plCwdZJFXdcABHoxBr3ztWE43ffJg",
+	"ONlxuVkttSvqOgFrqtI7qxr9gTLdqgm86W83EEr2sIL44Dv9pIUOx7v/SEX94fTsGSlnxpinXl+2N72p",
+	"bdze872P1PbK26IcHV7f/e/5/VkDONwWhvsO2Z9Rv4yOb+9Q/12TL6MiiPcgVAMql0N45iyZSvtVuBNO",
+	"xtfo1apKEUi3Q1riboXwA7pd8vC5tcHNf8XlTyhjDy4yv6iGmzuEoAuQpAKTBtPjH58FjTyPo1XR4RxX",
+	"BmiHNtwou+fqJy74GsLjhSA8Yu6rG6V19LwVt2tTXXjkQsiJkvWBWUjrtClbSTV/BY1SK41H7kHfQrm6",
+	"xJIIVLj2E3R5p2dF+wx9fu+0VVn+wK7pXQ4u346k3JFIg6U4GO0/PAWpQfFfYqruaXn+5K7wY944OrhB",
+	"iLZM3n2cnz066Td5QC/RovsJy+/Kf4VMxu1OEPf5yzz9/p1mRrI6vcAyrh4602qtTectvcl/uWk7Hw7v",
+	"vEAyQuyU/ZW0+pMI7Na+soetCwepVrZYctnmfYX4If2v+GO3nMad1MLrCpUTFpJdynXv4wWWV4kvRKQX",
+	"4Cg5EyDDkCgXdqJCIbvF+RIVXT8fhqvBQ3rgUh9XfQ2DvPnx9PWbH+DXl8/9PX8qtZgavbaczH+hMyoh",
+	"maFLF30wuKTMDV6imiiGcjfKuJHvwSd/P3iSDOExX4W34apEM3y4K8OtoPeD/sr2GaMsbEgJ0QKoGNE7",
+	"fX9MZv38BkvmmX0Xe/aXIftihuyEIW9Fhase5raItqqL4j+9e19r9pcZ+8uMPagZ88WS9X29XZn2/n+w",
+	"RdvW/j0ByZ7/w4rePrOef5qcVMfWXrdI3hDwq78fPKFfuMqzoBsWOw3itxdYflPfpOowYQTPsZ2Cira2",
+	"5eu3bMsm1z6Hadks5Nu8Gfv2nAAafzXEb52/07QXXZ3X21xffmqSDVdx/bLiR/sdy0Xr91a139X51f8M",
+	"AA==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

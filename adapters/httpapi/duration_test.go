@@ -53,6 +53,11 @@ func TestPolicyWindowGrammar(t *testing.T) {
 	for _, w := range []string{"1.5h", "1000000us", "1s1h", "60s60s"} {
 		wantProblem(t, e.do("PUT", "/v1/policies/new", map[string]any{"limit": 1, "window": w}, invalidRequest()), 400, "validation", "window")
 	}
+	// A resolution that does not parse is reported with every other bad field.
+	r := e.do("PUT", "/v1/policies/new", map[string]any{"limit": 0, "window": "1m", "algorithm": "sliding_window", "resolution": "1.5s"}, invalidRequest())
+	if got := fields(t, r); strings.Join(got, ",") != "resolution,limit" {
+		t.Fatalf("fields %v, want resolution and limit", got)
+	}
 	if r := e.do("PUT", "/v1/policies/new", map[string]any{"limit": 1, "window": "1h30m"}); r.Status != 201 || !strings.Contains(string(r.Body), `"window":"1h30m"`) {
 		t.Fatalf("1h30m: %d %s", r.Status, r.Body)
 	}

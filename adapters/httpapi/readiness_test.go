@@ -48,7 +48,7 @@ func newReadyEnv(t *testing.T) *readyEnv {
 	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	mem := memory.New(clock, memory.Options{MaxKeys: 1000})
 	store := &flakyStore{BucketStore: mem}
-	policies := &flakyPolicies{PolicyStore: memory.NewPolicies()}
+	policies := &flakyPolicies{PolicyStore: memory.NewPolicies(clock)}
 	lim, err := domain.NewService(testPolicies, policies, store, nil, clock)
 	if err != nil {
 		t.Fatal(err)

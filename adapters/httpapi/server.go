@@ -133,16 +133,21 @@ func formatQuota(p domain.Policy) string {
 }
 
 func policyBody(p domain.Policy) api.Policy {
-	return api.Policy{
+	b := api.Policy{
 		Name:        p.Name,
 		Limit:       p.Limit,
 		Window:      domain.FormatDuration(p.Window),
 		WindowMs:    p.Window.Milliseconds(),
-		Algorithm:   api.PolicyAlgorithm(p.Algorithm),
+		Algorithm:   api.Algorithm(p.Algorithm),
 		FailureMode: api.PolicyFailureMode(p.FailureMode),
 		Shadow:      p.Shadow,
 		Source:      api.PolicySource(p.Source),
 	}
+	if p.Resolution > 0 {
+		r := domain.FormatDuration(p.Resolution)
+		b.Resolution = &r
+	}
+	return b
 }
 
 // ListPolicies implements GET /v1/policies.
@@ -167,15 +172,26 @@ func (s *server) GetPolicy(ctx context.Context, req api.GetPolicyRequestObject) 
 	return api.GetPolicy200JSONResponse(policyBody(p)), nil
 }
 
-// PutPolicy implements PUT /v1/policies/{name}. Every bad field is reported at once: a window that does not
-// parse is reported next to the domain's verdict on the other fields (its own "out of range" is dropped, since
-// it would only repeat the parse error about a window that was never read).
+// PutPolicy implements PUT /v1/policies/{name}. Every bad field is reported at once: a window or resolution that
+// does not parse is reported next to the domain's verdict on the other fields (the domain's own word on that
+// field is dropped, since it would only judge a duration that was never read).
 func (s *server) PutPolicy(ctx context.Context, req api.PutPolicyRequestObject) (api.PutPolicyResponseObject, error) {
 	b := req.Body
-	window, werr := domain.ParseDuration(b.Window)
+	unparsed := &domain.ValidationError{}
+	window, err := domain.ParseDuration(b.Window)
+	if err != nil {
+		unparsed.Add("window", err.Error())
+	}
 	p := domain.Policy{Name: req.Name, Limit: b.Limit, Window: window}
 	if b.Algorithm != nil {
 		p.Algorithm = domain.Algorithm(*b.Algorithm)
+	}
+	if b.Resolution != nil {
+		res, err := domain.ParseDuration(*b.Resolution)
+		if err != nil {
+			unparsed.Add("resolution", err.Error())
+		}
+		p.Resolution = res
 	}
 	if b.FailureMode != nil {
 		p.FailureMode = domain.FailureMode(*b.FailureMode)
@@ -183,18 +199,16 @@ func (s *server) PutPolicy(ctx context.Context, req api.PutPolicyRequestObject) 
 	if b.Shadow != nil {
 		p.Shadow = *b.Shadow
 	}
-	if werr != nil {
-		ve := &domain.ValidationError{}
-		ve.Add("window", werr.Error())
+	if len(unparsed.Fields) > 0 {
 		var rest *domain.ValidationError
 		if errors.As(p.WithDefaults().Validate(""), &rest) {
 			for _, f := range rest.Fields {
-				if f.Field != "window" {
-					ve.Fields = append(ve.Fields, f)
+				if !named(unparsed, f.Field) {
+					unparsed.Fields = append(unparsed.Fields, f)
 				}
 			}
 		}
-		return nil, ve
+		return nil, unparsed
 	}
 	stored, created, err := s.lim.PutPolicy(ctx, p)
 	if err != nil {
@@ -266,6 +280,16 @@ func (s *server) ResetKeyByQuery(ctx context.Context, req api.ResetKeyByQueryReq
 		return nil, err
 	}
 	return api.ResetKeyByQuery204Response{}, nil
+}
+
+// named reports whether ve already names field.
+func named(ve *domain.ValidationError, field string) bool {
+	for _, f := range ve.Fields {
+		if f.Field == field {
+			return true
+		}
+	}
+	return false
 }
 
 // renameField maps a domain field name to the name the client used (a path parameter here).

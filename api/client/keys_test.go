@@ -17,7 +17,7 @@ import (
 // not (its URL resolution drops the dot segment), which is why they exist.
 func TestDotSegmentKeysRoundTrip(t *testing.T) {
 	clock := fixedClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	lim, err := domain.NewService([]domain.Policy{{Name: "login", Limit: 5, Window: time.Minute}}, memory.NewPolicies(), memory.New(clock, memory.Options{MaxKeys: 100}), nil, clock)
+	lim, err := domain.NewService([]domain.Policy{{Name: "login", Limit: 5, Window: time.Minute}}, memory.NewPolicies(clock), memory.New(clock, memory.Options{MaxKeys: 100}), nil, clock)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -333,15 +333,22 @@ export interface components {
             /** @description The store could not answer and the policy's failure_mode `allow` admitted this request. */
             degraded?: boolean;
         };
+        /**
+         * @description How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
+         *     interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
+         *     (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
+         *     (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
+         *     (about 2 × limit across a boundary).
+         * @default sliding_log
+         * @enum {string}
+         */
+        Algorithm: "sliding_log" | "sliding_window" | "token_bucket" | "fixed_window";
         PolicySpec: {
             /** Format: int64 */
             limit: number;
             window: components["schemas"]["Duration"];
-            /**
-             * @default sliding_log
-             * @enum {string}
-             */
-            algorithm: "sliding_log";
+            algorithm?: components["schemas"]["Algorithm"];
+            resolution?: components["schemas"]["Duration"];
             /**
              * @default deny
              * @enum {string}
@@ -357,8 +364,8 @@ export interface components {
             window: components["schemas"]["Duration"];
             /** Format: int64 */
             window_ms: number;
-            /** @enum {string} */
-            algorithm: "sliding_log";
+            algorithm: components["schemas"]["Algorithm"];
+            resolution?: components["schemas"]["Duration"];
             /** @enum {string} */
             failure_mode: "deny" | "allow";
             shadow: boolean;
