@@ -52,28 +52,38 @@ func (strictCodec) UnmarshalRead(r io.Reader, v any) error {
 	return decodeStrict(buf.Bytes(), v)
 }
 
-// decodeStrict decodes exactly one JSON value from data into v (a pointer to a generated request type) in two
-// passes. The first, jsontext's reader with its defaults, checks the syntax, refuses invalid UTF-8 (also as a
-// lone surrogate escape) and duplicate member names anywhere, and trailing data. The second walks v's type:
-// member names match the json tags exactly, and every member that is unknown or of the wrong type is reported,
-// not only the first. Strings are copied out of data, so the caller may reuse it.
+// decodeStrict decodes exactly one JSON value from data into v (a pointer to a generated request type) in one
+// streaming pass of jsontext's reader, whose defaults check the syntax and refuse invalid UTF-8 (also as a lone
+// surrogate escape) and duplicate member names anywhere. The walk follows v's type: member names match the json
+// tags exactly, and every member that is unknown or of the wrong type is reported, not only the first. A
+// syntactic error stops the walk and is reported alone. Strings are copied out of data, so the caller may reuse
+// it.
 func decodeStrict(data []byte, v any) error {
-	dec := jsontext.NewDecoder(bytes.NewReader(data))
-	val, err := dec.ReadValue()
-	if err != nil {
+	d := decoders.Get().(*pooledDecoder)
+	defer decoders.Put(d)
+	d.r.Reset(data)
+	d.dec.Reset(&d.r)
+	ve := &domain.ValidationError{}
+	if err := decodeValue(&d.dec, reflect.ValueOf(v).Elem(), "", ve); err != nil {
 		return syntaxError(err)
 	}
-	val = val.Clone() // the decoder reuses its buffer on the next read
-	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
+	if _, err := d.dec.ReadToken(); !errors.Is(err, io.EOF) {
 		if err == nil {
 			return errors.New("data after the JSON value")
 		}
 		return syntaxError(err)
 	}
-	ve := &domain.ValidationError{}
-	decodeValue(val, reflect.ValueOf(v).Elem(), "", ve)
 	return ve.Err()
 }
+
+// pooledDecoder is a jsontext reader over a byte slice, kept between requests: a fresh one costs several
+// allocations per body.
+type pooledDecoder struct {
+	r   bytes.Reader
+	dec jsontext.Decoder
+}
+
+var decoders = sync.Pool{New: func() any { return new(pooledDecoder) }}
 
 // syntaxError turns jsontext's refusal into a validation problem naming the field when the bytes are well-formed
 // JSON but break a rule of the contract (a duplicate name, invalid UTF-8), and a malformed-body error otherwise.
@@ -114,76 +124,121 @@ func fieldOfPointer(p jsontext.Pointer) string {
 	return b.String()
 }
 
-// decodeValue stores raw (already checked by jsontext) into rv, adding one error per bad field to ve.
-func decodeValue(raw jsontext.Value, rv reflect.Value, path string, ve *domain.ValidationError) {
-	kind := raw.Kind()
+// decodeValue reads the next value of dec into rv, adding one error per bad field to ve. It returns only the
+// reader's (syntactic) errors; a value of the wrong type is skipped after its error is recorded.
+func decodeValue(dec *jsontext.Decoder, rv reflect.Value, path string, ve *domain.ValidationError) error {
+	kind := dec.PeekKind()
+	if kind == 0 {
+		_, err := dec.ReadToken()
+		return err
+	}
+	wrong := func(want string) error {
+		ve.Add(orBody(path), "must be "+want+", got "+jsonKind(kind))
+		return dec.SkipValue()
+	}
 	switch rv.Kind() {
 	case reflect.Pointer:
 		if kind == 'n' {
-			return // absent and null are the same for optional fields
+			_, err := dec.ReadToken() // absent and null are the same for optional fields
+			return err
 		}
 		elem := reflect.New(rv.Type().Elem())
-		decodeValue(raw, elem.Elem(), path, ve)
+		if err := decodeValue(dec, elem.Elem(), path, ve); err != nil {
+			return err
+		}
 		rv.Set(elem)
-		return
+		return nil
 	case reflect.Struct:
 		if kind != '{' {
-			ve.Add(orBody(path), "must be an object, got "+jsonKind(kind))
-			return
+			return wrong("an object")
 		}
 		fields := structFields(rv.Type())
-		dec := jsontext.NewDecoder(bytes.NewReader(raw))
-		_, _ = dec.ReadToken() // '{'
+		if _, err := dec.ReadToken(); err != nil {
+			return err
+		}
 		for dec.PeekKind() != '}' {
 			tok, err := dec.ReadToken()
 			if err != nil {
-				return // unreachable: raw was validated
+				return err
 			}
 			name := tok.String()
-			member, err := dec.ReadValue()
-			if err != nil {
-				return
-			}
 			i, ok := fields[name]
 			if !ok {
 				ve.Add(join(path, name), "unknown field: the body accepts only the fields in openapi.yaml, spelt exactly (names are case-sensitive)")
+				if err := dec.SkipValue(); err != nil {
+					return err
+				}
 				continue
 			}
-			decodeValue(member, rv.Field(i), join(path, name), ve)
+			if err := decodeValue(dec, rv.Field(i), join(path, name), ve); err != nil {
+				return err
+			}
 		}
-		return
+		_, err := dec.ReadToken()
+		return err
 	case reflect.Slice:
 		if kind != '[' {
-			ve.Add(orBody(path), "must be an array, got "+jsonKind(kind))
-			return
+			return wrong("an array")
 		}
-		dec := jsontext.NewDecoder(bytes.NewReader(raw))
-		_, _ = dec.ReadToken() // '['
+		if _, err := dec.ReadToken(); err != nil {
+			return err
+		}
 		out := reflect.MakeSlice(rv.Type(), 0, 4)
 		for i := 0; dec.PeekKind() != ']'; i++ {
-			elem, err := dec.ReadValue()
-			if err != nil {
-				return
-			}
 			item := reflect.New(rv.Type().Elem()).Elem()
-			decodeValue(elem, item, path+"["+strconv.Itoa(i)+"]", ve)
+			if err := decodeValue(dec, item, path+"["+strconv.Itoa(i)+"]", ve); err != nil {
+				return err
+			}
 			out = reflect.Append(out, item)
 		}
 		rv.Set(out)
-		return
+		_, err := dec.ReadToken()
+		return err
+	case reflect.String:
+		if kind != '"' {
+			return wrong("a string")
+		}
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		rv.SetString(tok.String())
+		return nil
+	case reflect.Bool:
+		if kind != 't' && kind != 'f' {
+			return wrong("a boolean")
+		}
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		rv.SetBool(tok.Bool())
+		return nil
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if kind != '0' {
+			return wrong("an integer")
+		}
+		raw, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		n, perr := strconv.ParseInt(string(raw), 10, 64)
+		if perr != nil || rv.OverflowInt(n) {
+			ve.Add(orBody(path), "must be an integer (no fraction or exponent, at most 19 digits), got "+string(raw))
+			return nil
+		}
+		rv.SetInt(n)
+		return nil
 	}
-	want := jsonTypeOf(rv.Kind())
-	if k := kind; k == 'n' || jsonKindOfType(want) != foldBool(k) {
-		ve.Add(orBody(path), "must be "+want+", got "+jsonKind(kind))
-		return
+	// No request type has other kinds today; decode them as encoding/json would.
+	raw, err := dec.ReadValue()
+	if err != nil {
+		return err
 	}
 	if err := json.Unmarshal(raw, rv.Addr().Interface()); err != nil {
-		if want == "an integer" {
-			ve.Add(orBody(path), "must be an integer (no fraction or exponent, at most 19 digits), got "+string(raw))
-			return
-		}
-		ve.Add(orBody(path), "must be "+want)
+		ve.Add(orBody(path), "has the wrong type")
 	}
+	return nil
 }
 
 func join(path, name string) string {
@@ -218,33 +273,6 @@ func structFields(t reflect.Type) map[string]int {
 
 var fieldCache sync.Map // reflect.Type → map[string]int
 
-func jsonTypeOf(k reflect.Kind) string {
-	switch k {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "an integer"
-	case reflect.Float32, reflect.Float64:
-		return "a number"
-	case reflect.Bool:
-		return "a boolean"
-	case reflect.String:
-		return "a string"
-	}
-	return "a " + k.String()
-}
-
-func jsonKindOfType(want string) jsontext.Kind {
-	switch want {
-	case "an integer", "a number":
-		return '0'
-	case "a boolean":
-		return 't' // false is folded into 't' by the caller
-	case "a string":
-		return '"'
-	}
-	return 0
-}
-
 // jsonKind names a JSON value's kind for messages.
 func jsonKind(k jsontext.Kind) string {
 	switch k {
@@ -268,11 +296,3 @@ type malformedError struct{ msg string }
 
 func (e *malformedError) Error() string        { return "malformed JSON body: " + e.msg }
 func (e *malformedError) Is(target error) bool { return target == errMalformed }
-
-// foldBool maps false's kind onto true's, so one comparison covers both booleans.
-func foldBool(k jsontext.Kind) jsontext.Kind {
-	if k == 'f' {
-		return 't'
-	}
-	return k
-}
