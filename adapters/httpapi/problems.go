@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -147,6 +148,9 @@ func decodeError(err error) error {
 	var me *malformedError
 	if errors.As(err, &me) {
 		return me
+	}
+	if errors.Is(err, io.EOF) {
+		return &malformedError{msg: "the body is empty; send a JSON object"}
 	}
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "can't decode JSON body: ")

@@ -96,3 +96,13 @@ func contains(xs []string, x string) bool {
 	}
 	return false
 }
+
+// TestEmptyBodyIsMalformed: an empty JSON body is a malformed problem in plain words, not "EOF".
+func TestEmptyBodyIsMalformed(t *testing.T) {
+	e := newEnv(t)
+	r := e.do("POST", "/v1/check", "", invalidRequest(), header("Content-Type", "application/json"))
+	wantProblem(t, r, 400, "malformed", "")
+	if p := r.problem(t); p.Detail == nil || !strings.Contains(*p.Detail, "the body is empty") {
+		t.Fatalf("body %s", r.Body)
+	}
+}
