@@ -108,7 +108,7 @@ func route(mux *http.ServeMux, obs RequestObserver, next http.Handler) http.Hand
 		case pattern == "":
 			if allow := allowedMethods(mux, r); len(allow) > 0 {
 				sw.Header().Set("Allow", strings.Join(allow, ", "))
-				writeProblem(sw, problem(kindMethodNotAll, r.Method+" is not allowed on "+r.URL.Path+"; allowed: "+strings.Join(allow, ", "), nil))
+				writeProblem(sw, problem(kindMethodNotAll, r.Method+" is not allowed on "+redactPath(r.URL.Path)+"; allowed: "+strings.Join(allow, ", "), nil))
 				return
 			}
 			writeProblem(sw, problem(kindNoRoute, "no endpoint "+r.Method+" "+redactPath(r.URL.Path)+"; see /openapi.yaml", nil))
