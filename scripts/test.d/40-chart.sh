@@ -9,6 +9,8 @@
 #      then the postgres Deployment, each until /readyz, a token check and a graceful SIGTERM; and `sluice config
 #      check` on every value set's rendered config under the pod's env. Skipped, saying so, while the sluice binary
 #      does not build (and the Postgres parts while the binary itself reports its Postgres store "not built yet").
+#   5. scripts/chart-bounds.sh: both sides of every bound of the binary's validation that a value reaches, through
+#      helm template and `sluice config check`, so the chart refuses exactly what the binary refuses.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
@@ -179,6 +181,15 @@ else
 		fi
 		# The Deployment as rendered: migrations off (the hook ran them), database URL from the operator's Secret.
 		serve_check "postgres Deployment" "$WORK/hook.yaml" "${SECRETS[@]}"
+	fi
+
+	# The chart refuses exactly what the binary refuses: both sides of every bound (scripts/chart-bounds.sh).
+	if bash "$ROOT/scripts/chart-bounds.sh" "$WORK/sluice" >"$WORK/bounds.log" 2>&1; then
+		grep -E '^(skip|bounds:)' "$WORK/bounds.log" || true
+		ok "chart-bounds: every bound of sluice's validation, both sides, through helm template + sluice config check ($(sed -n 's/^bounds: //p' "$WORK/bounds.log"))"
+	else
+		grep -Ev '^ok ' "$WORK/bounds.log"
+		bad "chart-bounds: every bound of sluice's validation, both sides, through helm template + sluice config check"
 	fi
 
 	# Every value set's rendered config file passes the binary's own validation, under the pod's environment.
