@@ -1,5 +1,6 @@
-// Package docs runs the shell examples of the documentation (README.md, docs/*.md, the chart's README) against a
-// real sluice built from this tree, so that none of them can rot. The convention, which its test enforces:
+// Package docs runs the shell examples of the documentation (every Markdown file: README.md, docs/*.md, the chart's
+// and the SDK's READMEs) against a real sluice built from this tree, so that none of them can rot. The convention,
+// which its test enforces:
 //
 //   - Every fenced block has an info string (sh, console, go, text, promql, ...). An untagged block fails the
 //     test, so a command cannot escape by being untagged.

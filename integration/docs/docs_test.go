@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -17,17 +18,26 @@ import (
 	"time"
 )
 
-// docFiles are the documents whose examples run, relative to the repository root.
+// docFiles are the repository's Markdown documents (README.md, docs/*.md, the chart's and the SDK's READMEs, and
+// any added later), relative to the root; node_modules and dot-directories are not documents.
 func docFiles(t *testing.T, root string) []string {
 	t.Helper()
-	files := []string{"README.md", "deploy/helm/sluice/README.md"}
-	more, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	var files []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != root && (d.Name() == "node_modules" || strings.HasPrefix(d.Name(), ".")) {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(d.Name(), ".md") {
+			rel, _ := filepath.Rel(root, path)
+			files = append(files, rel)
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, m := range more {
-		rel, _ := filepath.Rel(root, m)
-		files = append(files, rel)
 	}
 	return files
 }
