@@ -15,6 +15,13 @@ type CheckRequest struct {
 	Cost   int64
 }
 
+// PolicyCheck is a check whose policy the caller has resolved.
+type PolicyCheck struct {
+	Policy Policy
+	Key    string
+	Cost   int64
+}
+
 // Result is a Decision with what the caller needs to present it.
 type Result struct {
 	Decision
@@ -33,6 +40,10 @@ type Limiter interface {
 	// CheckMany decides several requests in order; with atomic, nothing is recorded unless all are admitted.
 	// allowed reports whether every check was admitted (shadow denials count as admitted).
 	CheckMany(ctx context.Context, rs []CheckRequest, atomic bool) (results []Result, allowed bool, err error)
+	// CheckPolicies is CheckMany for callers that resolve policies themselves (the Envoy RLS adapter maps
+	// descriptors onto policies of its own config, or onto a descriptor's limit override). Each policy must pass
+	// Policy.Validate; the checks are validated as CheckMany's.
+	CheckPolicies(ctx context.Context, cs []PolicyCheck, atomic bool) (results []Result, allowed bool, err error)
 	// Reset forgets a key's admitted units.
 	Reset(ctx context.Context, policy, key string) error
 	ListPolicies(ctx context.Context) ([]Policy, error)
@@ -50,6 +61,7 @@ type Limiter interface {
 type Service struct {
 	fixed    map[string]Policy // config-file policies: read-only, looked up first
 	policies PolicyStore
+	checkPol CheckPolicyGetter // policies, when it implements it
 	store    BucketStore
 	obs      Observer
 	clock    Clock
@@ -67,6 +79,7 @@ func NewService(configPolicies []Policy, policies PolicyStore, store BucketStore
 	if s.obs == nil {
 		s.obs = NopObserver{}
 	}
+	s.checkPol, _ = policies.(CheckPolicyGetter)
 	for _, p := range fixed {
 		s.fixed[p.Name] = p
 	}
@@ -116,7 +129,7 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 	if nameErr != nil {
 		return Policy{}, BucketRequest{}, nil
 	}
-	p, err := s.policy(ctx, r.Policy)
+	p, err := s.checkPolicy(ctx, r.Policy)
 	if err != nil {
 		if errors.Is(err, ErrPolicyNotFound) {
 			return Policy{}, BucketRequest{}, fmt.Errorf("%w: %q", ErrPolicyNotFound, r.Policy)
@@ -126,7 +139,19 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 	if r.Cost > p.Limit {
 		v.Add(prefix+"cost", fmt.Sprintf("%d exceeds the limit %d of policy %q: it can never be admitted", r.Cost, p.Limit, p.Name))
 	}
-	return p, BucketRequest{Policy: p.Name, Key: r.Key, Rule: p.Rule(), Cost: r.Cost, Shadow: p.Shadow}, nil
+	return p, BucketRequest{Policy: p.Name, Key: r.Key, Rule: p.Rule(), Cost: r.Cost, Shadow: p.Shadow, Stored: p.Source == SourceAPI}, nil
+}
+
+// checkPolicy resolves the policy a check is sent with: config policies first, then the API's (through
+// CheckPolicyGetter when the store decides with its own copy).
+func (s *Service) checkPolicy(ctx context.Context, name string) (Policy, error) {
+	if p, ok := s.fixed[name]; ok {
+		return p, nil
+	}
+	if s.checkPol != nil {
+		return s.checkPol.CheckPolicy(ctx, name)
+	}
+	return s.policies.GetPolicy(ctx, name)
 }
 
 // Check implements Limiter.
@@ -148,7 +173,19 @@ func (s *Service) Check(ctx context.Context, r CheckRequest) (Result, error) {
 	if err != nil {
 		return s.failed(p, r.Key, err)
 	}
+	if d.Status != StatusOK {
+		return Result{}, refused(p, r.Cost, d, "")
+	}
 	return s.finish(p, r.Key, d), nil
+}
+
+// refused is the error of a check the store refused (BucketRequest.Stored): its copy of the policy is newer than
+// this replica's, and says the policy is gone or the cost is over its limit.
+func refused(p Policy, cost int64, d Decision, prefix string) error {
+	if d.Status == StatusPolicyNotFound {
+		return fmt.Errorf("%w: %q", ErrPolicyNotFound, p.Name)
+	}
+	return Invalid(prefix+"cost", fmt.Sprintf("%d exceeds the limit %d of policy %q: it can never be admitted", cost, d.Limit, p.Name))
 }
 
 // callerGone reports whether the caller cancelled (a client that disconnected). Its store error is not the
@@ -165,8 +202,10 @@ func (s *Service) failed(p Policy, key string, err error) (Result, error) {
 	return Result{}, &UnavailableError{Policy: p.Name, Err: err}
 }
 
-// finish applies shadow mode and counts the outcome.
+// finish applies shadow mode and counts the outcome. The limit is the one the store decided with (for an API
+// policy on a shared store, the policy in force there).
 func (s *Service) finish(p Policy, key string, d Decision) Result {
+	p.Limit = d.Limit
 	res := Result{Decision: d, Policy: p, Key: key}
 	switch {
 	case d.Allowed:
@@ -180,7 +219,8 @@ func (s *Service) finish(p Policy, key string, d Decision) Result {
 	return res
 }
 
-// CheckMany implements Limiter.
+// CheckMany implements Limiter. Every field problem of every check is reported at once; an unknown policy is
+// reported only when no check has a field problem.
 func (s *Service) CheckMany(ctx context.Context, rs []CheckRequest, atomic bool) ([]Result, bool, error) {
 	v := &ValidationError{}
 	if len(rs) == 0 {
@@ -188,23 +228,59 @@ func (s *Service) CheckMany(ctx context.Context, rs []CheckRequest, atomic bool)
 	}
 	ps := make([]Policy, len(rs))
 	brs := make([]BucketRequest, len(rs))
+	var lookupErr error
 	for i, r := range rs {
 		p, br, err := s.prepare(ctx, r, "checks["+strconv.Itoa(i)+"].", v)
-		if err != nil {
-			return nil, false, err
+		if err != nil && lookupErr == nil {
+			lookupErr = err
 		}
 		ps[i], brs[i] = p, br
 	}
 	if err := v.Err(); err != nil {
 		return nil, false, err
 	}
+	if lookupErr != nil {
+		return nil, false, lookupErr
+	}
+	return s.decideMany(ctx, ps, brs, atomic)
+}
+
+// CheckPolicies implements Limiter.
+func (s *Service) CheckPolicies(ctx context.Context, cs []PolicyCheck, atomic bool) ([]Result, bool, error) {
+	v := &ValidationError{}
+	if len(cs) == 0 {
+		v.Add("checks", "must hold at least one check")
+	}
+	ps := make([]Policy, len(cs))
+	brs := make([]BucketRequest, len(cs))
+	for i, c := range cs {
+		prefix := "checks[" + strconv.Itoa(i) + "]."
+		p := c.Policy.WithDefaults()
+		p.validateInto(v, prefix+"policy.")
+		if err := ValidateKey(c.Key); err != nil {
+			v.Add(prefix+"key", err.Error())
+		}
+		if c.Cost < 0 || c.Cost > p.Limit {
+			v.Add(prefix+"cost", fmt.Sprintf("must be from 0 to the limit %d of policy %q, got %d", p.Limit, p.Name, c.Cost))
+		}
+		ps[i] = p
+		brs[i] = BucketRequest{Policy: p.Name, Key: c.Key, Rule: p.Rule(), Cost: c.Cost, Shadow: p.Shadow}
+	}
+	if err := v.Err(); err != nil {
+		return nil, false, err
+	}
+	return s.decideMany(ctx, ps, brs, atomic)
+}
+
+// decideMany sends validated checks to the store as one batch and applies shadow mode and failure_mode.
+func (s *Service) decideMany(ctx context.Context, ps []Policy, brs []BucketRequest, atomic bool) ([]Result, bool, error) {
 	start := s.clock.Now()
 	ds, err := s.store.DecideBatch(ctx, brs, atomic)
 	if err != nil && callerGone(ctx) {
 		return nil, false, ctx.Err()
 	}
 	s.obs.StoreCall("decide_batch", s.clock.Now().Sub(start), err)
-	results := make([]Result, len(rs))
+	results := make([]Result, len(brs))
 	if err != nil {
 		// One failure covers the batch: any policy with failure_mode deny refuses it, else all are degraded.
 		for _, p := range ps {
@@ -213,13 +289,20 @@ func (s *Service) CheckMany(ctx context.Context, rs []CheckRequest, atomic bool)
 			}
 		}
 		for i, p := range ps {
-			results[i], _ = s.failed(p, rs[i].Key, err)
+			results[i], _ = s.failed(p, brs[i].Key, err)
 		}
 		return results, true, nil
 	}
+	for i, d := range ds {
+		if d.Status != StatusOK {
+			// The store's copy of a policy refused a check: the batch fails as a whole, as it would have had
+			// this replica known; with atomic set the store recorded nothing.
+			return nil, false, refused(ps[i], brs[i].Cost, d, "checks["+strconv.Itoa(i)+"].")
+		}
+	}
 	allowed := true
 	for i, d := range ds {
-		results[i] = s.finish(ps[i], rs[i].Key, d)
+		results[i] = s.finish(ps[i], brs[i].Key, d)
 		allowed = allowed && results[i].Allowed
 	}
 	return results, allowed, nil

@@ -44,7 +44,7 @@ func newService(t *testing.T, store domain.BucketStore, obs domain.Observer) *do
 	s, err := domain.NewService([]domain.Policy{
 		{Name: "strict", Limit: 1, Window: time.Minute},
 		{Name: "lenient", Limit: 1, Window: time.Minute, FailureMode: domain.FailAllow},
-	}, memory.NewPolicies(), store, obs, clocktest.New(time.Unix(1000, 0)))
+	}, memory.NewPolicies(clocktest.New(time.Unix(1000, 0))), store, obs, clocktest.New(time.Unix(1000, 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,5 +107,48 @@ func TestValidationNamesEveryField(t *testing.T) {
 		if f.Field != want[i] {
 			t.Fatalf("field %d = %q, want %q", i, f.Field, want[i])
 		}
+	}
+}
+
+// An unknown policy in one check does not hide the field errors of the others (issue 12).
+func TestUnknownPolicyDoesNotHideFieldErrors(t *testing.T) {
+	s := newService(t, memory.New(clocktest.New(time.Unix(1000, 0)), memory.Options{}), nil)
+	_, _, err := s.CheckMany(context.Background(), []domain.CheckRequest{
+		{Policy: "nope", Key: "k", Cost: 1},
+		{Policy: "strict", Key: "", Cost: 1},
+	}, true)
+	var ve *domain.ValidationError
+	if !errors.As(err, &ve) || len(ve.Fields) != 1 || ve.Fields[0].Field != "checks[1].key" {
+		t.Fatalf("got %v, want the field error of checks[1].key", err)
+	}
+	_, _, err = s.CheckMany(context.Background(), []domain.CheckRequest{{Policy: "nope", Key: "k", Cost: 1}}, true)
+	if !errors.Is(err, domain.ErrPolicyNotFound) {
+		t.Fatalf("got %v, want ErrPolicyNotFound", err)
+	}
+}
+
+// CheckPolicies decides under policies the caller resolved, validating them and the checks as CheckMany does.
+func TestCheckPolicies(t *testing.T) {
+	s := newService(t, memory.New(clocktest.New(time.Unix(1000, 0)), memory.Options{}), nil)
+	ctx := context.Background()
+	p := domain.Policy{Name: "rls.a", Limit: 2, Window: time.Minute, Algorithm: domain.SlidingLog}
+	q := domain.Policy{Name: "rls.b", Limit: 1, Window: time.Minute, Algorithm: domain.SlidingLog}
+	rs, allowed, err := s.CheckPolicies(ctx, []domain.PolicyCheck{{Policy: p, Key: "k", Cost: 1}, {Policy: q, Key: "k", Cost: 1}}, true)
+	if err != nil || !allowed || rs[0].Remaining != 1 || rs[1].Remaining != 0 {
+		t.Fatalf("first: %+v %v %v", rs, allowed, err)
+	}
+	rs, allowed, err = s.CheckPolicies(ctx, []domain.PolicyCheck{{Policy: p, Key: "k", Cost: 1}, {Policy: q, Key: "k", Cost: 1}}, true)
+	if err != nil || allowed || !rs[0].Allowed || rs[1].Allowed {
+		t.Fatalf("second: %+v %v %v", rs, allowed, err)
+	}
+	// The atomic batch recorded nothing: p still has one unit.
+	rs, _, err = s.CheckPolicies(ctx, []domain.PolicyCheck{{Policy: p, Key: "k", Cost: 0}}, false)
+	if err != nil || rs[0].Remaining != 0 || !rs[0].Allowed {
+		t.Fatalf("peek: %+v %v", rs, err)
+	}
+	_, _, err = s.CheckPolicies(ctx, []domain.PolicyCheck{{Policy: domain.Policy{Name: "x", Limit: 0, Window: time.Minute}, Key: "k", Cost: 1}}, false)
+	var ve *domain.ValidationError
+	if !errors.As(err, &ve) || ve.Fields[0].Field != "checks[0].policy.limit" {
+		t.Fatalf("invalid policy: got %v", err)
 	}
 }
