@@ -36,8 +36,9 @@ var (
 	kindInternal    = kind{http.StatusInternalServerError, "internal", "Internal error"}
 	kindUnavailable = kind{http.StatusServiceUnavailable, "store-unavailable", "The rate-limit store could not answer"}
 	// kindClientGone answers a client that disconnected mid-request; nobody reads it, so it only has to be valid.
-	kindClientGone = kind{http.StatusServiceUnavailable, "store-unavailable", "The request was cancelled"}
-	kindNotReady   = kind{http.StatusServiceUnavailable, "not-ready", "Not ready"}
+	kindClientGone   = kind{http.StatusServiceUnavailable, "store-unavailable", "The request was cancelled"}
+	kindNotReady     = kind{http.StatusServiceUnavailable, "not-ready", "Not ready"}
+	kindMethodNotAll = kind{http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed"}
 )
 
 // classify is the one table from errors to problems. Anything it does not know is internal (500), and its text

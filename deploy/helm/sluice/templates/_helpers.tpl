@@ -106,32 +106,21 @@ app.kubernetes.io/component: postgresql
 {{- end }}
 
 {{/*
-sluice.durationNs: a duration as the binary reads it (domain.ParseDuration: an optional leading "<N>d" then a Go
-duration such as 1h30m, 250ms, 1.5s), as an integer count of nanoseconds; "invalid" when it does not parse.
-Integer arithmetic throughout (fractions are split into digits), so "1.1s" is exactly 1100ms as in Go; fraction
-digits past the sixth are dropped.
+sluice.durationNs: a duration in sluice's one grammar (domain.ParseDuration, openapi.yaml's Duration pattern):
+whole numbers with units d, h, m, s, ms in that order, each at most once (500ms, 30s, 1h30m, 7d, 1d12h), as an
+integer count of nanoseconds; "invalid" when it does not parse.
 */}}
 {{- define "sluice.durationNs" -}}
 {{- $s := toString . -}}
-{{- $units := dict "ns" 1 "us" 1000 "µs" 1000 "ms" 1000000 "s" 1000000000 "m" 60000000000 "h" 3600000000000 "d" 86400000000000 -}}
-{{- if not (regexMatch "^([0-9]+d)?([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))*$" $s) -}}
-invalid
-{{- else if or (eq $s "") (eq $s "d") -}}
+{{- $units := dict "ms" 1000000 "s" 1000000000 "m" 60000000000 "h" 3600000000000 "d" 86400000000000 -}}
+{{- if or (eq $s "") (not (regexMatch "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$" $s)) -}}
 invalid
 {{- else -}}
 {{- $total := int64 0 -}}
-{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h|d)" $s -1 -}}
-{{- $unit := regexFind "(ns|us|µs|ms|s|m|h|d)$" . -}}
-{{- $num := trimSuffix $unit . -}}
-{{- $scale := int64 (get $units $unit) -}}
-{{- $parts := splitList "." $num -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d)" $s -1 -}}
+{{- $unit := regexFind "(ms|s|m|h|d)$" . -}}
 {{- /* Leading zeros are stripped: sprig's int64 would read "010" as octal. */ -}}
-{{- $total = add $total (mul (int64 (regexReplaceAll "^0+" (first $parts) "" | default "0")) $scale) -}}
-{{- if gt (len $parts) 1 -}}
-{{- /* At most 6 fraction digits (finer ones are dropped), so digits x unit never overflows int64. */ -}}
-{{- $frac := trunc 6 (last $parts) -}}
-{{- $total = add $total (div (mul (int64 (regexReplaceAll "^0+" $frac "" | default "0")) $scale) (int64 (printf "1%s" (repeat (len $frac) "0")))) -}}
-{{- end -}}
+{{- $total = add $total (mul (int64 (regexReplaceAll "^0+" (trimSuffix $unit .) "" | default "0")) (int64 (get $units $unit))) -}}
 {{- end -}}
 {{- $total -}}
 {{- end -}}
@@ -144,7 +133,7 @@ optional), naming the value's path and the valid range the binary enforces. dict
 {{- define "sluice.checkDuration" -}}
 {{- $ns := include "sluice.durationNs" .value -}}
 {{- if eq $ns "invalid" -}}
-{{- fail (printf "%s: %q is not a duration (forms: 500ms, 30s, 5m, 1h30m, 7d)" .path (toString .value)) -}}
+{{- fail (printf "%s: %q is not a duration: whole numbers with units d, h, m, s, ms in that order, each at most once, e.g. 500ms, 30s, 5m, 1h30m, 7d" .path (toString .value)) -}}
 {{- end -}}
 {{- $min := int64 (include "sluice.durationNs" .min) -}}
 {{- if lt (int64 $ns) $min -}}
@@ -229,9 +218,9 @@ refuses them too; it is not in values.schema.json, so only a render with --skip-
 {{- /* Durations: the binary's ranges (app/load.go validate; domain.Policy.Validate for windows). */}}
 {{- include "sluice.checkDuration" (dict "path" "janitorInterval" "value" .Values.janitorInterval "min" "1m") }}
 {{- include "sluice.checkDuration" (dict "path" "postgres.statementTimeout" "value" .Values.postgres.statementTimeout "min" "1ms" "max" "1m") }}
-{{- include "sluice.checkDuration" (dict "path" "http.readHeaderTimeout" "value" .Values.http.readHeaderTimeout "min" "1ns" "max" "10m") }}
-{{- include "sluice.checkDuration" (dict "path" "http.readTimeout" "value" .Values.http.readTimeout "min" "1ns" "max" "10m") }}
-{{- include "sluice.checkDuration" (dict "path" "http.idleTimeout" "value" .Values.http.idleTimeout "min" "1ns" "max" "10m") }}
+{{- include "sluice.checkDuration" (dict "path" "http.readHeaderTimeout" "value" .Values.http.readHeaderTimeout "min" "1ms" "max" "10m") }}
+{{- include "sluice.checkDuration" (dict "path" "http.readTimeout" "value" .Values.http.readTimeout "min" "1ms" "max" "10m") }}
+{{- include "sluice.checkDuration" (dict "path" "http.idleTimeout" "value" .Values.http.idleTimeout "min" "1ms" "max" "10m") }}
 {{- $names := dict }}
 {{- range $i, $p := .Values.policies }}
 {{- $at := printf "policies[%d]" $i }}
