@@ -9,7 +9,8 @@
 #      then the postgres Deployment, each until /readyz, a token check and a graceful SIGTERM; and `sluice config
 #      check` on every value set's rendered config under the pod's env. Skipped, saying so, while the sluice binary
 #      does not build (and the Postgres parts while the binary itself reports its Postgres store "not built yet").
-#   5. scripts/chart-bounds.sh: both sides of every bound of the binary's validation that a value reaches, through
+#   5. memory.bytesPerKey's default is at least the memory store's measured bytes per full key at limit 100;
+#   6. scripts/chart-bounds.sh: both sides of every bound of the binary's validation that a value reaches, through
 #      helm template and `sluice config check`, so the chart refuses exactly what the binary refuses.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -90,6 +91,26 @@ if "$HELM_UNITTEST" --color=false "$CHART"; then
 	ok "helm unittest"
 else
 	bad "helm unittest"
+fi
+
+step "memory.bytesPerKey is at least the measured bytes per full key at limit 100"
+# The chart derives memory.maxKeys from memory.bytesPerKey (values.yaml). Its default must stay conservative: at
+# least what the memory store measurably holds per full key at limit 100, for every algorithm the benchmark
+# measures (BenchmarkBytesPerKey in adapters/memory; 2,000 keys, about a second).
+default_bpk="$(sed -n 's/^  bytesPerKey: \([0-9]*\).*/\1/p' "$CHART/values.yaml")"
+if GOFLAGS=-buildvcs=false go test -run '^$' -bench 'BytesPerKey' -benchtime 2000x ./adapters/memory >"$WORK/bpk.log" 2>&1; then
+	measured="$(awk '/^BenchmarkBytesPerKey.*limit=100[-\/ ]/ { for (i = 1; i < NF; i++) if ($(i + 1) == "B/key" && $i > m) m = $i } END { printf "%d", m }' "$WORK/bpk.log")"
+	grep '^BenchmarkBytesPerKey' "$WORK/bpk.log" | sed 's/^/    /'
+	if [[ -z "$default_bpk" || "$measured" == 0 ]]; then
+		bad "memory.bytesPerKey vs BenchmarkBytesPerKey: could not read the default ($default_bpk) or a limit=100 figure"
+	elif ((measured <= default_bpk)); then
+		ok "memory.bytesPerKey default $default_bpk B >= measured $measured B per full key at limit 100"
+	else
+		bad "memory.bytesPerKey default $default_bpk B is below the measured $measured B per full key at limit 100: raise it in values.yaml (and docs/operator.md)"
+	fi
+else
+	cat "$WORK/bpk.log"
+	bad "BenchmarkBytesPerKey (adapters/memory) runs"
 fi
 
 # serve_check LABEL MANIFESTS [podrun flags...]: run the rendered Deployment's container as the kubelet would (its
