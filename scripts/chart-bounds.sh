@@ -5,7 +5,8 @@
 #            env (run as the kubelet would, through podrun);
 #   outside: `helm template` fails naming the value, and the same values rendered with the chart's own checks off
 #            (--skip-schema-validation --set testOnlySkipChartChecks=true) are refused by `sluice config check`.
-# A bound the binary moves, or a chart range that drifts from it, fails here. Called by scripts/test.d/40-chart.sh;
+# The bounds app/config.go declares (range tags) must each have their rows. A bound the binary moves, or a chart
+# range that drifts from it, fails here. Called by scripts/test.d/40-chart.sh;
 # prints "ok"/"FAIL"/"skip" lines and "bounds: N passed, N failed, N skipped".
 set -uo pipefail
 BIN="${1:?usage: chart-bounds.sh SLUICE_BINARY}"
@@ -25,7 +26,10 @@ skip() { skipped=$((skipped + 1)); printf 'skip %s\n' "$*"; }
 # config_check MANIFESTS: `sluice config check` on the rendered config file, under the Deployment's env.
 config_check() {
 	rm -rf "$WORK/pod"
-	"$PODRUN" -kind Deployment -root "$WORK/pod" -args "config check /etc/sluice/config.yaml" -- "$BIN" <"$1" >"$WORK/check.log" 2>&1
+	# The database URL is given (config check never connects), so a render whose database Secret is missing (store
+	# postgress with the checks off) still reaches the binary.
+	"$PODRUN" -kind Deployment -root "$WORK/pod" -secret "sluice-postgresql/url=postgres://sluice@127.0.0.1:5432/sluice" \
+		-args "config check /etc/sluice/config.yaml" -- "$BIN" <"$1" >"$WORK/check.log" 2>&1
 }
 
 # Does this binary read `resolution` yet (the sliding_window fields)? The rows that need it wait for it.
@@ -44,27 +48,30 @@ PW="$P,policies[0].window=1m"
 SW="$PW,policies[0].algorithm=sliding_window"
 # setting | base --set (both sides) | inside | outside | chart message (ERE) | binary message (ERE)
 ROWS=(
-	"janitorInterval (min 1m)|store=postgres|janitorInterval=1m|janitorInterval=59s|janitorInterval|janitor"
-	"janitorInterval=30s|store=postgres|janitorInterval=1m0s|janitorInterval=30s|janitorInterval|janitor"
-	"postgres.statementTimeout (min 1ms)|store=postgres|postgres.statementTimeout=1ms|postgres.statementTimeout=0ms|postgres.statementTimeout|statement"
-	"postgres.statementTimeout (max 1m)|store=postgres|postgres.statementTimeout=1m|postgres.statementTimeout=1m1ms|postgres.statementTimeout|statement"
-	"postgres.statementTimeout=5m|store=postgres|postgres.statementTimeout=60s|postgres.statementTimeout=5m|postgres.statementTimeout|statement"
-	"postgres.maxConns (min 1)|store=postgres,postgres.lanes=0|postgres.maxConns=1|postgres.maxConns=0|/postgres/maxConns|max_conns|MAX_CONNS"
-	"postgres.maxConns (max 1000)|store=postgres|postgres.maxConns=1000|postgres.maxConns=1001|/postgres/maxConns|max_conns|MAX_CONNS"
+	"janitorInterval (min 1m)|store=postgres|janitorInterval=1m|janitorInterval=59s|janitorInterval|janitor_interval"
+	"janitorInterval=30s|store=postgres|janitorInterval=1m0s|janitorInterval=30s|janitorInterval|janitor_interval"
+	"postgres.statementTimeout (min 1ms)|store=postgres|postgres.statementTimeout=1ms|postgres.statementTimeout=0ms|postgres.statementTimeout|statement_timeout"
+	"postgres.statementTimeout (max 1m)|store=postgres|postgres.statementTimeout=1m|postgres.statementTimeout=1m1ms|postgres.statementTimeout|statement_timeout"
+	"postgres.statementTimeout=5m|store=postgres|postgres.statementTimeout=60s|postgres.statementTimeout=5m|postgres.statementTimeout|statement_timeout"
+	"postgres.maxConns (min 1)|store=postgres,postgres.lanes=0|postgres.maxConns=1|postgres.maxConns=0|/postgres/maxConns|max_conns"
+	"postgres.maxConns (max 1000)|store=postgres|postgres.maxConns=1000|postgres.maxConns=1001|/postgres/maxConns|max_conns"
 	"postgres.lanes (max maxConns)|store=postgres,postgres.maxConns=8|postgres.lanes=8|postgres.lanes=9|postgres.lanes|lanes|LANES"
 	"postgres.lanes (min 0)|store=postgres|postgres.lanes=0|postgres.lanes=-1|/postgres/lanes|lanes|LANES"
-	"memory.maxKeys (min 1)||memory.maxKeys=1|memory.maxKeys=0|/memory/maxKeys|max_keys|MAX_KEYS"
-	"http.maxBodyBytes (min 1024)||http.maxBodyBytes=1024|http.maxBodyBytes=1023|/http/maxBodyBytes|max_body_bytes|MAX_BODY"
-	"http.maxBodyBytes=10||http.maxBodyBytes=65536|http.maxBodyBytes=10|/http/maxBodyBytes|max_body_bytes|MAX_BODY"
-	"http.maxBodyBytes (max 16Mi)||http.maxBodyBytes=16777216|http.maxBodyBytes=16777217|/http/maxBodyBytes|max_body_bytes|MAX_BODY"
-	"http.readHeaderTimeout (max 10m)||http.readHeaderTimeout=10m|http.readHeaderTimeout=10m1ms|http.readHeaderTimeout|read_header_timeout|READ_HEADER"
-	"http.readHeaderTimeout (min >0)||http.readHeaderTimeout=1ms|http.readHeaderTimeout=0s|http.readHeaderTimeout|read_header_timeout|READ_HEADER"
-	"http.readTimeout (max 10m)||http.readTimeout=10m|http.readTimeout=601s|http.readTimeout|read_timeout|READ_TIMEOUT"
-	"http.idleTimeout (max 10m)||http.idleTimeout=600s|http.idleTimeout=11m|http.idleTimeout|idle_timeout|IDLE"
-	"drainTimeoutSeconds (min 1s)||drainTimeoutSeconds=1|drainTimeoutSeconds=0|/drainTimeoutSeconds|drain_timeout|DRAIN"
-	"drainTimeoutSeconds (max 10m)||drainTimeoutSeconds=600|drainTimeoutSeconds=601|/drainTimeoutSeconds|drain_timeout|DRAIN"
-	"log.level (enum)||log.level=debug|log.level=verbose|/log/level|log.level|LOG_LEVEL"
-	"log.format (enum)||log.format=text|log.format=yaml|/log/format|log.format|LOG_FORMAT"
+	"memory.maxKeys (min 1)||memory.maxKeys=1|memory.maxKeys=0|/memory/maxKeys|max_keys"
+	"http.maxBodyBytes (min 1024)||http.maxBodyBytes=1024|http.maxBodyBytes=1023|/http/maxBodyBytes|max_body_bytes"
+	"http.maxBodyBytes=10||http.maxBodyBytes=65536|http.maxBodyBytes=10|/http/maxBodyBytes|max_body_bytes"
+	"http.maxBodyBytes (max 16Mi)||http.maxBodyBytes=16777216|http.maxBodyBytes=16777217|/http/maxBodyBytes|max_body_bytes"
+	"http.readHeaderTimeout (max 10m)||http.readHeaderTimeout=10m|http.readHeaderTimeout=10m1ms|http.readHeaderTimeout|read_header_timeout"
+	"http.readHeaderTimeout (min >0)||http.readHeaderTimeout=1ms|http.readHeaderTimeout=0s|http.readHeaderTimeout|read_header_timeout"
+	"http.readTimeout (max 10m)||http.readTimeout=10m|http.readTimeout=601s|http.readTimeout|read_timeout"
+	"http.readTimeout (min >0)||http.readTimeout=1ms|http.readTimeout=0s|http.readTimeout|read_timeout"
+	"http.idleTimeout (min >0)||http.idleTimeout=1ms|http.idleTimeout=0ms|http.idleTimeout|idle_timeout"
+	"http.idleTimeout (max 10m)||http.idleTimeout=10m|http.idleTimeout=11m|http.idleTimeout|idle_timeout"
+	"drainTimeoutSeconds (min 1s)||drainTimeoutSeconds=1|drainTimeoutSeconds=0|/drainTimeoutSeconds|drain_timeout"
+	"drainTimeoutSeconds (max 10m)||drainTimeoutSeconds=600|drainTimeoutSeconds=601|/drainTimeoutSeconds|drain_timeout"
+	"store (enum)||store=postgres|store=postgress|/store|store"
+	"log.level (enum)||log.level=debug|log.level=verbose|/log/level|level"
+	"log.format (enum)||log.format=text|log.format=yaml|/log/format|format"
 	"tokens.generate=null||tokens.generate[0].name=ops,tokens.generate[0].role=check|tokens.generate=null|/tokens|tokens|loopback"
 	"tokens.generate[].role (enum)||tokens.generate[0].name=ops,tokens.generate[0].role=admin|tokens.generate[0].name=ops,tokens.generate[0].role=root|/tokens/generate/0/role|role"
 	"policies[].name (pattern)||$PW,policies[0].name=a.b_c-d|$PW,policies[0].name=Login|/policies/0/name|name"
@@ -82,12 +89,54 @@ ROWS=(
 	"policies[].failure_mode (enum)||$PW,policies[0].failure_mode=allow|$PW,policies[0].failure_mode=open|/policies/0/failure_mode|failure_mode"
 	"GRAMMAR duration grammar: whole numbers (janitorInterval=1.5h)|store=postgres|janitorInterval=1h30m|janitorInterval=1.5h|janitorInterval|janitor"
 	"GRAMMAR duration grammar: units in order (policies[].window=30m1h)||$P,policies[0].window=1h30m|$P,policies[0].window=30m1h|policies.0..?window|window"
-	"GRAMMAR duration grammar: no unit below ms (http.idleTimeout=1000000us)||http.idleTimeout=1s|http.idleTimeout=1000000us|http.idleTimeout|idle_timeout|IDLE"
-	"RES policies[].resolution (min 1ms)||$SW,policies[0].resolution=1ms|$SW,policies[0].resolution=0s|policies.0..?resolution|resolution"
+	"GRAMMAR duration grammar: no unit below ms (http.idleTimeout=1000000us)||http.idleTimeout=1s|http.idleTimeout=1000000us|http.idleTimeout|idle_timeout"
+	"RES policies[].resolution (min 1ms; 0s is the default)||$SW,policies[0].resolution=1ms|$SW,policies[0].resolution=-1ms|policies.0..?resolution|resolution"
+	"RES policies[].resolution 0s (the default, window/60)||$SW,policies[0].resolution=0s|$SW,policies[0].resolution=0.5s|policies.0..?resolution|resolution"
 	"RES policies[].resolution (max window)||$SW,policies[0].resolution=1m|$SW,policies[0].resolution=1m1ms|policies.0..?resolution|resolution"
 	"RES policies[].resolution (whole ms)||$SW,policies[0].resolution=1s500ms|$SW,policies[0].resolution=1500500us|policies.0..?resolution|resolution"
 	"RES policies[].resolution (sliding_window only)||$SW,policies[0].resolution=1s|$PW,policies[0].algorithm=token_bucket,policies[0].resolution=1s|policies.0..?resolution|resolution"
 )
+
+# Every bound app/config.go declares (`range:"MIN..MAX"` tags) has a row for each of its sides, so a bound added to
+# the binary fails here until the chart and this table follow it. A row covers a setting when its binary-message
+# column is the setting's YAML name and its label says "(min ..." or "(max ...".
+ranges="$(grep -o 'yaml:"[a-z_]*" range:"[^"]*"' "$ROOT/app/config.go" | sed 's/yaml:"\([a-z_]*\)" range:"\([^"]*\)"/\1 \2/')"
+if [[ -z "$ranges" ]]; then
+	bad "app/config.go declares no range:\"MIN..MAX\" tags any more: read the binary's bounds from where they now live"
+fi
+while read -r leaf range; do
+	[[ -z "$leaf" ]] && continue
+	lo="${range%%..*}" hi="${range#*..}"
+	for side in min max; do
+		[[ "$side" == min && -z "$lo" ]] && continue
+		[[ "$side" == max && -z "$hi" ]] && continue
+		found=""
+		for row in "${ROWS[@]}"; do
+			IFS='|' read -r label _ _ _ _ binmsg _ <<<"$row"
+			if [[ "$binmsg" == "$leaf" && "$label" == *"($side "* ]]; then found="$label"; fi
+		done
+		if [[ -n "$found" ]]; then
+			ok "app/config.go bounds $leaf to $range: its $side is walked ($found)"
+		else
+			bad "app/config.go bounds $leaf to $range: no row walks its $side (add one to ROWS in $0, and the range to the chart)"
+		fi
+	done
+done <<<"$ranges"
+# And every choice list (`oneof:"a b"` tags) has an "(enum)" row.
+choices="$(grep -o 'yaml:"[a-z_]*"[^`]*oneof:"[^"]*"' "$ROOT/app/config.go" | sed 's/yaml:"\([a-z_]*\)".*oneof:"\([^"]*\)"/\1 \2/')"
+while read -r leaf values; do
+	[[ -z "$leaf" ]] && continue
+	found=""
+	for row in "${ROWS[@]}"; do
+		IFS='|' read -r label _ _ _ _ binmsg _ <<<"$row"
+		if [[ "$binmsg" == "$leaf" && "$label" == *"(enum)"* ]]; then found="$label"; fi
+	done
+	if [[ -n "$found" ]]; then
+		ok "app/config.go limits $leaf to {$values}: walked ($found)"
+	else
+		bad "app/config.go limits $leaf to {$values}: no (enum) row walks it (add one to ROWS in $0)"
+	fi
+done <<<"$choices"
 
 for row in "${ROWS[@]}"; do
 	IFS='|' read -r label base inside outside chartmsg binmsg binmsg2 <<<"$row"

@@ -230,7 +230,8 @@ refuses them too; it is not in values.schema.json, so only a render with --skip-
 {{- end }}
 {{- $_ := set $names $p.name $i }}
 {{- $algorithm := $p.algorithm | default "sliding_log" }}
-{{- if not (kindIs "invalid" $p.resolution) }}
+{{- /* resolution 0 (0s, 0ms) means the default, window/60, as in sluice; any algorithm accepts it. */}}
+{{- if and (not (kindIs "invalid" $p.resolution)) (ne (include "sluice.durationNs" $p.resolution) "0") }}
 {{- if ne $algorithm "sliding_window" }}
 {{- fail (printf "%s.resolution: applies to algorithm sliding_window only, not to %s" $at $algorithm) }}
 {{- end }}
