@@ -46,6 +46,7 @@ if ! "$BIN" config check "$WORK/grammar.yaml" >"$WORK/grammar.log" 2>&1; then st
 P='policies[0].name=p,policies[0].limit=1'
 PW="$P,policies[0].window=1m"
 SW="$PW,policies[0].algorithm=sliding_window"
+RS="store=redis,redis.addrs[0]=127.0.0.1:6379"
 # setting | base --set (both sides) | inside | outside | chart message (ERE) | binary message (ERE)
 ROWS=(
 	"janitorInterval (min 1m)|store=postgres|janitorInterval=1m|janitorInterval=59s|janitorInterval|janitor_interval"
@@ -90,6 +91,12 @@ ROWS=(
 	"GRAMMAR duration grammar: whole numbers (janitorInterval=1.5h)|store=postgres|janitorInterval=1h30m|janitorInterval=1.5h|janitorInterval|janitor"
 	"GRAMMAR duration grammar: units in order (policies[].window=30m1h)||$P,policies[0].window=1h30m|$P,policies[0].window=30m1h|policies.0..?window|window"
 	"GRAMMAR duration grammar: no unit below ms (http.idleTimeout=1000000us)||http.idleTimeout=1s|http.idleTimeout=1000000us|http.idleTimeout|idle_timeout"
+	"IF:redis redis.timeout (min 1ms)|$RS|redis.timeout=1ms|redis.timeout=0ms|redis.timeout|timeout"
+	"IF:redis redis.timeout (max 1m)|$RS|redis.timeout=1m|redis.timeout=1m1ms|redis.timeout|timeout"
+	"IF:redis redis.waitReplicas (min 0)|$RS|redis.waitReplicas=0|redis.waitReplicas=-1|/redis/waitReplicas|wait_replicas"
+	"IF:redis redis.waitReplicas (max 16)|$RS|redis.waitReplicas=16|redis.waitReplicas=17|/redis/waitReplicas|wait_replicas"
+	"IF:redis redis.waitTimeout (min 1ms)|$RS|redis.waitTimeout=1ms|redis.waitTimeout=0ms|redis.waitTimeout|wait_timeout"
+	"IF:redis redis.waitTimeout (max 10s)|$RS|redis.waitTimeout=10s|redis.waitTimeout=10s1ms|redis.waitTimeout|wait_timeout"
 	"RES policies[].resolution (min 1ms; 0s is the default)||$SW,policies[0].resolution=1ms|$SW,policies[0].resolution=-1ms|policies.0..?resolution|resolution"
 	"RES policies[].resolution 0s (the default, window/60)||$SW,policies[0].resolution=0s|$SW,policies[0].resolution=0.5s|policies.0..?resolution|resolution"
 	"RES policies[].resolution (max window)||$SW,policies[0].resolution=1m|$SW,policies[0].resolution=1m1ms|policies.0..?resolution|resolution"
@@ -104,8 +111,18 @@ ranges="$(grep -o 'yaml:"[a-z_]*" range:"[^"]*"' "$ROOT/app/config.go" | sed 's/
 if [[ -z "$ranges" ]]; then
 	bad "app/config.go declares no range:\"MIN..MAX\" tags any more: read the binary's bounds from where they now live"
 fi
+# The settings the chart renders into config.yaml for some value set in ci/ (a bound of a setting the chart never
+# writes, e.g. redis.policy_refresh, cannot be reached from values).
+rendered=""
+for values in "$CHART"/ci/*-values.yaml; do
+	rendered+="$("${TPL[@]}" -f "$values" --show-only templates/configmap.yaml 2>/dev/null | sed -n 's/^ *-\{0,1\} *\([a-z_]*\):.*/\1/p')"$'\n'
+done
 while read -r leaf range; do
 	[[ -z "$leaf" ]] && continue
+	if ! grep -qx "$leaf" <<<"$rendered"; then
+		skip "app/config.go bounds $leaf to $range: the chart does not render it"
+		continue
+	fi
 	lo="${range%%..*}" hi="${range#*..}"
 	for side in min max; do
 		[[ "$side" == min && -z "$lo" ]] && continue
@@ -113,6 +130,7 @@ while read -r leaf range; do
 		found=""
 		for row in "${ROWS[@]}"; do
 			IFS='|' read -r label _ _ _ _ binmsg _ <<<"$row"
+			label="${label#IF:* }"
 			if [[ "$binmsg" == "$leaf" && "$label" == *"($side "* ]]; then found="$label"; fi
 		done
 		if [[ -n "$found" ]]; then
@@ -140,6 +158,14 @@ done <<<"$choices"
 
 for row in "${ROWS[@]}"; do
 	IFS='|' read -r label base inside outside chartmsg binmsg binmsg2 <<<"$row"
+	if [[ "$label" == "IF:"* ]]; then
+		# A row for an optional part of the chart (e.g. the Redis store's values) runs once the chart has it.
+		need="${label%% *}" need="${need#IF:}" label="${label#* }"
+		if ! grep -q "^$need:" "$CHART/values.yaml"; then
+			skip "$label: the chart has no $need values (yet)"
+			continue
+		fi
+	fi
 	if [[ "$label" == "GRAMMAR "* ]]; then
 		label="${label#GRAMMAR }"
 		if [[ -z "$strict_grammar" ]]; then

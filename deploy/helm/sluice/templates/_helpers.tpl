@@ -221,6 +221,15 @@ refuses them too; it is not in values.schema.json, so only a render with --skip-
 {{- include "sluice.checkDuration" (dict "path" "http.readHeaderTimeout" "value" .Values.http.readHeaderTimeout "min" "1ms" "max" "10m") }}
 {{- include "sluice.checkDuration" (dict "path" "http.readTimeout" "value" .Values.http.readTimeout "min" "1ms" "max" "10m") }}
 {{- include "sluice.checkDuration" (dict "path" "http.idleTimeout" "value" .Values.http.idleTimeout "min" "1ms" "max" "10m") }}
+{{- /* The Redis store's durations, when the chart has Redis values (store: redis). */}}
+{{- with (index .Values "redis") }}
+{{- if hasKey . "timeout" }}
+{{- include "sluice.checkDuration" (dict "path" "redis.timeout" "value" .timeout "min" "1ms" "max" "1m") }}
+{{- end }}
+{{- if hasKey . "waitTimeout" }}
+{{- include "sluice.checkDuration" (dict "path" "redis.waitTimeout" "value" .waitTimeout "min" "1ms" "max" "10s") }}
+{{- end }}
+{{- end }}
 {{- $names := dict }}
 {{- range $i, $p := .Values.policies }}
 {{- $at := printf "policies[%d]" $i }}
