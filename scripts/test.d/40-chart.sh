@@ -68,6 +68,12 @@ for values in "$CHART"/ci/*-values.yaml; do
 		bad "kubeconform -strict ($name)"
 	fi
 done
+# GitOps: with both Secrets the operator's, the render holds no secret value (nothing for lookup to regenerate).
+if [[ -f "$WORK/gitops.yaml" ]] && ! grep -q '^kind: Secret' "$WORK/gitops.yaml"; then
+	ok "the GitOps value set renders no Secret (tokens and database password from existingSecret)"
+else
+	bad "the GitOps value set renders no Secret (tokens and database password from existingSecret)"
+fi
 # The schemas must be strict: a misspelt field in a rendered Deployment has to fail.
 sed 's/enableServiceLinks:/enableServiceLink:/' "$WORK/defaults.yaml" >"$WORK/typo.yaml"
 if "${KC[@]}" "$WORK/typo.yaml" >"$WORK/typo.log" 2>&1; then
@@ -178,7 +184,8 @@ else
 	URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable"
 	psql -h 127.0.0.1 -U postgres -d postgres -qXc "CREATE DATABASE $DB" >/dev/null
 	"${TPL[@]}" -f "$CHART/ci/postgres-external-values.yaml" "${SMOKE_POLICY[@]}" >"$WORK/hook.yaml"
-	SECRETS=(-secret "sluice-db/database-url=$URL" -secret "sluice-tokens/tokens.yaml=@$WORK/tokens.yaml")
+	SECRETS=(-secret "sluice-db/database-url=$URL" -secret "sluice-tokens/tokens.yaml=@$WORK/tokens.yaml"
+		-secret "sluice-pg/password=chart-test-password")
 	echo "migration hook Job as rendered (secret values resolved):"
 	"$PODRUN" -print -kind Job "${SECRETS[@]}" -- "$WORK/sluice" <"$WORK/hook.yaml" | sed -e 's/^/    /' -e 's/:\/\/[^@]*@/:\/\/***@/'
 	migrate_rc=0

@@ -28,7 +28,8 @@ shows the settings that matter per deployment, and carries the secrets the file 
 {{- if eq .Values.store "memory" }}
 - name: SLUICE_MEMORY_MAX_KEYS
   value: {{ include "sluice.memoryMaxKeys" . | quote }}
-{{- else if and (include "sluice.bundledPostgres" .) .Values.postgres.bundled.existingSecret }}
+{{- else }}
+{{- if and (include "sluice.bundledPostgres" .) .Values.postgres.bundled.existingSecret }}
 {{- $pg := .Values.postgres.bundled }}
 {{- /* The password stays in the operator's Secret: pgx reads PGPASSWORD when the URL has none. */}}
 - name: PGPASSWORD
@@ -44,6 +45,7 @@ shows the settings that matter per deployment, and carries the secrets the file 
     secretKeyRef:
       name: {{ include "sluice.database.secretName" . }}
       key: {{ include "sluice.database.secretKey" . }}
+{{- end }}
 - name: SLUICE_JANITOR_INTERVAL
   value: {{ .Values.janitorInterval | quote }}
 - name: SLUICE_MIGRATE_ON_START
