@@ -327,6 +327,8 @@ var toolVariables = []string{
 	"SLUICE_CHART_TEST_BINARY", // scripts/test.d/40-chart.sh: a prebuilt binary
 	"SLUICE_TOKEN",             // the SDK examples' client token
 	"SLUICE_CHECK_TOKEN",       // integration/nginx: placeholder in the example config
+	"SLUICE_BINARY",            // scripts/chart-bounds.sh: a prebuilt binary
+	"SLUICE_URL",               // sdk/typescript/test/install.test.js: the server the installed package checks
 }
 
 // serviceLink matches the variables Kubernetes (and Docker links) add for a Service named sluice or sluice-*
