@@ -230,6 +230,15 @@ refuses them too; it is not in values.schema.json, so only a render with --skip-
 {{- include "sluice.checkDuration" (dict "path" "redis.waitTimeout" "value" .waitTimeout "min" "1ms" "max" "10s") }}
 {{- end }}
 {{- end }}
+{{- /* The Envoy RLS front end's reload interval, when the chart has RLS values: 0 (never) or at least 1s. */}}
+{{- with (index .Values "rls") }}
+{{- if and .enabled (hasKey . "reloadInterval") }}
+{{- $ns := include "sluice.durationNs" .reloadInterval }}
+{{- if ne $ns "0" }}
+{{- include "sluice.checkDuration" (dict "path" "rls.reloadInterval" "value" .reloadInterval "min" "1s") }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $names := dict }}
 {{- range $i, $p := .Values.policies }}
 {{- $at := printf "policies[%d]" $i }}
