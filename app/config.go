@@ -14,6 +14,7 @@ type Config struct {
 	Store    string         `yaml:"store"`
 	Memory   MemoryConfig   `yaml:"memory"`
 	Postgres PostgresConfig `yaml:"postgres"`
+	Redis    RedisConfig    `yaml:"redis"`
 	Log      LogConfig      `yaml:"log"`
 	HTTP     HTTPConfig     `yaml:"http"`
 	// Tokens are bearer tokens with roles. TokensFile (SLUICE_TOKENS_FILE) adds tokens from a YAML file holding a
@@ -46,6 +47,29 @@ type PostgresConfig struct {
 	StatementTimeout Duration `yaml:"statement_timeout"` // SLUICE_POSTGRES_STATEMENT_TIMEOUT
 	JanitorInterval  Duration `yaml:"janitor_interval"`  // SLUICE_JANITOR_INTERVAL, default 5m, minimum 1m
 	MigrateOnStart   bool     `yaml:"migrate_on_start"`  // SLUICE_MIGRATE_ON_START
+}
+
+// RedisConfig configures the Redis store (store: redis; see adapters/redis and docs/operator.md).
+type RedisConfig struct {
+	// Addrs are host:port seeds (SLUICE_REDIS_ADDRS, comma-separated): one Redis, any nodes of a Redis Cluster (the
+	// client asks them whether they are one), or the Sentinels when master_set is set.
+	Addrs    []string `yaml:"addrs"`
+	Username string   `yaml:"username"`               // SLUICE_REDIS_USERNAME (ACL user; empty: default)
+	Password string   `yaml:"password" secret:"true"` // SLUICE_REDIS_PASSWORD (the chart reads it from a Secret)
+	TLS      bool     `yaml:"tls"`                    // SLUICE_REDIS_TLS: TLS with the system's roots
+	// MasterSet (SLUICE_REDIS_MASTER_SET) names the Sentinel master set: addrs are then Sentinels.
+	MasterSet string `yaml:"master_set"`
+	// Prefix (SLUICE_REDIS_PREFIX) is put in every key, so several deployments can share one Redis.
+	Prefix  string   `yaml:"prefix"`
+	Timeout Duration `yaml:"timeout" range:"1ms..1m"` // SLUICE_REDIS_TIMEOUT: bound of one decision call
+	// WaitReplicas (SLUICE_REDIS_WAIT_REPLICAS): when > 0, a decision that recorded units waits (Redis WAIT) for
+	// that many replicas to acknowledge it, at most wait_timeout. It narrows what a failover loses; replication
+	// stays asynchronous (docs/reliability.md).
+	WaitReplicas int      `yaml:"wait_replicas" range:"0..16"`
+	WaitTimeout  Duration `yaml:"wait_timeout" range:"1ms..10s"` // SLUICE_REDIS_WAIT_TIMEOUT
+	// PolicyRefresh (SLUICE_REDIS_POLICY_REFRESH) bounds how long an API policy change takes to bind a replica that
+	// missed its invalidation message.
+	PolicyRefresh Duration `yaml:"policy_refresh" range:"10ms..1m"`
 }
 
 // LogConfig configures log/slog output.
@@ -96,6 +120,11 @@ func Defaults() Config {
 			StatementTimeout: Duration(250 * time.Millisecond),
 			JanitorInterval:  Duration(5 * time.Minute),
 			MigrateOnStart:   true,
+		},
+		Redis: RedisConfig{
+			Timeout:       Duration(250 * time.Millisecond),
+			WaitTimeout:   Duration(50 * time.Millisecond),
+			PolicyRefresh: Duration(time.Second),
 		},
 		Log: LogConfig{Level: "info", Format: "text"},
 		HTTP: HTTPConfig{

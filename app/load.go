@@ -108,6 +108,16 @@ var envSettings = []envSetting{
 		c.Postgres.MigrateOnStart = b
 		return nil
 	}},
+	{"SLUICE_REDIS_ADDRS", "redis.addrs", func(c *Config, v string) error { c.Redis.Addrs = splitAddrs(v); return nil }},
+	{"SLUICE_REDIS_USERNAME", "redis.username", func(c *Config, v string) error { c.Redis.Username = v; return nil }},
+	{"SLUICE_REDIS_PASSWORD", "redis.password", func(c *Config, v string) error { c.Redis.Password = v; return nil }},
+	{"SLUICE_REDIS_TLS", "redis.tls", boolSetter(func(c *Config) *bool { return &c.Redis.TLS })},
+	{"SLUICE_REDIS_MASTER_SET", "redis.master_set", func(c *Config, v string) error { c.Redis.MasterSet = v; return nil }},
+	{"SLUICE_REDIS_PREFIX", "redis.prefix", func(c *Config, v string) error { c.Redis.Prefix = v; return nil }},
+	{"SLUICE_REDIS_TIMEOUT", "redis.timeout", durationSetter(func(c *Config) *Duration { return &c.Redis.Timeout })},
+	{"SLUICE_REDIS_WAIT_REPLICAS", "redis.wait_replicas", intSetter(func(c *Config) *int { return &c.Redis.WaitReplicas })},
+	{"SLUICE_REDIS_WAIT_TIMEOUT", "redis.wait_timeout", durationSetter(func(c *Config) *Duration { return &c.Redis.WaitTimeout })},
+	{"SLUICE_REDIS_POLICY_REFRESH", "redis.policy_refresh", durationSetter(func(c *Config) *Duration { return &c.Redis.PolicyRefresh })},
 	{"SLUICE_LOG_LEVEL", "log.level", func(c *Config, v string) error { c.Log.Level = v; return nil }},
 	{"SLUICE_LOG_FORMAT", "log.format", func(c *Config, v string) error { c.Log.Format = v; return nil }},
 	{"SLUICE_TOKENS_FILE", "tokens_file", func(c *Config, v string) error { c.TokensFile = v; return nil }},
@@ -207,7 +217,7 @@ func yamlFields(typeName string) []string {
 		"Config": reflect.TypeOf(Config{}), "MemoryConfig": reflect.TypeOf(MemoryConfig{}),
 		"PostgresConfig": reflect.TypeOf(PostgresConfig{}), "LogConfig": reflect.TypeOf(LogConfig{}),
 		"HTTPConfig": reflect.TypeOf(HTTPConfig{}), "TokenConfig": reflect.TypeOf(TokenConfig{}),
-		"PolicyConfig": reflect.TypeOf(PolicyConfig{}),
+		"PolicyConfig": reflect.TypeOf(PolicyConfig{}), "RedisConfig": reflect.TypeOf(RedisConfig{}),
 	}
 	t, ok := types[typeName]
 	if !ok {
@@ -252,10 +262,10 @@ func validate(c Config, source map[string]string) Problems {
 	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		add("listen", "port must be 0-65535, got %q", port)
 	}
-	switch c.Store {
-	case "memory", "postgres":
-	default:
-		add("store", "must be one of memory, postgres; got %q", c.Store)
+	if d, ok := storeDriverNamed(c.Store); !ok {
+		add("store", "must be one of %s; got %q", storeNames(), c.Store)
+	} else if d.Validate != nil {
+		d.Validate(c, add)
 	}
 	if c.Memory.MaxKeys < 1 {
 		add("memory.max_keys", "must be ≥ 1, got %d", c.Memory.MaxKeys)

@@ -81,7 +81,7 @@ policies:
 	}
 	msg := err.Error()
 	for _, want := range []string{
-		`SLUICE_STORE="postgress": must be one of memory, postgres; got "postgress"`,
+		`SLUICE_STORE="postgress": must be one of memory, postgres, redis; got "postgress"`,
 		"log.level: must be one of debug, info, warn, error",
 		"log.format: must be one of text, json",
 		"postgres.janitor_interval: must be at least 1m",

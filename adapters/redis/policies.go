@@ -1,0 +1,265 @@
+package redis
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/sluice-dev/sluice/domain"
+)
+
+//go:embed policy.lua
+var policySource string
+
+var policyScript = rueidis.NewLuaScript(policySource)
+
+// Policies is the Redis domain.PolicyStore: API policies live in one Redis hash (one slot of a cluster), with a
+// version counter and a generation counter beside it in the same slot, changed only by policy.lua (atomic).
+//
+// Every replica holds a copy in memory, so a check never pays a round trip to look its policy up. How fast a
+// change binds every replica: the replica that made it at once; every other replica when its invalidation
+// arrives (pub/sub on the channel beside the hash, about one round trip), and at the latest one refresh interval
+// (Options.Refresh, default 1s) after the change even if the message was lost, since each replica also reads the
+// version counter every interval and reloads when it moved. Until then another replica decides with the policy
+// it had (the stale window). While Redis is unreachable the last copy is kept; before the first load, lookups
+// fail as a store error.
+type Policies struct {
+	c       rueidis.Client
+	hash    string // the policies hash
+	version string
+	gens    string
+	channel string
+	timeout time.Duration
+
+	mu      sync.RWMutex
+	m       map[string]domain.Policy
+	loaded  bool
+	seen    int64 // version of the copy held
+	changed chan struct{}
+
+	stop context.CancelFunc
+	done sync.WaitGroup
+}
+
+var _ domain.PolicyStore = (*Policies)(nil)
+
+// PolicyOptions configure Policies.
+type PolicyOptions struct {
+	// Refresh is the longest a change takes to reach this replica when its invalidation message is lost; ≤ 0
+	// means 1s.
+	Refresh time.Duration
+}
+
+// NewPolicies returns the policy store of s's Redis (with s's prefix) and starts its refresher; Close stops it.
+func (s *Store) NewPolicies(o PolicyOptions) *Policies {
+	if o.Refresh <= 0 {
+		o.Refresh = time.Second
+	}
+	base := "{sluice-policies}" + s.prefix
+	p := &Policies{
+		c: s.c, hash: base + "policies", version: base + "version", gens: base + "generations",
+		channel: base + "changes", timeout: s.timeout, m: map[string]domain.Policy{}, changed: make(chan struct{}, 1),
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	p.stop = stop
+	p.done.Add(2)
+	go func() { defer p.done.Done(); p.subscribe(ctx) }()
+	go func() { defer p.done.Done(); p.refresh(ctx, o.Refresh) }()
+	return p
+}
+
+// Close stops the refresher and the subscription.
+func (p *Policies) Close() {
+	p.stop()
+	p.done.Wait()
+}
+
+// subscribe turns invalidation messages into immediate reloads, reconnecting until ctx ends.
+func (p *Policies) subscribe(ctx context.Context) {
+	for ctx.Err() == nil {
+		_ = p.c.Receive(ctx, p.c.B().Subscribe().Channel(p.channel).Build(), func(rueidis.PubSubMessage) {
+			select {
+			case p.changed <- struct{}{}:
+			default:
+			}
+		})
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond): // reconnect pacing after a lost subscription
+		}
+	}
+}
+
+func (p *Policies) refresh(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		_ = p.reload(ctx, false)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.changed:
+		}
+	}
+}
+
+// reload reads the version and, when it moved (or force), the whole hash.
+func (p *Policies) reload(ctx context.Context, force bool) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout+time.Second)
+	defer cancel()
+	v, err := p.c.Do(ctx, p.c.B().Get().Key(p.version).Build()).AsInt64()
+	if err != nil && !rueidis.IsRedisNil(err) {
+		return err
+	}
+	p.mu.RLock()
+	same := p.loaded && p.seen == v
+	p.mu.RUnlock()
+	if same && !force {
+		return nil
+	}
+	// The hash and the version are read in one script-free MULTI-less pair; a change between them is caught by
+	// the next reload (the version read first can only be older than the hash read after it).
+	kv, err := p.c.Do(ctx, p.c.B().Hgetall().Key(p.hash).Build()).AsStrMap()
+	if err != nil {
+		return err
+	}
+	m := make(map[string]domain.Policy, len(kv))
+	for name, rec := range kv {
+		pol, err := decodePolicy(name, rec)
+		if err != nil {
+			return err
+		}
+		m[name] = pol
+	}
+	p.mu.Lock()
+	if !p.loaded || v >= p.seen {
+		p.m, p.seen, p.loaded = m, v, true
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// record: limit|window_ms|algorithm|resolution_ms|failure_mode|shadow|floor_us|generation
+func encodePolicy(pol domain.Policy) []string {
+	shadow := "0"
+	if pol.Shadow {
+		shadow = "1"
+	}
+	return []string{strconv.FormatInt(pol.Limit, 10), strconv.FormatInt(pol.Window.Milliseconds(), 10),
+		string(pol.Algorithm), strconv.FormatInt(pol.Resolution.Milliseconds(), 10), string(pol.FailureMode), shadow}
+}
+
+func decodePolicy(name, rec string) (domain.Policy, error) {
+	f := strings.Split(rec, "|")
+	if len(f) != 8 {
+		return domain.Policy{}, fmt.Errorf("redis: policy %q: malformed record %q", name, rec)
+	}
+	n := make([]int64, 8)
+	for _, i := range []int{0, 1, 3, 6, 7} {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return domain.Policy{}, fmt.Errorf("redis: policy %q: field %d of %q: %w", name, i, rec, err)
+		}
+		n[i] = v
+	}
+	return domain.Policy{
+		Name: name, Limit: n[0], Window: time.Duration(n[1]) * time.Millisecond, Algorithm: domain.Algorithm(f[2]),
+		Resolution: time.Duration(n[3]) * time.Millisecond, FailureMode: domain.FailureMode(f[4]), Shadow: f[5] == "1",
+		Source: domain.SourceAPI, Floor: n[6] * 1000, Generation: n[7],
+	}, nil
+}
+
+// ListPolicies implements domain.PolicyStore, sorted by name: it reloads first (an admin call, not a check).
+func (p *Policies) ListPolicies(ctx context.Context) ([]domain.Policy, error) {
+	if err := p.reload(ctx, true); err != nil {
+		return nil, fmt.Errorf("redis list policies: %w", err)
+	}
+	p.mu.RLock()
+	out := make([]domain.Policy, 0, len(p.m))
+	for _, pol := range p.m {
+		out = append(out, pol)
+	}
+	p.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+var errPoliciesNotLoaded = errors.New("redis: API policies not loaded yet (Redis unreachable)")
+
+// GetPolicy implements domain.PolicyStore from the copy: no round trip.
+func (p *Policies) GetPolicy(_ context.Context, name string) (domain.Policy, error) {
+	p.mu.RLock()
+	pol, ok := p.m[name]
+	loaded := p.loaded
+	p.mu.RUnlock()
+	switch {
+	case ok:
+		return pol, nil
+	case !loaded:
+		return domain.Policy{}, errPoliciesNotLoaded
+	default:
+		return domain.Policy{}, domain.ErrPolicyNotFound
+	}
+}
+
+// PutPolicy implements domain.PolicyStore. policy.lua keeps the generation of an existing policy, gives a new one
+// a generation never used before (so a deleted policy's keys never count for it), and on a window change raises
+// the floor to the change instant (Redis clock) minus the old window: units that had stopped counting never come
+// back when the window grows.
+func (p *Policies) PutPolicy(ctx context.Context, pol domain.Policy) (bool, error) {
+	pol = pol.WithDefaults()
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	args := append([]string{"put", pol.Name}, encodePolicy(pol)...)
+	v, err := policyScript.Exec(ctx, p.c, []string{p.hash, p.version, p.gens, p.channel}, args).AsIntSlice()
+	if err != nil {
+		return false, fmt.Errorf("redis put policy: %w", err)
+	}
+	pol.Source, pol.Floor, pol.Generation = domain.SourceAPI, v[1]*1000, v[2]
+	p.apply(v[3], func(m map[string]domain.Policy) { m[pol.Name] = pol })
+	return v[0] == 1, nil
+}
+
+// DeletePolicy implements domain.PolicyStore. The policy's keys are dropped by the caller (DropPolicy); until
+// then its generation keeps them from counting for a later policy of the same name.
+func (p *Policies) DeletePolicy(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	v, err := policyScript.Exec(ctx, p.c, []string{p.hash, p.version, p.gens, p.channel}, []string{"del", name}).AsIntSlice()
+	if err != nil {
+		return fmt.Errorf("redis delete policy: %w", err)
+	}
+	if v[0] == 0 {
+		return domain.ErrPolicyNotFound
+	}
+	p.apply(v[3], func(m map[string]domain.Policy) { delete(m, name) })
+	return nil
+}
+
+// apply installs this replica's own change at once, unless a newer copy is already held.
+func (p *Policies) apply(version int64, f func(map[string]domain.Policy)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.loaded && version == p.seen+1 {
+		m := make(map[string]domain.Policy, len(p.m)+1)
+		for k, v := range p.m {
+			m[k] = v
+		}
+		f(m)
+		p.m, p.seen = m, version
+		return
+	}
+	select { // otherwise reload: other changes happened meanwhile
+	case p.changed <- struct{}{}:
+	default:
+	}
+}

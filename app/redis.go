@@ -1,0 +1,100 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/fx"
+
+	"github.com/sluice-dev/sluice/adapters/redis"
+	"github.com/sluice-dev/sluice/domain"
+)
+
+// redisModule wires the Redis store (store: redis): one client per replica (cluster, single Redis or Sentinel,
+// found out from the seeds) and the API-policy copy. Start-up fails, naming the setting, when Redis cannot be
+// reached or may evict keys (maxmemory-policy other than noeviction). The store decides with the Redis server's
+// clock; the app clock (and clock_offset) is not used.
+func redisModule(cfg Config) fx.Option {
+	return fx.Module("store.redis",
+		fx.Provide(func(log *slog.Logger, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, error) {
+			rc := cfg.Redis
+			log = log.With("store", "redis")
+			o := redis.Options{
+				Addrs: rc.Addrs, MasterSet: rc.MasterSet, Username: rc.Username, Password: rc.Password,
+				Prefix: rc.Prefix, Timeout: time.Duration(rc.Timeout), WaitReplicas: rc.WaitReplicas,
+				WaitTimeout: time.Duration(rc.WaitTimeout), Logger: log,
+			}
+			if rc.TLS {
+				o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s, err := redis.Open(ctx, o)
+			if err != nil {
+				return nil, nil, fmt.Errorf("store redis (redis.addrs / SLUICE_REDIS_ADDRS=%s): %w", strings.Join(rc.Addrs, ","), err)
+			}
+			p := s.NewPolicies(redis.PolicyOptions{Refresh: time.Duration(rc.PolicyRefresh)})
+			kind := "single"
+			if s.Cluster() {
+				kind = "cluster"
+			}
+			log.Info("redis store connected", "mode", kind, "seeds", strings.Join(rc.Addrs, ","), "wait_replicas", rc.WaitReplicas)
+			lc.Append(fx.Hook{OnStop: func(context.Context) error { p.Close(); s.Close(); return nil }})
+			return s, p, nil
+		}),
+	)
+}
+
+// validateRedis checks the redis.* settings when store is redis.
+func validateRedis(c Config, add func(path, format string, args ...any)) {
+	r := c.Redis
+	if len(r.Addrs) == 0 {
+		add("redis.addrs", "required when store is redis (set SLUICE_REDIS_ADDRS to host:port seeds, comma-separated, e.g. redis-0:6379,redis-1:6379)")
+	}
+	for _, a := range r.Addrs {
+		host, port, err := net.SplitHostPort(a)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			add("redis.addrs", "want host:port seeds such as 10.0.0.5:6379, got %q", a)
+		}
+	}
+	if d := time.Duration(r.Timeout); d < time.Millisecond || d > time.Minute {
+		add("redis.timeout", "must be between 1ms and 1m, got %s", r.Timeout)
+	}
+	if r.WaitReplicas < 0 || r.WaitReplicas > 16 {
+		add("redis.wait_replicas", "must be 0 (no WAIT) to 16, got %d", r.WaitReplicas)
+	}
+	if d := time.Duration(r.WaitTimeout); d < time.Millisecond || d > 10*time.Second {
+		add("redis.wait_timeout", "must be between 1ms and 10s, got %s", r.WaitTimeout)
+	}
+	if d := time.Duration(r.PolicyRefresh); d < 10*time.Millisecond || d > time.Minute {
+		add("redis.policy_refresh", "must be between 10ms and 1m, got %s", r.PolicyRefresh)
+	}
+}
+
+// splitAddrs reads a comma-separated list of seeds, ignoring spaces and empty items.
+func splitAddrs(v string) []string {
+	var out []string
+	for _, a := range strings.Split(v, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func boolSetter(f func(c *Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", v)
+		}
+		*f(c) = b
+		return nil
+	}
+}
