@@ -45,6 +45,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -99,7 +100,12 @@ type Store struct {
 	clock   domain.Clock
 	log     *slog.Logger
 	closeMu sync.Once
+	// waitTimeouts counts writes whose WAIT returned fewer acknowledgements than WaitReplicas.
+	waitTimeouts atomic.Int64
 }
+
+// WaitTimeouts counts the decisions whose write was not acknowledged by WaitReplicas replicas in time.
+func (s *Store) WaitTimeouts() int64 { return s.waitTimeouts.Load() }
 
 var _ domain.BucketStore = (*Store)(nil)
 
@@ -284,15 +290,16 @@ func (s *Store) exec(ctx context.Context, keys, args []string, writes bool) ([]i
 
 // execWait runs the script and WAIT in one pipeline on the key's master, so WAIT counts the script's write.
 func (s *Store) execWait(ctx context.Context, keys, args []string) ([]int64, error) {
-	wait := s.c.B().Wait().Numreplicas(int64(s.wait)).Timeout(s.waitFor.Milliseconds()).Build().SetSlot(keys[0])
 	run := func(cmd rueidis.Completed) ([]int64, error) {
+		wait := s.c.B().Wait().Numreplicas(int64(s.wait)).Timeout(s.waitFor.Milliseconds()).Build().SetSlot(keys[0])
 		rs := s.c.DoMulti(ctx, cmd, wait)
 		v, err := rs[0].AsIntSlice()
 		if err != nil {
 			return nil, err
 		}
 		if n, err := rs[1].AsInt64(); err != nil || n < int64(s.wait) {
-			s.log.Warn("redis: write not acknowledged by enough replicas in time", "want", s.wait, "got", n, "err", err)
+			s.waitTimeouts.Add(1)
+			s.log.Debug("redis: write not acknowledged by enough replicas in time", "want", s.wait, "got", n, "err", err)
 		}
 		return v, nil
 	}

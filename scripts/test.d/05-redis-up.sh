@@ -56,7 +56,8 @@ seeds=()
 for p in "${cluster_ports[@]}"; do
   if ! up "$p"; then
     rm -rf "${dir:?}/$p"
-    start "$p" --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
+    start "$p" --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --repl-diskless-sync-delay 0
   fi
   seeds+=("127.0.0.1:$p")
 done

@@ -186,21 +186,61 @@ func StartCluster(t testing.TB) *Cluster {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	c.WaitOK(t, 20*time.Second)
+	c.WaitReplicasSynced(t, 20*time.Second)
 	return c
 }
 
+// WaitReplicasSynced waits until every live replica reports master_link_status:up, so a master killed after it
+// returns has a replica that can take over.
+func (c *Cluster) WaitReplicasSynced(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		synced, replicas := 0, 0
+		for p := range c.procs {
+			out, err := c.Command(p, "INFO", "replication")
+			if err != nil || !strings.Contains(out, "role:slave") {
+				continue
+			}
+			replicas++
+			if strings.Contains(out, "master_link_status:up") {
+				synced++
+			}
+		}
+		if replicas == 3 && synced == 3 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d replicas synced after %s", synced, replicas, timeout)
+		}
+		time.Sleep(50 * time.Millisecond) // waiting for real processes, not for a fake clock
+	}
+}
+
 func (c *Cluster) start(t testing.TB, port int) {
+	t.Helper()
 	dir := filepath.Join(c.Dir, strconv.Itoa(port))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
 		"--save", "", "--appendonly", "no", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-		"--cluster-node-timeout", "1000", "--maxmemory-policy", "noeviction", "--logfile", filepath.Join(dir, "redis.log"))
+		"--cluster-node-timeout", "1000", "--maxmemory-policy", "noeviction", "--logfile", filepath.Join(dir, "redis.log"),
+		// Replicas sync at once (the default waits 5s to batch diskless transfers), and a replica may take over
+		// however long its link was down (a replica still syncing when its master dies would otherwise never).
+		"--repl-diskless-sync-delay", "0", "--cluster-replica-validity-factor", "0")
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("redis-server: %v", err)
 	}
 	c.procs[port] = cmd
+}
+
+// Restart starts the node on port again, with its directory (and nodes.conf) as it was: a killed master rejoins
+// as a replica of the node promoted in its place.
+func (c *Cluster) Restart(t testing.TB, port int) {
+	t.Helper()
+	c.start(t, port)
+	waitUp(t, "127.0.0.1:"+strconv.Itoa(port))
 }
 
 // Kill sends SIGKILL to the node on port and reaps it.
