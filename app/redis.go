@@ -51,7 +51,7 @@ func redisModule(cfg Config) fx.Option {
 	)
 }
 
-// validateRedis checks the redis.* settings when store is redis.
+// validateRedis checks what the redis.* settings' tags cannot, when store is redis.
 func validateRedis(c Config, add func(path, format string, args ...any)) {
 	r := c.Redis
 	if len(r.Addrs) == 0 {
@@ -63,38 +63,5 @@ func validateRedis(c Config, add func(path, format string, args ...any)) {
 			add("redis.addrs", "want host:port seeds such as 10.0.0.5:6379, got %q", a)
 		}
 	}
-	if d := time.Duration(r.Timeout); d < time.Millisecond || d > time.Minute {
-		add("redis.timeout", "must be between 1ms and 1m, got %s", r.Timeout)
-	}
-	if r.WaitReplicas < 0 || r.WaitReplicas > 16 {
-		add("redis.wait_replicas", "must be 0 (no WAIT) to 16, got %d", r.WaitReplicas)
-	}
-	if d := time.Duration(r.WaitTimeout); d < time.Millisecond || d > 10*time.Second {
-		add("redis.wait_timeout", "must be between 1ms and 10s, got %s", r.WaitTimeout)
-	}
-	if d := time.Duration(r.PolicyRefresh); d < 10*time.Millisecond || d > time.Minute {
-		add("redis.policy_refresh", "must be between 10ms and 1m, got %s", r.PolicyRefresh)
-	}
-}
-
-// splitAddrs reads a comma-separated list of seeds, ignoring spaces and empty items.
-func splitAddrs(v string) []string {
-	var out []string
-	for _, a := range strings.Split(v, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-func boolSetter(f func(c *Config) *bool) func(*Config, string) error {
-	return func(c *Config, v string) error {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return fmt.Errorf("want true or false, got %q", v)
-		}
-		*f(c) = b
-		return nil
-	}
+	// redis.timeout, wait_replicas, wait_timeout and policy_refresh are bounded by their range tags.
 }

@@ -61,6 +61,7 @@ type Limiter interface {
 type Service struct {
 	fixed    map[string]Policy // config-file policies: read-only, looked up first
 	policies PolicyStore
+	checkPol CheckPolicyGetter // policies, when it implements it
 	store    BucketStore
 	obs      Observer
 	clock    Clock
@@ -78,6 +79,7 @@ func NewService(configPolicies []Policy, policies PolicyStore, store BucketStore
 	if s.obs == nil {
 		s.obs = NopObserver{}
 	}
+	s.checkPol, _ = policies.(CheckPolicyGetter)
 	for _, p := range fixed {
 		s.fixed[p.Name] = p
 	}
@@ -127,7 +129,7 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 	if nameErr != nil {
 		return Policy{}, BucketRequest{}, nil
 	}
-	p, err := s.policy(ctx, r.Policy)
+	p, err := s.checkPolicy(ctx, r.Policy)
 	if err != nil {
 		if errors.Is(err, ErrPolicyNotFound) {
 			return Policy{}, BucketRequest{}, fmt.Errorf("%w: %q", ErrPolicyNotFound, r.Policy)
@@ -137,7 +139,19 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 	if r.Cost > p.Limit {
 		v.Add(prefix+"cost", fmt.Sprintf("%d exceeds the limit %d of policy %q: it can never be admitted", r.Cost, p.Limit, p.Name))
 	}
-	return p, BucketRequest{Policy: p.Name, Key: r.Key, Rule: p.Rule(), Cost: r.Cost, Shadow: p.Shadow}, nil
+	return p, BucketRequest{Policy: p.Name, Key: r.Key, Rule: p.Rule(), Cost: r.Cost, Shadow: p.Shadow, Stored: p.Source == SourceAPI}, nil
+}
+
+// checkPolicy resolves the policy a check is sent with: config policies first, then the API's (through
+// CheckPolicyGetter when the store decides with its own copy).
+func (s *Service) checkPolicy(ctx context.Context, name string) (Policy, error) {
+	if p, ok := s.fixed[name]; ok {
+		return p, nil
+	}
+	if s.checkPol != nil {
+		return s.checkPol.CheckPolicy(ctx, name)
+	}
+	return s.policies.GetPolicy(ctx, name)
 }
 
 // Check implements Limiter.
@@ -159,7 +173,19 @@ func (s *Service) Check(ctx context.Context, r CheckRequest) (Result, error) {
 	if err != nil {
 		return s.failed(p, r.Key, err)
 	}
+	if d.Status != StatusOK {
+		return Result{}, refused(p, r.Cost, d, "")
+	}
 	return s.finish(p, r.Key, d), nil
+}
+
+// refused is the error of a check the store refused (BucketRequest.Stored): its copy of the policy is newer than
+// this replica's, and says the policy is gone or the cost is over its limit.
+func refused(p Policy, cost int64, d Decision, prefix string) error {
+	if d.Status == StatusPolicyNotFound {
+		return fmt.Errorf("%w: %q", ErrPolicyNotFound, p.Name)
+	}
+	return Invalid(prefix+"cost", fmt.Sprintf("%d exceeds the limit %d of policy %q: it can never be admitted", cost, d.Limit, p.Name))
 }
 
 // callerGone reports whether the caller cancelled (a client that disconnected). Its store error is not the
@@ -176,8 +202,10 @@ func (s *Service) failed(p Policy, key string, err error) (Result, error) {
 	return Result{}, &UnavailableError{Policy: p.Name, Err: err}
 }
 
-// finish applies shadow mode and counts the outcome.
+// finish applies shadow mode and counts the outcome. The limit is the one the store decided with (for an API
+// policy on a shared store, the policy in force there).
 func (s *Service) finish(p Policy, key string, d Decision) Result {
+	p.Limit = d.Limit
 	res := Result{Decision: d, Policy: p, Key: key}
 	switch {
 	case d.Allowed:
@@ -264,6 +292,13 @@ func (s *Service) decideMany(ctx context.Context, ps []Policy, brs []BucketReque
 			results[i], _ = s.failed(p, brs[i].Key, err)
 		}
 		return results, true, nil
+	}
+	for i, d := range ds {
+		if d.Status != StatusOK {
+			// The store's copy of a policy refused a check: the batch fails as a whole, as it would have had
+			// this replica known; with atomic set the store recorded nothing.
+			return nil, false, refused(ps[i], brs[i].Cost, d, "checks["+strconv.Itoa(i)+"].")
+		}
 	}
 	allowed := true
 	for i, d := range ds {

@@ -24,13 +24,13 @@ import (
 // logged and published in docs/reliability.md; the test asserts what is guaranteed: checks resume after the
 // promotion, and with WAIT no acknowledged admission is lost unless its WAIT timed out.
 //
-// SLUICE_FAILOVER_ROUNDS (default 1) repeats each mode, for the published figures.
+// SLUICE_TEST_FAILOVER_ROUNDS (default 1) repeats each mode, for the published figures.
 func TestMasterKilledUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills a private cluster")
 	}
 	rounds := 1
-	if v, err := strconv.Atoi(os.Getenv("SLUICE_FAILOVER_ROUNDS")); err == nil && v > 0 {
+	if v, err := strconv.Atoi(os.Getenv("SLUICE_TEST_FAILOVER_ROUNDS")); err == nil && v > 0 {
 		rounds = v
 	}
 	for _, wait := range []int{0, 1} {

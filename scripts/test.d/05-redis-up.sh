@@ -2,13 +2,13 @@
 # Starts the Redis servers the Redis store's tests use, when they are not already running: a single redis-server
 # on 127.0.0.1:16379 and a Redis Cluster of 3 masters and 3 replicas on 127.0.0.1:16381-16386, all from Debian's
 # redis-server package (installed with apt-get when absent), without persistence, in directories under
-# ${SLUICE_REDIS_DIR:-/tmp/sluice-redis}. The machine's own Redis (6379) is never touched.
+# ${SLUICE_TEST_REDIS_DIR:-/tmp/sluice-redis}. The machine's own Redis (6379) is never touched.
 #
 # The Go tests find them at those addresses (override with SLUICE_TEST_REDIS_ADDR and
 # SLUICE_TEST_REDIS_CLUSTER, comma-separated); tests that kill a server start private ones of their own
 # (adapters/redis/redistest). With CI=true the Redis tests fail, rather than skip, when these do not answer.
 set -euo pipefail
-dir=${SLUICE_REDIS_DIR:-/tmp/sluice-redis}
+dir=${SLUICE_TEST_REDIS_DIR:-/tmp/sluice-redis}
 single=16379
 cluster_ports=(16381 16382 16383 16384 16385 16386)
 
