@@ -38,10 +38,10 @@ func TestBytesPerKey(t *testing.T) {
 		}
 	}
 	base := map[domain.Algorithm]int64{}
-	for _, a := range domain.Algorithms {
-		key := fmt.Sprintf("user:%07d", 1)
-		fill(a, key+string(a[:1]), 1, time.Minute, time.Millisecond)
-		base[a] = usage(key + string(a[:1]))
+	for i, a := range domain.Algorithms {
+		key := fmt.Sprintf("user:%07d", i) // 12 bytes
+		fill(a, key, 1, time.Minute, time.Millisecond)
+		base[a] = usage(key)
 		t.Logf("%-14s one unit: %d bytes", a, base[a])
 	}
 	// sliding_log with 100 units at 100 distinct instants; sliding_window with 1000 units over 60 buckets.

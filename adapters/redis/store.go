@@ -221,7 +221,7 @@ var algoCode = map[domain.Algorithm]string{
 	domain.SlidingLog: "1", domain.SlidingWindow: "2", domain.TokenBucket: "3", domain.FixedWindow: "4",
 }
 
-// checkArgs appends the 9 script arguments of r.
+// checkArgs appends the 10 script arguments of r (decide.lua's header lists them).
 func checkArgs(args []string, r domain.BucketRequest) []string {
 	code, ok := algoCode[r.Algorithm]
 	if !ok {
@@ -231,48 +231,61 @@ func checkArgs(args []string, r domain.BucketRequest) []string {
 	if r.Shadow {
 		shadow = "1"
 	}
-	var inc int64
+	window := r.Window.Microseconds()
+	var q, rem uint64
 	if r.Algorithm == domain.TokenBucket {
-		inc = increment(max(r.Cost, 1), r.Limit, r.Window)
+		// The emission time of max(cost, 1) units, q + rem/limit µs: a 106-bit product, so computed here.
+		hi, lo := bits.Mul64(uint64(max(r.Cost, 1)), uint64(window))
+		q, rem = bits.Div64(hi, lo, uint64(r.Limit)) // hi < limit: cost ≤ limit keeps q ≤ window
 	}
-	// Floor is unix nanoseconds: a unit at instant u (µs) counts iff u*1000 > Floor, iff u > floor(Floor/1000).
-	return append(args, code, strconv.FormatInt(r.Limit, 10), strconv.FormatInt(r.Window.Microseconds(), 10),
-		strconv.FormatInt(r.Resolution.Microseconds(), 10), strconv.FormatInt(r.Floor/1000, 10),
-		strconv.FormatInt(r.Generation, 10), strconv.FormatInt(r.Cost, 10), shadow, strconv.FormatInt(inc, 10))
+	return append(args, code, strconv.FormatInt(r.Limit, 10), strconv.FormatInt(window, 10),
+		strconv.FormatInt(r.Resolution.Microseconds(), 10), strconv.FormatInt(r.Floor, 10),
+		strconv.FormatInt(r.Generation, 10), strconv.FormatInt(r.Cost, 10), shadow,
+		strconv.FormatUint(q, 10), strconv.FormatUint(rem, 10))
 }
 
-// increment is the token bucket's emission time for cost units, ceil(cost × window / limit) in nanoseconds,
-// rounded up (toward denial). cost ≤ limit keeps it ≤ window.
-func increment(cost, limit int64, window time.Duration) int64 {
-	hi, lo := bits.Mul64(uint64(cost), uint64(window))
-	q, r := bits.Div64(hi, lo, uint64(limit))
-	if r != 0 {
-		q++
-	}
-	return int64(q)
-}
-
-// fits is how many whole units fit in free nanoseconds of a bucket: floor(free × limit / window), at most limit.
-func fits(free, limit int64, window time.Duration) int64 {
-	if free <= 0 {
+// fitUnits is how many whole units fit in a slack of d - f/limit µs: floor((d × limit - f) / window), from 0 to
+// limit (domain/tokenbucket.go's rounding, toward denial).
+func fitUnits(d, f, limit, window int64) int64 {
+	if d < 0 {
 		return 0
 	}
-	hi, lo := bits.Mul64(uint64(free), uint64(limit))
-	q, _ := bits.Div64(hi, lo, uint64(window))
-	return min(int64(q), limit)
+	hi, lo := bits.Mul64(uint64(d), uint64(limit))
+	lo, borrow := bits.Sub64(lo, uint64(f), 0)
+	hi, borrow = bits.Sub64(hi, 0, borrow)
+	if borrow != 0 {
+		return 0
+	}
+	if hi >= uint64(window) {
+		return limit
+	}
+	n, _ := bits.Div64(hi, lo, uint64(window))
+	return min(int64(n), limit)
 }
 
-// decision turns the script's 6 integers for r into a Decision.
+// ceilMicros rounds d + f/limit µs (f ≥ 0) up to whole microseconds.
+func ceilMicros(d, f int64) time.Duration {
+	if f > 0 {
+		d++
+	}
+	return time.Duration(d) * time.Microsecond
+}
+
+// results is how many integers the script returns per check.
+const results = 9
+
+// decision turns the script's integers for r into a Decision.
 func decision(r domain.BucketRequest, v []int64) domain.Decision {
 	d := domain.Decision{Allowed: v[0] == 1, Limit: r.Limit, Remaining: v[1],
-		ResetAfter: time.Duration(v[2]), RetryAfter: time.Duration(v[3])}
+		ResetAfter: time.Duration(v[2]) * time.Microsecond, RetryAfter: time.Duration(v[3]) * time.Microsecond}
 	if r.Algorithm == domain.TokenBucket {
-		// v[5] is the new tat (admitted) or the current one (denied), in ns after now.
-		w := int64(r.Window)
-		d.Remaining = fits(w-v[5], r.Limit, r.Window)
-		d.ResetAfter = time.Duration(v[5])
+		// The new (or would-be) tat is now + A + NF/limit, the current one now + B + F/limit.
+		A, NF, B, F := v[5], v[6], v[7], v[8]
+		w := r.Window.Microseconds()
 		if d.Allowed {
-			d.RetryAfter = 0
+			d.Remaining, d.ResetAfter = fitUnits(w-A, NF, r.Limit, w), ceilMicros(A, NF)
+		} else {
+			d.Remaining, d.ResetAfter, d.RetryAfter = fitUnits(w-B, F, r.Limit, w), ceilMicros(B, F), ceilMicros(A-w, NF)
 		}
 	}
 	return d
@@ -312,13 +325,13 @@ func (s *Store) execWait(ctx context.Context, keys, args []string) ([]int64, err
 
 // Decide implements domain.BucketStore in one round trip.
 func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
-	args := checkArgs(append(make([]string, 0, 12), "d", s.now(), "0"), r)
+	args := checkArgs(append(make([]string, 0, 13), "d", s.now(), "0"), r)
 	v, err := s.exec(ctx, []string{s.Key(r.Policy, r.Key)}, args, r.Cost > 0)
 	if err != nil {
 		return domain.Decision{}, s.fail("decide", err)
 	}
-	if len(v) != 6 {
-		return domain.Decision{}, fmt.Errorf("redis decide: %d integers from the script, want 6", len(v))
+	if len(v) != results {
+		return domain.Decision{}, fmt.Errorf("redis decide: %d integers from the script, want %d", len(v), results)
 	}
 	return decision(r, v), nil
 }
@@ -446,7 +459,7 @@ var errRefused = errors.New("refused")
 
 type reservation struct {
 	g   group
-	rec []int64 // per check of g: the instant its units were recorded at (0: none), and the tb increment
+	rec []int64 // per check of g: the instant its units were recorded at (0: none)
 }
 
 func groupAdmitted(rs []domain.BucketRequest, g group, ds []domain.Decision) bool {
@@ -472,7 +485,7 @@ func (s *Store) decideGroup(ctx context.Context, rs []domain.BucketRequest, g gr
 // "n" (decide, record nothing), stores their decisions in ds and returns, per check, the instant its units were
 // recorded at (0 when none).
 func (s *Store) runGroup(ctx context.Context, rs []domain.BucketRequest, g group, mode, atomic string, ds []domain.Decision) ([]int64, error) {
-	args := make([]string, 0, 3+9*len(g.idx))
+	args := make([]string, 0, 3+10*len(g.idx))
 	args = append(args, mode, s.now(), atomic)
 	writes := false
 	for _, i := range g.idx {
@@ -483,13 +496,13 @@ func (s *Store) runGroup(ctx context.Context, rs []domain.BucketRequest, g group
 	if err != nil {
 		return nil, err
 	}
-	if len(v) != 6*len(g.idx) {
+	if len(v) != results*len(g.idx) {
 		return nil, fmt.Errorf("%d integers from the script for %d checks", len(v), len(g.idx))
 	}
 	rec := make([]int64, len(g.idx))
 	for j, i := range g.idx {
-		ds[i] = decision(rs[i], v[6*j:6*j+6])
-		rec[j] = v[6*j+4]
+		ds[i] = decision(rs[i], v[results*j:results*j+results])
+		rec[j] = v[results*j+4]
 	}
 	return rec, nil
 }
@@ -501,17 +514,7 @@ func (s *Store) undo(ctx context.Context, rs []domain.BucketRequest, reserved []
 		args := make([]string, 0, 3+11*len(res.g.idx))
 		args = append(args, "u", s.now(), "0")
 		for j, i := range res.g.idx {
-			r := rs[i]
-			args = checkArgs(args, r)
-			var inc int64
-			if r.Algorithm == domain.TokenBucket {
-				inc = increment(r.Cost, r.Limit, r.Window)
-			}
-			if r.Cost == 0 {
-				args = append(args, "0", "0")
-				continue
-			}
-			args = append(args, strconv.FormatInt(res.rec[j], 10), strconv.FormatInt(inc, 10))
+			args = append(checkArgs(args, rs[i]), strconv.FormatInt(res.rec[j], 10))
 		}
 		// Undo must not be cut short by a caller that gave up: the units would stay reserved.
 		if _, err := s.exec(context.WithoutCancel(ctx), res.g.keys, args, false); err != nil && first == nil {
