@@ -148,7 +148,7 @@ func (p *Policies) reload(ctx context.Context, force bool) error {
 	return nil
 }
 
-// record: limit|window_ms|algorithm|resolution_ms|failure_mode|shadow|floor_us|generation
+// record: limit|window_ms|algorithm|resolution_ms|failure_mode|shadow|floor (µs)|generation
 func encodePolicy(pol domain.Policy) []string {
 	shadow := "0"
 	if pol.Shadow {
@@ -174,7 +174,7 @@ func decodePolicy(name, rec string) (domain.Policy, error) {
 	return domain.Policy{
 		Name: name, Limit: n[0], Window: time.Duration(n[1]) * time.Millisecond, Algorithm: domain.Algorithm(f[2]),
 		Resolution: time.Duration(n[3]) * time.Millisecond, FailureMode: domain.FailureMode(f[4]), Shadow: f[5] == "1",
-		Source: domain.SourceAPI, Floor: n[6] * 1000, Generation: n[7],
+		Source: domain.SourceAPI, Floor: n[6], Generation: n[7],
 	}, nil
 }
 
@@ -212,9 +212,9 @@ func (p *Policies) GetPolicy(_ context.Context, name string) (domain.Policy, err
 }
 
 // PutPolicy implements domain.PolicyStore. policy.lua keeps the generation of an existing policy, gives a new one
-// a generation never used before (so a deleted policy's keys never count for it), and on a window change raises
-// the floor to the change instant (Redis clock) minus the old window: units that had stopped counting never come
-// back when the window grows.
+// a generation never used before (so a deleted policy's keys never count for it), and on a change of window or
+// algorithm raises the floor as domain.NextFloor does, at the change instant on the Redis clock: units that had
+// stopped counting never come back when the window grows.
 func (p *Policies) PutPolicy(ctx context.Context, pol domain.Policy) (bool, error) {
 	pol = pol.WithDefaults()
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
@@ -224,7 +224,7 @@ func (p *Policies) PutPolicy(ctx context.Context, pol domain.Policy) (bool, erro
 	if err != nil {
 		return false, fmt.Errorf("redis put policy: %w", err)
 	}
-	pol.Source, pol.Floor, pol.Generation = domain.SourceAPI, v[1]*1000, v[2]
+	pol.Source, pol.Floor, pol.Generation = domain.SourceAPI, v[1], v[2]
 	p.apply(v[3], func(m map[string]domain.Policy) { m[pol.Name] = pol })
 	return v[0] == 1, nil
 }

@@ -75,8 +75,8 @@ func TestPolicyChangeBindsOtherReplicas(t *testing.T) {
 			}
 			d = seen(t, b, refresh+time.Second, func(p domain.Policy, err error) bool { return err == nil && p.Limit == 7 })
 			p, _ = b.GetPolicy(ctx, "api")
-			if p.Generation != gen || p.Floor < time.Now().Add(-time.Minute-5*time.Second).UnixNano() || p.Floor > time.Now().Add(-time.Minute+5*time.Second).UnixNano() {
-				t.Fatalf("after a window change: generation %d (was %d), floor %s", p.Generation, gen, time.Unix(0, p.Floor))
+			if p.Generation != gen || p.Floor < time.Now().Add(-time.Minute-5*time.Second).UnixMicro() || p.Floor > time.Now().Add(-time.Minute+5*time.Second).UnixMicro() {
+				t.Fatalf("after a window change: generation %d (was %d), floor %s", p.Generation, gen, time.UnixMicro(p.Floor))
 			}
 			t.Logf("%s: a changed policy reached the other replica in %s", name, d)
 			// Deleted and made again: a new generation, so its old keys never count.

@@ -18,10 +18,14 @@ if old then
   local f = {}
   for part in string.gmatch(old, '[^|]+') do f[#f + 1] = part end
   floor, gen = tonumber(f[7]), tonumber(f[8])
-  if f[2] ~= ARGV[4] then
-    -- The window changes now: the units older than one old window had stopped counting and never count again.
+  if f[2] ~= ARGV[4] or f[3] ~= ARGV[5] then
+    -- The window or the algorithm changes now (domain.NextFloor): the units that had stopped counting under the
+    -- old policy (older than one old window; fixed_window: before the current window) never count again.
     local t = redis.call('TIME')
-    local cut = tonumber(t[1]) * 1000000 + tonumber(t[2]) - tonumber(f[2]) * 1000
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local w = tonumber(f[2]) * 1000
+    local cut = now - w
+    if f[3] == 'fixed_window' then cut = now - math.fmod(now, w) - 1 end
     if cut > floor then floor = cut end
   end
 else
