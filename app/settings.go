@@ -331,6 +331,8 @@ var toolVariables = []string{
 	"SLUICE_TEST_REDIS_CLUSTER",   // adapters/redis/redistest: the test cluster's seeds
 	"SLUICE_TEST_REDIS_DIR",       // scripts/test.d/05-redis-up.sh: the test servers' directories
 	"SLUICE_TEST_FAILOVER_ROUNDS", // adapters/redis: rounds of TestMasterKilledUnderLoad
+	"SLUICE_TEST_BENCH_REDIS",     // adapters/redis: TestSideBySide's duration per run
+	"SLUICE_TEST_RATELIMIT_BIN",   // adapters/redis: a prebuilt envoyproxy/ratelimit service_cmd
 }
 
 // serviceLink matches the variables Kubernetes (and Docker links) add for a Service named sluice or sluice-*

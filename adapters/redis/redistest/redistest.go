@@ -139,6 +139,41 @@ func io(r *bufio.Reader, buf []byte) (int, error) {
 	return n, nil
 }
 
+// Server is a private single redis-server started by StartServer.
+type Server struct {
+	Addr string
+	Cmd  *exec.Cmd
+}
+
+// StartServer starts a private redis-server (no persistence, noeviction) on a free loopback port and stops it
+// when the test ends. Skipped (failed in CI) if redis-server is missing.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		Unavailable(t, "redis-server not installed")
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	cmd := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
+		"--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--logfile", filepath.Join(dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("redis-server: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGKILL); _ = cmd.Wait() })
+	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Cmd: cmd}
+	waitUp(t, s.Addr)
+	return s
+}
+
+// Pids returns the process ids of the cluster's live nodes.
+func (c *Cluster) Pids() []int {
+	var out []int
+	for _, p := range c.procs {
+		out = append(out, p.Process.Pid)
+	}
+	return out
+}
+
 // Cluster is a private Redis Cluster of 3 masters and 3 replicas started by StartCluster.
 type Cluster struct {
 	Dir   string
