@@ -159,6 +159,9 @@ func failover(t *testing.T, wait int) (over int64, failed time.Duration, waitTim
 	}
 	stop.Store(true)
 	wg.Wait()
+	if err := s.Ping(context.Background()); err != nil {
+		t.Errorf("after the promotion, with the old master still down, the store is not ready: %v", err)
+	}
 	t.Logf("replica promoted %s after the kill; %d checks failed until the first success; load ended %s after the kill", promoted.Round(time.Millisecond), errCount.Load(), time.Since(killed).Round(time.Millisecond))
 	for i := range keys {
 		if n := admitted[i].Load(); n > limit {

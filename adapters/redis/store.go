@@ -578,16 +578,31 @@ func globEscape(s string) string {
 	return b.String()
 }
 
-// Ping implements domain.BucketStore for /readyz: every node must answer.
+// Ping implements domain.BucketStore for /readyz. A single Redis (or Sentinel's master) must answer PING. A
+// cluster is ready when a node answers and reports cluster_state:ok (every slot served by a reachable master): a
+// dead replica, or a master already replaced by its replica, does not make every sluice pod unready.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	for addr, n := range s.c.Nodes() {
-		if err := n.Do(ctx, n.B().Ping().Build()).Error(); err != nil {
-			return fmt.Errorf("redis ping %s: %w", addr, err)
+	if !s.cluster {
+		if err := s.c.Do(ctx, s.c.B().Ping().Build()).Error(); err != nil {
+			return fmt.Errorf("redis ping: %w", err)
 		}
+		return nil
 	}
-	return nil
+	var errs []error
+	for addr, n := range s.c.Nodes() {
+		info, err := n.Do(ctx, n.B().ClusterInfo().Build()).ToString()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return fmt.Errorf("redis cluster not ok (as %s sees it): some slots have no reachable master", addr)
+		}
+		return nil
+	}
+	return fmt.Errorf("redis ping: no cluster node answered: %w", errors.Join(errs...))
 }
 
 func (s *Store) fail(op string, err error) error {
