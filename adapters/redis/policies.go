@@ -21,6 +21,35 @@ var policySource string
 
 var policyScript = rueidis.NewLuaScript(policySource)
 
+//go:embed config.lua
+var configSource string
+
+var configScript = rueidis.NewLuaScript(configSource)
+
+// RegisterConfigPolicies records this replica's config-file policies in Redis (config.lua) and keeps the floor of
+// each: a policy whose window or algorithm differs from what the store last saw (the file changed across a
+// redeploy) gets the floor domain.NextFloor gives at that instant, so units that had stopped counting never count
+// again. Checks of config policies (BucketRequest.Stored false) then decide with that floor. It returns the names
+// whose window or algorithm changed.
+func (s *Store) RegisterConfigPolicies(ctx context.Context, ps []domain.Policy) ([]string, error) {
+	var changed []string
+	key := "{sluice-policies}" + s.prefix + "config"
+	for _, p := range ps {
+		p = p.WithDefaults()
+		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		v, err := configScript.Exec(cctx, s.c, []string{key}, []string{p.Name, strconv.FormatInt(p.Window.Milliseconds(), 10), string(p.Algorithm), s.now()}).AsIntSlice()
+		cancel()
+		if err != nil {
+			return changed, fmt.Errorf("redis register config policy %s: %w", p.Name, err)
+		}
+		s.configFloors.Store(p.Name, v[0])
+		if v[1] == 1 {
+			changed = append(changed, p.Name)
+		}
+	}
+	return changed, nil
+}
+
 // Policies is the Redis domain.PolicyStore: API policies live in one Redis hash (one slot of a cluster), with a
 // version counter and a generation counter beside it in the same slot, changed only by policy.lua (atomic).
 //

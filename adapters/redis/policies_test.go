@@ -9,6 +9,7 @@ import (
 	"github.com/sluice-dev/sluice/adapters/redis"
 	"github.com/sluice-dev/sluice/adapters/redis/redistest"
 	"github.com/sluice-dev/sluice/domain"
+	"github.com/sluice-dev/sluice/domain/clocktest"
 )
 
 // twoReplicas returns the policy stores of two stores ("replicas") sharing one Redis and one prefix.
@@ -96,5 +97,34 @@ func TestPolicyChangeBindsOtherReplicas(t *testing.T) {
 				t.Fatalf("ListPolicies: %+v %v", list, err)
 			}
 		})
+	}
+}
+
+// A config-file policy whose window grows across a redeploy (RegisterConfigPolicies again with the new file)
+// never counts the units that had stopped counting under the old window.
+func TestConfigPolicyFloor(t *testing.T) {
+	clock := clocktest.New(epoch)
+	s := open(t, []string{redistest.SingleAddr(t)}, clock, redis.Options{})
+	ctx := context.Background()
+	old := domain.Policy{Name: "cfg", Limit: 3, Window: time.Second, Algorithm: domain.SlidingLog}
+	if ch, err := s.RegisterConfigPolicies(ctx, []domain.Policy{old}); err != nil || len(ch) != 0 {
+		t.Fatalf("first registration: %v %v", ch, err)
+	}
+	r := domain.BucketRequest{Policy: "cfg", Key: "k", Rule: old.WithDefaults().Rule(), Cost: 3}
+	do(t, s, r)
+	clock.Advance(2 * time.Second) // the units stop counting under 1s
+	grown := old
+	grown.Window = time.Hour
+	ch, err := s.RegisterConfigPolicies(ctx, []domain.Policy{grown})
+	if err != nil || len(ch) != 1 {
+		t.Fatalf("re-registration with a grown window: %v %v", ch, err)
+	}
+	r.Rule = grown.WithDefaults().Rule() // a config policy: Floor 0 in the rule; the store holds the floor
+	if d := do(t, s, r); !d.Allowed {
+		t.Fatalf("units that had stopped counting came back when the config window grew: %+v", d)
+	}
+	r.Cost = 1
+	if d := do(t, s, r); d.Allowed {
+		t.Fatalf("units admitted under the grown window do not count: %+v", d)
 	}
 }

@@ -100,6 +100,8 @@ type Store struct {
 	clock   domain.Clock
 	log     *slog.Logger
 	closeMu sync.Once
+	// configFloors: config policy name → floor (µs), set by RegisterConfigPolicies.
+	configFloors sync.Map
 	// waitTimeouts counts writes whose WAIT returned fewer acknowledgements than WaitReplicas.
 	waitTimeouts atomic.Int64
 }
@@ -221,8 +223,14 @@ var algoCode = map[domain.Algorithm]string{
 	domain.SlidingLog: "1", domain.SlidingWindow: "2", domain.TokenBucket: "3", domain.FixedWindow: "4",
 }
 
-// checkArgs appends the 10 script arguments of r (decide.lua's header lists them).
-func checkArgs(args []string, r domain.BucketRequest) []string {
+// checkArgs appends the 10 script arguments of r (decide.lua's header lists them). A config policy's check
+// decides with the floor RegisterConfigPolicies keeps for it, when higher.
+func (s *Store) checkArgs(args []string, r domain.BucketRequest) []string {
+	if !r.Stored {
+		if f, ok := s.configFloors.Load(r.Policy); ok {
+			r.Floor = max(r.Floor, f.(int64))
+		}
+	}
 	code, ok := algoCode[r.Algorithm]
 	if !ok {
 		code = "1" // the Limiter validated the rule; "" (older callers) is the default, sliding_log
@@ -325,7 +333,7 @@ func (s *Store) execWait(ctx context.Context, keys, args []string) ([]int64, err
 
 // Decide implements domain.BucketStore in one round trip.
 func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
-	args := checkArgs(append(make([]string, 0, 13), "d", s.now(), "0"), r)
+	args := s.checkArgs(append(make([]string, 0, 13), "d", s.now(), "0"), r)
 	v, err := s.exec(ctx, []string{s.Key(r.Policy, r.Key)}, args, r.Cost > 0)
 	if err != nil {
 		return domain.Decision{}, s.fail("decide", err)
@@ -489,7 +497,7 @@ func (s *Store) runGroup(ctx context.Context, rs []domain.BucketRequest, g group
 	args = append(args, mode, s.now(), atomic)
 	writes := false
 	for _, i := range g.idx {
-		args = checkArgs(args, rs[i])
+		args = s.checkArgs(args, rs[i])
 		writes = writes || rs[i].Cost > 0
 	}
 	v, err := s.exec(ctx, g.keys, args, writes && mode == "d")
@@ -514,7 +522,7 @@ func (s *Store) undo(ctx context.Context, rs []domain.BucketRequest, reserved []
 		args := make([]string, 0, 3+11*len(res.g.idx))
 		args = append(args, "u", s.now(), "0")
 		for j, i := range res.g.idx {
-			args = append(checkArgs(args, rs[i]), strconv.FormatInt(res.rec[j], 10))
+			args = append(s.checkArgs(args, rs[i]), strconv.FormatInt(res.rec[j], 10))
 		}
 		// Undo must not be cut short by a caller that gave up: the units would stay reserved.
 		if _, err := s.exec(context.WithoutCancel(ctx), res.g.keys, args, false); err != nil && first == nil {
