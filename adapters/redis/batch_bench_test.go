@@ -55,3 +55,28 @@ func BenchmarkClusterMultiCheck(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkDecide is one check per call on the single test Redis, per algorithm (1,000 keys, 1-minute window,
+// admissions). The server's own cost is in `INFO commandstats` (cmdstat_evalsha usec_per_call).
+//
+//	go test -run '^$' -bench BenchmarkDecide -benchtime 2s ./adapters/redis/
+func BenchmarkDecide(b *testing.B) {
+	s := open(b, []string{redistest.SingleAddr(b)}, nil, redis.Options{Timeout: 5 * time.Second})
+	ctx := context.Background()
+	for _, a := range domain.Algorithms {
+		b.Run(string(a), func(b *testing.B) {
+			r := rule(a, 1<<40, time.Minute)
+			var n atomic.Int64
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					k := "u" + strconv.FormatInt(n.Add(1)%1000, 10)
+					if _, err := s.Decide(ctx, domain.BucketRequest{Policy: "bench", Key: k, Rule: r, Cost: 1}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
