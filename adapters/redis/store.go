@@ -13,10 +13,20 @@
 // decided by one script. The policy's length prefix keeps (policy, key) pairs apart however they are spelt.
 // Keys expire (PX) when nothing in them can count any more.
 //
+// decide.lua is domain.Bucket.Decide step for step (microseconds, the same integer rounding, the same conversion
+// when a policy changes algorithm or generation), so this store's decisions are the domain's to every field:
+// domain/storetest's model test compares them on random sequences. All arithmetic in the script is on integers
+// below 2^53, which Lua's doubles hold exactly; the token bucket's emission time (a 106-bit product) is computed
+// here in Go and passed in, and its remaining units and rounded-up durations are finished here from the script's
+// exact parts, with math/bits as in domain/tokenbucket.go.
+//
 // The script is sent once per node (EVALSHA; on NOSCRIPT, after a restart or a failover to a node that never saw
-// it, the client sends it in full with EVAL and the node caches it again). All arithmetic in the script is on
-// integers below 2^53, which Lua's doubles hold exactly (see decide.lua); the token bucket's emission increments,
-// which need 106-bit products, and its remaining-units figure are computed here in Go with math/bits.
+// it, the client sends it in full with EVAL and the node caches it again).
+//
+// Policies: the rule travels with every check (BucketRequest.Rule) and the script decides with it; API policies
+// come from Policies (a copy per replica, bound within the refresh interval), so BucketRequest.Stored is not
+// consulted and every decision has Status OK. Config-file policies decide with the floor RegisterConfigPolicies
+// keeps for them.
 //
 // Multi-checks whose keys share a slot (any multi-check on a single Redis) are one script call, atomic as any
 // script. Atomic multi-checks across slots of a cluster are reserved slot by slot, in slot order, and the
