@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/sluice-dev/sluice/adapters/redis"
 	"github.com/sluice-dev/sluice/adapters/redis/redistest"
 	"github.com/sluice-dev/sluice/domain"
@@ -39,6 +41,19 @@ func TestConformanceCluster(t *testing.T) {
 		s := open(t, addrs[:1], clock, redis.Options{}) // one seed: the client finds the rest
 		if !s.Cluster() {
 			t.Fatal("the client did not detect the cluster")
+		}
+		return s
+	})
+}
+
+// Through Sentinel: the seeds are Sentinels and master_set names the master; the client asks them for it.
+func TestConformanceSentinel(t *testing.T) {
+	master := redistest.StartServer(t)
+	sentinel := redistest.StartSentinel(t, master.Addr)
+	storetest.Run(t, func(t *testing.T, clock domain.Clock) domain.BucketStore {
+		s := open(t, []string{sentinel}, clock, redis.Options{MasterSet: "sluice"})
+		if m := s.Client().Mode(); m != rueidis.ClientModeSentinel {
+			t.Fatalf("client mode %s, want sentinel", m)
 		}
 		return s
 	})

@@ -165,6 +165,28 @@ func StartServer(t testing.TB) *Server {
 	return s
 }
 
+// StartSentinel starts a Sentinel (redis-server --sentinel) on a free loopback port that monitors master (an
+// address) as master set "sluice" with quorum 1, and stops it when the test ends.
+func StartSentinel(t testing.TB, master string) string {
+	t.Helper()
+	dir := t.TempDir()
+	port := freePort(t)
+	host, mport, _ := net.SplitHostPort(master)
+	conf := filepath.Join(dir, "sentinel.conf")
+	body := fmt.Sprintf("bind 127.0.0.1\nport %d\ndir %s\nsentinel monitor sluice %s %s 1\nsentinel down-after-milliseconds sluice 1000\n", port, dir, host, mport)
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("redis-server", conf, "--sentinel", "--logfile", filepath.Join(dir, "sentinel.log"))
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("redis-server --sentinel: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGKILL); _ = cmd.Wait() })
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	waitUp(t, addr)
+	return addr
+}
+
 // Pids returns the process ids of the cluster's live nodes.
 func (c *Cluster) Pids() []int {
 	var out []int
