@@ -1,6 +1,6 @@
 module github.com/sluice-dev/sluice
 
-go 1.27.0
+go 1.26.8
 
 toolchain go1.27.3
 
@@ -11,6 +11,7 @@ tool (
 
 require (
 	github.com/getkin/kin-openapi v0.153.0
+	github.com/go-json-experiment/json v1.27.2
 	github.com/jackc/pgx/v5 v5.13.0
 	github.com/oapi-codegen/runtime v1.9.0
 	github.com/pressly/goose/v3 v3.30.1

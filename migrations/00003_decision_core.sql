@@ -25,6 +25,28 @@ ALTER TABLE sluice_buckets
     ADD COLUMN window_us bigint NOT NULL DEFAULT 0;
 UPDATE sluice_buckets SET newest_us = coalesce(ats[cardinality(ats)], 0), window_us = expires_us - coalesce(ats[cardinality(ats)], expires_us);
 
+-- sliding_log keeps one row per admitted instant with a running sum (cum), so an admission writes one small row
+-- instead of rewriting the key's whole log, and a decision is two index probes: the newest entry at or before the
+-- window's start (how many units had been admitted before it) and, for a denial, the oldest entry whose departure
+-- leaves room (by cum). The key's sluice_buckets row keeps the newest entry's instant (a) and cum (f) and the cum
+-- of the newest entry pruned (base). Entries that left the window are pruned a few at a time by admissions, and
+-- with their key's row by the janitor (ON DELETE CASCADE).
+CREATE TABLE sluice_log_entries (
+    policy text COLLATE "C" NOT NULL,
+    key    bytea NOT NULL,
+    at     bigint NOT NULL,
+    cum    bigint NOT NULL,
+    PRIMARY KEY (policy, key, at),
+    FOREIGN KEY (policy, key) REFERENCES sluice_buckets (policy, key) ON DELETE CASCADE
+);
+CREATE INDEX sluice_log_entries_cum ON sluice_log_entries (policy, key, cum);
+INSERT INTO sluice_log_entries (policy, key, at, cum)
+SELECT b.policy, b.key, u.at, u.cum FROM sluice_buckets b, unnest(b.ats, b.cums) AS u(at, cum)
+WHERE b.alg = 'sliding_log';
+UPDATE sluice_buckets SET a = coalesce(ats[cardinality(ats)], 0), f = coalesce(cums[cardinality(cums)], base),
+    c = 1, ats = '{}', cums = '{}'
+WHERE alg = 'sliding_log';
+
 -- API policies: resolution (sliding_window), the floor of the expiry rule (raised when the window or algorithm
 -- changes) and the generation (a new one at every creation: a re-created policy never counts the old one's keys).
 CREATE SEQUENCE sluice_policy_generations;
@@ -136,6 +158,57 @@ END
 $$;
 -- +goose StatementEnd
 
+-- sluice_step_sliding_log is sliding_log's step (domain/slidinglog.go, with the check's own instant as the
+-- recorded one) over sluice_log_entries: s.a and s.f are the newest entry (an admission not yet written included),
+-- s.base the cum of the newest entry pruned. It reads the entries table and writes nothing: an admission moves
+-- s.a/s.f, and sluice_decide_batch writes that one entry.
+-- +goose StatementBegin
+CREATE FUNCTION sluice_step_sliding_log(s sluice_state, p_policy text, p_key bytea, p_now bigint, p_cost bigint,
+                                        p_limit bigint, p_window bigint, p_floor bigint)
+RETURNS sluice_step LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r      sluice_step;
+    need   bigint := greatest(p_cost, 1);
+    cutoff bigint := greatest(p_now - p_window, p_floor);
+    used   bigint := 0;
+    held   boolean := s.f > s.base AND s.a > cutoff;
+    target bigint;
+    v_at   bigint;
+BEGIN
+    IF held THEN
+        used := s.f - coalesce((SELECT e.cum FROM sluice_log_entries e
+                                WHERE e.policy = p_policy AND e.key = p_key AND e.at <= cutoff
+                                ORDER BY e.at DESC LIMIT 1), s.base);
+    END IF;
+    r.allowed := used <= p_limit - need;
+    IF r.allowed THEN
+        r.remaining := p_limit - used - need;
+        r.reset_us := CASE WHEN held AND s.a > p_now THEN s.a ELSE p_now END + p_window - p_now;
+        r.retry_us := 0;
+        IF p_cost > 0 THEN
+            IF NOT held THEN
+                s.base := s.f; -- every unit so far has left the window
+            END IF;
+            IF NOT (held AND s.a >= p_now) THEN
+                s.a := p_now; -- a new entry; otherwise the units merge into the newest (a clock that stepped back)
+            END IF;
+            s.f := s.f + p_cost;
+        END IF;
+    ELSE
+        r.remaining := greatest(p_limit - used, 0);
+        r.reset_us := s.a + p_window - p_now;
+        target := s.f - (p_limit - need);
+        SELECT e.at INTO v_at FROM sluice_log_entries e
+        WHERE e.policy = p_policy AND e.key = p_key AND e.cum >= target
+        ORDER BY e.cum LIMIT 1;
+        r.retry_us := least(coalesce(v_at, s.a), s.a) + p_window - p_now;
+    END IF;
+    r.st := s;
+    RETURN r;
+END
+$$;
+-- +goose StatementEnd
+
 -- sluice_step_token_bucket is token_bucket's step (domain/tokenbucket.go, GCRA): the emission interval is
 -- window/limit µs, kept exact as tat = a + f/c; products such as cost × window are taken in numeric, so nothing
 -- overflows at 2^53-1 over 31 days. Every rounding errs toward denial.
@@ -226,9 +299,9 @@ $$;
 -- converted conservatively (its units still counting, taken as recorded at its newest instant), then the
 -- algorithm's step runs. The only place that knows which algorithms exist.
 -- +goose StatementBegin
-CREATE FUNCTION sluice_step(s sluice_state, p_now bigint, p_alg text, p_limit bigint, p_window bigint, p_res bigint,
-                            p_floor bigint, p_gen bigint, p_cost bigint)
-RETURNS sluice_step LANGUAGE plpgsql IMMUTABLE AS $$
+CREATE FUNCTION sluice_step(s sluice_state, p_policy text, p_key bytea, p_now bigint, p_alg text, p_limit bigint,
+                            p_window bigint, p_res bigint, p_floor bigint, p_gen bigint, p_cost bigint)
+RETURNS sluice_step LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r     sluice_step;
     units bigint := 0;
@@ -240,7 +313,12 @@ DECLARE
 BEGIN
     IF s.alg <> '' AND (s.gen <> p_gen OR s.alg <> p_alg) THEN
         IF s.gen = p_gen THEN
-            IF s.alg IN ('sliding_log', 'sliding_window') THEN
+            IF s.alg = 'sliding_log' AND s.c = 1 THEN
+                -- Its units still counting, as the step counts them (a peek at the old state).
+                r := sluice_step_sliding_log(s, p_policy, p_key, p_now, 0, 9007199254740991, p_window, p_floor);
+                units := 9007199254740991 - 1 - r.remaining;
+                at := s.a;
+            ELSIF s.alg IN ('sliding_log', 'sliding_window') THEN
                 n := coalesce(cardinality(s.ats), 0);
                 lo := 1;
                 WHILE lo <= n AND s.ats[lo] <= greatest(p_now - p_window, p_floor) LOOP lo := lo + 1; END LOOP;
@@ -267,7 +345,7 @@ BEGIN
             s.alg := p_alg;
             s.gen := p_gen;
             IF p_alg = 'sliding_log' THEN
-                s.ats := ARRAY[at]; s.cums := ARRAY[units];
+                s.ats := ARRAY[at]; s.cums := ARRAY[units]; -- c = 0: the log is in the arrays, not yet in the table
             ELSIF p_alg = 'sliding_window' THEN
                 s.ats := ARRAY[at + (p_res - at % p_res) % p_res]; s.cums := ARRAY[units];
             ELSIF p_alg = 'token_bucket' THEN
@@ -282,7 +360,11 @@ BEGIN
     END IF;
     CASE p_alg
         WHEN 'sliding_log' THEN
-            r := sluice_step_log(s, p_now, p_now, p_cost, p_limit, p_window, p_floor);
+            IF s.c = 1 THEN -- the log is in sluice_log_entries
+                r := sluice_step_sliding_log(s, p_policy, p_key, p_now, p_cost, p_limit, p_window, p_floor);
+            ELSE -- a new state: its log is in the arrays until sluice_decide_batch writes it
+                r := sluice_step_log(s, p_now, p_now, p_cost, p_limit, p_window, p_floor);
+            END IF;
         WHEN 'sliding_window' THEN
             r := sluice_step_log(s, p_now, p_now + (p_res - p_now % p_res) % p_res, p_cost, p_limit, p_window, p_floor);
         WHEN 'token_bucket' THEN
@@ -305,7 +387,10 @@ $$;
 CREATE FUNCTION sluice_expiry(st sluice_state, p_window bigint, OUT newest_us bigint, OUT expires_us bigint)
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    IF st.alg IN ('sliding_log', 'sliding_window') THEN
+    IF st.alg = 'sliding_log' THEN
+        newest_us := st.a;
+        expires_us := newest_us + p_window;
+    ELSIF st.alg = 'sliding_window' THEN
         newest_us := st.ats[cardinality(st.ats)];
         expires_us := newest_us + p_window;
     ELSIF st.alg = 'token_bucket' THEN
@@ -314,6 +399,62 @@ BEGIN
     ELSE
         newest_us := st.a;
         expires_us := st.a - st.a % p_window + p_window;
+    END IF;
+END
+$$;
+-- +goose StatementEnd
+
+-- sluice_stored_state is the state as the key's sluice_buckets row keeps it: a sliding_log log still in the arrays
+-- (c = 0, a new state) moves to sluice_log_entries (sluice_write_log), leaving its newest entry in a and f.
+-- +goose StatementBegin
+CREATE FUNCTION sluice_stored_state(st sluice_state) RETURNS sluice_state LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    n int := coalesce(cardinality(st.ats), 0);
+BEGIN
+    IF st.alg = 'sliding_log' AND st.c = 0 THEN
+        IF n > 0 THEN
+            st.a := st.ats[n];
+            st.f := st.cums[n];
+        END IF;
+        st.ats := '{}';
+        st.cums := '{}';
+        st.c := 1;
+    END IF;
+    RETURN st;
+END
+$$;
+-- +goose StatementEnd
+
+-- sluice_write_log writes a sliding_log key's entries once its row is written (and so locked): a new state's
+-- whole log (replacing whatever another generation or algorithm left), or else the newest entry; then prunes up to
+-- 16 entries older than the newest one at or before the window's start (that one stays: it holds the cum the
+-- next decision subtracts). A cum past 2^60 is rebased, as Log.expire does.
+-- +goose StatementBegin
+CREATE FUNCTION sluice_write_log(p_policy text, p_key bytea, st sluice_state, p_cutoff bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_mark bigint;
+    v_rb   bigint;
+BEGIN
+    IF st.c = 0 THEN
+        DELETE FROM sluice_log_entries WHERE policy = p_policy AND key = p_key;
+        INSERT INTO sluice_log_entries (policy, key, at, cum)
+        SELECT p_policy, p_key, u.at, u.cum FROM unnest(st.ats, st.cums) AS u(at, cum);
+        RETURN;
+    END IF;
+    INSERT INTO sluice_log_entries AS e (policy, key, at, cum) VALUES (p_policy, p_key, st.a, st.f)
+    ON CONFLICT (policy, key, at) DO UPDATE SET cum = excluded.cum;
+    SELECT e.at INTO v_mark FROM sluice_log_entries e
+    WHERE e.policy = p_policy AND e.key = p_key AND e.at <= p_cutoff ORDER BY e.at DESC LIMIT 1;
+    IF v_mark IS NOT NULL THEN
+        DELETE FROM sluice_log_entries WHERE ctid = ANY(ARRAY(
+            SELECT e.ctid FROM sluice_log_entries e
+            WHERE e.policy = p_policy AND e.key = p_key AND e.at < v_mark ORDER BY e.at LIMIT 16));
+    END IF;
+    IF st.f > 1152921504606846976 THEN
+        SELECT min(e.cum) INTO v_rb FROM sluice_log_entries e WHERE e.policy = p_policy AND e.key = p_key;
+        UPDATE sluice_log_entries SET cum = cum - v_rb WHERE policy = p_policy AND key = p_key;
+        UPDATE sluice_buckets SET f = f - v_rb, base = base - v_rb WHERE policy = p_policy AND key = p_key;
     END IF;
 END
 $$;
@@ -380,6 +521,8 @@ DECLARE
     v_ph     boolean[] := '{}';
     v_ctid   tid;
     v_xmin   xid;
+    v_log    sluice_state;
+    v_nows   bigint[] := '{}';
 BEGIN
     IF cardinality(p_keys) <> n OR cardinality(p_algs) <> n OR cardinality(p_limits) <> n
         OR cardinality(p_windows_us) <> n OR cardinality(p_res_us) <> n OR cardinality(p_floors_us) <> n
@@ -470,7 +613,7 @@ BEGIN
         FOR j IN v_start..v_end LOOP
             i := v_order[j];
             CONTINUE WHEN status[i] <> 0;
-            r := sluice_step(st, v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
+            r := sluice_step(st, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
             st := r.st;
             allowed[i] := r.allowed;
             remaining[i] := r.remaining;
@@ -485,6 +628,8 @@ BEGIN
         END LOOP;
         IF v_writes AND NOT p_atomic THEN
             i := v_order[v_start];
+            v_log := st;
+            st := sluice_stored_state(v_log);
             SELECT * INTO v_newest, v_expires FROM sluice_expiry(st, v_window);
             IF v_found THEN
                 UPDATE sluice_buckets
@@ -498,6 +643,9 @@ BEGIN
                 ON CONFLICT DO NOTHING;
             END IF;
             v_writes := NOT FOUND; -- written; or the row changed since it was read: decide it again under its lock
+            IF NOT v_writes AND v_log.alg = 'sliding_log' THEN
+                PERFORM sluice_write_log(p_policies[i], p_keys[i], v_log, greatest(v_now - v_window, v_floor[i]));
+            END IF;
         END IF;
         IF v_writes THEN
             v_any := true;
@@ -543,7 +691,7 @@ BEGIN
             FOR j IN v_start..v_end LOOP
                 i := v_order[j];
                 CONTINUE WHEN status[i] <> 0;
-                r := sluice_step(st, v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
+                r := sluice_step(st, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
                 st := r.st;
                 allowed[i] := r.allowed;
                 remaining[i] := r.remaining;
@@ -560,6 +708,7 @@ BEGIN
             v_states[k] := st;
             v_pair[k] := v_order[v_start];
             v_wins[k] := v_window;
+            v_nows[k] := v_now;
             v_wrote[k] := v_writes;
             v_ph[k] := v_placeholder;
         END IF;
@@ -568,13 +717,17 @@ BEGIN
     FOR j IN 1..k LOOP
         i := v_pair[j];
         IF v_wrote[j] AND v_commit THEN
-            st := v_states[j];
+            v_log := v_states[j];
+            st := sluice_stored_state(v_log);
             v_window := v_wins[j];
             SELECT * INTO v_newest, v_expires FROM sluice_expiry(st, v_window);
             UPDATE sluice_buckets
             SET alg = st.alg, gen = st.gen, ats = st.ats, cums = st.cums, base = st.base, a = st.a, f = st.f,
                 c = st.c, newest_us = v_newest, window_us = v_window, expires_us = v_expires
             WHERE policy = p_policies[i] AND key = p_keys[i];
+            IF v_log.alg = 'sliding_log' THEN
+                PERFORM sluice_write_log(p_policies[i], p_keys[i], v_log, greatest(v_nows[j] - v_window, v_floor[i]));
+            END IF;
         ELSIF v_ph[j] THEN
             DELETE FROM sluice_buckets WHERE policy = p_policies[i] AND key = p_keys[i];
         END IF;
@@ -652,8 +805,11 @@ $$;
 DROP FUNCTION sluice_register_config_policy(text, bigint, bigint, text, bigint, text, bigint);
 DROP FUNCTION sluice_put_policy(text, bigint, bigint, text, bigint, text, boolean, bigint);
 DROP FUNCTION sluice_decide_batch(text[], bytea[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], bigint[], boolean[], boolean[], boolean, bigint, integer);
+DROP FUNCTION sluice_write_log(text, bytea, sluice_state, bigint);
+DROP FUNCTION sluice_stored_state(sluice_state);
 DROP FUNCTION sluice_expiry(sluice_state, bigint);
-DROP FUNCTION sluice_step(sluice_state, bigint, text, bigint, bigint, bigint, bigint, bigint, bigint);
+DROP FUNCTION sluice_step(sluice_state, text, bytea, bigint, text, bigint, bigint, bigint, bigint, bigint, bigint);
+DROP FUNCTION sluice_step_sliding_log(sluice_state, text, bytea, bigint, bigint, bigint, bigint, bigint);
 DROP FUNCTION sluice_step_fixed_window(sluice_state, bigint, bigint, bigint, bigint, bigint);
 DROP FUNCTION sluice_step_token_bucket(sluice_state, bigint, bigint, bigint, bigint);
 DROP FUNCTION sluice_step_log(sluice_state, bigint, bigint, bigint, bigint, bigint, bigint);
@@ -661,6 +817,7 @@ DROP FUNCTION sluice_next_floor(bigint, text, bigint, bigint);
 DROP TYPE sluice_step;
 DROP TYPE sluice_state;
 DROP TABLE sluice_config_policies;
+DROP TABLE sluice_log_entries;
 ALTER TABLE sluice_policies DROP CONSTRAINT sluice_policies_window_max, DROP CONSTRAINT sluice_policies_quota_max,
     DROP COLUMN generation, DROP COLUMN floor_us, DROP COLUMN resolution_ms;
 DROP SEQUENCE sluice_policy_generations;

@@ -3,8 +3,8 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
-	"encoding/json/jsontext"
 	"errors"
+	"github.com/go-json-experiment/json/jsontext"
 	"io"
 	"reflect"
 	"strconv"

@@ -552,8 +552,10 @@ func serveFloor(ctx context.Context, limit int64, ready func(string)) error {
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }() // serving before ready: a prefill in ready sends checks to it
 	ready(ln.Addr().String())
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

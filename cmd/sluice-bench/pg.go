@@ -73,7 +73,7 @@ func runPostgres(ctx context.Context, o options, out io.Writer, rows []row, rati
 	}
 	defer conn.Close(context.Background())
 	truncate := func() error {
-		if _, err := conn.Exec(ctx, "TRUNCATE sluice_buckets"); err != nil {
+		if _, err := conn.Exec(ctx, "TRUNCATE sluice_buckets CASCADE"); err != nil {
 			return err
 		}
 		return prefillPostgres(ctx, conn, o)
@@ -313,6 +313,19 @@ FROM keys, now`, o.keys, p.Name, string(p.Algorithm), w, units, entries, res, p.
 	if err != nil {
 		return fmt.Errorf("prefill: %w", err)
 	}
-	_, err = conn.Exec(ctx, "VACUUM ANALYZE sluice_buckets")
+	if p.Algorithm == domain.SlidingLog {
+		// sliding_log's log lives in sluice_log_entries, one row per instant; its key row keeps the newest.
+		_, err = conn.Exec(ctx, `
+INSERT INTO sluice_log_entries (policy, key, at, cum)
+SELECT b.policy, b.key, u.at, u.cum FROM sluice_buckets b, unnest(b.ats, b.cums) AS u(at, cum) WHERE b.policy = $1`, p.Name)
+		if err == nil {
+			_, err = conn.Exec(ctx, `UPDATE sluice_buckets SET a = ats[cardinality(ats)], f = cums[cardinality(cums)], c = 1,
+    ats = '{}', cums = '{}' WHERE policy = $1`, p.Name)
+		}
+		if err != nil {
+			return fmt.Errorf("prefill: %w", err)
+		}
+	}
+	_, err = conn.Exec(ctx, "VACUUM ANALYZE sluice_buckets, sluice_log_entries")
 	return err
 }
