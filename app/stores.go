@@ -1,13 +1,10 @@
 package app
 
-import (
-	"strings"
+import "go.uber.org/fx"
 
-	"go.uber.org/fx"
-)
-
-// storeDriver is one BucketStore (and PolicyStore) sluice can run on. Adding a store is its adapter package and
-// one row of storeDrivers: validation, start-up log and wiring read this table.
+// storeDriver is one BucketStore (and PolicyStore) sluice can run on. Adding a store is its adapter package, one
+// row of storeDrivers (wiring, start-up log, its own validation) and its name in Config.Store's oneof tag
+// (TestStoreDriversMatchTheSetting fails until the two agree).
 type storeDriver struct {
 	// Name is the value of store / SLUICE_STORE.
 	Name string
@@ -51,13 +48,4 @@ func storeDriverNamed(name string) (storeDriver, bool) {
 		}
 	}
 	return storeDriver{}, false
-}
-
-// storeNames lists the drivers for messages: "memory, postgres, redis".
-func storeNames() string {
-	names := make([]string, len(storeDrivers))
-	for i, d := range storeDrivers {
-		names[i] = d.Name
-	}
-	return strings.Join(names, ", ")
 }
