@@ -61,6 +61,8 @@ func (s *Store) RegisterConfigPolicies(ctx context.Context, ps []domain.Policy) 
 // it had (the stale window). While Redis is unreachable the last copy is kept; before the first load, lookups
 // fail as a store error.
 type Policies struct {
+	s       *Store
+	every   time.Duration // the refresh interval
 	c       rueidis.Client
 	hash    string // the policies hash
 	version string
@@ -74,8 +76,9 @@ type Policies struct {
 	seen    int64 // version of the copy held
 	changed chan struct{}
 
-	stop context.CancelFunc
-	done sync.WaitGroup
+	stop   context.CancelFunc
+	closed <-chan struct{}
+	done   sync.WaitGroup
 }
 
 var _ domain.PolicyStore = (*Policies)(nil)
@@ -94,11 +97,13 @@ func (s *Store) NewPolicies(o PolicyOptions) *Policies {
 	}
 	base := "{sluice-policies}" + s.prefix
 	p := &Policies{
+		s: s, every: o.Refresh,
 		c: s.c, hash: base + "policies", version: base + "version", gens: base + "generations",
 		channel: base + "changes", timeout: s.timeout, m: map[string]domain.Policy{}, changed: make(chan struct{}, 1),
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	p.stop = stop
+	p.closed = ctx.Done()
 	p.done.Add(2)
 	go func() { defer p.done.Done(); p.subscribe(ctx) }()
 	go func() { defer p.done.Done(); p.refresh(ctx, o.Refresh) }()
@@ -244,8 +249,25 @@ func (p *Policies) GetPolicy(_ context.Context, name string) (domain.Policy, err
 // a generation never used before (so a deleted policy's keys never count for it), and on a change of window or
 // algorithm raises the floor as domain.NextFloor does, at the change instant on the Redis clock: units that had
 // stopped counting never come back when the window grows.
+//
+// When the window grows, the keys' expiries (set for the old window) are first extended by the growth, so a key
+// that sees no decision before its old expiry keeps the units the longer window still counts; once the change is
+// made, a second pass after the refresh interval extends the keys other replicas wrote meanwhile with the old
+// window. A key written under the old window expires no earlier than that write plus the old window, so this is
+// exact when the old window is longer than the refresh interval plus the two passes.
 func (p *Policies) PutPolicy(ctx context.Context, pol domain.Policy) (bool, error) {
 	pol = pol.WithDefaults()
+	grow := time.Duration(0)
+	rec, err := p.c.Do(ctx, p.c.B().Hget().Key(p.hash).Field(pol.Name).Build()).ToString()
+	if err != nil && !rueidis.IsRedisNil(err) {
+		return false, fmt.Errorf("redis put policy: %w", err)
+	}
+	if old, derr := decodePolicy(pol.Name, rec); err == nil && derr == nil && pol.Window > old.Window {
+		grow = pol.Window - old.Window
+		if err := p.s.extendTTLs(ctx, pol.Name, grow); err != nil {
+			return false, fmt.Errorf("redis put policy: extending the keys' expiry for the grown window: %w", err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	args := append([]string{"put", pol.Name}, encodePolicy(pol)...)
@@ -255,6 +277,18 @@ func (p *Policies) PutPolicy(ctx context.Context, pol domain.Policy) (bool, erro
 	}
 	pol.Source, pol.Floor, pol.Generation = domain.SourceAPI, v[1], v[2]
 	p.apply(v[3], func(m map[string]domain.Policy) { m[pol.Name] = pol })
+	if grow > 0 {
+		p.done.Add(1)
+		go func() {
+			defer p.done.Done()
+			select {
+			case <-time.After(p.every + p.timeout): // every replica has the new window by then
+			case <-p.closed:
+				return
+			}
+			_ = p.s.extendTTLs(context.Background(), pol.Name, grow)
+		}()
+	}
 	return v[0] == 1, nil
 }
 

@@ -32,9 +32,14 @@ func twoReplicas(t *testing.T, addrs []string, refresh time.Duration) (*redis.Po
 // seen waits until p reports what ok accepts and returns how long that took (the bound under test).
 func seen(t *testing.T, p *redis.Policies, limit time.Duration, ok func(domain.Policy, error) bool) time.Duration {
 	t.Helper()
+	return seenNamed(t, p, "api", limit, ok)
+}
+
+func seenNamed(t *testing.T, p *redis.Policies, name string, limit time.Duration, ok func(domain.Policy, error) bool) time.Duration {
+	t.Helper()
 	start := time.Now()
 	for {
-		if ok(p.GetPolicy(context.Background(), "api")) {
+		if ok(p.GetPolicy(context.Background(), name)) {
 			return time.Since(start)
 		}
 		if time.Since(start) > limit {
@@ -126,5 +131,36 @@ func TestConfigPolicyFloor(t *testing.T) {
 	r.Cost = 1
 	if d := do(t, s, r); d.Allowed {
 		t.Fatalf("units admitted under the grown window do not count: %+v", d)
+	}
+}
+
+// Growing an API policy's window extends its keys' expiry, so an idle key keeps the units the longer window
+// still counts instead of expiring at the old window's end.
+func TestWindowGrowthExtendsExpiry(t *testing.T) {
+	s := open(t, []string{redistest.SingleAddr(t)}, nil, redis.Options{})
+	p := s.NewPolicies(redis.PolicyOptions{Refresh: 100 * time.Millisecond})
+	defer p.Close()
+	ctx := context.Background()
+	if _, err := p.PutPolicy(ctx, domain.Policy{Name: "grow", Limit: 5, Window: 10 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	seenNamed(t, p, "grow", 5*time.Second, func(p domain.Policy, err error) bool { return err == nil })
+	pol, _ := p.GetPolicy(ctx, "grow")
+	do(t, s, domain.BucketRequest{Policy: "grow", Key: "idle", Rule: pol.Rule(), Cost: 2, Stored: true})
+	pttl := func() int64 {
+		v, err := s.Client().Do(ctx, s.Client().B().Pttl().Key(s.Key("grow", "idle")).Build()).AsInt64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := pttl(); v > 10_001 {
+		t.Fatalf("PTTL %d before the change", v)
+	}
+	if _, err := p.PutPolicy(ctx, domain.Policy{Name: "grow", Limit: 5, Window: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if v := pttl(); v < int64(time.Hour/time.Millisecond)-60_000 {
+		t.Fatalf("PTTL %d ms after the window grew to 1h: the idle key would expire with units the 1h window counts", v)
 	}
 }

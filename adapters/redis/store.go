@@ -584,6 +584,43 @@ func (s *Store) DropPolicy(ctx context.Context, policy string) error {
 	return nil
 }
 
+// extendTTLs adds d to the expiry of every key of policy (a scan of every master): see Policies.PutPolicy.
+func (s *Store) extendTTLs(ctx context.Context, policy string, d time.Duration) error {
+	pattern := "{*}" + globEscape(s.prefix+strconv.Itoa(len(policy))+":"+policy+":") + "*"
+	ms := strconv.FormatInt(d.Milliseconds()+1, 10)
+	for _, n := range s.c.Nodes() {
+		role, err := n.Do(ctx, n.B().Role().Build()).ToArray()
+		if err != nil {
+			continue // a node that is down holds no slots it could serve
+		}
+		if r, _ := role[0].ToString(); r != "master" {
+			continue
+		}
+		var cursor uint64
+		for {
+			e, err := n.Do(ctx, n.B().Scan().Cursor(cursor).Match(pattern).Count(1000).Build()).AsScanEntry()
+			if err != nil {
+				return err
+			}
+			for _, k := range e.Elements {
+				if err := extendScript.Exec(ctx, n, []string{k}, []string{ms}).Error(); err != nil && !rueidis.IsRedisNil(err) {
+					return err
+				}
+			}
+			if cursor = e.Cursor; cursor == 0 {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// extendScript adds ARGV[1] ms to a key's expiry, atomically (a key rewritten meanwhile keeps its new expiry
+// plus the growth, never less).
+var extendScript = rueidis.NewLuaScript(`local t = redis.call('PTTL', KEYS[1])
+if t > 0 then redis.call('PEXPIRE', KEYS[1], t + tonumber(ARGV[1])) end
+return t`)
+
 func globEscape(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
