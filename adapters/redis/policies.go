@@ -29,8 +29,9 @@ var configScript = rueidis.NewLuaScript(configSource)
 // RegisterConfigPolicies records this replica's config-file policies in Redis (config.lua) and keeps the floor of
 // each: a policy whose window or algorithm differs from what the store last saw (the file changed across a
 // redeploy) gets the floor domain.NextFloor gives at that instant, so units that had stopped counting never count
-// again. Checks of config policies (BucketRequest.Stored false) then decide with that floor. It returns the names
-// whose window or algorithm changed.
+// again; a grown window also extends the expiry of the policy's keys (see Policies.PutPolicy). Checks of config
+// policies (BucketRequest.Stored false) then decide with that floor. It returns the names whose window or
+// algorithm changed.
 func (s *Store) RegisterConfigPolicies(ctx context.Context, ps []domain.Policy) ([]string, error) {
 	var changed []string
 	key := "{sluice-policies}" + s.prefix + "config"
@@ -45,6 +46,12 @@ func (s *Store) RegisterConfigPolicies(ctx context.Context, ps []domain.Policy) 
 		s.configFloors.Store(p.Name, v[0])
 		if v[1] == 1 {
 			changed = append(changed, p.Name)
+			// A grown window: the keys' expiries, set for the old one, are extended (as for API policies).
+			if grow := p.Window - time.Duration(v[2])*time.Millisecond; v[2] > 0 && grow > 0 {
+				if err := s.extendTTLs(ctx, p.Name, grow); err != nil {
+					return changed, fmt.Errorf("redis register config policy %s: extending the keys' expiry: %w", p.Name, err)
+				}
+			}
 		}
 	}
 	return changed, nil

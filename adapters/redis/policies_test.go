@@ -124,6 +124,10 @@ func TestConfigPolicyFloor(t *testing.T) {
 	if err != nil || len(ch) != 1 {
 		t.Fatalf("re-registration with a grown window: %v %v", ch, err)
 	}
+	// The key's expiry was extended for the grown window (a real-time TTL, set from the test clock's instants).
+	if v, err := s.Client().Do(ctx, s.Client().B().Pttl().Key(s.Key("cfg", "k")).Build()).AsInt64(); err != nil || v < int64(time.Hour/time.Millisecond)-60_000 {
+		t.Fatalf("PTTL after the config window grew: %d %v", v, err)
+	}
 	r.Rule = grown.WithDefaults().Rule() // a config policy: Floor 0 in the rule; the store holds the floor
 	if d := do(t, s, r); !d.Allowed {
 		t.Fatalf("units that had stopped counting came back when the config window grew: %+v", d)
