@@ -318,15 +318,17 @@ func yamlKeys(t reflect.Type) []string {
 // that starts sluice with its environment must not make it refuse to start. TestEveryMentionedVariableIsKnown
 // keeps this list, the settings and the docs in step.
 var toolVariables = []string{
-	"SLUICE_TEST_DATABASE_URL",    // adapters/postgres/pgtest: the test server
-	"SLUICE_TEST_BE_MAIN",         // main_test.go: the test binary runs main
-	"SLUICE_SOAK",                 // integration/soak: duration
-	"SLUICE_SOAK_OUT",             // integration/soak: samples directory
-	"SLUICE_BIN",                  // sdk/typescript tests: a prebuilt binary
-	"SLUICE_TOOLS_CACHE",          // scripts: downloaded tools
-	"SLUICE_CHART_TEST_BINARY",    // scripts/test.d/40-chart.sh: a prebuilt binary
-	"SLUICE_TOKEN",                // the SDK examples' client token
-	"SLUICE_CHECK_TOKEN",          // integration/nginx: placeholder in the example config
+	"SLUICE_TEST_DATABASE_URL", // adapters/postgres/pgtest: the test server
+	"SLUICE_TEST_BE_MAIN",      // main_test.go: the test binary runs main
+	"SLUICE_SOAK",              // integration/soak: duration
+	"SLUICE_SOAK_OUT",          // integration/soak: samples directory
+	"SLUICE_BIN",               // sdk/typescript tests: a prebuilt binary
+	"SLUICE_TOOLS_CACHE",       // scripts: downloaded tools
+	"SLUICE_CHART_TEST_BINARY", // scripts/test.d/40-chart.sh: a prebuilt binary
+	"SLUICE_TOKEN",             // the SDK examples' client token
+	"SLUICE_CHECK_TOKEN",       // integration/nginx: placeholder in the example config
+
+	// adapters/redis and its scripts
 	"SLUICE_TEST_REDIS_ADDR",      // adapters/redis/redistest: the single test Redis
 	"SLUICE_TEST_REDIS_CLUSTER",   // adapters/redis/redistest: the test cluster's seeds
 	"SLUICE_TEST_REDIS_DIR",       // scripts/test.d/05-redis-up.sh: the test servers' directories
