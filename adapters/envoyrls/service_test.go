@@ -159,7 +159,9 @@ func TestEnvoyGatewayShape(t *testing.T) {
 // hits_addend on stream done; a request-level hits_addend applies to descriptors without their own.
 func TestEnvoyGatewayCosts(t *testing.T) {
 	h := newHarness(t, "testdata/envoygateway", envoyrls.ServiceOptions{})
-	d := func() *rlcommon.RateLimitDescriptor { return desc(egRoute+"="+egRoute, "rule-3-match--1=rule-3-match--1") }
+	d := func() *rlcommon.RateLimitDescriptor {
+		return desc(egRoute+"="+egRoute, "rule-3-match--1=rule-3-match--1")
+	}
 	// Request phase: cost 0 is a peek: all 10 units left, nothing recorded.
 	expect(t, "peek", h.ask(eg, withHits(d(), 0)), "OK OK/10")
 	expect(t, "peek again", h.ask(eg, withHits(d(), 0)), "OK OK/10")
@@ -199,7 +201,7 @@ func TestContourShape(t *testing.T) {
 // nothing from the others (envoyproxy/ratelimit would have counted it on every one).
 func TestAllOrNothing(t *testing.T) {
 	h := newHarness(t, "testdata/contour", envoyrls.ServiceOptions{})
-	foo := desc("generic_key=foo")                                 // 2 per minute
+	foo := desc("generic_key=foo")                                // 2 per minute
 	addr := desc("generic_key=vhost", "remote_address=192.0.2.9") // 3 per minute
 	expect(t, "both 1", h.ask("contour", foo, addr), "OK OK/1 OK/2")
 	expect(t, "both 2", h.ask("contour", foo, addr), "OK OK/0 OK/1")
@@ -267,7 +269,7 @@ func TestBadRequests(t *testing.T) {
 
 func TestHeaders(t *testing.T) {
 	h := newHarness(t, "testdata/contour", envoyrls.ServiceOptions{Headers: true})
-	foo := desc("generic_key=foo")                                 // 2 per minute
+	foo := desc("generic_key=foo")                                // 2 per minute
 	addr := desc("generic_key=vhost", "remote_address=192.0.2.7") // 3 per minute
 	hdrs := func(r *rlsv3.RateLimitResponse) map[string]string {
 		m := map[string]string{}
