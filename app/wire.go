@@ -87,7 +87,7 @@ func memoryModule(cfg Config) fx.Option {
 				},
 				OnStop: func(context.Context) error { cancel(); <-done; return nil },
 			})
-			return s, memory.NewPolicies(), nil
+			return s, s.Policies(), nil
 		}),
 	)
 }

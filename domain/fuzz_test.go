@@ -3,6 +3,7 @@ package domain
 import (
 	"encoding/binary"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,79 +13,89 @@ import (
 // as ordinary tests; scripts/test.d/25-fuzz.sh fuzzes each for a few seconds, docs/reliability.md records longer
 // runs.
 
-// FuzzLogDecide drives a Log and the brute-force model of slidinglog_test.go with the same sequence of checks
-// and requires identical decisions, plus the contract's invariants: every interval of one window holds at most
-// limit admitted units, remaining in [0, limit], retry_after > 0 exactly when denied, at most limit entries.
+// FuzzBucketDecide drives a Bucket and the brute-force model of algorithm_test.go with the same sequence of
+// checks and requires identical decisions (every field), plus the contract's invariants: each algorithm's bound on
+// what one window admits, remaining in [0, limit], retry_after > 0 exactly when denied.
 //
-// The input is a limit, a window in milliseconds, and a program: each 3-byte step is (time advance kind, advance
-// amount, cost).
-func FuzzLogDecide(f *testing.F) {
-	f.Add(uint8(1), uint16(1000), []byte{0, 0, 1, 0, 0, 1, 1, 0, 1})
-	f.Add(uint8(5), uint16(60000), []byte{0, 0, 2, 3, 10, 3, 3, 200, 1, 1, 0, 5, 2, 7, 0})
-	f.Add(uint8(3), uint16(1500), []byte{3, 1, 1, 3, 1, 1, 3, 1, 1, 3, 1, 1, 1, 0, 3})
-	f.Add(uint8(12), uint16(1), []byte{2, 255, 12, 0, 0, 0, 3, 3, 6})
-	f.Fuzz(func(t *testing.T, limit8 uint8, windowMs uint16, prog []byte) {
-		limit := int64(limit8%32) + 1
-		window := time.Duration(int64(windowMs)%120_000+1) * time.Millisecond
-		if len(prog) > 3*200 {
-			prog = prog[:3*200]
+// The input is an algorithm, a limit (small, or near the 2^53-1 bound), a window in milliseconds, a resolution in
+// milliseconds, and a program: each 3-byte step is (time advance kind, advance amount, cost).
+func FuzzBucketDecide(f *testing.F) {
+	f.Add(uint8(0), uint64(1), uint32(1000), uint32(0), []byte{0, 0, 1, 0, 0, 1, 1, 0, 1})
+	f.Add(uint8(1), uint64(5), uint32(60000), uint32(7000), []byte{0, 0, 2, 3, 10, 3, 3, 200, 1, 1, 0, 5, 2, 7, 0})
+	f.Add(uint8(2), uint64(3), uint32(1500), uint32(0), []byte{3, 1, 1, 3, 1, 1, 3, 1, 1, 3, 1, 1, 1, 0, 3})
+	f.Add(uint8(3), uint64(12), uint32(1), uint32(0), []byte{2, 255, 12, 0, 0, 0, 3, 3, 6})
+	f.Add(uint8(2), uint64(MaxLimit), uint32(2678400000), uint32(0), []byte{0, 0, 255, 0, 0, 255, 1, 0, 1})
+	f.Add(uint8(1), uint64(MaxLimit-1), uint32(2678400000), uint32(1), []byte{0, 0, 255, 2, 9, 255, 1, 0, 1})
+	f.Fuzz(func(t *testing.T, alg8 uint8, limit64 uint64, windowMs, resMs uint32, prog []byte) {
+		alg := Algorithms[int(alg8)%len(Algorithms)]
+		limit := int64(limit64%MaxLimit) + 1
+		window := time.Duration(int64(windowMs)%(us(MaxWindow)/1000-1000)+1000) * time.Millisecond
+		var res time.Duration
+		if alg == SlidingWindow && resMs > 0 {
+			res = time.Duration(int64(resMs)%int64(window/time.Millisecond)+1) * time.Millisecond
 		}
-		var l Log
+		r := ruleFor(alg, limit, window, res)
+		if len(prog) > 3*150 {
+			prog = prog[:3*150]
+		}
+		var b Bucket
 		var m model
-		now := int64(1_700_000_000) * int64(time.Second)
+		now := int64(1_700_000_000_000_000)
 		for i := 0; i+3 <= len(prog); i += 3 {
 			kind, amount, c := prog[i], prog[i+1], prog[i+2]
 			switch kind % 4 {
 			case 0: // same instant
 			case 1: // exactly one window later: the boundary
-				now += int64(window)
+				now += us(window)
 			case 2: // up to two windows, in 1/128ths
-				now += int64(window) * int64(amount) / 128
-			case 3: // small steps, down to one nanosecond
+				now += us(window) * int64(amount) / 128
+			case 3: // small steps, down to one microsecond
 				now += int64(amount)
 			}
+			// Costs: small, or (byte 255) the whole limit, or (254) all but one unit.
 			cost := int64(c) % (limit + 1)
-			want := m.decide(now, cost, limit, window)
-			got := l.Decide(now, cost, limit, window)
+			switch c {
+			case 255:
+				cost = limit
+			case 254:
+				cost = max(limit-1, 0)
+			}
+			want := m.decide(now, r, cost)
+			got := b.Decide(now, r, cost)
 			if got != want {
-				t.Fatalf("step %d now %d cost %d limit %d window %s:\n got %+v\nwant %+v", i/3, now, cost, limit, window, got, want)
+				t.Fatalf("step %d now %d cost %d rule %+v:\n got %+v\nwant %+v", i/3, now, cost, r, got, want)
 			}
-			if got.Allowed != (got.RetryAfter == 0) || got.RetryAfter < 0 {
-				t.Fatalf("retry_after %s with allowed=%v", got.RetryAfter, got.Allowed)
-			}
-			if got.Remaining < 0 || got.Remaining > limit {
-				t.Fatalf("remaining %d out of [0, %d]", got.Remaining, limit)
-			}
-			if got.ResetAfter <= 0 || got.ResetAfter > window {
-				t.Fatalf("reset_after %s out of (0, %s]", got.ResetAfter, window)
-			}
-			if l.Len() > int(limit) {
-				t.Fatalf("log holds %d entries for limit %d", l.Len(), limit)
-			}
+			checkFields(t, "step "+strconv.Itoa(i/3), got, r)
 		}
-		m.checkInvariant(t, limit, window)
+		m.checkBound(t, r)
 	})
 }
 
-// FuzzLogRollback checks Mark/Rollback (all-or-nothing multi-checks): after any checks and a rollback, a peek
-// sees exactly what it saw before them.
-func FuzzLogRollback(f *testing.F) {
+// FuzzBucketRollback checks Mark/Rollback (all-or-nothing multi-checks) for every algorithm, across algorithm
+// and generation changes inside a batch: after any checks and a rollback, a peek sees exactly what it saw before.
+func FuzzBucketRollback(f *testing.F) {
 	f.Add(uint8(4), []byte{0, 1, 1, 2, 9, 3, 0, 4, 4, 1, 255, 0})
+	f.Add(uint8(9), []byte{0, 1, 17, 2, 9, 3, 40, 4, 4, 1, 255, 0, 3, 3, 3, 3})
 	f.Fuzz(func(t *testing.T, limit8 uint8, prog []byte) {
 		limit := int64(limit8%16) + 1
-		const window = 10 * time.Second
-		var l Log
-		now := int64(time.Hour)
+		rule := func(b byte) Rule {
+			r := ruleFor(Algorithms[int(b)%len(Algorithms)], limit, 10*time.Second, 0)
+			r.Generation = int64(b/4) % 2
+			return r
+		}
+		var b Bucket
+		now := int64(3_600_000_000)
 		for i := 0; i+4 <= len(prog) && i < 4*500; i += 4 {
-			now += int64(binary.LittleEndian.Uint16(prog[i:])) * int64(time.Millisecond) / 4
-			before := l.Decide(now, 0, limit, window)
-			mark := l.Mark()
+			now += int64(binary.LittleEndian.Uint16(prog[i:])) * 250
+			r := rule(prog[i+2])
+			before := b.Decide(now, r, 0)
+			mark := b.Mark()
 			for j := 0; j < int(prog[i+2]%4); j++ {
-				l.Decide(now, int64(prog[i+3]+byte(j))%(limit+1), limit, window)
+				b.Decide(now, rule(prog[i+3]+byte(j)), int64(prog[i+3]+byte(j))%(limit+1))
 			}
 			if prog[i+3]%2 == 0 {
-				l.Rollback(mark)
-				if after := l.Decide(now, 0, limit, window); after != before {
+				b.Rollback(mark)
+				if after := b.Decide(now, r, 0); after != before {
 					t.Fatalf("step %d: rollback left %+v, want %+v", i/4, after, before)
 				}
 			}

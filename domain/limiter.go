@@ -159,7 +159,19 @@ func (s *Service) Check(ctx context.Context, r CheckRequest) (Result, error) {
 	if err != nil {
 		return s.failed(p, r.Key, err)
 	}
+	if d.Status != StatusOK {
+		return Result{}, refused(p, r.Cost, d, "")
+	}
 	return s.finish(p, r.Key, d), nil
+}
+
+// refused is the error of a check the store refused (BucketRequest.Stored): its copy of the policy is newer than
+// this replica's, and says the policy is gone or the cost is over its limit.
+func refused(p Policy, cost int64, d Decision, prefix string) error {
+	if d.Status == StatusPolicyNotFound {
+		return fmt.Errorf("%w: %q", ErrPolicyNotFound, p.Name)
+	}
+	return Invalid(prefix+"cost", fmt.Sprintf("%d exceeds the limit %d of policy %q: it can never be admitted", cost, d.Limit, p.Name))
 }
 
 // callerGone reports whether the caller cancelled (a client that disconnected). Its store error is not the
@@ -264,6 +276,13 @@ func (s *Service) decideMany(ctx context.Context, ps []Policy, brs []BucketReque
 			results[i], _ = s.failed(p, brs[i].Key, err)
 		}
 		return results, true, nil
+	}
+	for i, d := range ds {
+		if d.Status != StatusOK {
+			// The store's copy of a policy refused a check: the batch fails as a whole, as it would have had
+			// this replica known; with atomic set the store recorded nothing.
+			return nil, false, refused(ps[i], brs[i].Cost, d, "checks["+strconv.Itoa(i)+"].")
+		}
 	}
 	allowed := true
 	for i, d := range ds {

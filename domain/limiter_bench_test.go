@@ -83,7 +83,7 @@ func benchService(b testing.TB, keys int) (*domain.Service, []domain.CheckReques
 	// uniform shape ~1.
 	clock := &stepClock{step: 100 * time.Microsecond}
 	svc, err := domain.NewService([]domain.Policy{{Name: "bench", Limit: 1_000_000_000, Window: 3 * time.Second}},
-		memory.NewPolicies(), memory.New(clock, memory.Options{}), domain.NopObserver{}, clock)
+		memory.NewPolicies(clock), memory.New(clock, memory.Options{}), domain.NopObserver{}, clock)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func newService(t *testing.T, store domain.BucketStore, obs domain.Observer) *do
 	s, err := domain.NewService([]domain.Policy{
 		{Name: "strict", Limit: 1, Window: time.Minute},
 		{Name: "lenient", Limit: 1, Window: time.Minute, FailureMode: domain.FailAllow},
-	}, memory.NewPolicies(), store, obs, clocktest.New(time.Unix(1000, 0)))
+	}, memory.NewPolicies(clocktest.New(time.Unix(1000, 0))), store, obs, clocktest.New(time.Unix(1000, 0)))
 	if err != nil {
 		t.Fatal(err)
 	}

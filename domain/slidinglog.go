@@ -2,31 +2,25 @@ package domain
 
 import "time"
 
-// Decision is the answer to one check. A denial is a Decision with Allowed false, never an error.
-type Decision struct {
-	Allowed bool
-	Limit   int64
-	// Remaining is limit - used - (cost if admitted): what is left in the window after this decision.
-	Remaining int64
-	// ResetAfter is the time until every unit in the window (this one included, if admitted) has left it.
-	ResetAfter time.Duration
-	// RetryAfter is 0 when admitted; otherwise the time until enough units leave the window for this cost to fit.
-	RetryAfter time.Duration
-}
+// This file holds the step of the two windowed-log algorithms, sliding_log and sliding_window: both keep the
+// runs of admitted units with the instant each was recorded at, and differ only in that instant (the check's own
+// instant, or that instant rounded up to the resolution). See shared/design.md.
 
-// entry is a run of units admitted at one instant. cum counts the units admitted by this key's log up to and
-// including this entry, so the units in any suffix of the log are a subtraction and the instant at which enough
-// units have left the window is a binary search: O(log n) per decision, never O(limit).
+// entry is a run of units recorded at one instant. cum counts the units recorded by this log up to and including
+// this entry, so the units in any suffix of the log are a subtraction and the instant at which enough units have
+// left the window is a binary search: O(log n) per decision, never O(limit).
 type entry struct {
-	at  int64 // unix nanoseconds
+	at  int64 // unix microseconds
 	cum int64
 }
 
-// Log is the exact sliding log of one (policy, key): the instants of admitted units inside the window. The zero
-// value is an empty log. A Log is not safe for concurrent use: stores serialise access per key.
+// Log is the windowed log of one (policy, key): the runs of units recorded inside the window. The zero value is
+// an empty log. A Log is not safe for concurrent use: stores serialise access per key.
 //
 // Entries live in a ring buffer that only grows (by doubling) when more distinct instants are live than it holds,
-// so after warm-up a decision allocates nothing. There are at most limit entries, since each holds ≥ 1 unit.
+// so after warm-up a decision allocates nothing. There are at most limit entries under sliding_log (each holds ≥ 1
+// unit) and at most window/resolution + 1 under sliding_window (instants are multiples of the resolution inside
+// one window).
 type Log struct {
 	ring []entry
 	head int   // index of the oldest live entry
@@ -34,38 +28,37 @@ type Log struct {
 	base int64 // cum of the newest entry that has left the window (units before head)
 }
 
-// Mark is a point to roll a Log back to, for all-or-nothing multi-checks.
-type Mark struct {
-	had     bool  // the log held an entry
-	lastAt  int64 // that entry's instant
-	lastCum int64 // and its cumulative count
-}
+// rebaseAt bounds cum: when base passes it, every live entry is rebased to base 0. A key that is never idle for a
+// whole window would otherwise add up to 2^53 units per admission forever and overflow.
+const rebaseAt = 1 << 60
 
 // Len reports the number of live entries (distinct instants) held. For tests and memory accounting.
 func (l *Log) Len() int { return l.n }
 
-// Empty reports whether no admitted unit is left in the window ending at now.
-func (l *Log) Empty(now int64, window time.Duration) bool {
-	l.expire(now, window)
-	return l.n == 0
-}
-
 func (l *Log) at(i int) *entry { return &l.ring[(l.head+i)&(len(l.ring)-1)] }
 
-// expire drops entries that left the window (now - window, now]: an entry at t is live while t > now - window.
-func (l *Log) expire(now int64, window time.Duration) {
-	cutoff := now - int64(window)
+// expire drops entries that no longer count: an entry at t counts while t > cutoff, where cutoff is
+// max(now - window, floor).
+func (l *Log) expire(cutoff int64) {
 	for l.n > 0 {
 		e := l.at(0)
 		if e.at > cutoff {
-			return
+			break
 		}
 		l.base = e.cum
 		l.head = (l.head + 1) & (len(l.ring) - 1)
 		l.n--
 	}
-	// Empty: restart the counters so they stay small.
-	l.head, l.base = 0, 0
+	if l.n == 0 {
+		l.head, l.base = 0, 0 // empty: restart the counters so they stay small
+		return
+	}
+	if l.base > rebaseAt {
+		for i := 0; i < l.n; i++ {
+			l.at(i).cum -= l.base
+		}
+		l.base = 0
+	}
 }
 
 func (l *Log) used() int64 {
@@ -75,38 +68,43 @@ func (l *Log) used() int64 {
 	return l.at(l.n-1).cum - l.base
 }
 
-// Decide applies one check at instant now (unix nanoseconds) with the policy's limit and window, recording cost
-// units if they fit. cost must be in [0, limit] (the Limiter validates it): cost 0 is a peek, which returns
-// exactly the decision a cost-1 check would get and records nothing. Time must not run backwards for a log;
-// callers pass max(now, last instant) if their clock can step back (see Decide's use in adapters/memory).
-func (l *Log) Decide(now int64, cost, limit int64, window time.Duration) Decision {
-	l.expire(now, window)
+// decide is the step of both log algorithms at now (unix µs): units count while their instant is after
+// max(now - window, floor); an admitted cost is recorded at rec (now under sliding_log, now rounded up to the
+// resolution under sliding_window; never before now). cost is in [0, limit]; 0 peeks: the decision a cost-1 check
+// would get, nothing recorded. A denial records nothing.
+func (l *Log) decide(now, rec, cost, limit, window, floor int64) Decision {
+	l.expire(max(now-window, floor))
 	peek := cost == 0
 	if peek {
 		cost = 1
 	}
 	used := l.used()
-	d := Decision{Limit: limit, Allowed: used+cost <= limit}
+	d := Decision{Limit: limit, Allowed: used <= limit-cost}
 	if d.Allowed {
+		// Admitted (or, for a peek, would be): the newest unit is the one recorded at rec, or a later one.
+		newest := rec
+		if l.n > 0 {
+			newest = max(newest, l.at(l.n-1).at)
+		}
 		d.Remaining = limit - used - cost
-		// Admitted (or, for a peek, would be): the newest unit is at now, so the window is whole again after
-		// one full window.
-		d.ResetAfter = window
+		d.ResetAfter = micros(newest + window - now)
 		if !peek {
-			l.record(now, cost)
+			l.record(rec, cost)
 		}
 		return d
 	}
-	// used can exceed limit after a policy's limit was lowered: its history is kept, so nothing is left.
+	// Denied, so units are held. used can exceed limit after a policy's limit was lowered: its history is kept,
+	// so nothing is left.
 	d.Remaining = max(limit-used, 0)
-	d.ResetAfter = time.Duration(l.at(l.n-1).at + int64(window) - now)
-	d.RetryAfter = l.retryAfter(now, cost, limit, window)
+	d.ResetAfter = micros(l.at(l.n-1).at + window - now)
+	d.RetryAfter = micros(l.retryAt(cost, limit) + window - now)
 	return d
 }
 
-// retryAfter finds the oldest entry j whose departure leaves room for cost: units after j, cum_last - cum_j, must
-// be ≤ limit - cost. It leaves the window at at_j + window.
-func (l *Log) retryAfter(now int64, cost, limit int64, window time.Duration) time.Duration {
+// retryAt finds the oldest entry j whose departure leaves room for cost, units after j (cum_last - cum_j) ≤
+// limit - cost, and returns its instant (it leaves the window at that instant + window). The log is not empty:
+// a check is only denied when units are held.
+func (l *Log) retryAt(cost, limit int64) int64 {
 	target := l.at(l.n-1).cum - (limit - cost)
 	lo, hi := 0, l.n-1 // cum is increasing; the last entry always satisfies cum >= target
 	for lo < hi {
@@ -117,20 +115,20 @@ func (l *Log) retryAfter(now int64, cost, limit int64, window time.Duration) tim
 			lo = mid + 1
 		}
 	}
-	return time.Duration(l.at(lo).at + int64(window) - now)
+	return l.at(lo).at
 }
 
-func (l *Log) record(now, cost int64) {
+func (l *Log) record(at, cost int64) {
 	if l.n > 0 {
 		last := l.at(l.n - 1)
-		if last.at >= now { // same instant (or a clock that stepped back): one run of units
+		if last.at >= at { // same instant (or a clock that stepped back): one run of units, at the later instant
 			last.cum += cost
 			return
 		}
-		l.push(entry{at: now, cum: last.cum + cost})
+		l.push(entry{at: at, cum: last.cum + cost})
 		return
 	}
-	l.push(entry{at: now, cum: l.base + cost})
+	l.push(entry{at: at, cum: l.base + cost})
 }
 
 func (l *Log) push(e entry) {
@@ -153,19 +151,25 @@ func (l *Log) grow() {
 	l.ring, l.head = ring, 0
 }
 
-// Mark returns the current end of the log, for Rollback.
-func (l *Log) Mark() Mark {
-	if l.n == 0 {
-		return Mark{}
-	}
-	last := l.at(l.n - 1)
-	return Mark{had: true, lastAt: last.at, lastCum: last.cum}
+// logMark is a point to roll a Log back to, for all-or-nothing multi-checks.
+type logMark struct {
+	had     bool  // the log held an entry
+	lastAt  int64 // that entry's instant
+	lastCum int64 // and its cumulative count
 }
 
-// Rollback undoes what Decide recorded since m was taken: entries appended after it (they are newer than its last
-// entry, since Decide merges units at the newest instant into that entry) and units added to its last entry.
-// Entries that expired since m stay expired: they are out of the window either way.
-func (l *Log) Rollback(m Mark) {
+func (l *Log) mark() logMark {
+	if l.n == 0 {
+		return logMark{}
+	}
+	last := l.at(l.n - 1)
+	return logMark{had: true, lastAt: last.at, lastCum: last.cum}
+}
+
+// rollback undoes what decide recorded since m was taken: entries appended after it (they are newer than its
+// last entry, since decide merges units at the newest instant into that entry) and units added to its last
+// entry. Entries that expired since m stay expired: they no longer count either way.
+func (l *Log) rollback(m logMark) {
 	for l.n > 0 && (!m.had || l.at(l.n-1).at > m.lastAt) {
 		l.n--
 	}
@@ -176,10 +180,26 @@ func (l *Log) Rollback(m Mark) {
 	l.head, l.base = 0, 0
 }
 
-// Newest returns the instant of the newest live entry, or 0 when the log is empty.
-func (l *Log) Newest() int64 {
+// units reports the units that still count at cutoff and the newest instant, for converting the state to another
+// algorithm.
+func (l *Log) units(cutoff int64) (n, newest int64) {
+	l.expire(cutoff)
 	if l.n == 0 {
-		return 0
+		return 0, 0
 	}
-	return l.at(l.n - 1).at
+	return l.used(), l.at(l.n - 1).at
 }
+
+// reset empties the log into a fresh ring, leaving the old ring's entries untouched (a rollback may restore it).
+func (l *Log) reset() { *l = Log{} }
+
+// ceilTo rounds t up to a multiple of res (both µs, t ≥ 0, res ≥ 1).
+func ceilTo(t, res int64) int64 {
+	if r := t % res; r != 0 {
+		return t + (res - r)
+	}
+	return t
+}
+
+// micros converts microseconds to a Duration.
+func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }

@@ -37,7 +37,7 @@ func BenchmarkHandlerCheck(b *testing.B) {
 				obs = o
 			}
 			lim, err := domain.NewService([]domain.Policy{{Name: "bench", Limit: 1_000_000_000, Window: time.Hour}},
-				memory.NewPolicies(), memory.New(clock, memory.Options{}), obs, clock)
+				memory.NewPolicies(clock), memory.New(clock, memory.Options{}), obs, clock)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -61,7 +61,7 @@ func newRichEnv(t *testing.T, opts ...envOption) *richEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lim, err := domain.NewService(testPolicies, memory.NewPolicies(), flaky, obs, clock)
+	lim, err := domain.NewService(testPolicies, memory.NewPolicies(clock), flaky, obs, clock)
 	if err != nil {
 		t.Fatal(err)
 	}

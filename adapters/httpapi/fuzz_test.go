@@ -44,7 +44,7 @@ func fuzzTarget(t testing.TB) http.Handler {
 	fuzzOnce.Do(func() {
 		fuzzClock = clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 		store := memory.New(fuzzClock, memory.Options{MaxKeys: 500})
-		lim, err := domain.NewService(testPolicies, memory.NewPolicies(), store, nil, fuzzClock)
+		lim, err := domain.NewService(testPolicies, memory.NewPolicies(fuzzClock), store, nil, fuzzClock)
 		if err != nil {
 			panic(err)
 		}

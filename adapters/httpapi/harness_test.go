@@ -85,7 +85,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	store := memory.New(clock, memory.Options{MaxKeys: 1000})
-	lim, err := domain.NewService(testPolicies, memory.NewPolicies(), store, nil, clock)
+	lim, err := domain.NewService(testPolicies, memory.NewPolicies(clock), store, nil, clock)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,15 +10,28 @@ import (
 
 // Policies is the in-memory domain.PolicyStore: API policies of a memory-store replica, lost on restart (as its
 // counters are). Safe for concurrent use.
+//
+// It keeps each policy's Floor and Generation (domain.Rule): a change of window or algorithm raises the floor to
+// domain.NextFloor at the change, and every creation takes a new generation, so a re-created policy never counts
+// the keys of the one deleted before it.
 type Policies struct {
-	mu sync.RWMutex
-	m  map[string]domain.Policy
+	mu  sync.RWMutex
+	m   map[string]domain.Policy
+	now func() int64 // unix µs
+	gen int64        // the newest generation handed out
 }
 
 var _ domain.PolicyStore = (*Policies)(nil)
 
-// NewPolicies returns an empty policy store.
-func NewPolicies() *Policies { return &Policies{m: make(map[string]domain.Policy)} }
+// NewPolicies returns an empty policy store whose floors are instants of clock. A memory Store's own Policies
+// uses the store's clock; this is for tests and stores of other kinds.
+func NewPolicies(clock domain.Clock) *Policies {
+	return newPolicies(func() int64 { return clock.Now().UnixMicro() })
+}
+
+func newPolicies(now func() int64) *Policies {
+	return &Policies{m: make(map[string]domain.Policy), now: now}
+}
 
 // ListPolicies implements domain.PolicyStore, sorted by name.
 func (p *Policies) ListPolicies(context.Context) ([]domain.Policy, error) {
@@ -46,9 +59,18 @@ func (p *Policies) GetPolicy(_ context.Context, name string) (domain.Policy, err
 // PutPolicy implements domain.PolicyStore.
 func (p *Policies) PutPolicy(_ context.Context, pol domain.Policy) (bool, error) {
 	p.mu.Lock()
-	_, existed := p.m[pol.Name]
+	defer p.mu.Unlock()
+	old, existed := p.m[pol.Name]
+	if existed {
+		pol.Generation, pol.Floor = old.Generation, old.Floor
+		if pol.Window != old.Window || pol.Algorithm != old.Algorithm {
+			pol.Floor = domain.NextFloor(old, p.now())
+		}
+	} else {
+		p.gen++
+		pol.Generation, pol.Floor = p.gen, 0
+	}
 	p.m[pol.Name] = pol
-	p.mu.Unlock()
 	return !existed, nil
 }
 

@@ -38,16 +38,16 @@ type Store struct {
 	maxKeys int64
 	keys    atomic.Int64
 	full    atomic.Int64
-	// lastFullSweep (unix ns of the store clock) limits whole-store sweeps when full to one per second, so a
+	// lastFullSweep (unix µs of the store clock) limits whole-store sweeps when full to one per second, so a
 	// store full of live keys does not sweep on every new key.
 	lastFullSweep atomic.Int64
 }
 
 type bucketKey struct{ policy, key string }
 
-// bucket is one key's log and the window it was last decided with (for sweeping).
+// bucket is one key's state and the window it was last decided with (for sweeping).
 type bucket struct {
-	log    domain.Log
+	state  domain.Bucket
 	window time.Duration
 }
 
@@ -88,6 +88,10 @@ func (s *Store) shardIndex(policy, key string) int {
 	return int(h.Sum64() & s.mask)
 }
 
+// Policies returns a PolicyStore for this store's API policies, on the store's clock (the floors of changed
+// policies are instants of that clock).
+func (s *Store) Policies() *Policies { return newPolicies(s.now) }
+
 // Keys reports the live (policy, key) pairs held, for the memory-keys gauge.
 func (s *Store) Keys() int64 { return s.keys.Load() }
 
@@ -97,9 +101,12 @@ func (s *Store) FullRejections() int64 { return s.full.Load() }
 // MaxKeys reports the bound.
 func (s *Store) MaxKeys() int64 { return s.maxKeys }
 
-// now is the store's instant in unix nanoseconds. It is measured from start with Time.Sub, which uses the
-// monotonic clock when the Clock provides one, so a wall-clock step (NTP) cannot move a window.
-func (s *Store) now() int64 { return s.start.UnixNano() + int64(s.clock.Now().Sub(s.start)) }
+// now is the store's instant in unix microseconds (the unit of every algorithm's step). It is measured from start
+// with Time.Sub, which uses the monotonic clock when the Clock provides one, so a wall-clock step (NTP) cannot
+// move a window.
+func (s *Store) now() int64 {
+	return (s.start.UnixNano() + int64(s.clock.Now().Sub(s.start))) / int64(time.Microsecond)
+}
 
 // Decide implements domain.BucketStore.
 func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
@@ -125,9 +132,9 @@ func (s *Store) decideLocked(sh *shard, now int64, r domain.BucketRequest, undo 
 	k := bucketKey{r.Policy, r.Key}
 	b := sh.m[k]
 	if b == nil {
-		var empty domain.Log
+		var empty domain.Bucket
 		if r.Cost == 0 {
-			return empty.Decide(now, 0, r.Limit, r.Window), nil // a peek of an unknown key stores nothing
+			return empty.Decide(now, r.Rule, 0), nil // a peek of an unknown key stores nothing
 		}
 		if s.keys.Load() >= s.maxKeys {
 			s.full.Add(1)
@@ -138,11 +145,11 @@ func (s *Store) decideLocked(sh *shard, now int64, r domain.BucketRequest, undo 
 		s.keys.Add(1)
 	}
 	if undo != nil {
-		*undo = append(*undo, undoEntry{sh: sh, k: k, b: b, mark: b.log.Mark()})
+		*undo = append(*undo, undoEntry{sh: sh, k: k, b: b, mark: b.state.Mark()})
 	}
 	b.window = r.Window
-	d := b.log.Decide(now, r.Cost, r.Limit, r.Window)
-	if b.log.Len() == 0 && undo == nil {
+	d := b.state.Decide(now, r.Rule, r.Cost)
+	if b.state.Len() == 0 && undo == nil {
 		delete(sh.m, k) // nothing left in the window: drop the key
 		s.keys.Add(-1)
 	}
@@ -205,12 +212,12 @@ func (s *Store) batchLocked(rs []domain.BucketRequest, idx, locks []int, now int
 	}
 	if !commit {
 		for j := len(undo) - 1; j >= 0; j-- {
-			undo[j].b.log.Rollback(undo[j].mark)
+			undo[j].b.state.Rollback(undo[j].mark)
 		}
 	}
 	// Drop keys left empty (new keys of a rolled-back batch, peeks, expired logs).
 	for _, u := range undo {
-		if b := u.sh.m[u.k]; b == u.b && b.log.Len() == 0 {
+		if b := u.sh.m[u.k]; b == u.b && b.state.Len() == 0 {
 			delete(u.sh.m, u.k)
 			s.keys.Add(-1)
 		}
@@ -271,7 +278,7 @@ func (s *Store) Sweep() int {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for k, b := range sh.m {
-			if b.log.Empty(now, b.window) {
+			if b.state.Empty(now, b.window) {
 				delete(sh.m, k)
 				dropped++
 			}
@@ -285,7 +292,7 @@ func (s *Store) Sweep() int {
 // sweepWhenFull sweeps the whole store at most once per second of store time and reports whether it freed a slot.
 func (s *Store) sweepWhenFull(now int64) bool {
 	last := s.lastFullSweep.Load()
-	if now-last < int64(time.Second) || !s.lastFullSweep.CompareAndSwap(last, now) {
+	if now-last < int64(time.Second/time.Microsecond) || !s.lastFullSweep.CompareAndSwap(last, now) {
 		return false
 	}
 	return s.Sweep() > 0

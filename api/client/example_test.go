@@ -59,7 +59,7 @@ func ExampleClientWithResponses_CheckWithResponse() {
 func startSluice() (baseURL, token string, stop func()) {
 	clock := fixedClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	policies := []domain.Policy{{Name: "login", Limit: 5, Window: time.Minute}}
-	lim, err := domain.NewService(policies, memory.NewPolicies(), memory.New(clock, memory.Options{MaxKeys: 100}), nil, clock)
+	lim, err := domain.NewService(policies, memory.NewPolicies(clock), memory.New(clock, memory.Options{MaxKeys: 100}), nil, clock)
 	if err != nil {
 		log.Fatal(err)
 	}

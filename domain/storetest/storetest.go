@@ -9,6 +9,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,11 @@ func Run(t *testing.T, newStore NewStore) {
 		{"BatchOppositeOrderNoDeadlock", testBatchNoDeadlock},
 		{"BatchRaceExact", testBatchRace},
 		{"Ping", testPing},
+		{"EveryAlgorithmMatchesTheDomainStep", testModel},
+		{"EveryAlgorithmRaceForLastUnits", testRaceAlgorithms},
+		{"EveryAlgorithmAtomicBatch", testBatchAlgorithms},
+		{"NumericBounds", testNumericBounds},
+		{"ExpiryRuleAndGenerations", testExpiryRule},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore) })
@@ -394,5 +400,174 @@ func testPing(t *testing.T, newStore NewStore) {
 	s, _, ctx := setup(t, newStore)
 	if err := s.Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
+	}
+}
+
+func rule(alg domain.Algorithm, limit int64, window time.Duration) domain.Rule {
+	p := domain.Policy{Name: "p", Limit: limit, Window: window, Algorithm: alg}.WithDefaults()
+	return p.Rule()
+}
+
+// testModel drives the store and domain.Bucket (the reference step of every algorithm) with the same random
+// checks over a few policies and keys, with limits raised and lowered, windows changed (with the floor the
+// policy store would set) and policies re-created (a new generation) on the way, and requires identical
+// decisions: every store applies exactly the domain's steps.
+func testModel(t *testing.T, newStore NewStore) {
+	for _, alg := range domain.Algorithms {
+		t.Run(string(alg), func(t *testing.T) {
+			s, clock, ctx := setup(t, newStore)
+			rng := rand.New(rand.NewPCG(uint64(len(alg)), 42))
+			type pk struct{ p, k string }
+			ref := map[pk]*domain.Bucket{}
+			policies := []domain.Policy{
+				{Name: "a", Limit: 3, Window: 2 * time.Second, Algorithm: alg},
+				{Name: "b", Limit: 7, Window: 5 * time.Second, Algorithm: alg},
+				{Name: "c", Limit: 1_000_000, Window: time.Hour, Algorithm: alg},
+			}
+			for i := range policies {
+				policies[i] = policies[i].WithDefaults()
+			}
+			for step := 0; step < 400; step++ {
+				clock.Advance(time.Duration(rng.IntN(400)) * time.Millisecond)
+				now := clock.Now().UnixMicro()
+				i := rng.IntN(len(policies))
+				if rng.IntN(40) == 0 { // a policy change
+					old := policies[i]
+					p := old
+					switch rng.IntN(3) {
+					case 0:
+						p.Limit = max(1, old.Limit+int64(rng.IntN(5))-2)
+					case 1:
+						p.Window = time.Duration(1+rng.IntN(8)) * time.Second
+						p.Resolution = 0
+						p = p.WithDefaults()
+						p.Floor = domain.NextFloor(old, now)
+					case 2:
+						p.Generation++
+						p.Floor = 0
+					}
+					policies[i] = p
+				}
+				p := policies[i]
+				key := fmt.Sprint("k", rng.IntN(3))
+				cost := rng.Int64N(min(p.Limit, 4) + 1)
+				r := domain.BucketRequest{Policy: p.Name, Key: key, Rule: p.Rule(), Cost: cost}
+				b := ref[pk{p.Name, key}]
+				if b == nil {
+					b = &domain.Bucket{}
+					ref[pk{p.Name, key}] = b
+				}
+				want(t, fmt.Sprintf("step %d %+v", step, r), decide(t, ctx, s, r), b.Decide(now, r.Rule, cost))
+			}
+		})
+	}
+}
+
+func testRaceAlgorithms(t *testing.T, newStore NewStore) {
+	for _, alg := range domain.Algorithms {
+		t.Run(string(alg), func(t *testing.T) {
+			s, _, ctx := setup(t, newStore)
+			const limit, workers, tries = 40, 16, 6
+			var admitted atomic.Int64
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range tries {
+						d, err := s.Decide(ctx, domain.BucketRequest{Policy: "race", Key: "hot", Rule: rule(alg, limit, time.Hour), Cost: 1})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if d.Allowed {
+							admitted.Add(1)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if got := admitted.Load(); got != limit {
+				t.Fatalf("%d workers × %d tries admitted %d, want exactly %d", workers, tries, got, limit)
+			}
+		})
+	}
+}
+
+func testBatchAlgorithms(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	// One request, one limit per algorithm: the last is spent, so nothing is recorded for the others.
+	var rs []domain.BucketRequest
+	for i, alg := range domain.Algorithms {
+		rs = append(rs, domain.BucketRequest{Policy: fmt.Sprint("alg", i), Key: "u", Rule: rule(alg, 5, time.Hour), Cost: 2})
+	}
+	spent := domain.BucketRequest{Policy: "daily", Key: "u", Rule: rule(domain.FixedWindow, 1, time.Hour), Cost: 1}
+	decide(t, ctx, s, spent)
+	ds := batch(t, ctx, s, true, append(rs, spent)...)
+	for i := range rs {
+		if !ds[i].Allowed {
+			t.Fatalf("check %d denied as evaluated: %+v", i, ds[i])
+		}
+	}
+	if ds[len(rs)].Allowed {
+		t.Fatalf("spent limit admitted: %+v", ds[len(rs)])
+	}
+	for i, r := range rs {
+		peek := r
+		peek.Cost = 0
+		if d := decide(t, ctx, s, peek); d.Remaining != 4 {
+			t.Fatalf("%s: the denied batch recorded units: %+v", domain.Algorithms[i], d)
+		}
+	}
+	ds = batch(t, ctx, s, true, rs...)
+	for i, r := range rs {
+		peek := r
+		peek.Cost = 0
+		if d := decide(t, ctx, s, peek); !ds[i].Allowed || d.Remaining != 2 {
+			t.Fatalf("%s: an admitted batch did not record: %+v then %+v", domain.Algorithms[i], ds[i], d)
+		}
+	}
+}
+
+// testNumericBounds: a limit of 2^53-1 over 31 days, the contract's bounds, decides exactly on every store.
+func testNumericBounds(t *testing.T, newStore NewStore) {
+	s, clock, ctx := setup(t, newStore)
+	for _, alg := range domain.Algorithms {
+		r := rule(alg, domain.MaxLimit, domain.MaxWindow)
+		var ref domain.Bucket
+		for i, cost := range []int64{domain.MaxLimit - 1, 1, 1, domain.MaxLimit, 0} {
+			now := clock.Now().UnixMicro()
+			req := domain.BucketRequest{Policy: "max", Key: string(alg), Rule: r, Cost: cost}
+			want(t, fmt.Sprintf("%s check %d", alg, i), decide(t, ctx, s, req), ref.Decide(now, r, cost))
+		}
+	}
+}
+
+// testExpiryRule: growing a window never brings back units that had stopped counting; a re-created policy (a
+// new generation) never counts the old one's keys.
+func testExpiryRule(t *testing.T, newStore NewStore) {
+	s, clock, ctx := setup(t, newStore)
+	for _, alg := range []domain.Algorithm{domain.SlidingLog, domain.SlidingWindow, domain.FixedWindow} {
+		p := domain.Policy{Name: "grow-" + string(alg), Limit: 3, Window: time.Second, Algorithm: alg}.WithDefaults()
+		decide(t, ctx, s, domain.BucketRequest{Policy: p.Name, Key: "k", Rule: p.Rule(), Cost: 3})
+		clock.Advance(2 * time.Second) // the units have stopped counting under 1s
+		grown := p
+		grown.Window, grown.Resolution = time.Hour, 0
+		grown = grown.WithDefaults()
+		grown.Floor = domain.NextFloor(p, clock.Now().UnixMicro())
+		if d := decide(t, ctx, s, domain.BucketRequest{Policy: p.Name, Key: "k", Rule: grown.Rule(), Cost: 3}); !d.Allowed {
+			t.Fatalf("%s: units that had stopped counting came back when the window grew: %+v", alg, d)
+		}
+		if d := decide(t, ctx, s, domain.BucketRequest{Policy: p.Name, Key: "k", Rule: grown.Rule(), Cost: 1}); d.Allowed {
+			t.Fatalf("%s: the units admitted under the grown window do not count: %+v", alg, d)
+		}
+	}
+	for _, alg := range domain.Algorithms {
+		r := rule(alg, 2, time.Hour)
+		decide(t, ctx, s, domain.BucketRequest{Policy: "again", Key: string(alg), Rule: r, Cost: 2})
+		r.Generation = 9
+		if d := decide(t, ctx, s, domain.BucketRequest{Policy: "again", Key: string(alg), Rule: r, Cost: 2}); !d.Allowed {
+			t.Fatalf("%s: a re-created policy counted the deleted one's units: %+v", alg, d)
+		}
 	}
 }
