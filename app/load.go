@@ -317,6 +317,7 @@ func validate(c Config, source map[string]string) Problems {
 	if len(c.Tokens) == 0 && err == nil && !isLoopback(host) {
 		add("listen", "%q is not a loopback address and no tokens are configured: set tokens or tokens_file (SLUICE_TOKENS_FILE), or listen on 127.0.0.1", c.Listen)
 	}
+	validateRLS(c, add)
 	policies := make([]domain.Policy, len(c.Policies))
 	for i, pc := range c.Policies {
 		policies[i] = pc.domain()

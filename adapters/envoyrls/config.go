@@ -75,6 +75,9 @@ type Rules struct {
 	Files []string
 	// Policies counts the rate_limit entries that became policies.
 	Policies int
+	// Fingerprint is the SHA-256 of the files' names and contents: a reload whose fingerprint is unchanged has
+	// nothing to do.
+	Fingerprint string
 }
 
 // LoadOptions says how rate_limit entries become sluice policies.
@@ -199,7 +202,7 @@ func Load(names []string, contents map[string][]byte, opts LoadOptions) (*Rules,
 			errs.Problems = append(errs.Problems, fmt.Sprintf("rls.file_algorithms: no config file %q (files: %s)", name, strings.Join(names, ", ")))
 		}
 	}
-	rs := &Rules{domains: map[string]*node{}, Files: names}
+	rs := &Rules{domains: map[string]*node{}, Files: names, Fingerprint: fingerprint(names, contents)}
 	domainFile := map[string]string{}
 	for _, name := range names {
 		alg := opts.Algorithm
@@ -519,6 +522,15 @@ func readable(s string, max int) string {
 		return "x"
 	}
 	return b.String()
+}
+
+func fingerprint(names []string, contents map[string][]byte) string {
+	h := sha256.New()
+	for _, n := range names {
+		h.Write([]byte(strconv.Itoa(len(n)) + ":" + n + strconv.Itoa(len(contents[n])) + ":"))
+		h.Write(contents[n])
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // errNoFiles is returned when the directory holds no config file.

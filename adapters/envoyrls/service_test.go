@@ -46,7 +46,7 @@ func newHarness(t *testing.T, dir string, opts envoyrls.ServiceOptions) *harness
 	}
 	clock := clocktest.New(start)
 	store := memory.New(clock, memory.Options{MaxKeys: 1000})
-	lim, err := domain.NewService(nil, memory.NewPolicies(), store, nil, clock)
+	lim, err := domain.NewService(nil, memory.NewPolicies(clock), store, nil, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestStoreFailure(t *testing.T) {
 			t.Fatal(err)
 		}
 		clock := clocktest.New(start)
-		lim, err := domain.NewService(nil, memory.NewPolicies(), failingStore{}, nil, clock)
+		lim, err := domain.NewService(nil, memory.NewPolicies(clock), failingStore{}, nil, clock)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -333,3 +333,19 @@ func (failingStore) DecideBatch(context.Context, []domain.BucketRequest, bool) (
 func (failingStore) Reset(context.Context, string, string) error { return errDown }
 func (failingStore) DropPolicy(context.Context, string) error    { return errDown }
 func (failingStore) Ping(context.Context) error                  { return errDown }
+
+// TestFixedWindowEpochAligned: by default a unit counts in epoch-aligned windows, as envoyproxy/ratelimit: 50 s
+// into a minute, the window resets in 10 s and then admits the whole limit again.
+func TestFixedWindowEpochAligned(t *testing.T) {
+	h := newHarness(t, "testdata/istio", envoyrls.ServiceOptions{})
+	h.clock.Advance(50 * time.Second)
+	h.ask("ratelimit", desc("PATH=/productpage"))
+	r := h.ask("ratelimit", desc("PATH=/productpage"))
+	expect(t, "two in the window", r, "OK OK/0")
+	if d := r.Statuses[0].DurationUntilReset.AsDuration(); d != 10*time.Second {
+		t.Errorf("duration_until_reset %s, want 10s (the minute's end)", d)
+	}
+	expect(t, "third", h.ask("ratelimit", desc("PATH=/productpage")), "OVER_LIMIT OVER_LIMIT/0")
+	h.clock.Advance(10 * time.Second)
+	expect(t, "next minute", h.ask("ratelimit", desc("PATH=/productpage")), "OK OK/1")
+}

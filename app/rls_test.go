@@ -1,0 +1,129 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"go.uber.org/fx"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func rlsDir(t *testing.T, yaml string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+const istioYAML = "domain: ratelimit\ndescriptors:\n  - key: PATH\n    value: /productpage\n    rate_limit: {unit: minute, requests_per_unit: 1}\n"
+
+func TestRLSWiringValidates(t *testing.T) {
+	cfg := Defaults()
+	cfg.RLS.Listen = "127.0.0.1:0"
+	cfg.RLS.ConfigDir = rlsDir(t, istioYAML)
+	if err := fx.ValidateApp(appOptions(cfg, testBuild(t), slog.New(slog.DiscardHandler))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRLSServesAndStops: `sluice serve` with rls.listen answers ShouldRateLimit (with a token when tokens are
+// configured) and the health service, and stops with the HTTP server.
+func TestRLSServesAndStops(t *testing.T) {
+	cfg := Defaults()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Tokens = []TokenConfig{{Name: "envoy", Token: "0123456789abcdef-check", Role: "check"}}
+	cfg.RLS.Listen = freePort(t)
+	cfg.RLS.ConfigDir = rlsDir(t, istioYAML)
+	cfg.RLS.ResponseHeaders = true
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan string, 1)
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))
+	go func() { done <- Run(ctx, cfg, testBuild(t), log, func(a string) { ready <- a }) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(cfg.RLS.Listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	hr, err := healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", hr, err)
+	}
+	req := &rlsv3.RateLimitRequest{Domain: "ratelimit", Descriptors: []*rlcommon.RateLimitDescriptor{{Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: "PATH", Value: "/productpage"}}}}}
+	rctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer 0123456789abcdef-check")
+	for i, want := range []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT} {
+		resp, err := rlsv3.NewRateLimitServiceClient(cc).ShouldRateLimit(rctx, req)
+		if err != nil || resp.OverallCode != want {
+			t.Fatalf("call %d: %v %v, want %s", i, resp, err, want)
+		}
+		if i == 1 && len(resp.ResponseHeadersToAdd) != 3 {
+			t.Errorf("denied: headers %v, want RateLimit-Policy, RateLimit, Retry-After", resp.ResponseHeadersToAdd)
+		}
+	}
+	if _, err := rlsv3.NewRateLimitServiceClient(cc).ShouldRateLimit(context.Background(), req); err == nil {
+		t.Error("served without a token")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if !regexp.MustCompile(`sluice rls serving addr=127.0.0.1:\d+ .*files=config.yaml policies=1 algorithm=fixed_window auth=true`).MatchString(logs.String()) {
+		t.Errorf("start-up log lacks the rls line:\n%s", logs.String())
+	}
+}
+
+// TestRLSValidation: rls settings and the config files' problems are reported at start-up with the rest, each
+// naming its setting, file and YAML path.
+func TestRLSValidation(t *testing.T) {
+	cfg := Defaults()
+	cfg.RLS.Listen = "0.0.0.0:8081"
+	cfg.RLS.Algorithm = "leaky"
+	cfg.RLS.FailureMode = "open"
+	cfg.RLS.ConfigDir = rlsDir(t, "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: year, requests_per_unit: 1}\n")
+	p := validate(cfg, map[string]string{"rls.listen": `SLUICE_RLS_LISTEN="0.0.0.0:8081"`})
+	got := strings.Join(p, "\n")
+	for _, want := range []string{
+		`rls.algorithm: must be one of sliding_log, sliding_window, token_bucket, fixed_window; got "leaky"`,
+		`rls.failure_mode: must be one of deny, allow; got "open"`,
+		`SLUICE_RLS_LISTEN="0.0.0.0:8081": "0.0.0.0:8081" is not a loopback address and no tokens are configured`,
+		"rls.config_dir: config.yaml:4: descriptors[0].rate_limit.unit: YEAR (365 days)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	cfg = Defaults()
+	cfg.RLS.Listen = "127.0.0.1:8081"
+	if got := strings.Join(validate(cfg, nil), "\n"); !strings.Contains(got, "rls.config_dir: required when rls.listen is set") {
+		t.Errorf("no config_dir: %s", got)
+	}
+}
