@@ -15,13 +15,18 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/sluice-dev/sluice/adapters/postgres/pgtest"
 )
 
 func inCI() bool { return os.Getenv("CI") == "true" }
@@ -409,6 +414,114 @@ func compare(t *testing.T, tl tools, nonce string) (problems []string, crossed b
 					problems = append(problems, fmt.Sprintf("%s #%d descriptor %d: duration_until_reset sluice %ds, envoyproxy/ratelimit %ds", seq.name, i, k, g, u))
 				}
 			}
+		}
+	}
+	return problems, time.Now().Unix()/60 != minute
+}
+
+// TestReplicasOnPostgres: three sluice replicas sharing one PostgreSQL database, each with the RLS front end on
+// the same fixture configs, enforce one cap per descriptor: requests spread over the replicas, concurrently, are
+// admitted exactly up to each limit. envoyproxy/ratelimit's client_cmd checks the Istio shape replica by replica.
+func TestReplicasOnPostgres(t *testing.T) {
+	tl := setup(t)
+	for attempt := 1; ; attempt++ {
+		problems, crossed := replicas(t, tl)
+		if crossed && attempt < 3 {
+			t.Logf("attempt %d crossed a minute boundary: running again on a fresh database", attempt)
+			continue
+		}
+		for _, p := range problems {
+			t.Error(p)
+		}
+		return
+	}
+}
+
+func replicas(t *testing.T, tl tools) (problems []string, crossed bool) {
+	db := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	cd := configDir(t, dir)
+	// A long statement timeout: this test is about exactness under contention on a shared, busy machine, not
+	// about latency (30 callers queue on one row).
+	extra := fmt.Sprintf("store: postgres\npostgres: {url: %q, migrate_on_start: true, statement_timeout: 30s}\n", db)
+	addrs := make([]string, 3)
+	for i := range addrs {
+		addrs[i] = startSluice(t, tl.sluice, dir, "replica"+strconv.Itoa(i), cd, extra)
+	}
+	minute := time.Now().Unix() / 60
+	// The real client, one request per replica in turn: /productpage admits 2 per minute across all three.
+	for i, want := range []string{"OK [OK r=1 2/MINUTE]", "OK [OK r=0 2/MINUTE]", "OVER_LIMIT [OVER_LIMIT r=0 2/MINUTE]"} {
+		if got := ask(t, tl.client, addrs[i], "ratelimit", "PATH=/productpage").String(); got != want {
+			problems = append(problems, fmt.Sprintf("client_cmd to replica %d: %s, want %s", i, got, want))
+		}
+	}
+	// Concurrent load over the three replicas: for each descriptor, exactly its limit is admitted.
+	conns := make([]rlsv3.RateLimitServiceClient, len(addrs))
+	for i, a := range addrs {
+		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		conns[i] = rlsv3.NewRateLimitServiceClient(cc)
+	}
+	egRoute := strings.SplitN(route, "=", 2)[0]
+	cases := []struct {
+		name    string
+		domain  string
+		entries [][2]string
+		limit   int
+	}{
+		{"istio default /reviews", "ratelimit", [][2]string{{"PATH", "/reviews"}}, 5},
+		{"envoy gateway exact header", "default/eg/http", [][2]string{{egRoute, egRoute}, {"rule-0-match-0", "one"}}, 3},
+		{"envoy gateway distinct a", "default/eg/http", [][2]string{{egRoute, egRoute}, {"rule-1-match-0", "a"}}, 2},
+		{"envoy gateway distinct b", "default/eg/http", [][2]string{{egRoute, egRoute}, {"rule-1-match-0", "b"}}, 2},
+		{"envoy gateway masked address", "default/eg/http", [][2]string{{egRoute, egRoute}, {"rule-2-match-0", "0.0.0.0/0"}, {"masked_remote_address", "10.1.2.3/32"}}, 4},
+		{"contour generic_key", "contour", [][2]string{{"generic_key", "foo"}}, 2},
+	}
+	const perCase = 30
+	type result struct {
+		c   int
+		ok  bool
+		err error
+	}
+	results := make(chan result, len(cases)*perCase)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for ci, c := range cases {
+		d := &rlcommon.RateLimitDescriptor{}
+		for _, e := range c.entries {
+			d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: e[0], Value: e[1]})
+		}
+		for j := range perCase {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				r, err := conns[(ci+j)%len(conns)].ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: c.domain, Descriptors: []*rlcommon.RateLimitDescriptor{d}})
+				results <- result{c: ci, ok: err == nil && r.OverallCode == rlsv3.RateLimitResponse_OK, err: err}
+			}()
+		}
+	}
+	close(start)
+	wg.Wait()
+	close(results)
+	admitted := make([]int, len(cases))
+	for r := range results {
+		if r.err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", cases[r.c].name, r.err))
+		}
+		if r.ok {
+			admitted[r.c]++
+		}
+	}
+	for i, c := range cases {
+		if admitted[i] != c.limit {
+			problems = append(problems, fmt.Sprintf("%s: %d of %d admitted across 3 replicas, want exactly %d", c.name, admitted[i], perCase, c.limit))
+		} else {
+			t.Logf("%s: %d of %d admitted across 3 replicas (limit %d)", c.name, admitted[i], perCase, c.limit)
 		}
 	}
 	return problems, time.Now().Unix()/60 != minute
