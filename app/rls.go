@@ -40,7 +40,9 @@ type RLSConfig struct {
 	// ReloadInterval is how often ConfigDir is read again (SLUICE_RLS_RELOAD_INTERVAL, default 10s, 0 = never):
 	// changed files take effect without a restart; a broken change is logged and the rules in force are kept.
 	ReloadInterval Duration `yaml:"reload_interval"`
-	TLS            RLSTLS   `yaml:"tls"`
+	// TLS: with TLS.ClientCAFile set, a client certificate signed by that CA authenticates a caller and no bearer
+	// token is asked for; otherwise, when tokens are configured, every ShouldRateLimit needs `authorization: Bearer`.
+	TLS RLSTLS `yaml:"tls"`
 }
 
 // RLSTLS names PEM files for the RLS listener: cert_file and key_file for TLS, client_ca_file for mTLS.
@@ -121,8 +123,8 @@ func validateRLS(c Config, add func(path, format string, args ...any)) {
 	host, port, err := net.SplitHostPort(r.Listen)
 	if err != nil || port == "" {
 		add("rls.listen", "want host:port such as 127.0.0.1:8081 or 0.0.0.0:8081, got %q", r.Listen)
-	} else if len(c.Tokens) == 0 && !isLoopback(host) {
-		add("rls.listen", "%q is not a loopback address and no tokens are configured: set tokens or tokens_file (SLUICE_TOKENS_FILE) and send authorization: Bearer metadata, or listen on 127.0.0.1", r.Listen)
+	} else if len(c.Tokens) == 0 && r.TLS.ClientCAFile == "" && !isLoopback(host) {
+		add("rls.listen", "%q is not a loopback address and no client authentication is configured: set rls.tls.client_ca_file (mTLS), or tokens / tokens_file (SLUICE_TOKENS_FILE) and send authorization: Bearer metadata, or listen on 127.0.0.1", r.Listen)
 	}
 	if r.Listen == c.Listen {
 		add("rls.listen", "must differ from listen (%s): the RLS front end has its own listener", c.Listen)
@@ -164,8 +166,11 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 	svc := envoyrls.NewService(lim, rules, envoyrls.ServiceOptions{
 		Headers: rc.ResponseHeaders, Algorithm: opts.Algorithm, FailureMode: opts.FailureMode,
 	})
+	// Who may call: with mTLS (client_ca_file) the verified client certificate is the authentication (Envoy
+	// Gateway's and Istio's proxies present one; they cannot always add metadata); otherwise, with tokens
+	// configured, a bearer token of either role in the authorization metadata.
 	var authorize envoyrls.Authorizer
-	if len(cfg.Tokens) > 0 {
+	if len(cfg.Tokens) > 0 && rc.TLS.ClientCAFile == "" {
 		bt := make([]bearer.Token, len(cfg.Tokens))
 		for i, t := range cfg.Tokens {
 			bt[i] = bearer.Token{Secret: t.Token, Role: t.Role}
@@ -198,7 +203,7 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 			go func() { defer close(reloaded); reloadRLS(ctx, svc, rc, opts, log) }()
 			log.Info("sluice rls serving", "addr", l.Addr, "protocol", "envoy.service.ratelimit.v3", "tls", rc.TLS.CertFile != "",
 				"mtls", rc.TLS.ClientCAFile != "", "config_dir", rc.ConfigDir, "files", strings.Join(rules.Files, ","),
-				"policies", rules.Policies, "algorithm", rc.Algorithm, "auth", authorize != nil)
+				"policies", rules.Policies, "algorithm", rc.Algorithm, "auth", rlsAuth(authorize != nil, rc.TLS.ClientCAFile != ""))
 			return nil
 		},
 		OnStop: func(context.Context) error {
@@ -243,4 +248,14 @@ func reloadRLS(ctx context.Context, svc *envoyrls.Service, rc RLSConfig, opts en
 		svc.SetRules(rules)
 		log.Info("rls config reloaded", "config_dir", rc.ConfigDir, "files", strings.Join(rules.Files, ","), "policies", rules.Policies)
 	}
+}
+
+func rlsAuth(tokens, mtls bool) string {
+	switch {
+	case mtls:
+		return "mtls"
+	case tokens:
+		return "bearer"
+	}
+	return "none"
 }

@@ -96,7 +96,7 @@ func TestRLSServesAndStops(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-	if !regexp.MustCompile(`sluice rls serving" addr=127.0.0.1:\d+ .*files=config.yaml policies=1 algorithm=fixed_window auth=true`).MatchString(logs.String()) {
+	if !regexp.MustCompile(`sluice rls serving" addr=127.0.0.1:\d+ .*files=config.yaml policies=1 algorithm=fixed_window auth=bearer`).MatchString(logs.String()) {
 		t.Errorf("start-up log lacks the rls line:\n%s", logs.String())
 	}
 }
@@ -114,7 +114,7 @@ func TestRLSValidation(t *testing.T) {
 	for _, want := range []string{
 		`rls.algorithm: must be one of sliding_log, sliding_window, token_bucket, fixed_window; got "leaky"`,
 		`rls.failure_mode: must be one of deny, allow; got "open"`,
-		`SLUICE_RLS_LISTEN="0.0.0.0:8081": "0.0.0.0:8081" is not a loopback address and no tokens are configured`,
+		`SLUICE_RLS_LISTEN="0.0.0.0:8081": "0.0.0.0:8081" is not a loopback address and no client authentication is configured`,
 		"rls.config_dir: config.yaml:4: descriptors[0].rate_limit.unit: YEAR (365 days)",
 	} {
 		if !strings.Contains(got, want) {
