@@ -23,6 +23,30 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for Algorithm.
+const (
+	FixedWindow   Algorithm = "fixed_window"
+	SlidingLog    Algorithm = "sliding_log"
+	SlidingWindow Algorithm = "sliding_window"
+	TokenBucket   Algorithm = "token_bucket"
+)
+
+// Valid indicates whether the value is a known member of the Algorithm enum.
+func (e Algorithm) Valid() bool {
+	switch e {
+	case FixedWindow:
+		return true
+	case SlidingLog:
+		return true
+	case SlidingWindow:
+		return true
+	case TokenBucket:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthStatus.
 const (
 	Ok HealthStatus = "ok"
@@ -50,21 +74,6 @@ func (e HealthStore) Valid() bool {
 	case Memory:
 		return true
 	case Postgres:
-		return true
-	default:
-		return false
-	}
-}
-
-// Defines values for PolicyAlgorithm.
-const (
-	PolicyAlgorithmSlidingLog PolicyAlgorithm = "sliding_log"
-)
-
-// Valid indicates whether the value is a known member of the PolicyAlgorithm enum.
-func (e PolicyAlgorithm) Valid() bool {
-	switch e {
-	case PolicyAlgorithmSlidingLog:
 		return true
 	default:
 		return false
@@ -107,21 +116,6 @@ func (e PolicySource) Valid() bool {
 	}
 }
 
-// Defines values for PolicySpecAlgorithm.
-const (
-	PolicySpecAlgorithmSlidingLog PolicySpecAlgorithm = "sliding_log"
-)
-
-// Valid indicates whether the value is a known member of the PolicySpecAlgorithm enum.
-func (e PolicySpecAlgorithm) Valid() bool {
-	switch e {
-	case PolicySpecAlgorithmSlidingLog:
-		return true
-	default:
-		return false
-	}
-}
-
 // Defines values for PolicySpecFailureMode.
 const (
 	PolicySpecFailureModeAllow PolicySpecFailureMode = "allow"
@@ -139,6 +133,13 @@ func (e PolicySpecFailureMode) Valid() bool {
 		return false
 	}
 }
+
+// Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
+// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
+// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
+// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
+// (about 2 × limit across a boundary).
+type Algorithm string
 
 // CheckRequest defines model for CheckRequest.
 type CheckRequest struct {
@@ -229,13 +230,23 @@ type Key = string
 
 // Policy defines model for Policy.
 type Policy struct {
-	Algorithm   PolicyAlgorithm   `json:"algorithm"`
+	// Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
+	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
+	// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
+	// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
+	// (about 2 × limit across a boundary).
+	Algorithm   Algorithm         `json:"algorithm"`
 	FailureMode PolicyFailureMode `json:"failure_mode"`
 	Limit       int64             `json:"limit"`
 
 	// Name Example: login
-	Name   PolicyName `json:"name"`
-	Shadow bool       `json:"shadow"`
+	Name PolicyName `json:"name"`
+
+	// Resolution A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	//
+	// Example: 60s
+	Resolution *Duration `json:"resolution,omitempty"`
+	Shadow     bool      `json:"shadow"`
 
 	// Source `config` policies are read-only over the API.
 	Source PolicySource `json:"source"`
@@ -246,9 +257,6 @@ type Policy struct {
 	Window   Duration `json:"window"`
 	WindowMs int64    `json:"window_ms"`
 }
-
-// PolicyAlgorithm defines model for Policy.Algorithm.
-type PolicyAlgorithm string
 
 // PolicyFailureMode defines model for Policy.FailureMode.
 type PolicyFailureMode string
@@ -266,19 +274,26 @@ type PolicyName = string
 
 // PolicySpec defines model for PolicySpec.
 type PolicySpec struct {
-	Algorithm   *PolicySpecAlgorithm   `json:"algorithm,omitempty"`
+	// Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
+	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
+	// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
+	// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
+	// (about 2 × limit across a boundary).
+	Algorithm   *Algorithm             `json:"algorithm,omitempty"`
 	FailureMode *PolicySpecFailureMode `json:"failure_mode,omitempty"`
 	Limit       int64                  `json:"limit"`
-	Shadow      *bool                  `json:"shadow,omitempty"`
+
+	// Resolution A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	//
+	// Example: 60s
+	Resolution *Duration `json:"resolution,omitempty"`
+	Shadow     *bool     `json:"shadow,omitempty"`
 
 	// Window A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
 	//
 	// Example: 60s
 	Window Duration `json:"window"`
 }
-
-// PolicySpecAlgorithm defines model for PolicySpec.Algorithm.
-type PolicySpecAlgorithm string
 
 // PolicySpecFailureMode defines model for PolicySpec.FailureMode.
 type PolicySpecFailureMode string
@@ -2750,70 +2765,75 @@ func (sh *strictHandler) GetKey(w http.ResponseWriter, r *http.Request, name Pol
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Fx5c9vGkv8qXdi3FaoCXjry1lSlthQl3nXZsbWOU/7D0hojoEnOEzADzwxEMw6/+1b3ACBIgqTkQ964",
-	"8o9FAnP09PHra+gPQayzXCtUzgajD8EURYKGP74UDp/JTDr6kqCNjcyd1CoYBa+mCAYzIZVUE3hXaCdA",
-	"qAQsxlolFgrlZArSgbQwm+oUQUyEVCFgb9KD6DJI9USqy+DU/Hh06n48Pox6QRjYeIqZoN3cPMdgFFhn",
-	"pJoEi0W4JOZCpzKet5OU87vNXd79eHI6+/GHQQSdxIix60p04+7UuVzksmuEw5SW7paH7w4HB3vpQWfm",
-	"Z2OHZpOU13ziihcdowuVYAJFflAyxk2lBYPvCrQOYl2kCVwjiCSTzmHSgxcqnYNWkKCSIrWrtGRSyazI",
-	"gtEgrOiSyuEETbAgygzaXCuLLMOfRPLS70PfYq0cKv4o8jyVsSCK+7nR1ylm3//LEvkfGnv9w+A4GAX/",
-	"1l8qSd+/tf0LP8tv2qYe/njSQibSsTYZJqANCBhLTBN6LtWtSGVyCo5k55cDJTK0/ITH9YJFGJxrNU5l",
-	"/OBn8PoEsSaSxkZnTFes1VhOYCxJrRWfxKBIupqldouGR51dPGHafzFGm4ck/EzNQbspGkDamol4rM21",
-	"TBJUD81Bp29QfWfBkEUkGi0o7UCkqZ55K9A5Gt6f6Xyu3WOylock87kGW8TTUthMxiutnwkzwa9lM9c6",
-	"mZNapUQEqZNQrFMWDamXiGPMnWVSf1eicFNUjgjDh2bcNQqDxks5ZOtWUKgbpWcKtEICroZDef36dfes",
-	"Qe0mckY/8YJ7vMHCn/tWyFRcpw8uJeu0wRK2WZuVnaEBqcDJzEOCq8HjOwtjIdPC4NtMJ0hSjRJU8+gU",
-	"DLkQEORDIGJ/0mWHEl2q0nf0LtUqBxujth2iHN1vOKiSYbbIc20cJr9iIsWref7gnKv0mrgWNXejXaIe",
-	"O9ZyKdrpfIrxTcN9iSSRNFykF4Zww0m0wWgsUothkDce0ams20fsOY1ZhMENzvcNfYpzGpnXscdOJvCo",
-	"5yLDwPvjd4U0ZJpvqgX8nle1/9bX/8KYaeEj2487s3A6k7E3qrEoUlePWw9PUIEzBYYkiClFcOzCYm04",
-	"TFEpWgt4i2YOMdFDr+vgJKipvtY6RaGIbB7GREiHmd3L+aZgF2GQifdP/LzhYBAGmVTV13ozYYyYb/Cz",
-	"3HcXJ30wdF9WkoPyaLrKu18aXJmJfWxJMJZWanV3zvxczggW9XrtJ68obG7SyobSEGqVGK6rw+9KOgtO",
-	"g81RJT0YQI54Y6EzmwoHAsiUusPqzIx6E3Snte5UisMhM8V5wvmQ9IfjINwZrYZBfdzPJJ6zOoQ+AzsV",
-	"iZ5VMZxIZ2JeysuegkWEyI94S1E2JtE2EU6MSNr22uEKdruAiMmPat1ZSQfaqSghas0RhkFapWfb+T5s",
-	"4/v9gSwM6nxvkxVehayTaQq1W2aHOEWYSUVy8H6Oj1pp7EcojEGL7i2v9Tazm5T8KtNUrmahHsgKJR0o",
-	"PVujaiospDh2IN1HUePMfAc1A5gR1pbqeurD8pm0CNkmncwaMraWjPD+pK3o9q5s2SdilbWwgpL6ekOf",
-	"ilsEv8aKlp5Sbr8P/7Yi1ooXrJS4qWAbct5gdRvU/Vz4TKIFFiAp3/lQX1iIhieDQWajEKKjAf85yejf",
-	"4fRokEUUykb/TKLTUk8sCIMwBMbJoyEkYs5ZOb4XWU4RaPDDgKjMhXNoaMv/7bwZdB9dfd/J7J/2z+zP",
-	"6Z/JwcH3/wjCTSN+THlunSauIl2CTsi01fY5PW6XLL+iU3K6mkpUDmZGOwTpRhDd4JyO6p3nm8OrHmkd",
-	"PWFJRD6Qh3cF2U0ujMjQoeltkr4mYE9QWNHcJqL/RpG66T3R3jrhCv6EivT9TaBvgqsNasKA0bg5LsNM",
-	"mzlrnHUTgza42neIcrM24p9iS9npRS7eFQi/v3rc/Y8QhqQfJ8NDuJ47tNAh/qeoJm4KzNvS2PhtCKjG",
-	"2sSYwPW8kd4drCpWYdGMjg8DjpKe8VrB6GR4yABQfR+2cGNZKLuXZ51oI900a7LRpjKRavI21ZNWvje9",
-	"W3Me5TlB6A2/deLHui9FLulezsvDW8OOGs7V6sLEbcmoL/REHiglehDYVuoJ62P7aXTwXLYe22PK3lCw",
-	"grN6RuljdjBrMGgrCq5qODNvibolMc09woYarEm35mTNtjZL8bx/Ju+dwlScvnO87HfaGy3X626n9nmp",
-	"U0vL4+rxKqi/Ed0/CNbLv2973asPg/CHo0UrsPuFf8sx/hQrrCP3FTsMP9o6l+uV9vnFzXVpfOuJ6aYx",
-	"3tc21gS9ptWt4i5rFBv2/vLxOTw6PvlnXYr2jowd/Z29MtdcW0LBFwoBFRV8cjRV5bsqcYd3U/ZGoLCh",
-	"8GEglXVCeSBrcY2VD83Eey+qk0ePVqGjTXROurR9RVfWj2pdKIzcGyLw22rVcLuzJYoxLox089/o8J7t",
-	"vtpIFcS2EI+LkDCTbuqrzT6+iaDDf0OfwNoQqF6qjfwDQ7jBORANeMABHwWzKoIOZwyc3C7bQKymvP/y",
-	"kNRA8qUuqcZ6kyabFjLGMim0oBUCR89SqxFkYs77P/V5t4/8z32fzLoqOL+gnOU/4YmDG8TcUn0V34vY",
-	"QWn1kOoJadSl6lTNrxucH4Dm+isY5BobdHwk5PNVPqyIjba03hxUkV2jAT2uhlvKBkh+cOHjpt/+51nv",
-	"Ul0qX/2o0jeIhTGybNaUZUda5Y4tNuhEdVOv66GSYtD6WXRwqYRKQp9D+SQkXC2UUiw1W2m2LXttVALw",
-	"/TMuXynQJpFKmDkcDgZVoq4VRP3bYd+rCu/XeGCjU2BPz49qvYmgk4kEYawNQcV7ifagFvLx4SPPKsYB",
-	"jhi24Qp0om0V1+iAzmURIlK1iE5gHSfVhB43UiWjSxURd+2o3/d61kvwtlrE9hlfeOEIOseDwUEIUa/X",
-	"69e9uNXHxWobgV8OD8JLxW/HVfuInx9Vk5R23TExnB8fV4/jslvHTx9VT6n223Vad7mpQe+GR/UGxbI4",
-	"3c2oOt315+4cD0+qBUiHuqxEnr7DemnCK6NEGkHnZDCoF2Vl7xbLRgG/X6Gegrl5+dgX21MZY1kv9FFm",
-	"cJaLeIrdw94gCIPCpKXhE+Nns1lP8OueNpN+Odf2nz05/+X5b7/wnCWIlngQhMEtGl/1Coa9gR+jc1QU",
-	"L46Co96gd+TDjinDHpX0Uzf9gz5PkB1w3TV7kgSjMqv6I1jr/R4OBjsK/Pcr7PstWtuNqbzFni+Vlc69",
-	"famatn7pwhogH4zeXIWBLbJMmHlVnjA6RmuB1mcf7MTEcvZXHd4GV7RIP0NnZGy38ufX8v1e/jh87/p5",
-	"KuQaZzYaUOtMKHeoiksXRmfoplhYoCXB+8jPzaTGLiUHdnKp1LDeXGTpVla98IM4Zr2XOlWrLpm23pUG",
-	"Wvvs4gkc9QaQ6LjIUDXLnbXvb20dVZOriT5ZLlNnaeG6kGnyuTn8ilZeIXUbcxlItlvoS//6qxgo782c",
-	"ORkcPWx/2IGpN//M6OAr75XX5WsYzoKnitxlXBizT2hNp94Q3eopDgfHZRW3LHWG5ON9nEm2vnRLVQy0",
-	"HqQQcaJ2/twDbYQ0PXg1xUvViN5AVOGgM+IW0wpVfEHOg5B3VqtKdlafJQzqsh2d/ENAgBbw/KCqniyr",
-	"sMsAnZuCdxX8SpezfYsb/Pj1ueW6bWHiTnDXlXyfd3G1YX3HOxpIa3335lW4nV33emDzzlr3Yme/ZWNy",
-	"OZxt6ngw2DZvaTONa148Zbh/yvrFEZ53tH/e8ioRzzjeP6O+1EMTDh89JAT97E1sVZjnHM+da+WMTltU",
-	"wHcKI6W7DDLRKQg2+aywjrt81wgxrZHc+dLiw6pN+Cn3RE7uogTN2zcfie01mp+VreVGOgUdNZHqPafq",
-	"b8uWUwivjMCxvIHH2syESQjuDpr43miEV/DOK/vCom3BdkIGGHB+yE3vEeNsdZ/Hws4OeMg43XKDopF5",
-	"+kf2UpXD6BUju7jWt7jaI/Y+JBYKFBUgmv2/6pqhgGVa52/3+SSuzRvw/YcSfdG6n3Qy/2zBxur9jcVi",
-	"HeMXXzDQWd6QaA8UKy0Il9zThsT0/wPSP8k2vzFfMLzDFvVVTJ5wcpeztNxz+xq4RoqaYFmGY3nAspy1",
-	"DCY9RHD0SshwF0Cz2xHtNYWlkb8JNuJLXtFHXPIKwWoQYJAyMkxq+j0wJUZIZS8VoZe/aMzQZXvwFOe+",
-	"5JXq+AYTClzp+GP5nq0wQcMrx1qV4TlkRepk15+KsI/ca4IioQV6QKfRhbtU5YmiEFDE0yXBCfM4Aa2Y",
-	"gXqmQt6UtmKs5YFUaqXA0TdZRVaBLsMqBdxuRvWzbSD6q1DzLwmk9ish6doNuRY8Xa33MmsrVfAsDv4G",
-	"pb8kKFkyZJGWPREQDrSKMQSd+w5lShfm0tJxcuCyG5aafdvWAgj1gi+qQV9Qpxud512/6ZBoew+riA8u",
-	"aW+7VVlh649X6hdnF08InI3zRTXCy6bQlx30dZn3P9DYhfdFKTrclP7P/PxiWXDYl4b7Ccm3iC+DR/sn",
-	"1L93+joQQbynjhnVW8tfxcATZ8lV2u98w5Sdr9F5jokvhUm3RVvCdkD4L3Tb9OFzo8HuX3d9gzr24Crz",
-	"Qi25uUUJ2gqS1OFa1vT4z2epRl6FQV60BMeVA9qChiuXu6Zo0Pcve3A+FVSPmPjuu7SOPq/l7dpUV4q5",
-	"UX+pZG0wU2mdNvPRMiEt+K11Yr6MyH3Rt1CuvgJABCqc+Q3aotOLomlDnz86bdxfeuDQ9C6Gy/eP6caC",
-	"iEtPcTgYPjwFsUHxF3FV9/Q833gofM6CI8MtlWjN5d0n+OmTpfc/3OB8Zxz0Ei26p3i3GIgH/+2dPl3Q",
-	"zEhG0xucn3KhQFFX3hcHLCIVVsdFmvr/yKApeBLrzhimVZgPV+y8QfJAHJH93bH6RtR1Ta4cXuvCUaxi",
-	"i4xCD/5ZQX0Lb1t/4qBVkR8yDgs/tKtsCDmaGJXrooo1BT8dAVGfr/MJGsC/kv73w8cRn6GFxk9vLF+t",
-	"XTBYvV365oqCSP97DM8of/GrHyyuaqbWN8SWBZFFWD+sfUbjGUuh8b1xI2Fxtfi/AQA=",
+	"7FzrctvGkn6VLuzZClUBb7okK6pSW4pin+PyTes45R+W1hgBTXKOgBl6ZiAacfQc+0D7YlvdgxspkJJs",
+	"R97jyh9LAubS09P99RX+GMQ6W2iFytlg8jGYo0jQ8K+vhMNnMpOO/kjQxkYunNQqmASv5wgGMyGVVDN4",
+	"n2snQKgELMZaJRZy5WQK0oG0sJzrFEHMhFQh4GA2gOgsSPVMqrPgyPy0d+R+2t+NBkEY2HiOmaDdXLHA",
+	"YBJYZ6SaBdfXYUPMqU5lXHSTtOB3N3d5/9PB0fKnH0YR9BIjpq4v0U37c+cWYiH7RjhMael+efj+eLRz",
+	"Kz3oTHE8dWhukvKGT1zxomd0rhJMIF/slIxxc2nB4PscrYNY52kCFwgiyaRzmAzgpUoL0AoSVFKkdpWW",
+	"TCqZ5VkwGYUVXVI5nKEJrokyg3ahlUW+w59F8srvQ3/FWjlU/KtYLFIZC6J4uDD6IsXs+39aIv9ja6+/",
+	"GZwGk+Dfho2QDP1bOzz1s/ymXeLhjyctZCKdapNhAtqAgKnENKHnUl2JVCZH4Oju/HKgRIaWn/C4QXAd",
+	"BidaTVMZP/gZvDxBrImkqdEZ0xVrNZUzmEoSa8UnMSiSvuZbu0LDo45PnzDtj4zR5iEJP1YFaDdHA0hb",
+	"MxGPtbmQSYLqoTno9CWq7ywY0ohEowWlHYg01UuvBXqBhvdnOl9o95i05SHJfKHB5vG8vGwm47XWz4SZ",
+	"4dfSmQudFCRWKRFB4iQUy5RFQ+Il4hgXzjKpvymRuzkqR4ThQzPuAoVB4285ZO1WkKtLpZcKtEICrpZB",
+	"efPmTf+4Re1N5Ix+5gVvsQbX/txXQqbiIn3wW7JOGyxhm6VZ2SUakAqczDwkuBo8vrMwFTLNDb7LdIJ0",
+	"q1GCqoiOwJAJAUE2BCK2J302KNGZKm3H4EytcrA1atMhytHDloEqGWbzxUIbh8lzTKR4XSwenHOVXBPX",
+	"ovZutEs0YMNaLkU7HaczbaSbZ15QpiJPXTAJbCoTqWbvUj0L1nf5h16CaHA7V85CzyLyjbx6dPzL80ff",
+	"WRDVwuBIgHYGELUWjSaAH0TsQhAOMm0dROweRHTFQhVniuytuRIp6CmJOSylSvQyBOuEQ5gZvbSwlG7O",
+	"u/Lc1g5+cDThl1ZkxJZcJX7CRekr8EpnqieVdYIO0TgR4DREBq1Oczp0RNSzAr67yONLdNEE/n7y6jgE",
+	"ARe5sY6IrA5gcCrTlAwx4UhD+pnqiQudO9iF//0fTzHL8xxhqWkNP4y2msoPmDSHwIWO532RypnCpBxm",
+	"QVhAdaWLhdEfimHtYJU30rWbiI22lmimgwpT7HjhR0Wuztu1S1/lZRAGbQYEYdAmMjgP1xEkDE7mGF+2",
+	"PCORJJK4KdJTQybJSbTBZCpSi2GwaD0ihbHuNj04oTHXYXCJxW1Dn2JBIxe1W7tVv3jUC5Fh4F2997k0",
+	"hPpvqwX8ns2R9cU/MXb1ke2nnVk4ncl4RQ3LceueLypwJseQdHxOwQF7R7E2LLwqRWsBr9AUEBM99Lr2",
+	"e4Oa6gutUxSKyOZhTIR0mNlbOd++2OswyMSHJ37eeDQKg0yq6s96M2GMKG7ws9x3Gye9n31fVpLv4w31",
+	"Ku8etbiyFLexJcFYWqnV3TnzSzkjuK7X6z55RWF7k042lIpQi8R4XRx+U9JZwiu7QJUMYAQLxEsLveVc",
+	"OBBAqtQfV2dmgzpDd1TLTiU4HI1RCCGcj3Z+2A/4an0gdDga/Tg+PNw92P9xf3R4OA63xkhhUHPiC93c",
+	"cR24HYOdi0QvKwsk0qUoyqu0R0CGKPIj3lFsh0m06XZnRiRde21xQLY7HhGTH9VitRKEdlNRotcN8Eyr",
+	"pMAnXcm460ruD39hUCcgbnLJC551Mk2h9hNri8ZmoXS8mAuVnHeL2VZZMmjRveO13mX2JiXPZZrK1bSI",
+	"h79cSQdKL9eomgsLKU4dSPdJ1DhTbKFmBEtC6FKSj3ycuJQWIbtJJ7OGVLQjRXF/0lbEflv6xmcGKkVi",
+	"2SXJ9vAwF1cIfo0VAT6iZNNtqLkR51ZsZyXfbQG7cc83WN0FkL/kPrTtQAxIync+9hQWovHBaJTZKIRo",
+	"b8Q/DjL6dzzfG2URxVbRj0l01LhYBmEMjK57Y0hEwWki/CCyBYVEwQ8jonIhnENDW/537+2of3j+fS+z",
+	"f9g/sj/mfyQ7O9//Lehwjh5T4qXOW6yCYIJOyLQTFjhf032z/IpOyfmTVKJysDTaIUg3gegSCzqqN7lv",
+	"d88HJHX0xLutPrKE9znpzUIYkaFDM7hJ+toFe4LCiuauK/oHitTN72kIrBMu598q71RfdnqZDNTtcRlm",
+	"2hQscdbNDNrg/LZDlJt1Ef8UO/KgLxfifY7w2+vH/f8IYUzycTDehYvCoYUeBySoZm5eefmsbPw2BFRT",
+	"bWJM4KJo5Rt2VgUrt2gm+7se7Z/xWsHkYLzLAFD9Pe7gRpO5vZfRbcWA22xDEyySKLYsX5v/FHkHodf8",
+	"zhv7E0ybInN1T8NWBXe3+nQVwtQA29LMliW3OjdxV77F5zIjD70SPaxsymY20ZifRpxcyE4+lqHXPcj3",
+	"M0qrtdm2jEejrrz3qs4wyxscr6PEZo+wJVhr4lJzsmZbl+75G3sm7x1KVZy+s9/ud7rVa6/X3Uzti1IS",
+	"G13mAsmqmXgr+r+ToSh/vhv0zz+Owh/2rjtNhV/41wXGX0Wvm6RQqdlfU9E/V23XQ+ubanxfrVoTkTV9",
+	"6BSUMoF3AylePT6Bw/2DH+s6jTeq7HTc2UPggkSHW/pSIaCibOgCTVUWquo/4d3UpOW03FCVMPB5NA+B",
+	"HWa6suf13R8cHq6CTteFO+nS7hVdmVythSs38lZ3hd9Wq4abDT9RjHFupCt+pcN7tvtUPKXXu9xNzo/5",
+	"FCOXYryvFUGPf4Y+BLchUDFBG/k7hnCJhU9D7rDzSY61iqDH0QuH502NlMWU928OSdVVnweWaqpv0mTT",
+	"XMZYxq6Wc5HsyUutJpCJgvd/6jMHPgo58UVk66pA4ZTip/+EJw4uEReWig+cuIUyPQipnpFEnaleVRm+",
+	"xGIHNBcnwCAnoKHnvTIfVvNhq2SkKkDl2QUayqGWwy1FJnR/cOp9uF//69ngTJ0pn7+pQkmIhTGyrGSW",
+	"OXla5Y71Z+hFdcW770GW/OH6WbRzpoRKQh/P+YAoXK0ikF+3XKlENzlkylT44jIn4BRok0glTAG7o1GV",
+	"T9AKouHVeOhFhfdrPbDREbCPwI9quYmgl4kEYaoNQcUHiXanvuT93UPPKsYB9jU24Qr0ok3liGiHzmUR",
+	"IhK1iE5gOY/P6HEpVTI5UxFx106GQy9ngwSvqkXskPGFF46gtz8a7YQQDQaDYV2oXn2cr9bY+OV4JzxT",
+	"/HZa1Vb5+V41SWnXnxLD+fF+9TguS9n89LB6SoWRvtO6zxU/ejfeqzfIm8pNP6PSTd+fu7c/PqgWIBnq",
+	"sxB5+nbrpblWoUQaQe9gNKoXZWHv500Vjd+vUE9uYFE+9sn4VMZYZjy9VxscL0Q8x/7uYBSEQW7SUvGJ",
+	"8cvlciD49UCb2bCca4fPnpw8evHrI57TgGiJB0EYXKHxyblgPBj5MXqBijzNSbA3GA32vMMyZ9ijelfq",
+	"5r/T7zNki16XlJ8kVBEq3681RuyORluqX/erevktOmvxqbzCgc/olca9e6matmFpwlogH0zenoeBzbNM",
+	"mKJKlRgdo7VA67MNdmJmORKtDm+Dc1pkmKEzMrYb+fO8fH8rfxx+cMNFKuQaZ25UZ9eZUO5QJbpOjc7Q",
+	"zTG3QEuCt5FfmkmtXUoObOVSKWGDQmTpRla99IPY272XOFWrNkxbExMFtPbx6RPYG4wg0XGeoWpnZWvb",
+	"31lXrSZXE33gXobx0sJFLtPkS3P4Na28Quom5jKQbNbQV/71V1FQ3ps5czDae9jmCQem3vwLo4MvEFRW",
+	"l3uUnAVPFZnLODfmtktrG/XW1a2eYne0X2aUy7RrSDa+qX03ZqnygdadFCJO1MafGwRaLs0AXs/xTLW8",
+	"NxCVO+iMuMK0QhWfHPQg5I3VqpAd12cJgzqFSCf/GBCgBTw/qLI1TUa4cdC5rHnXi1+p03ZvcYmfvj4X",
+	"jTctTNwJ7rqSr1Rfn9/Qvv0tda61ppR2n+jWlpR6YLuhs3+6tfZzY3I5nHVqfzTaNK/RmVYPJE8Z3z5l",
+	"vauK5+3dPq/ps+MZ+7fPqDveaMLu4UNC0C9exVYv84T9uROtnNFphwj4gmakdJ9BJjoCwSqf5dZxMfIC",
+	"IaY1kjt39D6s2ISf00R1cBchaLemfSK212h+XBbHW+EU9NRMqg8cqr8ry18hvDYCp/ISHmuzFCYhuNtp",
+	"43urlF/BO6/sU5K2A9sJGWDE8SGX7X3DUtXsZmFrDT9knO7oAWlFnv6RPVPlMHrFyC4u9BWulrLL9iGh",
+	"QFECol2LrHpwBTRhnW999UFclzXgDo4SfdG6n3VSfDFnY7UD5fp6HeOv/0RHp+nx6HYUKykIG+5pQ9f0",
+	"/wPSP0s3vzFbML7DFnWfMk84uMtZOppAvwaukaAmWKbh+D6gSWc1zqSHCPZeCRnuAmh2M6K9Ibc08r1s",
+	"E25Tiz6hTS0Eq0GAQYrIMKnp98CUGCGVPVOEXr4Ln6HLDuApFj7ller4EhNyXOn43KpI+Tc0vHKsVeme",
+	"Q5anTvb9qQj7yLwmKBJaYAB0Gp27M1WeKAoBRTxvCE6YxwloxQzUSxXyprQVYy0PpFQrOY5NO2rVu6QS",
+	"drjdkvJnm0D0uVDFnwmk9ish6VqPXweeruZ7mbWVKHgWB3+B0r8kKFlSZJGWNREQDrSKMQS98LXNlPr6",
+	"0tJwsuOyHZbaFd/OBAhVkU+rQX+iTLdq1ts+eJJoBw8riA9+0153q7TCxi+76hfHp08InI3zSTXCy/al",
+	"N7X39TsffqSx194Wpejw5u3/ws9Pm4TDbWG4n5B8i/gyOrx9Qv0x4NeBCOI9Vcwo31p+MgZPnCVTab8r",
+	"vwAh42v0YoHlVx3SbZCWsBsQ/o5ukzx8aTTY/unjNyhjDy4yL1XDzQ1C0JWQpApXk9PjH18kG3keBou8",
+	"wzmuDNAGNFxpC5ujQV+/HMDJXFA+Yuar79I6+n0tbtemam/mQv2ZkrXCzKV12hSTJiDN+a11omg8cp/0",
+	"zZWrWwCIQIVLv0GXd3qat3Xoy3unrc6nB3ZN76K43AtNHQsiLi3F7mj88BTEBsW/iKm6p+X5xl3hE744",
+	"UtxSiNZM3n2cnyFp+vDjJRZb/aBXaNE9xbv5QDz4L+v0+RfNjGQ0vcTiiBMFiqryPjlgESmxOs3T1P8v",
+	"H+2Lp2vd6sN0XubDJTsvkSwQe2R/Vay+EXFdu1d2r3XuyFexeUauB3/iUHfhbapP7HQK8kP6YeHHbpEN",
+	"YYEmRuX6qGJNzk9PQDT0H5/TAP4vBP5993HEZ+ig8fMLy+drDQar3aVvz8mJ9N+GeEb5xq9hcH1eM7Xu",
+	"EGsSItdh/bC2Ga1nfAutv1sdCdfn1/83AA==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

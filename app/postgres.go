@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -52,10 +53,14 @@ func postgresModule(cfg Config) fx.Option {
 			var wg sync.WaitGroup
 			lc.Append(fx.Hook{
 				OnStart: func(context.Context) error {
-					if pc.MigrateOnStart {
-						wg.Add(1)
-						go func() { defer wg.Done(); migrateInBackground(ctx, s, pc.URL, log) }()
-					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if pc.MigrateOnStart {
+							migrateInBackground(ctx, s, pc.URL, log)
+						}
+						registerConfigPolicies(ctx, s, cfg, reg, log)
+					}()
 					wg.Add(1)
 					go func() { defer wg.Done(); j.Run(ctx) }()
 					return nil
@@ -73,6 +78,46 @@ func postgresModule(cfg Config) fx.Option {
 			return coalesce.New(s, coalesce.Options{Lanes: pc.lanes()}), s, nil
 		}),
 	)
+}
+
+// registerConfigPolicies records this replica's config-file policies in the database (retrying with backoff
+// while it cannot), logs every policy another replica's file defines differently, and exposes their count as
+// sluice_config_policies_differing.
+func registerConfigPolicies(ctx context.Context, s *postgres.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) {
+	ps := make([]domain.Policy, len(cfg.Policies))
+	for i, p := range cfg.Policies {
+		ps[i] = p.domain().WithDefaults()
+	}
+	differing := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sluice_config_policies_differing",
+		Help: "Config-file policies that another replica registered with another limit, window or algorithm (replicas' files differ).",
+	})
+	if err := reg.Register(differing); err != nil {
+		log.Warn("postgres: cannot register sluice_config_policies_differing", "err", err)
+	}
+	replica, _ := os.Hostname()
+	wait := time.Second
+	for {
+		diffs, err := s.RegisterConfigPolicies(ctx, ps, replica)
+		if err == nil {
+			differing.Set(float64(len(diffs)))
+			for _, d := range diffs {
+				log.Warn("config policy differs from what the database last saw: the replicas' config files differ, and each replica enforces its own (docs/operator.md, \"Config policies\")",
+					"policy", d.Name, "other_replica", d.Replica, "other_limit", d.Limit, "other_window", domain.FormatDuration(d.Window), "other_algorithm", d.Algorithm)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("postgres: cannot register config policies yet; retrying", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }
 
 // migrateInBackground applies pending migrations, retrying with backoff (up to 30s between tries) while the

@@ -61,6 +61,7 @@ type Limiter interface {
 type Service struct {
 	fixed    map[string]Policy // config-file policies: read-only, looked up first
 	policies PolicyStore
+	checkPol CheckPolicyGetter // policies, when it implements it
 	store    BucketStore
 	obs      Observer
 	clock    Clock
@@ -78,6 +79,7 @@ func NewService(configPolicies []Policy, policies PolicyStore, store BucketStore
 	if s.obs == nil {
 		s.obs = NopObserver{}
 	}
+	s.checkPol, _ = policies.(CheckPolicyGetter)
 	for _, p := range fixed {
 		s.fixed[p.Name] = p
 	}
@@ -127,7 +129,7 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 	if nameErr != nil {
 		return Policy{}, BucketRequest{}, nil
 	}
-	p, err := s.policy(ctx, r.Policy)
+	p, err := s.checkPolicy(ctx, r.Policy)
 	if err != nil {
 		if errors.Is(err, ErrPolicyNotFound) {
 			return Policy{}, BucketRequest{}, fmt.Errorf("%w: %q", ErrPolicyNotFound, r.Policy)
@@ -137,7 +139,19 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 	if r.Cost > p.Limit {
 		v.Add(prefix+"cost", fmt.Sprintf("%d exceeds the limit %d of policy %q: it can never be admitted", r.Cost, p.Limit, p.Name))
 	}
-	return p, BucketRequest{Policy: p.Name, Key: r.Key, Rule: p.Rule(), Cost: r.Cost, Shadow: p.Shadow}, nil
+	return p, BucketRequest{Policy: p.Name, Key: r.Key, Rule: p.Rule(), Cost: r.Cost, Shadow: p.Shadow, Stored: p.Source == SourceAPI}, nil
+}
+
+// checkPolicy resolves the policy a check is sent with: config policies first, then the API's (through
+// CheckPolicyGetter when the store decides with its own copy).
+func (s *Service) checkPolicy(ctx context.Context, name string) (Policy, error) {
+	if p, ok := s.fixed[name]; ok {
+		return p, nil
+	}
+	if s.checkPol != nil {
+		return s.checkPol.CheckPolicy(ctx, name)
+	}
+	return s.policies.GetPolicy(ctx, name)
 }
 
 // Check implements Limiter.
@@ -188,8 +202,10 @@ func (s *Service) failed(p Policy, key string, err error) (Result, error) {
 	return Result{}, &UnavailableError{Policy: p.Name, Err: err}
 }
 
-// finish applies shadow mode and counts the outcome.
+// finish applies shadow mode and counts the outcome. The limit is the one the store decided with (for an API
+// policy on a shared store, the policy in force there).
 func (s *Service) finish(p Policy, key string, d Decision) Result {
+	p.Limit = d.Limit
 	res := Result{Decision: d, Policy: p, Key: key}
 	switch {
 	case d.Allowed:

@@ -152,3 +152,66 @@ func TestCheckPolicies(t *testing.T) {
 		t.Fatalf("invalid policy: got %v", err)
 	}
 }
+
+// A grown window gives the same answer whether or not a check happened between the units' expiry and the
+// change (issue 11, finding 2, on the memory store): units that had stopped counting never come back.
+func TestGrownWindowSameAnswerWithOrWithoutAPeek(t *testing.T) {
+	for _, peek := range []bool{false, true} {
+		clock := clocktest.New(time.Unix(1_000_000, 0))
+		store := memory.New(clock, memory.Options{})
+		s, err := domain.NewService(nil, store.Policies(), store, nil, clock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if _, _, err := s.PutPolicy(ctx, domain.Policy{Name: "p", Limit: 3, Window: 5 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if res, err := s.Check(ctx, domain.CheckRequest{Policy: "p", Key: "k", Cost: 1}); err != nil || !res.Allowed {
+				t.Fatalf("admission: %+v %v", res, err)
+			}
+		}
+		clock.Advance(6 * time.Second)
+		if peek {
+			s.Check(ctx, domain.CheckRequest{Policy: "p", Key: "k", Cost: 0})
+		}
+		if _, _, err := s.PutPolicy(ctx, domain.Policy{Name: "p", Limit: 3, Window: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.Check(ctx, domain.CheckRequest{Policy: "p", Key: "k", Cost: 3})
+		if err != nil || !res.Allowed {
+			t.Fatalf("peek=%v: units that had stopped counting came back: %+v %v", peek, res, err)
+		}
+		// And a re-created policy never counts the deleted one's units.
+		if err := s.DeletePolicy(ctx, "p"); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.PutPolicy(ctx, domain.Policy{Name: "p", Limit: 3, Window: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := s.Check(ctx, domain.CheckRequest{Policy: "p", Key: "k", Cost: 3}); err != nil || !res.Allowed {
+			t.Fatalf("re-created: %+v %v", res, err)
+		}
+	}
+}
+
+// Limits past 2^53-1 are refused before they reach a store (issue 11, finding 3).
+func TestLimitAboveTheBoundIsRefused(t *testing.T) {
+	clock := clocktest.New(time.Unix(1_000_000, 0))
+	store := memory.New(clock, memory.Options{})
+	s, err := domain.NewService(nil, store.Policies(), store, nil, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{domain.MaxLimit + 1, 1<<63 - 1} {
+		_, _, err := s.PutPolicy(context.Background(), domain.Policy{Name: "p", Limit: limit, Window: time.Hour})
+		var ve *domain.ValidationError
+		if !errors.As(err, &ve) || ve.Fields[0].Field != "limit" {
+			t.Fatalf("limit %d: got %v", limit, err)
+		}
+	}
+	if _, err := domain.ConfigPolicies([]domain.Policy{{Name: "p", Limit: 1<<63 - 1, Window: time.Hour}}); err == nil {
+		t.Fatal("a config policy with limit 2^63-1 was accepted")
+	}
+}

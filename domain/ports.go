@@ -84,6 +84,14 @@ type PolicyStore interface {
 	DeletePolicy(ctx context.Context, name string) error
 }
 
+// CheckPolicyGetter is implemented by a PolicyStore whose BucketStore decides API policies with its own copy
+// (BucketRequest.Stored). The Service resolves a check's policy through it: the policy to send the check with,
+// which for a name the PolicyStore does not hold in memory may be provisional (the store answers with the policy
+// in force, or StatusPolicyNotFound), so a policy created through another replica binds at the next check.
+type CheckPolicyGetter interface {
+	CheckPolicy(ctx context.Context, name string) (Policy, error)
+}
+
 // Outcome classifies a decision for metrics.
 type Outcome string
 

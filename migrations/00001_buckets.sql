@@ -351,7 +351,7 @@ $$;
 -- +goose StatementEnd
 
 -- +goose Down
-DROP FUNCTION sluice_decide_batch(text[], bytea[], bigint[], bigint[], bigint[], boolean[], boolean, bigint);
-DROP FUNCTION sluice_decide(text, bytea, bigint, bigint, bigint, bigint);
+DROP FUNCTION IF EXISTS sluice_decide_batch(text[], bytea[], bigint[], bigint[], bigint[], boolean[], boolean, bigint);
+DROP FUNCTION IF EXISTS sluice_decide(text, bytea, bigint, bigint, bigint, bigint);
 DROP TABLE sluice_policies;
 DROP TABLE sluice_buckets;

@@ -28,4 +28,4 @@ $$;
 -- +goose StatementEnd
 
 -- +goose Down
-DROP FUNCTION sluice_decide_batch_bounded(text[], bytea[], bigint[], bigint[], bigint[], boolean[], bigint, integer);
+DROP FUNCTION IF EXISTS sluice_decide_batch_bounded(text[], bytea[], bigint[], bigint[], bigint[], boolean[], bigint, integer);

@@ -101,7 +101,11 @@ func TestPutPolicyValidation(t *testing.T) {
 		{"window below 1s", map[string]any{"limit": 1, "window": "999ms"}, "validation", "window"},
 		{"window above 31d", map[string]any{"limit": 1, "window": "32d"}, "validation", "window"},
 		{"window not a duration", map[string]any{"limit": 1, "window": "soon"}, "validation", "window"},
-		{"unknown algorithm", map[string]any{"limit": 1, "window": "1m", "algorithm": "token_bucket"}, "validation", "algorithm"},
+		{"unknown algorithm", map[string]any{"limit": 1, "window": "1m", "algorithm": "leaky_bucket"}, "validation", "algorithm"},
+		{"limit above 2^53-1", `{"limit":9007199254740992,"window":"1m"}`, "validation", "limit"},
+		{"limit 2^63-1", `{"limit":9223372036854775807,"window":"1m"}`, "validation", "limit"},
+		{"resolution without sliding_window", map[string]any{"limit": 1, "window": "1m", "algorithm": "token_bucket", "resolution": "1s"}, "validation", "resolution"},
+		{"resolution above the window", map[string]any{"limit": 1, "window": "1m", "algorithm": "sliding_window", "resolution": "2m"}, "validation", "resolution"},
 		{"unknown failure_mode", map[string]any{"limit": 1, "window": "1m", "failure_mode": "maybe"}, "validation", "failure_mode"},
 		{"unknown field", `{"limit":1,"window":"1m","windw":"2m"}`, "validation", "windw"},
 		{"malformed", `{"limit":`, "malformed", ""},
@@ -184,5 +188,29 @@ func TestLoweringALimitBelowUsage(t *testing.T) {
 	e.clock.Advance(30 * time.Second)
 	if d, _ := e.decision(check("burst", "k")); !d.Allowed || d.Remaining != 0 {
 		t.Fatalf("after the old units left: %+v", d)
+	}
+}
+
+// Every algorithm is a policy field: created over the API, it decides as the domain defines it.
+func TestEveryAlgorithmOverTheAPI(t *testing.T) {
+	e := newEnv(t)
+	for _, alg := range []string{"sliding_log", "sliding_window", "token_bucket", "fixed_window"} {
+		name := strings.ReplaceAll(alg, "_", "-")
+		e.putPolicy(name, map[string]any{"limit": 2, "window": "1h", "algorithm": alg}, 201)
+		for i := range 3 {
+			d, _ := e.decision(check(name, "k"))
+			if want := i < 2; d.Allowed != want {
+				t.Fatalf("%s check %d: allowed=%v, want %v", alg, i, d.Allowed, want)
+			}
+		}
+	}
+	var p api.Policy
+	r := e.do("GET", "/v1/policies/sliding-window", nil)
+	if r.Status != 200 {
+		t.Fatalf("GET: %d %s", r.Status, r.Body)
+	}
+	r.json(t, &p)
+	if p.Algorithm != api.Algorithm("sliding_window") || p.Resolution == nil || *p.Resolution != "1m" {
+		t.Fatalf("sliding_window policy body %+v (resolution %v)", p, p.Resolution)
 	}
 }

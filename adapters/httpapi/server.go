@@ -125,16 +125,21 @@ func formatQuota(p domain.Policy) string {
 }
 
 func policyBody(p domain.Policy) api.Policy {
-	return api.Policy{
+	b := api.Policy{
 		Name:        p.Name,
 		Limit:       p.Limit,
 		Window:      domain.FormatDuration(p.Window),
 		WindowMs:    p.Window.Milliseconds(),
-		Algorithm:   api.PolicyAlgorithm(p.Algorithm),
+		Algorithm:   api.Algorithm(p.Algorithm),
 		FailureMode: api.PolicyFailureMode(p.FailureMode),
 		Shadow:      p.Shadow,
 		Source:      api.PolicySource(p.Source),
 	}
+	if p.Resolution > 0 {
+		r := domain.FormatDuration(p.Resolution)
+		b.Resolution = &r
+	}
+	return b
 }
 
 // ListPolicies implements GET /v1/policies.
@@ -169,6 +174,13 @@ func (s *server) PutPolicy(ctx context.Context, req api.PutPolicyRequestObject) 
 	p := domain.Policy{Name: req.Name, Limit: b.Limit, Window: window}
 	if b.Algorithm != nil {
 		p.Algorithm = domain.Algorithm(*b.Algorithm)
+	}
+	if b.Resolution != nil {
+		res, err := domain.ParseDuration(*b.Resolution)
+		if err != nil {
+			return nil, domain.Invalid("resolution", err.Error())
+		}
+		p.Resolution = res
 	}
 	if b.FailureMode != nil {
 		p.FailureMode = domain.FailureMode(*b.FailureMode)

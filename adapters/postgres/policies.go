@@ -12,10 +12,13 @@ import (
 
 // policyCache holds every API policy in memory, so a check never pays a round trip to look its policy up.
 //
-// Staleness: the cache is reloaded every Options.PolicyRefresh (1s by default) and updated at once by this
-// replica's own writes, so a policy created, changed or deleted through another replica is seen here within
-// about one refresh interval. While the database is unreachable the last copy is kept (so each API policy's
-// failure_mode still applies); before the first successful load, lookups fail as a store error.
+// The cache is not what decides: every check of an API policy is sent as BucketRequest.Stored, and
+// sluice_decide_batch decides it with the policy as the database holds it at that statement. The cache serves
+// what a replica needs before the round trip: the failure_mode to apply if the database cannot answer, and the
+// fields of the response. It is reloaded every Options.PolicyRefresh (1s by default) and updated at once by this
+// replica's own writes; a name it does not hold is checked with a provisional policy (CheckPolicy), so a policy
+// created through another replica binds here at the next check, not after a reload. While the database is
+// unreachable the last copy is kept (so each API policy's failure_mode still applies).
 type policyCache struct {
 	mu     sync.RWMutex
 	m      map[string]domain.Policy
@@ -113,9 +116,12 @@ func (s *Store) loadPolicies(ctx context.Context) ([]domain.Policy, error) {
 			Limit:       r.Quota,
 			Window:      time.Duration(r.WindowMs) * time.Millisecond,
 			Algorithm:   domain.Algorithm(r.Algorithm),
+			Resolution:  time.Duration(r.ResolutionMs) * time.Millisecond,
 			FailureMode: domain.FailureMode(r.FailureMode),
 			Shadow:      r.Shadow,
 			Source:      domain.SourceAPI,
+			Floor:       r.FloorUs,
+			Generation:  r.Generation,
 		}
 	}
 	s.policies.replace(ps, gen)
@@ -129,6 +135,17 @@ func (s *Store) ListPolicies(ctx context.Context) ([]domain.Policy, error) {
 
 // errPoliciesNotLoaded: no reload has succeeded yet, so the store cannot tell whether a policy exists.
 var errPoliciesNotLoaded = errors.New("postgres: API policies not loaded yet (database unreachable or not migrated)")
+
+// CheckPolicy implements domain.CheckPolicyGetter: the cached policy, or, for a name the cache does not hold, a
+// provisional one (failure_mode deny, the largest limit so the cost is judged by the database's copy) that the
+// decision statement replaces with the policy in force, answering StatusPolicyNotFound when there is none.
+func (s *Store) CheckPolicy(_ context.Context, name string) (domain.Policy, error) {
+	if p, ok, _ := s.policies.get(name); ok {
+		return p, nil
+	}
+	return domain.Policy{Name: name, Limit: domain.MaxLimit, Window: domain.MinWindow, Algorithm: domain.SlidingLog,
+		FailureMode: domain.FailDeny, Source: domain.SourceAPI}, nil
+}
 
 // GetPolicy implements domain.PolicyStore from the cache: no round trip.
 func (s *Store) GetPolicy(_ context.Context, name string) (domain.Policy, error) {
@@ -149,19 +166,22 @@ func (s *Store) PutPolicy(ctx context.Context, p domain.Policy) (bool, error) {
 	p.Source = domain.SourceAPI
 	ctx, cancel := s.call(ctx)
 	defer cancel()
-	created, err := s.q.UpsertPolicy(ctx, db.UpsertPolicyParams{
-		Name:        p.Name,
-		Quota:       p.Limit,
-		WindowMs:    p.Window.Milliseconds(),
-		Algorithm:   string(p.Algorithm),
-		FailureMode: string(p.FailureMode),
-		Shadow:      p.Shadow,
+	row, err := s.q.PutPolicy(ctx, db.PutPolicyParams{
+		Name:         p.Name,
+		Quota:        p.Limit,
+		WindowMs:     p.Window.Milliseconds(),
+		Algorithm:    string(p.Algorithm),
+		ResolutionMs: p.Resolution.Milliseconds(),
+		FailureMode:  string(p.FailureMode),
+		Shadow:       p.Shadow,
+		NowUs:        s.now(),
 	})
 	if err != nil {
 		return false, s.fail("put policy", err)
 	}
+	p.Floor, p.Generation = row.FloorUs, row.Generation
 	s.policies.put(p)
-	return created, nil
+	return row.Created, nil
 }
 
 // DeletePolicy implements domain.PolicyStore. The policy's keys are dropped by the caller (DropPolicy).
@@ -177,4 +197,38 @@ func (s *Store) DeletePolicy(ctx context.Context, name string) error {
 		return domain.ErrPolicyNotFound
 	}
 	return nil
+}
+
+// ConfigDifference is a config-file policy that another replica registered differently: the replicas' files
+// differ (a rolling update, or a mistake).
+type ConfigDifference struct {
+	Name      string
+	Replica   string // the replica that registered it last
+	Limit     int64
+	Window    time.Duration
+	Algorithm domain.Algorithm
+}
+
+// RegisterConfigPolicies records this replica's config-file policies in sluice_config_policies, as the database
+// last saw them, and returns those another replica had registered differently. A changed window or algorithm
+// raises the policy's floor there (the expiry rule), which every replica's decisions then read; limits and
+// windows stay each replica's own (config policies are per replica by nature: docs/operator.md).
+func (s *Store) RegisterConfigPolicies(ctx context.Context, ps []domain.Policy, replica string) ([]ConfigDifference, error) {
+	var diffs []ConfigDifference
+	for _, p := range ps {
+		cctx, cancel := s.call(ctx)
+		row, err := s.q.RegisterConfigPolicy(cctx, db.RegisterConfigPolicyParams{
+			Name: p.Name, Quota: p.Limit, WindowMs: p.Window.Milliseconds(), Algorithm: string(p.Algorithm),
+			ResolutionMs: p.Resolution.Milliseconds(), Replica: replica, NowUs: s.now(),
+		})
+		cancel()
+		if err != nil {
+			return diffs, s.fail("register config policy", err)
+		}
+		if row.PrevReplica != "" {
+			diffs = append(diffs, ConfigDifference{Name: p.Name, Replica: row.PrevReplica, Limit: row.PrevQuota,
+				Window: time.Duration(row.PrevWindowMs) * time.Millisecond, Algorithm: domain.Algorithm(row.PrevAlgorithm)})
+		}
+	}
+	return diffs, nil
 }

@@ -1,12 +1,15 @@
 // Package postgres is the PostgreSQL BucketStore and PolicyStore: any number of sluice replicas share one database
 // and together never admit more than a policy's limit in any window.
 //
-// Every decision is one round trip: one call of the plpgsql function sluice_decide (migrations/00001_buckets.sql)
-// through a prepared statement. The function reads the key's row, decides with the database's clock, and writes
-// only when it admits; a peek or a denial writes nothing. The row lock, when one is taken, lasts only for that
-// statement. Multi-checks are one call of sluice_decide_batch, which locks keys in byte order of (policy, key);
-// DecideBatchBounded (for the coalescer's lanes) is the same with a short bound on waiting for another session's
-// row lock.
+// Every decision is one round trip: one call of the plpgsql function sluice_decide_batch
+// (migrations/00003_decision_core.sql) through a prepared statement, for one check or many. It decides with the
+// database's clock and, for API policies (BucketRequest.Stored), with the policy as the database holds it at that
+// statement, so a policy created, changed or deleted through any replica binds every replica at its next
+// decision. Each algorithm is one SQL step function mirroring the domain's. A pair of (policy, key) whose checks
+// are all peeks or denials is decided from a lock-free read and writes nothing (no row lock, no transaction id);
+// the pairs that admit are locked in byte order of (policy, key) and written once each, the lock lasting only for
+// that statement. DecideBatchBounded (for the coalescer's lanes) is the same with a short bound on waiting for
+// another session's row lock.
 //
 // Each call has a statement timeout (set on every pooled connection) and a Go deadline slightly above it, so a
 // database that is down or unreachable fails a check within about the timeout; the Limiter then applies the
@@ -216,42 +219,63 @@ func micros(d time.Duration) int64 { return int64(d / time.Microsecond) }
 
 func fromMicros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
 
-// Decide implements domain.BucketStore in one round trip.
+// Decide implements domain.BucketStore in one round trip: a batch of one (see DecideBatch).
 func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
-	p := db.DecideParams{
-		Policy:   r.Policy,
-		Key:      []byte(r.Key),
-		Lim:      r.Limit,
-		WindowUs: micros(r.Window),
-		Cost:     r.Cost,
-		NowUs:    s.now(),
-	}
-	var row db.DecideRow
-	err := s.run(ctx, func(ctx context.Context, q *db.Queries) (err error) {
-		row, err = q.Decide(ctx, p)
-		return err
-	})
+	ds, err := s.decide(ctx, []domain.BucketRequest{r}, false, pgtype.Int4{})
 	if err != nil {
-		return domain.Decision{}, s.fail("decide", err)
+		return domain.Decision{}, err
 	}
-	return domain.Decision{
-		Allowed:    row.Allowed,
-		Limit:      r.Limit,
-		Remaining:  row.Remaining,
-		ResetAfter: fromMicros(row.ResetAfterUs),
-		RetryAfter: fromMicros(row.RetryAfterUs),
-	}, nil
+	return ds[0], nil
 }
 
-// DecideBatch implements domain.BucketStore in one round trip (see sluice_decide_batch).
+// DecideBatch implements domain.BucketStore in one round trip (see sluice_decide_batch in
+// migrations/00003_decision_core.sql): pairs whose checks are all peeks or denials are decided from a lock-free
+// read and write nothing; the others are locked in byte order and written once each.
 func (s *Store) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atomic bool) ([]domain.Decision, error) {
 	if len(rs) == 0 {
 		return nil, nil
 	}
-	a := s.batchArrays(rs)
+	return s.decide(ctx, rs, atomic, pgtype.Int4{})
+}
+
+// DecideBatchBounded is a non-atomic DecideBatch, in one round trip, that waits at most Options.LockWait for a
+// row another session holds locked. When that wait runs out it returns busy = true and no error: nothing was
+// recorded, and the caller may send the checks again, per key, with DecideBatch or Decide, which wait up to the
+// statement timeout. adapters/coalesce sends its lanes' batches this way, so one locked or heavily contended key
+// cannot hold the unrelated keys that share its batch.
+func (s *Store) DecideBatchBounded(ctx context.Context, rs []domain.BucketRequest) (ds []domain.Decision, busy bool, err error) {
+	if len(rs) == 0 {
+		return nil, false, nil
+	}
+	ds, err = s.decide(ctx, rs, false, pgtype.Int4{Int32: int32(max(s.lockWait.Milliseconds(), 1)), Valid: true})
+	if pgErrCode(err) == codeLockNotAvailable {
+		return nil, true, nil
+	}
+	return ds, false, err
+}
+
+// decide sends rs to sluice_decide_batch.
+func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bool, lockWait pgtype.Int4) ([]domain.Decision, error) {
 	p := db.DecideBatchParams{
-		Policies: a.policies, Keys: a.keys, Limits: a.limits, WindowsUs: a.windows, Costs: a.costs,
-		Shadows: a.shadows, Atomic: atomic, NowUs: s.now(),
+		Policies:   make([]string, len(rs)),
+		Keys:       make([][]byte, len(rs)),
+		Algs:       make([]string, len(rs)),
+		Limits:     make([]int64, len(rs)),
+		WindowsUs:  make([]int64, len(rs)),
+		ResUs:      make([]int64, len(rs)),
+		FloorsUs:   make([]int64, len(rs)),
+		Gens:       make([]int64, len(rs)),
+		Costs:      make([]int64, len(rs)),
+		Shadows:    make([]bool, len(rs)),
+		Stored:     make([]bool, len(rs)),
+		Atomic:     atomic,
+		NowUs:      s.now(),
+		LockWaitMs: lockWait,
+	}
+	for i, r := range rs {
+		p.Policies[i], p.Keys[i], p.Algs[i], p.Limits[i] = r.Policy, []byte(r.Key), string(r.Algorithm), r.Limit
+		p.WindowsUs[i], p.ResUs[i], p.FloorsUs[i], p.Gens[i] = micros(r.Window), micros(r.Resolution), r.Floor, r.Generation
+		p.Costs[i], p.Shadows[i], p.Stored[i] = r.Cost, r.Shadow, r.Stored
 	}
 	var row db.DecideBatchRow
 	err := s.run(ctx, func(ctx context.Context, q *db.Queries) (err error) {
@@ -259,77 +283,21 @@ func (s *Store) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atom
 		return err
 	})
 	if err != nil {
-		return nil, s.fail("decide batch", err)
+		return nil, s.fail("decide", err)
 	}
-	return decisions(rs, row.Allowed, row.Remaining, row.ResetAfterUs, row.RetryAfterUs)
-}
-
-// DecideBatchBounded is a non-atomic DecideBatch, in one round trip, that waits at most Options.LockWait for a
-// row another session holds locked (sluice_decide_batch_bounded). When that wait runs out it returns busy = true
-// and no error: nothing was recorded, and the caller may send the checks again, per key, with DecideBatch or
-// Decide, which wait up to the statement timeout. adapters/coalesce sends its lanes' batches this way, so one
-// locked or heavily contended key cannot hold the unrelated keys that share its batch.
-func (s *Store) DecideBatchBounded(ctx context.Context, rs []domain.BucketRequest) (ds []domain.Decision, busy bool, err error) {
-	if len(rs) == 0 {
-		return nil, false, nil
+	n := len(rs)
+	if len(row.Status) != n || len(row.Allowed) != n || len(row.Lim) != n || len(row.Remaining) != n || len(row.ResetAfterUs) != n || len(row.RetryAfterUs) != n {
+		return nil, fmt.Errorf("postgres decide: %d results for %d checks", len(row.Allowed), n)
 	}
-	a := s.batchArrays(rs)
-	p := db.DecideBatchBoundedParams{
-		Policies: a.policies, Keys: a.keys, Limits: a.limits, WindowsUs: a.windows, Costs: a.costs,
-		Shadows: a.shadows, NowUs: s.now(), LockWaitMs: int32(max(s.lockWait.Milliseconds(), 1)),
-	}
-	var row db.DecideBatchBoundedRow
-	err = s.run(ctx, func(ctx context.Context, q *db.Queries) (err error) {
-		row, err = q.DecideBatchBounded(ctx, p)
-		return err
-	})
-	if pgErrCode(err) == codeLockNotAvailable {
-		return nil, true, nil
-	}
-	if err != nil {
-		return nil, false, s.fail("decide batch", err)
-	}
-	ds, err = decisions(rs, row.Allowed, row.Remaining, row.ResetAfterUs, row.RetryAfterUs)
-	return ds, false, err
-}
-
-// batchArrays holds the checks of a batch as the column arrays the batch functions take.
-type batchArrays struct {
-	policies               []string
-	keys                   [][]byte
-	limits, windows, costs []int64
-	shadows                []bool
-}
-
-func (s *Store) batchArrays(rs []domain.BucketRequest) batchArrays {
-	a := batchArrays{
-		policies: make([]string, len(rs)),
-		keys:     make([][]byte, len(rs)),
-		limits:   make([]int64, len(rs)),
-		windows:  make([]int64, len(rs)),
-		costs:    make([]int64, len(rs)),
-		shadows:  make([]bool, len(rs)),
-	}
-	for i, r := range rs {
-		a.policies[i], a.keys[i], a.limits[i] = r.Policy, []byte(r.Key), r.Limit
-		a.windows[i], a.costs[i], a.shadows[i] = micros(r.Window), r.Cost, r.Shadow
-	}
-	return a
-}
-
-// decisions turns a batch function's result arrays (in request order) into decisions.
-func decisions(rs []domain.BucketRequest, allowed []bool, remaining, resetAfterUs, retryAfterUs []int64) ([]domain.Decision, error) {
-	if len(allowed) != len(rs) || len(remaining) != len(rs) || len(resetAfterUs) != len(rs) || len(retryAfterUs) != len(rs) {
-		return nil, fmt.Errorf("postgres decide batch: %d results for %d checks", len(allowed), len(rs))
-	}
-	ds := make([]domain.Decision, len(rs))
-	for i, r := range rs {
+	ds := make([]domain.Decision, n)
+	for i := range rs {
 		ds[i] = domain.Decision{
-			Allowed:    allowed[i],
-			Limit:      r.Limit,
-			Remaining:  remaining[i],
-			ResetAfter: fromMicros(resetAfterUs[i]),
-			RetryAfter: fromMicros(retryAfterUs[i]),
+			Status:     domain.Status(row.Status[i]),
+			Allowed:    row.Allowed[i],
+			Limit:      row.Lim[i],
+			Remaining:  row.Remaining[i],
+			ResetAfter: fromMicros(row.ResetAfterUs[i]),
+			RetryAfter: fromMicros(row.RetryAfterUs[i]),
 		}
 	}
 	return ds, nil

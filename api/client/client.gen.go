@@ -18,6 +18,30 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for Algorithm.
+const (
+	FixedWindow   Algorithm = "fixed_window"
+	SlidingLog    Algorithm = "sliding_log"
+	SlidingWindow Algorithm = "sliding_window"
+	TokenBucket   Algorithm = "token_bucket"
+)
+
+// Valid indicates whether the value is a known member of the Algorithm enum.
+func (e Algorithm) Valid() bool {
+	switch e {
+	case FixedWindow:
+		return true
+	case SlidingLog:
+		return true
+	case SlidingWindow:
+		return true
+	case TokenBucket:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthStatus.
 const (
 	Ok HealthStatus = "ok"
@@ -45,21 +69,6 @@ func (e HealthStore) Valid() bool {
 	case Memory:
 		return true
 	case Postgres:
-		return true
-	default:
-		return false
-	}
-}
-
-// Defines values for PolicyAlgorithm.
-const (
-	PolicyAlgorithmSlidingLog PolicyAlgorithm = "sliding_log"
-)
-
-// Valid indicates whether the value is a known member of the PolicyAlgorithm enum.
-func (e PolicyAlgorithm) Valid() bool {
-	switch e {
-	case PolicyAlgorithmSlidingLog:
 		return true
 	default:
 		return false
@@ -102,21 +111,6 @@ func (e PolicySource) Valid() bool {
 	}
 }
 
-// Defines values for PolicySpecAlgorithm.
-const (
-	PolicySpecAlgorithmSlidingLog PolicySpecAlgorithm = "sliding_log"
-)
-
-// Valid indicates whether the value is a known member of the PolicySpecAlgorithm enum.
-func (e PolicySpecAlgorithm) Valid() bool {
-	switch e {
-	case PolicySpecAlgorithmSlidingLog:
-		return true
-	default:
-		return false
-	}
-}
-
 // Defines values for PolicySpecFailureMode.
 const (
 	PolicySpecFailureModeAllow PolicySpecFailureMode = "allow"
@@ -134,6 +128,13 @@ func (e PolicySpecFailureMode) Valid() bool {
 		return false
 	}
 }
+
+// Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
+// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
+// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
+// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
+// (about 2 × limit across a boundary).
+type Algorithm string
 
 // CheckRequest defines model for CheckRequest.
 type CheckRequest struct {
@@ -224,13 +225,23 @@ type Key = string
 
 // Policy defines model for Policy.
 type Policy struct {
-	Algorithm   PolicyAlgorithm   `json:"algorithm"`
+	// Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
+	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
+	// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
+	// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
+	// (about 2 × limit across a boundary).
+	Algorithm   Algorithm         `json:"algorithm"`
 	FailureMode PolicyFailureMode `json:"failure_mode"`
 	Limit       int64             `json:"limit"`
 
 	// Name Example: login
-	Name   PolicyName `json:"name"`
-	Shadow bool       `json:"shadow"`
+	Name PolicyName `json:"name"`
+
+	// Resolution A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	//
+	// Example: 60s
+	Resolution *Duration `json:"resolution,omitempty"`
+	Shadow     bool      `json:"shadow"`
 
 	// Source `config` policies are read-only over the API.
 	Source PolicySource `json:"source"`
@@ -241,9 +252,6 @@ type Policy struct {
 	Window   Duration `json:"window"`
 	WindowMs int64    `json:"window_ms"`
 }
-
-// PolicyAlgorithm defines model for Policy.Algorithm.
-type PolicyAlgorithm string
 
 // PolicyFailureMode defines model for Policy.FailureMode.
 type PolicyFailureMode string
@@ -261,19 +269,26 @@ type PolicyName = string
 
 // PolicySpec defines model for PolicySpec.
 type PolicySpec struct {
-	Algorithm   *PolicySpecAlgorithm   `json:"algorithm,omitempty"`
+	// Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
+	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
+	// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
+	// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
+	// (about 2 × limit across a boundary).
+	Algorithm   *Algorithm             `json:"algorithm,omitempty"`
 	FailureMode *PolicySpecFailureMode `json:"failure_mode,omitempty"`
 	Limit       int64                  `json:"limit"`
-	Shadow      *bool                  `json:"shadow,omitempty"`
+
+	// Resolution A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	//
+	// Example: 60s
+	Resolution *Duration `json:"resolution,omitempty"`
+	Shadow     *bool     `json:"shadow,omitempty"`
 
 	// Window A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
 	//
 	// Example: 60s
 	Window Duration `json:"window"`
 }
-
-// PolicySpecAlgorithm defines model for PolicySpec.Algorithm.
-type PolicySpecAlgorithm string
 
 // PolicySpecFailureMode defines model for PolicySpec.FailureMode.
 type PolicySpecFailureMode string

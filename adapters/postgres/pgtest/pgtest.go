@@ -197,8 +197,9 @@ func ensureTemplate(ctx context.Context, admin *pgx.Conn, adminURL string) (stri
 		if _, err := admin.Exec(ctx, "ALTER DATABASE "+ident(name)+" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"); err != nil {
 			return "", err
 		}
-		// Templates of older schemas are of no further use.
-		rows, err := admin.Query(ctx, "SELECT datname FROM pg_database WHERE datname LIKE 'sluice\\_tmpl\\_%' AND datname <> $1", name)
+		// Templates of older schemas are of no further use, but other checkouts testing other schemas at the same
+		// time (worktrees, branches) still need theirs: keep the newest few (oids grow with creation).
+		rows, err := admin.Query(ctx, "SELECT datname FROM pg_database WHERE datname LIKE 'sluice\\_tmpl\\_%' AND datname <> $1 ORDER BY oid DESC OFFSET 5", name)
 		if err != nil {
 			return "", err
 		}

@@ -1,7 +1,10 @@
 -- name: JanitorPage :one
 -- One bounded batch of the janitor: the next page_size keys after (after_policy, after_key) in primary-key order
--- are read and those with nothing left in their window are deleted. The DELETE re-checks expires_us on the row's
--- current version (after waiting for a concurrent decision, if any), so a key admitted meanwhile survives.
+-- are read and those with nothing left that can count are deleted: past expires_us (by the window the row was
+-- written with) and past its newest instant plus the longest window now in force for its policy (an API policy's
+-- or the config policy the database last saw), so a window grown since the row was written keeps its units (the
+-- expiry rule). The DELETE re-checks the row's current version (after waiting for a concurrent decision, if
+-- any), so a key admitted meanwhile survives.
 WITH page AS (
     SELECT b.policy, b.key FROM sluice_buckets b
     WHERE (b.policy, b.key) > (@after_policy::text, @after_key::bytea)
@@ -10,7 +13,10 @@ WITH page AS (
 ), gone AS (
     DELETE FROM sluice_buckets x USING page
     WHERE x.policy = page.policy AND x.key = page.key
-      AND x.expires_us <= coalesce(sqlc.narg(now_us)::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+      AND greatest(x.expires_us,
+                   x.newest_us + coalesce((SELECT p.window_ms * 1000 FROM sluice_policies p WHERE p.name = x.policy), 0),
+                   x.newest_us + coalesce((SELECT c.window_ms * 1000 FROM sluice_config_policies c WHERE c.name = x.policy), 0))
+          <= coalesce(sqlc.narg(now_us)::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
     RETURNING 1
 ), last AS (
     SELECT page.policy, page.key FROM page ORDER BY page.policy DESC, page.key DESC LIMIT 1

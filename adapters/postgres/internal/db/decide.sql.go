@@ -11,138 +11,66 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const decide = `-- name: Decide :one
-SELECT d.allowed::boolean AS allowed, d.remaining::bigint AS remaining,
-       d.reset_after_us::bigint AS reset_after_us, d.retry_after_us::bigint AS retry_after_us
-FROM sluice_decide($1::text, $2::bytea, $3::bigint, $4::bigint, $5::bigint,
-                   $6::bigint) AS d
-`
-
-type DecideParams struct {
-	Policy   string
-	Key      []byte
-	Lim      int64
-	WindowUs int64
-	Cost     int64
-	NowUs    pgtype.Int8
-}
-
-type DecideRow struct {
-	Allowed      bool
-	Remaining    int64
-	ResetAfterUs int64
-	RetryAfterUs int64
-}
-
-// One check, one round trip. now_us NULL means the database clock.
-func (q *Queries) Decide(ctx context.Context, arg DecideParams) (DecideRow, error) {
-	row := q.db.QueryRow(ctx, decide,
-		arg.Policy,
-		arg.Key,
-		arg.Lim,
-		arg.WindowUs,
-		arg.Cost,
-		arg.NowUs,
-	)
-	var i DecideRow
-	err := row.Scan(
-		&i.Allowed,
-		&i.Remaining,
-		&i.ResetAfterUs,
-		&i.RetryAfterUs,
-	)
-	return i, err
-}
-
 const decideBatch = `-- name: DecideBatch :one
-SELECT d.allowed::boolean[] AS allowed, d.remaining::bigint[] AS remaining,
-       d.reset_after_us::bigint[] AS reset_after_us, d.retry_after_us::bigint[] AS retry_after_us
-FROM sluice_decide_batch($1::text[], $2::bytea[], $3::bigint[], $4::bigint[],
-                         $5::bigint[], $6::boolean[], $7::boolean, $8::bigint) AS d
+SELECT d.status::smallint[] AS status, d.allowed::boolean[] AS allowed, d.lim::bigint[] AS lim,
+       d.remaining::bigint[] AS remaining, d.reset_after_us::bigint[] AS reset_after_us,
+       d.retry_after_us::bigint[] AS retry_after_us
+FROM sluice_decide_batch($1::text[], $2::bytea[], $3::text[], $4::bigint[],
+                         $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
+                         $9::bigint[], $10::boolean[], $11::boolean[], $12::boolean,
+                         $13::bigint, $14::integer) AS d
 `
 
 type DecideBatchParams struct {
-	Policies  []string
-	Keys      [][]byte
-	Limits    []int64
-	WindowsUs []int64
-	Costs     []int64
-	Shadows   []bool
-	Atomic    bool
-	NowUs     pgtype.Int8
+	Policies   []string
+	Keys       [][]byte
+	Algs       []string
+	Limits     []int64
+	WindowsUs  []int64
+	ResUs      []int64
+	FloorsUs   []int64
+	Gens       []int64
+	Costs      []int64
+	Shadows    []bool
+	Stored     []bool
+	Atomic     bool
+	NowUs      pgtype.Int8
+	LockWaitMs pgtype.Int4
 }
 
 type DecideBatchRow struct {
+	Status       []int16
 	Allowed      []bool
+	Lim          []int64
 	Remaining    []int64
 	ResetAfterUs []int64
 	RetryAfterUs []int64
 }
 
-// Several checks, one round trip; the results are arrays in request order.
+// Every decision, one round trip: a single check is a batch of one (see sluice_decide_batch). now_us NULL means
+// the database clock; lock_wait_ms NULL means wait for row locks up to the statement timeout.
 func (q *Queries) DecideBatch(ctx context.Context, arg DecideBatchParams) (DecideBatchRow, error) {
 	row := q.db.QueryRow(ctx, decideBatch,
 		arg.Policies,
 		arg.Keys,
+		arg.Algs,
 		arg.Limits,
 		arg.WindowsUs,
+		arg.ResUs,
+		arg.FloorsUs,
+		arg.Gens,
 		arg.Costs,
 		arg.Shadows,
+		arg.Stored,
 		arg.Atomic,
-		arg.NowUs,
-	)
-	var i DecideBatchRow
-	err := row.Scan(
-		&i.Allowed,
-		&i.Remaining,
-		&i.ResetAfterUs,
-		&i.RetryAfterUs,
-	)
-	return i, err
-}
-
-const decideBatchBounded = `-- name: DecideBatchBounded :one
-SELECT d.allowed::boolean[] AS allowed, d.remaining::bigint[] AS remaining,
-       d.reset_after_us::bigint[] AS reset_after_us, d.retry_after_us::bigint[] AS retry_after_us
-FROM sluice_decide_batch_bounded($1::text[], $2::bytea[], $3::bigint[], $4::bigint[],
-                                 $5::bigint[], $6::boolean[], $7::bigint,
-                                 $8::integer) AS d
-`
-
-type DecideBatchBoundedParams struct {
-	Policies   []string
-	Keys       [][]byte
-	Limits     []int64
-	WindowsUs  []int64
-	Costs      []int64
-	Shadows    []bool
-	NowUs      pgtype.Int8
-	LockWaitMs int32
-}
-
-type DecideBatchBoundedRow struct {
-	Allowed      []bool
-	Remaining    []int64
-	ResetAfterUs []int64
-	RetryAfterUs []int64
-}
-
-// A non-atomic batch that gives up (SQLSTATE 55P03, nothing recorded) when a row stays locked by another session
-// for longer than lock_wait_ms; see sluice_decide_batch_bounded.
-func (q *Queries) DecideBatchBounded(ctx context.Context, arg DecideBatchBoundedParams) (DecideBatchBoundedRow, error) {
-	row := q.db.QueryRow(ctx, decideBatchBounded,
-		arg.Policies,
-		arg.Keys,
-		arg.Limits,
-		arg.WindowsUs,
-		arg.Costs,
-		arg.Shadows,
 		arg.NowUs,
 		arg.LockWaitMs,
 	)
-	var i DecideBatchBoundedRow
+	var i DecideBatchRow
 	err := row.Scan(
+		&i.Status,
 		&i.Allowed,
+		&i.Lim,
 		&i.Remaining,
 		&i.ResetAfterUs,
 		&i.RetryAfterUs,

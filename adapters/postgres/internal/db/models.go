@@ -15,15 +15,36 @@ type SluiceBucket struct {
 	Cums      []int64
 	Base      int64
 	ExpiresUs int64
+	Alg       string
+	Gen       int64
+	A         int64
+	F         int64
+	C         int64
+	NewestUs  int64
+	WindowUs  int64
+}
+
+type SluiceConfigPolicy struct {
+	Name         string
+	Quota        int64
+	WindowMs     int64
+	Algorithm    string
+	ResolutionMs int64
+	FloorUs      int64
+	Replica      string
+	UpdatedAt    pgtype.Timestamptz
 }
 
 type SluicePolicy struct {
-	Name        string
-	Quota       int64
-	WindowMs    int64
-	Algorithm   string
-	FailureMode string
-	Shadow      bool
-	CreatedAt   pgtype.Timestamptz
-	UpdatedAt   pgtype.Timestamptz
+	Name         string
+	Quota        int64
+	WindowMs     int64
+	Algorithm    string
+	FailureMode  string
+	Shadow       bool
+	CreatedAt    pgtype.Timestamptz
+	UpdatedAt    pgtype.Timestamptz
+	ResolutionMs int64
+	FloorUs      int64
+	Generation   int64
 }

@@ -7,6 +7,8 @@ package db
 
 import (
 	"context"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const deletePolicy = `-- name: DeletePolicy :execrows
@@ -22,16 +24,20 @@ func (q *Queries) DeletePolicy(ctx context.Context, name string) (int64, error) 
 }
 
 const listPolicies = `-- name: ListPolicies :many
-SELECT name, quota, window_ms, algorithm, failure_mode, shadow FROM sluice_policies ORDER BY name
+SELECT name, quota, window_ms, algorithm, resolution_ms, failure_mode, shadow, floor_us, generation
+FROM sluice_policies ORDER BY name
 `
 
 type ListPoliciesRow struct {
-	Name        string
-	Quota       int64
-	WindowMs    int64
-	Algorithm   string
-	FailureMode string
-	Shadow      bool
+	Name         string
+	Quota        int64
+	WindowMs     int64
+	Algorithm    string
+	ResolutionMs int64
+	FailureMode  string
+	Shadow       bool
+	FloorUs      int64
+	Generation   int64
 }
 
 func (q *Queries) ListPolicies(ctx context.Context) ([]ListPoliciesRow, error) {
@@ -48,8 +54,11 @@ func (q *Queries) ListPolicies(ctx context.Context) ([]ListPoliciesRow, error) {
 			&i.Quota,
 			&i.WindowMs,
 			&i.Algorithm,
+			&i.ResolutionMs,
 			&i.FailureMode,
 			&i.Shadow,
+			&i.FloorUs,
+			&i.Generation,
 		); err != nil {
 			return nil, err
 		}
@@ -61,35 +70,89 @@ func (q *Queries) ListPolicies(ctx context.Context) ([]ListPoliciesRow, error) {
 	return items, nil
 }
 
-const upsertPolicy = `-- name: UpsertPolicy :one
-INSERT INTO sluice_policies AS p (name, quota, window_ms, algorithm, failure_mode, shadow)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (name) DO UPDATE
-SET quota = excluded.quota, window_ms = excluded.window_ms, algorithm = excluded.algorithm,
-    failure_mode = excluded.failure_mode, shadow = excluded.shadow, updated_at = now()
-RETURNING (p.xmax = 0)::boolean AS created
+const putPolicy = `-- name: PutPolicy :one
+SELECT p.created::boolean AS created, p.floor_us::bigint AS floor_us, p.generation::bigint AS generation
+FROM sluice_put_policy($1::text, $2::bigint, $3::bigint, $4::text, $5::bigint,
+                       $6::text, $7::boolean, $8::bigint) AS p
 `
 
-type UpsertPolicyParams struct {
-	Name        string
-	Quota       int64
-	WindowMs    int64
-	Algorithm   string
-	FailureMode string
-	Shadow      bool
+type PutPolicyParams struct {
+	Name         string
+	Quota        int64
+	WindowMs     int64
+	Algorithm    string
+	ResolutionMs int64
+	FailureMode  string
+	Shadow       bool
+	NowUs        pgtype.Int8
 }
 
-// created is true when the row is new (xmax is 0 for a freshly inserted tuple, not for an updated one).
-func (q *Queries) UpsertPolicy(ctx context.Context, arg UpsertPolicyParams) (bool, error) {
-	row := q.db.QueryRow(ctx, upsertPolicy,
+type PutPolicyRow struct {
+	Created    bool
+	FloorUs    int64
+	Generation int64
+}
+
+// Creates or replaces an API policy (sluice_put_policy: a new generation on creation, the floor raised when the
+// window or algorithm changes).
+func (q *Queries) PutPolicy(ctx context.Context, arg PutPolicyParams) (PutPolicyRow, error) {
+	row := q.db.QueryRow(ctx, putPolicy,
 		arg.Name,
 		arg.Quota,
 		arg.WindowMs,
 		arg.Algorithm,
+		arg.ResolutionMs,
 		arg.FailureMode,
 		arg.Shadow,
+		arg.NowUs,
 	)
-	var created bool
-	err := row.Scan(&created)
-	return created, err
+	var i PutPolicyRow
+	err := row.Scan(&i.Created, &i.FloorUs, &i.Generation)
+	return i, err
+}
+
+const registerConfigPolicy = `-- name: RegisterConfigPolicy :one
+SELECT coalesce(r.prev_quota, 0)::bigint AS prev_quota, coalesce(r.prev_window_ms, 0)::bigint AS prev_window_ms,
+       coalesce(r.prev_algorithm, '')::text AS prev_algorithm, coalesce(r.prev_replica, '')::text AS prev_replica
+FROM sluice_register_config_policy($1::text, $2::bigint, $3::bigint, $4::text,
+                                   $5::bigint, $6::text, $7::bigint) AS r
+`
+
+type RegisterConfigPolicyParams struct {
+	Name         string
+	Quota        int64
+	WindowMs     int64
+	Algorithm    string
+	ResolutionMs int64
+	Replica      string
+	NowUs        pgtype.Int8
+}
+
+type RegisterConfigPolicyRow struct {
+	PrevQuota     int64
+	PrevWindowMs  int64
+	PrevAlgorithm string
+	PrevReplica   string
+}
+
+// Records a config-file policy as the database last saw it; prev_replica is not empty when another replica's file
+// said something else (what it said is in the other prev_ columns).
+func (q *Queries) RegisterConfigPolicy(ctx context.Context, arg RegisterConfigPolicyParams) (RegisterConfigPolicyRow, error) {
+	row := q.db.QueryRow(ctx, registerConfigPolicy,
+		arg.Name,
+		arg.Quota,
+		arg.WindowMs,
+		arg.Algorithm,
+		arg.ResolutionMs,
+		arg.Replica,
+		arg.NowUs,
+	)
+	var i RegisterConfigPolicyRow
+	err := row.Scan(
+		&i.PrevQuota,
+		&i.PrevWindowMs,
+		&i.PrevAlgorithm,
+		&i.PrevReplica,
+	)
+	return i, err
 }
