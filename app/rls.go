@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/fx"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-dev/sluice/adapters/bearer"
 	"github.com/sluice-dev/sluice/adapters/envoyrls"
@@ -26,6 +27,10 @@ type RLSConfig struct {
 	// ConfigDir is a directory of envoyproxy/ratelimit YAML config files (SLUICE_RLS_CONFIG_DIR), read as its
 	// runtime reads them: every file of the directory and its subdirectories, names starting with '.' skipped.
 	ConfigDir string `yaml:"config_dir"`
+	// Files are envoyproxy/ratelimit config files written inside sluice's own config, name → the file's YAML
+	// document (domain, descriptors), loaded with ConfigDir's files as if they were there; messages (with the
+	// line in sluice's config file) and file_algorithms call them "rls.files.<name>". They change with a restart.
+	Files map[string]yaml.Node `yaml:"files"`
 	// Algorithm of the policies made from the files (SLUICE_RLS_ALGORITHM): fixed_window (default, counting as
 	// envoyproxy/ratelimit does) or any sluice algorithm.
 	Algorithm string `yaml:"algorithm"`
@@ -129,20 +134,59 @@ func validateRLS(c Config, add func(path, format string, args ...any)) {
 	if r.Listen == c.Listen {
 		add("rls.listen", "must differ from listen (%s): the RLS front end has its own listener", c.Listen)
 	}
-	if r.ConfigDir == "" {
-		add("rls.config_dir", "required when rls.listen is set: a directory of envoyproxy/ratelimit YAML files (SLUICE_RLS_CONFIG_DIR)")
+	if r.ConfigDir == "" && len(r.Files) == 0 {
+		add("rls.config_dir", "required when rls.listen is set: a directory of envoyproxy/ratelimit YAML files (SLUICE_RLS_CONFIG_DIR), or rls.files")
 		return
 	}
-	if _, err := envoyrls.LoadDir(r.ConfigDir, r.loadOptions()); err != nil {
+	if _, err := loadRLSRules(r, r.loadOptions()); err != nil {
 		var ce *envoyrls.ConfigError
 		if errors.As(err, &ce) {
 			for _, p := range ce.Problems {
-				add("rls.config_dir", "%s", p)
+				switch {
+				case strings.HasPrefix(p, "rls.file_algorithms: "):
+					add("rls.file_algorithms", "%s", strings.TrimPrefix(p, "rls.file_algorithms: "))
+				case strings.HasPrefix(p, "rls.files."):
+					add("rls.files", "%s", p) // "rls.files.<name>:<line in sluice's config>: path: problem"
+				default:
+					add("rls.config_dir", "%s", p)
+				}
 			}
 			return
 		}
 		add("rls.config_dir", "%v", err)
 	}
+}
+
+// loadRLSRules loads the files of rls.config_dir and rls.files together.
+func loadRLSRules(rc RLSConfig, opts envoyrls.LoadOptions) (*envoyrls.Rules, error) {
+	if len(rc.Files) == 0 {
+		return envoyrls.LoadDir(rc.ConfigDir, opts)
+	}
+	var names []string
+	contents := map[string][]byte{}
+	if rc.ConfigDir != "" {
+		var err error
+		if names, contents, err = envoyrls.ReadDir(rc.ConfigDir); err != nil {
+			return nil, err
+		}
+	}
+	inline := make([]string, 0, len(rc.Files))
+	for n := range rc.Files {
+		inline = append(inline, n)
+	}
+	sort.Strings(inline)
+	opts.Parsed = map[string]*yaml.Node{}
+	for _, n := range inline {
+		node := rc.Files[n]
+		b, err := yaml.Marshal(&node)
+		if err != nil {
+			return nil, fmt.Errorf("rls.files.%s: %w", n, err)
+		}
+		name := "rls.files." + n
+		names = append(names, name)
+		contents[name], opts.Parsed[name] = b, &node
+	}
+	return envoyrls.Load(names, contents, opts)
 }
 
 // RLSListening is the address the RLS listener bound ("" when off).
@@ -159,7 +203,7 @@ func rlsModule(cfg Config) fx.Option {
 func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Logger) (*RLSListening, error) {
 	rc := cfg.RLS.withDefaults()
 	opts := rc.loadOptions()
-	rules, err := envoyrls.LoadDir(rc.ConfigDir, opts)
+	rules, err := loadRLSRules(rc, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -223,8 +267,7 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 	return l, nil
 }
 
-// reloadRLS reads the config directory every reload_interval until ctx ends and swaps in changed rules. A
-// broken change is logged and the rules in force are kept (a half-written ConfigMap update never takes effect).
+// reloadRLS calls reloadRLSOnce every reload_interval until ctx ends.
 func reloadRLS(ctx context.Context, svc *envoyrls.Service, rc RLSConfig, opts envoyrls.LoadOptions, log *slog.Logger) {
 	if rc.ReloadInterval <= 0 {
 		return
@@ -237,17 +280,25 @@ func reloadRLS(ctx context.Context, svc *envoyrls.Service, rc RLSConfig, opts en
 			return
 		case <-t.C:
 		}
-		rules, err := envoyrls.LoadDir(rc.ConfigDir, opts)
-		if err != nil {
-			log.Error("rls config reload failed; keeping the rules in force", "config_dir", rc.ConfigDir, "err", err)
-			continue
-		}
-		if rules.Fingerprint == svc.Rules().Fingerprint {
-			continue
-		}
-		svc.SetRules(rules)
-		log.Info("rls config reloaded", "config_dir", rc.ConfigDir, "files", strings.Join(rules.Files, ","), "policies", rules.Policies)
+		reloadRLSOnce(svc, rc, opts, log)
 	}
+}
+
+// reloadRLSOnce reads the config directory again and swaps in the rules if the files changed. A broken change is
+// logged and the rules in force are kept (a half-written ConfigMap update never takes effect). It reports whether
+// new rules took effect.
+func reloadRLSOnce(svc *envoyrls.Service, rc RLSConfig, opts envoyrls.LoadOptions, log *slog.Logger) bool {
+	rules, err := loadRLSRules(rc, opts)
+	if err != nil {
+		log.Error("rls config reload failed; keeping the rules in force", "config_dir", rc.ConfigDir, "err", err)
+		return false
+	}
+	if rules.Fingerprint == svc.Rules().Fingerprint {
+		return false
+	}
+	svc.SetRules(rules)
+	log.Info("rls config reloaded", "config_dir", rc.ConfigDir, "files", strings.Join(rules.Files, ","), "policies", rules.Policies)
+	return true
 }
 
 func rlsAuth(tokens, mtls bool) string {

@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/sluice-dev/sluice/adapters/envoyrls"
 )
 
 func freePort(t *testing.T) string {
@@ -125,5 +127,76 @@ func TestRLSValidation(t *testing.T) {
 	cfg.RLS.Listen = "127.0.0.1:8081"
 	if got := strings.Join(validate(cfg, nil), "\n"); !strings.Contains(got, "rls.config_dir: required when rls.listen is set") {
 		t.Errorf("no config_dir: %s", got)
+	}
+}
+
+// TestRLSInlineFiles: envoyproxy/ratelimit files written inside sluice's own config load with the directory's,
+// and their problems name the line of sluice's config.
+func TestRLSInlineFiles(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "sluice.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(cfgPath, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("rls:\n  listen: 127.0.0.1:18081\n  config_dir: " + rlsDir(t, istioYAML) + "\n  files:\n    contour:\n      domain: contour\n      descriptors:\n        - key: generic_key\n          value: foo\n          rate_limit: {unit: minute, requests_per_unit: 2}\n")
+	cfg, err := Load(cfgPath, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := loadRLSRules(cfg.RLS, cfg.RLS.loadOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rules.HasDomain("ratelimit") || !rules.HasDomain("contour") || rules.Policies != 2 {
+		t.Errorf("rules: files %v, %d policies", rules.Files, rules.Policies)
+	}
+	write("rls:\n  listen: 127.0.0.1:18081\n  files:\n    contour:\n      domain: contour\n      descriptors:\n        - key: generic_key\n          rate_limit: {unit: fortnight, requests_per_unit: 2}\n")
+	_, err = Load(cfgPath, func(string) (string, bool) { return "", false })
+	if err == nil || !strings.Contains(err.Error(), "rls.files: rls.files.contour:8: descriptors[0].rate_limit.unit: must be one of") {
+		t.Errorf("inline problem: %v", err)
+	}
+}
+
+// TestRLSReload: a ConfigMap-style update (the ..data link swapped to a new directory) takes effect at the next
+// reload; a broken update is refused and the rules in force stay; an unchanged directory is not reloaded.
+func TestRLSReload(t *testing.T) {
+	dir := t.TempDir()
+	version := func(name, yaml string) {
+		d := filepath.Join(dir, name)
+		must(t, os.Mkdir(d, 0o755))
+		must(t, os.WriteFile(filepath.Join(d, "config.yaml"), []byte(yaml), 0o644))
+		tmp := filepath.Join(dir, "..data_tmp")
+		must(t, os.Symlink(name, tmp))
+		must(t, os.Rename(tmp, filepath.Join(dir, "..data"))) // atomic swap, as kubelet does
+	}
+	version("..v1", istioYAML)
+	must(t, os.Symlink("..data/config.yaml", filepath.Join(dir, "config.yaml")))
+	rc := RLSConfig{ConfigDir: dir}.withDefaults()
+	opts := rc.loadOptions()
+	rules, err := loadRLSRules(rc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := envoyrls.NewService(nil, rules, envoyrls.ServiceOptions{})
+	log := slog.New(slog.DiscardHandler)
+	if reloadRLSOnce(svc, rc, opts, log) {
+		t.Error("reloaded an unchanged directory")
+	}
+	version("..v2", strings.Replace(istioYAML, "domain: ratelimit", "domain: v2", 1))
+	if !reloadRLSOnce(svc, rc, opts, log) || !svc.Rules().HasDomain("v2") {
+		t.Error("the swapped ConfigMap did not take effect")
+	}
+	version("..v3", "domain: v3\ndescriptors:\n  - key: a\n    rate_limit: {unit: year, requests_per_unit: 1}\n")
+	if reloadRLSOnce(svc, rc, opts, log) || !svc.Rules().HasDomain("v2") {
+		t.Error("a broken update replaced the rules in force")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -89,6 +89,10 @@ type LoadOptions struct {
 	// FailureMode of every policy (default deny: the store's failure answers UNAVAILABLE, so that Envoy's
 	// failure_mode_deny decides).
 	FailureMode domain.FailureMode
+	// Parsed holds documents already parsed (written inside sluice's own config), by file name: Load reads them
+	// instead of parsing contents[name] (still used for the fingerprint), so messages give their lines in that
+	// config file.
+	Parsed map[string]*yaml.Node
 }
 
 // ConfigError lists every problem found in a config directory, each naming the file and the YAML path.
@@ -169,23 +173,32 @@ func ConfigFiles(dir string) ([]string, error) {
 // LoadDir reads every config file of dir (see ConfigFiles) and resolves it into Rules. Every problem of every file
 // is reported at once, as a *ConfigError.
 func LoadDir(dir string, opts LoadOptions) (*Rules, error) {
-	files, err := ConfigFiles(dir)
+	names, contents, err := ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	if len(files) == 0 {
+	if len(names) == 0 {
 		return nil, fmt.Errorf("rls.config_dir %q: %w (envoyproxy/ratelimit YAML files, e.g. config.yaml)", dir, errNoFiles)
+	}
+	return Load(names, contents, opts)
+}
+
+// ReadDir returns the config files of dir (see ConfigFiles) and their contents, for Load.
+func ReadDir(dir string) ([]string, map[string][]byte, error) {
+	files, err := ConfigFiles(dir)
+	if err != nil {
+		return nil, nil, err
 	}
 	root, _ := filepath.EvalSymlinks(dir)
 	contents := make(map[string][]byte, len(files))
 	for _, f := range files {
 		b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(f)))
 		if err != nil {
-			return nil, fmt.Errorf("rls.config_dir: %w", err)
+			return nil, nil, fmt.Errorf("rls.config_dir: %w", err)
 		}
 		contents[f] = b
 	}
-	return Load(files, contents, opts)
+	return files, contents, nil
 }
 
 // Load resolves config file contents (name → YAML) into Rules; names are used in messages and FileAlgorithms.
@@ -210,22 +223,26 @@ func Load(names []string, contents map[string][]byte, opts LoadOptions) (*Rules,
 			alg = a
 		}
 		l := loader{file: name, errs: errs, alg: alg, failure: opts.FailureMode, rules: rs}
-		var doc yaml.Node
-		if err := yaml.Unmarshal(contents[name], &doc); err != nil {
-			errs.add(name, nil, "", "not valid YAML: %v", err)
-			continue
+		top := opts.Parsed[name]
+		if top == nil {
+			var doc yaml.Node
+			if err := yaml.Unmarshal(contents[name], &doc); err != nil {
+				errs.add(name, nil, "", "not valid YAML: %v", err)
+				continue
+			}
+			if len(doc.Content) == 0 {
+				errs.add(name, nil, "", "empty file: a config file needs a domain")
+				continue
+			}
+			top = doc.Content[0]
 		}
-		if len(doc.Content) == 0 {
-			errs.add(name, nil, "", "empty file: a config file needs a domain")
-			continue
-		}
-		d, tree := l.root(doc.Content[0])
+		d, tree := l.root(top)
 		if d == "" {
 			continue
 		}
 		if prev, dup := domainFile[d]; dup {
 			// envoyproxy/ratelimit refuses this too unless MERGE_DOMAIN_CONFIG is set.
-			errs.add(name, doc.Content[0], "domain", "duplicate domain %q: already defined in %s", d, prev)
+			errs.add(name, top, "domain", "duplicate domain %q: already defined in %s", d, prev)
 			continue
 		}
 		domainFile[d] = name
