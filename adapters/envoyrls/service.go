@@ -163,7 +163,12 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		}
 		st.check = len(checks)
 		cost := st.cost
-		if cost > uint64(st.policy.Limit) {
+		switch {
+		case cost <= uint64(st.policy.Limit):
+		case st.policy.Shadow:
+			// Would be denied, but shadow_mode answers OK: peek, to report the state without recording.
+			cost = 0
+		default:
 			st.oversized, oversized = true, true
 			cost = 0
 		}

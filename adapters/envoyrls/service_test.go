@@ -349,3 +349,11 @@ func TestFixedWindowEpochAligned(t *testing.T) {
 	h.clock.Advance(10 * time.Second)
 	expect(t, "next minute", h.ask("ratelimit", desc("PATH=/productpage")), "OK OK/1")
 }
+
+// TestShadowModeOversized: a cost above a shadow_mode limit is answered OK (shadow never denies) and recorded
+// nowhere.
+func TestShadowModeOversized(t *testing.T) {
+	h := newHarness(t, "testdata/contour", envoyrls.ServiceOptions{})
+	expect(t, "shadow cost 5 of 1", h.ask("contour", withHits(desc("generic_key=shadow"), 5)), "OK OK/1")
+	expect(t, "nothing recorded", h.ask("contour", desc("generic_key=shadow")), "OK OK/0")
+}
