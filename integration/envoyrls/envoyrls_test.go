@@ -488,10 +488,16 @@ func replicas(t *testing.T, tl tools) (problems []string, crossed bool) {
 		addrs[i] = startSluice(t, tl.sluice, dir, "replica"+strconv.Itoa(i), cd, extra)
 	}
 	minute := time.Now().Unix() / 60
-	// The real client, one request per replica in turn: /productpage admits 2 per minute across all three.
+	// The real client, one request per replica in turn: /productpage admits 2 per minute across all three, a
+	// distinct x-user-id value of the Envoy Gateway route 2 per hour.
 	for i, want := range []string{"OK [OK r=1 2/MINUTE]", "OK [OK r=0 2/MINUTE]", "OVER_LIMIT [OVER_LIMIT r=0 2/MINUTE]"} {
 		if got := ask(t, tl.client, addrs[i], "ratelimit", "PATH=/productpage").String(); got != want {
-			problems = append(problems, fmt.Sprintf("client_cmd to replica %d: %s, want %s", i, got, want))
+			problems = append(problems, fmt.Sprintf("client_cmd (Istio shape) to replica %d: %s, want %s", i, got, want))
+		}
+	}
+	for i, want := range []string{"OK [OK r=1 2/HOUR]", "OK [OK r=0 2/HOUR]", "OVER_LIMIT [OVER_LIMIT r=0 2/HOUR]"} {
+		if got := ask(t, tl.client, addrs[i], "default/eg/http", route+",rule-1-match-0=client-cmd").String(); got != want {
+			problems = append(problems, fmt.Sprintf("client_cmd (Envoy Gateway shape) to replica %d: %s, want %s", i, got, want))
 		}
 	}
 	// Concurrent load over the three replicas: for each descriptor, exactly its limit is admitted.
