@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -153,11 +154,14 @@ func ConfigFiles(dir string) ([]string, error) {
 			if err != nil {
 				return fmt.Errorf("%s: %w", path, err)
 			}
-			if st.IsDir() {
-				return nil // as filepath.Walk: a symlinked directory is not descended
+			if !st.Mode().IsRegular() {
+				return nil // as filepath.Walk, a symlinked directory is not descended; nor is a device read
 			}
 		} else if !d.Type().IsRegular() {
 			return nil
+		}
+		if len(files) == maxFiles {
+			return fmt.Errorf("more than %d files: is this the directory of envoyproxy/ratelimit config files?", maxFiles)
 		}
 		rel, _ := filepath.Rel(root, path)
 		files = append(files, filepath.ToSlash(rel))
@@ -192,9 +196,9 @@ func ReadDir(dir string) ([]string, map[string][]byte, error) {
 	root, _ := filepath.EvalSymlinks(dir)
 	contents := make(map[string][]byte, len(files))
 	for _, f := range files {
-		b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(f)))
+		b, err := readFile(filepath.Join(root, filepath.FromSlash(f)))
 		if err != nil {
-			return nil, nil, fmt.Errorf("rls.config_dir: %w", err)
+			return nil, nil, fmt.Errorf("rls.config_dir %q: %s: %w", dir, f, err)
 		}
 		contents[f] = b
 	}
@@ -548,6 +552,29 @@ func fingerprint(names []string, contents map[string][]byte) string {
 		h.Write(contents[n])
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Bounds on a config directory, so that a mistaken rls.config_dir (say "/") fails with a message instead of reading
+// a filesystem.
+const (
+	maxFiles     = 1000
+	maxFileBytes = 4 << 20
+)
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxFileBytes {
+		return nil, fmt.Errorf("larger than %d MiB: not an envoyproxy/ratelimit config file", maxFileBytes>>20)
+	}
+	return b, nil
 }
 
 // errNoFiles is returned when the directory holds no config file.

@@ -2,6 +2,7 @@ package envoyrls_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -214,5 +215,29 @@ func TestShareThreshold(t *testing.T) {
 	}
 	if key("path", "p/a") == key("path", "p/b") {
 		t.Error("plain wildcard values share a counter")
+	}
+}
+
+// TestConfigDirBounds: a mistaken directory fails with a message instead of being read whole; devices behind
+// symlinks are not read.
+func TestConfigDirBounds(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.Symlink("/dev/zero", filepath.Join(dir, "zero.yaml")))
+	must(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte("domain: d\n"), 0o644))
+	files, err := envoyrls.ConfigFiles(dir)
+	if err != nil || !reflect.DeepEqual(files, []string{"config.yaml"}) {
+		t.Errorf("files %v, %v: want config.yaml only", files, err)
+	}
+	big := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(big, "huge.yaml"), make([]byte, 5<<20), 0o644))
+	if _, err := envoyrls.LoadDir(big, envoyrls.LoadOptions{}); err == nil || !strings.Contains(err.Error(), "huge.yaml: larger than 4 MiB") {
+		t.Errorf("huge file: %v", err)
+	}
+	many := t.TempDir()
+	for i := range 1001 {
+		must(t, os.WriteFile(filepath.Join(many, fmt.Sprintf("f%04d.yaml", i)), nil, 0o644))
+	}
+	if _, err := envoyrls.ConfigFiles(many); err == nil || !strings.Contains(err.Error(), "more than 1000 files") {
+		t.Errorf("many files: %v", err)
 	}
 }
