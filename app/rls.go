@@ -39,6 +39,9 @@ type RLSConfig struct {
 	// FailureMode of those policies (SLUICE_RLS_FAILURE_MODE): deny (default: a store failure answers gRPC
 	// UNAVAILABLE, so Envoy's failure_mode_deny decides) or allow (answer OK, counted as degraded).
 	FailureMode string `yaml:"failure_mode"`
+	// Shadow puts every RLS policy in shadow mode (SLUICE_RLS_SHADOW; envoyproxy/ratelimit's SHADOW_MODE): decided
+	// and counted, always answered OK, for running sluice beside the service it replaces before it enforces.
+	Shadow bool `yaml:"shadow"`
 	// ResponseHeaders adds RateLimit-Policy, RateLimit and (when denied) Retry-After of the most restrictive
 	// descriptor to response_headers_to_add (SLUICE_RLS_RESPONSE_HEADERS).
 	ResponseHeaders bool `yaml:"response_headers"`
@@ -75,7 +78,7 @@ func (c RLSConfig) withDefaults() RLSConfig {
 
 func (c RLSConfig) loadOptions() envoyrls.LoadOptions {
 	c = c.withDefaults()
-	o := envoyrls.LoadOptions{Algorithm: domain.Algorithm(c.Algorithm), FailureMode: domain.FailureMode(c.FailureMode)}
+	o := envoyrls.LoadOptions{Algorithm: domain.Algorithm(c.Algorithm), FailureMode: domain.FailureMode(c.FailureMode), Shadow: c.Shadow}
 	if len(c.FileAlgorithms) > 0 {
 		o.FileAlgorithms = map[string]domain.Algorithm{}
 		for f, a := range c.FileAlgorithms {
@@ -208,7 +211,7 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 		return nil, err
 	}
 	svc := envoyrls.NewService(lim, rules, envoyrls.ServiceOptions{
-		Headers: rc.ResponseHeaders, Algorithm: opts.Algorithm, FailureMode: opts.FailureMode,
+		Headers: rc.ResponseHeaders, Algorithm: opts.Algorithm, FailureMode: opts.FailureMode, Shadow: opts.Shadow,
 	})
 	// Who may call: with mTLS (client_ca_file) the verified client certificate is the authentication (Envoy
 	// Gateway's and Istio's proxies present one; they cannot always add metadata); otherwise, with tokens
@@ -247,7 +250,7 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 			go func() { defer close(reloaded); reloadRLS(ctx, svc, rc, opts, log) }()
 			log.Info("sluice rls serving", "addr", l.Addr, "protocol", "envoy.service.ratelimit.v3", "tls", rc.TLS.CertFile != "",
 				"mtls", rc.TLS.ClientCAFile != "", "config_dir", rc.ConfigDir, "files", strings.Join(rules.Files, ","),
-				"policies", rules.Policies, "algorithm", rc.Algorithm, "auth", rlsAuth(authorize != nil, rc.TLS.ClientCAFile != ""))
+				"policies", rules.Policies, "algorithm", rc.Algorithm, "shadow", rc.Shadow, "auth", rlsAuth(authorize != nil, rc.TLS.ClientCAFile != ""))
 			return nil
 		},
 		OnStop: func(context.Context) error {

@@ -98,7 +98,7 @@ func TestRLSServesAndStops(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-	if !regexp.MustCompile(`sluice rls serving" addr=127.0.0.1:\d+ .*files=config.yaml policies=1 algorithm=fixed_window auth=bearer`).MatchString(logs.String()) {
+	if !regexp.MustCompile(`sluice rls serving" addr=127.0.0.1:\d+ .*files=config.yaml policies=1 algorithm=fixed_window shadow=false auth=bearer`).MatchString(logs.String()) {
 		t.Errorf("start-up log lacks the rls line:\n%s", logs.String())
 	}
 }

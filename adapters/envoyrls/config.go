@@ -90,6 +90,9 @@ type LoadOptions struct {
 	// FailureMode of every policy (default deny: the store's failure answers UNAVAILABLE, so that Envoy's
 	// failure_mode_deny decides).
 	FailureMode domain.FailureMode
+	// Shadow puts every policy in shadow mode (envoyproxy/ratelimit's SHADOW_MODE): decided and counted, always
+	// answered OK; for running sluice beside the service it replaces before it enforces.
+	Shadow bool
 	// Parsed holds documents already parsed (written inside sluice's own config), by file name: Load reads them
 	// instead of parsing contents[name] (still used for the fingerprint), so messages give their lines in that
 	// config file.
@@ -226,7 +229,7 @@ func Load(names []string, contents map[string][]byte, opts LoadOptions) (*Rules,
 		if a, ok := opts.FileAlgorithms[name]; ok {
 			alg = a
 		}
-		l := loader{file: name, errs: errs, alg: alg, failure: opts.FailureMode, rules: rs}
+		l := loader{file: name, errs: errs, alg: alg, failure: opts.FailureMode, shadow: opts.Shadow, rules: rs}
 		top := opts.Parsed[name]
 		if top == nil {
 			var doc yaml.Node
@@ -263,6 +266,7 @@ type loader struct {
 	errs    *ConfigError
 	alg     domain.Algorithm
 	failure domain.FailureMode
+	shadow  bool
 	rules   *Rules
 }
 
@@ -500,7 +504,7 @@ func (l *loader) rateLimit(dom, id string, n *yaml.Node, path string, shadow boo
 		Window:      window,
 		Algorithm:   l.alg,
 		FailureMode: l.failure,
-		Shadow:      shadow,
+		Shadow:      shadow || l.shadow,
 		Source:      domain.SourceConfig,
 	}.WithDefaults()
 	if err := r.Policy.Validate(path + "."); err != nil {

@@ -37,6 +37,7 @@ type Service struct {
 	// overrideAlg and overrideFailure apply to policies made from a descriptor's limit override.
 	overrideAlg     domain.Algorithm
 	overrideFailure domain.FailureMode
+	overrideShadow  bool
 }
 
 // ServiceOptions configures a Service.
@@ -44,14 +45,16 @@ type ServiceOptions struct {
 	// Headers adds response_headers_to_add: RateLimit-Policy and RateLimit of the most restrictive descriptor,
 	// and Retry-After when the request is denied.
 	Headers bool
-	// Algorithm and FailureMode of the policies made for limit overrides (the config's policies carry their own).
+	// Algorithm, FailureMode and Shadow of the policies made for limit overrides (the config's policies carry
+	// their own).
 	Algorithm   domain.Algorithm
 	FailureMode domain.FailureMode
+	Shadow      bool
 }
 
 // NewService returns a Service deciding with lim under rules.
 func NewService(lim Limiter, rules *Rules, opts ServiceOptions) *Service {
-	s := &Service{lim: lim, headers: opts.Headers, overrideAlg: opts.Algorithm, overrideFailure: opts.FailureMode}
+	s := &Service{lim: lim, headers: opts.Headers, overrideAlg: opts.Algorithm, overrideFailure: opts.FailureMode, overrideShadow: opts.Shadow}
 	if s.overrideAlg == "" {
 		s.overrideAlg = domain.FixedWindow
 	}
@@ -130,7 +133,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			}
 			st.policy = domain.Policy{
 				Name: overridePolicyName(req.Domain, unit.String()), Limit: int64(o.GetRequestsPerUnit()), Window: window,
-				Algorithm: s.overrideAlg, FailureMode: s.overrideFailure, Source: domain.SourceConfig,
+				Algorithm: s.overrideAlg, FailureMode: s.overrideFailure, Shadow: s.overrideShadow, Source: domain.SourceConfig,
 			}.WithDefaults()
 			st.unit, st.rpu, st.check = unit, o.GetRequestsPerUnit(), 0
 			keys[i] = Key(entries, nil)

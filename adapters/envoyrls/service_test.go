@@ -357,3 +357,24 @@ func TestShadowModeOversized(t *testing.T) {
 	expect(t, "shadow cost 5 of 1", h.ask("contour", withHits(desc("generic_key=shadow"), 5)), "OK OK/1")
 	expect(t, "nothing recorded", h.ask("contour", desc("generic_key=shadow")), "OK OK/0")
 }
+
+// TestGlobalShadow: with LoadOptions.Shadow (SHADOW_MODE) every limit, overrides included, answers OK.
+func TestGlobalShadow(t *testing.T) {
+	rules, err := envoyrls.LoadDir("testdata/istio", envoyrls.LoadOptions{Shadow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, "testdata/istio", envoyrls.ServiceOptions{Shadow: true})
+	h.svc.SetRules(rules)
+	for i := 0; i < 4; i++ {
+		if r := h.ask("ratelimit", desc("PATH=/productpage")); r.OverallCode != ok {
+			t.Errorf("request %d: %s, want OK in shadow mode", i, summary(r))
+		}
+	}
+	o := desc("PATH=/x")
+	o.Limit = &rlcommon.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 1, Unit: typev3.RateLimitUnit_MINUTE}
+	h.ask("ratelimit", o)
+	if r := h.ask("ratelimit", o); r.OverallCode != ok {
+		t.Errorf("override in shadow mode: %s", summary(r))
+	}
+}
