@@ -8,10 +8,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/adapters/postgres/pgtest"
 )
 
 // The test binary doubles as the sluice binary: with SLUICE_TEST_BE_MAIN=1 it runs main, so these tests drive
@@ -48,6 +51,58 @@ func TestConfigCheck(t *testing.T) {
 	}
 	out, err = sluice(t, []string{"SLUICE_STORE=postgress"}, "config", "check", "config/sluice.yaml").CombinedOutput()
 	if code := exitCode(err); code != 1 || !strings.Contains(string(out), `SLUICE_STORE="postgress": must be one of memory, postgres`) {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+}
+
+// Flags come before or after a command's words, as the usage line, README and operator guide show them.
+func TestFlagsAfterTheSubcommand(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte("store: postgres\npostgres:\n  url: "+url+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"migrate", "status", "-config", cfg},
+		{"migrate", "-config", cfg, "status"},
+		{"migrate", "up", "-config", cfg},
+	} {
+		out, err := sluice(t, nil, args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "schema") {
+			t.Errorf("%q: %v\n%s", args, err, out)
+		}
+	}
+	for _, args := range [][]string{{"config", "check", "-config", cfg}, {"config", "-config", cfg, "check"}, {"config", "check", cfg}} {
+		out, err := sluice(t, nil, args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), cfg+": ok (store postgres") {
+			t.Errorf("%q: %v\n%s", args, err, out)
+		}
+	}
+	if out, err := sluice(t, nil, "migrate", "status", "-config").CombinedOutput(); exitCode(err) != 2 {
+		t.Errorf("a flag without its value: exit %d\n%s", exitCode(err), out)
+	}
+}
+
+// config check refuses what start-up refuses (an unparsable postgres.url, an unknown variable) and prints
+// warnings without failing.
+func TestConfigCheckProblemsAndWarnings(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("store: postgres\npostgres:\n  url: \"host=x port=notaport\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := sluice(t, []string{"SLUICE_STOR=postgres"}, "config", "check", bad).CombinedOutput()
+	if code := exitCode(err); code != 1 || !strings.Contains(string(out), "postgres.url (line 3): invalid port") ||
+		!strings.Contains(string(out), "SLUICE_STOR: not a sluice setting; did you mean SLUICE_STORE?") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, []byte("policies:\n  - {name: big, limit: 100000, window: 1h}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = sluice(t, nil, "config", "check", big).CombinedOutput()
+	if code := exitCode(err); code != 0 || !strings.Contains(string(out), `warning: policies[0].limit (line 2): policy "big" is a sliding_log with limit 100000`) ||
+		!strings.Contains(string(out), big+": ok") {
 		t.Fatalf("exit %d: %s", code, out)
 	}
 }

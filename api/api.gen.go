@@ -47,14 +47,38 @@ func (e Algorithm) Valid() bool {
 	}
 }
 
+// Defines values for HealthCause.
+const (
+	Failed  HealthCause = "failed"
+	Full    HealthCause = "full"
+	Timeout HealthCause = "timeout"
+)
+
+// Valid indicates whether the value is a known member of the HealthCause enum.
+func (e HealthCause) Valid() bool {
+	switch e {
+	case Failed:
+		return true
+	case Full:
+		return true
+	case Timeout:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthStatus.
 const (
-	Ok HealthStatus = "ok"
+	Degraded HealthStatus = "degraded"
+	Ok       HealthStatus = "ok"
 )
 
 // Valid indicates whether the value is a known member of the HealthStatus enum.
 func (e HealthStatus) Valid() bool {
 	switch e {
+	case Degraded:
+		return true
 	case Ok:
 		return true
 	default:
@@ -74,6 +98,24 @@ func (e HealthStore) Valid() bool {
 	case Memory:
 		return true
 	case Postgres:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for HealthStoreStatus.
+const (
+	HealthStoreStatusAvailable   HealthStoreStatus = "available"
+	HealthStoreStatusUnavailable HealthStoreStatus = "unavailable"
+)
+
+// Valid indicates whether the value is a known member of the HealthStoreStatus enum.
+func (e HealthStoreStatus) Valid() bool {
+	switch e {
+	case HealthStoreStatusAvailable:
+		return true
+	case HealthStoreStatusUnavailable:
 		return true
 	default:
 		return false
@@ -198,7 +240,9 @@ type Decision struct {
 	ShadowDenied *bool `json:"shadow_denied,omitempty"`
 }
 
-// Duration A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+// Duration Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
 //
 // Example: 60s
 type Duration = string
@@ -213,15 +257,28 @@ type FieldError struct {
 
 // Health defines model for Health.
 type Health struct {
+	// Cause Why the store did not answer, when `store_status` is `unavailable`.
+	Cause *HealthCause `json:"cause,omitempty"`
+
+	// Status `degraded` (only on `/readyz`): the store does not answer; checks get their failure_mode.
 	Status HealthStatus `json:"status"`
 	Store  *HealthStore `json:"store,omitempty"`
+
+	// StoreStatus Whether the store answered this probe (on `/readyz` and `/healthz/store`).
+	StoreStatus *HealthStoreStatus `json:"store_status,omitempty"`
 }
 
-// HealthStatus defines model for Health.Status.
+// HealthCause Why the store did not answer, when `store_status` is `unavailable`.
+type HealthCause string
+
+// HealthStatus `degraded` (only on `/readyz`): the store does not answer; checks get their failure_mode.
 type HealthStatus string
 
 // HealthStore defines model for Health.Store.
 type HealthStore string
+
+// HealthStoreStatus Whether the store answered this probe (on `/readyz` and `/healthz/store`).
+type HealthStoreStatus string
 
 // Key Opaque UTF-8, 1 to 512 bytes (the length limit is in bytes, enforced by the server).
 //
@@ -242,7 +299,10 @@ type Policy struct {
 	// Name Example: login
 	Name PolicyName `json:"name"`
 
-	// Resolution A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Resolution Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Resolution *Duration `json:"resolution,omitempty"`
@@ -251,7 +311,10 @@ type Policy struct {
 	// Source `config` policies are read-only over the API.
 	Source PolicySource `json:"source"`
 
-	// Window A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Window   Duration `json:"window"`
@@ -283,13 +346,19 @@ type PolicySpec struct {
 	FailureMode *PolicySpecFailureMode `json:"failure_mode,omitempty"`
 	Limit       int64                  `json:"limit"`
 
-	// Resolution A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Resolution Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Resolution *Duration `json:"resolution,omitempty"`
 	Shadow     *bool     `json:"shadow,omitempty"`
 
-	// Window A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Window Duration `json:"window"`
@@ -344,6 +413,22 @@ type AuthorizeParams struct {
 	Cost   *Cost      `form:"cost,omitempty" json:"cost,omitempty"`
 }
 
+// ResetKeyByQueryParams defines parameters for ResetKeyByQuery.
+type ResetKeyByQueryParams struct {
+	// Key The key, in the query string. The same as `/v1/policies/{name}/keys/{key}`, for keys that cannot travel as
+	// a path segment: `.` and `..` are dot segments that WHATWG URL parsers (browsers, Node's fetch) remove even
+	// when percent-encoded as `%2E`. Clients whose URL parser keeps `%2E` (Go's) may use the path form.
+	Key Key `form:"key" json:"key"`
+}
+
+// GetKeyByQueryParams defines parameters for GetKeyByQuery.
+type GetKeyByQueryParams struct {
+	// Key The key, in the query string. The same as `/v1/policies/{name}/keys/{key}`, for keys that cannot travel as
+	// a path segment: `.` and `..` are dot segments that WHATWG URL parsers (browsers, Node's fetch) remove even
+	// when percent-encoded as `%2E`. Clients whose URL parser keeps `%2E` (Go's) may use the path form.
+	Key Key `form:"key" json:"key"`
+}
+
 // CheckJSONRequestBody defines body for Check for application/json ContentType.
 type CheckJSONRequestBody = CheckRequest
 
@@ -358,13 +443,16 @@ type ServerInterface interface {
 	// Healthz The process lives.
 	// (GET /healthz)
 	Healthz(w http.ResponseWriter, r *http.Request)
+	// StoreHealth Whether the store answers now (and, for PostgreSQL, its schema is current).
+	// (GET /healthz/store)
+	StoreHealth(w http.ResponseWriter, r *http.Request)
 	// Metrics Prometheus metrics.
 	// (GET /metrics)
 	Metrics(w http.ResponseWriter, r *http.Request)
 	// OpenapiSpec This document.
 	// (GET /openapi.yaml)
 	OpenapiSpec(w http.ResponseWriter, r *http.Request)
-	// Readyz The store answers and its schema is current.
+	// Readyz Whether a load balancer should send this process checks.
 	// (GET /readyz)
 	Readyz(w http.ResponseWriter, r *http.Request)
 	// Authorize A check for proxies (nginx auth_request, Traefik ForwardAuth).
@@ -388,6 +476,12 @@ type ServerInterface interface {
 	// PutPolicy Create or replace an API policy.
 	// (PUT /v1/policies/{name})
 	PutPolicy(w http.ResponseWriter, r *http.Request, name PolicyName)
+	// ResetKeyByQuery Reset the key, the key in the query string.
+	// (DELETE /v1/policies/{name}/keys)
+	ResetKeyByQuery(w http.ResponseWriter, r *http.Request, name PolicyName, params ResetKeyByQueryParams)
+	// GetKeyByQuery The key's state without consuming, the key in the query string.
+	// (GET /v1/policies/{name}/keys)
+	GetKeyByQuery(w http.ResponseWriter, r *http.Request, name PolicyName, params GetKeyByQueryParams)
 	// ResetKey Reset the key; its next check sees a full quota.
 	// (DELETE /v1/policies/{name}/keys/{key})
 	ResetKey(w http.ResponseWriter, r *http.Request, name PolicyName, key Key)
@@ -410,6 +504,20 @@ func (siw *ServerInterfaceWrapper) Healthz(w http.ResponseWriter, r *http.Reques
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.Healthz(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// StoreHealth operation middleware
+func (siw *ServerInterfaceWrapper) StoreHealth(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.StoreHealth(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -640,6 +748,90 @@ func (siw *ServerInterfaceWrapper) PutPolicy(w http.ResponseWriter, r *http.Requ
 	handler.ServeHTTP(w, r)
 }
 
+// ResetKeyByQuery operation middleware
+func (siw *ServerInterfaceWrapper) ResetKeyByQuery(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PolicyName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ResetKeyByQueryParams
+
+	// ------------- Required query parameter "key" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "key", r.URL.Query(), &params.Key, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "key"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ResetKeyByQuery(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetKeyByQuery operation middleware
+func (siw *ServerInterfaceWrapper) GetKeyByQuery(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PolicyName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetKeyByQueryParams
+
+	// ------------- Required query parameter "key" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "key", r.URL.Query(), &params.Key, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "key"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetKeyByQuery(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ResetKey operation middleware
 func (siw *ServerInterfaceWrapper) ResetKey(w http.ResponseWriter, r *http.Request) {
 
@@ -837,10 +1029,13 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}", wrapper.DeletePolicy)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}", wrapper.GetPolicy)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/policies/{name}", wrapper.PutPolicy)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}/keys", wrapper.ResetKeyByQuery)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}/keys", wrapper.GetKeyByQuery)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}/keys/{key}", wrapper.ResetKey)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}/keys/{key}", wrapper.GetKey)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/healthz", wrapper.Healthz)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/readyz", wrapper.Readyz)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/healthz/store", wrapper.StoreHealth)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/metrics", wrapper.Metrics)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/openapi.yaml", wrapper.OpenapiSpec)
 
@@ -906,6 +1101,58 @@ type HealthzdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response HealthzdefaultApplicationProblemPlusJSONResponse) VisitHealthzResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StoreHealthRequestObject struct {
+}
+
+type StoreHealthResponseObject interface {
+	VisitStoreHealthResponse(w http.ResponseWriter) error
+}
+
+type StoreHealth200JSONResponse Health
+
+func (response StoreHealth200JSONResponse) VisitStoreHealthResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StoreHealth503ApplicationProblemPlusJSONResponse Problem
+
+func (response StoreHealth503ApplicationProblemPlusJSONResponse) VisitStoreHealthResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StoreHealthdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response StoreHealthdefaultApplicationProblemPlusJSONResponse) VisitStoreHealthResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -2071,6 +2318,266 @@ func (response PutPolicydefaultApplicationProblemPlusJSONResponse) VisitPutPolic
 	return err
 }
 
+type ResetKeyByQueryRequestObject struct {
+	Name   PolicyName `json:"name"`
+	Params ResetKeyByQueryParams
+}
+
+type ResetKeyByQueryResponseObject interface {
+	VisitResetKeyByQueryResponse(w http.ResponseWriter) error
+}
+
+type ResetKeyByQuery204Response struct {
+}
+
+func (response ResetKeyByQuery204Response) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type ResetKeyByQuery400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ResetKeyByQuery400ApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetKeyByQuery401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response ResetKeyByQuery401ApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetKeyByQuery403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ResetKeyByQuery403ApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetKeyByQuery404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ResetKeyByQuery404ApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetKeyByQuery503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ResetKeyByQuery503ApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetKeyByQuerydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ResetKeyByQuerydefaultApplicationProblemPlusJSONResponse) VisitResetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQueryRequestObject struct {
+	Name   PolicyName `json:"name"`
+	Params GetKeyByQueryParams
+}
+
+type GetKeyByQueryResponseObject interface {
+	VisitGetKeyByQueryResponse(w http.ResponseWriter) error
+}
+
+type GetKeyByQuery200ResponseHeaders struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+type GetKeyByQuery200JSONResponse struct {
+	Body    Decision
+	Headers GetKeyByQuery200ResponseHeaders
+}
+
+func (response GetKeyByQuery200JSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuery400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetKeyByQuery400ApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuery401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response GetKeyByQuery401ApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuery403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetKeyByQuery403ApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuery404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetKeyByQuery404ApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuery503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetKeyByQuery503ApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKeyByQuerydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetKeyByQuerydefaultApplicationProblemPlusJSONResponse) VisitGetKeyByQueryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ResetKeyRequestObject struct {
 	Name PolicyName `json:"name"`
 	Key  Key        `json:"key"`
@@ -2336,13 +2843,16 @@ type StrictServerInterface interface {
 	// Healthz The process lives.
 	// (GET /healthz)
 	Healthz(ctx context.Context, request HealthzRequestObject) (HealthzResponseObject, error)
+	// StoreHealth Whether the store answers now (and, for PostgreSQL, its schema is current).
+	// (GET /healthz/store)
+	StoreHealth(ctx context.Context, request StoreHealthRequestObject) (StoreHealthResponseObject, error)
 	// Metrics Prometheus metrics.
 	// (GET /metrics)
 	Metrics(ctx context.Context, request MetricsRequestObject) (MetricsResponseObject, error)
 	// OpenapiSpec This document.
 	// (GET /openapi.yaml)
 	OpenapiSpec(ctx context.Context, request OpenapiSpecRequestObject) (OpenapiSpecResponseObject, error)
-	// Readyz The store answers and its schema is current.
+	// Readyz Whether a load balancer should send this process checks.
 	// (GET /readyz)
 	Readyz(ctx context.Context, request ReadyzRequestObject) (ReadyzResponseObject, error)
 	// Authorize A check for proxies (nginx auth_request, Traefik ForwardAuth).
@@ -2366,6 +2876,12 @@ type StrictServerInterface interface {
 	// PutPolicy Create or replace an API policy.
 	// (PUT /v1/policies/{name})
 	PutPolicy(ctx context.Context, request PutPolicyRequestObject) (PutPolicyResponseObject, error)
+	// ResetKeyByQuery Reset the key, the key in the query string.
+	// (DELETE /v1/policies/{name}/keys)
+	ResetKeyByQuery(ctx context.Context, request ResetKeyByQueryRequestObject) (ResetKeyByQueryResponseObject, error)
+	// GetKeyByQuery The key's state without consuming, the key in the query string.
+	// (GET /v1/policies/{name}/keys)
+	GetKeyByQuery(ctx context.Context, request GetKeyByQueryRequestObject) (GetKeyByQueryResponseObject, error)
 	// ResetKey Reset the key; its next check sees a full quota.
 	// (DELETE /v1/policies/{name}/keys/{key})
 	ResetKey(ctx context.Context, request ResetKeyRequestObject) (ResetKeyResponseObject, error)
@@ -2430,6 +2946,30 @@ func (sh *strictHandler) Healthz(w http.ResponseWriter, r *http.Request) {
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(HealthzResponseObject); ok {
 		if err := validResponse.VisitHealthzResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// StoreHealth operation middleware
+func (sh *strictHandler) StoreHealth(w http.ResponseWriter, r *http.Request) {
+	var request StoreHealthRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.StoreHealth(ctx, request.(StoreHealthRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "StoreHealth")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(StoreHealthResponseObject); ok {
+		if err := validResponse.VisitStoreHealthResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -2706,6 +3246,60 @@ func (sh *strictHandler) PutPolicy(w http.ResponseWriter, r *http.Request, name 
 	}
 }
 
+// ResetKeyByQuery operation middleware
+func (sh *strictHandler) ResetKeyByQuery(w http.ResponseWriter, r *http.Request, name PolicyName, params ResetKeyByQueryParams) {
+	var request ResetKeyByQueryRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ResetKeyByQuery(ctx, request.(ResetKeyByQueryRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ResetKeyByQuery")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ResetKeyByQueryResponseObject); ok {
+		if err := validResponse.VisitResetKeyByQueryResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetKeyByQuery operation middleware
+func (sh *strictHandler) GetKeyByQuery(w http.ResponseWriter, r *http.Request, name PolicyName, params GetKeyByQueryParams) {
+	var request GetKeyByQueryRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetKeyByQuery(ctx, request.(GetKeyByQueryRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetKeyByQuery")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetKeyByQueryResponseObject); ok {
+		if err := validResponse.VisitGetKeyByQueryResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ResetKey operation middleware
 func (sh *strictHandler) ResetKey(w http.ResponseWriter, r *http.Request, name PolicyName, key Key) {
 	var request ResetKeyRequestObject
@@ -2765,75 +3359,97 @@ func (sh *strictHandler) GetKey(w http.ResponseWriter, r *http.Request, name Pol
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7FzrctvGkn6VLuzZClUBb7okK6pSW4pin+PyTes45R+W1hgBTXKOgBl6ZiAacfQc+0D7YlvdgxspkJJs",
-	"R97jyh9LAubS09P99RX+GMQ6W2iFytlg8jGYo0jQ8K+vhMNnMpOO/kjQxkYunNQqmASv5wgGMyGVVDN4",
-	"n2snQKgELMZaJRZy5WQK0oG0sJzrFEHMhFQh4GA2gOgsSPVMqrPgyPy0d+R+2t+NBkEY2HiOmaDdXLHA",
-	"YBJYZ6SaBdfXYUPMqU5lXHSTtOB3N3d5/9PB0fKnH0YR9BIjpq4v0U37c+cWYiH7RjhMael+efj+eLRz",
-	"Kz3oTHE8dWhukvKGT1zxomd0rhJMIF/slIxxc2nB4PscrYNY52kCFwgiyaRzmAzgpUoL0AoSVFKkdpWW",
-	"TCqZ5VkwGYUVXVI5nKEJrokyg3ahlUW+w59F8srvQ3/FWjlU/KtYLFIZC6J4uDD6IsXs+39aIv9ja6+/",
-	"GZwGk+Dfho2QDP1bOzz1s/ymXeLhjyctZCKdapNhAtqAgKnENKHnUl2JVCZH4Oju/HKgRIaWn/C4QXAd",
-	"BidaTVMZP/gZvDxBrImkqdEZ0xVrNZUzmEoSa8UnMSiSvuZbu0LDo45PnzDtj4zR5iEJP1YFaDdHA0hb",
-	"MxGPtbmQSYLqoTno9CWq7ywY0ohEowWlHYg01UuvBXqBhvdnOl9o95i05SHJfKHB5vG8vGwm47XWz4SZ",
-	"4dfSmQudFCRWKRFB4iQUy5RFQ+Il4hgXzjKpvymRuzkqR4ThQzPuAoVB4285ZO1WkKtLpZcKtEICrpZB",
-	"efPmTf+4Re1N5Ix+5gVvsQbX/txXQqbiIn3wW7JOGyxhm6VZ2SUakAqczDwkuBo8vrMwFTLNDb7LdIJ0",
-	"q1GCqoiOwJAJAUE2BCK2J302KNGZKm3H4EytcrA1atMhytHDloEqGWbzxUIbh8lzTKR4XSwenHOVXBPX",
-	"ovZutEs0YMNaLkU7HaczbaSbZ15QpiJPXTAJbCoTqWbvUj0L1nf5h16CaHA7V85CzyLyjbx6dPzL80ff",
-	"WRDVwuBIgHYGELUWjSaAH0TsQhAOMm0dROweRHTFQhVniuytuRIp6CmJOSylSvQyBOuEQ5gZvbSwlG7O",
-	"u/Lc1g5+cDThl1ZkxJZcJX7CRekr8EpnqieVdYIO0TgR4DREBq1Oczp0RNSzAr67yONLdNEE/n7y6jgE",
-	"ARe5sY6IrA5gcCrTlAwx4UhD+pnqiQudO9iF//0fTzHL8xxhqWkNP4y2msoPmDSHwIWO532RypnCpBxm",
-	"QVhAdaWLhdEfimHtYJU30rWbiI22lmimgwpT7HjhR0Wuztu1S1/lZRAGbQYEYdAmMjgP1xEkDE7mGF+2",
-	"PCORJJK4KdJTQybJSbTBZCpSi2GwaD0ihbHuNj04oTHXYXCJxW1Dn2JBIxe1W7tVv3jUC5Fh4F2997k0",
-	"hPpvqwX8ns2R9cU/MXb1ke2nnVk4ncl4RQ3LceueLypwJseQdHxOwQF7R7E2LLwqRWsBr9AUEBM99Lr2",
-	"e4Oa6gutUxSKyOZhTIR0mNlbOd++2OswyMSHJ37eeDQKg0yq6s96M2GMKG7ws9x3Gye9n31fVpLv4w31",
-	"Ku8etbiyFLexJcFYWqnV3TnzSzkjuK7X6z55RWF7k042lIpQi8R4XRx+U9JZwiu7QJUMYAQLxEsLveVc",
-	"OBBAqtQfV2dmgzpDd1TLTiU4HI1RCCGcj3Z+2A/4an0gdDga/Tg+PNw92P9xf3R4OA63xkhhUHPiC93c",
-	"cR24HYOdi0QvKwsk0qUoyqu0R0CGKPIj3lFsh0m06XZnRiRde21xQLY7HhGTH9VitRKEdlNRotcN8Eyr",
-	"pMAnXcm460ruD39hUCcgbnLJC551Mk2h9hNri8ZmoXS8mAuVnHeL2VZZMmjRveO13mX2JiXPZZrK1bSI",
-	"h79cSQdKL9eomgsLKU4dSPdJ1DhTbKFmBEtC6FKSj3ycuJQWIbtJJ7OGVLQjRXF/0lbEflv6xmcGKkVi",
-	"2SXJ9vAwF1cIfo0VAT6iZNNtqLkR51ZsZyXfbQG7cc83WN0FkL/kPrTtQAxIync+9hQWovHBaJTZKIRo",
-	"b8Q/DjL6dzzfG2URxVbRj0l01LhYBmEMjK57Y0hEwWki/CCyBYVEwQ8jonIhnENDW/537+2of3j+fS+z",
-	"f9g/sj/mfyQ7O9//Lehwjh5T4qXOW6yCYIJOyLQTFjhf032z/IpOyfmTVKJysDTaIUg3gegSCzqqN7lv",
-	"d88HJHX0xLutPrKE9znpzUIYkaFDM7hJ+toFe4LCiuauK/oHitTN72kIrBMu598q71RfdnqZDNTtcRlm",
-	"2hQscdbNDNrg/LZDlJt1Ef8UO/KgLxfifY7w2+vH/f8IYUzycTDehYvCoYUeBySoZm5eefmsbPw2BFRT",
-	"bWJM4KJo5Rt2VgUrt2gm+7se7Z/xWsHkYLzLAFD9Pe7gRpO5vZfRbcWA22xDEyySKLYsX5v/FHkHodf8",
-	"zhv7E0ybInN1T8NWBXe3+nQVwtQA29LMliW3OjdxV77F5zIjD70SPaxsymY20ZifRpxcyE4+lqHXPcj3",
-	"M0qrtdm2jEejrrz3qs4wyxscr6PEZo+wJVhr4lJzsmZbl+75G3sm7x1KVZy+s9/ud7rVa6/X3Uzti1IS",
-	"G13mAsmqmXgr+r+ToSh/vhv0zz+Owh/2rjtNhV/41wXGX0Wvm6RQqdlfU9E/V23XQ+ubanxfrVoTkTV9",
-	"6BSUMoF3AylePT6Bw/2DH+s6jTeq7HTc2UPggkSHW/pSIaCibOgCTVUWquo/4d3UpOW03FCVMPB5NA+B",
-	"HWa6suf13R8cHq6CTteFO+nS7hVdmVythSs38lZ3hd9Wq4abDT9RjHFupCt+pcN7tvtUPKXXu9xNzo/5",
-	"FCOXYryvFUGPf4Y+BLchUDFBG/k7hnCJhU9D7rDzSY61iqDH0QuH502NlMWU928OSdVVnweWaqpv0mTT",
-	"XMZYxq6Wc5HsyUutJpCJgvd/6jMHPgo58UVk66pA4ZTip/+EJw4uEReWig+cuIUyPQipnpFEnaleVRm+",
-	"xGIHNBcnwCAnoKHnvTIfVvNhq2SkKkDl2QUayqGWwy1FJnR/cOp9uF//69ngTJ0pn7+pQkmIhTGyrGSW",
-	"OXla5Y71Z+hFdcW770GW/OH6WbRzpoRKQh/P+YAoXK0ikF+3XKlENzlkylT44jIn4BRok0glTAG7o1GV",
-	"T9AKouHVeOhFhfdrPbDREbCPwI9quYmgl4kEYaoNQcUHiXanvuT93UPPKsYB9jU24Qr0ok3liGiHzmUR",
-	"IhK1iE5gOY/P6HEpVTI5UxFx106GQy9ngwSvqkXskPGFF46gtz8a7YQQDQaDYV2oXn2cr9bY+OV4JzxT",
-	"/HZa1Vb5+V41SWnXnxLD+fF+9TguS9n89LB6SoWRvtO6zxU/ejfeqzfIm8pNP6PSTd+fu7c/PqgWIBnq",
-	"sxB5+nbrpblWoUQaQe9gNKoXZWHv500Vjd+vUE9uYFE+9sn4VMZYZjy9VxscL0Q8x/7uYBSEQW7SUvGJ",
-	"8cvlciD49UCb2bCca4fPnpw8evHrI57TgGiJB0EYXKHxyblgPBj5MXqBijzNSbA3GA32vMMyZ9ijelfq",
-	"5r/T7zNki16XlJ8kVBEq3681RuyORluqX/erevktOmvxqbzCgc/olca9e6matmFpwlogH0zenoeBzbNM",
-	"mKJKlRgdo7VA67MNdmJmORKtDm+Dc1pkmKEzMrYb+fO8fH8rfxx+cMNFKuQaZ25UZ9eZUO5QJbpOjc7Q",
-	"zTG3QEuCt5FfmkmtXUoObOVSKWGDQmTpRla99IPY272XOFWrNkxbExMFtPbx6RPYG4wg0XGeoWpnZWvb",
-	"31lXrSZXE33gXobx0sJFLtPkS3P4Na28Quom5jKQbNbQV/71V1FQ3ps5czDae9jmCQem3vwLo4MvEFRW",
-	"l3uUnAVPFZnLODfmtktrG/XW1a2eYne0X2aUy7RrSDa+qX03ZqnygdadFCJO1MafGwRaLs0AXs/xTLW8",
-	"NxCVO+iMuMK0QhWfHPQg5I3VqpAd12cJgzqFSCf/GBCgBTw/qLI1TUa4cdC5rHnXi1+p03ZvcYmfvj4X",
-	"jTctTNwJ7rqSr1Rfn9/Qvv0tda61ppR2n+jWlpR6YLuhs3+6tfZzY3I5nHVqfzTaNK/RmVYPJE8Z3z5l",
-	"vauK5+3dPq/ps+MZ+7fPqDveaMLu4UNC0C9exVYv84T9uROtnNFphwj4gmakdJ9BJjoCwSqf5dZxMfIC",
-	"IaY1kjt39D6s2ISf00R1cBchaLemfSK212h+XBbHW+EU9NRMqg8cqr8ry18hvDYCp/ISHmuzFCYhuNtp",
-	"43urlF/BO6/sU5K2A9sJGWDE8SGX7X3DUtXsZmFrDT9knO7oAWlFnv6RPVPlMHrFyC4u9BWulrLL9iGh",
-	"QFECol2LrHpwBTRhnW999UFclzXgDo4SfdG6n3VSfDFnY7UD5fp6HeOv/0RHp+nx6HYUKykIG+5pQ9f0",
-	"/wPSP0s3vzFbML7DFnWfMk84uMtZOppAvwaukaAmWKbh+D6gSWc1zqSHCPZeCRnuAmh2M6K9Ibc08r1s",
-	"E25Tiz6hTS0Eq0GAQYrIMKnp98CUGCGVPVOEXr4Ln6HLDuApFj7ller4EhNyXOn43KpI+Tc0vHKsVeme",
-	"Q5anTvb9qQj7yLwmKBJaYAB0Gp27M1WeKAoBRTxvCE6YxwloxQzUSxXyprQVYy0PpFQrOY5NO2rVu6QS",
-	"drjdkvJnm0D0uVDFnwmk9ish6VqPXweeruZ7mbWVKHgWB3+B0r8kKFlSZJGWNREQDrSKMQS98LXNlPr6",
-	"0tJwsuOyHZbaFd/OBAhVkU+rQX+iTLdq1ts+eJJoBw8riA9+0153q7TCxi+76hfHp08InI3zSTXCy/al",
-	"N7X39TsffqSx194Wpejw5u3/ws9Pm4TDbWG4n5B8i/gyOrx9Qv0x4NeBCOI9Vcwo31p+MgZPnCVTab8r",
-	"vwAh42v0YoHlVx3SbZCWsBsQ/o5ukzx8aTTY/unjNyhjDy4yL1XDzQ1C0JWQpApXk9PjH18kG3keBou8",
-	"wzmuDNAGNFxpC5ujQV+/HMDJXFA+Yuar79I6+n0tbtemam/mQv2ZkrXCzKV12hSTJiDN+a11omg8cp/0",
-	"zZWrWwCIQIVLv0GXd3qat3Xoy3unrc6nB3ZN76K43AtNHQsiLi3F7mj88BTEBsW/iKm6p+X5xl3hE744",
-	"UtxSiNZM3n2cnyFp+vDjJRZb/aBXaNE9xbv5QDz4L+v0+RfNjGQ0vcTiiBMFiqryPjlgESmxOs3T1P8v",
-	"H+2Lp2vd6sN0XubDJTsvkSwQe2R/Vay+EXFdu1d2r3XuyFexeUauB3/iUHfhbapP7HQK8kP6YeHHbpEN",
-	"YYEmRuX6qGJNzk9PQDT0H5/TAP4vBP5993HEZ+ig8fMLy+drDQar3aVvz8mJ9N+GeEb5xq9hcH1eM7Xu",
-	"EGsSItdh/bC2Ga1nfAutv1sdCdfn1/83AA==",
+	"7Hzrchs38u+rdM3ZrZC1Q4qSpewRVamU4tiJTxxHazvlD6aOB5xpklgNARrAiJ649Bzngc6L/asbmAup",
+	"oS6OI++m4g/WaAaXRqPRl1839DFK9XKlFSpno/HHaIEiQ8OPL4XD53IpHf2SoU2NXDmpVTSOXi8QDC6F",
+	"VFLN4X2hnQChMrCYapVZKJSTOUgH0sJ6oXMEMRdSxYDD+RCSSZTruVST6MR88+jEfXN4kAyjOLLpApeC",
+	"ZnPlCqNxZJ2Rah5dXcUNMWc6l2nZTdKKv12f5f03Ryfrb74eJdDLjJi5gUQ3GyycW4mVHBjhMKehB2Hx",
+	"g/1R/1Z60JnydObQXCflDa+44kXP6EJlmEGx6gfGuIW0YPB9gdZBqos8gymCyJbSOcyG8IvKS9AKMlRS",
+	"5HaTlqVUclkso/EoruiSyuEcTXRFlBm0K60s8h5+J7KXfh76LdXKoeJHsVrlMhVE8d7K6GmOy3/82xL5",
+	"H1tz/c3gLBpH/2uvEZI9/9XunfleftIu8fDLkxaWIp9ps8QMtAEBM4l5Ru+luhS5zE7A0d754UCJJVp+",
+	"w+2G0VUcPdZqlsv0wdfg5QlSTSTNjF4yXalWMzmHmSSxVrwSgyIbaN61SzTc6vTsGdP+xBhtHpLwU1WC",
+	"dgs0gDQ1E/FUm6nMMlQPzUGnL1B9ZcHQicg0WlDagchzvfanQK/Q8PxM5wvtntJpeUgyX2iwRboIm81k",
+	"vNb6uTBz/FJnZqqzksQqJyJInIRimbJoSLxEmuLKWSb1VyUKt0DliDB8aMZNURg0fpdjPt0KCnWh9FqB",
+	"VkiKq2VQ3rx5MzhtUXtdcybf8YC3WIMrv+5LIXMxzR98l6zTBoPaZmlWdk27ojKvyFiOvrIwEzIvDL5b",
+	"6gxpN5MMVZmcgCHTAYJsByRsRwZsSJLKZAwniubJ0AmZtxRiKgqLY3A1DZncoEAqcHKJMbdY4lKbMjSU",
+	"FmZFnoOeQS4vES6wtLRfE9UMRuRiBr2WoOV6DgthQTrrlckJKA2VgWlRxiN8ZUFkmUFr+8OJ2tz61jJ3",
+	"cT+03mtZ1rDTtlittHGY/YyZFK/L1YNveXUgidlJezaaJRmyRxCGoplO87k20i2WXsJnoshdNI5sLjOp",
+	"5u9yPY+2Z/lRr0E0BqdQzkLPIjJ7Xz45/f7nJ8TfamBwJPn9ISStQZMx4AeRuhiEg6W2DhL2axKSDKHK",
+	"iZLKobkULAhaIaylyvQ6BuuEQ5gbvbawlm7Bs3Lf1gy+cRIEUCyJLYXKfIdpcHJ4pInqSWWdoEU03g84",
+	"DYlBq/OCFp0Q9aw53k2L9AJdMoYfHr88jUHAtDDWEZHVAgzOZE7iyfa1IX2iemKqCwcH8P//n6eYj8EC",
+	"Ya1pDN+MpprJD5g1i8CVThcDkcu5wiw0syAsoLrU5croD+Ve7RmGHemaTaRGW0s000KFKYPwoyIf7e3W",
+	"pm/yMoqjNgOiOGoTGZ3H26ovjh4vML1ouXQiyyRxU+Rnhmypk2ij8UzkFuNo1XpFB8a6287BY2pzFUcX",
+	"WN7W9CcsqeWq9sdvPF/c6oVYYuR91PeFNGSu3lYD+DmbJevpvzF19ZLtp61ZOL2U6cYxDO22XXZU4EyB",
+	"MZ3xBUU17Nal2rDwqhytBbxEU0JK9NDn2mGPaqqnWucoFJHNzZgI6XBpb+V8e2Ov4mgpPjzz/fZHozha",
+	"SlX9Wk8mjBHlNX6GeW/ipNff92UlOW3ew9jk3ZMWV9biNrZkmEortbo7Z74PPaKrerzulVcUtifpZEM4",
+	"CLVI7G+Lw6+KTJ7TYFeosiGMYIV4YaG3XggHAugoDfarNbMnMEd3UstOJTgcRlLsI5wP074+jHhrfQR3",
+	"PBr9c//4+ODo8J+Ho+Pj/fjG4C6Oak58pp07rSPOU7ALkel1ZYFEvhZl2Ep7AhYREt/iHQWlmCW7dndu",
+	"RNY11yd7TgmTn9RitRE9d1MRtNc15ZlXaMYnbcl+15bcX/3FUY2cXOeSFzzrZJ5D7eDWFo3NQvAcmQuV",
+	"nHeL2Y2yZNCie8djvVva65T8LPNcbuI5Xv0VSjpQer1FFfmJOc4cSPdJ1DhT3kDNCNakoYMkn/gAdy0t",
+	"wvI6ncwaOqId2Mr9SdsQ+5twJw9pVAeJZZck26uHhbhE8GNsCPAJSHer1typ5zZsZyXfbQG7ts/XWN2l",
+	"IL8vfEy+C9pSxXKKpuUqFiy2SZbEkCzovyX9Z/mJ/udA1jqYSWNdDCjSRe2japXiGJL9o9GI2yaPRjaJ",
+	"Jyo54kH2F49G/iHbP1gkQ3ihYWZESgRZ6CX7w6NF0o/ByrmyMdiVSNGCNoGmKebsWbfEhDqN+F9hk34I",
+	"tkLEsxLGovVudF76nZobsVwKAz3eTSMdWsgCh3jHpeufNB6kQdgHNh6P9iETpQ3+4AexXFGwGn09sl7o",
+	"nqOau0U0PoijlXAODXH4//bejgbH5//I+t+Gp0X9tKyfbPPO9r/9W9ThKT4l+KxGnzYtgg8tO3Uko27d",
+	"Ys6fQIRgNJeoHKyNdgjSjSG5wJL2yfsfbw/Oh3QE6Y334T0+AO8LUiIrYcQSHZrhddK3pN0TFFc0d8nr",
+	"jyhyt7inVeRoukvCy50Rduy1UMLf3lknXGETDu2LBo5Ihi3vn+JxXbBnX+Q5/eAou9O19+N1gCKVUU2g",
+	"pwMynOwR5Fj+lvQ38IAaYGNyT7yDYsk3oVbSbFjWNp36ImoZ727qtGF2VV08wMBKyLq5Qbu727tdS3uz",
+	"QEYqmyV4yislScE8Qq+9YNapCaEFuVv8tse9kn57LfVORHHU2pfo/DZJC1R2SdhP2JFy+GUl3hcIv75+",
+	"OvjfMezTkT/aP4Bp6dB6HCXnE17Fpaws+GsMqGbapJjBtGxBe/3hhqYoLJrx4YH3TyptcbR/sKE99ju4",
+	"3iRJ7uUmtlCLm7yZBt64iqO2RLXFg8CuKPa2qlMy/gBnTIkl3tcVq+CIW6OQyibWLkFLfbZ8T6sLk3ZB",
+	"mz5tkHhnQaK3FLsSB400+27EyZXs5GMAC+5Bvu8R/Kzd3hAZyY4U0+aZYZY3nkeNazRzxC3B2hKXmpM1",
+	"27rOnt+x5/LewX/F6TtHmn6mW+PMetzd1L4IkticZc5FRhuW/q0Y/EY2PPx8NxycfxzFXz+66rTnfuBX",
+	"K0y/yLluYMxwsr/kQf+9x3YbDLp+jO97qrZEZOs8dApKgJyvaYqXTx/D8eHRP+uUqPd8OA18ZzeO4foO",
+	"i/uLQkBFCYgVmioDW6Va47sdk5Znee2oxJFHfr0KvMHHqff+6Ph4U+l0bbiTLu8e0YV0QC1chZG3+pT8",
+	"tRo13m34iWJMCyNd+YoW79nus16UyeqAVHwyzIdGnPX0DnECPf4ZB58sBsrbaSN/w5jSMR4474M2kFAo",
+	"qBLocbzNgFJTjsBiyvM3i1w4t/KZC6lm+jpNNi9kWrlWltFzjj2lVmNYipLn/8ljXT5ufuzrNayrQtsz",
+	"ivi/hWcOLhBXFoTyMRIEQJtTRSs0E9WrijAusOyD5jwgGOSUCfTaWSlebAWfqzJElYT6h+aWYmnaPzjz",
+	"Luarfz0fTtREecSxAj8gFcbIkIkKWSQa5Y6lHtBL6uKSgVeyFLTU75L+RAmVBd/fh/DxVuJOqlDmUgER",
+	"TdaDsDVfx8GQsQJtMqmEKeFgNAp74j36y/09Lyo8X+uFTU6AfQR+VctNAr2lyBBm2pCq+CDR9utNPjw4",
+	"9qxiPcC+xi69Ar1kVwIt6dO6LEJCosahjuXME2uPC6my8UQlxF073tvzcjbM8LIaxO6xfuGBE+gdjkb9",
+	"GJLhcLhX14Rsvi4209n8cb9PaAB9nVVlDPz+UdVJaTeYEcP59WE9BbqFzgb0NSAm/P0o9oczOaWXSdU6",
+	"DTUmyUT1DkfH1WvK/A2c1gOGMGiA/UcNsXVmcrCk1OTAc6l3uH9UtSGJG7DI+ekPjuvVcDJOiTyB3lHD",
+	"AT4ag3Y8SZ831sqRUHjNm8wYlHALn7OwOr+kwAJnPqDyKgQwtzgG4Rsq7SCX1mEGC/QJ4sPRIaXewltu",
+	"xXwSyleTeHZO1OHoaIOB0BO51ZD8+OT0e9gUUEJlFGke4I/Lwjqe2WsawRBNfwj/59UvLyjFWjnFpLRT",
+	"N56oqpRgiYw3xSHjLFVNVCosxpAVXnyxaunrcoJx4/iMB26EsToDloaUau4T4WwGY+7ssc6pCLaR9Imo",
+	"08AG/a6D8PDVEP7FqIa3NtYvdBrmo6OSonIDVKkmXenxoFymGJIwPmyJTlciXeDgYDiiwNXkQbPTyVqv",
+	"10PBn4fazPdCX7v3/NnjJy9ePeE+jZUMCj+Ko0s0Pl8Q7Q9Hvo1eoaJQYhw9Go6Gj7xHumC7VgXV9DxH",
+	"dtnq8pxnGSWpw/etIrOD0eiGhPz9EvF+is66JqpcGPokQ/DeuoeqadsLPkrLikfjt+dxZAsC9MoKvTU6",
+	"RWu5MoKdLCfmlkGRavE2OqdBNkGHFpc2CSW9zrZiG9WwJ3A0egS95PoZ7zdYKuNS0EsCdES2iLCjhF0D",
+	"Dx8lfZDKi2woEuH5pKsRoCE81QaWWkmnSSY9+GZBhMPFgadUtOyAsXCKp0aVGGatGDlROys9xtBRLtJu",
+	"R8fX16Gx1G/K0ytqFHb8i8jU6+0dYvk6Gj36MjVFW/jd5xb2XWib5XROj50cciYabyvm0h+/BlJ8aWEM",
+	"Kte/8ZQskUTM7tQiP4fvt+64ww9ub5ULucXna/Vg2xwNM1QZqjOjyXhhYYGGBB8qfG7utmYJHLiRS0EP",
+	"D0uxzHey6hffiIP+ex2QatSGadtFokBjn549g0fDEWQ6LZao2unUOgTqlNeqc9XRq4CAZkoL00Lm2efm",
+	"8GsaeYPUXcz1auwTNDQrZwoGx6AvSA1SU6c1rBcyx91Qe6tfjdb3J0rOahybTQxpR4sdEwdHSTqwTnjX",
+	"QmVA3k9VdeLDqjE1IQe5Jpi/TpQvRQj+SAUq1wn1pI3mJOTws+s2bpLq3qOraB9zLUxyEmoWx2y3qMlE",
+	"bQQ+fYqKZLrwdf6CSatyDJwB9Q7dTJshPJuFlVTBIGeLqcMrNJcUoGYFB3vCc2aidOHEHONN6sc+CZyE",
+	"vKpCrohdrfJyGKxr4yL3b902obKJurZFflDeKOk2d4i3Z1CsQp2k14wUQ08RpriQKmsdALa6AdOdqAb4",
+	"VdlmOqbFquDy9rlrTS29qwaqAeQh0El0tGEDPZuNQUxUxdu0cKBnMxC5VuhL1wNbWaOvEE1VZmA4G2ud",
+	"KGuFWW0IEVrJ2bScqE0xOgmuw3YyBqSyDkUGToMTF+jLq0W977pw0AuywmiDngEuV66kzXcLnKhqfnL0",
+	"Q+Eqi8KmW7K7/rTL13jpVcIXcTN47hNIqoyhJV6vd1rjXkK6hwSA9r7X5P/6X8I9eaG9t1ieQMvhDEso",
+	"/ygfRUCuRQZTkQuV0ulb8HG3qLJNleoRkhutQTsmvcEmHIYak6ASY8JQGre8CeQrjGkbBOLTUoMrHCu2",
+	"ICM+rRPVQse4Ax8AZ8Ql5tXpe9+KJbsk+bReSxzVeXRa+cdI0kq4f1Rlw5oakQYA5ULHu0rGRuVm9xQX",
+	"+OnjcxnproGJO9FdR/K1q1fn14744Q2Vb1tl6u0rbzcWqdcN23fTBmc3VoNd6xya86E7HI129WvOT+s6",
+	"F3fZv73L9gUR7vfo9n7NlSHucXh7j/ryDnU4OH5IHfW9P2Kbm/mY4ZTHWjmj8w4R8CWOidIDb7dOQPCR",
+	"r2GqKQXj6cIPfKfLiQ8rNvHvuVZxdBchaN+y+UQ9X2v201Au24KroafmUn3gVMi7UBAXw2sjcCYvCMFY",
+	"C5ORutsIOFvFvZV655F9ytd26HbSDDBi/J0LeT1qUd2asXBjVa/HAzuqwlvIvn9lJyo0o080GoipvsRN",
+	"XzxcKBAquJmt6sTqOqFoI5WMnniQvMsacE130L5o3Xc6Kz+bR7NZk351ta3jr/5Ab6qp+u6OQCspiBvu",
+	"eYfpP0Ol/66z+SezBft3mKK+cskdju6ylo5rYV9Cr5GgZhjSnLwf0KQLG2fSqwiOvkgz3EWh2d0a7Q2H",
+	"6/52SwjWP+HiSgxWc2BGUA9mNf1eMWVGSGU9zOyzLay67BB+wtJHq7lOLzAD6bO8fHkJaGLDI6daBcAQ",
+	"lkXu5MCvinSf0g4yFBkNMARajS7cRIUVJaFEuCY4Yx5noBUzUK9VzJPSVKxruSGF4eQ4NhfUqtsMhKVg",
+	"CW5N+cldSvRnoco/UpHaL6RJt279dOjTzXw6s7YSBc/i6C+l9F+plCwdZJFXdcABHoxBr3ztWE43ffJg",
+	"ONlxuVkttSvqOgFrqtI7qxr9gTLdqgm86W83EEr2sIL44Dv9pIUOx7v/SEX94fTsGSlnxpinXl+2N72p",
+	"bdze872P1PbK26IcHV7f/e/5/VkDONwWhvsO2Z9Rv4yOb+9Q/12TL6MiiPcgVAMql0N45iyZSvtVuBNO",
+	"xtfo1apKEUi3Q1riboXwA7pd8vC5tcHNf8XlTyhjDy4yv6iGmzuEoAuQpAKTBtPjH58FjTyPo1XR4RxX",
+	"BmiHNtwou+fqJy74GsLjhSA8Yu6rG6V19LwVt2tTXXjkQsiJkvWBWUjrtClbSTV/BY1SK41H7kHfQrm6",
+	"xJIIVLj2E3R5p2dF+wx9fu+0VVn+wK7pXQ4u346k3JFIg6U4GO0/PAWpQfFfYqruaXn+5K7wY944OrhB",
+	"iLZM3n2cnz066Td5QC/RovsJy+/Kf4VMxu1OEPf5yzz9/p1mRrI6vcAyrh4602qtTectvcl/uWk7Hw7v",
+	"vEAyQuyU/ZW0+pMI7Na+soetCwepVrZYctnmfYX4If2v+GO3nMad1MLrCpUTFpJdynXv4wWWV4kvRKQX",
+	"4Cg5EyDDkCgXdqJCIbvF+RIVXT8fhqvBQ3rgUh9XfQ2DvPnx9PWbH+DXl8/9PX8qtZgavbaczH+hMyoh",
+	"maFLF30wuKTMDV6imiiGcjfKuJHvwSd/P3iSDOExX4W34apEM3y4K8OtoPeD/sr2GaMsbEgJ0QKoGNE7",
+	"fX9MZv38BkvmmX0Xe/aXIftihuyEIW9Fhase5raItqqL4j+9e19r9pcZ+8uMPagZ88WS9X29XZn2/n+w",
+	"RdvW/j0ByZ7/w4rePrOef5qcVMfWXrdI3hDwq78fPKFfuMqzoBsWOw3itxdYflPfpOowYQTPsZ2Cira2",
+	"5eu3bMsm1z6Hadks5Nu8Gfv2nAAafzXEb52/07QXXZ3X21xffmqSDVdx/bLiR/sdy0Xr91a139X51f8M",
+	"AA==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

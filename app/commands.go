@@ -14,12 +14,13 @@ import (
 const usage = `sluice: exact rate-limit decisions over HTTP.
 
 Usage:
-  sluice serve [-config FILE]            serve the HTTP API (SLUICE_CONFIG names the file too)
-  sluice config check FILE               validate a config file (and SLUICE_* overrides), then exit
-  sluice migrate up|status [-config FILE] apply or list the Postgres migrations
-  sluice version                         print the version
+  sluice serve [-config FILE]              serve the HTTP API (SLUICE_CONFIG names the file too)
+  sluice config check [FILE | -config FILE] validate a config file (and SLUICE_* variables), then exit
+  sluice migrate up|status [-config FILE]  apply or list the Postgres migrations
+  sluice version                           print the version
 
-Settings: a YAML file plus SLUICE_* environment overrides; see README.md.
+Flags may come before or after a command's words (sluice migrate status -config FILE).
+Settings: a YAML file plus SLUICE_* environment variables; see README.md.
 `
 
 // Main runs the command line and returns the process exit code.
@@ -58,61 +59,98 @@ type usageError string
 
 func (e usageError) Error() string { return string(e) }
 
-// configPath parses -config, defaulting to SLUICE_CONFIG.
-func configPath(name string, args []string) (string, []string, error) {
+// commandArgs parses a command's -config flag wherever it appears among the command's words ("migrate status
+// -config F" and "migrate -config F status" are the same), defaulting to SLUICE_CONFIG. It returns the path and
+// the other words, in order; after "--" every argument is a word.
+func commandArgs(name string, args []string) (string, []string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	path := fs.String("config", os.Getenv("SLUICE_CONFIG"), "config file (default $SLUICE_CONFIG)")
-	if err := fs.Parse(args); err != nil {
-		return "", nil, usageError(fmt.Sprintf("%s: %v", name, err))
+	path := fs.String("config", os.Getenv(configVariable), "config file (default $SLUICE_CONFIG)")
+	var words []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return "", nil, usageError(fmt.Sprintf("%s: %v", name, err))
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return *path, words, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return *path, append(words, rest...), nil
+		}
+		words, args = append(words, rest[0]), rest[1:]
 	}
-	return *path, fs.Args(), nil
 }
 
+// loadFor runs Load on the process environment.
+func loadFor(path string) (Config, []string, error) { return Load(path, os.Environ()) }
+
 func serveCommand(args []string, stderr io.Writer, build Build) error {
-	path, rest, err := configPath("serve", args)
+	path, rest, err := commandArgs("serve", args)
 	if err != nil {
 		return err
 	}
 	if len(rest) > 0 {
 		return usageError("serve takes no arguments, got " + fmt.Sprint(rest))
 	}
-	cfg, err := Load(path, OSEnv)
+	cfg, warnings, err := loadFor(path)
 	if err != nil {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	for _, w := range warnings {
+		log.Warn("configuration: " + w)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return Run(ctx, cfg, build, log, nil)
 }
 
+// configCommand is `sluice config check`: it validates and prints warnings (which do not fail it).
 func configCommand(args []string, stdout io.Writer) error {
-	if len(args) != 2 || args[0] != "check" {
-		return usageError("usage: sluice config check FILE")
-	}
-	cfg, err := Load(args[1], OSEnv)
+	const use = "usage: sluice config check [FILE | -config FILE]"
+	flagPath, rest, err := commandArgs("config", args)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok (store %s, %d policies, %d tokens, listen %s)\n", args[1], cfg.Store, len(cfg.Policies), len(cfg.Tokens), cfg.Listen)
+	if len(rest) == 0 || rest[0] != "check" || len(rest) > 2 {
+		return usageError(use)
+	}
+	path := flagPath
+	if len(rest) == 2 {
+		if explicit := flagPath != "" && flagPath != os.Getenv(configVariable); explicit && flagPath != rest[1] {
+			return usageError(use + ": name the file once")
+		}
+		path = rest[1]
+	}
+	if path == "" {
+		return usageError(use + " (or set SLUICE_CONFIG)")
+	}
+	cfg, warnings, err := loadFor(path)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(stdout, "warning:", w)
+	}
+	fmt.Fprintf(stdout, "%s: ok (store %s, %d policies, %d tokens, listen %s)\n", path, cfg.Store, len(cfg.Policies), len(cfg.Tokens), cfg.Listen)
 	return nil
 }
 
 func migrate(args []string, stdout io.Writer) error {
-	path, rest, err := configPath("migrate", args)
+	path, rest, err := commandArgs("migrate", args)
 	if err != nil {
 		return err
 	}
 	if len(rest) != 1 || (rest[0] != "up" && rest[0] != "status") {
 		return usageError("usage: sluice migrate up|status [-config FILE]")
 	}
-	cfg, err := Load(path, OSEnv)
+	cfg, _, err := loadFor(path)
 	if err != nil {
 		return err
 	}
 	if cfg.Postgres.URL == "" {
-		return usageError("migrate needs postgres.url (SLUICE_DATABASE_URL)")
+		return usageError("migrate needs postgres.url (SLUICE_POSTGRES_URL, or its older name SLUICE_DATABASE_URL)")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -4,81 +4,102 @@ import (
 	"time"
 )
 
-// Config is sluice's whole configuration: one YAML file (SLUICE_CONFIG) with SLUICE_* environment overrides for
-// the settings an operator sets per deployment. The YAML names below are part of the contract: the Helm chart,
-// the README and docs/operator.md use them. Unknown YAML keys are errors, so a typo never falls back to a default.
+// Config is sluice's whole configuration: one YAML file (SLUICE_CONFIG) with SLUICE_* environment overrides. The
+// YAML names below are part of the contract: the Helm chart, the README and docs/operator.md use them. Unknown
+// YAML keys and unknown SLUICE_* variables are errors, so a typo never falls back to a default.
+//
+// The struct tags are the one table of settings; load.go and settings.go derive everything else from them:
+//   - yaml:"name" names the setting in the file; its path is the chain of names ("postgres.janitor_interval").
+//   - Every setting that is not inside a list (tokens, policies) can also be set by an environment variable
+//     named after its path: SLUICE_ + the path upper-cased, dots as underscores (SLUICE_POSTGRES_JANITOR_INTERVAL).
+//   - alias:"NAME[,NAME]" keeps older variable names working (alias:"SLUICE_DATABASE_URL" on postgres.url);
+//     setting a name and its alias to different values is an error.
+//   - range:"MIN..MAX" (either side may be empty) bounds an integer or a duration; oneof:"a b c" lists a string's
+//     valid values; signed:"true" lets a duration be negative; secret:"true" keeps a value out of every message.
+//
+// The same parser reads a value from YAML and from the environment, and the same checks run on it, so a message
+// names the setting as the user wrote it (a YAML path with its line, or a variable) with its valid values.
+// Adding a setting is one field with these tags (and its default in Defaults, and a line in the README table);
+// checks that involve two settings, or the domain, go in validate (load.go). Supported field types: string,
+// bool, the integer types, float64, Duration, []string (a YAML list, or a comma-separated variable), a nested
+// struct of settings, and a slice of structs (YAML only).
 type Config struct {
-	// Listen is host:port for the HTTP API (SLUICE_LISTEN). Without tokens it must be a loopback address.
+	// Listen is host:port for the HTTP API. Without tokens it must be a loopback address.
 	Listen string `yaml:"listen"`
-	// Store selects the BucketStore adapter (SLUICE_STORE): "memory" (one replica) or "postgres" (any number).
-	Store    string         `yaml:"store"`
+	// Store selects the BucketStore adapter: "memory" (one replica) or "postgres" (any number).
+	Store    string         `yaml:"store" oneof:"memory postgres"`
 	Memory   MemoryConfig   `yaml:"memory"`
 	Postgres PostgresConfig `yaml:"postgres"`
 	Log      LogConfig      `yaml:"log"`
 	HTTP     HTTPConfig     `yaml:"http"`
-	// Tokens are bearer tokens with roles. TokensFile (SLUICE_TOKENS_FILE) adds tokens from a YAML file holding a
-	// list of the same shape, for Kubernetes secrets.
+	// Tokens are bearer tokens with roles. TokensFile adds tokens from a YAML file holding a list of the same
+	// shape, for Kubernetes secrets.
 	Tokens     []TokenConfig `yaml:"tokens"`
 	TokensFile string        `yaml:"tokens_file"`
 	// Policies are read-only policies; policies created over the API live in the store.
 	Policies []PolicyConfig `yaml:"policies"`
-	// ClockOffset shifts this process's clock (SLUICE_CLOCK_OFFSET). Test-only: it exists so the multi-replica test
-	// can skew replicas and show that the Postgres store decides with the database clock.
-	ClockOffset Duration `yaml:"clock_offset"`
+	// ClockOffset shifts this process's clock. Test-only: it exists so the multi-replica test can skew replicas
+	// and show that the Postgres store decides with the database clock.
+	ClockOffset Duration `yaml:"clock_offset" signed:"true"`
 	// RLS is the Envoy Rate Limit Service front end (app/rls.go), off unless rls.listen is set.
 	RLS RLSConfig `yaml:"rls"`
 }
 
 // MemoryConfig configures the in-memory store.
 type MemoryConfig struct {
-	// MaxKeys bounds live (policy, key) pairs (SLUICE_MEMORY_MAX_KEYS). When full of live keys, a new key's check
-	// fails with a store error handled by the policy's failure_mode; a live key is never evicted.
-	MaxKeys int `yaml:"max_keys"`
+	// MaxKeys bounds live (policy, key) pairs. When full of live keys, a new key's check fails with a store error
+	// handled by the policy's failure_mode; a live key is never evicted.
+	MaxKeys int `yaml:"max_keys" range:"1.."`
 }
 
 // PostgresConfig configures the Postgres store.
 type PostgresConfig struct {
-	URL      string `yaml:"url"`       // SLUICE_DATABASE_URL
-	MaxConns int    `yaml:"max_conns"` // SLUICE_POSTGRES_MAX_CONNS
-	// Lanes (SLUICE_POSTGRES_LANES) is how many calls a replica keeps in flight for checks: the coalescer's
-	// lanes, each sending the checks that arrived meanwhile as one batch. 0 (the default) means
-	// min(DefaultLanes, max_conns). Fewer lanes make bigger batches (fewer round trips and commits per check);
-	// more lanes use more of a database with many cores.
+	// URL is a postgres:// URL or a key=value connection string, checked with pgx's parser at load time.
+	URL      string `yaml:"url" alias:"SLUICE_DATABASE_URL" secret:"true"`
+	MaxConns int    `yaml:"max_conns" range:"1..1000"`
+	// Lanes is how many calls a replica keeps in flight for checks: the coalescer's lanes, each sending the
+	// checks that arrived meanwhile as one batch. 0 (the default) means min(DefaultLanes, max_conns). Fewer lanes
+	// make bigger batches (fewer round trips and commits per check); more lanes use more of a database with many
+	// cores. Its bound depends on max_conns, so validate checks it.
 	Lanes            int      `yaml:"lanes"`
-	StatementTimeout Duration `yaml:"statement_timeout"` // SLUICE_POSTGRES_STATEMENT_TIMEOUT
-	JanitorInterval  Duration `yaml:"janitor_interval"`  // SLUICE_JANITOR_INTERVAL, default 5m, minimum 1m
-	MigrateOnStart   bool     `yaml:"migrate_on_start"`  // SLUICE_MIGRATE_ON_START
+	StatementTimeout Duration `yaml:"statement_timeout" range:"1ms..1m"`
+	JanitorInterval  Duration `yaml:"janitor_interval" range:"1m.." alias:"SLUICE_JANITOR_INTERVAL"`
+	MigrateOnStart   bool     `yaml:"migrate_on_start" alias:"SLUICE_MIGRATE_ON_START"`
 }
 
 // LogConfig configures log/slog output.
 type LogConfig struct {
-	Level  string `yaml:"level"`  // SLUICE_LOG_LEVEL: debug, info, warn, error
-	Format string `yaml:"format"` // SLUICE_LOG_FORMAT: text or json
+	Level  string `yaml:"level" oneof:"debug info warn error"`
+	Format string `yaml:"format" oneof:"text json"`
 }
 
 // HTTPConfig holds the server's limits and timeouts.
 type HTTPConfig struct {
-	MaxBodyBytes      int64    `yaml:"max_body_bytes"`      // SLUICE_HTTP_MAX_BODY_BYTES
-	ReadHeaderTimeout Duration `yaml:"read_header_timeout"` // SLUICE_HTTP_READ_HEADER_TIMEOUT
-	ReadTimeout       Duration `yaml:"read_timeout"`        // SLUICE_HTTP_READ_TIMEOUT
-	IdleTimeout       Duration `yaml:"idle_timeout"`        // SLUICE_HTTP_IDLE_TIMEOUT
-	// DrainTimeout bounds graceful shutdown after SIGTERM (SLUICE_DRAIN_TIMEOUT).
-	DrainTimeout Duration `yaml:"drain_timeout"`
+	MaxBodyBytes      int64    `yaml:"max_body_bytes" range:"1024..16777216"`
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout" range:"1ms..10m"`
+	ReadTimeout       Duration `yaml:"read_timeout" range:"1ms..10m"`
+	IdleTimeout       Duration `yaml:"idle_timeout" range:"1ms..10m"`
+	// DrainTimeout bounds graceful shutdown after SIGTERM.
+	DrainTimeout Duration `yaml:"drain_timeout" range:"1ms..10m" alias:"SLUICE_DRAIN_TIMEOUT"`
 }
 
 // TokenConfig is one bearer token. Role is "check" (check, checks, authorize, peek) or "admin" (everything).
+// Name labels the token in logs; the secret is never shown.
 type TokenConfig struct {
 	Name  string `yaml:"name"`
-	Token string `yaml:"token"`
-	Role  string `yaml:"role"`
+	Token string `yaml:"token" secret:"true"`
+	Role  string `yaml:"role" oneof:"check admin"`
 }
 
-// PolicyConfig is a policy as written in the config file.
+// PolicyConfig is a policy as written in the config file. domain.Policy's validation checks its values (the
+// valid algorithms are domain.Algorithms).
 type PolicyConfig struct {
-	Name        string   `yaml:"name"`
-	Limit       int64    `yaml:"limit"`
-	Window      Duration `yaml:"window"`
-	Algorithm   string   `yaml:"algorithm"`
+	Name      string   `yaml:"name"`
+	Limit     int64    `yaml:"limit"`
+	Window    Duration `yaml:"window"`
+	Algorithm string   `yaml:"algorithm"`
+	// Resolution is sliding_window's bucket width (default window/60); other algorithms have none.
+	Resolution  Duration `yaml:"resolution"`
 	FailureMode string   `yaml:"failure_mode"`
 	Shadow      bool     `yaml:"shadow"`
 }

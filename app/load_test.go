@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/domain"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -17,12 +19,17 @@ func writeFile(t *testing.T, name, content string) string {
 	return p
 }
 
-func envOf(kv map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) { v, ok := kv[k]; return v, ok }
+// envOf is an environment ("NAME=value" entries, as os.Environ gives them).
+func envOf(kv map[string]string) []string {
+	var env []string
+	for k, v := range kv {
+		env = append(env, k+"="+v)
+	}
+	return env
 }
 
 func TestSampleConfigIsValid(t *testing.T) {
-	cfg, err := Load("../config/sluice.yaml", envOf(nil))
+	cfg, _, err := Load("../config/sluice.yaml", envOf(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +42,7 @@ func TestSampleConfigIsValid(t *testing.T) {
 }
 
 func TestDefaultsWithoutAFile(t *testing.T) {
-	cfg, err := Load("", envOf(nil))
+	cfg, _, err := Load("", envOf(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +53,7 @@ func TestDefaultsWithoutAFile(t *testing.T) {
 
 func TestEnvOverrides(t *testing.T) {
 	tokens := writeFile(t, "tokens.yaml", "- {name: ci, token: 0123456789abcdef0123, role: admin}\n")
-	cfg, err := Load("", envOf(map[string]string{
+	cfg, _, err := Load("", envOf(map[string]string{
 		"SLUICE_LISTEN": "0.0.0.0:9090", "SLUICE_STORE": "postgres", "SLUICE_DATABASE_URL": "postgres://u@h/db",
 		"SLUICE_JANITOR_INTERVAL": "2m", "SLUICE_TOKENS_FILE": tokens, "SLUICE_LOG_FORMAT": "json",
 		"SLUICE_POSTGRES_STATEMENT_TIMEOUT": "100ms", "SLUICE_MIGRATE_ON_START": "false", "SLUICE_CLOCK_OFFSET": "-3m",
@@ -75,26 +82,26 @@ policies:
   - {name: api, limit: 1, window: 40d, failure_mode: open, algorithm: leaky}
   - {name: api, limit: 1, window: 1m}
 `)
-	_, err := Load(path, envOf(map[string]string{"SLUICE_STORE": "postgress"}))
+	_, _, err := Load(path, envOf(map[string]string{"SLUICE_STORE": "postgress"}))
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
 	msg := err.Error()
 	for _, want := range []string{
 		`SLUICE_STORE="postgress": must be one of memory, postgres; got "postgress"`,
-		"log.level: must be one of debug, info, warn, error",
-		"log.format: must be one of text, json",
-		"postgres.janitor_interval: must be at least 1m",
-		"postgres.max_conns: must be 1 to 1000",
-		"tokens[0].role: must be one of check, admin",
-		"tokens[0].token: must be at least 16 characters",
-		"policies[0].name: must match",
-		"policies[0].limit: must be an integer ≥ 1",
-		"policies[0].window: must be between 1s and 31d",
-		"policies[1].window: must be between 1s and 31d, got 40d",
-		"policies[1].failure_mode: must be one of [deny allow]",
-		"policies[1].algorithm: must be one of [sliding_log]",
-		`policies[2].name: duplicate policy name "api"`,
+		"log.level (line 3): must be one of debug, info, warn, error",
+		"log.format (line 3): must be one of text, json",
+		"postgres.janitor_interval (line 4): must be at least 1m",
+		"postgres.max_conns (line 4): must be 1 to 1000",
+		"tokens[0].role (line 6): must be one of check, admin",
+		"tokens[0].token (line 6): must be at least 16 characters",
+		"policies[0].name (line 8): must match",
+		"policies[0].limit (line 8): must be an integer from 1 to 9007199254740991",
+		"policies[0].window (line 8): must be between 1s and 31d",
+		"policies[1].window (line 9): must be between 1s and 31d, got 40d",
+		"policies[1].failure_mode (line 9): must be one of [deny allow]",
+		"policies[1].algorithm (line 9): must be one of " + domain.AlgorithmNames(),
+		`policies[2].name (line 10): duplicate policy name "api"`,
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("missing %q in:\n%s", want, msg)
@@ -108,11 +115,11 @@ policies:
 
 func TestUnknownKeysFail(t *testing.T) {
 	path := writeFile(t, "typo.yaml", "store: memory\npostgress:\n  url: x\nmemory:\n  max_key: 5\n")
-	_, err := Load(path, envOf(nil))
+	_, _, err := Load(path, envOf(nil))
 	if err == nil {
 		t.Fatal("typo accepted")
 	}
-	for _, want := range []string{`unknown setting "postgress"`, `unknown setting "max_key"`, "valid here: max_keys", "valid here: listen, store"} {
+	for _, want := range []string{`postgress (line 2): unknown setting "postgress"`, `memory.max_key (line 5): unknown setting "max_key"`, "valid here: max_keys", "valid here: listen, store"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%s", want, err)
 		}
@@ -121,7 +128,7 @@ func TestUnknownKeysFail(t *testing.T) {
 
 func TestNoTokensOnlyOnLoopback(t *testing.T) {
 	for listen, ok := range map[string]bool{"127.0.0.1:8080": true, "localhost:8080": true, "[::1]:8080": true, "0.0.0.0:8080": false, ":8080": false, "10.1.2.3:80": false} {
-		_, err := Load("", envOf(map[string]string{"SLUICE_LISTEN": listen}))
+		_, _, err := Load("", envOf(map[string]string{"SLUICE_LISTEN": listen}))
 		if ok != (err == nil) {
 			t.Errorf("listen %s: err = %v", listen, err)
 		}
@@ -132,11 +139,11 @@ func TestNoTokensOnlyOnLoopback(t *testing.T) {
 }
 
 func TestBadEnvValues(t *testing.T) {
-	_, err := Load("", envOf(map[string]string{"SLUICE_JANITOR_INTERVAL": "soon", "SLUICE_MEMORY_MAX_KEYS": "many", "SLUICE_MIGRATE_ON_START": "yes please"}))
+	_, _, err := Load("", envOf(map[string]string{"SLUICE_JANITOR_INTERVAL": "soon", "SLUICE_MEMORY_MAX_KEYS": "many", "SLUICE_MIGRATE_ON_START": "yes please"}))
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, want := range []string{"SLUICE_JANITOR_INTERVAL: invalid duration", "SLUICE_MEMORY_MAX_KEYS: want an integer", "SLUICE_MIGRATE_ON_START: want true or false"} {
+	for _, want := range []string{`SLUICE_JANITOR_INTERVAL: want a duration such as 250ms, 30s, 5m or 7d (at least 1m), got "soon"`, `SLUICE_MEMORY_MAX_KEYS: want an integer ≥ 1, got "many"`, `SLUICE_MIGRATE_ON_START: want true or false, got "yes please"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%s", want, err)
 		}
@@ -144,8 +151,8 @@ func TestBadEnvValues(t *testing.T) {
 }
 
 func TestPostgresNeedsURL(t *testing.T) {
-	_, err := Load("", envOf(map[string]string{"SLUICE_STORE": "postgres"}))
-	if err == nil || !strings.Contains(err.Error(), "postgres.url: required when store is postgres (set SLUICE_DATABASE_URL") {
+	_, _, err := Load("", envOf(map[string]string{"SLUICE_STORE": "postgres"}))
+	if err == nil || !strings.Contains(err.Error(), "postgres.url: required when store is postgres (set it, or SLUICE_POSTGRES_URL)") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -159,12 +166,12 @@ func TestPostgresLanes(t *testing.T) {
 			t.Errorf("lanes %d, max_conns %d: %d lanes, want %d", c.lanes, c.maxConns, got, c.want)
 		}
 	}
-	cfg, err := Load("", envOf(map[string]string{"SLUICE_POSTGRES_LANES": "8"}))
+	cfg, _, err := Load("", envOf(map[string]string{"SLUICE_POSTGRES_LANES": "8"}))
 	if err != nil || cfg.Postgres.Lanes != 8 {
 		t.Fatalf("SLUICE_POSTGRES_LANES=8: lanes %d, err %v", cfg.Postgres.Lanes, err)
 	}
 	for _, v := range []string{"17", "-1"} {
-		_, err := Load("", envOf(map[string]string{"SLUICE_POSTGRES_LANES": v}))
+		_, _, err := Load("", envOf(map[string]string{"SLUICE_POSTGRES_LANES": v}))
 		if want := `SLUICE_POSTGRES_LANES="` + v + `": must be 0 (automatic: min(4, max_conns)) to max_conns (16), got ` + v; err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("SLUICE_POSTGRES_LANES=%s: %v", v, err)
 		}

@@ -147,7 +147,7 @@ func migrateInBackground(ctx context.Context, s *postgres.Store, url string, log
 	}
 }
 
-// migrateCommand runs `sluice migrate up|status` against postgres.url (SLUICE_DATABASE_URL).
+// migrateCommand runs `sluice migrate up|status` against postgres.url (SLUICE_POSTGRES_URL).
 func migrateCommand(ctx context.Context, cfg Config, args []string, stdout io.Writer) error {
 	if len(args) != 1 {
 		return errors.New("usage: sluice migrate up|status")

@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sort"
 	"strings"
 	"time"
 
 	"go.uber.org/fx"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-dev/sluice/adapters/bearer"
 	"github.com/sluice-dev/sluice/adapters/envoyrls"
@@ -27,15 +25,16 @@ type RLSConfig struct {
 	// ConfigDir is a directory of envoyproxy/ratelimit YAML config files (SLUICE_RLS_CONFIG_DIR), read as its
 	// runtime reads them: every file of the directory and its subdirectories, names starting with '.' skipped.
 	ConfigDir string `yaml:"config_dir"`
-	// Files are envoyproxy/ratelimit config files written inside sluice's own config, name → the file's YAML
-	// document (domain, descriptors), loaded with ConfigDir's files as if they were there; messages (with the
-	// line in sluice's config file) and file_algorithms call them "rls.files.<name>". They change with a restart.
-	Files map[string]yaml.Node `yaml:"files"`
+	// Files are envoyproxy/ratelimit config files written inside sluice's own config ({name, content}), loaded
+	// with ConfigDir's files as if they were there; messages and file_algorithms call them "rls.files.<name>"
+	// (lines count from the content's first line). They change with a restart.
+	Files []RLSFile `yaml:"files"`
 	// Algorithm of the policies made from the files (SLUICE_RLS_ALGORITHM): fixed_window (default, counting as
 	// envoyproxy/ratelimit does) or any sluice algorithm.
 	Algorithm string `yaml:"algorithm"`
-	// FileAlgorithms chooses the algorithm per file (path relative to ConfigDir, e.g. "config.yaml").
-	FileAlgorithms map[string]string `yaml:"file_algorithms"`
+	// FileAlgorithms chooses the algorithm per file ({file, algorithm}; file relative to ConfigDir, e.g.
+	// "config.yaml", or "rls.files.<name>").
+	FileAlgorithms []RLSFileAlgorithm `yaml:"file_algorithms"`
 	// FailureMode of those policies (SLUICE_RLS_FAILURE_MODE): deny (default: a store failure answers gRPC
 	// UNAVAILABLE, so Envoy's failure_mode_deny decides) or allow (answer OK, counted as degraded).
 	FailureMode string `yaml:"failure_mode"`
@@ -51,6 +50,18 @@ type RLSConfig struct {
 	// TLS: with TLS.ClientCAFile set, a client certificate signed by that CA authenticates a caller and no bearer
 	// token is asked for; otherwise, when tokens are configured, every ShouldRateLimit needs `authorization: Bearer`.
 	TLS RLSTLS `yaml:"tls"`
+}
+
+// RLSFile is an envoyproxy/ratelimit config file written inside sluice's config.
+type RLSFile struct {
+	Name    string `yaml:"name"`
+	Content string `yaml:"content"` // the file's YAML, e.g. as a block scalar (content: |)
+}
+
+// RLSFileAlgorithm chooses the algorithm of one file's policies.
+type RLSFileAlgorithm struct {
+	File      string `yaml:"file"`
+	Algorithm string `yaml:"algorithm"`
 }
 
 // RLSTLS names PEM files for the RLS listener: cert_file and key_file for TLS, client_ca_file for mTLS.
@@ -81,8 +92,8 @@ func (c RLSConfig) loadOptions() envoyrls.LoadOptions {
 	o := envoyrls.LoadOptions{Algorithm: domain.Algorithm(c.Algorithm), FailureMode: domain.FailureMode(c.FailureMode), Shadow: c.Shadow}
 	if len(c.FileAlgorithms) > 0 {
 		o.FileAlgorithms = map[string]domain.Algorithm{}
-		for f, a := range c.FileAlgorithms {
-			o.FileAlgorithms[f] = domain.Algorithm(a)
+		for _, fa := range c.FileAlgorithms {
+			o.FileAlgorithms[fa.File] = domain.Algorithm(fa.Algorithm)
 		}
 	}
 	return o
@@ -103,15 +114,27 @@ func validateRLS(c Config, add func(path, format string, args ...any)) {
 	if !validAlg(r.Algorithm) {
 		add("rls.algorithm", "must be one of %s; got %q", domain.AlgorithmNames(), r.Algorithm)
 	}
-	files := make([]string, 0, len(r.FileAlgorithms))
-	for f := range r.FileAlgorithms {
-		files = append(files, f)
-	}
-	sort.Strings(files)
-	for _, f := range files {
-		if !validAlg(r.FileAlgorithms[f]) {
-			add("rls.file_algorithms."+f, "must be one of %s; got %q", domain.AlgorithmNames(), r.FileAlgorithms[f])
+	seenFile := map[string]bool{}
+	for i, fa := range r.FileAlgorithms {
+		at := fmt.Sprintf("rls.file_algorithms[%d]", i)
+		if !validAlg(fa.Algorithm) {
+			add(at+".algorithm", "must be one of %s; got %q", domain.AlgorithmNames(), fa.Algorithm)
 		}
+		if seenFile[fa.File] {
+			add(at+".file", "%q is named twice", fa.File)
+		}
+		seenFile[fa.File] = true
+	}
+	seenName := map[string]bool{}
+	for i, f := range r.Files {
+		at := fmt.Sprintf("rls.files[%d]", i)
+		switch {
+		case f.Name == "":
+			add(at+".name", "required: the file's name in messages and file_algorithms")
+		case seenName[f.Name]:
+			add(at+".name", "%q is used twice", f.Name)
+		}
+		seenName[f.Name] = true
 	}
 	if r.FailureMode != "deny" && r.FailureMode != "allow" {
 		add("rls.failure_mode", "must be one of deny, allow; got %q", r.FailureMode)
@@ -138,7 +161,7 @@ func validateRLS(c Config, add func(path, format string, args ...any)) {
 		add("rls.listen", "must differ from listen (%s): the RLS front end has its own listener", c.Listen)
 	}
 	if r.ConfigDir == "" && len(r.Files) == 0 {
-		add("rls.config_dir", "required when rls.listen is set: a directory of envoyproxy/ratelimit YAML files (SLUICE_RLS_CONFIG_DIR), or rls.files")
+		add("rls.listen", "is set but no config is: set rls.config_dir (SLUICE_RLS_CONFIG_DIR) to a directory of envoyproxy/ratelimit YAML files, or rls.files")
 		return
 	}
 	if _, err := loadRLSRules(r, r.loadOptions()); err != nil {
@@ -149,7 +172,7 @@ func validateRLS(c Config, add func(path, format string, args ...any)) {
 				case strings.HasPrefix(p, "rls.file_algorithms: "):
 					add("rls.file_algorithms", "%s", strings.TrimPrefix(p, "rls.file_algorithms: "))
 				case strings.HasPrefix(p, "rls.files."):
-					add("rls.files", "%s", p) // "rls.files.<name>:<line in sluice's config>: path: problem"
+					add("rls.files", "%s", p) // "rls.files.<name>:<line of its content>: path: problem"
 				default:
 					add("rls.config_dir", "%s", p)
 				}
@@ -173,21 +196,10 @@ func loadRLSRules(rc RLSConfig, opts envoyrls.LoadOptions) (*envoyrls.Rules, err
 			return nil, err
 		}
 	}
-	inline := make([]string, 0, len(rc.Files))
-	for n := range rc.Files {
-		inline = append(inline, n)
-	}
-	sort.Strings(inline)
-	opts.Parsed = map[string]*yaml.Node{}
-	for _, n := range inline {
-		node := rc.Files[n]
-		b, err := yaml.Marshal(&node)
-		if err != nil {
-			return nil, fmt.Errorf("rls.files.%s: %w", n, err)
-		}
-		name := "rls.files." + n
+	for _, f := range rc.Files {
+		name := "rls.files." + f.Name
 		names = append(names, name)
-		contents[name], opts.Parsed[name] = b, &node
+		contents[name] = []byte(f.Content)
 	}
 	return envoyrls.Load(names, contents, opts)
 }

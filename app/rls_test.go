@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -104,34 +105,38 @@ func TestRLSServesAndStops(t *testing.T) {
 }
 
 // TestRLSValidation: rls settings and the config files' problems are reported at start-up with the rest, each
-// naming its setting, file and YAML path.
+// naming its setting (the variable when one set it), file and YAML path.
 func TestRLSValidation(t *testing.T) {
-	cfg := Defaults()
-	cfg.RLS.Listen = "0.0.0.0:8081"
-	cfg.RLS.Algorithm = "leaky"
-	cfg.RLS.FailureMode = "open"
-	cfg.RLS.ConfigDir = rlsDir(t, "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: year, requests_per_unit: 1}\n")
-	p := validate(cfg, map[string]string{"rls.listen": `SLUICE_RLS_LISTEN="0.0.0.0:8081"`})
-	got := strings.Join(p, "\n")
+	cfgPath := filepath.Join(t.TempDir(), "sluice.yaml")
+	dir := rlsDir(t, "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: year, requests_per_unit: 1}\n")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("rls:\n  algorithm: leaky\n  failure_mode: open\n  file_algorithms: [{file: nope.yaml, algorithm: sliding_log}]\n")
+	_, _, err := Load(cfgPath, []string{"SLUICE_RLS_LISTEN=0.0.0.0:8081", "SLUICE_RLS_CONFIG_DIR=" + dir})
+	got := fmt.Sprint(err)
 	for _, want := range []string{
-		`rls.algorithm: must be one of sliding_log, sliding_window, token_bucket, fixed_window; got "leaky"`,
-		`rls.failure_mode: must be one of deny, allow; got "open"`,
+		`rls.algorithm (line 2): must be one of sliding_log, sliding_window, token_bucket, fixed_window; got "leaky"`,
+		`rls.failure_mode (line 3): must be one of deny, allow; got "open"`,
 		`SLUICE_RLS_LISTEN="0.0.0.0:8081": "0.0.0.0:8081" is not a loopback address and no client authentication is configured`,
-		"rls.config_dir: config.yaml:4: descriptors[0].rate_limit.unit: YEAR (365 days)",
+		"config.yaml:4: descriptors[0].rate_limit.unit: YEAR (365 days)",
+		`no config file "nope.yaml"`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)
 		}
 	}
-	cfg = Defaults()
-	cfg.RLS.Listen = "127.0.0.1:8081"
-	if got := strings.Join(validate(cfg, nil), "\n"); !strings.Contains(got, "rls.config_dir: required when rls.listen is set") {
-		t.Errorf("no config_dir: %s", got)
+	write("rls:\n  listen: 127.0.0.1:8081\n")
+	if _, _, err := Load(cfgPath, nil); err == nil || !strings.Contains(err.Error(), "rls.listen (line 2): is set but no config is: set rls.config_dir") {
+		t.Errorf("no config_dir: %v", err)
 	}
 }
 
 // TestRLSInlineFiles: envoyproxy/ratelimit files written inside sluice's own config load with the directory's,
-// and their problems name the line of sluice's config.
+// and their problems name the file and the line of its content.
 func TestRLSInlineFiles(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "sluice.yaml")
@@ -140,8 +145,8 @@ func TestRLSInlineFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("rls:\n  listen: 127.0.0.1:18081\n  config_dir: " + rlsDir(t, istioYAML) + "\n  files:\n    contour:\n      domain: contour\n      descriptors:\n        - key: generic_key\n          value: foo\n          rate_limit: {unit: minute, requests_per_unit: 2}\n")
-	cfg, err := Load(cfgPath, func(string) (string, bool) { return "", false })
+	write("rls:\n  listen: 127.0.0.1:18081\n  config_dir: " + rlsDir(t, istioYAML) + "\n  files:\n    - name: contour\n      content: |\n        domain: contour\n        descriptors:\n          - key: generic_key\n            value: foo\n            rate_limit: {unit: minute, requests_per_unit: 2}\n")
+	cfg, _, err := Load(cfgPath, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,9 +157,9 @@ func TestRLSInlineFiles(t *testing.T) {
 	if !rules.HasDomain("ratelimit") || !rules.HasDomain("contour") || rules.Policies != 2 {
 		t.Errorf("rules: files %v, %d policies", rules.Files, rules.Policies)
 	}
-	write("rls:\n  listen: 127.0.0.1:18081\n  files:\n    contour:\n      domain: contour\n      descriptors:\n        - key: generic_key\n          rate_limit: {unit: fortnight, requests_per_unit: 2}\n")
-	_, err = Load(cfgPath, func(string) (string, bool) { return "", false })
-	if err == nil || !strings.Contains(err.Error(), "rls.files: rls.files.contour:8: descriptors[0].rate_limit.unit: must be one of") {
+	write("rls:\n  listen: 127.0.0.1:18081\n  files:\n    - name: contour\n      content: |\n        domain: contour\n        descriptors:\n          - key: generic_key\n            rate_limit: {unit: fortnight, requests_per_unit: 2}\n")
+	_, _, err = Load(cfgPath, nil)
+	if err == nil || !strings.Contains(err.Error(), "rls.files.contour:4: descriptors[0].rate_limit.unit: must be one of") {
 		t.Errorf("inline problem: %v", err)
 	}
 }

@@ -113,7 +113,11 @@ func newLimiter(cfg Config, policies domain.PolicyStore, store domain.BucketStor
 	return domain.NewService(ps, policies, store, obs, clock)
 }
 
-func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, log *slog.Logger, gatherer prometheus.Gatherer) *Listening {
+func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, log *slog.Logger, gatherer prometheus.Gatherer, reg prometheus.Registerer) (*Listening, error) {
+	requests, err := metrics.NewHTTP(reg)
+	if err != nil {
+		return nil, err
+	}
 	tokens := make([]httpapi.Token, len(cfg.Tokens))
 	for i, t := range cfg.Tokens {
 		tokens[i] = httpapi.Token{Name: t.Name, Secret: t.Token, Role: httpapi.Role(t.Role)}
@@ -121,7 +125,7 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 	srv := &http.Server{
 		Handler: httpapi.NewHandler(httpapi.Options{
 			Limiter: lim, Spec: build.Spec, Store: cfg.Store, Tokens: tokens,
-			MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: log, Gatherer: gatherer,
+			MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: log, Gatherer: gatherer, Requests: requests,
 		}),
 		ReadHeaderTimeout: time.Duration(cfg.HTTP.ReadHeaderTimeout),
 		ReadTimeout:       time.Duration(cfg.HTTP.ReadTimeout),
@@ -162,7 +166,7 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 			return nil
 		},
 	})
-	return l
+	return l, nil
 }
 
 func replicaNote(store string) string {

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"context"
 	"errors"
 	"strings"
 )
@@ -86,3 +87,26 @@ func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailab
 
 // Unwrap exposes the store's own error.
 func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// The causes of a store failure: a closed set, for problem details and metric labels.
+const (
+	// CauseTimeout: the store did not answer before the call's deadline.
+	CauseTimeout = "timeout"
+	// CauseFull: a bounded store holds only live keys and cannot track a new one (ErrStoreFull).
+	CauseFull = "full"
+	// CauseFailed: any other failure (refused connection, failing statement, schema behind the build).
+	CauseFailed = "failed"
+)
+
+// StoreCause classifies a store failure into CauseTimeout, CauseFull or CauseFailed. A timeout is
+// context.DeadlineExceeded anywhere in the chain, or an error that says Timeout() (net.Error).
+func StoreCause(err error) string {
+	var te interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, ErrStoreFull):
+		return CauseFull
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &te) && te.Timeout():
+		return CauseTimeout
+	}
+	return CauseFailed
+}

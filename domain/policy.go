@@ -186,29 +186,45 @@ func ValidateKey(key string) error {
 	return nil
 }
 
-// ParseDuration reads a Go duration ("1500ms", "1h30m") and also whole days ("7d", "1d12h"), since windows of days
-// are common and Go has no day unit.
+// ParseDuration reads sluice's one duration grammar, the same as openapi.yaml's Duration pattern
+// ^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$ (not empty): whole numbers, units in descending order,
+// each at most once, e.g. 500ms, 30s, 1h30m, 7d, 1d12h. No fractions ("1.5h"), signs, spaces, exponents or
+// units below a millisecond ("1000000us"): what a client may send is exactly what the spec says, and it is
+// exactly what FormatDuration writes. Days exist because windows of days are common and Go has no day unit.
 func ParseDuration(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, fmt.Errorf("empty duration")
 	}
-	var days int64
-	if i := strings.IndexByte(s, 'd'); i >= 0 {
-		n, err := strconv.ParseInt(s[:i], 10, 64)
-		if err != nil || n < 0 || n > 366 {
-			return 0, fmt.Errorf("invalid duration %q: use forms like 500ms, 30s, 5m, 1h30m, 7d", s)
+	units := [...]struct {
+		name string
+		size time.Duration
+	}{{"d", 24 * time.Hour}, {"h", time.Hour}, {"m", time.Minute}, {"s", time.Second}, {"ms", time.Millisecond}}
+	var total time.Duration
+	next := 0 // the index of the largest unit still allowed
+	for rest := s; rest != ""; {
+		i := 0
+		for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+			i++
 		}
-		days, s = n, s[i+1:]
-		if s == "" {
-			return time.Duration(days) * 24 * time.Hour, nil
+		j := i
+		for j < len(rest) && rest[j] >= 'a' && rest[j] <= 'z' {
+			j++
 		}
+		k := next
+		for k < len(units) && units[k].name != rest[i:j] {
+			k++
+		}
+		if i == 0 || k == len(units) {
+			return 0, fmt.Errorf("invalid duration %q: use whole numbers with units d, h, m, s, ms in that order, each at most once, e.g. 500ms, 30s, 5m, 1h30m, 7d", s)
+		}
+		n, err := strconv.ParseInt(rest[:i], 10, 64)
+		if err != nil || time.Duration(n) > (math.MaxInt64-total)/units[k].size {
+			return 0, fmt.Errorf("invalid duration %q: too large", s)
+		}
+		total += time.Duration(n) * units[k].size
+		next, rest = k+1, rest[j:]
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 || d > math.MaxInt64-time.Duration(days)*24*time.Hour {
-		// The last test refuses a sum that overflows (e.g. "366d2562047h") instead of wrapping to a negative.
-		return 0, fmt.Errorf("invalid duration %q: use forms like 500ms, 30s, 5m, 1h30m, 7d", s)
-	}
-	return time.Duration(days)*24*time.Hour + d, nil
+	return total, nil
 }
 
 // FormatDuration writes d in the shortest form ParseDuration reads back: "60s" → "1m", 48h → "2d", 1500ms →

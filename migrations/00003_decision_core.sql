@@ -25,6 +25,28 @@ ALTER TABLE sluice_buckets
     ADD COLUMN window_us bigint NOT NULL DEFAULT 0;
 UPDATE sluice_buckets SET newest_us = coalesce(ats[cardinality(ats)], 0), window_us = expires_us - coalesce(ats[cardinality(ats)], expires_us);
 
+-- sliding_log keeps one row per admitted instant with a running sum (cum), so an admission writes one small row
+-- instead of rewriting the key's whole log, and a decision is two index probes: the newest entry at or before the
+-- window's start (how many units had been admitted before it) and, for a denial, the oldest entry whose departure
+-- leaves room (by cum). The key's sluice_buckets row keeps the newest entry's instant (a) and cum (f) and the cum
+-- of the newest entry pruned (base). Entries that left the window are pruned a few at a time by admissions, and
+-- with their key's row by the janitor (ON DELETE CASCADE).
+CREATE TABLE sluice_log_entries (
+    policy text COLLATE "C" NOT NULL,
+    key    bytea NOT NULL,
+    at     bigint NOT NULL,
+    cum    bigint NOT NULL,
+    PRIMARY KEY (policy, key, at),
+    FOREIGN KEY (policy, key) REFERENCES sluice_buckets (policy, key) ON DELETE CASCADE
+);
+CREATE INDEX sluice_log_entries_cum ON sluice_log_entries (policy, key, cum);
+INSERT INTO sluice_log_entries (policy, key, at, cum)
+SELECT b.policy, b.key, u.at, u.cum FROM sluice_buckets b, unnest(b.ats, b.cums) AS u(at, cum)
+WHERE b.alg = 'sliding_log';
+UPDATE sluice_buckets SET a = coalesce(ats[cardinality(ats)], 0), f = coalesce(cums[cardinality(cums)], base),
+    c = 1, ats = '{}', cums = '{}'
+WHERE alg = 'sliding_log';
+
 -- API policies: resolution (sliding_window), the floor of the expiry rule (raised when the window or algorithm
 -- changes) and the generation (a new one at every creation: a re-created policy never counts the old one's keys).
 CREATE SEQUENCE sluice_policy_generations;
@@ -36,8 +58,9 @@ ALTER TABLE sluice_policies
     ADD CONSTRAINT sluice_policies_window_max CHECK (window_ms <= 2678400000);
 
 -- Config-file policies as the database last saw them, one row per name, written by each replica at start-up
--- (sluice_register_config_policy): the floor of a config policy whose window changed between replicas' files,
--- and what an operator reads to see which file each replica runs (docs/operator.md, "Config policies").
+-- (sluice_register_config_policy): the floor of a config policy whose window or algorithm changed between
+-- replicas' files (the registering replica carries it in its checks from then on), and what an operator reads to
+-- see which file each replica runs (docs/operator.md, "Config policies").
 CREATE TABLE sluice_config_policies (
     name          text COLLATE "C" PRIMARY KEY,
     quota         bigint NOT NULL,
@@ -135,6 +158,57 @@ END
 $$;
 -- +goose StatementEnd
 
+-- sluice_step_sliding_log is sliding_log's step (domain/slidinglog.go, with the check's own instant as the
+-- recorded one) over sluice_log_entries: s.a and s.f are the newest entry (an admission not yet written included),
+-- s.base the cum of the newest entry pruned. It reads the entries table and writes nothing: an admission moves
+-- s.a/s.f, and sluice_decide_batch writes that one entry.
+-- +goose StatementBegin
+CREATE FUNCTION sluice_step_sliding_log(s sluice_state, p_policy text, p_key bytea, p_now bigint, p_cost bigint,
+                                        p_limit bigint, p_window bigint, p_floor bigint)
+RETURNS sluice_step LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r      sluice_step;
+    need   bigint := greatest(p_cost, 1);
+    cutoff bigint := greatest(p_now - p_window, p_floor);
+    used   bigint := 0;
+    held   boolean := s.f > s.base AND s.a > cutoff;
+    target bigint;
+    v_at   bigint;
+BEGIN
+    IF held THEN
+        used := s.f - coalesce((SELECT e.cum FROM sluice_log_entries e
+                                WHERE e.policy = p_policy AND e.key = p_key AND e.at <= cutoff
+                                ORDER BY e.at DESC LIMIT 1), s.base);
+    END IF;
+    r.allowed := used <= p_limit - need;
+    IF r.allowed THEN
+        r.remaining := p_limit - used - need;
+        r.reset_us := CASE WHEN held AND s.a > p_now THEN s.a ELSE p_now END + p_window - p_now;
+        r.retry_us := 0;
+        IF p_cost > 0 THEN
+            IF NOT held THEN
+                s.base := s.f; -- every unit so far has left the window
+            END IF;
+            IF NOT (held AND s.a >= p_now) THEN
+                s.a := p_now; -- a new entry; otherwise the units merge into the newest (a clock that stepped back)
+            END IF;
+            s.f := s.f + p_cost;
+        END IF;
+    ELSE
+        r.remaining := greatest(p_limit - used, 0);
+        r.reset_us := s.a + p_window - p_now;
+        target := s.f - (p_limit - need);
+        SELECT e.at INTO v_at FROM sluice_log_entries e
+        WHERE e.policy = p_policy AND e.key = p_key AND e.cum >= target
+        ORDER BY e.cum LIMIT 1;
+        r.retry_us := least(coalesce(v_at, s.a), s.a) + p_window - p_now;
+    END IF;
+    r.st := s;
+    RETURN r;
+END
+$$;
+-- +goose StatementEnd
+
 -- sluice_step_token_bucket is token_bucket's step (domain/tokenbucket.go, GCRA): the emission interval is
 -- window/limit µs, kept exact as tat = a + f/c; products such as cost × window are taken in numeric, so nothing
 -- overflows at 2^53-1 over 31 days. Every rounding errs toward denial.
@@ -225,9 +299,9 @@ $$;
 -- converted conservatively (its units still counting, taken as recorded at its newest instant), then the
 -- algorithm's step runs. The only place that knows which algorithms exist.
 -- +goose StatementBegin
-CREATE FUNCTION sluice_step(s sluice_state, p_now bigint, p_alg text, p_limit bigint, p_window bigint, p_res bigint,
-                            p_floor bigint, p_gen bigint, p_cost bigint)
-RETURNS sluice_step LANGUAGE plpgsql IMMUTABLE AS $$
+CREATE FUNCTION sluice_step(s sluice_state, p_policy text, p_key bytea, p_now bigint, p_alg text, p_limit bigint,
+                            p_window bigint, p_res bigint, p_floor bigint, p_gen bigint, p_cost bigint)
+RETURNS sluice_step LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r     sluice_step;
     units bigint := 0;
@@ -239,7 +313,12 @@ DECLARE
 BEGIN
     IF s.alg <> '' AND (s.gen <> p_gen OR s.alg <> p_alg) THEN
         IF s.gen = p_gen THEN
-            IF s.alg IN ('sliding_log', 'sliding_window') THEN
+            IF s.alg = 'sliding_log' AND s.c = 1 THEN
+                -- Its units still counting, as the step counts them (a peek at the old state).
+                r := sluice_step_sliding_log(s, p_policy, p_key, p_now, 0, 9007199254740991, p_window, p_floor);
+                units := 9007199254740991 - 1 - r.remaining;
+                at := s.a;
+            ELSIF s.alg IN ('sliding_log', 'sliding_window') THEN
                 n := coalesce(cardinality(s.ats), 0);
                 lo := 1;
                 WHILE lo <= n AND s.ats[lo] <= greatest(p_now - p_window, p_floor) LOOP lo := lo + 1; END LOOP;
@@ -266,7 +345,7 @@ BEGIN
             s.alg := p_alg;
             s.gen := p_gen;
             IF p_alg = 'sliding_log' THEN
-                s.ats := ARRAY[at]; s.cums := ARRAY[units];
+                s.ats := ARRAY[at]; s.cums := ARRAY[units]; -- c = 0: the log is in the arrays, not yet in the table
             ELSIF p_alg = 'sliding_window' THEN
                 s.ats := ARRAY[at + (p_res - at % p_res) % p_res]; s.cums := ARRAY[units];
             ELSIF p_alg = 'token_bucket' THEN
@@ -281,7 +360,11 @@ BEGIN
     END IF;
     CASE p_alg
         WHEN 'sliding_log' THEN
-            r := sluice_step_log(s, p_now, p_now, p_cost, p_limit, p_window, p_floor);
+            IF s.c = 1 THEN -- the log is in sluice_log_entries
+                r := sluice_step_sliding_log(s, p_policy, p_key, p_now, p_cost, p_limit, p_window, p_floor);
+            ELSE -- a new state: its log is in the arrays until sluice_decide_batch writes it
+                r := sluice_step_log(s, p_now, p_now, p_cost, p_limit, p_window, p_floor);
+            END IF;
         WHEN 'sliding_window' THEN
             r := sluice_step_log(s, p_now, p_now + (p_res - p_now % p_res) % p_res, p_cost, p_limit, p_window, p_floor);
         WHEN 'token_bucket' THEN
@@ -298,8 +381,87 @@ END
 $$;
 -- +goose StatementEnd
 
+-- sluice_expiry is when a state written under p_window stops counting anything: the newest instant it holds and
+-- the instant after which nothing in it counts (the janitor's inputs).
+-- +goose StatementBegin
+CREATE FUNCTION sluice_expiry(st sluice_state, p_window bigint, OUT newest_us bigint, OUT expires_us bigint)
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF st.alg = 'sliding_log' THEN
+        newest_us := st.a;
+        expires_us := newest_us + p_window;
+    ELSIF st.alg = 'sliding_window' THEN
+        newest_us := st.ats[cardinality(st.ats)];
+        expires_us := newest_us + p_window;
+    ELSIF st.alg = 'token_bucket' THEN
+        newest_us := st.a + (st.f > 0)::int;
+        expires_us := newest_us;
+    ELSE
+        newest_us := st.a;
+        expires_us := st.a - st.a % p_window + p_window;
+    END IF;
+END
+$$;
+-- +goose StatementEnd
+
+-- sluice_stored_state is the state as the key's sluice_buckets row keeps it: a sliding_log log still in the arrays
+-- (c = 0, a new state) moves to sluice_log_entries (sluice_write_log), leaving its newest entry in a and f.
+-- +goose StatementBegin
+CREATE FUNCTION sluice_stored_state(st sluice_state) RETURNS sluice_state LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    n int := coalesce(cardinality(st.ats), 0);
+BEGIN
+    IF st.alg = 'sliding_log' AND st.c = 0 THEN
+        IF n > 0 THEN
+            st.a := st.ats[n];
+            st.f := st.cums[n];
+        END IF;
+        st.ats := '{}';
+        st.cums := '{}';
+        st.c := 1;
+    END IF;
+    RETURN st;
+END
+$$;
+-- +goose StatementEnd
+
+-- sluice_write_log writes a sliding_log key's entries once its row is written (and so locked): a new state's
+-- whole log (replacing whatever another generation or algorithm left), or else the newest entry; then prunes up to
+-- 16 entries older than the newest one at or before the window's start (that one stays: it holds the cum the
+-- next decision subtracts). A cum past 2^60 is rebased, as Log.expire does.
+-- +goose StatementBegin
+CREATE FUNCTION sluice_write_log(p_policy text, p_key bytea, st sluice_state, p_cutoff bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_mark bigint;
+    v_rb   bigint;
+BEGIN
+    IF st.c = 0 THEN
+        DELETE FROM sluice_log_entries WHERE policy = p_policy AND key = p_key;
+        INSERT INTO sluice_log_entries (policy, key, at, cum)
+        SELECT p_policy, p_key, u.at, u.cum FROM unnest(st.ats, st.cums) AS u(at, cum);
+        RETURN;
+    END IF;
+    INSERT INTO sluice_log_entries AS e (policy, key, at, cum) VALUES (p_policy, p_key, st.a, st.f)
+    ON CONFLICT (policy, key, at) DO UPDATE SET cum = excluded.cum;
+    SELECT e.at INTO v_mark FROM sluice_log_entries e
+    WHERE e.policy = p_policy AND e.key = p_key AND e.at <= p_cutoff ORDER BY e.at DESC LIMIT 1;
+    IF v_mark IS NOT NULL THEN
+        DELETE FROM sluice_log_entries WHERE ctid = ANY(ARRAY(
+            SELECT e.ctid FROM sluice_log_entries e
+            WHERE e.policy = p_policy AND e.key = p_key AND e.at < v_mark ORDER BY e.at LIMIT 16));
+    END IF;
+    IF st.f > 1152921504606846976 THEN
+        SELECT min(e.cum) INTO v_rb FROM sluice_log_entries e WHERE e.policy = p_policy AND e.key = p_key;
+        UPDATE sluice_log_entries SET cum = cum - v_rb WHERE policy = p_policy AND key = p_key;
+        UPDATE sluice_buckets SET f = f - v_rb, base = base - v_rb WHERE policy = p_policy AND key = p_key;
+    END IF;
+END
+$$;
+-- +goose StatementEnd
+
 -- sluice_decide_batch is the one routine every decision goes through (a single check is a batch of one): one
--- statement, one round trip. For each check it takes the rule the caller sent, or, for a stored (API) policy,
+-- statement, one round trip, and no subtransaction. For each check it takes the rule the caller sent, or, for a stored (API) policy,
 -- the policy as the database holds it at this statement (status 1 when it no longer exists, 2 when the cost
 -- exceeds its limit); an out-of-bounds rule is refused alone (status 3), so one bad check never fails another.
 --
@@ -320,7 +482,11 @@ CREATE FUNCTION sluice_decide_batch(
     p_atomic boolean, p_now_us bigint, p_lock_wait_ms integer,
     OUT status smallint[], OUT allowed boolean[], OUT lim bigint[], OUT remaining bigint[],
     OUT reset_after_us bigint[], OUT retry_after_us bigint[])
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: the statements below take arrays whose contents never change their best plan, and re-planning
+-- them on every call (what the default plan cache mode ends up doing here) costs more than the decision.
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
     n        int := cardinality(p_policies);
     v_alg    text[] := p_algs;
@@ -329,8 +495,12 @@ DECLARE
     v_res    bigint[] := p_res_us;
     v_floor  bigint[] := p_floors_us;
     v_gen    bigint[] := p_gens;
+    v_order  int[];     -- check indices in (policy, key) byte order, then request order: pairs are runs
+    v_lock   boolean[]; -- the check's pair admits: phase 2 locks and writes it
     i        int;
-    g        record;
+    j        int;
+    v_start  int;
+    v_end    int;
     pr       record;
     st       sluice_state;
     r        sluice_step;
@@ -338,11 +508,21 @@ DECLARE
     v_found  boolean;
     v_placeholder boolean;
     v_writes boolean;
+    v_any    boolean := false;
     v_newest bigint;
     v_expires bigint;
     v_window bigint;
     v_commit boolean := true;
-    v_lock   boolean[];
+    k        int;
+    v_states sluice_state[] := '{}';
+    v_pair   int[] := '{}';
+    v_wins   bigint[] := '{}';
+    v_wrote  boolean[] := '{}';
+    v_ph     boolean[] := '{}';
+    v_ctid   tid;
+    v_xmin   xid;
+    v_log    sluice_state;
+    v_nows   bigint[] := '{}';
 BEGIN
     IF cardinality(p_keys) <> n OR cardinality(p_algs) <> n OR cardinality(p_limits) <> n
         OR cardinality(p_windows_us) <> n OR cardinality(p_res_us) <> n OR cardinality(p_floors_us) <> n
@@ -361,37 +541,42 @@ BEGIN
     retry_after_us := array_fill(0::bigint, ARRAY[n]);
     v_lock := array_fill(false, ARRAY[n]);
 
-    -- The policies in force: stored ones from sluice_policies, config ones' floors from sluice_config_policies.
-    FOR pr IN
-        SELECT u.i, p.name IS NOT NULL AS found, p.algorithm, p.quota, p.window_ms, p.resolution_ms, p.floor_us,
-               p.generation, c.floor_us AS cfg_floor
-        FROM unnest(p_policies, p_stored) WITH ORDINALITY AS u(name, stored, i)
-        LEFT JOIN sluice_policies p ON u.stored AND p.name = u.name
-        LEFT JOIN sluice_config_policies c ON NOT u.stored AND c.name = u.name
-    LOOP
-        i := pr.i;
-        IF p_stored[i] THEN
-            IF NOT pr.found THEN
+    -- The policies in force for stored (API) checks, read by this statement.
+    IF true = ANY(p_stored) THEN
+        FOR i IN 1..n LOOP
+            IF p_stored[i] THEN
                 status[i] := 1;
-                CONTINUE;
             END IF;
+        END LOOP;
+        FOR pr IN
+            SELECT u.i, p.algorithm, p.quota, p.window_ms, p.resolution_ms, p.floor_us, p.generation
+            FROM unnest(p_policies, p_stored) WITH ORDINALITY AS u(name, stored, i)
+            JOIN sluice_policies p ON p.name = u.name
+            WHERE u.stored
+        LOOP
+            i := pr.i;
+            status[i] := 0;
             v_alg[i] := pr.algorithm;
             v_lim[i] := pr.quota;
             v_win[i] := pr.window_ms * 1000;
             v_res[i] := pr.resolution_ms * 1000;
             v_floor[i] := pr.floor_us;
             v_gen[i] := pr.generation;
-        ELSIF pr.cfg_floor IS NOT NULL THEN
-            v_floor[i] := greatest(v_floor[i], pr.cfg_floor);
-        END IF;
-        IF v_lim[i] IS NULL OR v_lim[i] < 1 OR v_lim[i] > 9007199254740991 OR v_win[i] IS NULL
-            OR v_win[i] < 1000000 OR v_win[i] > 2678400000000 OR v_win[i] % 1000 <> 0 OR p_costs[i] IS NULL
-            OR p_costs[i] < 0 OR v_floor[i] IS NULL OR v_gen[i] IS NULL
-            OR v_alg[i] NOT IN ('sliding_log', 'sliding_window', 'token_bucket', 'fixed_window')
-            OR (v_alg[i] = 'sliding_window' AND (v_res[i] IS NULL OR v_res[i] < 1000 OR v_res[i] > v_win[i])) THEN
-            status[i] := 3;
-        ELSIF p_costs[i] > v_lim[i] THEN
-            status[i] := 2;
+        END LOOP;
+    END IF;
+    -- Bounds, per check: an out-of-bounds rule fails alone.
+    FOR i IN 1..n LOOP
+        IF status[i] = 0 THEN
+            IF v_lim[i] IS NULL OR v_lim[i] < 1 OR v_lim[i] > 9007199254740991 OR v_win[i] IS NULL
+                OR v_win[i] < 1000000 OR v_win[i] > 2678400000000 OR v_win[i] % 1000 <> 0 OR p_costs[i] IS NULL
+                OR p_costs[i] < 0 OR v_floor[i] IS NULL OR v_gen[i] IS NULL OR p_keys[i] IS NULL
+                OR p_policies[i] IS NULL
+                OR v_alg[i] NOT IN ('sliding_log', 'sliding_window', 'token_bucket', 'fixed_window')
+                OR (v_alg[i] = 'sliding_window' AND (v_res[i] IS NULL OR v_res[i] < 1000 OR v_res[i] > v_win[i])) THEN
+                status[i] := 3;
+            ELSIF p_costs[i] > v_lim[i] THEN
+                status[i] := 2;
+            END IF;
         END IF;
         lim[i] := coalesce(v_lim[i], 0);
         IF status[i] <> 0 AND p_atomic THEN
@@ -401,24 +586,34 @@ BEGIN
     IF NOT v_commit THEN
         RETURN; -- an atomic batch with a refused check records nothing
     END IF;
+    IF n = 1 THEN
+        v_order := ARRAY[1];
+    ELSE
+        SELECT array_agg(u.i ORDER BY u.p COLLATE "C", u.k, u.i) INTO v_order
+        FROM unnest(p_policies, p_keys) WITH ORDINALITY AS u(p, k, i);
+    END IF;
 
     -- Phase 1: every pair from a lock-free read.
-    FOR g IN
-        SELECT u.p, u.k, array_agg(u.i ORDER BY u.i) AS idx
-        FROM unnest(p_policies, p_keys) WITH ORDINALITY AS u(p, k, i)
-        GROUP BY u.p, u.k
-        ORDER BY u.p COLLATE "C", u.k
-    LOOP
-        SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c INTO st
-        FROM sluice_buckets b WHERE b.policy = g.p AND b.key = g.k;
-        IF NOT FOUND THEN
+    v_start := 1;
+    WHILE v_start <= n LOOP
+        i := v_order[v_start];
+        v_end := v_start;
+        WHILE v_end < n AND p_policies[v_order[v_end + 1]] = p_policies[i] AND p_keys[v_order[v_end + 1]] = p_keys[i] LOOP
+            v_end := v_end + 1;
+        END LOOP;
+        SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.ctid, b.xmin
+        INTO st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_ctid, v_xmin
+        FROM sluice_buckets b WHERE b.policy = p_policies[i] AND b.key = p_keys[i];
+        v_found := FOUND;
+        IF NOT v_found THEN
             st := ROW('', 0, '{}'::bigint[], '{}'::bigint[], 0, 0, 0, 0)::sluice_state;
         END IF;
         v_now := coalesce(p_now_us, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
         v_writes := false;
-        FOREACH i IN ARRAY g.idx LOOP
+        FOR j IN v_start..v_end LOOP
+            i := v_order[j];
             CONTINUE WHEN status[i] <> 0;
-            r := sluice_step(st, v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
+            r := sluice_step(st, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
             st := r.st;
             allowed[i] := r.allowed;
             remaining[i] := r.remaining;
@@ -426,37 +621,64 @@ BEGIN
             retry_after_us[i] := r.retry_us;
             IF r.allowed AND p_costs[i] > 0 THEN
                 v_writes := true;
+                v_window := v_win[i];
             ELSIF NOT r.allowed AND p_atomic AND NOT p_shadows[i] THEN
                 v_commit := false;
             END IF;
         END LOOP;
+        IF v_writes AND NOT p_atomic THEN
+            i := v_order[v_start];
+            v_log := st;
+            st := sluice_stored_state(v_log);
+            SELECT * INTO v_newest, v_expires FROM sluice_expiry(st, v_window);
+            IF v_found THEN
+                UPDATE sluice_buckets
+                SET alg = st.alg, gen = st.gen, ats = st.ats, cums = st.cums, base = st.base, a = st.a, f = st.f,
+                    c = st.c, newest_us = v_newest, window_us = v_window, expires_us = v_expires
+                WHERE ctid = v_ctid AND xmin = v_xmin AND policy = p_policies[i] AND key = p_keys[i];
+            ELSE
+                INSERT INTO sluice_buckets (policy, key, alg, gen, ats, cums, base, a, f, c, newest_us, window_us, expires_us)
+                VALUES (p_policies[i], p_keys[i], st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_newest,
+                        v_window, v_expires)
+                ON CONFLICT DO NOTHING;
+            END IF;
+            v_writes := NOT FOUND; -- written; or the row changed since it was read: decide it again under its lock
+            IF NOT v_writes AND v_log.alg = 'sliding_log' THEN
+                PERFORM sluice_write_log(p_policies[i], p_keys[i], v_log, greatest(v_now - v_window, v_floor[i]));
+            END IF;
+        END IF;
         IF v_writes THEN
-            FOREACH i IN ARRAY g.idx LOOP
-                v_lock[i] := true;
+            v_any := true;
+            FOR j IN v_start..v_end LOOP
+                v_lock[v_order[j]] := true;
             END LOOP;
         END IF;
+        v_start := v_end + 1;
     END LOOP;
-    IF NOT v_commit OR NOT (true = ANY(v_lock)) THEN
+    IF NOT v_commit OR NOT v_any THEN
         RETURN; -- peeks and denials only (or an atomic batch already denied): no lock taken, nothing written
     END IF;
 
-    -- Phase 2: the pairs that admit, locked in byte order, decided again on the locked row and written once.
-    BEGIN
-        FOR g IN
-            SELECT u.p, u.k, array_agg(u.i ORDER BY u.i) AS idx
-            FROM unnest(p_policies, p_keys, v_lock) WITH ORDINALITY AS u(p, k, l, i)
-            WHERE u.l
-            GROUP BY u.p, u.k
-            ORDER BY u.p COLLATE "C", u.k
-        LOOP
+    -- Phase 2: the pairs that admit are locked in byte order and decided again on the locked row; then, unless an
+    -- atomic batch was denied meanwhile, each is written once. The rows stay locked from the decision to the write,
+    -- so no subtransaction is needed to undo anything.
+    k := 0;
+    v_start := 1;
+    WHILE v_start <= n LOOP
+        i := v_order[v_start];
+        v_end := v_start;
+        WHILE v_end < n AND p_policies[v_order[v_end + 1]] = p_policies[i] AND p_keys[v_order[v_end + 1]] = p_keys[i] LOOP
+            v_end := v_end + 1;
+        END LOOP;
+        IF v_lock[i] THEN
             v_placeholder := false;
             LOOP
                 SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c INTO st
-                FROM sluice_buckets b WHERE b.policy = g.p AND b.key = g.k FOR UPDATE;
+                FROM sluice_buckets b WHERE b.policy = p_policies[i] AND b.key = p_keys[i] FOR UPDATE;
                 v_found := FOUND;
                 EXIT WHEN v_found;
                 INSERT INTO sluice_buckets (policy, key, ats, cums, base, expires_us, alg)
-                VALUES (g.p, g.k, '{}', '{}', 0, 0, '')
+                VALUES (p_policies[i], p_keys[i], '{}', '{}', 0, 0, '')
                 ON CONFLICT DO NOTHING;
                 IF FOUND THEN
                     v_placeholder := true;
@@ -466,9 +688,10 @@ BEGIN
             END LOOP;
             v_now := coalesce(p_now_us, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
             v_writes := false;
-            FOREACH i IN ARRAY g.idx LOOP
+            FOR j IN v_start..v_end LOOP
+                i := v_order[j];
                 CONTINUE WHEN status[i] <> 0;
-                r := sluice_step(st, v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
+                r := sluice_step(st, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
                 st := r.st;
                 allowed[i] := r.allowed;
                 remaining[i] := r.remaining;
@@ -481,31 +704,34 @@ BEGIN
                     v_commit := false;
                 END IF;
             END LOOP;
-            IF v_writes THEN
-                IF st.alg IN ('sliding_log', 'sliding_window') THEN
-                    v_newest := st.ats[cardinality(st.ats)];
-                    v_expires := v_newest + v_window;
-                ELSIF st.alg = 'token_bucket' THEN
-                    v_newest := st.a + (st.f > 0)::int;
-                    v_expires := v_newest;
-                ELSE
-                    v_newest := st.a;
-                    v_expires := st.a - st.a % v_window + v_window;
-                END IF;
-                UPDATE sluice_buckets
-                SET alg = st.alg, gen = st.gen, ats = st.ats, cums = st.cums, base = st.base, a = st.a, f = st.f,
-                    c = st.c, newest_us = v_newest, window_us = v_window, expires_us = v_expires
-                WHERE policy = g.p AND key = g.k;
-            ELSIF v_placeholder THEN
-                DELETE FROM sluice_buckets WHERE policy = g.p AND key = g.k;
-            END IF;
-        END LOOP;
-        IF NOT v_commit THEN
-            RAISE EXCEPTION USING ERRCODE = 'SL001'; -- undo this batch's writes; caught just below
+            k := k + 1;
+            v_states[k] := st;
+            v_pair[k] := v_order[v_start];
+            v_wins[k] := v_window;
+            v_nows[k] := v_now;
+            v_wrote[k] := v_writes;
+            v_ph[k] := v_placeholder;
         END IF;
-    EXCEPTION WHEN SQLSTATE 'SL001' THEN
-        NULL; -- the decisions are kept: they are plain variables, not rolled back
-    END;
+        v_start := v_end + 1;
+    END LOOP;
+    FOR j IN 1..k LOOP
+        i := v_pair[j];
+        IF v_wrote[j] AND v_commit THEN
+            v_log := v_states[j];
+            st := sluice_stored_state(v_log);
+            v_window := v_wins[j];
+            SELECT * INTO v_newest, v_expires FROM sluice_expiry(st, v_window);
+            UPDATE sluice_buckets
+            SET alg = st.alg, gen = st.gen, ats = st.ats, cums = st.cums, base = st.base, a = st.a, f = st.f,
+                c = st.c, newest_us = v_newest, window_us = v_window, expires_us = v_expires
+            WHERE policy = p_policies[i] AND key = p_keys[i];
+            IF v_log.alg = 'sliding_log' THEN
+                PERFORM sluice_write_log(p_policies[i], p_keys[i], v_log, greatest(v_nows[j] - v_window, v_floor[i]));
+            END IF;
+        ELSIF v_ph[j] THEN
+            DELETE FROM sluice_buckets WHERE policy = p_policies[i] AND key = p_keys[i];
+        END IF;
+    END LOOP;
 END
 $$;
 -- +goose StatementEnd
@@ -536,12 +762,12 @@ $$;
 -- +goose StatementEnd
 
 -- sluice_register_config_policy records a replica's config-file policy as the database last saw it, raising its
--- floor when its window or algorithm differs from the last replica's, and returns what it replaced (NULLs when
--- nothing or the same policy) so the replica can report a difference between replicas' files.
+-- floor when its window or algorithm differs from the last replica's, and returns the floor and what it replaced
+-- (NULLs when nothing or the same policy) so the replica can report a difference between replicas' files.
 -- +goose StatementBegin
 CREATE FUNCTION sluice_register_config_policy(p_name text, p_quota bigint, p_window_ms bigint, p_algorithm text,
                                               p_resolution_ms bigint, p_replica text, p_now_us bigint,
-                                              OUT prev_quota bigint, OUT prev_window_ms bigint,
+                                              OUT floor_us bigint, OUT prev_quota bigint, OUT prev_window_ms bigint,
                                               OUT prev_algorithm text, OUT prev_replica text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -553,6 +779,7 @@ BEGIN
         INSERT INTO sluice_config_policies (name, quota, window_ms, algorithm, resolution_ms, replica)
         VALUES (p_name, p_quota, p_window_ms, p_algorithm, p_resolution_ms, p_replica)
         ON CONFLICT (name) DO NOTHING;
+        floor_us := 0;
         RETURN;
     END IF;
     IF v_old.quota <> p_quota OR v_old.window_ms <> p_window_ms OR v_old.algorithm <> p_algorithm
@@ -568,7 +795,8 @@ BEGIN
         floor_us = CASE WHEN v_old.window_ms <> p_window_ms OR v_old.algorithm <> p_algorithm
                         THEN sluice_next_floor(v_old.floor_us, v_old.algorithm, v_old.window_ms * 1000, v_now)
                         ELSE v_old.floor_us END
-    WHERE name = p_name;
+    WHERE name = p_name
+    RETURNING sluice_config_policies.floor_us INTO floor_us;
 END
 $$;
 -- +goose StatementEnd
@@ -577,7 +805,11 @@ $$;
 DROP FUNCTION sluice_register_config_policy(text, bigint, bigint, text, bigint, text, bigint);
 DROP FUNCTION sluice_put_policy(text, bigint, bigint, text, bigint, text, boolean, bigint);
 DROP FUNCTION sluice_decide_batch(text[], bytea[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], bigint[], boolean[], boolean[], boolean, bigint, integer);
-DROP FUNCTION sluice_step(sluice_state, bigint, text, bigint, bigint, bigint, bigint, bigint, bigint);
+DROP FUNCTION sluice_write_log(text, bytea, sluice_state, bigint);
+DROP FUNCTION sluice_stored_state(sluice_state);
+DROP FUNCTION sluice_expiry(sluice_state, bigint);
+DROP FUNCTION sluice_step(sluice_state, text, bytea, bigint, text, bigint, bigint, bigint, bigint, bigint, bigint);
+DROP FUNCTION sluice_step_sliding_log(sluice_state, text, bytea, bigint, bigint, bigint, bigint, bigint);
 DROP FUNCTION sluice_step_fixed_window(sluice_state, bigint, bigint, bigint, bigint, bigint);
 DROP FUNCTION sluice_step_token_bucket(sluice_state, bigint, bigint, bigint, bigint);
 DROP FUNCTION sluice_step_log(sluice_state, bigint, bigint, bigint, bigint, bigint, bigint);
@@ -585,6 +817,7 @@ DROP FUNCTION sluice_next_floor(bigint, text, bigint, bigint);
 DROP TYPE sluice_step;
 DROP TYPE sluice_state;
 DROP TABLE sluice_config_policies;
+DROP TABLE sluice_log_entries;
 ALTER TABLE sluice_policies DROP CONSTRAINT sluice_policies_window_max, DROP CONSTRAINT sluice_policies_quota_max,
     DROP COLUMN generation, DROP COLUMN floor_us, DROP COLUMN resolution_ms;
 DROP SEQUENCE sluice_policy_generations;

@@ -93,10 +93,6 @@ type LoadOptions struct {
 	// Shadow puts every policy in shadow mode (envoyproxy/ratelimit's SHADOW_MODE): decided and counted, always
 	// answered OK; for running sluice beside the service it replaces before it enforces.
 	Shadow bool
-	// Parsed holds documents already parsed (written inside sluice's own config), by file name: Load reads them
-	// instead of parsing contents[name] (still used for the fingerprint), so messages give their lines in that
-	// config file.
-	Parsed map[string]*yaml.Node
 }
 
 // ConfigError lists every problem found in a config directory, each naming the file and the YAML path.
@@ -230,19 +226,16 @@ func Load(names []string, contents map[string][]byte, opts LoadOptions) (*Rules,
 			alg = a
 		}
 		l := loader{file: name, errs: errs, alg: alg, failure: opts.FailureMode, shadow: opts.Shadow, rules: rs}
-		top := opts.Parsed[name]
-		if top == nil {
-			var doc yaml.Node
-			if err := yaml.Unmarshal(contents[name], &doc); err != nil {
-				errs.add(name, nil, "", "not valid YAML: %v", err)
-				continue
-			}
-			if len(doc.Content) == 0 {
-				errs.add(name, nil, "", "empty file: a config file needs a domain")
-				continue
-			}
-			top = doc.Content[0]
+		var doc yaml.Node
+		if err := yaml.Unmarshal(contents[name], &doc); err != nil {
+			errs.add(name, nil, "", "not valid YAML: %v", err)
+			continue
 		}
+		if len(doc.Content) == 0 {
+			errs.add(name, nil, "", "empty file: a config file needs a domain")
+			continue
+		}
+		top := doc.Content[0]
 		d, tree := l.root(top)
 		if d == "" {
 			continue

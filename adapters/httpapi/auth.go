@@ -47,8 +47,9 @@ func required(r *http.Request) Role {
 	switch {
 	case p == "/v1/check", p == "/v1/checks", p == "/v1/authorize":
 		return RoleCheck
-	case r.Method == http.MethodGet && strings.HasPrefix(p, "/v1/policies/") && strings.Contains(p[len("/v1/policies/"):], "/keys/"):
-		return RoleCheck // peek
+	case r.Method == http.MethodGet && strings.HasPrefix(p, "/v1/policies/") &&
+		(strings.Contains(p[len("/v1/policies/"):], "/keys/") || strings.HasSuffix(p, "/keys")):
+		return RoleCheck // peek, with the key in the path or the query
 	}
 	return RoleAdmin
 }

@@ -84,7 +84,7 @@ func TestChecksValidationNamesEveryField(t *testing.T) {
 		}}, 400, "validation", []string{"checks[0].policy", "checks[1].key", "checks[2].cost", "checks[3].key", "checks[4].cost"}},
 		{"no checks", map[string]any{"checks": []any{}}, 400, "validation", []string{"checks"}},
 		{"checks missing", map[string]any{"atomic": true}, 400, "validation", []string{"checks"}},
-		{"unknown field in a check", `{"checks":[{"policy":"login","key":"k","cots":1}]}`, 400, "validation", []string{"cots"}},
+		{"unknown field in a check", `{"checks":[{"policy":"login","key":"k","cots":1}]}`, 400, "validation", []string{"checks[0].cots"}},
 		{"unknown top-level field", `{"checks":[{"policy":"login","key":"k"}],"atomik":true}`, 400, "validation", []string{"atomik"}},
 		{"atomic not a boolean", `{"checks":[{"policy":"login","key":"k"}],"atomic":"yes"}`, 400, "validation", []string{"atomic"}},
 		{"malformed", `{"checks":[`, 400, "malformed", nil},

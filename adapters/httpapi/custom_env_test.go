@@ -24,22 +24,44 @@ import (
 type flakyStore struct {
 	domain.BucketStore
 	failing atomic.Bool
+	// cause, when set, is the error a failing store returns instead of errStoreDown.
+	cause atomic.Pointer[error]
 }
 
-var errStoreDown = errors.New("test store is down")
+var errStoreDown = errors.New("test store is down at 10.1.2.3:5432")
+
+func (f *flakyStore) fail() error {
+	if p := f.cause.Load(); p != nil {
+		return *p
+	}
+	return errStoreDown
+}
+
+// failWith makes the store fail with err from now on.
+func (f *flakyStore) failWith(err error) {
+	f.cause.Store(&err)
+	f.failing.Store(true)
+}
 
 func (f *flakyStore) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
 	if f.failing.Load() {
-		return domain.Decision{}, errStoreDown
+		return domain.Decision{}, f.fail()
 	}
 	return f.BucketStore.Decide(ctx, r)
 }
 
 func (f *flakyStore) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atomic bool) ([]domain.Decision, error) {
 	if f.failing.Load() {
-		return nil, errStoreDown
+		return nil, f.fail()
 	}
 	return f.BucketStore.DecideBatch(ctx, rs, atomic)
+}
+
+func (f *flakyStore) Ping(ctx context.Context) error {
+	if f.failing.Load() {
+		return f.fail()
+	}
+	return f.BucketStore.Ping(ctx)
 }
 
 // richEnv is an env whose store can fail and whose observer feeds a Prometheus registry served at /metrics.
@@ -69,7 +91,11 @@ func newRichEnv(t *testing.T, opts ...envOption) *richEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := httpapi.Options{Limiter: lim, Spec: specBytes, Store: "memory", MaxBodyBytes: 4096, Gatherer: reg}
+	requests, err := metrics.NewHTTP(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := httpapi.Options{Limiter: lim, Spec: specBytes, Store: "memory", MaxBodyBytes: 4096, Gatherer: reg, Requests: requests}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -149,11 +175,4 @@ func (e *env) in(t *testing.T) *env {
 	c := *e
 	c.t = t
 	return &c
-}
-
-func (f *flakyStore) Ping(ctx context.Context) error {
-	if f.failing.Load() {
-		return errStoreDown
-	}
-	return f.BucketStore.Ping(ctx)
 }

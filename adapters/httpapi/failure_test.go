@@ -100,15 +100,3 @@ func TestFailureModeAllowOnEveryDecisionPath(t *testing.T) {
 		t.Fatalf("after the store recovered: %+v", d)
 	}
 }
-
-func TestReadyzFollowsTheStore(t *testing.T) {
-	e := newRichEnv(t)
-	if r := e.do("GET", "/readyz", nil); r.Status != 200 {
-		t.Fatalf("readyz: %d %s", r.Status, r.Body)
-	}
-	e.flaky.failing.Store(true)
-	wantProblem(t, e.do("GET", "/readyz", nil), 503, "not-ready", "")
-	if r := e.do("GET", "/healthz", nil); r.Status != 200 {
-		t.Fatalf("healthz must not depend on the store: %d", r.Status)
-	}
-}

@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +29,14 @@ type Options struct {
 	MaxBodyBytes int64
 	Logger       *slog.Logger
 	Gatherer     prometheus.Gatherer
+	// Requests, when set, records every answered request (adapters/metrics.HTTP).
+	Requests RequestObserver
+}
+
+// RequestObserver records one answered request. route is the route template of openapi.yaml (e.g.
+// /v1/policies/{name}/keys/{key}) or "unmatched", never the raw path, which holds keys.
+type RequestObserver interface {
+	Request(method, route string, code int, d time.Duration)
 }
 
 // NewHandler returns the whole HTTP surface: the generated routes with sluice's handlers, wrapped in the access
@@ -42,8 +52,8 @@ func NewHandler(o Options) http.Handler {
 		o.Gatherer = prometheus.NewRegistry()
 	}
 	log := o.Logger
-	srv := &server{lim: o.Limiter, spec: o.Spec, store: api.HealthStore(o.Store), gatherer: o.Gatherer}
 	unavailable := newLogLimiter(time.Second)
+	srv := &server{lim: o.Limiter, spec: o.Spec, store: api.HealthStore(o.Store), gatherer: o.Gatherer, log: log, unavailable: unavailable}
 	respondError := func(w http.ResponseWriter, r *http.Request, err error) {
 		k, fields := classify(err)
 		switch k {
@@ -63,27 +73,96 @@ func NewHandler(o Options) http.Handler {
 		ResponseErrorHandlerFunc: respondError,
 	})
 	mux := http.NewServeMux()
-	// Unknown paths and methods answer problem+json too.
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, problem(kindNoRoute, "no endpoint "+r.Method+" "+r.URL.Path+"; see /openapi.yaml", nil))
-	})
 	routes := api.HandlerWithOptions(strict, api.StdHTTPServerOptions{
 		BaseRouter: mux,
 		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-			respondError(w, r, paramError(err))
+			respondError(w, r, paramError(r, err))
 		},
 	})
 	auth := newAuthenticator(o.Tokens)
-	return accessLog(log, auth.middleware(limitBody(o.MaxBodyBytes, routes)))
+	return accessLog(log, route(mux, o.Requests, auth.middleware(limitBody(o.MaxBodyBytes, routes))))
 }
 
-// paramError names the query or path parameter that failed to bind.
-func paramError(err error) error {
+// route resolves the request against the routes of openapi.yaml before anything else looks at it, so that an
+// unknown path is a 404 and a known path with the wrong method a 405 with Allow, whatever the token or the body
+// (a check-role token on an unknown path used to get 403, POST /healthz 415). HEAD /v1/authorize is a 405 too:
+// net/http would answer it with the GET handler, spending a unit, and HEAD must not change state; a peek is GET
+// /v1/policies/{name}/keys/{key}. It also refuses query strings that are not valid percent-encoding (url.Query
+// drops such pairs silently, so "key=%zz" read as a missing key), and records the request by route template.
+func route(mux *http.ServeMux, obs RequestObserver, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		_, pattern := mux.Handler(r)
+		if r.Method == http.MethodHead && pattern == "GET /v1/authorize" {
+			pattern = ""
+		}
+		tmpl := "unmatched"
+		if _, p, ok := strings.Cut(pattern, " "); ok {
+			tmpl = p
+		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		if obs != nil {
+			defer func() { obs.Request(r.Method, tmpl, sw.status, time.Since(start)) }()
+		}
+		switch {
+		case pattern == "":
+			if allow := allowedMethods(mux, r); len(allow) > 0 {
+				sw.Header().Set("Allow", strings.Join(allow, ", "))
+				writeProblem(sw, problem(kindMethodNotAll, r.Method+" is not allowed on "+redactPath(r.URL.Path)+"; allowed: "+strings.Join(allow, ", "), nil))
+				return
+			}
+			writeProblem(sw, problem(kindNoRoute, "no endpoint "+r.Method+" "+redactPath(r.URL.Path)+"; see /openapi.yaml", nil))
+			return
+		case r.URL.RawQuery != "":
+			if err := checkQuery(r.URL.RawQuery); err != nil {
+				writeProblem(sw, problem(kindValidation, err.Error(), err.(*domain.ValidationError).Fields))
+				return
+			}
+		}
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// allowedMethods lists the methods the mux serves on r's path (HEAD is implied by GET and not listed).
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		probe := *r
+		probe.Method = m
+		if _, p := mux.Handler(&probe); p != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// checkQuery reports every query parameter whose name or value is not valid percent-encoding.
+func checkQuery(raw string) error {
+	ve := &domain.ValidationError{}
+	for pair := range strings.SplitSeq(raw, "&") {
+		name, value, _ := strings.Cut(pair, "=")
+		n, err := url.QueryUnescape(name)
+		if err != nil {
+			ve.Add("query", "a parameter name is not valid percent-encoding (write a literal % as %25)")
+			continue
+		}
+		if _, err := url.QueryUnescape(value); err != nil {
+			ve.Add(n, "is not valid percent-encoding: every % must start %XX with two hex digits (write a literal % as %25)")
+		}
+	}
+	return ve.Err()
+}
+
+// paramError names the query or path parameter that failed to bind, in plain words.
+func paramError(r *http.Request, err error) error {
 	var inv *api.InvalidParamFormatError
 	var req *api.RequiredParamError
 	switch {
 	case errors.As(err, &inv):
-		return domain.Invalid(inv.ParamName, "invalid value: "+inv.Err.Error())
+		if inv.ParamName == "cost" {
+			return domain.Invalid(inv.ParamName, "must be an integer from 0 to 9007199254740991 (2^53-1), got "+strconv.Quote(r.URL.Query().Get("cost")))
+		}
+		return domain.Invalid(inv.ParamName, "invalid value")
 	case errors.As(err, &req):
 		return domain.Invalid(req.ParamName, "is required")
 	}

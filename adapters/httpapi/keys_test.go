@@ -117,3 +117,55 @@ func TestKeyEndpointsBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestDotSegmentKeysInPaths: keys "." and ".." are path segments a URL parser removes, so clients send them as
+// %2E; the server reads %2E as the dot (once: "%252E" is the three characters "%2E").
+func TestDotSegmentKeysInPaths(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct{ key, path string }{{".", "%2E"}, {"..", "%2E%2E"}, {"..", ".%2E"}, {"%2E", "%252E"}, {"...", "..."}} {
+		t.Run(c.path, func(t *testing.T) {
+			e := e.in(t)
+			e.do("DELETE", "/v1/policies/login/keys/"+c.path, nil)
+			e.decision(check("login", c.key, 2))
+			if d := e.peek("login", c.path); d.Key != c.key || d.Remaining != 2 {
+				t.Fatalf("GET %s: %+v, want key %q and remaining 2", c.path, d, c.key)
+			}
+			if r := e.do("DELETE", "/v1/policies/login/keys/"+c.path, nil); r.Status != 204 {
+				t.Fatalf("DELETE %s: %d %s", c.path, r.Status, r.Body)
+			}
+			if d := e.peek("login", c.path); d.Remaining != 4 {
+				t.Fatalf("after reset %s: %+v", c.path, d)
+			}
+		})
+	}
+}
+
+// TestKeysInTheQuery: /v1/policies/{name}/keys?key= peeks and resets any key, "." and ".." included (which
+// WHATWG URL parsers drop from paths even as %2E), with the path form's answers.
+func TestKeysInTheQuery(t *testing.T) {
+	e := newEnv(t)
+	for _, key := range []string{".", "..", "a&b=c", "tenant/42", "100%"} {
+		t.Run(key, func(t *testing.T) {
+			e := e.in(t)
+			q := "/v1/policies/login/keys?" + url.Values{"key": {key}}.Encode()
+			e.decision(check("login", key, 2))
+			r := e.do("GET", q, nil)
+			var d struct {
+				Key       string `json:"key"`
+				Remaining int64  `json:"remaining"`
+			}
+			r.json(t, &d)
+			if r.Status != 200 || d.Key != key || d.Remaining != 2 || r.Header.Get("RateLimit") != `"login";r=2;t=60` {
+				t.Fatalf("GET %s: %d %s %q", q, r.Status, r.Body, r.Header.Get("RateLimit"))
+			}
+			if r := e.do("DELETE", q, nil); r.Status != 204 {
+				t.Fatalf("DELETE %s: %d %s", q, r.Status, r.Body)
+			}
+			if d := e.peek("login", strings.ReplaceAll(url.PathEscape(key), ".", "%2E")); d.Remaining != 4 {
+				t.Fatalf("after reset: %+v", d)
+			}
+		})
+	}
+	wantProblem(t, e.do("GET", "/v1/policies/login/keys", nil, invalidRequest()), 400, "validation", "key")
+	wantProblem(t, e.do("GET", "/v1/policies/nope/keys?key=k", nil), 404, "not-found", "")
+}

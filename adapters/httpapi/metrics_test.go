@@ -48,10 +48,47 @@ func TestMetricsFamiliesAfterTraffic(t *testing.T) {
 		`sluice_store_duration_seconds_count{op="decide_batch"} 1`,
 		`sluice_store_duration_seconds_bucket{op="decide",le="+Inf"} 6`,
 		"# TYPE sluice_store_errors_total counter",
-		`sluice_store_errors_total{op="decide",reason="error"} 2`,
+		`sluice_store_errors_total{op="decide",reason="failed"} 2`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", body)
+	}
+}
+
+// TestHTTPRequestMetrics: requests are counted by method, route template and status, and timed; a key in the
+// path never becomes a label, nor does an unknown path.
+func TestHTTPRequestMetrics(t *testing.T) {
+	e := newRichEnv(t)
+	e.decision(check("login", "k"))
+	e.decision(check("login", "k"))
+	e.peek("login", "secret-key-1")
+	e.peek("login", "secret%2Fkey-2")
+	wantProblem(t, e.do("POST", "/v1/check", `{"policy":"login"`, invalidRequest()), 400, "malformed", "")
+	wantProblem(t, e.do("GET", "/v1/no-such-thing-42", nil), 404, "not-found", "")
+	wantProblem(t, e.do("DELETE", "/v1/check", nil), 405, "method-not-allowed", "")
+	body := string(e.do("GET", "/metrics", nil).Body)
+	for _, want := range []string{
+		"# TYPE sluice_http_requests_total counter",
+		`sluice_http_requests_total{code="200",method="POST",route="/v1/check"} 2`,
+		`sluice_http_requests_total{code="400",method="POST",route="/v1/check"} 1`,
+		`sluice_http_requests_total{code="200",method="GET",route="/v1/policies/{name}/keys/{key}"} 2`,
+		`sluice_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
+		`sluice_http_requests_total{code="405",method="DELETE",route="unmatched"} 1`,
+		"# TYPE sluice_http_request_duration_seconds histogram",
+		`sluice_http_request_duration_seconds_count{method="POST",route="/v1/check"} 3`,
+		`sluice_http_request_duration_seconds_bucket{method="GET",route="/v1/policies/{name}/keys/{key}",le="+Inf"} 2`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, leak := range []string{"secret", "no-such-thing"} {
+		if strings.Contains(body, leak) {
+			t.Errorf("/metrics holds the raw path %q", leak)
 		}
 	}
 	if t.Failed() {
@@ -101,6 +138,8 @@ func TestMetricsOfTheRealWiring(t *testing.T) {
 		"sluice_memory_max_keys 1000",
 		"sluice_memory_full_rejections_total 0",
 		"# TYPE sluice_store_duration_seconds histogram",
+		`sluice_http_requests_total{code="200",method="POST",route="/v1/check"} 4`,
+		`sluice_http_request_duration_seconds_count{method="POST",route="/v1/check"} 4`,
 		// sluice_store_errors_total has no series until a store call fails (TestMetricsFamiliesAfterTraffic).
 		"go_goroutines",
 	} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -94,9 +95,17 @@ func detailFor(k kind, err error) string {
 	case kindInternal:
 		return ""
 	case kindUnavailable:
-		return "the store did not answer in time and the policy's failure_mode is deny; retry after the Retry-After delay"
+		return unavailableDetail[domain.StoreCause(err)]
 	}
 	return err.Error()
+}
+
+// unavailableDetail is the detail of a 503 per cause (domain.StoreCause): what happened, without the store's own
+// words (they may name hosts; the log has them).
+var unavailableDetail = map[string]string{
+	domain.CauseTimeout: "the store did not answer in time and the policy's failure_mode is deny; retry after the Retry-After delay",
+	domain.CauseFull:    "the memory store is full: every slot holds a key with units in its window (raise memory.max_keys), and the policy's failure_mode is deny; retry after the Retry-After delay",
+	domain.CauseFailed:  "the store failed to answer (the server log has the cause) and the policy's failure_mode is deny; retry after the Retry-After delay",
 }
 
 // writeProblem writes p as application/problem+json.
@@ -132,34 +141,18 @@ func decodeError(err error) error {
 	if errors.As(err, &mbe) {
 		return err
 	}
-	var ute *json.UnmarshalTypeError
-	if errors.As(err, &ute) && ute.Field != "" {
-		return domain.Invalid(ute.Field, "must be of type "+jsonType(ute.Type.Kind().String())+", got "+ute.Value)
+	var ve *domain.ValidationError
+	if errors.As(err, &ve) {
+		return ve
 	}
-	var uf *unknownFieldError
-	if errors.As(err, &uf) {
-		return domain.Invalid(uf.field, "unknown field: the body accepts only the fields in openapi.yaml")
+	var me *malformedError
+	if errors.As(err, &me) {
+		return me
+	}
+	if errors.Is(err, io.EOF) {
+		return &malformedError{msg: "the body is empty; send a JSON object"}
 	}
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "can't decode JSON body: ")
 	return &malformedError{msg: msg}
-}
-
-type malformedError struct{ msg string }
-
-func (e *malformedError) Error() string        { return "malformed JSON body: " + e.msg }
-func (e *malformedError) Is(target error) bool { return target == errMalformed }
-
-func jsonType(goKind string) string {
-	switch goKind {
-	case "int", "int64", "int32", "uint", "uint64":
-		return "integer"
-	case "bool":
-		return "boolean"
-	case "slice":
-		return "array"
-	case "struct", "map", "ptr":
-		return "object"
-	}
-	return goKind
 }

@@ -6,6 +6,9 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -20,6 +23,11 @@ type server struct {
 	spec     []byte
 	store    api.HealthStore
 	gatherer prometheus.Gatherer
+	log      *slog.Logger
+	// unavailable bounds the store-failure log lines (shared with the error handler).
+	unavailable *logLimiter
+	// storeSeen: the store has answered a probe since start-up (see Readyz).
+	storeSeen atomic.Bool
 }
 
 var _ api.StrictServerInterface = (*server)(nil)
@@ -164,12 +172,15 @@ func (s *server) GetPolicy(ctx context.Context, req api.GetPolicyRequestObject) 
 	return api.GetPolicy200JSONResponse(policyBody(p)), nil
 }
 
-// PutPolicy implements PUT /v1/policies/{name}.
+// PutPolicy implements PUT /v1/policies/{name}. Every bad field is reported at once: a window or resolution that
+// does not parse is reported next to the domain's verdict on the other fields (the domain's own word on that
+// field is dropped, since it would only judge a duration that was never read).
 func (s *server) PutPolicy(ctx context.Context, req api.PutPolicyRequestObject) (api.PutPolicyResponseObject, error) {
 	b := req.Body
+	unparsed := &domain.ValidationError{}
 	window, err := domain.ParseDuration(b.Window)
 	if err != nil {
-		return nil, domain.Invalid("window", err.Error())
+		unparsed.Add("window", err.Error())
 	}
 	p := domain.Policy{Name: req.Name, Limit: b.Limit, Window: window}
 	if b.Algorithm != nil {
@@ -178,7 +189,7 @@ func (s *server) PutPolicy(ctx context.Context, req api.PutPolicyRequestObject) 
 	if b.Resolution != nil {
 		res, err := domain.ParseDuration(*b.Resolution)
 		if err != nil {
-			return nil, domain.Invalid("resolution", err.Error())
+			unparsed.Add("resolution", err.Error())
 		}
 		p.Resolution = res
 	}
@@ -187,6 +198,17 @@ func (s *server) PutPolicy(ctx context.Context, req api.PutPolicyRequestObject) 
 	}
 	if b.Shadow != nil {
 		p.Shadow = *b.Shadow
+	}
+	if len(unparsed.Fields) > 0 {
+		var rest *domain.ValidationError
+		if errors.As(p.WithDefaults().Validate(""), &rest) {
+			for _, f := range rest.Fields {
+				if !named(unparsed, f.Field) {
+					unparsed.Fields = append(unparsed.Fields, f)
+				}
+			}
+		}
+		return nil, unparsed
 	}
 	stored, created, err := s.lim.PutPolicy(ctx, p)
 	if err != nil {
@@ -208,9 +230,9 @@ func (s *server) DeletePolicy(ctx context.Context, req api.DeletePolicyRequestOb
 
 // GetKey implements GET /v1/policies/{name}/keys/{key}: a peek.
 func (s *server) GetKey(ctx context.Context, req api.GetKeyRequestObject) (api.GetKeyResponseObject, error) {
-	res, err := s.lim.Check(ctx, domain.CheckRequest{Policy: req.Name, Key: req.Key, Cost: 0})
+	res, err := s.peek(ctx, req.Name, req.Key)
 	if err != nil {
-		return nil, renameField(err, "policy", "name")
+		return nil, err
 	}
 	policy := rateLimitPolicy(res.Policy)
 	h := api.GetKey200ResponseHeaders{RateLimitPolicy: &policy}
@@ -221,12 +243,53 @@ func (s *server) GetKey(ctx context.Context, req api.GetKeyRequestObject) (api.G
 	return api.GetKey200JSONResponse{Body: decisionBody(res), Headers: h}, nil
 }
 
+// GetKeyByQuery implements GET /v1/policies/{name}/keys?key=: GetKey for keys that cannot be a path segment.
+func (s *server) GetKeyByQuery(ctx context.Context, req api.GetKeyByQueryRequestObject) (api.GetKeyByQueryResponseObject, error) {
+	res, err := s.peek(ctx, req.Name, req.Params.Key)
+	if err != nil {
+		return nil, err
+	}
+	policy := rateLimitPolicy(res.Policy)
+	h := api.GetKeyByQuery200ResponseHeaders{RateLimitPolicy: &policy}
+	if !res.Degraded {
+		rl := rateLimit(res)
+		h.RateLimit = &rl
+	}
+	return api.GetKeyByQuery200JSONResponse{Body: decisionBody(res), Headers: h}, nil
+}
+
+func (s *server) peek(ctx context.Context, name, key string) (domain.Result, error) {
+	res, err := s.lim.Check(ctx, domain.CheckRequest{Policy: name, Key: key, Cost: 0})
+	if err != nil {
+		return res, renameField(err, "policy", "name")
+	}
+	return res, nil
+}
+
 // ResetKey implements DELETE /v1/policies/{name}/keys/{key}.
 func (s *server) ResetKey(ctx context.Context, req api.ResetKeyRequestObject) (api.ResetKeyResponseObject, error) {
 	if err := s.lim.Reset(ctx, req.Name, req.Key); err != nil {
 		return nil, err
 	}
 	return api.ResetKey204Response{}, nil
+}
+
+// ResetKeyByQuery implements DELETE /v1/policies/{name}/keys?key=.
+func (s *server) ResetKeyByQuery(ctx context.Context, req api.ResetKeyByQueryRequestObject) (api.ResetKeyByQueryResponseObject, error) {
+	if err := s.lim.Reset(ctx, req.Name, req.Params.Key); err != nil {
+		return nil, err
+	}
+	return api.ResetKeyByQuery204Response{}, nil
+}
+
+// named reports whether ve already names field.
+func named(ve *domain.ValidationError, field string) bool {
+	for _, f := range ve.Fields {
+		if f.Field == field {
+			return true
+		}
+	}
+	return false
 }
 
 // renameField maps a domain field name to the name the client used (a path parameter here).
@@ -248,12 +311,67 @@ func (s *server) Healthz(context.Context, api.HealthzRequestObject) (api.Healthz
 	return api.Healthz200JSONResponse{Status: api.Ok, Store: &s.store}, nil
 }
 
-// Readyz implements GET /readyz: the store answers.
+// readinessProbe is a policy name the readiness check looks up to learn whether the limiter can resolve policy
+// names without the store: ErrPolicyNotFound (or the policy, should one have this name) means it can; an
+// unavailable error means the API policies are not loaded, so checks of them could not follow their failure_mode.
+const readinessProbe = "sluice.readiness-probe"
+
+// Readyz implements GET /readyz, the load balancer's question: should this process get checks? Yes when the
+// store answers. Yes too while it does not, if this process has seen it answer since start-up (so its schema was
+// current and its policies loaded) and can still resolve every policy: each check is then answered at once by
+// its failure_mode, and keeping the replica in the Service is what lets failure_mode allow apply at all. No when
+// it has never seen the store answer (a replica started during an outage, or against a schema behind this
+// build) or cannot resolve API policies. The problem never carries the store's own error text, which can name
+// hosts; the log has it.
 func (s *server) Readyz(ctx context.Context, _ api.ReadyzRequestObject) (api.ReadyzResponseObject, error) {
-	if err := s.lim.Ready(ctx); err != nil {
-		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady, err.Error(), nil)), nil
+	err := s.lim.Ready(ctx)
+	if err == nil {
+		s.storeSeen.Store(true)
+		return api.Readyz200JSONResponse(s.health(api.Ok, nil)), nil
 	}
-	return api.Readyz200JSONResponse{Status: api.Ok, Store: &s.store}, nil
+	cause := domain.StoreCause(err)
+	s.logStoreDown(err)
+	if !s.storeSeen.Load() {
+		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady,
+			"the store has not answered since this process started (cause: "+cause+"); it stays out of service until the store answers and its schema is current", nil)), nil
+	}
+	if _, perr := s.lim.GetPolicy(ctx, readinessProbe); perr != nil && !errors.Is(perr, domain.ErrPolicyNotFound) {
+		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady,
+			"the store does not answer (cause: "+cause+") and the API policies are not loaded, so their checks could not follow their failure_mode", nil)), nil
+	}
+	return api.Readyz200JSONResponse(s.health(api.Degraded, &cause)), nil
+}
+
+// StoreHealth implements GET /healthz/store: whether the store answers now.
+func (s *server) StoreHealth(ctx context.Context, _ api.StoreHealthRequestObject) (api.StoreHealthResponseObject, error) {
+	err := s.lim.Ready(ctx)
+	if err == nil {
+		s.storeSeen.Store(true)
+		return api.StoreHealth200JSONResponse(s.health(api.Ok, nil)), nil
+	}
+	cause := domain.StoreCause(err)
+	s.logStoreDown(err)
+	return api.StoreHealth503ApplicationProblemPlusJSONResponse(problem(kindUnavailable, "the store does not answer (cause: "+cause+"); the server log has its error", nil)), nil
+}
+
+// health is the body of /healthz, /readyz and /healthz/store; cause is nil when the store answered.
+func (s *server) health(status api.HealthStatus, cause *string) api.Health {
+	h := api.Health{Status: status, Store: &s.store}
+	st := api.HealthStoreStatusAvailable
+	if cause != nil {
+		st = api.HealthStoreStatusUnavailable
+		c := api.HealthCause(*cause)
+		h.Cause = &c
+	}
+	h.StoreStatus = &st
+	return h
+}
+
+// logStoreDown logs a failed store probe, at most once a second like every other store failure.
+func (s *server) logStoreDown(err error) {
+	if ok, suppressed := s.unavailable.admit(); ok {
+		s.log.Warn("store unavailable", "path", "readiness", "err", err, "suppressed", suppressed)
+	}
 }
 
 // Metrics implements GET /metrics in the Prometheus text format.

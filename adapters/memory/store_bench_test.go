@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluice-dev/sluice/adapters/memory"
 	"github.com/sluice-dev/sluice/domain"
+	"github.com/sluice-dev/sluice/domain/clocktest"
 )
 
 // stepClock advances by step on every reading, so a benchmark reaches a steady state (entries leave the window
@@ -111,17 +112,37 @@ func shapeName(keys int) string {
 	return "uniform-" + strconv.Itoa(keys)
 }
 
-// BenchmarkBytesPerKey measures the memory held per live key whose window holds limit units admitted at limit
-// distinct instants (the worst case of the exact log: one entry per unit). Each iteration fills one more key;
-// the heap is measured after a GC before and after, and reported as B/key (bytes of live heap per key, the
-// store's map, buckets, rings and key strings included). ns/op is the time to fill one key.
+// BenchmarkBytesPerKey measures the memory held per live key filled to 90 % of its limit over the last hour of a
+// 1 h window, for every algorithm: sliding_log at one distinct instant per unit (its worst case: one entry per
+// unit, so it grows with the limit), the others at up to 1,000 distinct instants (sliding_window's state is
+// bounded by its resolution's buckets, token_bucket's and fixed_window's are one instant and one count). Each
+// iteration fills one more key; the heap is measured after a GC before and after and reported as B/key (bytes of
+// live heap per key: the store's map, buckets, rings and key strings included). ns/op is the time to fill a key.
 func BenchmarkBytesPerKey(b *testing.B) {
+	type tc struct {
+		alg   domain.Algorithm
+		limit int64
+	}
+	var cases []tc
 	for _, limit := range []int64{100, 1000} {
-		b.Run("limit="+strconv.FormatInt(limit, 10), func(b *testing.B) {
-			clock := &stepClock{step: time.Microsecond}
+		cases = append(cases, tc{domain.SlidingLog, limit})
+	}
+	for _, alg := range []domain.Algorithm{domain.SlidingWindow, domain.TokenBucket, domain.FixedWindow} {
+		for _, limit := range []int64{100, 10_000, 1_000_000} {
+			cases = append(cases, tc{alg, limit})
+		}
+	}
+	for _, c := range cases {
+		b.Run(string(c.alg)+"/limit="+strconv.FormatInt(c.limit, 10), func(b *testing.B) {
+			clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 			s := memory.New(clock, memory.Options{MaxKeys: 10_000_000})
 			ctx := context.Background()
-			// Keys of the uniform shape's form; the strings are built before the first measurement.
+			fill := c.limit * 9 / 10
+			steps := min(fill, 1000)
+			if c.alg == domain.SlidingLog {
+				steps = fill
+			}
+			rule := domain.Policy{Name: "bench", Limit: c.limit, Window: time.Hour, Algorithm: c.alg}.WithDefaults().Rule()
 			keys := make([]string, 0, 1024)
 			before := heapInUse()
 			n := 0
@@ -133,23 +154,23 @@ func BenchmarkBytesPerKey(b *testing.B) {
 					}
 					b.StartTimer()
 				}
-				r := domain.BucketRequest{Policy: "bench", Key: keys[n], Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: limit, Window: time.Hour}, Cost: 1}
-				for u := int64(0); u < limit; u++ {
+				for u := int64(0); u < steps; u++ {
+					cost := fill / steps
+					if u == steps-1 {
+						cost += fill % steps
+					}
+					r := domain.BucketRequest{Policy: "bench", Key: keys[n], Rule: rule, Cost: cost}
 					if d, err := s.Decide(ctx, r); err != nil || !d.Allowed {
 						b.Fatal(d, err)
 					}
+					clock.Advance(54 * time.Minute / time.Duration(steps)) // the fill spans 90 % of the window
 				}
+				clock.Advance(-54 * time.Minute) // every key is filled over the same stretch of time
 				n++
 			}
 			b.StopTimer()
 			after := heapInUse()
-			keyBytes := 0
-			for _, k := range keys[:n] {
-				keyBytes += len(k)
-			}
-			// The key strings belong to the caller here, but a store holds its own copy: count them in.
 			b.ReportMetric(float64(after-before)/float64(n), "B/key")
-			b.ReportMetric(float64(after-before)/float64(n*int(limit)), "B/unit")
 			runtime.KeepAlive(s)
 			runtime.KeepAlive(keys)
 		})

@@ -3,8 +3,7 @@
 package metrics
 
 import (
-	"context"
-	"errors"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,7 +34,7 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 		}, []string{"op"}),
 		storeErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_store_errors_total",
-			Help: "Store calls that failed, by operation and reason (timeout, full, error).",
+			Help: "Store calls that failed, by operation and reason (timeout, full, failed: domain.StoreCause).",
 		}, []string{"op", "reason"}),
 	}
 	for _, c := range []prometheus.Collector{o.decisions, o.storeDur, o.storeErrs} {
@@ -45,7 +44,7 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 	}
 	// Start the error series at 0, so dashboards and rate() see them before the first failure.
 	for _, op := range []string{"decide", "decide_batch"} {
-		for _, r := range []string{"timeout", "full", "error"} {
+		for _, r := range []string{domain.CauseTimeout, domain.CauseFull, domain.CauseFailed} {
 			o.storeErrs.WithLabelValues(op, r)
 		}
 	}
@@ -61,20 +60,48 @@ func (o *Observer) Decided(policy string, outcome domain.Outcome) {
 func (o *Observer) StoreCall(op string, d time.Duration, err error) {
 	o.storeDur.WithLabelValues(op).Observe(d.Seconds())
 	if err != nil {
-		o.storeErrs.WithLabelValues(op, reason(err)).Inc()
+		o.storeErrs.WithLabelValues(op, domain.StoreCause(err)).Inc()
 	}
 }
 
-func reason(err error) string {
-	switch {
-	case errors.Is(err, domain.ErrStoreFull):
-		return "full"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
+// HTTP counts answered HTTP requests by method, route and status, and times them. Safe for concurrent use.
+type HTTP struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewHTTP registers the HTTP families on reg: sluice_http_requests_total{method,route,code} and
+// sluice_http_request_duration_seconds{method,route}. route is the route template (e.g.
+// /v1/policies/{name}/keys/{key}) or "unmatched", never the raw path: keys stay out of the labels and the
+// label set stays bounded.
+func NewHTTP(reg prometheus.Registerer) (*HTTP, error) {
+	h := &HTTP{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_http_requests_total",
+			Help: "HTTP requests answered, by method, route template (or unmatched) and status code.",
+		}, []string{"method", "route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sluice_http_request_duration_seconds",
+			Help:    "Time from the request's arrival to its handler's return, by method and route template.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"method", "route"}),
 	}
-	var te interface{ Timeout() bool }
-	if errors.As(err, &te) && te.Timeout() {
-		return "timeout"
+	for _, c := range []prometheus.Collector{h.requests, h.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
 	}
-	return "error"
+	return h, nil
+}
+
+// Request records one answered request. method is one of the methods the API serves or "other", so a client
+// cannot grow the label set.
+func (h *HTTP) Request(method, route string, code int, d time.Duration) {
+	switch method {
+	case "GET", "HEAD", "POST", "PUT", "DELETE":
+	default:
+		method = "other"
+	}
+	h.requests.WithLabelValues(method, route, strconv.Itoa(code)).Inc()
+	h.duration.WithLabelValues(method, route).Observe(d.Seconds())
 }

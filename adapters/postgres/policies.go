@@ -211,8 +211,8 @@ type ConfigDifference struct {
 
 // RegisterConfigPolicies records this replica's config-file policies in sluice_config_policies, as the database
 // last saw them, and returns those another replica had registered differently. A changed window or algorithm
-// raises the policy's floor there (the expiry rule), which every replica's decisions then read; limits and
-// windows stay each replica's own (config policies are per replica by nature: docs/operator.md).
+// raises the policy's floor there (the expiry rule), which this replica's checks of the policy carry from then on;
+// limits and windows stay each replica's own (config policies are per replica by nature: docs/operator.md).
 func (s *Store) RegisterConfigPolicies(ctx context.Context, ps []domain.Policy, replica string) ([]ConfigDifference, error) {
 	var diffs []ConfigDifference
 	for _, p := range ps {
@@ -225,6 +225,7 @@ func (s *Store) RegisterConfigPolicies(ctx context.Context, ps []domain.Policy, 
 		if err != nil {
 			return diffs, s.fail("register config policy", err)
 		}
+		s.configFloors.Store(p.Name, row.FloorUs)
 		if row.PrevReplica != "" {
 			diffs = append(diffs, ConfigDifference{Name: p.Name, Replica: row.PrevReplica, Limit: row.PrevQuota,
 				Window: time.Duration(row.PrevWindowMs) * time.Millisecond, Algorithm: domain.Algorithm(row.PrevAlgorithm)})

@@ -86,8 +86,10 @@ type Store struct {
 	target   int64 // newest migration version this build knows
 
 	policies policyCache
-	stop     context.CancelFunc
-	done     sync.WaitGroup
+	// configFloors: config policy name → floor (µs) from sluice_config_policies, set by RegisterConfigPolicies.
+	configFloors sync.Map
+	stop         context.CancelFunc
+	done         sync.WaitGroup
 }
 
 var (
@@ -273,6 +275,11 @@ func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bo
 		LockWaitMs: lockWait,
 	}
 	for i, r := range rs {
+		if !r.Stored {
+			if f, ok := s.configFloors.Load(r.Policy); ok {
+				r.Floor = max(r.Floor, f.(int64))
+			}
+		}
 		p.Policies[i], p.Keys[i], p.Algs[i], p.Limits[i] = r.Policy, []byte(r.Key), string(r.Algorithm), r.Limit
 		p.WindowsUs[i], p.ResUs[i], p.FloorsUs[i], p.Gens[i] = micros(r.Window), micros(r.Resolution), r.Floor, r.Generation
 		p.Costs[i], p.Shadows[i], p.Stored[i] = r.Cost, r.Shadow, r.Stored

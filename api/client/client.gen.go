@@ -42,14 +42,38 @@ func (e Algorithm) Valid() bool {
 	}
 }
 
+// Defines values for HealthCause.
+const (
+	Failed  HealthCause = "failed"
+	Full    HealthCause = "full"
+	Timeout HealthCause = "timeout"
+)
+
+// Valid indicates whether the value is a known member of the HealthCause enum.
+func (e HealthCause) Valid() bool {
+	switch e {
+	case Failed:
+		return true
+	case Full:
+		return true
+	case Timeout:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthStatus.
 const (
-	Ok HealthStatus = "ok"
+	Degraded HealthStatus = "degraded"
+	Ok       HealthStatus = "ok"
 )
 
 // Valid indicates whether the value is a known member of the HealthStatus enum.
 func (e HealthStatus) Valid() bool {
 	switch e {
+	case Degraded:
+		return true
 	case Ok:
 		return true
 	default:
@@ -69,6 +93,24 @@ func (e HealthStore) Valid() bool {
 	case Memory:
 		return true
 	case Postgres:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for HealthStoreStatus.
+const (
+	HealthStoreStatusAvailable   HealthStoreStatus = "available"
+	HealthStoreStatusUnavailable HealthStoreStatus = "unavailable"
+)
+
+// Valid indicates whether the value is a known member of the HealthStoreStatus enum.
+func (e HealthStoreStatus) Valid() bool {
+	switch e {
+	case HealthStoreStatusAvailable:
+		return true
+	case HealthStoreStatusUnavailable:
 		return true
 	default:
 		return false
@@ -193,7 +235,9 @@ type Decision struct {
 	ShadowDenied *bool `json:"shadow_denied,omitempty"`
 }
 
-// Duration A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+// Duration Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
 //
 // Example: 60s
 type Duration = string
@@ -208,15 +252,28 @@ type FieldError struct {
 
 // Health defines model for Health.
 type Health struct {
+	// Cause Why the store did not answer, when `store_status` is `unavailable`.
+	Cause *HealthCause `json:"cause,omitempty"`
+
+	// Status `degraded` (only on `/readyz`): the store does not answer; checks get their failure_mode.
 	Status HealthStatus `json:"status"`
 	Store  *HealthStore `json:"store,omitempty"`
+
+	// StoreStatus Whether the store answered this probe (on `/readyz` and `/healthz/store`).
+	StoreStatus *HealthStoreStatus `json:"store_status,omitempty"`
 }
 
-// HealthStatus defines model for Health.Status.
+// HealthCause Why the store did not answer, when `store_status` is `unavailable`.
+type HealthCause string
+
+// HealthStatus `degraded` (only on `/readyz`): the store does not answer; checks get their failure_mode.
 type HealthStatus string
 
 // HealthStore defines model for Health.Store.
 type HealthStore string
+
+// HealthStoreStatus Whether the store answered this probe (on `/readyz` and `/healthz/store`).
+type HealthStoreStatus string
 
 // Key Opaque UTF-8, 1 to 512 bytes (the length limit is in bytes, enforced by the server).
 //
@@ -237,7 +294,10 @@ type Policy struct {
 	// Name Example: login
 	Name PolicyName `json:"name"`
 
-	// Resolution A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Resolution Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Resolution *Duration `json:"resolution,omitempty"`
@@ -246,7 +306,10 @@ type Policy struct {
 	// Source `config` policies are read-only over the API.
 	Source PolicySource `json:"source"`
 
-	// Window A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Window   Duration `json:"window"`
@@ -278,13 +341,19 @@ type PolicySpec struct {
 	FailureMode *PolicySpecFailureMode `json:"failure_mode,omitempty"`
 	Limit       int64                  `json:"limit"`
 
-	// Resolution A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Resolution Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Resolution *Duration `json:"resolution,omitempty"`
 	Shadow     *bool     `json:"shadow,omitempty"`
 
-	// Window A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
 	//
 	// Example: 60s
 	Window Duration `json:"window"`
@@ -337,6 +406,22 @@ type AuthorizeParams struct {
 	Policy PolicyName `form:"policy" json:"policy"`
 	Key    Key        `form:"key" json:"key"`
 	Cost   *Cost      `form:"cost,omitempty" json:"cost,omitempty"`
+}
+
+// ResetKeyByQueryParams defines parameters for ResetKeyByQuery.
+type ResetKeyByQueryParams struct {
+	// Key The key, in the query string. The same as `/v1/policies/{name}/keys/{key}`, for keys that cannot travel as
+	// a path segment: `.` and `..` are dot segments that WHATWG URL parsers (browsers, Node's fetch) remove even
+	// when percent-encoded as `%2E`. Clients whose URL parser keeps `%2E` (Go's) may use the path form.
+	Key Key `form:"key" json:"key"`
+}
+
+// GetKeyByQueryParams defines parameters for GetKeyByQuery.
+type GetKeyByQueryParams struct {
+	// Key The key, in the query string. The same as `/v1/policies/{name}/keys/{key}`, for keys that cannot travel as
+	// a path segment: `.` and `..` are dot segments that WHATWG URL parsers (browsers, Node's fetch) remove even
+	// when percent-encoded as `%2E`. Clients whose URL parser keeps `%2E` (Go's) may use the path form.
+	Key Key `form:"key" json:"key"`
 }
 
 // CheckJSONRequestBody defines body for Check for application/json ContentType.
@@ -427,6 +512,15 @@ type ClientInterface interface {
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// StoreHealth Whether the store answers now (and, for PostgreSQL, its schema is current).
+	//
+	// 200 when the store answers; 503 (`store-unavailable`) with the cause (`timeout`, `full` or `failed`) in
+	// the detail when it does not. For monitoring, or as a strict readiness probe (see `/readyz`). No response
+	// names the store's address: the server log has the store's own error.
+	//
+	// Corresponds with GET /healthz/store (the `StoreHealth` operationId).
+	StoreHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// Metrics Prometheus metrics.
 	//
 	// Corresponds with GET /metrics (the `Metrics` operationId).
@@ -437,7 +531,18 @@ type ClientInterface interface {
 	// Corresponds with GET /openapi.yaml (the `OpenapiSpec` operationId).
 	OpenapiSpec(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// Readyz The store answers and its schema is current.
+	// Readyz Whether a load balancer should send this process checks.
+	//
+	// 200 when the store answers (`status: ok`). 200 too while the store does not answer (`status: degraded`)
+	// if this process has seen the store answer since it started and knows every policy: it then answers every
+	// check at once by the policy's `failure_mode` (`allow`: admitted with `degraded: true`; `deny`: 503 with
+	// `Retry-After`), which is what the failure modes are for. If every replica left the Service during a store
+	// outage, `failure_mode: allow` would never apply. 503 (`not-ready`) while the store does not answer and
+	// this process has never seen it answer since start-up (the schema may be behind this build, or the API
+	// policies and their failure modes are unknown), or does not know the API policies. The trade-off: a
+	// replica cut off alone from a store its peers still reach stays in the Service and answers by
+	// `failure_mode`; probe `/healthz/store` instead to take such a replica out (at the cost of emptying the
+	// Service in a full outage). No response names the store's address.
 	//
 	// Corresponds with GET /readyz (the `Readyz` operationId).
 	Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -527,6 +632,16 @@ type ClientInterface interface {
 	// Corresponds with PUT /v1/policies/{name} (the `PutPolicy` operationId).
 	PutPolicy(ctx context.Context, name PolicyName, body PutPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ResetKeyByQuery Reset the key, the key in the query string.
+	//
+	// Corresponds with DELETE /v1/policies/{name}/keys (the `ResetKeyByQuery` operationId).
+	ResetKeyByQuery(ctx context.Context, name PolicyName, params *ResetKeyByQueryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetKeyByQuery The key's state without consuming, the key in the query string.
+	//
+	// Corresponds with GET /v1/policies/{name}/keys (the `GetKeyByQuery` operationId).
+	GetKeyByQuery(ctx context.Context, name PolicyName, params *GetKeyByQueryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ResetKey Reset the key; its next check sees a full quota.
 	//
 	// Corresponds with DELETE /v1/policies/{name}/keys/{key} (the `ResetKey` operationId).
@@ -543,6 +658,25 @@ type ClientInterface interface {
 // Corresponds with GET /healthz (the `Healthz` operationId).
 func (c *Client) Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewHealthzRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StoreHealth Whether the store answers now (and, for PostgreSQL, its schema is current).
+//
+// 200 when the store answers; 503 (`store-unavailable`) with the cause (`timeout`, `full` or `failed`) in
+// the detail when it does not. For monitoring, or as a strict readiness probe (see `/readyz`). No response
+// names the store's address: the server log has the store's own error.
+//
+// Corresponds with GET /healthz/store (the `StoreHealth` operationId).
+func (c *Client) StoreHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStoreHealthRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -583,7 +717,18 @@ func (c *Client) OpenapiSpec(ctx context.Context, reqEditors ...RequestEditorFn)
 	return c.Client.Do(req)
 }
 
-// Readyz The store answers and its schema is current.
+// Readyz Whether a load balancer should send this process checks.
+//
+// 200 when the store answers (`status: ok`). 200 too while the store does not answer (`status: degraded`)
+// if this process has seen the store answer since it started and knows every policy: it then answers every
+// check at once by the policy's `failure_mode` (`allow`: admitted with `degraded: true`; `deny`: 503 with
+// `Retry-After`), which is what the failure modes are for. If every replica left the Service during a store
+// outage, `failure_mode: allow` would never apply. 503 (`not-ready`) while the store does not answer and
+// this process has never seen it answer since start-up (the schema may be behind this build, or the API
+// policies and their failure modes are unknown), or does not know the API policies. The trade-off: a
+// replica cut off alone from a store its peers still reach stays in the Service and answers by
+// `failure_mode`; probe `/healthz/store` instead to take such a replica out (at the cost of emptying the
+// Service in a full outage). No response names the store's address.
 //
 // Corresponds with GET /readyz (the `Readyz` operationId).
 func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -783,6 +928,36 @@ func (c *Client) PutPolicy(ctx context.Context, name PolicyName, body PutPolicyJ
 	return c.Client.Do(req)
 }
 
+// ResetKeyByQuery Reset the key, the key in the query string.
+//
+// Corresponds with DELETE /v1/policies/{name}/keys (the `ResetKeyByQuery` operationId).
+func (c *Client) ResetKeyByQuery(ctx context.Context, name PolicyName, params *ResetKeyByQueryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResetKeyByQueryRequest(c.Server, name, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetKeyByQuery The key's state without consuming, the key in the query string.
+//
+// Corresponds with GET /v1/policies/{name}/keys (the `GetKeyByQuery` operationId).
+func (c *Client) GetKeyByQuery(ctx context.Context, name PolicyName, params *GetKeyByQueryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetKeyByQueryRequest(c.Server, name, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ResetKey Reset the key; its next check sees a full quota.
 //
 // Corresponds with DELETE /v1/policies/{name}/keys/{key} (the `ResetKey` operationId).
@@ -823,6 +998,33 @@ func NewHealthzRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/healthz")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewStoreHealthRequest constructs an http.Request for the StoreHealth method
+func NewStoreHealthRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/healthz/store")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1213,6 +1415,120 @@ func NewPutPolicyRequestWithBody(server string, name PolicyName, contentType str
 	return req, nil
 }
 
+// NewResetKeyByQueryRequest constructs an http.Request for the ResetKeyByQuery method
+func NewResetKeyByQueryRequest(server string, name PolicyName, params *ResetKeyByQueryParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/policies/%s/keys", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "key", params.Key, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetKeyByQueryRequest constructs an http.Request for the GetKeyByQuery method
+func NewGetKeyByQueryRequest(server string, name PolicyName, params *GetKeyByQueryParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/policies/%s/keys", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "key", params.Key, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewResetKeyRequest constructs an http.Request for the ResetKey method
 func NewResetKeyRequest(server string, name PolicyName, key Key) (*http.Request, error) {
 	var err error
@@ -1346,6 +1662,17 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	HealthzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*HealthzResponse, error)
 
+	// StoreHealthWithResponse Whether the store answers now (and, for PostgreSQL, its schema is current).
+	//
+	// 200 when the store answers; 503 (`store-unavailable`) with the cause (`timeout`, `full` or `failed`) in
+	// the detail when it does not. For monitoring, or as a strict readiness probe (see `/readyz`). No response
+	// names the store's address: the server log has the store's own error.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /healthz/store (the `StoreHealth` operationId).
+	StoreHealthWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*StoreHealthResponse, error)
+
 	// MetricsWithResponse Prometheus metrics.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -1360,7 +1687,18 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /openapi.yaml (the `OpenapiSpec` operationId).
 	OpenapiSpecWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OpenapiSpecResponse, error)
 
-	// ReadyzWithResponse The store answers and its schema is current.
+	// ReadyzWithResponse Whether a load balancer should send this process checks.
+	//
+	// 200 when the store answers (`status: ok`). 200 too while the store does not answer (`status: degraded`)
+	// if this process has seen the store answer since it started and knows every policy: it then answers every
+	// check at once by the policy's `failure_mode` (`allow`: admitted with `degraded: true`; `deny`: 503 with
+	// `Retry-After`), which is what the failure modes are for. If every replica left the Service during a store
+	// outage, `failure_mode: allow` would never apply. 503 (`not-ready`) while the store does not answer and
+	// this process has never seen it answer since start-up (the schema may be behind this build, or the API
+	// policies and their failure modes are unknown), or does not know the API policies. The trade-off: a
+	// replica cut off alone from a store its peers still reach stays in the Service and answers by
+	// `failure_mode`; probe `/healthz/store` instead to take such a replica out (at the cost of emptying the
+	// Service in a full outage). No response names the store's address.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1460,6 +1798,20 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PUT /v1/policies/{name} (the `PutPolicy` operationId).
 	PutPolicyWithResponse(ctx context.Context, name PolicyName, body PutPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*PutPolicyResponse, error)
 
+	// ResetKeyByQueryWithResponse Reset the key, the key in the query string.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/policies/{name}/keys (the `ResetKeyByQuery` operationId).
+	ResetKeyByQueryWithResponse(ctx context.Context, name PolicyName, params *ResetKeyByQueryParams, reqEditors ...RequestEditorFn) (*ResetKeyByQueryResponse, error)
+
+	// GetKeyByQueryWithResponse The key's state without consuming, the key in the query string.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/policies/{name}/keys (the `GetKeyByQuery` operationId).
+	GetKeyByQueryWithResponse(ctx context.Context, name PolicyName, params *GetKeyByQueryParams, reqEditors ...RequestEditorFn) (*GetKeyByQueryResponse, error)
+
 	// ResetKeyWithResponse Reset the key; its next check sees a full quota.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -1517,6 +1869,61 @@ func (r HealthzResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r HealthzResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type StoreHealthResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Health
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Problem
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r StoreHealthResponse) GetJSON200() *Health {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r StoreHealthResponse) GetApplicationproblemJSON503() *Problem {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r StoreHealthResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r StoreHealthResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r StoreHealthResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r StoreHealthResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r StoreHealthResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -2408,6 +2815,201 @@ func (r PutPolicyResponse) ContentType() string {
 	return ""
 }
 
+// ResetKeyByQueryResponse401Headers the declared response headers of an HTTP 401 response for ResetKeyByQuery
+type ResetKeyByQueryResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ResetKeyByQueryResponse503Headers the declared response headers of an HTTP 503 response for ResetKeyByQuery
+type ResetKeyByQueryResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ResetKeyByQueryResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ResetKeyByQueryResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ResetKeyByQueryResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ResetKeyByQueryResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ResetKeyByQueryResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ResetKeyByQueryResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ResetKeyByQueryResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ResetKeyByQueryResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ResetKeyByQueryResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ResetKeyByQueryResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ResetKeyByQueryResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ResetKeyByQueryResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ResetKeyByQueryResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetKeyByQueryResponse200Headers the declared response headers of an HTTP 200 response for GetKeyByQuery
+type GetKeyByQueryResponse200Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+// GetKeyByQueryResponse401Headers the declared response headers of an HTTP 401 response for GetKeyByQuery
+type GetKeyByQueryResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetKeyByQueryResponse503Headers the declared response headers of an HTTP 503 response for GetKeyByQuery
+type GetKeyByQueryResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetKeyByQueryResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Decision
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetKeyByQueryResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetKeyByQueryResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetKeyByQueryResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetKeyByQueryResponse) GetJSON200() *Decision {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetKeyByQueryResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetKeyByQueryResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetKeyByQueryResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetKeyByQueryResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetKeyByQueryResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetKeyByQueryResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetKeyByQueryResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetKeyByQueryResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetKeyByQueryResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetKeyByQueryResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ResetKeyResponse401Headers the declared response headers of an HTTP 401 response for ResetKey
 type ResetKeyResponse401Headers struct {
 	WWWAuthenticate *string
@@ -2616,6 +3218,23 @@ func (c *ClientWithResponses) HealthzWithResponse(ctx context.Context, reqEditor
 	return ParseHealthzResponse(rsp)
 }
 
+// StoreHealthWithResponse Whether the store answers now (and, for PostgreSQL, its schema is current).
+//
+// 200 when the store answers; 503 (`store-unavailable`) with the cause (`timeout`, `full` or `failed`) in
+// the detail when it does not. For monitoring, or as a strict readiness probe (see `/readyz`). No response
+// names the store's address: the server log has the store's own error.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /healthz/store (the `StoreHealth` operationId).
+func (c *ClientWithResponses) StoreHealthWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*StoreHealthResponse, error) {
+	rsp, err := c.StoreHealth(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStoreHealthResponse(rsp)
+}
+
 // MetricsWithResponse Prometheus metrics.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -2642,7 +3261,18 @@ func (c *ClientWithResponses) OpenapiSpecWithResponse(ctx context.Context, reqEd
 	return ParseOpenapiSpecResponse(rsp)
 }
 
-// ReadyzWithResponse The store answers and its schema is current.
+// ReadyzWithResponse Whether a load balancer should send this process checks.
+//
+// 200 when the store answers (`status: ok`). 200 too while the store does not answer (`status: degraded`)
+// if this process has seen the store answer since it started and knows every policy: it then answers every
+// check at once by the policy's `failure_mode` (`allow`: admitted with `degraded: true`; `deny`: 503 with
+// `Retry-After`), which is what the failure modes are for. If every replica left the Service during a store
+// outage, `failure_mode: allow` would never apply. 503 (`not-ready`) while the store does not answer and
+// this process has never seen it answer since start-up (the schema may be behind this build, or the API
+// policies and their failure modes are unknown), or does not know the API policies. The trade-off: a
+// replica cut off alone from a store its peers still reach stays in the Service and answers by
+// `failure_mode`; probe `/healthz/store` instead to take such a replica out (at the cost of emptying the
+// Service in a full outage). No response names the store's address.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -2808,6 +3438,32 @@ func (c *ClientWithResponses) PutPolicyWithResponse(ctx context.Context, name Po
 	return ParsePutPolicyResponse(rsp)
 }
 
+// ResetKeyByQueryWithResponse Reset the key, the key in the query string.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/policies/{name}/keys (the `ResetKeyByQuery` operationId).
+func (c *ClientWithResponses) ResetKeyByQueryWithResponse(ctx context.Context, name PolicyName, params *ResetKeyByQueryParams, reqEditors ...RequestEditorFn) (*ResetKeyByQueryResponse, error) {
+	rsp, err := c.ResetKeyByQuery(ctx, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseResetKeyByQueryResponse(rsp)
+}
+
+// GetKeyByQueryWithResponse The key's state without consuming, the key in the query string.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/policies/{name}/keys (the `GetKeyByQuery` operationId).
+func (c *ClientWithResponses) GetKeyByQueryWithResponse(ctx context.Context, name PolicyName, params *GetKeyByQueryParams, reqEditors ...RequestEditorFn) (*GetKeyByQueryResponse, error) {
+	rsp, err := c.GetKeyByQuery(ctx, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetKeyByQueryResponse(rsp)
+}
+
 // ResetKeyWithResponse Reset the key; its next check sees a full quota.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -2854,6 +3510,46 @@ func ParseHealthzResponse(rsp *http.Response) (*HealthzResponse, error) {
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseStoreHealthResponse parses an HTTP response from a StoreHealthWithResponse call
+func ParseStoreHealthResponse(rsp *http.Response) (*StoreHealthResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &StoreHealthResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Health
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error
@@ -3703,6 +4399,201 @@ func ParsePutPolicyResponse(rsp *http.Response) (*PutPolicyResponse, error) {
 		response.Headers401 = &headers
 	case rsp.StatusCode == 503:
 		var headers PutPolicyResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseResetKeyByQueryResponse parses an HTTP response from a ResetKeyByQueryWithResponse call
+func ParseResetKeyByQueryResponse(rsp *http.Response) (*ResetKeyByQueryResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ResetKeyByQueryResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ResetKeyByQueryResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers ResetKeyByQueryResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetKeyByQueryResponse parses an HTTP response from a GetKeyByQueryWithResponse call
+func ParseGetKeyByQueryResponse(rsp *http.Response) (*GetKeyByQueryResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetKeyByQueryResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Decision
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetKeyByQueryResponse200Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetKeyByQueryResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetKeyByQueryResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

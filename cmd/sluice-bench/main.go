@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/app"
+	"github.com/sluice-dev/sluice/domain"
 )
 
 // The policies both servers know. bench admits (nearly) everything, so the throughput shapes measure the
@@ -71,6 +72,19 @@ type options struct {
 	pgLanes          int
 	profileDir       string
 	markdown         string
+	algorithm        string  // the bench policy's algorithm
+	limit            int64   // the bench policy's limit
+	fill             float64 // fraction of the limit the uniform shape's keys hold before the run
+}
+
+// benchPolicy is the policy the uniform and hot shapes check.
+func (o options) benchPolicy(window time.Duration) domain.Policy {
+	return domain.Policy{Name: benchPolicy, Limit: o.limit, Window: window, Algorithm: domain.Algorithm(o.algorithm)}.WithDefaults()
+}
+
+// tightPolicyOf is hot-deny's policy: 100 per second, under the bench policy's algorithm.
+func tightPolicyOf(o options) domain.Policy {
+	return domain.Policy{Name: tightPolicy, Limit: tightLimit, Window: tightWindow, Algorithm: domain.Algorithm(o.algorithm)}.WithDefaults()
 }
 
 func main() {
@@ -99,9 +113,20 @@ func main() {
 	fs.IntVar(&o.pgLanes, "pg-lanes", 0, "sluice's postgres.lanes (0: sluice's default, min(4, pool size))")
 	fs.StringVar(&o.profileDir, "cpuprofile-dir", "", "write a CPU profile of each sluice server's measured phase here")
 	fs.StringVar(&o.markdown, "markdown", "", "also write the results as a Markdown table to this file")
+	fs.StringVar(&o.algorithm, "algorithm", "sliding_log", "the bench policies' algorithm: "+domain.AlgorithmNames())
+	fs.Int64Var(&o.limit, "limit", benchLimit, "the bench policy's limit")
+	fs.Float64Var(&o.fill, "fill", 0, "before each run, fill every key of the uniform shape to this fraction of the limit (0 to 1)")
 	fs.Parse(os.Args[1:])
 	o.shapes = splitList(shapes)
 	o.stores = splitList(stores)
+	if err := o.benchPolicy(o.pgWindow).Validate("-"); err != nil {
+		fmt.Fprintln(os.Stderr, "sluice-bench: -algorithm, -limit, -pg-window:", err)
+		os.Exit(2)
+	}
+	if o.fill < 0 || o.fill >= 1 {
+		fmt.Fprintln(os.Stderr, "sluice-bench: -fill must be from 0 to below 1")
+		os.Exit(2)
+	}
 	if o.conns < 1 || o.keys < 1 || o.rounds < 1 || o.duration <= 0 || o.warmup < 0 {
 		fmt.Fprintln(os.Stderr, "sluice-bench: -conns, -keys, -rounds and -duration must be positive")
 		os.Exit(2)
@@ -194,7 +219,7 @@ func shapeRequests(shape, host string, keys int) [][]byte {
 func runMemory(ctx context.Context, o options, out io.Writer, rows []row, ratios []string) ([]row, []string, error) {
 	for _, shape := range o.shapes {
 		rs, r, err := rounds(o.rounds, "memory "+fmt.Sprintf("%-8s", shape)+" sluice/floor",
-			func(int) (row, error) { return measure(ctx, o, out, "memory", shape, "floor", []string{"floor"}, "") },
+			func(int) (row, error) { return measure(ctx, o, out, "memory", shape, "floor", []string{"floor", "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64), "-keys", strconv.Itoa(o.keys)}, "") },
 			func(round int) (row, error) {
 				profile := ""
 				if round == 0 {
@@ -272,7 +297,9 @@ func sluiceArgs(o options, store, dbURL string) []string {
 		window = o.pgWindow
 	}
 	return []string{"sluice", "-store", store, "-database-url", dbURL, "-window", window.String(),
-		"-pg-max-conns", strconv.Itoa(o.pgMaxConns), "-pg-lanes", strconv.Itoa(o.pgLanes)}
+		"-pg-max-conns", strconv.Itoa(o.pgMaxConns), "-pg-lanes", strconv.Itoa(o.pgLanes),
+		"-algorithm", o.algorithm, "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64),
+		"-keys", strconv.Itoa(o.keys)}
 }
 
 // measure starts a server process, drives it with one shape and stops it.
@@ -418,6 +445,10 @@ func child(role string, args []string) error {
 	window := fs.Duration("window", time.Hour, "")
 	pgMaxConns := fs.Int("pg-max-conns", 0, "")
 	pgLanes := fs.Int("pg-lanes", 0, "")
+	algorithm := fs.String("algorithm", "sliding_log", "")
+	limit := fs.Int64("limit", benchLimit, "")
+	fill := fs.Float64("fill", 0, "")
+	keys := fs.Int("keys", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -446,7 +477,16 @@ func child(role string, args []string) error {
 	ready := func(addr string) { fmt.Printf("ready %s\n", addr) }
 	switch role {
 	case "floor":
-		return serveFloor(ctx, ready)
+		if *fill > 0 { // the floor's keys are filled as sluice's are, so both decide the same mix
+			inner := ready
+			ready = func(addr string) {
+				if err := prefillHTTP(addr, *keys, int64(*fill*float64(*limit))); err != nil {
+					fmt.Fprintln(os.Stderr, "sluice-bench child: prefill:", err)
+				}
+				inner(addr)
+			}
+		}
+		return serveFloor(ctx, *limit, ready)
 	case "sluice":
 		cfg := app.Defaults()
 		cfg.Listen = "127.0.0.1:0"
@@ -458,17 +498,49 @@ func child(role string, args []string) error {
 			cfg.Postgres.MaxConns = *pgMaxConns
 		}
 		cfg.Policies = []app.PolicyConfig{
-			{Name: benchPolicy, Limit: benchLimit, Window: app.Duration(*window)},
-			{Name: tightPolicy, Limit: tightLimit, Window: app.Duration(tightWindow)},
+			{Name: benchPolicy, Limit: *limit, Window: app.Duration(*window), Algorithm: *algorithm},
+			{Name: tightPolicy, Limit: tightLimit, Window: app.Duration(tightWindow), Algorithm: *algorithm},
 		}
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		if *store == "memory" && *fill > 0 {
+			// The memory store starts empty in this process: fill its keys over HTTP once it serves.
+			inner := ready
+			ready = func(addr string) {
+				if err := prefillHTTP(addr, *keys, int64(*fill*float64(*limit))); err != nil {
+					fmt.Fprintln(os.Stderr, "sluice-bench child: prefill:", err)
+				}
+				inner(addr)
+			}
+		}
 		return app.Run(ctx, cfg, app.Build{Version: "bench", Spec: []byte("openapi: 3.1.0\n")}, log, ready)
 	}
 	return fmt.Errorf("unknown role %q", role)
 }
 
-func serveFloor(ctx context.Context, ready func(string)) error {
-	h := newFloorHandler(map[string]int64{benchPolicy: benchLimit, tightPolicy: tightLimit})
+// prefillHTTP spends units of every uniform-shape key in one check each (the memory store's cost per decision
+// does not depend on how many instants a log holds: its searches are binary).
+func prefillHTTP(addr string, keys int, units int64) error {
+	if units < 1 {
+		return nil
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	for k := 1; k <= keys; k++ {
+		body := fmt.Sprintf(`{"policy":%q,"key":"%d","cost":%d}`, benchPolicy, k, units)
+		resp, err := c.Post("http://"+addr+"/v1/check", "application/json", strings.NewReader(body))
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("key %d: status %d", k, resp.StatusCode)
+		}
+	}
+	return nil
+}
+
+func serveFloor(ctx context.Context, limit int64, ready func(string)) error {
+	h := newFloorHandler(map[string]int64{benchPolicy: limit, tightPolicy: tightLimit})
 	srv := &http.Server{Addr: "127.0.0.1:0", Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := listenLoopback()
 	if err != nil {
@@ -480,8 +552,10 @@ func serveFloor(ctx context.Context, ready func(string)) error {
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }() // serving before ready: a prefill in ready sends checks to it
 	ready(ln.Addr().String())
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

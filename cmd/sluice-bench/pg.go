@@ -21,23 +21,28 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sluice-dev/sluice/adapters/postgres"
+	"github.com/sluice-dev/sluice/domain"
 )
 
 // decideStatement is the statement sluice's Postgres store sends for one check (adapters/postgres/queries/
-// decide.sql, query Decide), with pgbench variables for its parameters. sluice passes NULL for now_us (the
-// database clock decides); pgbench cannot bind a NULL variable, so it is written as a NULL literal of the same
-// type. TestStatementMatchesStore keeps this in step with the store's query file.
-const decideStatement = `SELECT d.allowed::boolean AS allowed, d.remaining::bigint AS remaining,
-       d.reset_after_us::bigint AS reset_after_us, d.retry_after_us::bigint AS retry_after_us
-FROM sluice_decide(:policy::text, :key::bytea, :lim::bigint, :window_us::bigint, :cost::bigint,
-                   NULL::bigint) AS d;
+// decide.sql, query DecideBatch: every decision, single or batched, goes through sluice_decide_batch), for one
+// check, with pgbench variables for its parameters. sluice passes NULL for now_us (the database clock decides) and
+// lock_wait_ms; pgbench cannot bind a NULL variable, so they are NULL literals of the same type.
+// TestStatementMatchesStore keeps this in step with the store's query file.
+const decideStatement = `SELECT d.status::smallint[] AS status, d.allowed::boolean[] AS allowed, d.lim::bigint[] AS lim,
+       d.remaining::bigint[] AS remaining, d.reset_after_us::bigint[] AS reset_after_us,
+       d.retry_after_us::bigint[] AS retry_after_us
+FROM sluice_decide_batch(ARRAY[:policies::text], ARRAY[:keys::bytea], ARRAY[:algs::text], ARRAY[:limits::bigint],
+                         ARRAY[:windows_us::bigint], ARRAY[:res_us::bigint], ARRAY[:floors_us::bigint], ARRAY[:gens::bigint],
+                         ARRAY[:costs::bigint], ARRAY[:shadows::boolean], ARRAY[:stored::boolean], :atomic::boolean,
+                         NULL::bigint, NULL::integer) AS d;
 `
 
 // pgbenchScript is the custom script for a shape: uniform draws a key per transaction as the load generator does
 // (decimal keys 1..keys); the hot shapes use the constant key set with -D.
 func pgbenchScript(shape string, keys int) string {
 	if shape == "uniform" {
-		return `\set key random(1, ` + strconv.Itoa(keys) + ")\n" + decideStatement
+		return `\set keys random(1, ` + strconv.Itoa(keys) + ")\n" + decideStatement
 	}
 	return decideStatement
 }
@@ -68,8 +73,10 @@ func runPostgres(ctx context.Context, o options, out io.Writer, rows []row, rati
 	}
 	defer conn.Close(context.Background())
 	truncate := func() error {
-		_, err := conn.Exec(ctx, "TRUNCATE sluice_buckets")
-		return err
+		if _, err := conn.Exec(ctx, "TRUNCATE sluice_buckets CASCADE"); err != nil {
+			return err
+		}
+		return prefillPostgres(ctx, conn, o)
 	}
 	for _, shape := range o.shapes {
 		// Each run starts from an empty table.
@@ -158,15 +165,17 @@ func runPgbench(ctx context.Context, o options, out io.Writer, dbURL, shape stri
 	if err := os.WriteFile(script, []byte(pgbenchScript(shape, o.keys)), 0o644); err != nil {
 		return row{}, err
 	}
-	policy, lim, window := benchPolicy, int64(benchLimit), o.pgWindow
+	p := o.benchPolicy(o.pgWindow)
 	if shape == "hot-deny" {
-		policy, lim, window = tightPolicy, tightLimit, tightWindow
+		p = tightPolicyOf(o)
 	}
 	base := []string{
 		"-h", cfg.Host, "-p", strconv.Itoa(int(cfg.Port)), "-U", cfg.User, "-n", "-M", "prepared",
 		"-c", strconv.Itoa(o.conns), "-j", "2", "-f", script,
-		"-D", "policy=" + policy, "-D", "key=hot", "-D", "lim=" + strconv.FormatInt(lim, 10),
-		"-D", "window_us=" + strconv.FormatInt(window.Microseconds(), 10), "-D", "cost=1",
+		"-D", "policies=" + p.Name, "-D", "keys=hot", "-D", "algs=" + string(p.Algorithm),
+		"-D", "limits=" + strconv.FormatInt(p.Limit, 10), "-D", "windows_us=" + strconv.FormatInt(p.Window.Microseconds(), 10),
+		"-D", "res_us=" + strconv.FormatInt(p.Resolution.Microseconds(), 10), "-D", "floors_us=0", "-D", "gens=0",
+		"-D", "costs=1", "-D", "shadows=false", "-D", "stored=false", "-D", "atomic=false",
 	}
 	pgOnce := func(extra ...string) ([]byte, error) {
 		args := append(append(append([]string{}, base...), extra...), cfg.Database)
@@ -261,4 +270,62 @@ func readPgbenchLogs(dir string) (*hist, int, error) {
 		return nil, 0, fmt.Errorf("pgbench wrote no transaction log in %s", dir)
 	}
 	return h, n, nil
+}
+
+// prefillPostgres fills the uniform shape's keys to -fill of the bench policy's limit, as state the policy's
+// algorithm would have after an hour of traffic: sliding_log as that many distinct instants over the last window
+// (the state a hot API key has), sliding_window as its resolution's buckets, token_bucket and fixed_window as their
+// one instant. Written with the database clock, like sluice's decisions.
+func prefillPostgres(ctx context.Context, conn *pgx.Conn, o options) error {
+	if o.fill <= 0 {
+		return nil
+	}
+	p := o.benchPolicy(o.pgWindow)
+	units := int64(o.fill * float64(p.Limit))
+	if units < 1 {
+		return nil
+	}
+	w, res := p.Window.Microseconds(), max(p.Resolution.Microseconds(), 1)
+	entries := units // sliding_log: one unit per instant
+	if p.Algorithm == domain.SlidingWindow {
+		entries = min(units, w/res)
+	}
+	// Entries spread over the window's last 90 %, oldest first; each holds units/entries (the last the rest).
+	_, err := conn.Exec(ctx, `
+WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us),
+keys AS (SELECT k FROM generate_series(1, $1::int) AS k)
+INSERT INTO sluice_buckets (policy, key, alg, gen, ats, cums, base, a, f, c, newest_us, window_us, expires_us)
+SELECT $2::text, convert_to(k::text, 'UTF8'), $3::text, 0,
+       CASE WHEN $3::text IN ('sliding_log', 'sliding_window') THEN
+         ARRAY(SELECT CASE WHEN $3::text = 'sliding_window' THEN ((now.us - $4::bigint * 9 / 10 + i * ($4::bigint * 9 / 10) / $6::bigint) / $7::bigint + 1) * $7::bigint
+                           ELSE now.us - $4::bigint * 9 / 10 + i * ($4::bigint * 9 / 10) / $6::bigint END
+               FROM generate_series(1, $6::bigint) AS i ORDER BY i)
+       ELSE '{}'::bigint[] END,
+       CASE WHEN $3::text IN ('sliding_log', 'sliding_window') THEN
+         ARRAY(SELECT CASE WHEN i = $6::bigint THEN $5::bigint ELSE i * ($5::bigint / $6::bigint) END FROM generate_series(1, $6::bigint) AS i ORDER BY i)
+       ELSE '{}'::bigint[] END,
+       0,
+       CASE WHEN $3::text = 'token_bucket' THEN now.us + ($5::numeric * $4::bigint / $8::bigint)::bigint ELSE now.us END,
+       CASE WHEN $3::text = 'fixed_window' THEN $5::bigint ELSE 0 END,
+       CASE WHEN $3::text = 'token_bucket' THEN $8::bigint ELSE 0 END,
+       now.us, $4::bigint, now.us + $4::bigint
+FROM keys, now`, o.keys, p.Name, string(p.Algorithm), w, units, entries, res, p.Limit)
+	if err != nil {
+		return fmt.Errorf("prefill: %w", err)
+	}
+	if p.Algorithm == domain.SlidingLog {
+		// sliding_log's log lives in sluice_log_entries, one row per instant; its key row keeps the newest.
+		_, err = conn.Exec(ctx, `
+INSERT INTO sluice_log_entries (policy, key, at, cum)
+SELECT b.policy, b.key, u.at, u.cum FROM sluice_buckets b, unnest(b.ats, b.cums) AS u(at, cum) WHERE b.policy = $1`, p.Name)
+		if err == nil {
+			_, err = conn.Exec(ctx, `UPDATE sluice_buckets SET a = ats[cardinality(ats)], f = cums[cardinality(cums)], c = 1,
+    ats = '{}', cums = '{}' WHERE policy = $1`, p.Name)
+		}
+		if err != nil {
+			return fmt.Errorf("prefill: %w", err)
+		}
+	}
+	_, err = conn.Exec(ctx, "VACUUM ANALYZE sluice_buckets, sluice_log_entries")
+	return err
 }

@@ -1,6 +1,6 @@
 -- name: DecideBatch :one
 -- Every decision, one round trip: a single check is a batch of one (see sluice_decide_batch). now_us NULL means
--- the database clock; lock_wait_ms NULL means wait for row locks up to the statement timeout.
+-- the database clock, lock_wait_ms NULL means waiting for row locks up to the statement timeout.
 SELECT d.status::smallint[] AS status, d.allowed::boolean[] AS allowed, d.lim::bigint[] AS lim,
        d.remaining::bigint[] AS remaining, d.reset_after_us::bigint[] AS reset_after_us,
        d.retry_after_us::bigint[] AS retry_after_us

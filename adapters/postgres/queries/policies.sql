@@ -15,7 +15,7 @@ DELETE FROM sluice_policies WHERE name = @name;
 -- name: RegisterConfigPolicy :one
 -- Records a config-file policy as the database last saw it; prev_replica is not empty when another replica's file
 -- said something else (what it said is in the other prev_ columns).
-SELECT coalesce(r.prev_quota, 0)::bigint AS prev_quota, coalesce(r.prev_window_ms, 0)::bigint AS prev_window_ms,
+SELECT coalesce(r.floor_us, 0)::bigint AS floor_us, coalesce(r.prev_quota, 0)::bigint AS prev_quota, coalesce(r.prev_window_ms, 0)::bigint AS prev_window_ms,
        coalesce(r.prev_algorithm, '')::text AS prev_algorithm, coalesce(r.prev_replica, '')::text AS prev_replica
 FROM sluice_register_config_policy(@name::text, @quota::bigint, @window_ms::bigint, @algorithm::text,
                                    @resolution_ms::bigint, @replica::text, sqlc.narg(now_us)::bigint) AS r;

@@ -24,7 +24,8 @@ export type ProblemKind =
   | "rate-limited"
   | "internal"
   | "store-unavailable"
-  | "not-ready";
+  | "not-ready"
+  | "method-not-allowed";
 
 export declare const ProblemTypes: Readonly<Record<ProblemKind, string>>;
 

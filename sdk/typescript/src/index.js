@@ -20,6 +20,7 @@ export const ProblemTypes = Object.freeze(
       "internal",
       "store-unavailable",
       "not-ready",
+      "method-not-allowed",
     ].map((kind) => [kind, `https://sluice.dev/problems/${kind}`]),
   ),
 );
@@ -80,6 +81,14 @@ async function ok(call) {
 }
 
 /**
+ * Whether key is a whole dot segment, which WHATWG URL parsing removes from a path.
+ * @param {string} key
+ */
+function isDotSegment(key) {
+  return key === "." || key === "..";
+}
+
+/**
  * Creates a sluice client.
  * @param {import("./index.js").SluiceClientOptions} options
  * @returns {import("./index.js").SluiceClient}
@@ -107,10 +116,19 @@ export function createSluiceClient({ baseUrl, token, fetch, headers }) {
       if (response.status === 429) return { allowed: false, retryAfter: problem.retryAfter ?? 1, rateLimit, rateLimitPolicy, problem };
       throw problem;
     },
+    // The keys "." and ".." travel in the query string: as path segments, fetch's URL parser would drop them
+    // (even percent-encoded as %2E) and the request would reach another endpoint.
     async getKey(policy, key) {
+      if (isDotSegment(key)) {
+        return (await ok(api.GET("/v1/policies/{name}/keys", { params: { path: { name: policy }, query: { key } } }))).data;
+      }
       return (await ok(api.GET("/v1/policies/{name}/keys/{key}", { params: { path: { name: policy, key } } }))).data;
     },
     async resetKey(policy, key) {
+      if (isDotSegment(key)) {
+        await ok(api.DELETE("/v1/policies/{name}/keys", { params: { path: { name: policy }, query: { key } } }));
+        return;
+      }
       await ok(api.DELETE("/v1/policies/{name}/keys/{key}", { params: { path: { name: policy, key } } }));
     },
     async listPolicies() {

@@ -110,13 +110,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/policies/{name}/keys": {
+        parameters: {
+            query: {
+                /**
+                 * @description The key, in the query string. The same as `/v1/policies/{name}/keys/{key}`, for keys that cannot travel as
+                 *     a path segment: `.` and `..` are dot segments that WHATWG URL parsers (browsers, Node's fetch) remove even
+                 *     when percent-encoded as `%2E`. Clients whose URL parser keeps `%2E` (Go's) may use the path form.
+                 */
+                key: components["schemas"]["Key"];
+            };
+            header?: never;
+            path: {
+                name: components["schemas"]["PolicyName"];
+            };
+            cookie?: never;
+        };
+        /** The key's state without consuming, the key in the query string. */
+        get: operations["getKeyByQuery"];
+        put?: never;
+        post?: never;
+        /** Reset the key, the key in the query string. */
+        delete: operations["resetKeyByQuery"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/policies/{name}/keys/{key}": {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 name: components["schemas"]["PolicyName"];
-                /** @description The key, percent-encoded (a `/` in a key is `%2F`). */
+                /**
+                 * @description The key, percent-encoded (a `/` in a key is `%2F`; the keys `.` and `..` are `%2E` and `%2E%2E`, or use
+                 *     `/v1/policies/{name}/keys?key=`, since WHATWG URL parsers drop even encoded dot segments).
+                 */
                 key: components["schemas"]["Key"];
             };
             cookie?: never;
@@ -156,8 +186,42 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The store answers and its schema is current. */
+        /**
+         * Whether a load balancer should send this process checks.
+         * @description 200 when the store answers (`status: ok`). 200 too while the store does not answer (`status: degraded`)
+         *     if this process has seen the store answer since it started and knows every policy: it then answers every
+         *     check at once by the policy's `failure_mode` (`allow`: admitted with `degraded: true`; `deny`: 503 with
+         *     `Retry-After`), which is what the failure modes are for. If every replica left the Service during a store
+         *     outage, `failure_mode: allow` would never apply. 503 (`not-ready`) while the store does not answer and
+         *     this process has never seen it answer since start-up (the schema may be behind this build, or the API
+         *     policies and their failure modes are unknown), or does not know the API policies. The trade-off: a
+         *     replica cut off alone from a store its peers still reach stays in the Service and answers by
+         *     `failure_mode`; probe `/healthz/store` instead to take such a replica out (at the cost of emptying the
+         *     Service in a full outage). No response names the store's address.
+         */
         get: operations["readyz"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/healthz/store": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Whether the store answers now (and, for PostgreSQL, its schema is current).
+         * @description 200 when the store answers; 503 (`store-unavailable`) with the cause (`timeout`, `full` or `failed`) in
+         *     the detail when it does not. For monitoring, or as a strict readiness probe (see `/readyz`). No response
+         *     names the store's address: the server log has the store's own error.
+         */
+        get: operations["storeHealth"];
         put?: never;
         post?: never;
         delete?: never;
@@ -218,7 +282,9 @@ export interface components {
          */
         Cost: number;
         /**
-         * @description A duration such as `1500ms`, `30s`, `5m`, `1h30m` or `7d`; windows are 1 s to 31 days.
+         * @description Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+         *     `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+         *     The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
          * @example 60s
          */
         Duration: string;
@@ -267,15 +333,22 @@ export interface components {
             /** @description The store could not answer and the policy's failure_mode `allow` admitted this request. */
             degraded?: boolean;
         };
+        /**
+         * @description How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
+         *     interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
+         *     (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
+         *     (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
+         *     (about 2 × limit across a boundary).
+         * @default sliding_log
+         * @enum {string}
+         */
+        Algorithm: "sliding_log" | "sliding_window" | "token_bucket" | "fixed_window";
         PolicySpec: {
             /** Format: int64 */
             limit: number;
             window: components["schemas"]["Duration"];
-            /**
-             * @default sliding_log
-             * @enum {string}
-             */
-            algorithm: "sliding_log";
+            algorithm?: components["schemas"]["Algorithm"];
+            resolution?: components["schemas"]["Duration"];
             /**
              * @default deny
              * @enum {string}
@@ -291,8 +364,8 @@ export interface components {
             window: components["schemas"]["Duration"];
             /** Format: int64 */
             window_ms: number;
-            /** @enum {string} */
-            algorithm: "sliding_log";
+            algorithm: components["schemas"]["Algorithm"];
+            resolution?: components["schemas"]["Duration"];
             /** @enum {string} */
             failure_mode: "deny" | "allow";
             shadow: boolean;
@@ -306,10 +379,23 @@ export interface components {
             policies: components["schemas"]["Policy"][];
         };
         Health: {
-            /** @enum {string} */
-            status: "ok";
+            /**
+             * @description `degraded` (only on `/readyz`): the store does not answer; checks get their failure_mode.
+             * @enum {string}
+             */
+            status: "ok" | "degraded";
             /** @enum {string} */
             store?: "memory" | "postgres";
+            /**
+             * @description Whether the store answered this probe (on `/readyz` and `/healthz/store`).
+             * @enum {string}
+             */
+            store_status?: "available" | "unavailable";
+            /**
+             * @description Why the store did not answer, when `store_status` is `unavailable`.
+             * @enum {string}
+             */
+            cause?: "timeout" | "full" | "failed";
         };
         /** @description RFC 9457 problem details. */
         Problem: {
@@ -395,8 +481,9 @@ export interface components {
             };
         };
         /**
-         * @description The store could not answer in time and the policy's failure_mode is `deny`; retry after `Retry-After`
-         *     seconds.
+         * @description The store could not answer and the policy's failure_mode is `deny`; retry after `Retry-After` seconds.
+         *     The detail names the cause: the store did not answer in time, the memory store is full of live keys, or
+         *     the store failed (the server log has its error; no response names the store's address).
          */
         Unavailable: {
             headers: {
@@ -664,13 +751,86 @@ export interface operations {
             default: components["responses"]["Error"];
         };
     };
+    getKeyByQuery: {
+        parameters: {
+            query: {
+                /**
+                 * @description The key, in the query string. The same as `/v1/policies/{name}/keys/{key}`, for keys that cannot travel as
+                 *     a path segment: `.` and `..` are dot segments that WHATWG URL parsers (browsers, Node's fetch) remove even
+                 *     when percent-encoded as `%2E`. Clients whose URL parser keeps `%2E` (Go's) may use the path form.
+                 */
+                key: components["schemas"]["Key"];
+            };
+            header?: never;
+            path: {
+                name: components["schemas"]["PolicyName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The key's state. */
+            200: {
+                headers: {
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Decision"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    resetKeyByQuery: {
+        parameters: {
+            query: {
+                /**
+                 * @description The key, in the query string. The same as `/v1/policies/{name}/keys/{key}`, for keys that cannot travel as
+                 *     a path segment: `.` and `..` are dot segments that WHATWG URL parsers (browsers, Node's fetch) remove even
+                 *     when percent-encoded as `%2E`. Clients whose URL parser keeps `%2E` (Go's) may use the path form.
+                 */
+                key: components["schemas"]["Key"];
+            };
+            header?: never;
+            path: {
+                name: components["schemas"]["PolicyName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Reset. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
     getKey: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 name: components["schemas"]["PolicyName"];
-                /** @description The key, percent-encoded (a `/` in a key is `%2F`). */
+                /**
+                 * @description The key, percent-encoded (a `/` in a key is `%2F`; the keys `.` and `..` are `%2E` and `%2E%2E`, or use
+                 *     `/v1/policies/{name}/keys?key=`, since WHATWG URL parsers drop even encoded dot segments).
+                 */
                 key: components["schemas"]["Key"];
             };
             cookie?: never;
@@ -702,7 +862,10 @@ export interface operations {
             header?: never;
             path: {
                 name: components["schemas"]["PolicyName"];
-                /** @description The key, percent-encoded (a `/` in a key is `%2F`). */
+                /**
+                 * @description The key, percent-encoded (a `/` in a key is `%2F`; the keys `.` and `..` are `%2E` and `%2E%2E`, or use
+                 *     `/v1/policies/{name}/keys?key=`, since WHATWG URL parsers drop even encoded dot segments).
+                 */
                 key: components["schemas"]["Key"];
             };
             cookie?: never;
@@ -754,7 +917,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Ready. */
+            /** @description Ready; `status` says whether the store answers (`ok`) or not (`degraded`). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -763,7 +926,37 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
-            /** @description Not ready. */
+            /** @description Not ready; the detail says why. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    storeHealth: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The store answers. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description The store does not answer. */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -48,7 +48,7 @@ type DecideBatchRow struct {
 }
 
 // Every decision, one round trip: a single check is a batch of one (see sluice_decide_batch). now_us NULL means
-// the database clock; lock_wait_ms NULL means wait for row locks up to the statement timeout.
+// the database clock, lock_wait_ms NULL means waiting for row locks up to the statement timeout.
 func (q *Queries) DecideBatch(ctx context.Context, arg DecideBatchParams) (DecideBatchRow, error) {
 	row := q.db.QueryRow(ctx, decideBatch,
 		arg.Policies,

@@ -112,7 +112,7 @@ func (q *Queries) PutPolicy(ctx context.Context, arg PutPolicyParams) (PutPolicy
 }
 
 const registerConfigPolicy = `-- name: RegisterConfigPolicy :one
-SELECT coalesce(r.prev_quota, 0)::bigint AS prev_quota, coalesce(r.prev_window_ms, 0)::bigint AS prev_window_ms,
+SELECT coalesce(r.floor_us, 0)::bigint AS floor_us, coalesce(r.prev_quota, 0)::bigint AS prev_quota, coalesce(r.prev_window_ms, 0)::bigint AS prev_window_ms,
        coalesce(r.prev_algorithm, '')::text AS prev_algorithm, coalesce(r.prev_replica, '')::text AS prev_replica
 FROM sluice_register_config_policy($1::text, $2::bigint, $3::bigint, $4::text,
                                    $5::bigint, $6::text, $7::bigint) AS r
@@ -129,6 +129,7 @@ type RegisterConfigPolicyParams struct {
 }
 
 type RegisterConfigPolicyRow struct {
+	FloorUs       int64
 	PrevQuota     int64
 	PrevWindowMs  int64
 	PrevAlgorithm string
@@ -149,6 +150,7 @@ func (q *Queries) RegisterConfigPolicy(ctx context.Context, arg RegisterConfigPo
 	)
 	var i RegisterConfigPolicyRow
 	err := row.Scan(
+		&i.FloorUs,
 		&i.PrevQuota,
 		&i.PrevWindowMs,
 		&i.PrevAlgorithm,
