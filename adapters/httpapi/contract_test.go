@@ -38,7 +38,7 @@ func fullRun() bool {
 // everyOperationIsTested reports, like a test, whether every operation in the spec was exercised, and with -v
 // lists the statuses each operation was seen answering.
 func everyOperationIsTested() int {
-	doc, err := api.GetSwagger()
+	doc, err := api.GetSpec()
 	if err != nil {
 		fmt.Printf("--- FAIL: TestEveryOperationIsTested\n    openapi.yaml: %v\n", err)
 		return 1

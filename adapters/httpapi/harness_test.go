@@ -42,7 +42,7 @@ var (
 func spec(t testing.TB) (*openapi3.T, routers.Router) {
 	t.Helper()
 	specOnce.Do(func() {
-		specDoc, specErr = api.GetSwagger()
+		specDoc, specErr = api.GetSpec()
 		if specErr != nil {
 			return
 		}

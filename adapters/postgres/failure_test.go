@@ -27,13 +27,13 @@ func TestDatabaseDownAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	check := func(policy string) (domain.Result, error, time.Duration) {
+	check := func(policy string) (domain.Result, time.Duration, error) {
 		start := time.Now()
 		res, err := lim.Check(ctx, domain.CheckRequest{Policy: policy, Key: "k", Cost: 1})
-		return res, err, time.Since(start)
+		return res, time.Since(start), err
 	}
 	for _, p := range []string{"closed", "open"} {
-		if res, err, _ := check(p); err != nil || !res.Allowed || res.Degraded {
+		if res, _, err := check(p); err != nil || !res.Allowed || res.Degraded {
 			t.Fatalf("%s before the outage: %+v, %v", p, res, err)
 		}
 	}
@@ -43,11 +43,11 @@ func TestDatabaseDownAndBack(t *testing.T) {
 	const bound = 5 * time.Second
 	var slowest time.Duration
 	for range 5 {
-		_, err, took := check("closed")
+		_, took, err := check("closed")
 		if !domainErrUnavailable(err) {
 			t.Fatalf("failure_mode deny while the database is down: %v, want ErrUnavailable", err)
 		}
-		res, err, took2 := check("open")
+		res, took2, err := check("open")
 		if err != nil || !res.Allowed || !res.Degraded {
 			t.Fatalf("failure_mode allow while the database is down: %+v, %v", res, err)
 		}
@@ -64,7 +64,7 @@ func TestDatabaseDownAndBack(t *testing.T) {
 	cluster.Start()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		res, err, _ := check("closed")
+		res, _, err := check("closed")
 		if err == nil && res.Allowed && !res.Degraded {
 			break
 		}

@@ -320,8 +320,9 @@ func (s *Store) Reset(ctx context.Context, policy, key string) error {
 	return nil
 }
 
-// dropPage bounds each statement of DropPolicy, so a policy with many keys never needs one long statement.
-const dropPage = 5000
+// dropPage bounds each statement of DropPolicy, so a policy with many keys never needs one long statement (a
+// sliding_log key takes its log's rows with it: up to the limit each).
+const dropPage = 500
 
 // DropPolicy implements domain.BucketStore: it deletes the policy's keys in pages of dropPage, each statement
 // under the statement timeout.

@@ -9,6 +9,9 @@
 #      then the postgres Deployment, each until /readyz, a token check and a graceful SIGTERM; and `sluice config
 #      check` on every value set's rendered config under the pod's env. Skipped, saying so, while the sluice binary
 #      does not build (and the Postgres parts while the binary itself reports its Postgres store "not built yet").
+#   5. memory.bytesPerKey's default is at least the memory store's measured bytes per full key at limit 100;
+#   6. scripts/chart-bounds.sh: both sides of every bound of the binary's validation that a value reaches, through
+#      helm template and `sluice config check`, so the chart refuses exactly what the binary refuses.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
@@ -65,6 +68,12 @@ for values in "$CHART"/ci/*-values.yaml; do
 		bad "kubeconform -strict ($name)"
 	fi
 done
+# GitOps: with both Secrets the operator's, the render holds no secret value (nothing for lookup to regenerate).
+if [[ -f "$WORK/gitops.yaml" ]] && ! grep -q '^kind: Secret' "$WORK/gitops.yaml"; then
+	ok "the GitOps value set renders no Secret (tokens and database password from existingSecret)"
+else
+	bad "the GitOps value set renders no Secret (tokens and database password from existingSecret)"
+fi
 # The schemas must be strict: a misspelt field in a rendered Deployment has to fail.
 sed 's/enableServiceLinks:/enableServiceLink:/' "$WORK/defaults.yaml" >"$WORK/typo.yaml"
 if "${KC[@]}" "$WORK/typo.yaml" >"$WORK/typo.log" 2>&1; then
@@ -88,6 +97,26 @@ if "$HELM_UNITTEST" --color=false "$CHART"; then
 	ok "helm unittest"
 else
 	bad "helm unittest"
+fi
+
+step "memory.bytesPerKey is at least the measured bytes per full key at limit 100"
+# The chart derives memory.maxKeys from memory.bytesPerKey (values.yaml). Its default must stay conservative: at
+# least what the memory store measurably holds per full key at limit 100, for every algorithm the benchmark
+# measures (BenchmarkBytesPerKey in adapters/memory; 2,000 keys, about a second).
+default_bpk="$(sed -n 's/^  bytesPerKey: \([0-9]*\).*/\1/p' "$CHART/values.yaml")"
+if GOFLAGS=-buildvcs=false go test -run '^$' -bench 'BytesPerKey' -benchtime 2000x ./adapters/memory >"$WORK/bpk.log" 2>&1; then
+	measured="$(awk '/^BenchmarkBytesPerKey.*limit=100[-\/ ]/ { for (i = 1; i < NF; i++) if ($(i + 1) == "B/key" && $i > m) m = $i } END { printf "%d", m }' "$WORK/bpk.log")"
+	grep '^BenchmarkBytesPerKey' "$WORK/bpk.log" | sed 's/^/    /'
+	if [[ -z "$default_bpk" || "$measured" == 0 ]]; then
+		bad "memory.bytesPerKey vs BenchmarkBytesPerKey: could not read the default ($default_bpk) or a limit=100 figure"
+	elif ((measured <= default_bpk)); then
+		ok "memory.bytesPerKey default $default_bpk B >= measured $measured B per full key at limit 100"
+	else
+		bad "memory.bytesPerKey default $default_bpk B is below the measured $measured B per full key at limit 100: raise it in values.yaml (and docs/operator.md)"
+	fi
+else
+	cat "$WORK/bpk.log"
+	bad "BenchmarkBytesPerKey (adapters/memory) runs"
 fi
 
 # serve_check LABEL MANIFESTS [podrun flags...]: run the rendered Deployment's container as the kubelet would (its
@@ -155,7 +184,8 @@ else
 	URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable"
 	psql -h 127.0.0.1 -U postgres -d postgres -qXc "CREATE DATABASE $DB" >/dev/null
 	"${TPL[@]}" -f "$CHART/ci/postgres-external-values.yaml" "${SMOKE_POLICY[@]}" >"$WORK/hook.yaml"
-	SECRETS=(-secret "sluice-db/database-url=$URL" -secret "sluice-tokens/tokens.yaml=@$WORK/tokens.yaml")
+	SECRETS=(-secret "sluice-db/database-url=$URL" -secret "sluice-tokens/tokens.yaml=@$WORK/tokens.yaml"
+		-secret "sluice-pg/password=chart-test-password")
 	echo "migration hook Job as rendered (secret values resolved):"
 	"$PODRUN" -print -kind Job "${SECRETS[@]}" -- "$WORK/sluice" <"$WORK/hook.yaml" | sed -e 's/^/    /' -e 's/:\/\/[^@]*@/:\/\/***@/'
 	migrate_rc=0
@@ -179,6 +209,15 @@ else
 		fi
 		# The Deployment as rendered: migrations off (the hook ran them), database URL from the operator's Secret.
 		serve_check "postgres Deployment" "$WORK/hook.yaml" "${SECRETS[@]}"
+	fi
+
+	# The chart refuses exactly what the binary refuses: both sides of every bound (scripts/chart-bounds.sh).
+	if bash "$ROOT/scripts/chart-bounds.sh" "$WORK/sluice" >"$WORK/bounds.log" 2>&1; then
+		grep -E '^(skip|bounds:)' "$WORK/bounds.log" || true
+		ok "chart-bounds: every bound of sluice's validation, both sides, through helm template + sluice config check ($(sed -n 's/^bounds: //p' "$WORK/bounds.log"))"
+	else
+		grep -Ev '^ok ' "$WORK/bounds.log"
+		bad "chart-bounds: every bound of sluice's validation, both sides, through helm template + sluice config check"
 	fi
 
 	# Every value set's rendered config file passes the binary's own validation, under the pod's environment.

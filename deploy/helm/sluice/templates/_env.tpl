@@ -17,15 +17,35 @@ shows the settings that matter per deployment, and carries the secrets the file 
   value: {{ .Values.log.format | quote }}
 - name: SLUICE_DRAIN_TIMEOUT
   value: {{ printf "%ds" (int64 .Values.drainTimeoutSeconds) | quote }}
+{{- $extra := list }}
+{{- range .Values.extraEnv }}{{ $extra = append $extra .name }}{{ end }}
+{{- $memLimit := include "sluice.memoryBytes" (dig "limits" "memory" "" .Values.resources) }}
+{{- if and $memLimit (not (has "GOMEMLIMIT" $extra)) }}
+{{- /* The garbage collector works harder as the heap nears 90% of the limit instead of letting it reach the OOM killer. */}}
+- name: GOMEMLIMIT
+  value: {{ div (mul (int64 $memLimit) 9) 10 | quote }}
+{{- end }}
 {{- if eq .Values.store "memory" }}
 - name: SLUICE_MEMORY_MAX_KEYS
-  value: {{ int64 .Values.memory.maxKeys | quote }}
+  value: {{ include "sluice.memoryMaxKeys" . | quote }}
+{{- else }}
+{{- if and (include "sluice.bundledPostgres" .) .Values.postgres.bundled.existingSecret }}
+{{- $pg := .Values.postgres.bundled }}
+{{- /* The password stays in the operator's Secret: pgx reads PGPASSWORD when the URL has none. */}}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $pg.existingSecret }}
+      key: {{ $pg.passwordKey }}
+- name: SLUICE_DATABASE_URL
+  value: {{ printf "postgres://%s@%s.%s.svc:5432/%s?sslmode=disable" (urlquery $pg.username | replace "+" "%20") (include "sluice.postgresql.fullname" .) .Release.Namespace (urlquery $pg.database | replace "+" "%20") | quote }}
 {{- else }}
 - name: SLUICE_DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "sluice.database.secretName" . }}
       key: {{ include "sluice.database.secretKey" . }}
+{{- end }}
 - name: SLUICE_JANITOR_INTERVAL
   value: {{ .Values.janitorInterval | quote }}
 - name: SLUICE_MIGRATE_ON_START
