@@ -45,8 +45,11 @@ type Server struct {
 // ShouldRateLimit call (health checks stay open, as /healthz is on the HTTP API).
 func NewServer(svc *Service, tlsFiles TLSFiles, authorize Authorizer) (*Server, error) {
 	opts := []grpc.ServerOption{
-		// Envoy keeps its connection to the rate-limit service open; answer its pings, drop dead peers.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		// Envoy keeps its connection to the rate-limit service open; answer its pings, drop dead peers. Connections
+		// are recycled after an hour (GOAWAY, calls in flight finish within the grace), so replicas added behind a
+		// Service get their share of Envoy's long-lived connections (envoyproxy/ratelimit: GRPC_MAX_CONNECTION_AGE).
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second,
+			MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: time.Minute}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(1 << 20),
 	}
