@@ -5,7 +5,9 @@
 # the same config (domain bench, a bare-key rule on "user" with a limit no run reaches, so every request is a full
 # decision that touches the store) and the same requests (user=u0..u999 round-robin). CPU per decision counts the
 # server and its store process (sluice alone on Postgres: the database's backends are not attributed). Loopback
-# only, bounded in time (about 1 minute with the defaults).
+# only, bounded in time (about 1 minute with the defaults). With taskset and 2+ CPUs, every server and its store
+# process share CPU 1 and the load tool runs on CPU 0 (PIN=0 turns that off), so each server gets the same one-core
+# budget and the load tool does not compete with it (the shared PostgreSQL server cannot be pinned).
 #
 #   scripts/bench-rls.sh                           DURATION=10s CONCURRENCY=64
 #   DURATION=5s CONCURRENCY=32 scripts/bench-rls.sh
@@ -16,6 +18,10 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-64}
 work=$(mktemp -d /tmp/sluice-rls-bench.XXXXXX)
+srv=() cli=()
+if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  srv=(taskset -c 1) cli=(taskset -c 0)
+fi
 pids=()
 db=""
 cleanup() {
@@ -50,18 +56,18 @@ log: {level: warn}
 memory: {max_keys: 100000}
 rls: {listen: 127.0.0.1:$sluice_rls, config_dir: $work/runtime/ratelimit/config, reload_interval: 0s}
 YAML
-"$work/sluice" serve -config "$work/memory.yaml" > "$work/sluice-memory.log" 2>&1 &
+"${srv[@]}" "$work/sluice" serve -config "$work/memory.yaml" > "$work/sluice-memory.log" 2>&1 &
 sluice_pid=$!; pids+=("$sluice_pid")
 
 redis_port=$(port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no > "$work/redis.log" 2>&1 &
+"${srv[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no > "$work/redis.log" 2>&1 &
 redis_pid=$!; pids+=("$redis_pid")
 wait_port "$redis_port"
 up_grpc=$(port)
 env USE_STATSD=false LOG_LEVEL=warn REDIS_SOCKET_TYPE=tcp REDIS_URL="127.0.0.1:$redis_port" \
   RUNTIME_ROOT="$work/runtime" RUNTIME_SUBDIRECTORY=ratelimit RUNTIME_APPDIRECTORY=config RUNTIME_WATCH_ROOT=false \
   RUNTIME_IGNOREDOTFILES=true HOST=127.0.0.1 PORT="$(port)" GRPC_HOST=127.0.0.1 GRPC_PORT="$up_grpc" \
-  DEBUG_HOST=127.0.0.1 DEBUG_PORT="$(port)" "$upstream/service_cmd" > "$work/ratelimit.log" 2>&1 &
+  DEBUG_HOST=127.0.0.1 DEBUG_PORT="$(port)" "${srv[@]}" "$upstream/service_cmd" > "$work/ratelimit.log" 2>&1 &
 up_pid=$!; pids+=("$up_pid")
 wait_port "$sluice_rls"; wait_port "$up_grpc"
 
@@ -79,7 +85,7 @@ store: postgres
 postgres: {url: "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable", migrate_on_start: true}
 rls: {listen: 127.0.0.1:$pg_rls, config_dir: $work/runtime/ratelimit/config, reload_interval: 0s}
 YAML
-  "$work/sluice" serve -config "$work/postgres.yaml" > "$work/sluice-postgres.log" 2>&1 &
+  "${srv[@]}" "$work/sluice" serve -config "$work/postgres.yaml" > "$work/sluice-postgres.log" 2>&1 &
   pg_pid=$!; pids+=("$pg_pid")
   wait_port "$pg_rls"
   args+=(-target "sluice-postgres=127.0.0.1:$pg_rls" -pid "sluice-postgres=$pg_pid")
@@ -87,5 +93,5 @@ else
   echo "== postgres: 127.0.0.1:5432 does not answer; skipping sluice-postgres"
 fi
 
-echo "== rls-bench -duration $DURATION -concurrency $CONCURRENCY (closed loop, 4 connections per target, 1000 keys)"
-"$work/rls-bench" -duration "$DURATION" -concurrency "$CONCURRENCY" "${args[@]}"
+echo "== rls-bench -duration $DURATION -concurrency $CONCURRENCY (closed loop, 4 connections per target, 1000 keys; pinned: ${srv[*]:-no})"
+"${cli[@]}" "$work/rls-bench" -duration "$DURATION" -concurrency "$CONCURRENCY" "${args[@]}"
