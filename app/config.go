@@ -43,6 +43,8 @@ type Config struct {
 	// ClockOffset shifts this process's clock. Test-only: it exists so the multi-replica test can skew replicas
 	// and show that the Postgres store decides with the database clock.
 	ClockOffset Duration `yaml:"clock_offset" signed:"true"`
+	// RLS is the Envoy Rate Limit Service front end (app/rls.go), off unless rls.listen is set.
+	RLS RLSConfig `yaml:"rls"`
 }
 
 // MemoryConfig configures the in-memory store.
@@ -156,5 +158,6 @@ func Defaults() Config {
 			IdleTimeout:       Duration(120 * time.Second),
 			DrainTimeout:      Duration(20 * time.Second),
 		},
+		RLS: rlsDefaults(),
 	}
 }

@@ -48,6 +48,7 @@ func appOptions(cfg Config, build Build, log *slog.Logger) fx.Option {
 			newHTTPServer,
 		),
 		storeModule(cfg),
+		rlsModule(cfg),
 		fx.Invoke(func(*Listening) {}),
 	)
 }

@@ -1,10 +1,10 @@
 package httpapi
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"net/http"
 	"strings"
+
+	"github.com/sluice-dev/sluice/adapters/bearer"
 )
 
 // Role is what a token may do.
@@ -24,23 +24,18 @@ type Token struct {
 	Role   Role
 }
 
-// authenticator checks bearer tokens. Secrets are kept only as SHA-256 digests and compared in constant time
-// against every configured token, so neither the match nor its position leaks through timing.
+// authenticator checks bearer tokens with adapters/bearer (shared with the Envoy RLS listener): secrets kept only
+// as SHA-256 digests, compared in constant time.
 type authenticator struct {
-	tokens []hashedToken
-}
-
-type hashedToken struct {
-	digest [32]byte
-	role   Role
+	tokens *bearer.Set
 }
 
 func newAuthenticator(tokens []Token) *authenticator {
-	a := &authenticator{}
-	for _, t := range tokens {
-		a.tokens = append(a.tokens, hashedToken{digest: sha256.Sum256([]byte(t.Secret)), role: t.Role})
+	bt := make([]bearer.Token, len(tokens))
+	for i, t := range tokens {
+		bt[i] = bearer.Token{Secret: t.Secret, Role: string(t.Role)}
 	}
-	return a
+	return &authenticator{tokens: bearer.New(bt)}
 }
 
 // required reports the role an endpoint needs, or "" for public ones (health, metrics, the spec).
@@ -61,28 +56,14 @@ func required(r *http.Request) Role {
 
 // role returns the role of the request's bearer token and whether one matched.
 func (a *authenticator) role(r *http.Request) (Role, bool) {
-	h := r.Header.Get("Authorization")
-	scheme, secret, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" {
-		return "", false
-	}
-	d := sha256.Sum256([]byte(strings.TrimSpace(secret)))
-	var found Role
-	match := 0
-	for _, t := range a.tokens {
-		eq := subtle.ConstantTimeCompare(d[:], t.digest[:])
-		if eq == 1 && match == 0 {
-			found = t.role
-		}
-		match |= eq
-	}
-	return found, match == 1
+	role, ok := a.tokens.Role(r.Header.Get("Authorization"))
+	return Role(role), ok
 }
 
 // middleware enforces roles. With no tokens configured every request passes: the app only allows that on a
 // loopback listen address.
 func (a *authenticator) middleware(next http.Handler) http.Handler {
-	if len(a.tokens) == 0 {
+	if a.tokens.Len() == 0 {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,130 @@
+package envoyrls
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// ServiceName is the gRPC service this front end serves, also reported by the health service.
+const ServiceName = "envoy.service.ratelimit.v3.RateLimitService"
+
+// TLSFiles names PEM files. With CertFile and KeyFile the listener speaks TLS (else h2c: HTTP/2 over plain TCP,
+// what Envoy's gRPC client sends by default); ClientCAFile additionally requires and verifies client
+// certificates (mTLS).
+type TLSFiles struct {
+	CertFile, KeyFile, ClientCAFile string
+}
+
+// Authorizer reports whether the bearer token of an `authorization` metadata value ("Bearer <token>") may check.
+type Authorizer func(authorization string) bool
+
+// Server is the gRPC server: ShouldRateLimit and the standard grpc.health.v1 service.
+type Server struct {
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// NewServer builds the gRPC server for svc. authorize, when not nil, is required to accept every
+// ShouldRateLimit call (health checks stay open, as /healthz is on the HTTP API).
+func NewServer(svc *Service, tlsFiles TLSFiles, authorize Authorizer) (*Server, error) {
+	opts := []grpc.ServerOption{
+		// Envoy keeps its connection to the rate-limit service open; answer its pings, drop dead peers. Connections
+		// are recycled after an hour (GOAWAY, calls in flight finish within the grace), so replicas added behind a
+		// Service get their share of Envoy's long-lived connections (envoyproxy/ratelimit: GRPC_MAX_CONNECTION_AGE).
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second,
+			MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: time.Minute}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(1 << 20),
+	}
+	if tlsFiles.CertFile != "" || tlsFiles.KeyFile != "" || tlsFiles.ClientCAFile != "" {
+		cfg, err := tlsConfig(tlsFiles)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	if authorize != nil {
+		opts = append(opts, grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if strings.HasPrefix(info.FullMethod, "/grpc.health.v1.") {
+				return h(ctx, req)
+			}
+			md, _ := metadata.FromIncomingContext(ctx)
+			v := md.Get("authorization")
+			if len(v) != 1 || !authorize(v[0]) {
+				return nil, status.Error(codes.Unauthenticated, "send authorization: Bearer <token> metadata with a configured token of role check or admin")
+			}
+			return h(ctx, req)
+		}))
+	}
+	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer()}
+	rlsv3.RegisterRateLimitServiceServer(s.grpc, svc)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return s, nil
+}
+
+func tlsConfig(f TLSFiles) (*tls.Config, error) {
+	if f.CertFile == "" || f.KeyFile == "" {
+		return nil, errors.New("rls.tls: cert_file and key_file go together (client_ca_file needs both)")
+	}
+	cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("rls.tls: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
+	if f.ClientCAFile != "" {
+		pem, err := os.ReadFile(f.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("rls.tls.client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("rls.tls.client_ca_file %s: no PEM certificate in it", f.ClientCAFile)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// Serve serves on ln until Stop; it returns nil after a Stop.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.grpc.Serve(ln)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Stop drains: health turns NOT_SERVING (so a health-checking client moves away), no new calls are accepted,
+// calls in flight finish. When ctx ends first the remaining connections are closed and ctx's error returned.
+func (s *Server) Stop(ctx context.Context) error {
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+		return ctx.Err()
+	}
+}

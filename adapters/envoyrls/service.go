@@ -1,0 +1,310 @@
+// Package envoyrls is sluice's Envoy Rate Limit Service front end: gRPC
+// envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit over the domain.Limiter port, configured by
+// envoyproxy/ratelimit's own YAML files (config.go) and answering as envoyproxy/ratelimit does (match.go,
+// service.go), except where sluice is stricter by design: the descriptors of one request are decided
+// all-or-nothing, and a denial records nothing (docs/envoy.md has the table).
+package envoyrls
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sluice-dev/sluice/adapters/ratelimitheader"
+	"github.com/sluice-dev/sluice/domain"
+)
+
+// Limiter is the part of domain.Limiter this adapter calls.
+type Limiter interface {
+	CheckPolicies(ctx context.Context, cs []domain.PolicyCheck, atomic bool) ([]domain.Result, bool, error)
+}
+
+// Service implements RateLimitServiceServer.
+type Service struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+	lim     Limiter
+	rules   atomic.Pointer[Rules]
+	headers bool
+	// overrideAlg and overrideFailure apply to policies made from a descriptor's limit override.
+	overrideAlg     domain.Algorithm
+	overrideFailure domain.FailureMode
+	overrideShadow  bool
+}
+
+// ServiceOptions configures a Service.
+type ServiceOptions struct {
+	// Headers adds response_headers_to_add: RateLimit-Policy and RateLimit of the most restrictive descriptor,
+	// and Retry-After when the request is denied.
+	Headers bool
+	// Algorithm, FailureMode and Shadow of the policies made for limit overrides (the config's policies carry
+	// their own).
+	Algorithm   domain.Algorithm
+	FailureMode domain.FailureMode
+	Shadow      bool
+}
+
+// NewService returns a Service deciding with lim under rules.
+func NewService(lim Limiter, rules *Rules, opts ServiceOptions) *Service {
+	s := &Service{lim: lim, headers: opts.Headers, overrideAlg: opts.Algorithm, overrideFailure: opts.FailureMode, overrideShadow: opts.Shadow}
+	if s.overrideAlg == "" {
+		s.overrideAlg = domain.FixedWindow
+	}
+	if s.overrideFailure == "" {
+		s.overrideFailure = domain.FailDeny
+	}
+	s.rules.Store(rules)
+	return s
+}
+
+// SetRules swaps the rules in force (a reloaded config directory); requests in flight keep the rules they read.
+func (s *Service) SetRules(rs *Rules) { s.rules.Store(rs) }
+
+// Rules returns the rules in force.
+func (s *Service) Rules() *Rules { return s.rules.Load() }
+
+// descriptorState is one descriptor of a request on its way to a status.
+type descriptorState struct {
+	rule      *Rule
+	policy    domain.Policy
+	unit      rlsv3.RateLimitResponse_RateLimit_Unit
+	rpu       uint32
+	name      string
+	cost      uint64
+	unlimited bool
+	// oversized: the cost exceeds the limit, so the request can never be admitted.
+	oversized bool
+	check     int // index into the checks sent, or -1
+}
+
+var unitEnum = map[string]rlsv3.RateLimitResponse_RateLimit_Unit{
+	"SECOND": rlsv3.RateLimitResponse_RateLimit_SECOND,
+	"MINUTE": rlsv3.RateLimitResponse_RateLimit_MINUTE,
+	"HOUR":   rlsv3.RateLimitResponse_RateLimit_HOUR,
+	"DAY":    rlsv3.RateLimitResponse_RateLimit_DAY,
+	"WEEK":   rlsv3.RateLimitResponse_RateLimit_WEEK,
+	"MONTH":  rlsv3.RateLimitResponse_RateLimit_MONTH,
+}
+
+// ShouldRateLimit decides one request: every descriptor resolved to a policy (its config rule, or its limit
+// override) is checked in one all-or-nothing call, so a denied request records nothing on any of its limits.
+func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if req.GetDomain() == "" {
+		return nil, status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
+	}
+	if len(req.GetDescriptors()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+	}
+	rules := s.rules.Load()
+	ds := make([]descriptorState, len(req.Descriptors))
+	keys := make([]string, len(req.Descriptors))
+	replacing := map[string]bool{}
+	for i, d := range req.Descriptors {
+		st := &ds[i]
+		st.check = -1
+		if d.GetIsNegativeHits() {
+			return nil, status.Errorf(codes.InvalidArgument, "descriptors[%d].is_negative_hits is not supported: sluice never gives units back", i)
+		}
+		// As envoyproxy/ratelimit's GetHitsAddends: a descriptor's own hits_addend wins, and may be 0 (a peek);
+		// otherwise the request's, where 0 (unset) means 1.
+		if h := d.GetHitsAddend(); h != nil {
+			st.cost = h.GetValue()
+		} else {
+			st.cost = uint64(max(1, req.GetHitsAddend()))
+		}
+		entries := make([]Entry, len(d.GetEntries()))
+		for j, e := range d.GetEntries() {
+			entries[j] = Entry{Key: e.GetKey(), Value: e.GetValue()}
+		}
+		if o := d.GetLimit(); o != nil {
+			// A limit override skips the config (and its shadow_mode), as envoyproxy/ratelimit.
+			unit := rlsv3.RateLimitResponse_RateLimit_Unit(o.GetUnit())
+			window, ok := units[unit.String()]
+			if !ok || o.GetRequestsPerUnit() == 0 {
+				return nil, status.Errorf(codes.InvalidArgument, "descriptors[%d].limit: requests_per_unit must be at least 1 and unit one of %s, got %d per %s", i, unitNames, o.GetRequestsPerUnit(), unit)
+			}
+			st.policy = domain.Policy{
+				Name: overridePolicyName(req.Domain, unit.String()), Limit: int64(o.GetRequestsPerUnit()), Window: window,
+				Algorithm: s.overrideAlg, FailureMode: s.overrideFailure, Shadow: s.overrideShadow, Source: domain.SourceConfig,
+			}.WithDefaults()
+			st.unit, st.rpu, st.check = unit, o.GetRequestsPerUnit(), 0
+			keys[i] = Key(entries, nil)
+			continue
+		}
+		r, share := rules.Match(req.Domain, entries)
+		if r == nil {
+			continue // no limit: OK without touching the store
+		}
+		st.rule, st.name = r, r.Name
+		for _, n := range r.Replaces {
+			replacing[n] = true
+		}
+		if r.Unlimited {
+			st.unlimited = true
+			continue
+		}
+		st.policy, st.unit, st.rpu, st.check = r.Policy, unitEnum[r.Unit.Name], r.RequestsPerUnit, 0
+		keys[i] = Key(entries, share)
+	}
+	// replaces: a limit whose name another matched limit replaces is not applied. As envoyproxy/ratelimit, this
+	// runs after every descriptor is resolved, so the order of descriptors does not matter.
+	var checks []domain.PolicyCheck
+	oversized := false
+	for i := range ds {
+		st := &ds[i]
+		if st.check < 0 || (st.rule != nil && st.name != "" && replacing[st.name]) {
+			st.check = -1
+			continue
+		}
+		st.check = len(checks)
+		cost := st.cost
+		switch {
+		case cost <= uint64(st.policy.Limit):
+		case st.policy.Shadow:
+			// Would be denied, but shadow_mode answers OK: peek, to report the state without recording.
+			cost = 0
+		default:
+			st.oversized, oversized = true, true
+			cost = 0
+		}
+		checks = append(checks, domain.PolicyCheck{Policy: st.policy, Key: keys[i], Cost: int64(cost)})
+	}
+	if oversized {
+		// A cost above its limit can never be admitted: the request is denied, so nothing may be recorded. Every
+		// descriptor is peeked, to report its state.
+		for i := range checks {
+			checks[i].Cost = 0
+		}
+	}
+	var results []domain.Result
+	allowed := true
+	if len(checks) > 0 {
+		var err error
+		results, allowed, err = s.lim.CheckPolicies(ctx, checks, true)
+		if err != nil {
+			return nil, grpcError(err)
+		}
+	}
+	denied := !allowed || oversized
+	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(ds))}
+	for i := range ds {
+		st := &ds[i]
+		switch {
+		case st.unlimited:
+			resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK, LimitRemaining: math.MaxUint32}
+			continue
+		case st.check < 0:
+			resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+			continue
+		}
+		r := results[st.check]
+		out := &rlsv3.RateLimitResponse_DescriptorStatus{
+			Code:         rlsv3.RateLimitResponse_OK,
+			CurrentLimit: &rlsv3.RateLimitResponse_RateLimit{Name: st.name, RequestsPerUnit: st.rpu, Unit: st.unit},
+		}
+		if !r.Degraded {
+			out.DurationUntilReset = durationpb.New(r.ResetAfter)
+		}
+		cost := checks[st.check].Cost
+		switch {
+		case st.oversized || !r.Allowed:
+			out.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+		case r.Degraded:
+		case cost == 0:
+			// A peek answers for a 1-unit request; report the units left, as a 0 hits_addend does upstream.
+			out.LimitRemaining = clamp32(r.Remaining + 1)
+		case denied && !r.ShadowDenied:
+			// Admitted as evaluated, but the request was denied and recorded nothing: its units are still there.
+			out.LimitRemaining = clamp32(r.Remaining + cost)
+		default:
+			out.LimitRemaining = clamp32(r.Remaining)
+		}
+		resp.Statuses[i] = out
+	}
+	if s.headers {
+		resp.ResponseHeadersToAdd = headersFor(ds, results, resp.Statuses)
+	}
+	return resp, nil
+}
+
+// headersFor returns the RateLimit headers of the most restrictive descriptor: of the denied ones, the one whose
+// Retry-After is longest (with Retry-After); else the one with the fewest units left (the first on a tie).
+// Unlimited, unmatched and degraded descriptors have no quota to report.
+func headersFor(ds []descriptorState, results []domain.Result, statuses []*rlsv3.RateLimitResponse_DescriptorStatus) []*corev3.HeaderValue {
+	best := -1
+	bestDenied := false
+	for i, st := range ds {
+		if st.check < 0 || results[st.check].Degraded {
+			continue
+		}
+		r := results[st.check]
+		isDenied := statuses[i].Code == rlsv3.RateLimitResponse_OVER_LIMIT
+		switch {
+		case best < 0:
+		case isDenied && !bestDenied:
+		case isDenied && bestDenied && retryOf(st, r) > retryOf(ds[best], results[ds[best].check]):
+		case !isDenied && !bestDenied && statuses[i].LimitRemaining < statuses[best].LimitRemaining:
+		default:
+			continue
+		}
+		best, bestDenied = i, isDenied
+	}
+	if best < 0 {
+		return nil
+	}
+	r := results[ds[best].check]
+	r.Remaining = int64(statuses[best].LimitRemaining)
+	h := []*corev3.HeaderValue{
+		{Key: ratelimitheader.PolicyHeader, Value: ratelimitheader.Policy(r.Policy)},
+		{Key: ratelimitheader.RateLimitHeader, Value: ratelimitheader.RateLimit(r)},
+	}
+	if bestDenied {
+		r.RetryAfter = retryOf(ds[best], r)
+		h = append(h, &corev3.HeaderValue{Key: ratelimitheader.RetryAfterHeader, Value: strconv.Itoa(ratelimitheader.RetryAfterSeconds(r))})
+	}
+	return h
+}
+
+// retryOf is when a denied descriptor may succeed: the store's Retry-After, or for a cost that can never fit
+// (above the limit) the end of the current window, when a smaller request could.
+func retryOf(st descriptorState, r domain.Result) time.Duration {
+	if st.oversized || r.RetryAfter == 0 {
+		return r.ResetAfter
+	}
+	return r.RetryAfter
+}
+
+func clamp32(n int64) uint32 {
+	switch {
+	case n < 0:
+		return 0
+	case n > math.MaxUint32:
+		return math.MaxUint32
+	}
+	return uint32(n)
+}
+
+// grpcError maps a domain error to a gRPC status. A store failure under failure_mode deny is UNAVAILABLE, so
+// Envoy's own failure_mode_deny decides what the proxied request gets.
+func grpcError(err error) error {
+	switch {
+	case errors.Is(err, domain.ErrUnavailable):
+		return status.Error(codes.Unavailable, "store unavailable and the policy's failure_mode is deny")
+	case errors.Is(err, domain.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded before the store answered")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "request cancelled")
+	}
+	return status.Error(codes.Internal, "internal error")
+}

@@ -1,0 +1,327 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"go.uber.org/fx"
+
+	"github.com/sluice-dev/sluice/adapters/bearer"
+	"github.com/sluice-dev/sluice/adapters/envoyrls"
+	"github.com/sluice-dev/sluice/domain"
+)
+
+// RLSConfig configures the Envoy Rate Limit Service front end (gRPC envoy.service.ratelimit.v3.RateLimitService on
+// its own listener). Off unless Listen is set.
+type RLSConfig struct {
+	// Listen is host:port of the gRPC listener (SLUICE_RLS_LISTEN); empty (the default) turns the front end off.
+	// Plain text is HTTP/2 with prior knowledge (h2c), what Envoy's gRPC client speaks; set TLS for TLS or mTLS.
+	Listen string `yaml:"listen"`
+	// ConfigDir is a directory of envoyproxy/ratelimit YAML config files (SLUICE_RLS_CONFIG_DIR), read as its
+	// runtime reads them: every file of the directory and its subdirectories, names starting with '.' skipped.
+	ConfigDir string `yaml:"config_dir"`
+	// Files are envoyproxy/ratelimit config files written inside sluice's own config ({name, content}), loaded
+	// with ConfigDir's files as if they were there; messages and file_algorithms call them "rls.files.<name>"
+	// (lines count from the content's first line). They change with a restart.
+	Files []RLSFile `yaml:"files"`
+	// Algorithm of the policies made from the files (SLUICE_RLS_ALGORITHM): fixed_window (default, counting as
+	// envoyproxy/ratelimit does) or any sluice algorithm.
+	Algorithm string `yaml:"algorithm"`
+	// FileAlgorithms chooses the algorithm per file ({file, algorithm}; file relative to ConfigDir, e.g.
+	// "config.yaml", or "rls.files.<name>").
+	FileAlgorithms []RLSFileAlgorithm `yaml:"file_algorithms"`
+	// FailureMode of those policies (SLUICE_RLS_FAILURE_MODE): deny (default: a store failure answers gRPC
+	// UNAVAILABLE, so Envoy's failure_mode_deny decides) or allow (answer OK, counted as degraded).
+	FailureMode string `yaml:"failure_mode"`
+	// Shadow puts every RLS policy in shadow mode (SLUICE_RLS_SHADOW; envoyproxy/ratelimit's SHADOW_MODE): decided
+	// and counted, always answered OK, for running sluice beside the service it replaces before it enforces.
+	Shadow bool `yaml:"shadow"`
+	// ResponseHeaders adds RateLimit-Policy, RateLimit and (when denied) Retry-After of the most restrictive
+	// descriptor to response_headers_to_add (SLUICE_RLS_RESPONSE_HEADERS).
+	ResponseHeaders bool `yaml:"response_headers"`
+	// ReloadInterval is how often ConfigDir is read again (SLUICE_RLS_RELOAD_INTERVAL, default 10s, 0 = never):
+	// changed files take effect without a restart; a broken change is logged and the rules in force are kept.
+	ReloadInterval Duration `yaml:"reload_interval"`
+	// TLS: with TLS.ClientCAFile set, a client certificate signed by that CA authenticates a caller and no bearer
+	// token is asked for; otherwise, when tokens are configured, every ShouldRateLimit needs `authorization: Bearer`.
+	TLS RLSTLS `yaml:"tls"`
+}
+
+// RLSFile is an envoyproxy/ratelimit config file written inside sluice's config.
+type RLSFile struct {
+	Name    string `yaml:"name"`
+	Content string `yaml:"content"` // the file's YAML, e.g. as a block scalar (content: |)
+}
+
+// RLSFileAlgorithm chooses the algorithm of one file's policies.
+type RLSFileAlgorithm struct {
+	File      string `yaml:"file"`
+	Algorithm string `yaml:"algorithm"`
+}
+
+// RLSTLS names PEM files for the RLS listener: cert_file and key_file for TLS, client_ca_file for mTLS.
+type RLSTLS struct {
+	CertFile     string `yaml:"cert_file"`      // SLUICE_RLS_TLS_CERT_FILE
+	KeyFile      string `yaml:"key_file"`       // SLUICE_RLS_TLS_KEY_FILE
+	ClientCAFile string `yaml:"client_ca_file"` // SLUICE_RLS_TLS_CLIENT_CA_FILE
+}
+
+// rlsDefaults are the RLS settings when absent.
+func rlsDefaults() RLSConfig {
+	return RLSConfig{Algorithm: string(domain.FixedWindow), FailureMode: string(domain.FailDeny), ReloadInterval: Duration(10 * time.Second)}
+}
+
+func (c RLSConfig) withDefaults() RLSConfig {
+	d := rlsDefaults()
+	if c.Algorithm == "" {
+		c.Algorithm = d.Algorithm
+	}
+	if c.FailureMode == "" {
+		c.FailureMode = d.FailureMode
+	}
+	return c
+}
+
+func (c RLSConfig) loadOptions() envoyrls.LoadOptions {
+	c = c.withDefaults()
+	o := envoyrls.LoadOptions{Algorithm: domain.Algorithm(c.Algorithm), FailureMode: domain.FailureMode(c.FailureMode), Shadow: c.Shadow}
+	if len(c.FileAlgorithms) > 0 {
+		o.FileAlgorithms = map[string]domain.Algorithm{}
+		for _, fa := range c.FileAlgorithms {
+			o.FileAlgorithms[fa.File] = domain.Algorithm(fa.Algorithm)
+		}
+	}
+	return o
+}
+
+// validateRLS checks the rls settings and loads the config directory, so a broken file stops start-up with
+// everything else that is wrong. add is validate's reporter (it names the env var that set a path).
+func validateRLS(c Config, add func(path, format string, args ...any)) {
+	r := c.RLS.withDefaults()
+	validAlg := func(a string) bool {
+		for _, x := range domain.Algorithms {
+			if string(x) == a {
+				return true
+			}
+		}
+		return false
+	}
+	if !validAlg(r.Algorithm) {
+		add("rls.algorithm", "must be one of %s; got %q", domain.AlgorithmNames(), r.Algorithm)
+	}
+	seenFile := map[string]bool{}
+	for i, fa := range r.FileAlgorithms {
+		at := fmt.Sprintf("rls.file_algorithms[%d]", i)
+		if !validAlg(fa.Algorithm) {
+			add(at+".algorithm", "must be one of %s; got %q", domain.AlgorithmNames(), fa.Algorithm)
+		}
+		if seenFile[fa.File] {
+			add(at+".file", "%q is named twice", fa.File)
+		}
+		seenFile[fa.File] = true
+	}
+	seenName := map[string]bool{}
+	for i, f := range r.Files {
+		at := fmt.Sprintf("rls.files[%d]", i)
+		switch {
+		case f.Name == "":
+			add(at+".name", "required: the file's name in messages and file_algorithms")
+		case seenName[f.Name]:
+			add(at+".name", "%q is used twice", f.Name)
+		}
+		seenName[f.Name] = true
+	}
+	if r.FailureMode != "deny" && r.FailureMode != "allow" {
+		add("rls.failure_mode", "must be one of deny, allow; got %q", r.FailureMode)
+	}
+	if r.ReloadInterval < 0 || (r.ReloadInterval > 0 && time.Duration(r.ReloadInterval) < time.Second) {
+		add("rls.reload_interval", "must be 0 (never) or at least 1s, got %s", r.ReloadInterval)
+	}
+	if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") || (r.TLS.ClientCAFile != "" && r.TLS.CertFile == "") {
+		add("rls.tls", "cert_file and key_file go together, and client_ca_file (mTLS) needs both")
+	}
+	if r.Listen == "" {
+		if r.ConfigDir != "" {
+			add("rls.listen", "is empty (the RLS front end is off) but rls.config_dir is set: set rls.listen (SLUICE_RLS_LISTEN) to host:port, e.g. 0.0.0.0:8081")
+		}
+		return
+	}
+	host, port, err := net.SplitHostPort(r.Listen)
+	if err != nil || port == "" {
+		add("rls.listen", "want host:port such as 127.0.0.1:8081 or 0.0.0.0:8081, got %q", r.Listen)
+	} else if len(c.Tokens) == 0 && r.TLS.ClientCAFile == "" && !isLoopback(host) {
+		add("rls.listen", "%q is not a loopback address and no client authentication is configured: set rls.tls.client_ca_file (mTLS), or tokens / tokens_file (SLUICE_TOKENS_FILE) and send authorization: Bearer metadata, or listen on 127.0.0.1", r.Listen)
+	}
+	if r.Listen == c.Listen {
+		add("rls.listen", "must differ from listen (%s): the RLS front end has its own listener", c.Listen)
+	}
+	if r.ConfigDir == "" && len(r.Files) == 0 {
+		add("rls.listen", "is set but no config is: set rls.config_dir (SLUICE_RLS_CONFIG_DIR) to a directory of envoyproxy/ratelimit YAML files, or rls.files")
+		return
+	}
+	if _, err := loadRLSRules(r, r.loadOptions()); err != nil {
+		var ce *envoyrls.ConfigError
+		if errors.As(err, &ce) {
+			for _, p := range ce.Problems {
+				switch {
+				case strings.HasPrefix(p, "rls.file_algorithms: "):
+					add("rls.file_algorithms", "%s", strings.TrimPrefix(p, "rls.file_algorithms: "))
+				case strings.HasPrefix(p, "rls.files."):
+					add("rls.files", "%s", p) // "rls.files.<name>:<line of its content>: path: problem"
+				default:
+					add("rls.config_dir", "%s", p)
+				}
+			}
+			return
+		}
+		add("rls.config_dir", "%v", err)
+	}
+}
+
+// loadRLSRules loads the files of rls.config_dir and rls.files together.
+func loadRLSRules(rc RLSConfig, opts envoyrls.LoadOptions) (*envoyrls.Rules, error) {
+	if len(rc.Files) == 0 {
+		return envoyrls.LoadDir(rc.ConfigDir, opts)
+	}
+	var names []string
+	contents := map[string][]byte{}
+	if rc.ConfigDir != "" {
+		var err error
+		if names, contents, err = envoyrls.ReadDir(rc.ConfigDir); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range rc.Files {
+		name := "rls.files." + f.Name
+		names = append(names, name)
+		contents[name] = []byte(f.Content)
+	}
+	return envoyrls.Load(names, contents, opts)
+}
+
+// RLSListening is the address the RLS listener bound ("" when off).
+type RLSListening struct{ Addr string }
+
+// rlsModule runs the RLS front end when rls.listen is set.
+func rlsModule(cfg Config) fx.Option {
+	if cfg.RLS.Listen == "" {
+		return fx.Supply(&RLSListening{})
+	}
+	return fx.Module("rls", fx.Provide(newRLSServer), fx.Invoke(func(*RLSListening) {}))
+}
+
+func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Logger) (*RLSListening, error) {
+	rc := cfg.RLS.withDefaults()
+	opts := rc.loadOptions()
+	rules, err := loadRLSRules(rc, opts)
+	if err != nil {
+		return nil, err
+	}
+	svc := envoyrls.NewService(lim, rules, envoyrls.ServiceOptions{
+		Headers: rc.ResponseHeaders, Algorithm: opts.Algorithm, FailureMode: opts.FailureMode, Shadow: opts.Shadow,
+	})
+	// Who may call: with mTLS (client_ca_file) the verified client certificate is the authentication (Envoy
+	// Gateway's and Istio's proxies present one; they cannot always add metadata); otherwise, with tokens
+	// configured, a bearer token of either role in the authorization metadata.
+	var authorize envoyrls.Authorizer
+	if len(cfg.Tokens) > 0 && rc.TLS.ClientCAFile == "" {
+		bt := make([]bearer.Token, len(cfg.Tokens))
+		for i, t := range cfg.Tokens {
+			bt[i] = bearer.Token{Secret: t.Token, Role: t.Role}
+		}
+		set := bearer.New(bt)
+		// Both roles may check (the HTTP API's rule for /v1/check).
+		authorize = func(a string) bool { _, ok := set.Role(a); return ok }
+	}
+	srv, err := envoyrls.NewServer(svc, envoyrls.TLSFiles{CertFile: rc.TLS.CertFile, KeyFile: rc.TLS.KeyFile, ClientCAFile: rc.TLS.ClientCAFile}, authorize)
+	if err != nil {
+		return nil, err
+	}
+	l := &RLSListening{}
+	served := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	reloaded := make(chan struct{})
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			ln, err := net.Listen("tcp", rc.Listen)
+			if err != nil {
+				return fmt.Errorf("listen (rls.listen / SLUICE_RLS_LISTEN=%s): %w", rc.Listen, err)
+			}
+			l.Addr = ln.Addr().String()
+			go func() {
+				defer close(served)
+				if err := srv.Serve(ln); err != nil {
+					log.Error("rls server stopped", "err", err)
+				}
+			}()
+			go func() { defer close(reloaded); reloadRLS(ctx, svc, rc, opts, log) }()
+			log.Info("sluice rls serving", "addr", l.Addr, "protocol", "envoy.service.ratelimit.v3", "tls", rc.TLS.CertFile != "",
+				"mtls", rc.TLS.ClientCAFile != "", "config_dir", rc.ConfigDir, "files", strings.Join(rules.Files, ","),
+				"policies", rules.Policies, "algorithm", rc.Algorithm, "shadow", rc.Shadow, "auth", rlsAuth(authorize != nil, rc.TLS.ClientCAFile != ""))
+			return nil
+		},
+		OnStop: func(context.Context) error {
+			cancel()
+			<-reloaded
+			// As the HTTP server: stop accepting, let calls in flight finish, bounded by the drain timeout.
+			dctx, dcancel := context.WithTimeout(context.Background(), time.Duration(cfg.HTTP.DrainTimeout))
+			defer dcancel()
+			err := srv.Stop(dctx)
+			<-served
+			if err != nil {
+				return fmt.Errorf("rls drain did not finish within %s: %w", cfg.HTTP.DrainTimeout, err)
+			}
+			return nil
+		},
+	})
+	return l, nil
+}
+
+// reloadRLS calls reloadRLSOnce every reload_interval until ctx ends.
+func reloadRLS(ctx context.Context, svc *envoyrls.Service, rc RLSConfig, opts envoyrls.LoadOptions, log *slog.Logger) {
+	if rc.ReloadInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(time.Duration(rc.ReloadInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		reloadRLSOnce(svc, rc, opts, log)
+	}
+}
+
+// reloadRLSOnce reads the config directory again and swaps in the rules if the files changed. A broken change is
+// logged and the rules in force are kept (a half-written ConfigMap update never takes effect). It reports whether
+// new rules took effect.
+func reloadRLSOnce(svc *envoyrls.Service, rc RLSConfig, opts envoyrls.LoadOptions, log *slog.Logger) bool {
+	rules, err := loadRLSRules(rc, opts)
+	if err != nil {
+		log.Error("rls config reload failed; keeping the rules in force", "config_dir", rc.ConfigDir, "err", err)
+		return false
+	}
+	if rules.Fingerprint == svc.Rules().Fingerprint {
+		return false
+	}
+	svc.SetRules(rules)
+	log.Info("rls config reloaded", "config_dir", rc.ConfigDir, "files", strings.Join(rules.Files, ","), "policies", rules.Policies)
+	return true
+}
+
+func rlsAuth(tokens, mtls bool) string {
+	switch {
+	case mtls:
+		return "mtls"
+	case tokens:
+		return "bearer"
+	}
+	return "none"
+}

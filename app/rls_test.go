@@ -1,0 +1,207 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"go.uber.org/fx"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/sluice-dev/sluice/adapters/envoyrls"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func rlsDir(t *testing.T, yaml string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+const istioYAML = "domain: ratelimit\ndescriptors:\n  - key: PATH\n    value: /productpage\n    rate_limit: {unit: minute, requests_per_unit: 1}\n"
+
+func TestRLSWiringValidates(t *testing.T) {
+	cfg := Defaults()
+	cfg.RLS.Listen = "127.0.0.1:0"
+	cfg.RLS.ConfigDir = rlsDir(t, istioYAML)
+	if err := fx.ValidateApp(appOptions(cfg, testBuild(t), slog.New(slog.DiscardHandler))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRLSServesAndStops: `sluice serve` with rls.listen answers ShouldRateLimit (with a token when tokens are
+// configured) and the health service, and stops with the HTTP server.
+func TestRLSServesAndStops(t *testing.T) {
+	cfg := Defaults()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Tokens = []TokenConfig{{Name: "envoy", Token: "0123456789abcdef-check", Role: "check"}}
+	cfg.RLS.Listen = freePort(t)
+	cfg.RLS.ConfigDir = rlsDir(t, istioYAML)
+	cfg.RLS.ResponseHeaders = true
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan string, 1)
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))
+	go func() { done <- Run(ctx, cfg, testBuild(t), log, func(a string) { ready <- a }) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(cfg.RLS.Listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	hr, err := healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", hr, err)
+	}
+	req := &rlsv3.RateLimitRequest{Domain: "ratelimit", Descriptors: []*rlcommon.RateLimitDescriptor{{Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: "PATH", Value: "/productpage"}}}}}
+	rctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer 0123456789abcdef-check")
+	for i, want := range []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT} {
+		resp, err := rlsv3.NewRateLimitServiceClient(cc).ShouldRateLimit(rctx, req)
+		if err != nil || resp.OverallCode != want {
+			t.Fatalf("call %d: %v %v, want %s", i, resp, err, want)
+		}
+		if i == 1 && len(resp.ResponseHeadersToAdd) != 3 {
+			t.Errorf("denied: headers %v, want RateLimit-Policy, RateLimit, Retry-After", resp.ResponseHeadersToAdd)
+		}
+	}
+	if _, err := rlsv3.NewRateLimitServiceClient(cc).ShouldRateLimit(context.Background(), req); err == nil {
+		t.Error("served without a token")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if !regexp.MustCompile(`sluice rls serving" addr=127.0.0.1:\d+ .*files=config.yaml policies=1 algorithm=fixed_window shadow=false auth=bearer`).MatchString(logs.String()) {
+		t.Errorf("start-up log lacks the rls line:\n%s", logs.String())
+	}
+}
+
+// TestRLSValidation: rls settings and the config files' problems are reported at start-up with the rest, each
+// naming its setting (the variable when one set it), file and YAML path.
+func TestRLSValidation(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "sluice.yaml")
+	dir := rlsDir(t, "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: year, requests_per_unit: 1}\n")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("rls:\n  algorithm: leaky\n  failure_mode: open\n  file_algorithms: [{file: nope.yaml, algorithm: sliding_log}]\n")
+	_, _, err := Load(cfgPath, []string{"SLUICE_RLS_LISTEN=0.0.0.0:8081", "SLUICE_RLS_CONFIG_DIR=" + dir})
+	got := fmt.Sprint(err)
+	for _, want := range []string{
+		`rls.algorithm (line 2): must be one of sliding_log, sliding_window, token_bucket, fixed_window; got "leaky"`,
+		`rls.failure_mode (line 3): must be one of deny, allow; got "open"`,
+		`SLUICE_RLS_LISTEN="0.0.0.0:8081": "0.0.0.0:8081" is not a loopback address and no client authentication is configured`,
+		"config.yaml:4: descriptors[0].rate_limit.unit: YEAR (365 days)",
+		`no config file "nope.yaml"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	write("rls:\n  listen: 127.0.0.1:8081\n")
+	if _, _, err := Load(cfgPath, nil); err == nil || !strings.Contains(err.Error(), "rls.listen (line 2): is set but no config is: set rls.config_dir") {
+		t.Errorf("no config_dir: %v", err)
+	}
+}
+
+// TestRLSInlineFiles: envoyproxy/ratelimit files written inside sluice's own config load with the directory's,
+// and their problems name the file and the line of its content.
+func TestRLSInlineFiles(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "sluice.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(cfgPath, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("rls:\n  listen: 127.0.0.1:18081\n  config_dir: " + rlsDir(t, istioYAML) + "\n  files:\n    - name: contour\n      content: |\n        domain: contour\n        descriptors:\n          - key: generic_key\n            value: foo\n            rate_limit: {unit: minute, requests_per_unit: 2}\n")
+	cfg, _, err := Load(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := loadRLSRules(cfg.RLS, cfg.RLS.loadOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rules.HasDomain("ratelimit") || !rules.HasDomain("contour") || rules.Policies != 2 {
+		t.Errorf("rules: files %v, %d policies", rules.Files, rules.Policies)
+	}
+	write("rls:\n  listen: 127.0.0.1:18081\n  files:\n    - name: contour\n      content: |\n        domain: contour\n        descriptors:\n          - key: generic_key\n            rate_limit: {unit: fortnight, requests_per_unit: 2}\n")
+	_, _, err = Load(cfgPath, nil)
+	if err == nil || !strings.Contains(err.Error(), "rls.files.contour:4: descriptors[0].rate_limit.unit: must be one of") {
+		t.Errorf("inline problem: %v", err)
+	}
+}
+
+// TestRLSReload: a ConfigMap-style update (the ..data link swapped to a new directory) takes effect at the next
+// reload; a broken update is refused and the rules in force stay; an unchanged directory is not reloaded.
+func TestRLSReload(t *testing.T) {
+	dir := t.TempDir()
+	version := func(name, yaml string) {
+		d := filepath.Join(dir, name)
+		must(t, os.Mkdir(d, 0o755))
+		must(t, os.WriteFile(filepath.Join(d, "config.yaml"), []byte(yaml), 0o644))
+		tmp := filepath.Join(dir, "..data_tmp")
+		must(t, os.Symlink(name, tmp))
+		must(t, os.Rename(tmp, filepath.Join(dir, "..data"))) // atomic swap, as kubelet does
+	}
+	version("..v1", istioYAML)
+	must(t, os.Symlink("..data/config.yaml", filepath.Join(dir, "config.yaml")))
+	rc := RLSConfig{ConfigDir: dir}.withDefaults()
+	opts := rc.loadOptions()
+	rules, err := loadRLSRules(rc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := envoyrls.NewService(nil, rules, envoyrls.ServiceOptions{})
+	log := slog.New(slog.DiscardHandler)
+	if reloadRLSOnce(svc, rc, opts, log) {
+		t.Error("reloaded an unchanged directory")
+	}
+	version("..v2", strings.Replace(istioYAML, "domain: ratelimit", "domain: v2", 1))
+	if !reloadRLSOnce(svc, rc, opts, log) || !svc.Rules().HasDomain("v2") {
+		t.Error("the swapped ConfigMap did not take effect")
+	}
+	version("..v3", "domain: v3\ndescriptors:\n  - key: a\n    rate_limit: {unit: year, requests_per_unit: 1}\n")
+	if reloadRLSOnce(svc, rc, opts, log) || !svc.Rules().HasDomain("v2") {
+		t.Error("a broken update replaced the rules in force")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

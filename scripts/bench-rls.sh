@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Side by side over Envoy's Rate Limit Service protocol, one load tool (cmd/rls-bench) for all: sluice on the memory
+# store, envoyproxy/ratelimit on its own redis-server (pinned build from scripts/install-envoy-ratelimit.sh), and
+# sluice on PostgreSQL (127.0.0.1:5432, a throwaway database; skipped when it does not answer). Every server gets
+# the same config (domain bench, a bare-key rule on "user" with a limit no run reaches, so every request is a full
+# decision that touches the store) and the same requests (user=u0..u999 round-robin). CPU per decision counts the
+# server and its store process (sluice alone on Postgres: the database's backends are not attributed). Loopback
+# only, bounded in time (about 1 minute with the defaults). With taskset and 2+ CPUs, every server and its store
+# process share CPU 1 and the load tool runs on CPU 0 (PIN=0 turns that off), so each server gets the same one-core
+# budget and the load tool does not compete with it (the shared PostgreSQL server cannot be pinned).
+#
+#   scripts/bench-rls.sh                           DURATION=10s CONCURRENCY=64
+#   DURATION=5s CONCURRENCY=32 scripts/bench-rls.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GOTOOLCHAIN=$(sed -n 's/^toolchain //p' go.mod)
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+DURATION=${DURATION:-10s}
+CONCURRENCY=${CONCURRENCY:-64}
+work=$(mktemp -d /tmp/sluice-rls-bench.XXXXXX)
+srv=() cli=()
+if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  srv=(taskset -c 1) cli=(taskset -c 0)
+fi
+pids=()
+db=""
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "$db" ]; then psql -h 127.0.0.1 -U postgres -d postgres -qXc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; return 1; }
+
+upstream=$(bash scripts/install-envoy-ratelimit.sh)
+go build -o "$work/sluice" .
+go build -o "$work/rls-bench" ./cmd/rls-bench
+mkdir -p "$work/runtime/ratelimit/config"
+cat > "$work/runtime/ratelimit/config/bench.yaml" <<'YAML'
+domain: bench
+descriptors:
+  - key: user
+    rate_limit:
+      unit: hour
+      requests_per_unit: 4000000000
+YAML
+
+echo "== machine: $(nproc) CPUs, $(go version), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== upstream: envoyproxy/ratelimit $(basename "$upstream") + redis-server $(redis-server --version | awk '{print $3}')"
+
+sluice_rls=$(port)
+cat > "$work/memory.yaml" <<YAML
+listen: 127.0.0.1:$(port)
+log: {level: warn}
+memory: {max_keys: 100000}
+rls: {listen: 127.0.0.1:$sluice_rls, config_dir: $work/runtime/ratelimit/config, reload_interval: 0s}
+YAML
+"${srv[@]}" "$work/sluice" serve -config "$work/memory.yaml" > "$work/sluice-memory.log" 2>&1 &
+sluice_pid=$!; pids+=("$sluice_pid")
+
+redis_port=$(port)
+"${srv[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no > "$work/redis.log" 2>&1 &
+redis_pid=$!; pids+=("$redis_pid")
+wait_port "$redis_port"
+up_grpc=$(port)
+env USE_STATSD=false LOG_LEVEL=warn REDIS_SOCKET_TYPE=tcp REDIS_URL="127.0.0.1:$redis_port" \
+  RUNTIME_ROOT="$work/runtime" RUNTIME_SUBDIRECTORY=ratelimit RUNTIME_APPDIRECTORY=config RUNTIME_WATCH_ROOT=false \
+  RUNTIME_IGNOREDOTFILES=true HOST=127.0.0.1 PORT="$(port)" GRPC_HOST=127.0.0.1 GRPC_PORT="$up_grpc" \
+  DEBUG_HOST=127.0.0.1 DEBUG_PORT="$(port)" "${srv[@]}" "$upstream/service_cmd" > "$work/ratelimit.log" 2>&1 &
+up_pid=$!; pids+=("$up_pid")
+wait_port "$sluice_rls"; wait_port "$up_grpc"
+
+args=(-target "sluice-memory=127.0.0.1:$sluice_rls" -pid "sluice-memory=$sluice_pid"
+  -target "envoyproxy-ratelimit+redis=127.0.0.1:$up_grpc" -pid "envoyproxy-ratelimit+redis=$up_pid,$redis_pid")
+
+if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  db=sluice_rls_bench_$$
+  psql -h 127.0.0.1 -U postgres -d postgres -qXc "CREATE DATABASE $db" >/dev/null
+  pg_rls=$(port)
+  cat > "$work/postgres.yaml" <<YAML
+listen: 127.0.0.1:$(port)
+log: {level: warn}
+store: postgres
+postgres: {url: "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable", migrate_on_start: true}
+rls: {listen: 127.0.0.1:$pg_rls, config_dir: $work/runtime/ratelimit/config, reload_interval: 0s}
+YAML
+  "${srv[@]}" "$work/sluice" serve -config "$work/postgres.yaml" > "$work/sluice-postgres.log" 2>&1 &
+  pg_pid=$!; pids+=("$pg_pid")
+  wait_port "$pg_rls"
+  args+=(-target "sluice-postgres=127.0.0.1:$pg_rls" -pid "sluice-postgres=$pg_pid")
+else
+  echo "== postgres: 127.0.0.1:5432 does not answer; skipping sluice-postgres"
+fi
+
+echo "== rls-bench -duration $DURATION -concurrency $CONCURRENCY (closed loop, 4 connections per target, 1000 keys; pinned: ${srv[*]:-no})"
+"${cli[@]}" "$work/rls-bench" -duration "$DURATION" -concurrency "$CONCURRENCY" "${args[@]}"
