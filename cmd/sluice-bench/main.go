@@ -219,7 +219,9 @@ func shapeRequests(shape, host string, keys int) [][]byte {
 func runMemory(ctx context.Context, o options, out io.Writer, rows []row, ratios []string) ([]row, []string, error) {
 	for _, shape := range o.shapes {
 		rs, r, err := rounds(o.rounds, "memory "+fmt.Sprintf("%-8s", shape)+" sluice/floor",
-			func(int) (row, error) { return measure(ctx, o, out, "memory", shape, "floor", []string{"floor", "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64), "-keys", strconv.Itoa(o.keys)}, "") },
+			func(int) (row, error) {
+				return measure(ctx, o, out, "memory", shape, "floor", []string{"floor", "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64), "-keys", strconv.Itoa(o.keys)}, "")
+			},
 			func(round int) (row, error) {
 				profile := ""
 				if round == 0 {
