@@ -26,10 +26,12 @@ import (
 type Config struct {
 	// Listen is host:port for the HTTP API. Without tokens it must be a loopback address.
 	Listen string `yaml:"listen"`
-	// Store selects the BucketStore adapter: "memory" (one replica) or "postgres" (any number).
-	Store    string         `yaml:"store" oneof:"memory postgres"`
+	// Store selects the BucketStore adapter: "memory" (one replica), "postgres" or "redis" (any number); the
+	// drivers are the table in stores.go (TestStoreDriversMatchTheSetting keeps oneof equal to it).
+	Store    string         `yaml:"store" oneof:"memory postgres redis"`
 	Memory   MemoryConfig   `yaml:"memory"`
 	Postgres PostgresConfig `yaml:"postgres"`
+	Redis    RedisConfig    `yaml:"redis"`
 	Log      LogConfig      `yaml:"log"`
 	HTTP     HTTPConfig     `yaml:"http"`
 	// Tokens are bearer tokens with roles. TokensFile adds tokens from a YAML file holding a list of the same
@@ -65,6 +67,29 @@ type PostgresConfig struct {
 	StatementTimeout Duration `yaml:"statement_timeout" range:"1ms..1m"`
 	JanitorInterval  Duration `yaml:"janitor_interval" range:"1m.." alias:"SLUICE_JANITOR_INTERVAL"`
 	MigrateOnStart   bool     `yaml:"migrate_on_start" alias:"SLUICE_MIGRATE_ON_START"`
+}
+
+// RedisConfig configures the Redis store (store: redis; see adapters/redis and docs/operator.md).
+type RedisConfig struct {
+	// Addrs are host:port seeds (SLUICE_REDIS_ADDRS, comma-separated): one Redis, any nodes of a Redis Cluster (the
+	// client asks them whether they are one), or the Sentinels when master_set is set.
+	Addrs    []string `yaml:"addrs"`
+	Username string   `yaml:"username"`               // SLUICE_REDIS_USERNAME (ACL user; empty: default)
+	Password string   `yaml:"password" secret:"true"` // SLUICE_REDIS_PASSWORD (the chart reads it from a Secret)
+	TLS      bool     `yaml:"tls"`                    // SLUICE_REDIS_TLS: TLS with the system's roots
+	// MasterSet (SLUICE_REDIS_MASTER_SET) names the Sentinel master set: addrs are then Sentinels.
+	MasterSet string `yaml:"master_set"`
+	// Prefix (SLUICE_REDIS_PREFIX) is put in every key, so several deployments can share one Redis.
+	Prefix  string   `yaml:"prefix"`
+	Timeout Duration `yaml:"timeout" range:"1ms..1m"` // SLUICE_REDIS_TIMEOUT: bound of one decision call
+	// WaitReplicas (SLUICE_REDIS_WAIT_REPLICAS): when > 0, a decision that recorded units waits (Redis WAIT) for
+	// that many replicas to acknowledge it, at most wait_timeout. It narrows what a failover loses; replication
+	// stays asynchronous (docs/reliability.md).
+	WaitReplicas int      `yaml:"wait_replicas" range:"0..16"`
+	WaitTimeout  Duration `yaml:"wait_timeout" range:"1ms..10s"` // SLUICE_REDIS_WAIT_TIMEOUT
+	// PolicyRefresh (SLUICE_REDIS_POLICY_REFRESH) bounds how long an API policy change takes to bind a replica that
+	// missed its invalidation message.
+	PolicyRefresh Duration `yaml:"policy_refresh" range:"10ms..1m"`
 }
 
 // LogConfig configures log/slog output.
@@ -119,6 +144,11 @@ func Defaults() Config {
 			StatementTimeout: Duration(250 * time.Millisecond),
 			JanitorInterval:  Duration(5 * time.Minute),
 			MigrateOnStart:   true,
+		},
+		Redis: RedisConfig{
+			Timeout:       Duration(250 * time.Millisecond),
+			WaitTimeout:   Duration(50 * time.Millisecond),
+			PolicyRefresh: Duration(time.Second),
 		},
 		Log: LogConfig{Level: "info", Format: "text"},
 		HTTP: HTTPConfig{

@@ -520,6 +520,9 @@ func (l *loader) validate(c Config) {
 		l.add("listen", "port must be 0-65535, got %q", port)
 	}
 	l.checkPostgresURL(c)
+	if d, ok := storeDriverNamed(c.Store); ok && d.Validate != nil {
+		d.Validate(c, l.add)
+	}
 	if c.Postgres.MaxConns >= 1 && (c.Postgres.Lanes < 0 || c.Postgres.Lanes > c.Postgres.MaxConns) {
 		l.add("postgres.lanes", "must be 0 (automatic: min(%d, max_conns)) to max_conns (%d), got %d", DefaultLanes, c.Postgres.MaxConns, c.Postgres.Lanes)
 	}

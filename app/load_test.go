@@ -88,7 +88,7 @@ policies:
 	}
 	msg := err.Error()
 	for _, want := range []string{
-		`SLUICE_STORE="postgress": must be one of memory, postgres; got "postgress"`,
+		`SLUICE_STORE="postgress": must be one of memory, postgres, redis; got "postgress"`,
 		"log.level (line 3): must be one of debug, info, warn, error",
 		"log.format (line 3): must be one of text, json",
 		"postgres.janitor_interval (line 4): must be at least 1m",

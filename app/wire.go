@@ -53,10 +53,11 @@ func appOptions(cfg Config, build Build, log *slog.Logger) fx.Option {
 	)
 }
 
-// storeModule returns the module of the configured store.
+// storeModule returns the module of the configured store (storeDrivers; validation ran before, so the name is
+// known; memory otherwise).
 func storeModule(cfg Config) fx.Option {
-	if cfg.Store == "postgres" {
-		return postgresModule(cfg)
+	if d, ok := storeDriverNamed(cfg.Store); ok {
+		return d.Module(cfg)
 	}
 	return memoryModule(cfg)
 }
@@ -170,10 +171,8 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 }
 
 func replicaNote(store string) string {
-	if store == "postgres" {
-		return "any number of replicas may share this database; together they admit at most each limit"
-	}
-	return "state lives in this process: run exactly one replica (each replica would enforce its own limit)"
+	d, _ := storeDriverNamed(store)
+	return d.Replicas
 }
 
 // newLogger builds the process logger from cfg.

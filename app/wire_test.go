@@ -23,11 +23,12 @@ func testBuild(t *testing.T) Build {
 }
 
 func TestWiringValidates(t *testing.T) {
-	for _, store := range []string{"memory", "postgres"} {
+	for _, store := range []string{"memory", "postgres", "redis"} {
 		t.Run(store, func(t *testing.T) {
 			cfg := Defaults()
 			cfg.Store = store
 			cfg.Postgres.URL = "postgres://postgres@127.0.0.1:1/none" // never dialled by ValidateApp
+			cfg.Redis.Addrs = []string{"127.0.0.1:1"}
 			if err := fx.ValidateApp(appOptions(cfg, testBuild(t), slog.New(slog.DiscardHandler))); err != nil {
 				t.Fatalf("fx graph for store %s: %v", store, err)
 			}

@@ -28,7 +28,7 @@ type Rule struct {
 	Window time.Duration
 	// Resolution is sliding_window's bucket width (whole milliseconds, 1ms to Window); 0 for other algorithms.
 	Resolution time.Duration
-	// Floor (unix nanoseconds; 0 = none) is the expiry rule's memory: a unit recorded at or before Floor never
+	// Floor (unix microseconds; 0 = none) is the expiry rule's memory: a unit recorded at or before Floor never
 	// counts again. A window change raises it to the newest instant whose units had already stopped counting
 	// (Policy.Changed), so growing a window never brings them back.
 	Floor int64

@@ -23,13 +23,16 @@ ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$*"; }
 bad() { failed=$((failed + 1)); printf 'FAIL %s\n' "$*"; }
 skip() { skipped=$((skipped + 1)); printf 'skip %s\n' "$*"; }
 
-# config_check MANIFESTS: `sluice config check` on the rendered config file, under the Deployment's env.
+# config_check MANIFESTS: `sluice config check` on the rendered config file, under the Deployment's env. podrun
+# rewrites mount paths in env values only, not inside config.yaml: the rows of the RLS front end point its config
+# directory (rls.config_dir: /etc/sluice/rls in the file) at podrun's copy through the environment.
+EXTRA=()
 config_check() {
 	rm -rf "$WORK/pod"
 	# The database URL is given (config check never connects), so a render whose database Secret is missing (store
 	# postgress with the checks off) still reaches the binary.
 	"$PODRUN" -kind Deployment -root "$WORK/pod" -secret "sluice-postgresql/url=postgres://sluice@127.0.0.1:5432/sluice" \
-		-args "config check /etc/sluice/config.yaml" -- "$BIN" <"$1" >"$WORK/check.log" 2>&1
+		"${EXTRA[@]}" -args "config check /etc/sluice/config.yaml" -- "$BIN" <"$1" >"$WORK/check.log" 2>&1
 }
 
 # Does this binary read `resolution` yet (the sliding_window fields)? The rows that need it wait for it.
@@ -47,6 +50,7 @@ P='policies[0].name=p,policies[0].limit=1'
 PW="$P,policies[0].window=1m"
 SW="$PW,policies[0].algorithm=sliding_window"
 RS="store=redis,redis.addrs[0]=127.0.0.1:6379"
+RLS='rls.enabled=true,rls.config.config\.yaml=domain: chart-bounds'
 # setting | base --set (both sides) | inside | outside | chart message (ERE) | binary message (ERE)
 ROWS=(
 	"janitorInterval (min 1m)|store=postgres|janitorInterval=1m|janitorInterval=59s|janitorInterval|janitor_interval"
@@ -97,6 +101,10 @@ ROWS=(
 	"IF:redis redis.waitReplicas (max 16)|$RS|redis.waitReplicas=16|redis.waitReplicas=17|/redis/waitReplicas|wait_replicas"
 	"IF:redis redis.waitTimeout (min 1ms)|$RS|redis.waitTimeout=1ms|redis.waitTimeout=0ms|redis.waitTimeout|wait_timeout"
 	"IF:redis redis.waitTimeout (max 10s)|$RS|redis.waitTimeout=10s|redis.waitTimeout=10s1ms|redis.waitTimeout|wait_timeout"
+	"IF:rls rls.reloadInterval (min 1s)|$RLS|rls.reloadInterval=1s|rls.reloadInterval=999ms|rls.reloadInterval|reload_interval"
+	"IF:rls rls.reloadInterval 0s (never reload)|$RLS|rls.reloadInterval=0s|rls.reloadInterval=1.5s|rls.reloadInterval|reload_interval"
+	"IF:rls rls.algorithm (enum)|$RLS|rls.algorithm=sliding_window|rls.algorithm=leaky_bucket|/rls/algorithm|algorithm"
+	"IF:rls rls.failureMode (enum)|$RLS|rls.failureMode=allow|rls.failureMode=open|/rls/failureMode|failure_mode"
 	"RES policies[].resolution (min 1ms; 0s is the default)||$SW,policies[0].resolution=1ms|$SW,policies[0].resolution=-1ms|policies.0..?resolution|resolution"
 	"RES policies[].resolution 0s (the default, window/60)||$SW,policies[0].resolution=0s|$SW,policies[0].resolution=0.5s|policies.0..?resolution|resolution"
 	"RES policies[].resolution (max window)||$SW,policies[0].resolution=1m|$SW,policies[0].resolution=1m1ms|policies.0..?resolution|resolution"
@@ -158,6 +166,8 @@ done <<<"$choices"
 
 for row in "${ROWS[@]}"; do
 	IFS='|' read -r label base inside outside chartmsg binmsg binmsg2 <<<"$row"
+	EXTRA=()
+	if [[ "$label" == "IF:rls "* ]]; then EXTRA=(-env "SLUICE_RLS_CONFIG_DIR=$WORK/pod/etc/sluice/rls"); fi
 	if [[ "$label" == "IF:"* ]]; then
 		# A row for an optional part of the chart (e.g. the Redis store's values) runs once the chart has it.
 		need="${label%% *}" need="${need#IF:}" label="${label#* }"

@@ -85,6 +85,7 @@ func (e HealthStatus) Valid() bool {
 const (
 	Memory   HealthStore = "memory"
 	Postgres HealthStore = "postgres"
+	Redis    HealthStore = "redis"
 )
 
 // Valid indicates whether the value is a known member of the HealthStore enum.
@@ -93,6 +94,8 @@ func (e HealthStore) Valid() bool {
 	case Memory:
 		return true
 	case Postgres:
+		return true
+	case Redis:
 		return true
 	default:
 		return false

@@ -221,6 +221,7 @@ else
 	fi
 
 	# Every value set's rendered config file passes the binary's own validation, under the pod's environment.
+	SECRETS+=(-secret "sluice-redis/redis-password=config-check-only") # ci/redis-values.yaml's Secret
 	for values in "$CHART"/ci/*-values.yaml; do
 		name="$(basename "$values" -values.yaml)"
 		rm -rf "$WORK/cfg"

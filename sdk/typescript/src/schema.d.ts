@@ -385,7 +385,7 @@ export interface components {
              */
             status: "ok" | "degraded";
             /** @enum {string} */
-            store?: "memory" | "postgres";
+            store?: "memory" | "postgres" | "redis";
             /**
              * @description Whether the store answered this probe (on `/readyz` and `/healthz/store`).
              * @enum {string}

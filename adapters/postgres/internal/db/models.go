@@ -35,6 +35,13 @@ type SluiceConfigPolicy struct {
 	UpdatedAt    pgtype.Timestamptz
 }
 
+type SluiceLogEntry struct {
+	Policy string
+	Key    []byte
+	At     int64
+	Cum    int64
+}
+
 type SluicePolicy struct {
 	Name         string
 	Quota        int64

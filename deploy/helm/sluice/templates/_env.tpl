@@ -28,6 +28,32 @@ shows the settings that matter per deployment, and carries the secrets the file 
 {{- if eq .Values.store "memory" }}
 - name: SLUICE_MEMORY_MAX_KEYS
   value: {{ include "sluice.memoryMaxKeys" . | quote }}
+{{- else if eq .Values.store "redis" }}
+- name: SLUICE_REDIS_ADDRS
+  value: {{ join "," .Values.redis.addrs | quote }}
+{{- with .Values.redis.username }}
+- name: SLUICE_REDIS_USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.redis.existingSecret }}
+- name: SLUICE_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret }}
+      key: {{ .Values.redis.passwordKey }}
+{{- end }}
+- name: SLUICE_REDIS_TLS
+  value: {{ .Values.redis.tls | quote }}
+- name: SLUICE_REDIS_TIMEOUT
+  value: {{ .Values.redis.timeout | quote }}
+- name: SLUICE_REDIS_WAIT_REPLICAS
+  value: {{ int64 .Values.redis.waitReplicas | quote }}
+- name: SLUICE_REDIS_WAIT_TIMEOUT
+  value: {{ .Values.redis.waitTimeout | quote }}
+{{- with .Values.redis.prefix }}
+- name: SLUICE_REDIS_PREFIX
+  value: {{ . | quote }}
+{{- end }}
 {{- else }}
 {{- if and (include "sluice.bundledPostgres" .) .Values.postgres.bundled.existingSecret }}
 {{- $pg := .Values.postgres.bundled }}

@@ -209,8 +209,11 @@ refuses them too; it is not in values.schema.json, so only a render with --skip-
 {{- if gt (int64 .Values.postgres.lanes) (int64 .Values.postgres.maxConns) }}
 {{- fail (printf "postgres.lanes (%d) must be at most postgres.maxConns (%d): each lane keeps a pooled connection busy; 0 picks min(4, maxConns)" (int64 .Values.postgres.lanes) (int64 .Values.postgres.maxConns)) }}
 {{- end }}
-{{- if and .Values.autoscaling.enabled (ne .Values.store "postgres") }}
-{{- fail "autoscaling.enabled needs store=postgres: memory-store replicas each keep their own counters" }}
+{{- if and .Values.autoscaling.enabled (eq .Values.store "memory") }}
+{{- fail "autoscaling.enabled needs store=postgres or store=redis: memory-store replicas each keep their own counters" }}
+{{- end }}
+{{- if and (eq .Values.store "redis") (not .Values.redis.addrs) }}
+{{- fail "store=redis needs redis.addrs: host:port seeds of your Redis, Redis Cluster or Sentinels" }}
 {{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both (set the other to null)" }}
@@ -228,6 +231,15 @@ refuses them too; it is not in values.schema.json, so only a render with --skip-
 {{- end }}
 {{- if hasKey . "waitTimeout" }}
 {{- include "sluice.checkDuration" (dict "path" "redis.waitTimeout" "value" .waitTimeout "min" "1ms" "max" "10s") }}
+{{- end }}
+{{- end }}
+{{- /* The Envoy RLS front end's reload interval, when the chart has RLS values: 0 (never) or at least 1s. */}}
+{{- with (index .Values "rls") }}
+{{- if and .enabled (hasKey . "reloadInterval") }}
+{{- $ns := include "sluice.durationNs" .reloadInterval }}
+{{- if ne $ns "0" }}
+{{- include "sluice.checkDuration" (dict "path" "rls.reloadInterval" "value" .reloadInterval "min" "1s") }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- $names := dict }}

@@ -1,0 +1,410 @@
+-- sluice decision script: applies one or more checks atomically (a Lua script runs alone on its Redis node). It
+-- is domain.Bucket.Decide (domain/algorithm.go, slidinglog.go, tokenbucket.go, fixedwindow.go) step for step, in
+-- unix microseconds with the same integer rounding, so every store gives identical decisions; the conformance
+-- suite's model test compares them on random sequences. Loaded once per node and run with EVALSHA (the client
+-- falls back to EVAL on NOSCRIPT).
+--
+-- KEYS[i]  the Redis key of check i (every key of one call is in one hash slot).
+-- ARGV[1]  mode: "d" decide, "n" decide but record nothing, "u" undo a reservation (see the end).
+-- ARGV[2]  the instant in microseconds since the Unix epoch, or "" for the server clock (TIME).
+-- ARGV[3]  "1" for an atomic call: record nothing unless every non-shadow check is admitted.
+-- Then 10 arguments per check:
+--   algo (1 sliding_log, 2 sliding_window, 3 token_bucket, 4 fixed_window), limit, window (µs), resolution
+--   (µs), floor (µs: units recorded at or before it never count), generation (a decimal string), cost (0
+--   peeks), shadow ("1"/"0"), and token_bucket's emission time of max(cost, 1) units, q + r/limit µs:
+--   q = floor(max(cost,1) × window / limit), r = its remainder (computed in Go: the product needs 106 bits).
+--
+-- Every quantity stays an integer below 2^53, which Lua's doubles hold exactly: instants are microseconds
+-- (~2^51), windows at most 31 days (~2^42 µs), counts and fractions at most 2^53-1. Sums that could pass 2^53
+-- (two counts, two fractions) are compared by subtraction instead; products go through muldivrem (bit by bit);
+-- divisions through math.fmod, which is exact.
+--
+-- The value of a key: generation, "\0", struct "<Bddddd" (algo, seen, ttlwindow, x, y, z), then for the logs
+-- entries "<dd" (instant µs, cumulative count). seen: the newest instant a write used (time never runs backwards
+-- for a key, even when a failover hands it to a node whose clock is behind); ttlwindow: the window its expiry was
+-- computed with. x, y, z: logs (base, 0, 0): base is the cumulative count of the units before the first entry;
+-- token_bucket (a, f, c): tat = a + f/c µs, c the limit that wrote it; fixed_window (a, f, 0): the newest
+-- admission's instant and the units admitted in its window.
+--
+-- Returns 9 integers per check: allowed (1/0), remaining, reset_after (µs), retry_after (µs), recorded (the
+-- instant the units were recorded at, for an undo; 0 if none), and for token_bucket A, NF, B, F: the new tat
+-- (or the one a check would reach) is now + A + NF/limit, the current one now + B + F/limit; Go turns them into
+-- remaining, reset_after and retry_after with 106-bit products (decision in store.go).
+local MAX = 9007199254740991
+local fmod, floor = math.fmod, math.floor
+local pack, unpack = struct.pack, struct.unpack
+local ES = 16  -- bytes per log entry
+local HS = 41  -- header bytes after the generation's NUL
+local HF = '<Bddddd'
+local mode = ARGV[1]
+local now
+if ARGV[2] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[2])
+end
+
+-- muldivrem returns floor(x × y / z) and the remainder, for integers 0 ≤ x, y < 2^53, 1 ≤ z < 2^53, whose
+-- quotient is below 2^53 (the callers' bounds). The 106-bit product is held as limbs of 18 bits (every partial
+-- product below 2^38) and divided one bit at a time, with every intermediate below 2^53.
+local B18 = 262144
+local function limbs(x)
+  local a = fmod(x, B18)
+  x = (x - a) / B18
+  local b = fmod(x, B18)
+  return a, b, (x - b) / B18
+end
+local function muldivrem(x, y, z)
+  if x == 0 or y == 0 then return 0, 0 end
+  local xs, ys = { limbs(x) }, { limbs(y) }
+  local l = { 0, 0, 0, 0, 0, 0, 0 }
+  for i = 1, 3 do
+    for j = 1, 3 do l[i + j - 1] = l[i + j - 1] + xs[i] * ys[j] end
+  end
+  for i = 1, 6 do
+    local c = fmod(l[i], B18)
+    l[i + 1] = l[i + 1] + (l[i] - c) / B18
+    l[i] = c
+  end
+  local q, r = 0, 0
+  for i = 7, 1, -1 do
+    local limb = l[i]
+    for b = 17, 0, -1 do
+      local p = 2 ^ b
+      local bit = 0
+      if limb >= p then bit, limb = 1, limb - p end
+      -- r = 2r + bit reduced mod z, without forming 2r + bit when it would pass 2^53 (r < z, so one
+      -- subtraction suffices)
+      local need = z - r - bit
+      q = q + q
+      if r >= need then
+        r = r - need
+        q = q + 1
+      else
+        r = r + r + bit
+      end
+    end
+  end
+  return q, r
+end
+
+local function muldivceil(x, y, z)
+  local q, r = muldivrem(x, y, z)
+  if r > 0 then q = q + 1 end
+  return q
+end
+
+local states = {}
+
+local function empty(st)
+  st.alg, st.gen, st.x, st.y, st.z, st.s, st.n = 0, '', 0, 0, 0, '', 0
+end
+
+-- load returns the state of key, from this call's cache or the store.
+local function load(key)
+  local st = states[key]
+  if st == nil then
+    st = { exists = false, seen = 0, w = 0 }
+    empty(st)
+    local v = redis.call('GET', key)
+    if v then
+      local z = string.find(v, '\0', 1, true)
+      st.gen = string.sub(v, 1, z - 1)
+      st.alg, st.seen, st.w, st.x, st.y, st.z = unpack(HF, v, z + 1)
+      st.s = string.sub(v, z + 1 + HS)
+      st.n = #st.s / ES
+      st.exists = true
+    end
+    states[key] = st
+  end
+  return st
+end
+
+local function at(st, i) return (unpack('<d', st.s, (i - 1) * ES + 1)) end
+local function cum(st, i) return (unpack('<d', st.s, (i - 1) * ES + 9)) end
+
+-- expire drops the log entries recorded at or before cutoff.
+local function expire(st, cutoff)
+  if st.n == 0 then return end
+  local lo, hi = 1, st.n + 1 -- the first entry with at > cutoff
+  while lo < hi do
+    local mid = floor((lo + hi) / 2)
+    if at(st, mid) > cutoff then hi = mid else lo = mid + 1 end
+  end
+  if lo > st.n then
+    st.s, st.n, st.x = '', 0, 0
+  elseif lo > 1 then
+    st.x = cum(st, lo - 1)
+    st.s = string.sub(st.s, (lo - 1) * ES + 1)
+    st.n = st.n - (lo - 1)
+  end
+end
+
+local function used(st)
+  if st.n == 0 then return 0 end
+  return cum(st, st.n) - st.x
+end
+
+-- record adds cost units at instant rec, merged into the newest entry when it is at rec or later.
+local function record(st, rec, cost)
+  local last = st.x
+  if st.n > 0 then last = cum(st, st.n) end
+  if last > MAX - cost then -- rebase the cumulative counts so they stay below 2^53
+    local b, out = st.x, {}
+    for i = 1, st.n do out[i] = pack('<dd', at(st, i), cum(st, i) - b) end
+    st.s, st.x, last = table.concat(out), 0, last - b
+  end
+  if st.n > 0 and at(st, st.n) >= rec then
+    st.s = string.sub(st.s, 1, (st.n - 1) * ES) .. pack('<dd', at(st, st.n), last + cost)
+    return at(st, st.n)
+  end
+  st.s = st.s .. pack('<dd', rec, last + cost)
+  st.n = st.n + 1
+  return rec
+end
+
+local function ceilto(t, res)
+  local r = fmod(t, res)
+  if r ~= 0 then return t + (res - r) end
+  return t
+end
+
+-- convert turns state written under another generation (dropped) or another algorithm into algo's, keeping
+-- the units that still count, as if recorded at the newest instant (Bucket.convert).
+local function convert(st, t, algo, limit, window, res, floorus, gen)
+  local units, t_at = 0, 0
+  if st.gen == gen then
+    if st.alg == 1 or st.alg == 2 then
+      local cutoff = t - window
+      if floorus > cutoff then cutoff = floorus end
+      expire(st, cutoff)
+      if st.n > 0 then units, t_at = used(st), at(st, st.n) end
+    elseif st.alg == 3 then
+      if st.x > t or (st.x == t and st.y > 0) then
+        local d = st.x - t
+        if st.y > 0 then d = d + 1 end
+        units = muldivceil(d, limit, window)
+        if units > limit then units = limit end
+        t_at = t
+      end
+    elseif st.alg == 4 then
+      local cutoff = t - window
+      if floorus > cutoff then cutoff = floorus end
+      if st.x > cutoff then units, t_at = st.y, st.x end
+    end
+  end
+  empty(st)
+  if units <= 0 then return end
+  if units > MAX then units = MAX end
+  st.alg, st.gen = algo, gen
+  if algo == 1 then
+    record(st, t_at, units)
+  elseif algo == 2 then
+    record(st, ceilto(t_at, res), units)
+  elseif algo == 3 then
+    local q, r = muldivrem(units, window, limit)
+    st.x, st.y, st.z = t + q, r, limit
+  else
+    st.x, st.y = t_at, units
+  end
+end
+
+-- decide applies the check whose arguments start after ARGV[base] to the state of key.
+local function decide(key, base)
+  local algo = tonumber(ARGV[base + 1])
+  local limit = tonumber(ARGV[base + 2])
+  local window = tonumber(ARGV[base + 3])
+  local res = tonumber(ARGV[base + 4])
+  local floorus = tonumber(ARGV[base + 5])
+  local gen = ARGV[base + 6]
+  local cost = tonumber(ARGV[base + 7])
+  local st = load(key)
+  local t = now
+  if st.seen > t then t = st.seen end
+  if st.alg ~= 0 and (st.gen ~= gen or st.alg ~= algo) then convert(st, t, algo, limit, window, res, floorus, gen) end
+  local need = cost
+  if need == 0 then need = 1 end -- a peek reports what a cost-1 check would get
+  local admit = function()
+    if cost > 0 then
+      if st.alg == 0 then st.alg, st.gen = algo, gen end
+      st.dirty, st.seen = true, t
+    end
+  end
+  if algo == 1 or algo == 2 then
+    local cutoff = t - window
+    if floorus > cutoff then cutoff = floorus end
+    expire(st, cutoff)
+    local u = used(st)
+    local rec = t
+    if algo == 2 then rec = ceilto(t, res) end
+    if u <= limit - need then
+      local newest = rec
+      if st.n > 0 and at(st, st.n) > newest then newest = at(st, st.n) end
+      local recorded = 0
+      if cost > 0 then
+        recorded = record(st, rec, cost)
+        admit()
+      end
+      return { 1, limit - u - need, newest + window - t, 0, recorded, 0, 0, 0, 0 }
+    end
+    local rem = limit - u
+    if rem < 0 then rem = 0 end
+    local target = cum(st, st.n) - (limit - need)
+    local lo, hi = 1, st.n
+    while lo < hi do
+      local mid = floor((lo + hi) / 2)
+      if cum(st, mid) >= target then hi = mid else lo = mid + 1 end
+    end
+    return { 0, rem, at(st, st.n) + window - t, at(st, lo) + window - t, 0, 0, 0, 0, 0 }
+  elseif algo == 3 then
+    local q, r = tonumber(ARGV[base + 9]), tonumber(ARGV[base + 10])
+    local a, f = st.x, st.y
+    if st.alg == 3 and st.z ~= limit and f > 0 then
+      -- The limit changed: re-express the fraction over the new limit, rounded up (later, so stricter).
+      f = muldivceil(f, limit, st.z)
+      local fr = fmod(f, limit)
+      a, f = a + (f - fr) / limit, fr
+    end
+    if st.alg ~= 3 or a < t or (a == t and f == 0) then a, f = t, 0 end
+    -- na + nf/limit = a + f/limit + q + r/limit, with the carry taken without forming f + r
+    local na, nf = a + q, 0
+    if f >= limit - r then na, nf = na + 1, f - (limit - r) else nf = f + r end
+    local allowed = na - t < window or (na - t == window and nf == 0)
+    if allowed then
+      local recorded = 0
+      if cost > 0 then
+        st.x, st.y, st.z = na, nf, limit
+        recorded = t
+        admit()
+      end
+      return { 1, 0, 0, 0, recorded, na - t, nf, a - t, f }
+    end
+    return { 0, 0, 0, 0, 0, na - t, nf, a - t, f }
+  else
+    local start = t - fmod(t, window)
+    local u = 0
+    if st.alg == 4 and st.x >= start and st.x > floorus then u = st.y end
+    local reset = start + window - t
+    if u <= limit - need then
+      local recorded = 0
+      if cost > 0 then
+        if t > st.x or st.alg ~= 4 then st.x = t end
+        st.y = u + cost
+        recorded = st.x
+        admit()
+      end
+      return { 1, limit - u - need, reset, 0, recorded, 0, 0, 0, 0 }
+    end
+    local rem = limit - u
+    if rem < 0 then rem = 0 end
+    return { 0, rem, reset, reset, 0, 0, 0, 0, 0 }
+  end
+end
+
+-- ttl is how long, in ms, until nothing in st can count any more (0: nothing counts now).
+local function ttl(st)
+  local until_us
+  if st.alg == 1 or st.alg == 2 then
+    if st.n == 0 then return 0 end
+    until_us = at(st, st.n) + st.w
+  elseif st.alg == 3 then
+    until_us = st.x + 1
+  elseif st.alg == 4 then
+    until_us = st.x - fmod(st.x, st.w) + st.w
+  else
+    return 0
+  end
+  local ms = (until_us - now) / 1000
+  ms = ms - fmod(ms, 1) + 1
+  if ms < 1 then return 0 end
+  return ms
+end
+
+local function save(key, st)
+  local ms = ttl(st)
+  if ms == 0 then
+    if st.exists then redis.call('DEL', key) end
+    return
+  end
+  redis.call('SET', key, st.gen .. '\0' .. pack(HF, st.alg, st.seen, st.w, st.x, st.y, st.z) .. st.s, 'PX', ms)
+end
+
+local n = #KEYS
+if mode == 'u' then
+  -- Undo (the slots already reserved of a cross-slot atomic batch that another slot refused): the arguments of
+  -- each check as above plus the instant its units were recorded at (0: none). Removes exactly those units
+  -- wherever later checks left them; units already gone (expired, reset) are not undone twice.
+  local undone = 0
+  for i = 1, n do
+    local base = 3 + (i - 1) * 11
+    local algo, limit, window, gen = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]), ARGV[base + 6]
+    local cost, rec = tonumber(ARGV[base + 7]), tonumber(ARGV[base + 11])
+    local st = load(KEYS[i])
+    if st.exists and rec > 0 and cost > 0 and st.alg == algo and st.gen == gen then
+      if algo == 1 or algo == 2 then
+        local lo, hi = 1, st.n + 1
+        while lo < hi do
+          local mid = floor((lo + hi) / 2)
+          if at(st, mid) >= rec then hi = mid else lo = mid + 1 end
+        end
+        if lo <= st.n and at(st, lo) == rec then
+          local out = { string.sub(st.s, 1, (lo - 1) * ES) }
+          local prev = st.x
+          if lo > 1 then prev = cum(st, lo - 1) end
+          for j = lo, st.n do
+            local c = cum(st, j) - cost
+            if c > prev then
+              out[#out + 1] = pack('<dd', at(st, j), c)
+              prev = c
+            end
+          end
+          st.s = table.concat(out)
+          st.n = #st.s / ES
+          st.dirty = true
+          undone = undone + 1
+        end
+      elseif algo == 3 and st.z == limit then
+        local q, r = tonumber(ARGV[base + 9]), tonumber(ARGV[base + 10])
+        local a, f = st.x - q, st.y
+        if f >= r then f = f - r else a, f = a - 1, f + (limit - r) end
+        st.x, st.y = a, f
+        st.dirty = true
+        undone = undone + 1
+      elseif algo == 4 and st.x - fmod(st.x, window) == rec - fmod(rec, window) then
+        st.y = st.y - cost
+        if st.y < 0 then st.y = 0 end
+        st.dirty = true
+        undone = undone + 1
+      end
+      st.w = window
+    end
+  end
+  for key, st in pairs(states) do
+    if st.dirty then save(key, st) end
+  end
+  return undone
+end
+
+local atomic = ARGV[3] == '1'
+local out = {}
+local commit = mode ~= 'n' -- "n": evaluate only (the later slots of a refused cross-slot batch)
+for i = 1, n do
+  local base = 3 + (i - 1) * 10
+  local d = decide(KEYS[i], base)
+  local st = states[KEYS[i]]
+  local window = tonumber(ARGV[base + 3])
+  if st.dirty or st.exists then
+    if window > st.w then st.grown = true end
+    st.w = window
+  end
+  if d[1] == 0 and ARGV[base + 8] ~= '1' and atomic then commit = false end
+  for j = 1, 9 do out[#out + 1] = d[j] end
+end
+if commit then
+  for key, st in pairs(states) do
+    -- A key written, or one whose window grew since its expiry was set (its units must outlive the old expiry).
+    if st.dirty or (st.grown and st.exists) then save(key, st) end
+  end
+end
+return out

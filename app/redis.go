@@ -1,0 +1,104 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/fx"
+
+	"github.com/sluice-dev/sluice/adapters/redis"
+	"github.com/sluice-dev/sluice/domain"
+)
+
+// redisModule wires the Redis store (store: redis): one client per replica (cluster, single Redis or Sentinel,
+// found out from the seeds) and the API-policy copy. Start-up fails, naming the setting, when Redis cannot be
+// reached or may evict keys (maxmemory-policy other than noeviction). The store decides with the Redis server's
+// clock; the app clock (and clock_offset) is not used.
+func redisModule(cfg Config) fx.Option {
+	return fx.Module("store.redis",
+		fx.Provide(func(log *slog.Logger, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, error) {
+			rc := cfg.Redis
+			log = log.With("store", "redis")
+			o := redis.Options{
+				Addrs: rc.Addrs, MasterSet: rc.MasterSet, Username: rc.Username, Password: rc.Password,
+				Prefix: rc.Prefix, Timeout: time.Duration(rc.Timeout), WaitReplicas: rc.WaitReplicas,
+				WaitTimeout: time.Duration(rc.WaitTimeout), Logger: log,
+			}
+			if rc.TLS {
+				o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer ocancel()
+			s, err := redis.Open(octx, o)
+			if err != nil {
+				return nil, nil, fmt.Errorf("store redis (redis.addrs / SLUICE_REDIS_ADDRS=%s): %w", strings.Join(rc.Addrs, ","), err)
+			}
+			p := s.NewPolicies(redis.PolicyOptions{Refresh: time.Duration(rc.PolicyRefresh)})
+			kind := "single"
+			if s.Cluster() {
+				kind = "cluster"
+			}
+			log.Info("redis store connected", "mode", kind, "seeds", strings.Join(rc.Addrs, ","), "wait_replicas", rc.WaitReplicas)
+			ps := make([]domain.Policy, len(cfg.Policies))
+			for i, pc := range cfg.Policies {
+				ps[i] = pc.domain().WithDefaults()
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			lc.Append(fx.Hook{
+				OnStart: func(context.Context) error {
+					go func() { defer close(done); registerRedisConfigPolicies(ctx, s, ps, log) }()
+					return nil
+				},
+				OnStop: func(context.Context) error { cancel(); <-done; p.Close(); s.Close(); return nil },
+			})
+			return s, p, nil
+		}),
+	)
+}
+
+// registerRedisConfigPolicies records the config-file policies in Redis, so a window or algorithm changed across a
+// redeploy gets its floor (Store.RegisterConfigPolicies), retrying with backoff while Redis cannot answer.
+func registerRedisConfigPolicies(ctx context.Context, s *redis.Store, ps []domain.Policy, log *slog.Logger) {
+	wait := time.Second
+	for {
+		changed, err := s.RegisterConfigPolicies(ctx, ps)
+		if err == nil {
+			for _, name := range changed {
+				log.Info("config policy changed its window or algorithm since Redis last saw it: units that had stopped counting stay stopped", "policy", name)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("redis: cannot register config policies yet; retrying", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// validateRedis checks what the redis.* settings' tags cannot, when store is redis.
+func validateRedis(c Config, add func(path, format string, args ...any)) {
+	r := c.Redis
+	if len(r.Addrs) == 0 {
+		add("redis.addrs", "required when store is redis (set SLUICE_REDIS_ADDRS to host:port seeds, comma-separated, e.g. redis-0:6379,redis-1:6379)")
+	}
+	for _, a := range r.Addrs {
+		host, port, err := net.SplitHostPort(a)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			add("redis.addrs", "want host:port seeds such as 10.0.0.5:6379, got %q", a)
+		}
+	}
+	// redis.timeout, wait_replicas, wait_timeout and policy_refresh are bounded by their range tags.
+}
