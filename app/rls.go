@@ -2,14 +2,20 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
 	"go.uber.org/fx"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sluice-dev/sluice/adapters/bearer"
 	"github.com/sluice-dev/sluice/adapters/envoyrls"
@@ -50,6 +56,23 @@ type RLSConfig struct {
 	// TLS: with TLS.ClientCAFile set, a client certificate signed by that CA authenticates a caller and no bearer
 	// token is asked for; otherwise, when tokens are configured, every ShouldRateLimit needs `authorization: Bearer`.
 	TLS RLSTLS `yaml:"tls"`
+	// XDS takes the rules from an xDS management server instead of files (Envoy Gateway's push).
+	XDS RLSXDS `yaml:"xds"`
+}
+
+// RLSXDS subscribes to RateLimitConfig resources over ADS State-of-the-World, as envoyproxy/ratelimit with
+// CONFIG_TYPE=GRPC_XDS_SOTW. Until the first version arrives no descriptor has a limit (every request is OK).
+type RLSXDS struct {
+	// Server is host:port of the management server (SLUICE_RLS_XDS_SERVER; CONFIG_GRPC_XDS_SERVER_URL).
+	Server string `yaml:"server"`
+	// NodeID is the node id the server keys its snapshots by (CONFIG_GRPC_XDS_NODE_ID; default "default").
+	NodeID string `yaml:"node_id"`
+	// CAFile verifies the server (TLS when set); CertFile and KeyFile are this client's certificate (mTLS);
+	// ServerName overrides the name verified (CONFIG_GRPC_XDS_SERVER_TLS_SAN).
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
 }
 
 // RLSFile is an envoyproxy/ratelimit config file written inside sluice's config.
@@ -160,8 +183,20 @@ func validateRLS(c Config, add func(path, format string, args ...any)) {
 	if r.Listen == c.Listen {
 		add("rls.listen", "must differ from listen (%s): the RLS front end has its own listener", c.Listen)
 	}
+	if r.XDS.Server != "" {
+		if r.ConfigDir != "" || len(r.Files) > 0 {
+			add("rls.xds.server", "the rules come from xDS or from files, not both: unset rls.config_dir and rls.files, or rls.xds.server")
+		}
+		if _, _, err := net.SplitHostPort(r.XDS.Server); err != nil {
+			add("rls.xds.server", "want host:port of the xDS management server, got %q", r.XDS.Server)
+		}
+		if (r.XDS.CertFile == "") != (r.XDS.KeyFile == "") || (r.XDS.CertFile != "" && r.XDS.CAFile == "") {
+			add("rls.xds", "cert_file and key_file go together and need ca_file (TLS to the server)")
+		}
+		return
+	}
 	if r.ConfigDir == "" && len(r.Files) == 0 {
-		add("rls.listen", "is set but no config is: set rls.config_dir (SLUICE_RLS_CONFIG_DIR) to a directory of envoyproxy/ratelimit YAML files, or rls.files")
+		add("rls.listen", "is set but no config is: set rls.config_dir (SLUICE_RLS_CONFIG_DIR) to a directory of envoyproxy/ratelimit YAML files, rls.files, or rls.xds.server")
 		return
 	}
 	if _, err := loadRLSRules(r, r.loadOptions()); err != nil {
@@ -185,6 +220,9 @@ func validateRLS(c Config, add func(path, format string, args ...any)) {
 
 // loadRLSRules loads the files of rls.config_dir and rls.files together.
 func loadRLSRules(rc RLSConfig, opts envoyrls.LoadOptions) (*envoyrls.Rules, error) {
+	if rc.XDS.Server != "" {
+		return envoyrls.Load(nil, nil, opts) // none until the management server sends its first version
+	}
 	if len(rc.Files) == 0 {
 		return envoyrls.LoadDir(rc.ConfigDir, opts)
 	}
@@ -259,7 +297,14 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 					log.Error("rls server stopped", "err", err)
 				}
 			}()
-			go func() { defer close(reloaded); reloadRLS(ctx, svc, rc, opts, log) }()
+			go func() {
+				defer close(reloaded)
+				if rc.XDS.Server != "" {
+					runRLSXDS(ctx, svc, rc, opts, log)
+					return
+				}
+				reloadRLS(ctx, svc, rc, opts, log)
+			}()
 			log.Info("sluice rls serving", "addr", l.Addr, "protocol", "envoy.service.ratelimit.v3", "tls", rc.TLS.CertFile != "",
 				"mtls", rc.TLS.ClientCAFile != "", "config_dir", rc.ConfigDir, "files", strings.Join(rules.Files, ","),
 				"policies", rules.Policies, "algorithm", rc.Algorithm, "shadow", rc.Shadow, "auth", rlsAuth(authorize != nil, rc.TLS.ClientCAFile != ""))
@@ -280,6 +325,43 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 		},
 	})
 	return l, nil
+}
+
+// runRLSXDS follows the xDS management server until ctx ends.
+func runRLSXDS(ctx context.Context, svc *envoyrls.Service, rc RLSConfig, opts envoyrls.LoadOptions, log *slog.Logger) {
+	creds := insecure.NewCredentials()
+	x := rc.XDS
+	if x.CAFile != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: x.ServerName}
+		pem, err := os.ReadFile(x.CAFile)
+		if err != nil {
+			log.Error("rls xds: cannot read ca_file; not subscribing", "err", err)
+			return
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		cfg.RootCAs.AppendCertsFromPEM(pem)
+		if x.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(x.CertFile, x.KeyFile)
+			if err != nil {
+				log.Error("rls xds: cannot load cert_file/key_file; not subscribing", "err", err)
+				return
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	cc, err := grpc.NewClient(x.Server, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		log.Error("rls xds: cannot dial; not subscribing", "server", x.Server, "err", err)
+		return
+	}
+	defer cc.Close()
+	node := x.NodeID
+	if node == "" {
+		node = "default"
+	}
+	log.Info("rls xds: subscribing", "server", x.Server, "node_id", node, "type", envoyrls.XDSTypeURL)
+	_ = (&envoyrls.XDSClient{Conn: cc, NodeID: node, Service: svc, Load: opts, Log: log}).Run(ctx)
 }
 
 // reloadRLS calls reloadRLSOnce every reload_interval until ctx ends.

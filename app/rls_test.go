@@ -10,9 +10,16 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	rlsconf "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
 	"go.uber.org/fx"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -203,5 +210,85 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRLSFromXDS: with rls.xds.server, `sluice serve` takes its rules from the management server (Envoy Gateway's
+// push) and answers by them once the first version arrives; files are then refused alongside.
+func TestRLSFromXDS(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snapshots := cache.NewSnapshotCache(true, cache.IDHash{}, nil)
+	gs := grpc.NewServer()
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xdsserver.NewServer(ctx, snapshots, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(ln) }()
+	defer gs.Stop()
+	rc := &rlsconf.RateLimitConfig{Name: "istio", Domain: "ratelimit", Descriptors: []*rlsconf.RateLimitDescriptor{
+		{Key: "PATH", Value: "/productpage", RateLimit: &rlsconf.RateLimitPolicy{Unit: rlsconf.RateLimitUnit_MINUTE, RequestsPerUnit: 1}},
+	}}
+	snap, err := cache.NewSnapshot("1", map[resource.Type][]types.Resource{resource.RateLimitConfigType: {rc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snapshots.SetSnapshot(ctx, "sluice-test", snap); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := Defaults()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.RLS.Listen = freePort(t)
+	cfg.RLS.XDS = RLSXDS{Server: ln.Addr().String(), NodeID: "sluice-test"}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan string, 1)
+	go func() {
+		done <- Run(runCtx, cfg, testBuild(t), slog.New(slog.DiscardHandler), func(a string) { ready <- a })
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(cfg.RLS.Listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	req := &rlsv3.RateLimitRequest{Domain: "ratelimit", Descriptors: []*rlcommon.RateLimitDescriptor{{Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: "PATH", Value: "/productpage"}}}}}
+	// The push is asynchronous: ask until a status carries the pushed limit (a decision is then recorded).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := rlsv3.NewRateLimitServiceClient(cc).ShouldRateLimit(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Statuses[0].CurrentLimit != nil {
+			if resp.OverallCode != rlsv3.RateLimitResponse_OK || resp.Statuses[0].CurrentLimit.RequestsPerUnit != 1 {
+				t.Fatalf("first limited answer: %v", resp)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the xDS config never took effect")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if resp, err := rlsv3.NewRateLimitServiceClient(cc).ShouldRateLimit(context.Background(), req); err != nil || resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Errorf("second request: %v %v, want OVER_LIMIT (1 per minute)", resp, err)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+
+	cfg.RLS.ConfigDir = rlsDir(t, istioYAML)
+	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	must(t, os.WriteFile(path, []byte("rls:\n  listen: 127.0.0.1:8081\n  config_dir: "+cfg.RLS.ConfigDir+"\n  xds: {server: 127.0.0.1:18000}\n"), 0o644))
+	if _, _, err := Load(path, nil); err == nil || !strings.Contains(err.Error(), "the rules come from xDS or from files, not both") {
+		t.Errorf("files and xds together: %v", err)
 	}
 }
