@@ -412,7 +412,9 @@ func TestChartDefaultsHoldNoSecret(t *testing.T) {
 			}
 		case string:
 			name := strings.ToLower(path[strings.LastIndexByte(path, '.')+1:])
-			secretish := strings.Contains(name, "token") || strings.Contains(name, "password") || strings.Contains(name, "secret") && !strings.HasPrefix(name, "existing") || name == "url"
+			// passwordKey and the like name the key inside an existing Secret: a name, not a secret.
+			secretKeyName := strings.HasSuffix(name, "key") && (strings.Contains(name, "password") || strings.Contains(name, "token"))
+			secretish := !secretKeyName && (strings.Contains(name, "token") || strings.Contains(name, "password") || strings.Contains(name, "secret") && !strings.HasPrefix(name, "existing") || name == "url")
 			if secretish {
 				checked++
 				if x != "" {
