@@ -1,32 +1,18 @@
 package postgres_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sluice-dev/sluice/adapters/postgres/pgtest"
+	"github.com/sluice-dev/sluice/integration/serveproc"
 )
-
-// replica is one `sluice serve` process.
-type replica struct {
-	name string
-	base string // http://127.0.0.1:port
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{} // closed when the process has exited
-}
 
 // TestReplicasShareOneExactCap runs real `sluice serve` processes (separate OS processes, own ports) on one
 // database and drives hundreds of concurrent clients spread across them: for every (policy, key) the admissions
@@ -44,7 +30,7 @@ func TestReplicasShareOneExactCap(t *testing.T) {
 	url := pgtest.NewEmptyDatabaseOn(t, cluster.URL()) // the replicas migrate it themselves, all at once, under the advisory lock
 	dir := t.TempDir()
 	start := time.Now()
-	bin := buildSluice(t, ctx, dir)
+	bin := serveproc.Build(t, ctx, dir)
 	t.Logf("built sluice in %s", time.Since(start).Round(time.Millisecond))
 
 	cfg := filepath.Join(dir, "sluice.yaml")
@@ -61,13 +47,13 @@ policies:
 		t.Fatal(err)
 	}
 	offsets := []string{"0s", "0s", "0s", "-3m", "0s", "+4m"}
-	replicas := make([]*replica, len(offsets))
+	replicas := make([]*serveproc.Proc, len(offsets))
 	for i, off := range offsets {
-		replicas[i] = startReplica(t, ctx, bin, dir, cfg, url, fmt.Sprintf("r%d(%s)", i, off), off)
+		replicas[i] = startReplica(t, bin, dir, cfg, url, fmt.Sprintf("r%d(%s)", i, off), off)
 	}
 	start = time.Now()
 	for _, r := range replicas {
-		r.waitReady(t, ctx)
+		r.WaitReady(t, ctx)
 	}
 	t.Logf("%d replicas started, migrated the database and became ready in %s", len(replicas), time.Since(start).Round(time.Millisecond))
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 400, MaxConnsPerHost: 400}}
@@ -88,7 +74,7 @@ policies:
 	}
 	// drive sends `per` checks for each pair from `clients` concurrent clients spread across rs, and returns the
 	// admissions per pair.
-	drive := func(t *testing.T, rs []*replica, ps []pair, clients, per int) map[pair]int {
+	drive := func(t *testing.T, rs []*serveproc.Proc, ps []pair, clients, per int) map[pair]int {
 		t.Helper()
 		total := len(ps) * per
 		var mu sync.Mutex
@@ -104,9 +90,9 @@ policies:
 				<-start
 				for n := c; n < total; n += clients {
 					p := ps[n%len(ps)]
-					d, err := r.check(ctx, client, p.policy, p.key, 1)
+					d, err := r.Check(ctx, client, p.policy, p.key, 1)
 					if err != nil {
-						errs <- fmt.Errorf("%s: %w", r.name, err)
+						errs <- fmt.Errorf("%s: %w", r.Name, err)
 						return
 					}
 					if d.Allowed {
@@ -173,7 +159,7 @@ policies:
 			// Wait (polling with peeks, which record nothing) until every unit has left the window.
 			for _, p := range ps {
 				for {
-					d, err := replicas[0].check(ctx, client, p.policy, p.key, 0)
+					d, err := replicas[0].Check(ctx, client, p.policy, p.key, 0)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -190,68 +176,15 @@ policies:
 	})
 	if t.Failed() {
 		for _, r := range replicas {
-			r.dumpLog(t)
+			r.DumpLog(t)
 		}
 	}
 }
 
-type decision struct {
-	Allowed      bool  `json:"allowed"`
-	Remaining    int64 `json:"remaining"`
-	RetryAfterMs int64 `json:"retry_after_ms"`
-}
-
-func (r *replica) check(ctx context.Context, c *http.Client, policy, key string, cost int) (decision, error) {
-	body, _ := json.Marshal(map[string]any{"policy": policy, "key": key, "cost": cost})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+"/v1/check", bytes.NewReader(body))
-	if err != nil {
-		return decision{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		return decision{}, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return decision{}, fmt.Errorf("POST /v1/check %s/%q: %d %s", policy, key, resp.StatusCode, b)
-	}
-	var d decision
-	if err := json.Unmarshal(b, &d); err != nil {
-		return decision{}, fmt.Errorf("POST /v1/check: %w: %s", err, b)
-	}
-	return d, nil
-}
-
-// buildSluice builds the root package (sluice serve) into dir.
-func buildSluice(t *testing.T, ctx context.Context, dir string) string {
+// startReplica runs one `sluice serve` process on the database url, its clock shifted by offset.
+func startReplica(t *testing.T, bin, dir, cfg, url, name, offset string) *serveproc.Proc {
 	t.Helper()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "sluice")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build sluice: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func startReplica(t *testing.T, ctx context.Context, bin, dir, cfg, url, name, offset string) *replica {
-	t.Helper()
-	port := pgtest.FreePort(t)
-	r := &replica{name: name, base: fmt.Sprintf("http://127.0.0.1:%d", port), log: filepath.Join(dir, fmt.Sprintf("replica-%d.log", port))}
-	logf, err := os.Create(r.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.cmd = exec.Command(bin, "serve")
-	r.cmd.Env = append(os.Environ(),
-		"SLUICE_CONFIG="+cfg,
-		fmt.Sprintf("SLUICE_LISTEN=127.0.0.1:%d", port),
+	return serveproc.Start(t, bin, dir, name, cfg,
 		"SLUICE_STORE=postgres",
 		"SLUICE_DATABASE_URL="+url,
 		"SLUICE_MIGRATE_ON_START=true",
@@ -261,56 +194,5 @@ func startReplica(t *testing.T, ctx context.Context, bin, dir, cfg, url, name, o
 		"SLUICE_POSTGRES_STATEMENT_TIMEOUT=5s",
 		// Six replicas share the test server (max_connections 100 by default) with other tests' databases.
 		"SLUICE_POSTGRES_MAX_CONNS=6",
-		"SLUICE_LOG_LEVEL=info",
 	)
-	r.cmd.Stdout, r.cmd.Stderr = logf, logf
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r.done = make(chan struct{})
-	go func() { r.cmd.Wait(); close(r.done) }()
-	t.Cleanup(func() {
-		r.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-r.done:
-		case <-time.After(10 * time.Second):
-			r.cmd.Process.Kill()
-			<-r.done
-		}
-		logf.Close()
-	})
-	return r
-}
-
-func (r *replica) waitReady(t *testing.T, ctx context.Context) {
-	t.Helper()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.base+"/readyz", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if ctx.Err() != nil {
-			r.dumpLog(t)
-			t.Fatalf("%s never became ready", r.name)
-		}
-		select {
-		case <-r.done:
-			r.dumpLog(t)
-			t.Fatalf("%s exited before it was ready", r.name)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func (r *replica) dumpLog(t *testing.T) {
-	b, _ := os.ReadFile(r.log)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
-	}
-	t.Logf("--- %s log (last %d lines) ---\n%s", r.name, len(lines), strings.Join(lines, "\n"))
 }

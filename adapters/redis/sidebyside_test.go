@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/adapters/redis/redistest"
+	"github.com/sluice-dev/sluice/integration/serveproc"
 )
 
 // TestSideBySide is the benchmark of docs/benchmarks.md ("Redis store"): sluice on one Redis, sluice on a Redis
@@ -40,7 +41,7 @@ func TestSideBySide(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	bin := buildSluice(t, ctx, dir)
+	bin := serveproc.Build(t, ctx, dir)
 	const conns, keys = 64, 1000
 	type result struct {
 		name            string
@@ -53,11 +54,11 @@ func TestSideBySide(t *testing.T) {
 	sluiceOn := func(name, alg string, addrs []string, redisPids []int) {
 		cfg := writeConfig(t, dir, fmt.Sprintf("policies:\n  - {name: bench, limit: 1000000000, window: 1m, algorithm: %s}\n", alg))
 		p := startSluice(t, bin, dir, name, cfg, "SLUICE_REDIS_ADDRS="+strings.Join(addrs, ","), "SLUICE_REDIS_PREFIX="+redistest.Prefix(), "SLUICE_LOG_LEVEL=warn")
-		p.waitReady(t, ctx)
+		p.WaitReady(t, ctx)
 		body := func(k int) string { return fmt.Sprintf(`{"policy":"bench","key":"user-%d"}`, k) }
-		r := drive(t, p.base, "/v1/check", body, conns, keys, d, append([]int{p.cmd.Process.Pid}, redisPids...))
+		r := drive(t, p.Base, "/v1/check", body, conns, keys, d, append([]int{p.Cmd.Process.Pid}, redisPids...))
 		results = append(results, result{name, r.rate, r.cpuUs[0], sum(r.cpuUs[1:]), r.errors})
-		_ = p.cmd.Process.Kill()
+		_ = p.Cmd.Process.Kill()
 	}
 
 	single := redistest.StartServer(t)
@@ -73,7 +74,7 @@ func TestSideBySide(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(rdir, "bench.yaml"), []byte("domain: bench\ndescriptors:\n  - key: user\n    rate_limit:\n      unit: minute\n      requests_per_unit: 1000000000\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port, gport, dport := freePort(t), freePort(t), freePort(t)
+	port, gport, dport := serveproc.FreePort(t), serveproc.FreePort(t), serveproc.FreePort(t)
 	cmd := exec.Command(rl)
 	cmd.Env = append(os.Environ(), "USE_STATSD=false", "REDIS_SOCKET_TYPE=tcp", "REDIS_URL="+single.Addr,
 		"RUNTIME_ROOT="+filepath.Join(dir, "rl"), "RUNTIME_SUBDIRECTORY=ratelimit", "RUNTIME_APPDIRECTORY=config",
