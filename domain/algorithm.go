@@ -18,7 +18,7 @@ import (
 type Bucket struct {
 	alg Algorithm // the algorithm that wrote the state ("" = empty)
 	gen int64     // the policy generation that wrote it
-	log Log       // sliding_log, sliding_window
+	log windowLog // sliding_log, sliding_window
 	// token_bucket: the theoretical arrival time tat = a + f/c µs, 0 ≤ f < c, where c is the limit that wrote it.
 	// fixed_window: a = the instant of the newest admission, f = units admitted in its window.
 	a, f, c int64
@@ -129,7 +129,7 @@ type Mark struct {
 	alg     Algorithm
 	gen     int64
 	a, f, c int64
-	log     Log // the log as it was: restored whole if Decide replaced it (a conversion)
+	log     windowLog // the log as it was: restored whole if Decide replaced it (a conversion)
 	lm      logMark
 }
 

@@ -14,14 +14,14 @@ type entry struct {
 	cum int64
 }
 
-// Log is the windowed log of one (policy, key): the runs of units recorded inside the window. The zero value is
-// an empty log. A Log is not safe for concurrent use: stores serialise access per key.
+// windowLog is the windowed log of one (policy, key): the runs of units recorded inside the window. The zero value is
+// an empty log. A windowLog is not safe for concurrent use: stores serialise access per key.
 //
 // Entries live in a ring buffer that only grows (by doubling) when more distinct instants are live than it holds,
 // so after warm-up a decision allocates nothing. There are at most limit entries under sliding_log (each holds ≥ 1
 // unit) and at most window/resolution + 1 under sliding_window (instants are multiples of the resolution inside
 // one window).
-type Log struct {
+type windowLog struct {
 	ring []entry
 	head int   // index of the oldest live entry
 	n    int   // live entries
@@ -32,14 +32,11 @@ type Log struct {
 // whole window would otherwise add up to 2^53 units per admission forever and overflow.
 const rebaseAt = 1 << 60
 
-// Len reports the number of live entries (distinct instants) held. For tests and memory accounting.
-func (l *Log) Len() int { return l.n }
-
-func (l *Log) at(i int) *entry { return &l.ring[(l.head+i)&(len(l.ring)-1)] }
+func (l *windowLog) at(i int) *entry { return &l.ring[(l.head+i)&(len(l.ring)-1)] }
 
 // expire drops entries that no longer count: an entry at t counts while t > cutoff, where cutoff is
 // max(now - window, floor).
-func (l *Log) expire(cutoff int64) {
+func (l *windowLog) expire(cutoff int64) {
 	for l.n > 0 {
 		e := l.at(0)
 		if e.at > cutoff {
@@ -61,7 +58,7 @@ func (l *Log) expire(cutoff int64) {
 	}
 }
 
-func (l *Log) used() int64 {
+func (l *windowLog) used() int64 {
 	if l.n == 0 {
 		return 0
 	}
@@ -72,7 +69,7 @@ func (l *Log) used() int64 {
 // max(now - window, floor); an admitted cost is recorded at rec (now under sliding_log, now rounded up to the
 // resolution under sliding_window; never before now). cost is in [0, limit]; 0 peeks: the decision a cost-1 check
 // would get, nothing recorded. A denial records nothing.
-func (l *Log) decide(now, rec, cost, limit, window, floor int64) Decision {
+func (l *windowLog) decide(now, rec, cost, limit, window, floor int64) Decision {
 	l.expire(max(now-window, floor))
 	peek := cost == 0
 	if peek {
@@ -104,7 +101,7 @@ func (l *Log) decide(now, rec, cost, limit, window, floor int64) Decision {
 // retryAt finds the oldest entry j whose departure leaves room for cost, units after j (cum_last - cum_j) ≤
 // limit - cost, and returns its instant (it leaves the window at that instant + window). The log is not empty:
 // a check is only denied when units are held.
-func (l *Log) retryAt(cost, limit int64) int64 {
+func (l *windowLog) retryAt(cost, limit int64) int64 {
 	target := l.at(l.n-1).cum - (limit - cost)
 	lo, hi := 0, l.n-1 // cum is increasing; the last entry always satisfies cum >= target
 	for lo < hi {
@@ -118,7 +115,7 @@ func (l *Log) retryAt(cost, limit int64) int64 {
 	return l.at(lo).at
 }
 
-func (l *Log) record(at, cost int64) {
+func (l *windowLog) record(at, cost int64) {
 	if l.n > 0 {
 		last := l.at(l.n - 1)
 		if last.at >= at { // same instant (or a clock that stepped back): one run of units, at the later instant
@@ -131,7 +128,7 @@ func (l *Log) record(at, cost int64) {
 	l.push(entry{at: at, cum: l.base + cost})
 }
 
-func (l *Log) push(e entry) {
+func (l *windowLog) push(e entry) {
 	if l.n == len(l.ring) {
 		l.grow()
 	}
@@ -139,7 +136,7 @@ func (l *Log) push(e entry) {
 	l.n++
 }
 
-func (l *Log) grow() {
+func (l *windowLog) grow() {
 	size := 2 * len(l.ring)
 	if size == 0 {
 		size = 2
@@ -158,7 +155,7 @@ type logMark struct {
 	lastCum int64 // and its cumulative count
 }
 
-func (l *Log) mark() logMark {
+func (l *windowLog) mark() logMark {
 	if l.n == 0 {
 		return logMark{}
 	}
@@ -169,7 +166,7 @@ func (l *Log) mark() logMark {
 // rollback undoes what decide recorded since m was taken: entries appended after it (they are newer than its
 // last entry, since decide merges units at the newest instant into that entry) and units added to its last
 // entry. Entries that expired since m stay expired: they no longer count either way.
-func (l *Log) rollback(m logMark) {
+func (l *windowLog) rollback(m logMark) {
 	for l.n > 0 && (!m.had || l.at(l.n-1).at > m.lastAt) {
 		l.n--
 	}
@@ -182,7 +179,7 @@ func (l *Log) rollback(m logMark) {
 
 // units reports the units that still count at cutoff and the newest instant, for converting the state to another
 // algorithm.
-func (l *Log) units(cutoff int64) (n, newest int64) {
+func (l *windowLog) units(cutoff int64) (n, newest int64) {
 	l.expire(cutoff)
 	if l.n == 0 {
 		return 0, 0
@@ -191,7 +188,7 @@ func (l *Log) units(cutoff int64) (n, newest int64) {
 }
 
 // reset empties the log into a fresh ring, leaving the old ring's entries untouched (a rollback may restore it).
-func (l *Log) reset() { *l = Log{} }
+func (l *windowLog) reset() { *l = windowLog{} }
 
 // ceilTo rounds t up to a multiple of res (both µs, t ≥ 0, res ≥ 1).
 func ceilTo(t, res int64) int64 {

@@ -120,7 +120,7 @@ BEGIN
         s.cums := s.cums[lo:n];
         n := n - lo + 1;
     END IF;
-    IF n > 0 AND s.base > 1152921504606846976 THEN -- 2^60: rebase, as Log.expire does, so cum never overflows
+    IF n > 0 AND s.base > 1152921504606846976 THEN -- 2^60: rebase, as windowLog.expire does (domain/slidinglog.go), so cum never overflows
         s.cums := ARRAY(SELECT x - s.base FROM unnest(s.cums) WITH ORDINALITY AS u(x, i) ORDER BY i);
         s.base := 0;
     END IF;
@@ -428,7 +428,7 @@ $$;
 -- sluice_write_log writes a sliding_log key's entries once its row is written (and so locked): a new state's
 -- whole log (replacing whatever another generation or algorithm left), or else the newest entry; then prunes up to
 -- 16 entries older than the newest one at or before the window's start (that one stays: it holds the cum the
--- next decision subtracts). A cum past 2^60 is rebased, as Log.expire does.
+-- next decision subtracts). A cum past 2^60 is rebased, as windowLog.expire does (domain/slidinglog.go).
 -- +goose StatementBegin
 CREATE FUNCTION sluice_write_log(p_policy text, p_key bytea, st sluice_state, p_cutoff bigint)
 RETURNS void LANGUAGE plpgsql AS $$
