@@ -67,17 +67,7 @@ func (s *server) Check(ctx context.Context, req api.CheckRequestObject) (api.Che
 	if err != nil {
 		return nil, err
 	}
-	policy := rateLimitPolicy(res.Policy)
-	h := api.Check200ResponseHeaders{RateLimitPolicy: &policy}
-	if !res.Degraded {
-		rl := rateLimit(res)
-		h.RateLimit = &rl
-	}
-	if !res.Allowed {
-		ra := retryAfterSeconds(res)
-		h.RetryAfter = &ra
-	}
-	return api.Check200JSONResponse{Body: decisionBody(res), Headers: h}, nil
+	return checkResponse{res}, nil
 }
 
 // maxChecks is ChecksRequest.checks' maxItems in openapi.yaml.
