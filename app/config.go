@@ -90,6 +90,11 @@ type RedisConfig struct {
 	// PolicyRefresh (SLUICE_REDIS_POLICY_REFRESH) bounds how long an API policy change takes to bind a replica that
 	// missed its invalidation message.
 	PolicyRefresh Duration `yaml:"policy_refresh" range:"10ms..1m"`
+	// Lanes (SLUICE_REDIS_LANES) is how many script calls a replica keeps in flight for checks on a single Redis
+	// or a Sentinel-managed one: the coalescer's lanes, each sending the checks that arrived meanwhile as one
+	// script call. 0 (the default) means DefaultRedisLanes there; on a Redis Cluster checks are never laned (a
+	// script runs on one slot), each is its own call and the client pipelines them.
+	Lanes int `yaml:"lanes" range:"0..256"`
 }
 
 // LogConfig configures log/slog output.

@@ -188,7 +188,7 @@ func TestSettingsTable(t *testing.T) {
 		"SLUICE_POSTGRES_JANITOR_INTERVAL": "postgres.janitor_interval", "SLUICE_JANITOR_INTERVAL": "postgres.janitor_interval",
 		"SLUICE_POSTGRES_MIGRATE_ON_START": "postgres.migrate_on_start", "SLUICE_MIGRATE_ON_START": "postgres.migrate_on_start",
 		"SLUICE_HTTP_DRAIN_TIMEOUT": "http.drain_timeout", "SLUICE_DRAIN_TIMEOUT": "http.drain_timeout",
-		"SLUICE_POSTGRES_MAX_CONNS": "postgres.max_conns", "SLUICE_POSTGRES_LANES": "postgres.lanes",
+		"SLUICE_POSTGRES_MAX_CONNS": "postgres.max_conns", "SLUICE_POSTGRES_LANES": "postgres.lanes", "SLUICE_REDIS_LANES": "redis.lanes",
 		"SLUICE_POSTGRES_STATEMENT_TIMEOUT": "postgres.statement_timeout", "SLUICE_LOG_LEVEL": "log.level",
 		"SLUICE_LOG_FORMAT": "log.format", "SLUICE_TOKENS_FILE": "tokens_file", "SLUICE_HTTP_MAX_BODY_BYTES": "http.max_body_bytes",
 		"SLUICE_HTTP_READ_HEADER_TIMEOUT": "http.read_header_timeout", "SLUICE_HTTP_READ_TIMEOUT": "http.read_timeout",

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/fx"
 
+	"github.com/sluice-dev/sluice/adapters/coalesce"
 	"github.com/sluice-dev/sluice/adapters/redis"
 	"github.com/sluice-dev/sluice/domain"
 )
@@ -44,7 +45,7 @@ func redisModule(cfg Config) fx.Option {
 			if s.Cluster() {
 				kind = "cluster"
 			}
-			log.Info("redis store connected", "mode", kind, "seeds", strings.Join(rc.Addrs, ","), "wait_replicas", rc.WaitReplicas)
+			log.Info("redis store connected", "mode", kind, "seeds", strings.Join(rc.Addrs, ","), "wait_replicas", rc.WaitReplicas, "lanes", rc.lanes(s.Cluster()))
 			ps := make([]domain.Policy, len(cfg.Policies))
 			for i, pc := range cfg.Policies {
 				ps[i] = pc.domain().WithDefaults()
@@ -58,6 +59,9 @@ func redisModule(cfg Config) fx.Option {
 				},
 				OnStop: func(context.Context) error { cancel(); <-done; p.Close(); s.Close(); return nil },
 			})
+			if n := rc.lanes(s.Cluster()); n > 0 {
+				return coalesce.New(s, coalesce.Options{Lanes: n, MaxBatch: redisMaxBatch}), p, nil
+			}
 			return s, p, nil
 		}),
 	)
@@ -101,4 +105,24 @@ func validateRedis(c Config, add func(path, format string, args ...any)) {
 		}
 	}
 	// redis.timeout, wait_replicas, wait_timeout and policy_refresh are bounded by their range tags.
+}
+
+// DefaultRedisLanes is the number of coalescer lanes on a single Redis (or Sentinel's master) when redis.lanes is
+// 0. See docs/benchmarks.md ("Redis store").
+const DefaultRedisLanes = 4
+
+// redisMaxBatch bounds the checks of one laned script call: a script runs alone on its Redis server, so one call
+// must stay short (64 sliding_window checks take well under a millisecond of Redis time).
+const redisMaxBatch = 64
+
+// lanes is the coalescer's lane count: redis.lanes, or DefaultRedisLanes when it is 0; none on a cluster, where
+// one script call holds only one slot's keys.
+func (rc RedisConfig) lanes(cluster bool) int {
+	switch {
+	case cluster:
+		return 0
+	case rc.Lanes > 0:
+		return rc.Lanes
+	}
+	return DefaultRedisLanes
 }

@@ -22,6 +22,22 @@ func TestReplicasOnClusterExact(t *testing.T) {
 		t.Skip("builds the binary and starts three processes")
 	}
 	addrs := redistest.ClusterAddrs(t)
+	replicasExact(t, "the cluster", addrs)
+}
+
+// TestReplicasOnSingleRedisExact is the same on one Redis, where each replica sends its checks through the
+// coalescer's lanes (redis.lanes): a laned script call decides checks of several keys, and the three replicas'
+// calls interleave on the server.
+func TestReplicasOnSingleRedisExact(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts three processes")
+	}
+	addr := redistest.SingleAddr(t)
+	replicasExact(t, "one Redis", []string{addr, addr, addr})
+}
+
+// replicasExact runs one replica per seed in addrs.
+func replicasExact(t *testing.T, where string, addrs []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
@@ -86,7 +102,7 @@ policies:
 	for err := range errs {
 		t.Fatal(err)
 	}
-	t.Logf("%d checks by %d clients over %d replicas on the cluster in %s", total, clients, len(rs), time.Since(start).Round(time.Millisecond))
+	t.Logf("%d checks by %d clients over %d replicas on %s in %s", total, clients, len(rs), where, time.Since(start).Round(time.Millisecond))
 	for _, p := range ps {
 		if admitted[p] != limits[p.policy] {
 			t.Errorf("%s/%q admitted %d, want exactly %d", p.policy, p.key, admitted[p], limits[p.policy])

@@ -51,9 +51,10 @@ func TestSideBySide(t *testing.T) {
 	}
 	var results []result
 
-	sluiceOn := func(name, alg string, addrs []string, redisPids []int) {
+	sluiceOn := func(name, alg string, addrs []string, redisPids []int, env ...string) {
 		cfg := writeConfig(t, dir, fmt.Sprintf("policies:\n  - {name: bench, limit: 1000000000, window: 1m, algorithm: %s}\n", alg))
-		p := startSluice(t, bin, dir, name, cfg, "SLUICE_REDIS_ADDRS="+strings.Join(addrs, ","), "SLUICE_REDIS_PREFIX="+redistest.Prefix(), "SLUICE_LOG_LEVEL=warn")
+		env = append(env, "SLUICE_REDIS_ADDRS="+strings.Join(addrs, ","), "SLUICE_REDIS_PREFIX="+redistest.Prefix(), "SLUICE_LOG_LEVEL=warn")
+		p := startSluice(t, bin, dir, name, cfg, env...)
 		p.WaitReady(t, ctx)
 		body := func(k int) string { return fmt.Sprintf(`{"policy":"bench","key":"user-%d"}`, k) }
 		r := drive(t, p.Base, "/v1/check", body, conns, keys, d, append([]int{p.Cmd.Process.Pid}, redisPids...))
@@ -63,6 +64,11 @@ func TestSideBySide(t *testing.T) {
 
 	single := redistest.StartServer(t)
 	sluiceOn("sluice sliding_window, one Redis", "sliding_window", []string{single.Addr}, []int{single.Cmd.Process.Pid})
+	for _, n := range strings.Split(os.Getenv("SLUICE_TEST_BENCH_REDIS_LANES"), ",") {
+		if n != "" {
+			sluiceOn("sluice sliding_window, one Redis, lanes "+n, "sliding_window", []string{single.Addr}, []int{single.Cmd.Process.Pid}, "SLUICE_REDIS_LANES="+n)
+		}
+	}
 	sluiceOn("sluice fixed_window, one Redis", "fixed_window", []string{single.Addr}, []int{single.Cmd.Process.Pid})
 
 	// envoyproxy/ratelimit on the same Redis.

@@ -429,7 +429,13 @@ func (s *Store) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atom
 	}
 	gs := s.groups(rs)
 	ds := make([]domain.Decision, len(rs))
-	if len(gs) == 1 || !atomic {
+	if len(gs) == 1 {
+		if _, err := s.decideGroup(ctx, rs, gs[0], atomic, ds); err != nil {
+			return nil, s.fail("decide batch", err)
+		}
+		return ds, nil
+	}
+	if !atomic {
 		errs := make([]error, len(gs))
 		var wg sync.WaitGroup
 		for gi := range gs {

@@ -50,6 +50,8 @@ shows the settings that matter per deployment, and carries the secrets the file 
   value: {{ int64 .Values.redis.waitReplicas | quote }}
 - name: SLUICE_REDIS_WAIT_TIMEOUT
   value: {{ .Values.redis.waitTimeout | quote }}
+- name: SLUICE_REDIS_LANES
+  value: {{ int64 .Values.redis.lanes | quote }}
 {{- with .Values.redis.prefix }}
 - name: SLUICE_REDIS_PREFIX
   value: {{ . | quote }}
