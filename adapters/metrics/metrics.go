@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,10 +13,22 @@ import (
 )
 
 // Observer counts decisions and store calls. Safe for concurrent use.
+//
+// Every decision records two series; resolving a series from its label values (hashing them, a locked map
+// lookup) cost about as much as recording, so the series already used are kept here by their labels (a sync.Map
+// read is lock-free). They hold exactly the series the families hold: the label sets are bounded by the
+// policies and outcomes (decisions) and the store's operations.
 type Observer struct {
 	decisions *prometheus.CounterVec
 	storeDur  *prometheus.HistogramVec
 	storeErrs *prometheus.CounterVec
+	decided   sync.Map // decisionLabels → prometheus.Counter
+	storeOps  sync.Map // op → prometheus.Observer
+}
+
+type decisionLabels struct {
+	policy  string
+	outcome domain.Outcome
 }
 
 var _ domain.Observer = (*Observer)(nil)
@@ -53,12 +66,25 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 
 // Decided implements domain.Observer.
 func (o *Observer) Decided(policy string, outcome domain.Outcome) {
-	o.decisions.WithLabelValues(policy, string(outcome)).Inc()
+	k := decisionLabels{policy, outcome}
+	if c, ok := o.decided.Load(k); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := o.decisions.WithLabelValues(policy, string(outcome))
+	o.decided.Store(k, c)
+	c.Inc()
 }
 
 // StoreCall implements domain.Observer.
 func (o *Observer) StoreCall(op string, d time.Duration, err error) {
-	o.storeDur.WithLabelValues(op).Observe(d.Seconds())
+	if obs, ok := o.storeOps.Load(op); ok {
+		obs.(prometheus.Observer).Observe(d.Seconds())
+	} else {
+		obs := o.storeDur.WithLabelValues(op)
+		o.storeOps.Store(op, obs)
+		obs.Observe(d.Seconds())
+	}
 	if err != nil {
 		o.storeErrs.WithLabelValues(op, domain.StoreCause(err)).Inc()
 	}
@@ -68,6 +94,7 @@ func (o *Observer) StoreCall(op string, d time.Duration, err error) {
 type HTTP struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	series   sync.Map // requestLabels → requestSeries
 }
 
 // NewHTTP registers the HTTP families on reg: sluice_http_requests_total{method,route,code} and
@@ -102,6 +129,26 @@ func (h *HTTP) Request(method, route string, code int, d time.Duration) {
 	default:
 		method = "other"
 	}
-	h.requests.WithLabelValues(method, route, strconv.Itoa(code)).Inc()
-	h.duration.WithLabelValues(method, route).Observe(d.Seconds())
+	k := requestLabels{method, route, code}
+	v, ok := h.series.Load(k)
+	if !ok {
+		v, _ = h.series.LoadOrStore(k, requestSeries{
+			h.requests.WithLabelValues(method, route, strconv.Itoa(code)), h.duration.WithLabelValues(method, route),
+		})
+	}
+	rs := v.(requestSeries)
+	rs.count.Inc()
+	rs.duration.Observe(d.Seconds())
+}
+
+// requestLabels are the labels of one request's series; requestSeries the series (resolved once, as Observer
+// keeps its own).
+type requestLabels struct {
+	method, route string
+	code          int
+}
+
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
 }
