@@ -73,63 +73,105 @@ func NewHandler(o Options) http.Handler {
 		ResponseErrorHandlerFunc: respondError,
 	})
 	mux := http.NewServeMux()
-	routes := api.HandlerWithOptions(strict, api.StdHTTPServerOptions{
-		BaseRouter: mux,
+	auth := newAuthenticator(o.Tokens)
+	routed := func(pattern string, h http.Handler) http.Handler {
+		return checkRoute(pattern, auth.middleware(limitBody(o.MaxBodyBytes, h)))
+	}
+	api.HandlerWithOptions(strict, api.StdHTTPServerOptions{
+		BaseRouter: routeMux{mux, routed},
 		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			respondError(w, r, paramError(r, err))
 		},
 	})
-	auth := newAuthenticator(o.Tokens)
-	return accessLog(log, route(mux, o.Requests, auth.middleware(limitBody(o.MaxBodyBytes, routes))))
+	mux.Handle("/", unmatched(mux))
+	return accessLog(log, observe(o.Requests, mux))
 }
 
-// route resolves the request against the routes of openapi.yaml before anything else looks at it, so that an
-// unknown path is a 404 and a known path with the wrong method a 405 with Allow, whatever the token or the body
-// (a check-role token on an unknown path used to get 403, POST /healthz 415). HEAD /v1/authorize is a 405 too:
-// net/http would answer it with the GET handler, spending a unit, and HEAD must not change state; a peek is GET
-// /v1/policies/{name}/keys/{key}. It also refuses query strings that are not valid percent-encoding (url.Query
-// drops such pairs silently, so "key=%zz" read as a missing key), and records the request by route template.
-func route(mux *http.ServeMux, obs RequestObserver, next http.Handler) http.Handler {
+// routeMux registers every generated route on the ServeMux behind wrap, so what must run after routing and
+// before the generated code binds parameters (the query check, authentication, the body limits) runs only for
+// a route of openapi.yaml, and the request is routed once.
+type routeMux struct {
+	*http.ServeMux
+	wrap func(pattern string, h http.Handler) http.Handler
+}
+
+func (m routeMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.ServeMux.Handle(pattern, m.wrap(pattern, http.HandlerFunc(h)))
+}
+
+// Requests are routed before anything else looks at them, so that an unknown path is a 404 and a known path
+// with the wrong method a 405 with Allow, whatever the token or the body (a check-role token on an unknown path
+// used to get 403, POST /healthz 415): the ServeMux sends what matches no route of openapi.yaml to unmatched,
+// and each route's own chain starts with checkRoute. HEAD /v1/authorize is a 405 too: net/http would answer it
+// with the GET handler, spending a unit, and HEAD must not change state; a peek is GET
+// /v1/policies/{name}/keys/{key}. checkRoute also refuses query strings that are not valid percent-encoding
+// (url.Query drops such pairs silently, so "key=%zz" read as a missing key). observe records every request by
+// its route template.
+
+// unmatched answers a request that matches no route: 405 with Allow when another method would match, else 404.
+func unmatched(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		_, pattern := mux.Handler(r)
-		if r.Method == http.MethodHead && pattern == "GET /v1/authorize" {
-			pattern = ""
-		}
-		tmpl := "unmatched"
-		if _, p, ok := strings.Cut(pattern, " "); ok {
-			tmpl = p
-		}
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		if obs != nil {
-			defer func() { obs.Request(r.Method, tmpl, sw.status, time.Since(start)) }()
-		}
-		switch {
-		case pattern == "":
-			if allow := allowedMethods(mux, r); len(allow) > 0 {
-				sw.Header().Set("Allow", strings.Join(allow, ", "))
-				writeProblem(sw, problem(kindMethodNotAll, r.Method+" is not allowed on "+redactPath(r.URL.Path)+"; allowed: "+strings.Join(allow, ", "), nil))
-				return
-			}
-			writeProblem(sw, problem(kindNoRoute, "no endpoint "+r.Method+" "+redactPath(r.URL.Path)+"; see /openapi.yaml", nil))
+		if allow := allowedMethods(mux, r); len(allow) > 0 {
+			methodNotAllowed(w, r, allow)
 			return
-		case r.URL.RawQuery != "":
-			if err := checkQuery(r.URL.RawQuery); err != nil {
-				writeProblem(sw, problem(kindValidation, err.Error(), err.(*domain.ValidationError).Fields))
-				return
-			}
 		}
-		next.ServeHTTP(sw, r)
+		writeProblem(w, problem(kindNoRoute, "no endpoint "+r.Method+" "+redactPath(r.URL.Path)+"; see /openapi.yaml", nil))
 	})
 }
 
-// allowedMethods lists the methods the mux serves on r's path (HEAD is implied by GET and not listed).
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow []string) {
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	writeProblem(w, problem(kindMethodNotAll, r.Method+" is not allowed on "+redactPath(r.URL.Path)+"; allowed: "+strings.Join(allow, ", "), nil))
+}
+
+const authorizePattern = "GET /v1/authorize"
+
+// checkRoute is the start of every route's chain: HEAD of /v1/authorize and malformed query strings are refused.
+func checkRoute(pattern string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if pattern == authorizePattern && r.Method == http.MethodHead {
+			methodNotAllowed(w, r, []string{http.MethodGet})
+			return
+		}
+		if r.URL.RawQuery != "" {
+			if err := checkQuery(r.URL.RawQuery); err != nil {
+				writeProblem(w, problem(kindValidation, err.Error(), err.(*domain.ValidationError).Fields))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// observe records each answered request with its route template (the ServeMux sets r.Pattern when it routes):
+// "unmatched" for what no route serves, HEAD /v1/authorize included.
+func observe(obs RequestObserver, next http.Handler) http.Handler {
+	if obs == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		tmpl := "unmatched"
+		if _, p, ok := strings.Cut(r.Pattern, " "); ok && !(r.Pattern == authorizePattern && r.Method == http.MethodHead) {
+			tmpl = p
+		}
+		obs.Request(r.Method, tmpl, sw.status, time.Since(start))
+	})
+}
+
+// allowedMethods lists the methods a route of openapi.yaml serves on r's path (HEAD is implied by GET and not
+// listed; "/" is unmatched's own pattern).
 func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
 	var out []string
 	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
 		probe := *r
 		probe.Method = m
-		if _, p := mux.Handler(&probe); p != "" {
+		if _, p := mux.Handler(&probe); p != "" && p != "/" {
 			out = append(out, m)
 		}
 	}
@@ -177,7 +219,7 @@ func limitBody(maxBytes int64, next http.Handler) http.Handler {
 				writeProblem(w, problem(kindTooLarge, "the body is "+strconv.FormatInt(r.ContentLength, 10)+" bytes; the limit is "+strconv.FormatInt(maxBytes, 10), nil))
 				return
 			}
-			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			if ct := r.Header.Get("Content-Type"); ct != "application/json" && !isJSONMediaType(ct) {
 				writeProblem(w, problem(kindMediaType, "send Content-Type: application/json", nil))
 				return
 			}
@@ -185,6 +227,13 @@ func limitBody(maxBytes int64, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// isJSONMediaType reports whether ct is application/json with parameters or in another spelling (the exact
+// string, what every client sends, is checked first without parsing).
+func isJSONMediaType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/json"
 }
 
 // statusWriter records the status for the access log.

@@ -70,6 +70,9 @@ func TestHTTPRequestMetrics(t *testing.T) {
 	wantProblem(t, e.do("POST", "/v1/check", `{"policy":"login"`, invalidRequest()), 400, "malformed", "")
 	wantProblem(t, e.do("GET", "/v1/no-such-thing-42", nil), 404, "not-found", "")
 	wantProblem(t, e.do("DELETE", "/v1/check", nil), 405, "method-not-allowed", "")
+	if r := e.do("HEAD", "/v1/authorize?policy=login&key=k", nil); r.Status != 405 || r.Header.Get("Allow") != "GET" {
+		t.Errorf("HEAD /v1/authorize: %d, Allow %q; want 405, Allow GET", r.Status, r.Header.Get("Allow"))
+	}
 	body := string(e.do("GET", "/metrics", nil).Body)
 	for _, want := range []string{
 		"# TYPE sluice_http_requests_total counter",
@@ -78,6 +81,7 @@ func TestHTTPRequestMetrics(t *testing.T) {
 		`sluice_http_requests_total{code="200",method="GET",route="/v1/policies/{name}/keys/{key}"} 2`,
 		`sluice_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
 		`sluice_http_requests_total{code="405",method="DELETE",route="unmatched"} 1`,
+		`sluice_http_requests_total{code="405",method="HEAD",route="unmatched"} 1`,
 		"# TYPE sluice_http_request_duration_seconds histogram",
 		`sluice_http_request_duration_seconds_count{method="POST",route="/v1/check"} 3`,
 		`sluice_http_request_duration_seconds_bucket{method="GET",route="/v1/policies/{name}/keys/{key}",le="+Inf"} 2`,
