@@ -28,6 +28,10 @@
 // consulted and every decision has Status OK. Config-file policies decide with the floor RegisterConfigPolicies
 // keeps for them.
 //
+// On a single Redis, `sluice serve` puts the coalescer's lanes in front of this store (app/redis.go, redis.lanes):
+// the checks of several keys that arrive while a lane's call is in flight are one non-atomic DecideBatch, so one
+// script call. A cluster is not laned (one call holds one slot's keys).
+//
 // Multi-checks whose keys share a slot (any multi-check on a single Redis) are one script call, atomic as any
 // script. Atomic multi-checks across slots of a cluster are reserved slot by slot, in slot order, and the
 // reservations are undone when one is refused: see DecideBatch for what that costs.
