@@ -331,13 +331,14 @@ var toolVariables = []string{
 	"SLUICE_URL",               // sdk/typescript/test/install.test.js: the server the installed package checks
 
 	// adapters/redis and its scripts
-	"SLUICE_TEST_REDIS_ADDR",        // adapters/redis/redistest: the single test Redis
-	"SLUICE_TEST_REDIS_CLUSTER",     // adapters/redis/redistest: the test cluster's seeds
-	"SLUICE_TEST_REDIS_DIR",         // scripts/test.d/05-redis-up.sh: the test servers' directories
-	"SLUICE_TEST_FAILOVER_ROUNDS",   // adapters/redis: rounds of TestMasterKilledUnderLoad
-	"SLUICE_TEST_BENCH_REDIS",       // adapters/redis: TestSideBySide's duration per run
-	"SLUICE_TEST_BENCH_REDIS_LANES", // adapters/redis: TestSideBySide's extra redis.lanes values (comma-separated)
-	"SLUICE_TEST_RATELIMIT_BIN",     // adapters/redis: a prebuilt envoyproxy/ratelimit service_cmd
+	"SLUICE_TEST_REDIS_ADDR",         // adapters/redis/redistest: the single test Redis
+	"SLUICE_TEST_REDIS_CLUSTER",      // adapters/redis/redistest: the test cluster's seeds
+	"SLUICE_TEST_REDIS_DIR",          // scripts/test.d/05-redis-up.sh: the test servers' directories
+	"SLUICE_TEST_FAILOVER_ROUNDS",    // adapters/redis: rounds of TestMasterKilledUnderLoad
+	"SLUICE_TEST_BENCH_REDIS",        // adapters/redis: TestSideBySide's duration per run
+	"SLUICE_TEST_BENCH_REDIS_LANES",  // adapters/redis: TestSideBySide's extra redis.lanes values (comma-separated)
+	"SLUICE_TEST_BENCH_REDIS_ROUNDS", // adapters/redis: TestSideBySide's rounds (default 3)
+	"SLUICE_TEST_RATELIMIT_BIN",      // adapters/redis: a prebuilt envoyproxy/ratelimit service_cmd
 }
 
 // serviceLink matches the variables Kubernetes (and Docker links) add for a Service named sluice or sluice-*

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +26,9 @@ import (
 // keep-alive connections, each sending its next check as soon as the answer is in) over the same keys, on this
 // machine's loopback. It reports decisions/s and the CPU time per decision of the server and of Redis (from
 // /proc), so the comparison holds on a machine that is busy with other work too (CPU per decision is less
-// sensitive to that than a rate). Run only on request:
+// sensitive to that than a rate). The servers on one Redis are started once and driven in rounds
+// (SLUICE_TEST_BENCH_REDIS_ROUNDS, default 3), each round every server in turn, the order rotated, and the ratio
+// to envoyproxy/ratelimit is the median of the per-round ratios. Run only on request:
 //
 //	SLUICE_TEST_BENCH_REDIS=10s go test -run TestSideBySide -v -timeout 10m ./adapters/redis/
 //
@@ -50,26 +53,38 @@ func TestSideBySide(t *testing.T) {
 		errors          int64
 	}
 	var results []result
+	rounds := 3
+	if n, err := strconv.Atoi(os.Getenv("SLUICE_TEST_BENCH_REDIS_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
 
-	sluiceOn := func(name, alg string, addrs []string, redisPids []int, env ...string) {
+	// target is a server under test, started once; each round drives every target in turn.
+	type target struct {
+		name      string
+		base, uri string
+		body      func(int) string
+		pids      []int // the server's, then its Redis servers'
+	}
+	var targets []target
+	sluiceOn := func(name, alg string, addrs []string, redisPids []int, env ...string) target {
 		cfg := writeConfig(t, dir, fmt.Sprintf("policies:\n  - {name: bench, limit: 1000000000, window: 1m, algorithm: %s}\n", alg))
 		env = append(env, "SLUICE_REDIS_ADDRS="+strings.Join(addrs, ","), "SLUICE_REDIS_PREFIX="+redistest.Prefix(), "SLUICE_LOG_LEVEL=warn")
 		p := startSluice(t, bin, dir, name, cfg, env...)
 		p.WaitReady(t, ctx)
+		t.Cleanup(func() { _ = p.Cmd.Process.Kill() })
 		body := func(k int) string { return fmt.Sprintf(`{"policy":"bench","key":"user-%d"}`, k) }
-		r := drive(t, p.Base, "/v1/check", body, conns, keys, d, append([]int{p.Cmd.Process.Pid}, redisPids...))
-		results = append(results, result{name, r.rate, r.cpuUs[0], sum(r.cpuUs[1:]), r.errors})
-		_ = p.Cmd.Process.Kill()
+		return target{name, p.Base, "/v1/check", body, append([]int{p.Cmd.Process.Pid}, redisPids...)}
 	}
 
 	single := redistest.StartServer(t)
-	sluiceOn("sluice sliding_window, one Redis", "sliding_window", []string{single.Addr}, []int{single.Cmd.Process.Pid})
+	onSingle := []int{single.Cmd.Process.Pid}
+	targets = append(targets, sluiceOn("sluice sliding_window, one Redis", "sliding_window", []string{single.Addr}, onSingle))
+	targets = append(targets, sluiceOn("sluice fixed_window, one Redis", "fixed_window", []string{single.Addr}, onSingle))
 	for _, n := range strings.Split(os.Getenv("SLUICE_TEST_BENCH_REDIS_LANES"), ",") {
 		if n != "" {
-			sluiceOn("sluice sliding_window, one Redis, lanes "+n, "sliding_window", []string{single.Addr}, []int{single.Cmd.Process.Pid}, "SLUICE_REDIS_LANES="+n)
+			targets = append(targets, sluiceOn("sluice sliding_window, one Redis, lanes "+n, "sliding_window", []string{single.Addr}, onSingle, "SLUICE_REDIS_LANES="+n))
 		}
 	}
-	sluiceOn("sluice fixed_window, one Redis", "fixed_window", []string{single.Addr}, []int{single.Cmd.Process.Pid})
 
 	// envoyproxy/ratelimit on the same Redis.
 	rl := ratelimitBinary(t, ctx)
@@ -97,18 +112,51 @@ func TestSideBySide(t *testing.T) {
 	rbody := func(k int) string {
 		return fmt.Sprintf(`{"domain":"bench","descriptors":[{"entries":[{"key":"user","value":"user-%d"}]}]}`, k)
 	}
-	r := drive(t, base, "/json", rbody, conns, keys, d, []int{cmd.Process.Pid, single.Cmd.Process.Pid})
-	results = append(results, result{"envoyproxy/ratelimit (fixed window), one Redis", r.rate, r.cpuUs[0], r.cpuUs[1], r.errors})
+	const envoyName = "envoyproxy/ratelimit (fixed window), one Redis"
+	targets = append(targets, target{envoyName, base, "/json", rbody, []int{cmd.Process.Pid, single.Cmd.Process.Pid}})
+
+	// Rounds: every target once per round, the order rotated each round, so a drift in the machine's speed
+	// favours none; the ratio to envoyproxy/ratelimit is taken within each round.
+	perRound := make([]map[string]result, rounds)
+	for round := range rounds {
+		perRound[round] = map[string]result{}
+		for i := range targets {
+			tg := targets[(i+round)%len(targets)]
+			r := drive(t, tg.base, tg.uri, tg.body, conns, keys, d, tg.pids)
+			res := result{tg.name, r.rate, r.cpuUs[0], sum(r.cpuUs[1:]), r.errors}
+			perRound[round][tg.name] = res
+			results = append(results, res)
+		}
+	}
 
 	cl := redistest.StartCluster(t)
-	sluiceOn("sluice sliding_window, 3-master cluster", "sliding_window", cl.Addrs()[:1], cl.Pids())
+	c := sluiceOn("sluice sliding_window, 3-master cluster", "sliding_window", cl.Addrs()[:1], cl.Pids())
+	r := drive(t, c.base, c.uri, c.body, conns, keys, d, c.pids)
+	results = append(results, result{c.name, r.rate, r.cpuUs[0], sum(r.cpuUs[1:]), r.errors})
 
-	t.Logf("%d connections, %d keys, %s per run, %d CPUs (load average %s)", conns, keys, d, runtimeCPUs(), loadavg())
+	t.Logf("%d connections, %d keys, %s per run, %d rounds, %d CPUs (load average %s)", conns, keys, d, rounds, runtimeCPUs(), loadavg())
 	t.Logf("| target | decisions/s | server CPU µs/decision | Redis CPU µs/decision | errors |")
 	t.Logf("|---|---|---|---|---|")
 	for _, r := range results {
 		t.Logf("| %s | %.0f | %.1f | %.1f | %d |", r.name, r.rate, r.serverUs, r.redUs, r.errors)
 	}
+	for _, tg := range targets[:len(targets)-1] {
+		var ratios []float64
+		for _, pr := range perRound {
+			ratios = append(ratios, pr[tg.name].rate/pr[envoyName].rate)
+		}
+		sorted := append([]float64(nil), ratios...)
+		sort.Float64s(sorted)
+		t.Logf("%s / envoyproxy/ratelimit: decisions/s %.2f× (median of %d rounds; per round %s)", tg.name, sorted[len(sorted)/2], rounds, fmtRatios(ratios))
+	}
+}
+
+func fmtRatios(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = strconv.FormatFloat(x, 'f', 2, 64)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func sum(xs []float64) (s float64) {

@@ -70,6 +70,7 @@ type options struct {
 	pgbench          string
 	pgMaxConns       int
 	pgLanes          int
+	redisAddr        string // the Redis of -store redis (loopback)
 	profileDir       string
 	markdown         string
 	algorithm        string  // the bench policy's algorithm
@@ -104,13 +105,14 @@ func main() {
 	fs.IntVar(&o.keys, "keys", 10_000, "keys of the uniform shape")
 	fs.IntVar(&o.rounds, "rounds", 1, "measure each pair (floor or pgbench, and sluice) this many times, alternating which goes first, and report the median ratio")
 	fs.StringVar(&shapes, "shapes", "uniform,hot,hot-deny", "comma-separated: uniform, hot, hot-deny")
-	fs.StringVar(&stores, "store", "memory", "comma-separated stores to run: memory, postgres")
+	fs.StringVar(&stores, "store", "memory", "comma-separated stores to run: memory, postgres, redis (sluice on Redis against the floor)")
 	fs.DurationVar(&o.window, "window", time.Hour, "window of the bench policy (limit 1e9) on the memory store")
 	fs.DurationVar(&o.pgWindow, "pg-window", time.Second, "window of the bench policy (limit 1e9) on the Postgres store (keeps a hot key's log bounded)")
 	fs.StringVar(&o.adminURL, "database-url", defaultAdmin, "Postgres server (loopback) on which to create the throwaway database")
 	fs.StringVar(&o.pgbench, "pgbench", "pgbench", "pgbench binary")
 	fs.IntVar(&o.pgMaxConns, "pg-max-conns", 0, "sluice's Postgres pool size (0: sluice's default)")
 	fs.IntVar(&o.pgLanes, "pg-lanes", 0, "sluice's postgres.lanes (0: sluice's default, min(4, pool size))")
+	fs.StringVar(&o.redisAddr, "redis-addr", "127.0.0.1:16379", "the Redis (loopback, maxmemory-policy noeviction) of -store redis; every run uses keys of its own prefix (scripts/test.d/05-redis-up.sh starts this one)")
 	fs.StringVar(&o.profileDir, "cpuprofile-dir", "", "write a CPU profile of each sluice server's measured phase here")
 	fs.StringVar(&o.markdown, "markdown", "", "also write the results as a Markdown table to this file")
 	fs.StringVar(&o.algorithm, "algorithm", "sliding_log", "the bench policies' algorithm: "+domain.AlgorithmNames())
@@ -142,8 +144,8 @@ func main() {
 		}
 	}
 	for _, s := range o.stores {
-		if s != "memory" && s != "postgres" {
-			fmt.Fprintf(os.Stderr, "sluice-bench: unknown store %q (memory, postgres)\n", s)
+		if s != "memory" && s != "postgres" && s != "redis" {
+			fmt.Fprintf(os.Stderr, "sluice-bench: unknown store %q (memory, postgres, redis)\n", s)
 			os.Exit(2)
 		}
 	}
@@ -183,8 +185,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	for _, store := range o.stores {
 		var err error
 		switch store {
-		case "memory":
-			rows, ratios, err = runMemory(ctx, o, out, rows, ratios)
+		case "memory", "redis":
+			rows, ratios, err = runAgainstFloor(ctx, o, out, store, rows, ratios)
 		case "postgres":
 			rows, ratios, err = runPostgres(ctx, o, out, rows, ratios)
 		}
@@ -216,18 +218,19 @@ func shapeRequests(shape, host string, keys int) [][]byte {
 	}
 }
 
-func runMemory(ctx context.Context, o options, out io.Writer, rows []row, ratios []string) ([]row, []string, error) {
+// runAgainstFloor measures sluice on store (memory, or redis at -redis-addr) against the floor, shape by shape.
+func runAgainstFloor(ctx context.Context, o options, out io.Writer, store string, rows []row, ratios []string) ([]row, []string, error) {
 	for _, shape := range o.shapes {
-		rs, r, err := rounds(o.rounds, "memory "+fmt.Sprintf("%-8s", shape)+" sluice/floor",
+		rs, r, err := rounds(o.rounds, fmt.Sprintf("%-8s %-8s", store, shape)+" sluice/floor",
 			func(int) (row, error) {
-				return measure(ctx, o, out, "memory", shape, "floor", []string{"floor", "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64), "-keys", strconv.Itoa(o.keys)}, "")
+				return measure(ctx, o, out, store, shape, "floor", []string{"floor", "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64), "-keys", strconv.Itoa(o.keys)}, "")
 			},
 			func(round int) (row, error) {
 				profile := ""
 				if round == 0 {
-					profile = profilePath(o, "memory", shape)
+					profile = profilePath(o, store, shape)
 				}
-				return measure(ctx, o, out, "memory", shape, "sluice", sluiceArgs(o, "memory", ""), profile)
+				return measure(ctx, o, out, store, shape, "sluice", sluiceArgs(o, store, ""), profile)
 			})
 		if err != nil {
 			return nil, nil, err
@@ -301,7 +304,7 @@ func sluiceArgs(o options, store, dbURL string) []string {
 	return []string{"sluice", "-store", store, "-database-url", dbURL, "-window", window.String(),
 		"-pg-max-conns", strconv.Itoa(o.pgMaxConns), "-pg-lanes", strconv.Itoa(o.pgLanes),
 		"-algorithm", o.algorithm, "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64),
-		"-keys", strconv.Itoa(o.keys)}
+		"-keys", strconv.Itoa(o.keys), "-redis-addr", o.redisAddr}
 }
 
 // measure starts a server process, drives it with one shape and stops it.
@@ -451,6 +454,7 @@ func child(role string, args []string) error {
 	limit := fs.Int64("limit", benchLimit, "")
 	fill := fs.Float64("fill", 0, "")
 	keys := fs.Int("keys", 0, "")
+	redisAddr := fs.String("redis-addr", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -496,6 +500,13 @@ func child(role string, args []string) error {
 		cfg.Log.Level = "warn"
 		cfg.Postgres.URL = *dbURL
 		cfg.Postgres.Lanes = *pgLanes
+		if *store == "redis" {
+			if err := requireLoopback(*redisAddr); err != nil {
+				return err
+			}
+			// A prefix of its own, so a run never sees the keys of an earlier one (they expire with the window).
+			cfg.Redis.Addrs, cfg.Redis.Prefix = []string{*redisAddr}, fmt.Sprintf("bench-%d-%d:", os.Getpid(), time.Now().UnixNano())
+		}
 		if *pgMaxConns > 0 {
 			cfg.Postgres.MaxConns = *pgMaxConns
 		}
@@ -504,8 +515,8 @@ func child(role string, args []string) error {
 			{Name: tightPolicy, Limit: tightLimit, Window: app.Duration(tightWindow), Algorithm: *algorithm},
 		}
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		if *store == "memory" && *fill > 0 {
-			// The memory store starts empty in this process: fill its keys over HTTP once it serves.
+		if (*store == "memory" || *store == "redis") && *fill > 0 {
+			// The memory store (and a fresh Redis prefix) starts empty: fill its keys over HTTP once it serves.
 			inner := ready
 			ready = func(addr string) {
 				if err := prefillHTTP(addr, *keys, int64(*fill*float64(*limit))); err != nil {
