@@ -39,8 +39,9 @@ type RequestObserver interface {
 	Request(method, route string, code int, d time.Duration)
 }
 
-// NewHandler returns the whole HTTP surface: the generated routes with sluice's handlers, wrapped in the access
-// log, authentication and body limits.
+// NewHandler returns the whole HTTP surface: the generated routes with sluice's handlers, each behind the query
+// check, authentication and body limits, one catch-all for what matches no route, and around them the request
+// metrics and the access log.
 func NewHandler(o Options) http.Handler {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 64 << 10
@@ -90,14 +91,18 @@ func NewHandler(o Options) http.Handler {
 // routeMux registers every generated route on the ServeMux behind wrap, so what must run after routing and
 // before the generated code binds parameters (the query check, authentication, the body limits) runs only for
 // a route of openapi.yaml, and the request is routed once.
+// It offers only what api.ServeMux asks for, so the generated code has no way to register a route around the
+// chain.
 type routeMux struct {
-	*http.ServeMux
+	mux  *http.ServeMux
 	wrap func(pattern string, h http.Handler) http.Handler
 }
 
 func (m routeMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
-	m.ServeMux.Handle(pattern, m.wrap(pattern, http.HandlerFunc(h)))
+	m.mux.Handle(pattern, m.wrap(pattern, http.HandlerFunc(h)))
 }
+
+func (m routeMux) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.mux.ServeHTTP(w, r) }
 
 // Requests are routed before anything else looks at them, so that an unknown path is a 404 and a known path
 // with the wrong method a 405 with Allow, whatever the token or the body (a check-role token on an unknown path
