@@ -32,14 +32,13 @@ var (
 	hdrPolicy      = http.CanonicalHeaderKey(ratelimitheader.PolicyHeader)
 	hdrRateLimit   = http.CanonicalHeaderKey(ratelimitheader.RateLimitHeader)
 	hdrRetryAfter  = http.CanonicalHeaderKey(ratelimitheader.RetryAfterHeader)
-	jsonType       = []string{"application/json"}
 )
 
 // VisitCheckResponse implements api.CheckResponseObject.
 func (c checkResponse) VisitCheckResponse(w http.ResponseWriter) error {
 	r := c.res
 	h := w.Header()
-	h[hdrContentType] = jsonType
+	h[hdrContentType] = []string{"application/json"}
 	if !r.Degraded {
 		h[hdrRateLimit] = []string{rateLimit(r)}
 	}
