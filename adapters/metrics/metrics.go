@@ -67,24 +67,20 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 // Decided implements domain.Observer.
 func (o *Observer) Decided(policy string, outcome domain.Outcome) {
 	k := decisionLabels{policy, outcome}
-	if c, ok := o.decided.Load(k); ok {
-		c.(prometheus.Counter).Inc()
-		return
+	c, ok := o.decided.Load(k)
+	if !ok {
+		c, _ = o.decided.LoadOrStore(k, o.decisions.WithLabelValues(policy, string(outcome)))
 	}
-	c := o.decisions.WithLabelValues(policy, string(outcome))
-	o.decided.Store(k, c)
-	c.Inc()
+	c.(prometheus.Counter).Inc()
 }
 
 // StoreCall implements domain.Observer.
 func (o *Observer) StoreCall(op string, d time.Duration, err error) {
-	if obs, ok := o.storeOps.Load(op); ok {
-		obs.(prometheus.Observer).Observe(d.Seconds())
-	} else {
-		obs := o.storeDur.WithLabelValues(op)
-		o.storeOps.Store(op, obs)
-		obs.Observe(d.Seconds())
+	obs, ok := o.storeOps.Load(op)
+	if !ok {
+		obs, _ = o.storeOps.LoadOrStore(op, o.storeDur.WithLabelValues(op))
 	}
+	obs.(prometheus.Observer).Observe(d.Seconds())
 	if err != nil {
 		o.storeErrs.WithLabelValues(op, domain.StoreCause(err)).Inc()
 	}
