@@ -38,7 +38,15 @@ var bodyBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // UnmarshalRead reads the whole body (already bounded by MaxBytesReader) into a pooled buffer before decoding.
 // Decoding straight from the generated code's reader (a one-byte peek joined to the rest) made the decoder's
 // buffer grow twice per request; now it reads the body in one go into one pooled buffer.
-func (strictCodec) UnmarshalRead(r io.Reader, v any) error {
+func (strictCodec) UnmarshalRead(r io.Reader, v any) error { return readJSONBody(r, v) }
+
+// readJSONBody reads r to its end into a pooled buffer and decodes it with decodeStrict. Like the runtime's
+// JSONUnmarshalRead (which the generated handlers call, and which calls UnmarshalRead above), it returns r's own
+// error when reading fails, and io.EOF, without decoding, when r holds nothing or only JSON white space.
+func readJSONBody(r io.Reader, v any) error {
+	if r == nil {
+		return io.EOF
+	}
 	buf := bodyBufs.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer func() {
@@ -48,6 +56,9 @@ func (strictCodec) UnmarshalRead(r io.Reader, v any) error {
 	}()
 	if _, err := buf.ReadFrom(r); err != nil {
 		return err
+	}
+	if len(bytes.TrimLeft(buf.Bytes(), " \t\r\n")) == 0 {
+		return io.EOF
 	}
 	return decodeStrict(buf.Bytes(), v)
 }

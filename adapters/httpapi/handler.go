@@ -31,6 +31,9 @@ type Options struct {
 	Gatherer     prometheus.Gatherer
 	// Requests, when set, records every answered request (adapters/metrics.HTTP).
 	Requests RequestObserver
+	// generatedCheck (tests only) serves POST /v1/check with the generated strict handler instead of
+	// directCheck, so a test can compare the two.
+	generatedCheck bool
 }
 
 // RequestObserver records one answered request. route is the route template of openapi.yaml (e.g.
@@ -69,10 +72,14 @@ func NewHandler(o Options) http.Handler {
 		}
 		writeProblem(w, problem(k, detailFor(k, err), fields))
 	}
-	strict := api.NewStrictHandlerWithOptions(srv, nil, api.StrictHTTPServerOptions{
-		RequestErrorHandlerFunc:  func(w http.ResponseWriter, r *http.Request, err error) { respondError(w, r, decodeError(err)) },
+	requestError := func(w http.ResponseWriter, r *http.Request, err error) { respondError(w, r, decodeError(err)) }
+	var strict api.ServerInterface = api.NewStrictHandlerWithOptions(srv, nil, api.StrictHTTPServerOptions{
+		RequestErrorHandlerFunc:  requestError,
 		ResponseErrorHandlerFunc: respondError,
 	})
+	if !o.generatedCheck {
+		strict = directCheck{ServerInterface: strict, srv: srv, requestError: requestError, responseError: respondError}
+	}
 	mux := http.NewServeMux()
 	auth := newAuthenticator(o.Tokens)
 	routed := func(pattern string, h http.Handler) http.Handler {

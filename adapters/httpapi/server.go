@@ -45,11 +45,14 @@ func decisionBody(r domain.Result) api.Decision {
 	if r.RetryAfter > 0 && d.RetryAfterMs == 0 {
 		d.RetryAfterMs = 1 // never tell a denied client it may retry at once
 	}
+	// Fresh pointers, not &r.ShadowDenied: taking r's address would move every Result to the heap.
 	if r.ShadowDenied {
-		d.ShadowDenied = &r.ShadowDenied
+		v := true
+		d.ShadowDenied = &v
 	}
 	if r.Degraded {
-		d.Degraded = &r.Degraded
+		v := true
+		d.Degraded = &v
 	}
 	return d
 }
@@ -63,11 +66,16 @@ func costOf(c *int64) int64 {
 
 // Check implements POST /v1/check.
 func (s *server) Check(ctx context.Context, req api.CheckRequestObject) (api.CheckResponseObject, error) {
-	res, err := s.lim.Check(ctx, domain.CheckRequest{Policy: req.Body.Policy, Key: req.Body.Key, Cost: costOf(req.Body.Cost)})
+	res, err := s.check(ctx, req.Body)
 	if err != nil {
 		return nil, err
 	}
 	return checkResponse{res}, nil
+}
+
+// check is the decision of POST /v1/check (directCheck calls it without boxing the answer).
+func (s *server) check(ctx context.Context, body *api.CheckJSONRequestBody) (domain.Result, error) {
+	return s.lim.Check(ctx, domain.CheckRequest{Policy: body.Policy, Key: body.Key, Cost: costOf(body.Cost)})
 }
 
 // maxChecks is ChecksRequest.checks' maxItems in openapi.yaml.

@@ -30,12 +30,34 @@ func CeilSeconds(d time.Duration) int64 {
 // Policy formats the RateLimit-Policy field: "name";q=limit;w=window-seconds. Policy names are [a-z0-9_.-], safe
 // inside an sf-string; keys never appear in headers.
 func Policy(p domain.Policy) string {
-	return `"` + p.Name + `";q=` + strconv.FormatInt(p.Limit, 10) + ";w=" + strconv.FormatInt(CeilSeconds(p.Window), 10)
+	var a [112]byte // a policy name (at most 64 bytes) and two int64s fit: one allocation, the string
+	return string(AppendPolicy(a[:0], p))
+}
+
+// AppendPolicy appends what Policy returns to b.
+func AppendPolicy(b []byte, p domain.Policy) []byte {
+	b = append(b, '"')
+	b = append(b, p.Name...)
+	b = append(b, `";q=`...)
+	b = strconv.AppendInt(b, p.Limit, 10)
+	b = append(b, ";w="...)
+	return strconv.AppendInt(b, CeilSeconds(p.Window), 10)
 }
 
 // RateLimit formats the RateLimit field: "name";r=remaining;t=seconds-until-the-quota-is-whole.
 func RateLimit(r domain.Result) string {
-	return `"` + r.Policy.Name + `";r=` + strconv.FormatInt(r.Remaining, 10) + ";t=" + strconv.FormatInt(CeilSeconds(r.ResetAfter), 10)
+	var a [112]byte
+	return string(AppendRateLimit(a[:0], r))
+}
+
+// AppendRateLimit appends what RateLimit returns to b.
+func AppendRateLimit(b []byte, r domain.Result) []byte {
+	b = append(b, '"')
+	b = append(b, r.Policy.Name...)
+	b = append(b, `";r=`...)
+	b = strconv.AppendInt(b, r.Remaining, 10)
+	b = append(b, ";t="...)
+	return strconv.AppendInt(b, CeilSeconds(r.ResetAfter), 10)
 }
 
 // RetryAfterSeconds is the Retry-After of a denial: at least 1, since a denied client must wait.
