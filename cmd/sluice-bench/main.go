@@ -113,7 +113,7 @@ func main() {
 	fs.IntVar(&o.pgMaxConns, "pg-max-conns", 0, "sluice's Postgres pool size (0: sluice's default)")
 	fs.IntVar(&o.pgLanes, "pg-lanes", 0, "sluice's postgres.lanes (0: sluice's default, min(4, pool size))")
 	fs.StringVar(&o.redisAddr, "redis-addr", "127.0.0.1:16379", "the Redis (loopback, maxmemory-policy noeviction) of -store redis; every run uses keys of its own prefix (scripts/test.d/05-redis-up.sh starts this one)")
-	fs.StringVar(&o.profileDir, "cpuprofile-dir", "", "write a CPU profile of each sluice server's measured phase here")
+	fs.StringVar(&o.profileDir, "cpuprofile-dir", "", "write a CPU profile of the first round's measured phase of each server (sluice and the floor) here")
 	fs.StringVar(&o.markdown, "markdown", "", "also write the results as a Markdown table to this file")
 	fs.StringVar(&o.algorithm, "algorithm", "sliding_log", "the bench policies' algorithm: "+domain.AlgorithmNames())
 	fs.Int64Var(&o.limit, "limit", benchLimit, "the bench policy's limit")
@@ -222,13 +222,17 @@ func shapeRequests(shape, host string, keys int) [][]byte {
 func runAgainstFloor(ctx context.Context, o options, out io.Writer, store string, rows []row, ratios []string) ([]row, []string, error) {
 	for _, shape := range o.shapes {
 		rs, r, err := rounds(o.rounds, fmt.Sprintf("%-8s %-8s", store, shape)+" sluice/floor",
-			func(int) (row, error) {
-				return measure(ctx, o, out, store, shape, "floor", []string{"floor", "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64), "-keys", strconv.Itoa(o.keys)}, "")
+			func(round int) (row, error) {
+				profile := ""
+				if round == 0 {
+					profile = profilePath(o, "floor", store, shape)
+				}
+				return measure(ctx, o, out, store, shape, "floor", []string{"floor", "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64), "-keys", strconv.Itoa(o.keys)}, profile)
 			},
 			func(round int) (row, error) {
 				profile := ""
 				if round == 0 {
-					profile = profilePath(o, store, shape)
+					profile = profilePath(o, "sluice", store, shape)
 				}
 				return measure(ctx, o, out, store, shape, "sluice", sluiceArgs(o, store, ""), profile)
 			})
@@ -289,11 +293,13 @@ func median(xs []float64) float64 {
 
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
 
-func profilePath(o options, store, shape string) string {
+// profilePath is where the first round's CPU profile of target ("sluice" or "floor") on store and shape goes ("":
+// no profile).
+func profilePath(o options, target, store, shape string) string {
 	if o.profileDir == "" {
 		return ""
 	}
-	return filepath.Join(o.profileDir, "sluice-"+store+"-"+shape+".pprof")
+	return filepath.Join(o.profileDir, target+"-"+store+"-"+shape+".pprof")
 }
 
 func sluiceArgs(o options, store, dbURL string) []string {

@@ -93,7 +93,7 @@ func runPostgres(ctx context.Context, o options, out io.Writer, rows []row, rati
 				}
 				profile := ""
 				if round == 0 {
-					profile = profilePath(o, "postgres", shape)
+					profile = profilePath(o, "sluice", "postgres", shape)
 				}
 				return measure(ctx, o, out, "postgres", shape, "sluice", sluiceArgs(o, "postgres", dbURL), profile)
 			})
