@@ -23,6 +23,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -174,6 +175,9 @@ type row struct {
 	p50, p99             time.Duration
 	allowedPct           float64
 	errors               uint64
+	// cpuUs is the server process's CPU time (user + system, from /proc) per decision over the measured
+	// window: 0 when not measured (pgbench, whose server is Postgres, or no /proc).
+	cpuUs float64
 }
 
 func run(ctx context.Context, o options, out io.Writer) error {
@@ -249,7 +253,7 @@ func runAgainstFloor(ctx context.Context, o options, out io.Writer, store string
 // with the median of the per-round ratios (and, with several rounds, each round's decisions/s ratio).
 func rounds(n int, label string, baseline, sluice func(round int) (row, error)) ([]row, string, error) {
 	var rows []row
-	var rates, p50s, p99s []float64
+	var rates, p50s, p99s, cpus []float64
 	for i := range n {
 		var b, s row
 		var err error
@@ -269,14 +273,27 @@ func rounds(n int, label string, baseline, sluice func(round int) (row, error)) 
 		rates = append(rates, s.rate/b.rate)
 		p50s = append(p50s, ratio(s.p50, b.p50))
 		p99s = append(p99s, ratio(s.p99, b.p99))
+		if s.cpuUs > 0 && b.cpuUs > 0 {
+			cpus = append(cpus, s.cpuUs/b.cpuUs)
+		}
 	}
 	line := fmt.Sprintf("%s: decisions/s %.2f×, p50 %.2f×, p99 %.2f×", label, median(rates), median(p50s), median(p99s))
+	if len(cpus) == n {
+		line += fmt.Sprintf(", server CPU per decision %.2f×", median(cpus))
+	}
 	if n > 1 {
 		each := make([]string, len(rates))
 		for i, r := range rates {
 			each[i] = fmt.Sprintf("%.2f", r)
 		}
-		line += fmt.Sprintf(" (median of %d rounds; decisions/s per round: %s)", n, strings.Join(each, ", "))
+		line += fmt.Sprintf(" (median of %d rounds; decisions/s per round: %s", n, strings.Join(each, ", "))
+		if len(cpus) == n {
+			for i, c := range cpus {
+				each[i] = fmt.Sprintf("%.2f", c)
+			}
+			line += "; server CPU per decision per round: " + strings.Join(each, ", ")
+		}
+		line += ")"
 	}
 	return rows, line, nil
 }
@@ -321,9 +338,19 @@ func measure(ctx context.Context, o options, out io.Writer, store, shape, target
 	}
 	defer srv.stop()
 	spec := loadSpec{addr: srv.addr, conns: o.conns, warmup: o.warmup, duration: o.duration, requests: shapeRequests(shape, srv.addr, o.keys)}
-	if profile != "" {
-		spec.onMeasure = func() { srv.command("profile " + profile) }
-		spec.onStop = func() { srv.command("stop-profile") }
+	var cpuStart, cpuEnd time.Duration
+	pid := srv.cmd.Process.Pid
+	spec.onMeasure = func() {
+		cpuStart = processCPU(pid)
+		if profile != "" {
+			srv.command("profile " + profile)
+		}
+	}
+	spec.onStop = func() {
+		cpuEnd = processCPU(pid)
+		if profile != "" {
+			srv.command("stop-profile")
+		}
 	}
 	res, err := runLoad(spec)
 	if err != nil {
@@ -336,9 +363,12 @@ func measure(ctx context.Context, o options, out io.Writer, store, shape, target
 		errors: res.errors}
 	if res.decisions > 0 {
 		r.allowedPct = 100 * float64(res.allowed) / float64(res.decisions)
+		if cpuStart > 0 && cpuEnd > cpuStart {
+			r.cpuUs = float64(cpuEnd-cpuStart) / float64(time.Microsecond) / float64(res.decisions)
+		}
 	}
-	fmt.Fprintf(out, "%-8s %-8s %-8s %10.0f decisions/s  p50 %-9s p99 %-9s allowed %5.1f%%  errors %d\n",
-		store, shape, target, r.rate, fmtDur(r.p50), fmtDur(r.p99), r.allowedPct, r.errors)
+	fmt.Fprintf(out, "%-8s %-8s %-8s %10.0f decisions/s  p50 %-9s p99 %-9s allowed %5.1f%%  errors %d  server CPU %.1f µs/decision\n",
+		store, shape, target, r.rate, fmtDur(r.p50), fmtDur(r.p99), r.allowedPct, r.errors, r.cpuUs)
 	if res.errors > 0 {
 		fmt.Fprintf(out, "  first error: %v\n", res.firstErr)
 	}
@@ -359,13 +389,17 @@ func fmtDur(d time.Duration) string {
 
 func formatTable(rows []row, ratios []string) string {
 	var b strings.Builder
-	b.WriteString("| store | shape | server | decisions/s | p50 | p99 | admitted |\n|---|---|---|---:|---:|---:|---:|\n")
+	b.WriteString("| store | shape | server | decisions/s | p50 | p99 | admitted | server CPU µs/decision |\n|---|---|---|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		admitted := "n/a"
 		if r.allowedPct >= 0 {
 			admitted = strconv.FormatFloat(r.allowedPct, 'f', 1, 64) + "%"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %s | %s | %s |\n", r.store, r.shape, r.target, r.rate, fmtDur(r.p50), fmtDur(r.p99), admitted)
+		cpu := "n/a"
+		if r.cpuUs > 0 {
+			cpu = strconv.FormatFloat(r.cpuUs, 'f', 1, 64)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %s | %s | %s | %s |\n", r.store, r.shape, r.target, r.rate, fmtDur(r.p50), fmtDur(r.p99), admitted, cpu)
 	}
 	b.WriteString("\n")
 	for _, s := range ratios {
@@ -578,4 +612,27 @@ func serveFloor(ctx context.Context, limit int64, ready func(string)) error {
 		return err
 	}
 	return nil
+}
+
+// processCPU is the user + system CPU time pid has used (/proc/PID/stat, in clock ticks of 1/100 s on Linux); 0
+// when it cannot be read.
+func processCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')') // the command name may hold spaces
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }

@@ -193,3 +193,24 @@ func TestRoundsAlternateAndTakeTheMedian(t *testing.T) {
 		t.Fatalf("median of 1..4 = %v, want 2.5", m)
 	}
 }
+
+// TestProcessCPU: the CPU time read from /proc grows while this process works, so the rows' server CPU per
+// decision measures what the server used.
+func TestProcessCPU(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc on this system")
+	}
+	before := processCPU(os.Getpid())
+	x := 0
+	for processCPU(os.Getpid()) < before+50*time.Millisecond {
+		for i := range 1_000_000 {
+			x += i
+		}
+	}
+	if before <= 0 || x == 0 {
+		t.Fatalf("processCPU before the work = %v", before)
+	}
+	if got := processCPU(1 << 30); got != 0 {
+		t.Fatalf("processCPU of a pid that does not exist = %v, want 0", got)
+	}
+}
