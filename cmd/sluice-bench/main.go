@@ -63,6 +63,7 @@ type options struct {
 	duration, warmup time.Duration
 	conns, keys      int
 	rounds           int
+	slices           int // > 0: runAgainstFloor interleaves the two servers in this many slice pairs
 	shapes           []string
 	stores           []string
 	window           time.Duration // bench's window on the memory store
@@ -105,6 +106,7 @@ func main() {
 	fs.IntVar(&o.conns, "conns", 64, "concurrent connections (closed loop)")
 	fs.IntVar(&o.keys, "keys", 10_000, "keys of the uniform shape")
 	fs.IntVar(&o.rounds, "rounds", 1, "measure each pair (floor or pgbench, and sluice) this many times, alternating which goes first, and report the median ratio")
+	fs.IntVar(&o.slices, "slices", 0, "against the floor: keep both servers up and measure them in this many alternating pairs of -duration each (each after a -warmup), taking the median of the pairs' ratios, so a drift in the machine's speed between runs cancels out; 0: one run per server per round (-rounds)")
 	fs.StringVar(&shapes, "shapes", "uniform,hot,hot-deny", "comma-separated: uniform, hot, hot-deny")
 	fs.StringVar(&stores, "store", "memory", "comma-separated stores to run: memory, postgres, redis (sluice on Redis against the floor)")
 	fs.DurationVar(&o.window, "window", time.Hour, "window of the bench policy (limit 1e9) on the memory store")
@@ -130,8 +132,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sluice-bench: -fill must be from 0 to below 1")
 		os.Exit(2)
 	}
-	if o.conns < 1 || o.keys < 1 || o.rounds < 1 || o.duration <= 0 || o.warmup < 0 {
-		fmt.Fprintln(os.Stderr, "sluice-bench: -conns, -keys, -rounds and -duration must be positive")
+	if o.conns < 1 || o.keys < 1 || o.rounds < 1 || o.duration <= 0 || o.warmup < 0 || o.slices < 0 {
+		fmt.Fprintln(os.Stderr, "sluice-bench: -conns, -keys, -rounds and -duration must be positive (and -slices not negative)")
 		os.Exit(2)
 	}
 	if pool := cmp.Or(o.pgMaxConns, app.Defaults().Postgres.MaxConns); o.pgLanes < 0 || o.pgLanes > pool {
@@ -224,6 +226,9 @@ func shapeRequests(shape, host string, keys int) [][]byte {
 
 // runAgainstFloor measures sluice on store (memory, or redis at -redis-addr) against the floor, shape by shape.
 func runAgainstFloor(ctx context.Context, o options, out io.Writer, store string, rows []row, ratios []string) ([]row, []string, error) {
+	if o.slices > 0 {
+		return runSliced(ctx, o, out, store, rows, ratios)
+	}
 	for _, shape := range o.shapes {
 		rs, r, err := rounds(o.rounds, fmt.Sprintf("%-8s %-8s", store, shape)+" sluice/floor",
 			func(round int) (row, error) {
@@ -231,7 +236,7 @@ func runAgainstFloor(ctx context.Context, o options, out io.Writer, store string
 				if round == 0 {
 					profile = profilePath(o, "floor", store, shape)
 				}
-				return measure(ctx, o, out, store, shape, "floor", []string{"floor", "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64), "-keys", strconv.Itoa(o.keys)}, profile)
+				return measure(ctx, o, out, store, shape, "floor", floorArgs(o), profile)
 			},
 			func(round int) (row, error) {
 				profile := ""
@@ -246,6 +251,100 @@ func runAgainstFloor(ctx context.Context, o options, out io.Writer, store string
 		rows, ratios = append(rows, rs...), append(ratios, r)
 	}
 	return rows, ratios, nil
+}
+
+// floorArgs are the floor child's arguments.
+func floorArgs(o options) []string {
+	return []string{"floor", "-limit", strconv.FormatInt(o.limit, 10), "-fill", strconv.FormatFloat(o.fill, 'g', -1, 64), "-keys", strconv.Itoa(o.keys)}
+}
+
+// runSliced measures sluice on store against the floor, shape by shape, with both servers up at once (each in its
+// own process, started fresh for each shape) and the load switched between them: o.slices pairs, each one run
+// (-warmup, then -duration) of each server, the one going first alternating. The ratio of a pair is taken over a
+// few seconds, so the machine's speed, which drifts by 10-30 % between runs on a shared VM, is nearly the same for
+// both sides of it; the line reports the median over the pairs. A server's state carries over from one slice to
+// the next (the uniform keys fill up as they would in one long run), the same for both servers.
+func runSliced(ctx context.Context, o options, out io.Writer, store string, rows []row, ratios []string) ([]row, []string, error) {
+	for _, shape := range o.shapes {
+		floor, err := startChild(ctx, floorArgs(o))
+		if err != nil {
+			return nil, nil, fmt.Errorf("start floor: %w", err)
+		}
+		sl, err := startChild(ctx, sluiceArgs(o, store, ""))
+		if err != nil {
+			floor.stop()
+			return nil, nil, fmt.Errorf("start sluice: %w", err)
+		}
+		servers := [2]*server{floor, sl}
+		names := [2]string{"floor", "sluice"}
+		var totals [2]loadResult
+		var cpu [2]time.Duration
+		var rates, cpus []float64
+		for i := range o.slices {
+			var rate, cpuPer [2]float64
+			for j := range 2 {
+				k := (i + j) % 2 // pair i: the floor first when i is even, sluice first when odd
+				pid := servers[k].cmd.Process.Pid
+				var c0, c1 time.Duration
+				spec := loadSpec{addr: servers[k].addr, conns: o.conns, warmup: o.warmup, duration: o.duration,
+					requests: shapeRequests(shape, servers[k].addr, o.keys),
+					onMeasure: func() { c0 = processCPU(pid) }, onStop: func() { c1 = processCPU(pid) }}
+				res, err := runLoad(spec)
+				if err != nil {
+					floor.stop()
+					sl.stop()
+					return nil, nil, fmt.Errorf("%s %s: %w", names[k], shape, err)
+				}
+				if res.decisions == 0 {
+					floor.stop()
+					sl.stop()
+					return nil, nil, fmt.Errorf("%s %s: no decision completed (first error: %v)", names[k], shape, res.firstErr)
+				}
+				rate[k] = res.rate()
+				if c1 > c0 {
+					cpu[k] += c1 - c0
+					cpuPer[k] = float64(c1-c0) / float64(res.decisions)
+				}
+				t := &totals[k]
+				t.decisions, t.allowed, t.errors, t.elapsed = t.decisions+res.decisions, t.allowed+res.allowed, t.errors+res.errors, t.elapsed+res.elapsed
+				t.lat.merge(&res.lat)
+				if t.firstErr == nil {
+					t.firstErr = res.firstErr
+				}
+			}
+			rates = append(rates, rate[1]/rate[0])
+			if cpuPer[0] > 0 && cpuPer[1] > 0 {
+				cpus = append(cpus, cpuPer[1]/cpuPer[0])
+			}
+			fmt.Fprintf(out, "%-8s %-8s pair %2d: floor %8.0f, sluice %8.0f decisions/s (%.2f×)\n", store, shape, i+1, rate[0], rate[1], rate[1]/rate[0])
+		}
+		floor.stop()
+		sl.stop()
+		for k, srv := range servers {
+			if srv.err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", names[k], srv.err)
+			}
+			t := &totals[k]
+			r := row{store: store, shape: shape, target: names[k], rate: t.rate(), p50: t.lat.quantile(0.50), p99: t.lat.quantile(0.99), errors: t.errors,
+				allowedPct: 100 * float64(t.allowed) / float64(t.decisions), cpuUs: float64(cpu[k]) / float64(time.Microsecond) / float64(t.decisions)}
+			rows = append(rows, r)
+		}
+		line := fmt.Sprintf("%-8s %-8s sluice/floor: decisions/s %.2f× (median of %d interleaved pairs; per pair: %s)", store, shape, median(rates), len(rates), fmtRatios(rates))
+		if len(cpus) == len(rates) {
+			line += fmt.Sprintf("; server CPU per decision %.2f× (per pair: %s)", median(cpus), fmtRatios(cpus))
+		}
+		fmt.Fprintln(out, "- "+line)
+		ratios = append(ratios, line)
+	}
+	return rows, ratios, nil
+}
+
+func fmtRatios(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = strconv.FormatFloat(x, 'f', 2, 64)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // rounds measures a pair n times: the baseline (floor or pgbench) and sluice, the order swapped each round so a

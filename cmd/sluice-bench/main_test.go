@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -212,5 +214,40 @@ func TestProcessCPU(t *testing.T) {
 	}
 	if got := processCPU(1 << 30); got != 0 {
 		t.Fatalf("processCPU of a pid that does not exist = %v, want 0", got)
+	}
+}
+
+// TestMain lets this test binary serve as the tool's children (startChild re-executes os.Executable).
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == "-child" {
+		if err := child(os.Args[2], os.Args[3:]); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestSlicedAgainstFloor: with -slices both servers (real child processes: the floor and sluice on the memory
+// store) stay up, every pair measures each once, and the line reports the median of the pairs' ratios.
+func TestSlicedAgainstFloor(t *testing.T) {
+	o := options{duration: 150 * time.Millisecond, conns: 4, keys: 50, rounds: 1, slices: 3, shapes: []string{"uniform"},
+		window: time.Hour, pgWindow: time.Second, algorithm: "sliding_window", limit: 1000, fill: 0.5}
+	var out strings.Builder
+	rows, ratios, err := runAgainstFloor(context.Background(), o, &out, "memory", nil, nil)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if len(rows) != 2 || rows[0].target != "floor" || rows[1].target != "sluice" {
+		t.Fatalf("rows %+v", rows)
+	}
+	for _, r := range rows {
+		if r.rate <= 0 || r.errors != 0 || r.allowedPct <= 0 {
+			t.Fatalf("row %+v", r)
+		}
+	}
+	if len(ratios) != 1 || !strings.Contains(ratios[0], "median of 3 interleaved pairs") || strings.Count(out.String(), " pair ") != 3 {
+		t.Fatalf("ratios %q\noutput:\n%s", ratios, out.String())
 	}
 }
