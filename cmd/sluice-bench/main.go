@@ -287,7 +287,7 @@ func runSliced(ctx context.Context, o options, out io.Writer, store string, rows
 				pid := servers[k].cmd.Process.Pid
 				var c0, c1 time.Duration
 				spec := loadSpec{addr: servers[k].addr, conns: o.conns, warmup: o.warmup, duration: o.duration,
-					requests: shapeRequests(shape, servers[k].addr, o.keys),
+					requests:  shapeRequests(shape, servers[k].addr, o.keys),
 					onMeasure: func() { c0 = processCPU(pid) }, onStop: func() { c1 = processCPU(pid) }}
 				res, err := runLoad(spec)
 				if err != nil {
