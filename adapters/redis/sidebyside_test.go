@@ -50,6 +50,7 @@ func TestSideBySide(t *testing.T) {
 		name            string
 		rate            float64
 		serverUs, redUs float64 // CPU µs per decision
+		loadUs          float64 // the load generator's CPU µs per decision
 		errors          int64
 	}
 	var results []result
@@ -123,7 +124,7 @@ func TestSideBySide(t *testing.T) {
 		for i := range targets {
 			tg := targets[(i+round)%len(targets)]
 			r := drive(t, tg.base, tg.uri, tg.body, conns, keys, d, tg.pids)
-			res := result{tg.name, r.rate, r.cpuUs[0], sum(r.cpuUs[1:]), r.errors}
+			res := result{tg.name, r.rate, r.cpuUs[0], sum(r.cpuUs[1:]), r.loadUs, r.errors}
 			perRound[round][tg.name] = res
 			results = append(results, res)
 		}
@@ -132,13 +133,13 @@ func TestSideBySide(t *testing.T) {
 	cl := redistest.StartCluster(t)
 	c := sluiceOn("sluice sliding_window, 3-master cluster", "sliding_window", cl.Addrs()[:1], cl.Pids())
 	r := drive(t, c.base, c.uri, c.body, conns, keys, d, c.pids)
-	results = append(results, result{c.name, r.rate, r.cpuUs[0], sum(r.cpuUs[1:]), r.errors})
+	results = append(results, result{c.name, r.rate, r.cpuUs[0], sum(r.cpuUs[1:]), r.loadUs, r.errors})
 
 	t.Logf("%d connections, %d keys, %s per run, %d rounds, %d CPUs (load average %s)", conns, keys, d, rounds, runtimeCPUs(), loadavg())
-	t.Logf("| target | decisions/s | server CPU µs/decision | Redis CPU µs/decision | errors |")
-	t.Logf("|---|---|---|---|---|")
+	t.Logf("| target | decisions/s | server CPU µs/decision | Redis CPU µs/decision | load generator CPU µs/decision | errors |")
+	t.Logf("|---|---|---|---|---|---|")
 	for _, r := range results {
-		t.Logf("| %s | %.0f | %.1f | %.1f | %d |", r.name, r.rate, r.serverUs, r.redUs, r.errors)
+		t.Logf("| %s | %.0f | %.1f | %.1f | %.1f | %d |", r.name, r.rate, r.serverUs, r.redUs, r.loadUs, r.errors)
 	}
 	for _, tg := range targets[:len(targets)-1] {
 		var ratios []float64
@@ -169,6 +170,7 @@ func sum(xs []float64) (s float64) {
 type driveResult struct {
 	rate   float64
 	cpuUs  []float64 // per pid: CPU µs per decision
+	loadUs float64   // the load generator's (this test process's) CPU µs per decision
 	errors int64
 }
 
@@ -223,6 +225,7 @@ func drive(t *testing.T, base, path string, body func(int) string, conns, keys i
 		}()
 	}
 	time.Sleep(time.Second) // warm-up of a real server under real load
+	pids = append(pids, os.Getpid()) // the load generator's own CPU, last
 	before := cpuOf(pids)
 	measuring.Store(true)
 	start := time.Now()
@@ -237,6 +240,7 @@ func drive(t *testing.T, base, path string, body func(int) string, conns, keys i
 	for i := range pids {
 		r.cpuUs = append(r.cpuUs, (after[i]-before[i])/n*1e6)
 	}
+	r.cpuUs, r.loadUs = r.cpuUs[:len(r.cpuUs)-1], r.cpuUs[len(r.cpuUs)-1]
 	return r
 }
 
