@@ -35,12 +35,11 @@ func (strictCodec) MarshalWrite(w io.Writer, v any) error { return json.NewEncod
 // bodyBufs holds request-body buffers between requests.
 var bodyBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// UnmarshalRead reads the whole body (already bounded by MaxBytesReader) into a pooled buffer before decoding.
-// Decoding straight from the generated code's reader (a one-byte peek joined to the rest) made the decoder's
-// buffer grow twice per request; now it reads the body in one go into one pooled buffer.
+// UnmarshalRead is readJSONBody: the generated handlers reach it through the runtime's JSONUnmarshalRead.
 func (strictCodec) UnmarshalRead(r io.Reader, v any) error { return readJSONBody(r, v) }
 
-// readJSONBody reads r to its end into a pooled buffer and decodes it with decodeStrict. Like the runtime's
+// readJSONBody reads r (a body already bounded by MaxBytesReader) to its end into a pooled buffer and decodes it
+// with decodeStrict: decoding straight from a reader made the decoder's buffer grow twice per request. Like the runtime's
 // JSONUnmarshalRead (which the generated handlers call, and which calls UnmarshalRead above), it returns r's own
 // error when reading fails, and io.EOF, without decoding, when r holds nothing or only JSON white space.
 func readJSONBody(r io.Reader, v any) error {
