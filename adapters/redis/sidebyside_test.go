@@ -224,7 +224,7 @@ func drive(t *testing.T, base, path string, body func(int) string, conns, keys i
 			}
 		}()
 	}
-	time.Sleep(time.Second) // warm-up of a real server under real load
+	time.Sleep(time.Second)          // warm-up of a real server under real load
 	pids = append(pids, os.Getpid()) // the load generator's own CPU, last
 	before := cpuOf(pids)
 	measuring.Store(true)

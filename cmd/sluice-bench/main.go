@@ -339,6 +339,7 @@ func runSliced(ctx context.Context, o options, out io.Writer, store string, rows
 	return rows, ratios, nil
 }
 
+// fmtRatios writes ratios as "0.93, 1.02".
 func fmtRatios(xs []float64) string {
 	parts := make([]string, len(xs))
 	for i, x := range xs {
@@ -381,16 +382,9 @@ func rounds(n int, label string, baseline, sluice func(round int) (row, error)) 
 		line += fmt.Sprintf(", server CPU per decision %.2f×", median(cpus))
 	}
 	if n > 1 {
-		each := make([]string, len(rates))
-		for i, r := range rates {
-			each[i] = fmt.Sprintf("%.2f", r)
-		}
-		line += fmt.Sprintf(" (median of %d rounds; decisions/s per round: %s", n, strings.Join(each, ", "))
+		line += fmt.Sprintf(" (median of %d rounds; decisions/s per round: %s", n, fmtRatios(rates))
 		if len(cpus) == n {
-			for i, c := range cpus {
-				each[i] = fmt.Sprintf("%.2f", c)
-			}
-			line += "; server CPU per decision per round: " + strings.Join(each, ", ")
+			line += "; server CPU per decision per round: " + fmtRatios(cpus)
 		}
 		line += ")"
 	}
