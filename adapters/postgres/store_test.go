@@ -465,3 +465,18 @@ func waitFor(t *testing.T, ok func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestPingMeansPoliciesLoaded: once Ping has succeeded (the replica is ready), the API policies are known, so
+// an unknown name is ErrPolicyNotFound, never "not loaded", even when the start-up reload has not run yet; a
+// replica that answered /readyz keeps its checks' failure_mode through a later outage from this copy.
+func TestPingMeansPoliciesLoaded(t *testing.T) {
+	for range 5 { // the background reload races the first Ping; each round is a fresh store
+		s := open(t, postgres.Options{PolicyRefresh: time.Hour})
+		if err := s.Ping(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetPolicy(context.Background(), "never-created"); !errors.Is(err, domain.ErrPolicyNotFound) {
+			t.Fatalf("GetPolicy after a successful Ping: %v, want ErrPolicyNotFound", err)
+		}
+	}
+}
