@@ -398,9 +398,19 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	return nil
 }
 
-// Ready implements Limiter.
+// ReadinessProbe is a policy name Ready (and the HTTP readiness check) looks up to learn whether the policy store
+// can resolve names: ErrPolicyNotFound (or the policy, should one have this name) means it can; any other error
+// means the API policies are not loaded yet.
+const ReadinessProbe = "sluice.readiness-probe"
+
+// Ready implements Limiter: the store answers and the API policies are known. A replica that has been ready
+// decides through a later outage by each policy's failure_mode from its copy of the policies, so it must not be
+// ready before that copy exists (at start-up the first load runs in the background, racing the first probe).
 func (s *Service) Ready(ctx context.Context) error {
 	if err := s.store.Ping(ctx); err != nil {
+		return &UnavailableError{Err: err}
+	}
+	if _, err := s.policies.GetPolicy(ctx, ReadinessProbe); err != nil && !errors.Is(err, ErrPolicyNotFound) {
 		return &UnavailableError{Err: err}
 	}
 	return nil

@@ -215,3 +215,36 @@ func TestLimitAboveTheBoundIsRefused(t *testing.T) {
 		t.Fatal("a config policy with limit 2^63-1 was accepted")
 	}
 }
+
+// unloadedPolicies is a policy store whose copy is not loaded until loaded is set: every lookup fails as a
+// store's does before its first load.
+type unloadedPolicies struct {
+	domain.PolicyStore
+	loaded bool
+}
+
+func (p *unloadedPolicies) GetPolicy(ctx context.Context, name string) (domain.Policy, error) {
+	if !p.loaded {
+		return domain.Policy{}, errors.New("API policies not loaded yet")
+	}
+	return p.PolicyStore.GetPolicy(ctx, name)
+}
+
+// TestReadyWaitsForThePolicies: a Service is not ready while its policy store cannot resolve names, though the
+// bucket store answers; it is once the store can (an unknown name is then ErrPolicyNotFound).
+func TestReadyWaitsForThePolicies(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC))
+	ps := &unloadedPolicies{PolicyStore: memory.NewPolicies(clock)}
+	svc, err := domain.NewService(nil, ps, memory.New(clock, memory.Options{}), nil, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ue *domain.UnavailableError
+	if err := svc.Ready(context.Background()); !errors.As(err, &ue) {
+		t.Fatalf("Ready before the policies are loaded: %v, want an UnavailableError", err)
+	}
+	ps.loaded = true
+	if err := svc.Ready(context.Background()); err != nil {
+		t.Fatalf("Ready once they are: %v", err)
+	}
+}

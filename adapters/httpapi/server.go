@@ -309,11 +309,6 @@ func (s *server) Healthz(context.Context, api.HealthzRequestObject) (api.Healthz
 	return api.Healthz200JSONResponse{Status: api.Ok, Store: &s.store}, nil
 }
 
-// readinessProbe is a policy name the readiness check looks up to learn whether the limiter can resolve policy
-// names without the store: ErrPolicyNotFound (or the policy, should one have this name) means it can; an
-// unavailable error means the API policies are not loaded, so checks of them could not follow their failure_mode.
-const readinessProbe = "sluice.readiness-probe"
-
 // Readyz implements GET /readyz, the load balancer's question: should this process get checks? Yes when the
 // store answers. Yes too while it does not, if this process has seen it answer since start-up (so its schema was
 // current and its policies loaded) and can still resolve every policy: each check is then answered at once by
@@ -331,9 +326,9 @@ func (s *server) Readyz(ctx context.Context, _ api.ReadyzRequestObject) (api.Rea
 	s.logStoreDown(err)
 	if !s.storeSeen.Load() {
 		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady,
-			"the store has not answered since this process started (cause: "+cause+"); it stays out of service until the store answers and its schema is current", nil)), nil
+			"the store has not answered since this process started (cause: "+cause+"); it stays out of service until the store answers, its schema is current and its API policies are loaded", nil)), nil
 	}
-	if _, perr := s.lim.GetPolicy(ctx, readinessProbe); perr != nil && !errors.Is(perr, domain.ErrPolicyNotFound) {
+	if _, perr := s.lim.GetPolicy(ctx, domain.ReadinessProbe); perr != nil && !errors.Is(perr, domain.ErrPolicyNotFound) {
 		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady,
 			"the store does not answer (cause: "+cause+") and the API policies are not loaded, so their checks could not follow their failure_mode", nil)), nil
 	}
