@@ -35,13 +35,6 @@ func (c *policyCache) get(name string) (domain.Policy, bool, bool) {
 	return p, ok, c.loaded
 }
 
-// isLoaded reports whether a full reload has succeeded since start-up.
-func (c *policyCache) isLoaded() bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.loaded
-}
-
 // replace installs a full reload taken when the generation was gen.
 func (c *policyCache) replace(ps []domain.Policy, gen uint64) {
 	m := make(map[string]domain.Policy, len(ps))

@@ -340,8 +340,8 @@ func (s *Store) DropPolicy(ctx context.Context, policy string) error {
 	}
 }
 
-// Ping implements domain.BucketStore for /readyz: it fails while the database is unreachable, its schema is
-// older than this build's migrations, or the API policies have never been loaded.
+// Ping implements domain.BucketStore for /readyz: it fails while the database is unreachable or its schema is
+// older than this build's migrations. (domain.Service.Ready also waits for the API-policy copy.)
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := s.call(ctx)
 	defer cancel()
@@ -351,17 +351,6 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	if v < s.target {
 		return fmt.Errorf("postgres: database schema is at version %d, this build needs %d: run `sluice migrate up` (or set postgres.migrate_on_start)", v, s.target)
-	}
-	// Ready also means the API policies are known: a replica that has answered /readyz keeps its checks'
-	// failure_mode through a later outage from this copy. Until the first reload (at start-up, racing the first
-	// probe) this loads it.
-	if !s.policies.isLoaded() {
-		if _, err := s.loadPolicies(ctx); err != nil {
-			return err
-		}
-		if !s.policies.isLoaded() { // a local write raced the reload, which then installs nothing
-			return errPoliciesNotLoaded
-		}
 	}
 	return nil
 }

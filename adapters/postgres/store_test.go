@@ -466,17 +466,21 @@ func waitFor(t *testing.T, ok func() bool) {
 	}
 }
 
-// TestPingMeansPoliciesLoaded: once Ping has succeeded (the replica is ready), the API policies are known, so
-// an unknown name is ErrPolicyNotFound, never "not loaded", even when the start-up reload has not run yet; a
-// replica that answered /readyz keeps its checks' failure_mode through a later outage from this copy.
-func TestPingMeansPoliciesLoaded(t *testing.T) {
-	for range 5 { // the background reload races the first Ping; each round is a fresh store
+// TestReadyMeansPoliciesLoaded: once a Service over this store is ready, the API policies are known, so an
+// unknown name is ErrPolicyNotFound, never "not loaded", though the start-up reload runs in the background and
+// races the first probe; a replica that answered /readyz keeps its checks' failure_mode through a later outage
+// from this copy.
+func TestReadyMeansPoliciesLoaded(t *testing.T) {
+	ctx := context.Background()
+	for range 5 { // each round a fresh store, so the race with its first reload is run again
 		s := open(t, postgres.Options{PolicyRefresh: time.Hour})
-		if err := s.Ping(context.Background()); err != nil {
+		svc, err := domain.NewService(nil, s, s, nil, domain.SystemClock{})
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.GetPolicy(context.Background(), "never-created"); !errors.Is(err, domain.ErrPolicyNotFound) {
-			t.Fatalf("GetPolicy after a successful Ping: %v, want ErrPolicyNotFound", err)
+		waitFor(t, func() bool { return svc.Ready(ctx) == nil })
+		if _, err := s.GetPolicy(ctx, "never-created"); !errors.Is(err, domain.ErrPolicyNotFound) {
+			t.Fatalf("GetPolicy once the Service is ready: %v, want ErrPolicyNotFound", err)
 		}
 	}
 }
