@@ -8,11 +8,15 @@
 -- ARGV[1]  mode: "d" decide, "n" decide but record nothing, "u" undo a reservation (see the end).
 -- ARGV[2]  the instant in microseconds since the Unix epoch, or "" for the server clock (TIME).
 -- ARGV[3]  "1" for an atomic call: record nothing unless every non-shadow check is admitted.
--- Then 10 arguments per check:
---   algo (1 sliding_log, 2 sliding_window, 3 token_bucket, 4 fixed_window), limit, window (µs), resolution
---   (µs), floor (µs: units recorded at or before it never count), generation (a decimal string), cost (0
---   peeks), shadow ("1"/"0"), and token_bucket's emission time of max(cost, 1) units, q + r/limit µs:
---   q = floor(max(cost,1) × window / limit), r = its remainder (computed in Go: the product needs 106 bits).
+-- ARGV[4]  the checks, one record per key, packed (struct format CHECK, little-endian; appendCheck in store.go):
+--   algo (byte: 1 sliding_log, 2 sliding_window, 3 token_bucket, 4 fixed_window), then as doubles limit,
+--   window (µs), resolution (µs), floor (µs: units recorded at or before it never count), cost (0 peeks), then
+--   shadow (byte, 1/0), token_bucket's emission time of max(cost, 1) units, q + r/limit µs, as two doubles
+--   (q = floor(max(cost,1) × window / limit), r its remainder: computed in Go, the product needs 106 bits),
+--   and the generation (a decimal string, NUL-terminated). Every number is an integer below 2^53, which a
+--   double holds exactly. One argument for all checks, rather than ten per check, spares Redis an argument
+--   object and Lua a string and a tonumber per field.
+-- ARGV[5]  undo mode only: per check, the instant its units were recorded at (double; 0: none), packed.
 --
 -- Every quantity stays an integer below 2^53, which Lua's doubles hold exactly: instants are microseconds
 -- (~2^51), windows at most 31 days (~2^42 µs), counts and fractions at most 2^53-1. Sums that could pass 2^53
@@ -36,6 +40,7 @@ local pack, unpack = struct.pack, struct.unpack
 local ES = 16  -- bytes per log entry
 local HS = 41  -- header bytes after the generation's NUL
 local HF = '<Bddddd'
+local CHECK = '<BdddddBdds'
 local mode = ARGV[1]
 local now
 if ARGV[2] == '' then
@@ -97,23 +102,32 @@ end
 
 local states = {}
 
+-- A log's entries are held as st.s, the packed entries 1 .. n-1, and st.la, st.lc, the newest entry's instant and
+-- cumulative count (when n > 0): an admission in the newest entry's instant (the common case under load) changes
+-- two numbers and copies no string, and the newest entry, which every decision reads, is not unpacked again.
 local function empty(st)
-  st.alg, st.gen, st.x, st.y, st.z, st.s, st.n = 0, '', 0, 0, 0, '', 0
+  st.alg, st.gen, st.x, st.y, st.z, st.s, st.n, st.la, st.lc = 0, '', 0, 0, 0, '', 0, 0, 0
 end
 
 -- load returns the state of key, from this call's cache or the store.
 local function load(key)
   local st = states[key]
   if st == nil then
-    st = { exists = false, seen = 0, w = 0 }
-    empty(st)
+    -- every field in the constructor: the table is sized once, never rehashed as fields are added
+    st = { exists = false, seen = 0, w = 0, alg = 0, gen = '', x = 0, y = 0, z = 0, s = '', n = 0, la = 0, lc = 0,
+      dirty = false, grown = false }
     local v = redis.call('GET', key)
     if v then
       local z = string.find(v, '\0', 1, true)
       st.gen = string.sub(v, 1, z - 1)
       st.alg, st.seen, st.w, st.x, st.y, st.z = unpack(HF, v, z + 1)
-      st.s = string.sub(v, z + 1 + HS)
-      st.n = #st.s / ES
+      local n = (#v - z - HS) / ES
+      if n > 0 then
+        local last = z + HS + (n - 1) * ES
+        st.s = string.sub(v, z + 1 + HS, last)
+        st.la, st.lc = unpack('<dd', v, last + 1)
+        st.n = n
+      end
       st.exists = true
     end
     states[key] = st
@@ -121,46 +135,68 @@ local function load(key)
   return st
 end
 
-local function at(st, i) return (unpack('<d', st.s, (i - 1) * ES + 1)) end
-local function cum(st, i) return (unpack('<d', st.s, (i - 1) * ES + 9)) end
+local function at(st, i)
+  if i == st.n then return st.la end
+  return (unpack('<d', st.s, (i - 1) * ES + 1))
+end
+local function cum(st, i)
+  if i == st.n then return st.lc end
+  return (unpack('<d', st.s, (i - 1) * ES + 9))
+end
+
+-- entries returns every entry of st packed; setentries makes st hold the packed entries s.
+local function entries(st)
+  if st.n == 0 then return '' end
+  return st.s .. pack('<dd', st.la, st.lc)
+end
+local function setentries(st, s)
+  st.n = #s / ES
+  if st.n == 0 then
+    st.s = ''
+    return
+  end
+  st.s = string.sub(s, 1, (st.n - 1) * ES)
+  st.la, st.lc = unpack('<dd', s, (st.n - 1) * ES + 1)
+end
 
 -- expire drops the log entries recorded at or before cutoff.
 local function expire(st, cutoff)
-  if st.n == 0 then return end
-  local lo, hi = 1, st.n + 1 -- the first entry with at > cutoff
+  if st.n == 0 or at(st, 1) > cutoff then return end
+  if st.la <= cutoff then
+    st.s, st.n, st.x = '', 0, 0
+    return
+  end
+  local lo, hi = 2, st.n -- the first entry with at > cutoff: entry 1 is not, entry n is
   while lo < hi do
     local mid = floor((lo + hi) / 2)
     if at(st, mid) > cutoff then hi = mid else lo = mid + 1 end
   end
-  if lo > st.n then
-    st.s, st.n, st.x = '', 0, 0
-  elseif lo > 1 then
-    st.x = cum(st, lo - 1)
-    st.s = string.sub(st.s, (lo - 1) * ES + 1)
-    st.n = st.n - (lo - 1)
-  end
+  st.x = cum(st, lo - 1)
+  st.s = string.sub(st.s, (lo - 1) * ES + 1)
+  st.n = st.n - (lo - 1)
 end
 
 local function used(st)
   if st.n == 0 then return 0 end
-  return cum(st, st.n) - st.x
+  return st.lc - st.x
 end
 
 -- record adds cost units at instant rec, merged into the newest entry when it is at rec or later.
 local function record(st, rec, cost)
   local last = st.x
-  if st.n > 0 then last = cum(st, st.n) end
+  if st.n > 0 then last = st.lc end
   if last > MAX - cost then -- rebase the cumulative counts so they stay below 2^53
     local b, out = st.x, {}
     for i = 1, st.n do out[i] = pack('<dd', at(st, i), cum(st, i) - b) end
-    st.s, st.x, last = table.concat(out), 0, last - b
+    setentries(st, table.concat(out))
+    st.x, last = 0, last - b
   end
-  if st.n > 0 and at(st, st.n) >= rec then
-    st.s = string.sub(st.s, 1, (st.n - 1) * ES) .. pack('<dd', at(st, st.n), last + cost)
-    return at(st, st.n)
+  if st.n > 0 and st.la >= rec then
+    st.lc = last + cost
+    return st.la
   end
-  st.s = st.s .. pack('<dd', rec, last + cost)
-  st.n = st.n + 1
+  if st.n > 0 then st.s = st.s .. pack('<dd', st.la, st.lc) end
+  st.la, st.lc, st.n = rec, last + cost, st.n + 1
   return rec
 end
 
@@ -179,7 +215,7 @@ local function convert(st, t, algo, limit, window, res, floorus, gen)
       local cutoff = t - window
       if floorus > cutoff then cutoff = floorus end
       expire(st, cutoff)
-      if st.n > 0 then units, t_at = used(st), at(st, st.n) end
+      if st.n > 0 then units, t_at = used(st), st.la end
     elseif st.alg == 3 then
       if st.x > t or (st.x == t and st.y > 0) then
         local d = st.x - t
@@ -210,15 +246,8 @@ local function convert(st, t, algo, limit, window, res, floorus, gen)
   end
 end
 
--- decide applies the check whose arguments start after ARGV[base] to the state of key.
-local function decide(key, base)
-  local algo = tonumber(ARGV[base + 1])
-  local limit = tonumber(ARGV[base + 2])
-  local window = tonumber(ARGV[base + 3])
-  local res = tonumber(ARGV[base + 4])
-  local floorus = tonumber(ARGV[base + 5])
-  local gen = ARGV[base + 6]
-  local cost = tonumber(ARGV[base + 7])
+-- decide applies a check (ARGV[4]'s fields) to the state of key.
+local function decide(key, algo, limit, window, res, floorus, cost, q, r, gen)
   local st = load(key)
   local t = now
   if st.seen > t then t = st.seen end
@@ -240,7 +269,7 @@ local function decide(key, base)
     if algo == 2 then rec = ceilto(t, res) end
     if u <= limit - need then
       local newest = rec
-      if st.n > 0 and at(st, st.n) > newest then newest = at(st, st.n) end
+      if st.n > 0 and st.la > newest then newest = st.la end
       local recorded = 0
       if cost > 0 then
         recorded = record(st, rec, cost)
@@ -250,15 +279,14 @@ local function decide(key, base)
     end
     local rem = limit - u
     if rem < 0 then rem = 0 end
-    local target = cum(st, st.n) - (limit - need)
+    local target = st.lc - (limit - need)
     local lo, hi = 1, st.n
     while lo < hi do
       local mid = floor((lo + hi) / 2)
       if cum(st, mid) >= target then hi = mid else lo = mid + 1 end
     end
-    return { 0, rem, at(st, st.n) + window - t, at(st, lo) + window - t, 0, 0, 0, 0, 0 }
+    return { 0, rem, st.la + window - t, at(st, lo) + window - t, 0, 0, 0, 0, 0 }
   elseif algo == 3 then
-    local q, r = tonumber(ARGV[base + 9]), tonumber(ARGV[base + 10])
     local a, f = st.x, st.y
     if st.alg == 3 and st.z ~= limit and f > 0 then
       -- The limit changed: re-express the fraction over the new limit, rounded up (later, so stricter).
@@ -307,7 +335,7 @@ local function ttl(st)
   local until_us
   if st.alg == 1 or st.alg == 2 then
     if st.n == 0 then return 0 end
-    until_us = at(st, st.n) + st.w
+    until_us = st.la + st.w
   elseif st.alg == 3 then
     until_us = st.x + 1
   elseif st.alg == 4 then
@@ -327,7 +355,9 @@ local function save(key, st)
     if st.exists then redis.call('DEL', key) end
     return
   end
-  redis.call('SET', key, st.gen .. '\0' .. pack(HF, st.alg, st.seen, st.w, st.x, st.y, st.z) .. st.s, 'PX', ms)
+  local tail = ''
+  if st.n > 0 then tail = pack('<dd', st.la, st.lc) end
+  redis.call('SET', key, st.gen .. '\0' .. pack(HF, st.alg, st.seen, st.w, st.x, st.y, st.z) .. st.s .. tail, 'PX', ms)
 end
 
 local n = #KEYS
@@ -335,11 +365,11 @@ if mode == 'u' then
   -- Undo (the slots already reserved of a cross-slot atomic batch that another slot refused): the arguments of
   -- each check as above plus the instant its units were recorded at (0: none). Removes exactly those units
   -- wherever later checks left them; units already gone (expired, reset) are not undone twice.
-  local undone = 0
+  local undone, pos = 0, 1
   for i = 1, n do
-    local base = 3 + (i - 1) * 11
-    local algo, limit, window, gen = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]), ARGV[base + 6]
-    local cost, rec = tonumber(ARGV[base + 7]), tonumber(ARGV[base + 11])
+    local algo, limit, window, _, _, cost, _, q, r, gen
+    algo, limit, window, _, _, cost, _, q, r, gen, pos = unpack(CHECK, ARGV[4], pos)
+    local rec = unpack('<d', ARGV[5], (i - 1) * 8 + 1)
     local st = load(KEYS[i])
     if st.exists and rec > 0 and cost > 0 and st.alg == algo and st.gen == gen then
       if algo == 1 or algo == 2 then
@@ -349,7 +379,7 @@ if mode == 'u' then
           if at(st, mid) >= rec then hi = mid else lo = mid + 1 end
         end
         if lo <= st.n and at(st, lo) == rec then
-          local out = { string.sub(st.s, 1, (lo - 1) * ES) }
+          local out = { string.sub(entries(st), 1, (lo - 1) * ES) }
           local prev = st.x
           if lo > 1 then prev = cum(st, lo - 1) end
           for j = lo, st.n do
@@ -359,13 +389,11 @@ if mode == 'u' then
               prev = c
             end
           end
-          st.s = table.concat(out)
-          st.n = #st.s / ES
+          setentries(st, table.concat(out))
           st.dirty = true
           undone = undone + 1
         end
       elseif algo == 3 and st.z == limit then
-        local q, r = tonumber(ARGV[base + 9]), tonumber(ARGV[base + 10])
         local a, f = st.x - q, st.y
         if f >= r then f = f - r else a, f = a - 1, f + (limit - r) end
         st.x, st.y = a, f
@@ -389,16 +417,17 @@ end
 local atomic = ARGV[3] == '1'
 local out = {}
 local commit = mode ~= 'n' -- "n": evaluate only (the later slots of a refused cross-slot batch)
+local pos = 1
 for i = 1, n do
-  local base = 3 + (i - 1) * 10
-  local d = decide(KEYS[i], base)
+  local algo, limit, window, res, floorus, cost, shadow, q, r, gen
+  algo, limit, window, res, floorus, cost, shadow, q, r, gen, pos = unpack(CHECK, ARGV[4], pos)
+  local d = decide(KEYS[i], algo, limit, window, res, floorus, cost, q, r, gen)
   local st = states[KEYS[i]]
-  local window = tonumber(ARGV[base + 3])
   if st.dirty or st.exists then
     if window > st.w then st.grown = true end
     st.w = window
   end
-  if d[1] == 0 and ARGV[base + 8] ~= '1' and atomic then commit = false end
+  if d[1] == 0 and shadow ~= 1 and atomic then commit = false end
   for j = 1, 9 do out[#out + 1] = d[j] end
 end
 if commit then

@@ -48,11 +48,13 @@ import (
 	"crypto/sha1"
 	"crypto/tls"
 	_ "embed"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
 	"math/bits"
 	"net"
 	"sort"
@@ -233,13 +235,18 @@ func (s *Store) now() string {
 	return strconv.FormatInt(s.clock.Now().UnixMicro(), 10)
 }
 
-var algoCode = map[domain.Algorithm]string{
-	domain.SlidingLog: "1", domain.SlidingWindow: "2", domain.TokenBucket: "3", domain.FixedWindow: "4",
+var algoCode = map[domain.Algorithm]byte{
+	domain.SlidingLog: 1, domain.SlidingWindow: 2, domain.TokenBucket: 3, domain.FixedWindow: 4,
 }
 
-// checkArgs appends the 10 script arguments of r (decide.lua's header lists them). A config policy's check
-// decides with the floor RegisterConfigPolicies keeps for it, when higher.
-func (s *Store) checkArgs(args []string, r domain.BucketRequest) []string {
+// checkSize is the packed size of one check but its generation's digits (decide.lua's CHECK).
+const checkSize = 1 + 5*8 + 1 + 2*8 + 1
+
+// appendCheck appends r packed as decide.lua's CHECK record (its header lists the fields): the numbers as
+// little-endian doubles, exact since the Limiter keeps every one below 2^53, and the generation in decimal,
+// NUL-terminated. A config policy's check decides with the floor RegisterConfigPolicies keeps for it, when
+// higher.
+func (s *Store) appendCheck(b []byte, r domain.BucketRequest) []byte {
 	if !r.Stored {
 		if f, ok := s.configFloors.Load(r.Policy); ok {
 			r.Floor = max(r.Floor, f.(int64))
@@ -247,11 +254,11 @@ func (s *Store) checkArgs(args []string, r domain.BucketRequest) []string {
 	}
 	code, ok := algoCode[r.Algorithm]
 	if !ok {
-		code = "1" // the Limiter validated the rule; "" (older callers) is the default, sliding_log
+		code = 1 // the Limiter validated the rule; "" (older callers) is the default, sliding_log
 	}
-	shadow := "0"
+	var shadow byte
 	if r.Shadow {
-		shadow = "1"
+		shadow = 1
 	}
 	window := r.Window.Microseconds()
 	var q, rem uint64
@@ -260,10 +267,35 @@ func (s *Store) checkArgs(args []string, r domain.BucketRequest) []string {
 		hi, lo := bits.Mul64(uint64(max(r.Cost, 1)), uint64(window))
 		q, rem = bits.Div64(hi, lo, uint64(r.Limit)) // hi < limit: cost ≤ limit keeps q ≤ window
 	}
-	return append(args, code, strconv.FormatInt(r.Limit, 10), strconv.FormatInt(window, 10),
-		strconv.FormatInt(r.Resolution.Microseconds(), 10), strconv.FormatInt(r.Floor, 10),
-		strconv.FormatInt(r.Generation, 10), strconv.FormatInt(r.Cost, 10), shadow,
-		strconv.FormatUint(q, 10), strconv.FormatUint(rem, 10))
+	b = append(b, code)
+	for _, v := range [...]int64{r.Limit, window, r.Resolution.Microseconds(), r.Floor, r.Cost} {
+		b = appendDouble(b, v)
+	}
+	b = append(b, shadow)
+	b = appendDouble(appendDouble(b, int64(q)), int64(rem))
+	return append(strconv.AppendInt(b, r.Generation, 10), 0)
+}
+
+// appendDouble appends v as a little-endian IEEE 754 double: exact for |v| < 2^53.
+func appendDouble(b []byte, v int64) []byte {
+	return binary.LittleEndian.AppendUint64(b, math.Float64bits(float64(v)))
+}
+
+// packChecks packs the checks rs[i] for i in idx (all of rs when idx is nil) as decide.lua's ARGV[4].
+func (s *Store) packChecks(rs []domain.BucketRequest, idx []int) string {
+	n := len(idx)
+	if idx == nil {
+		n = len(rs)
+	}
+	b := make([]byte, 0, n*(checkSize+4))
+	for j := range n {
+		i := j
+		if idx != nil {
+			i = idx[j]
+		}
+		b = s.appendCheck(b, rs[i])
+	}
+	return string(b)
 }
 
 // fitUnits is how many whole units fit in a slack of d - f/limit µs: floor((d × limit - f) / window), from 0 to
@@ -347,7 +379,7 @@ func (s *Store) execWait(ctx context.Context, keys, args []string) ([]int64, err
 
 // Decide implements domain.BucketStore in one round trip.
 func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
-	args := s.checkArgs(append(make([]string, 0, 13), "d", s.now(), "0"), r)
+	args := []string{"d", s.now(), "0", s.packChecks([]domain.BucketRequest{r}, nil)}
 	v, err := s.exec(ctx, []string{s.Key(r.Policy, r.Key)}, args, r.Cost > 0)
 	if err != nil {
 		return domain.Decision{}, s.fail("decide", err)
@@ -513,14 +545,11 @@ func (s *Store) decideGroup(ctx context.Context, rs []domain.BucketRequest, g gr
 // "n" (decide, record nothing), stores their decisions in ds and returns, per check, the instant its units were
 // recorded at (0 when none).
 func (s *Store) runGroup(ctx context.Context, rs []domain.BucketRequest, g group, mode, atomic string, ds []domain.Decision) ([]int64, error) {
-	args := make([]string, 0, 3+10*len(g.idx))
-	args = append(args, mode, s.now(), atomic)
 	writes := false
 	for _, i := range g.idx {
-		args = s.checkArgs(args, rs[i])
 		writes = writes || rs[i].Cost > 0
 	}
-	v, err := s.exec(ctx, g.keys, args, writes && mode == "d")
+	v, err := s.exec(ctx, g.keys, []string{mode, s.now(), atomic, s.packChecks(rs, g.idx)}, writes && mode == "d")
 	if err != nil {
 		return nil, err
 	}
@@ -539,11 +568,11 @@ func (s *Store) runGroup(ctx context.Context, rs []domain.BucketRequest, g group
 func (s *Store) undo(ctx context.Context, rs []domain.BucketRequest, reserved []reservation) error {
 	var first error
 	for _, res := range reserved {
-		args := make([]string, 0, 3+11*len(res.g.idx))
-		args = append(args, "u", s.now(), "0")
-		for j, i := range res.g.idx {
-			args = append(s.checkArgs(args, rs[i]), strconv.FormatInt(res.rec[j], 10))
+		recs := make([]byte, 0, 8*len(res.rec))
+		for _, rec := range res.rec {
+			recs = appendDouble(recs, rec)
 		}
+		args := []string{"u", s.now(), "0", s.packChecks(rs, res.g.idx), string(recs)}
 		// Undo must not be cut short by a caller that gave up: the units would stay reserved.
 		if _, err := s.exec(context.WithoutCancel(ctx), res.g.keys, args, false); err != nil && first == nil {
 			first = err
