@@ -6,7 +6,8 @@
 --
 -- KEYS[i]  the Redis key of check i (every key of one call is in one hash slot).
 -- ARGV[1]  mode: "d" decide, "n" decide but record nothing, "u" undo a reservation (see the end).
--- ARGV[2]  the instant in microseconds since the Unix epoch, or "" for the server clock (TIME).
+-- ARGV[2]  "" for the server clock (TIME), or (tests) the instant in microseconds since the Unix epoch, with
+--          "+<ms>" to set every expiry that much later (Options.ExpirySlack in store.go).
 -- ARGV[3]  "1" for an atomic call: record nothing unless every non-shadow check is admitted.
 -- ARGV[4]  the checks, one record per key, packed (struct format CHECK, little-endian; appendCheck in store.go):
 --   algo (byte: 1 sliding_log, 2 sliding_window, 3 token_bucket, 4 fixed_window), then as doubles limit,
@@ -42,12 +43,14 @@ local HS = 41  -- header bytes after the generation's NUL
 local HF = '<Bddddd'
 local CHECK = '<BdddddBdds'
 local mode = ARGV[1]
-local now
+local now, slack = 0, 0
 if ARGV[2] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 else
-  now = tonumber(ARGV[2])
+  local at, sl = string.match(ARGV[2], '^(%d+)%+?(%d*)$')
+  now = tonumber(at)
+  if sl ~= '' then slack = tonumber(sl) end
 end
 
 -- muldivrem returns floor(x × y / z) and the remainder, for integers 0 ≤ x, y < 2^53, 1 ≤ z < 2^53, whose
@@ -357,7 +360,7 @@ local function save(key, st)
   end
   local tail = ''
   if st.n > 0 then tail = pack('<dd', st.la, st.lc) end
-  redis.call('SET', key, st.gen .. '\0' .. pack(HF, st.alg, st.seen, st.w, st.x, st.y, st.z) .. st.s .. tail, 'PX', ms)
+  redis.call('SET', key, st.gen .. '\0' .. pack(HF, st.alg, st.seen, st.w, st.x, st.y, st.z) .. st.s .. tail, 'PX', ms + slack)
 end
 
 local n = #KEYS

@@ -101,6 +101,11 @@ type Options struct {
 	// Clock is test-only: nil (production) means the Redis server's clock decides. With a clock, every script is
 	// given its instant instead, so tests can move time without sleeping.
 	Clock domain.Clock
+	// ExpirySlack is test-only, with Clock: every key expires this much later than the clock says. Redis expires
+	// keys in real time while a test clock stands still between its jumps, so a key with a millisecond left on
+	// the test clock can vanish before the next check of a long-running test (a fuzz program). Zero keeps the
+	// exact expiry, which the TTL tests check.
+	ExpirySlack time.Duration
 	// Logger receives the store's own log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -114,6 +119,7 @@ type Store struct {
 	wait    int
 	waitFor time.Duration
 	clock   domain.Clock
+	slack   time.Duration
 	log     *slog.Logger
 	closeMu sync.Once
 	// configFloors: config policy name → floor (µs), set by RegisterConfigPolicies.
@@ -165,7 +171,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	s := &Store{
 		c: c, cluster: c.Mode() == rueidis.ClientModeCluster, prefix: o.Prefix, timeout: o.Timeout,
-		wait: o.WaitReplicas, waitFor: o.WaitTimeout, clock: o.Clock, log: o.Logger,
+		wait: o.WaitReplicas, waitFor: o.WaitTimeout, clock: o.Clock, slack: o.ExpirySlack, log: o.Logger,
 	}
 	if err := s.checkEviction(ctx); err != nil {
 		c.Close()
@@ -233,6 +239,14 @@ func (s *Store) now() string {
 		return ""
 	}
 	return strconv.FormatInt(s.clock.Now().UnixMicro(), 10)
+}
+
+// instant is decide.lua's ARGV[2]: now, and with ExpirySlack "+" and the slack in milliseconds.
+func (s *Store) instant() string {
+	if s.clock == nil || s.slack <= 0 {
+		return s.now()
+	}
+	return s.now() + "+" + strconv.FormatInt(s.slack.Milliseconds(), 10)
 }
 
 var algoCode = map[domain.Algorithm]byte{
@@ -379,7 +393,7 @@ func (s *Store) execWait(ctx context.Context, keys, args []string) ([]int64, err
 
 // Decide implements domain.BucketStore in one round trip.
 func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
-	args := []string{"d", s.now(), "0", s.packChecks([]domain.BucketRequest{r}, nil)}
+	args := []string{"d", s.instant(), "0", s.packChecks([]domain.BucketRequest{r}, nil)}
 	v, err := s.exec(ctx, []string{s.Key(r.Policy, r.Key)}, args, r.Cost > 0)
 	if err != nil {
 		return domain.Decision{}, s.fail("decide", err)
@@ -549,7 +563,7 @@ func (s *Store) runGroup(ctx context.Context, rs []domain.BucketRequest, g group
 	for _, i := range g.idx {
 		writes = writes || rs[i].Cost > 0
 	}
-	v, err := s.exec(ctx, g.keys, []string{mode, s.now(), atomic, s.packChecks(rs, g.idx)}, writes && mode == "d")
+	v, err := s.exec(ctx, g.keys, []string{mode, s.instant(), atomic, s.packChecks(rs, g.idx)}, writes && mode == "d")
 	if err != nil {
 		return nil, err
 	}
@@ -572,7 +586,7 @@ func (s *Store) undo(ctx context.Context, rs []domain.BucketRequest, reserved []
 		for _, rec := range res.rec {
 			recs = appendDouble(recs, rec)
 		}
-		args := []string{"u", s.now(), "0", s.packChecks(rs, res.g.idx), string(recs)}
+		args := []string{"u", s.instant(), "0", s.packChecks(rs, res.g.idx), string(recs)}
 		// Undo must not be cut short by a caller that gave up: the units would stay reserved.
 		if _, err := s.exec(context.WithoutCancel(ctx), res.g.keys, args, false); err != nil && first == nil {
 			first = err

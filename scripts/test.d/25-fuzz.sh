@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 FUZZTIME="${FUZZTIME:-3s}"
-PKGS=(./domain ./app ./adapters/httpapi)
+PKGS=(./domain ./app ./adapters/httpapi ./adapters/memory ./adapters/postgres ./adapters/redis)
 n=0
 for pkg in "${PKGS[@]}"; do
   targets=$(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true)
