@@ -108,8 +108,11 @@ func validateRedis(c Config, add func(path, format string, args ...any)) {
 }
 
 // DefaultRedisLanes is the number of coalescer lanes on a single Redis (or Sentinel's master) when redis.lanes is
-// 0. See docs/benchmarks.md ("Redis store").
-const DefaultRedisLanes = 4
+// 0. Two rather than four: fewer script calls for the same checks (each call costs Redis about 10 µs whatever it
+// decides) cut Redis and sluice CPU per decision by about 4 µs on 2 CPUs, and 2 served more than 4 in 9 of 10
+// same-run rounds; 1 serves less (docs/benchmarks.md, "Redis store", third session). Two calls in flight of up
+// to redisMaxBatch checks each still keep a replica far from waiting on one round trip.
+const DefaultRedisLanes = 2
 
 // redisMaxBatch bounds the checks of one laned script call: a script runs alone on its Redis server, so one call
 // must stay short (64 sliding_window checks take well under a millisecond of Redis time).

@@ -54,7 +54,7 @@ func TestSideBySide(t *testing.T) {
 		errors          int64
 	}
 	var results []result
-	rounds := 3
+	rounds := 10
 	if n, err := strconv.Atoi(os.Getenv("SLUICE_TEST_BENCH_REDIS_ROUNDS")); err == nil && n > 0 {
 		rounds = n
 	}
