@@ -337,7 +337,8 @@ var toolVariables = []string{
 	"SLUICE_TEST_FAILOVER_ROUNDS",    // adapters/redis: rounds of TestMasterKilledUnderLoad
 	"SLUICE_TEST_BENCH_REDIS",        // adapters/redis: TestSideBySide's duration per run
 	"SLUICE_TEST_BENCH_REDIS_LANES",  // adapters/redis: TestSideBySide's extra redis.lanes values (comma-separated)
-	"SLUICE_TEST_BENCH_REDIS_ROUNDS", // adapters/redis: TestSideBySide's rounds (default 3)
+	"SLUICE_TEST_BENCH_REDIS_ROUNDS", // adapters/redis: TestSideBySide's rounds (default 10)
+	"SLUICE_TEST_SCRIPT_TIME",        // adapters/redis: TestScriptTime's scripts to compare with decide.lua
 	"SLUICE_TEST_RATELIMIT_BIN",      // adapters/redis: a prebuilt envoyproxy/ratelimit service_cmd
 }
 
