@@ -69,7 +69,11 @@ func TestScriptTime(t *testing.T) {
 				}
 				args = []string{"d", s.now(), "0"}
 				if strings.Contains(srcs[script], "local CHECK =") {
-					args = append(args, s.packChecks(rs, nil))
+					var b []byte
+					for _, rq := range rs {
+						b = s.appendCheck(b, rq)
+					}
+					args = append(args, string(b))
 				} else {
 					for _, rq := range rs {
 						args = append(args, tenArgs(rq)...)

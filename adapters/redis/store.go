@@ -295,18 +295,10 @@ func appendDouble(b []byte, v int64) []byte {
 	return binary.LittleEndian.AppendUint64(b, math.Float64bits(float64(v)))
 }
 
-// packChecks packs the checks rs[i] for i in idx (all of rs when idx is nil) as decide.lua's ARGV[4].
+// packChecks packs the checks rs[i] for i in idx as decide.lua's ARGV[4].
 func (s *Store) packChecks(rs []domain.BucketRequest, idx []int) string {
-	n := len(idx)
-	if idx == nil {
-		n = len(rs)
-	}
-	b := make([]byte, 0, n*(checkSize+4))
-	for j := range n {
-		i := j
-		if idx != nil {
-			i = idx[j]
-		}
+	b := make([]byte, 0, len(idx)*(checkSize+4))
+	for _, i := range idx {
 		b = s.appendCheck(b, rs[i])
 	}
 	return string(b)
@@ -393,7 +385,7 @@ func (s *Store) execWait(ctx context.Context, keys, args []string) ([]int64, err
 
 // Decide implements domain.BucketStore in one round trip.
 func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
-	args := []string{"d", s.instant(), "0", s.packChecks([]domain.BucketRequest{r}, nil)}
+	args := []string{"d", s.instant(), "0", string(s.appendCheck(make([]byte, 0, checkSize+4), r))}
 	v, err := s.exec(ctx, []string{s.Key(r.Policy, r.Key)}, args, r.Cost > 0)
 	if err != nil {
 		return domain.Decision{}, s.fail("decide", err)

@@ -95,19 +95,7 @@ func Fuzz(f *testing.F, open OpenStore) {
 				rs = []domain.BucketRequest{check(key, cost, false), check(key, int64(amount)%(p.Limit+1), op&64 != 0)}
 				atomicBatch = true
 			case 6: // a policy change, as a policy store makes it
-				old := p
-				switch amount % 3 {
-				case 0:
-					p.Limit = max(1, min(old.Limit+int64(c%5)-2, domain.MaxLimit))
-				case 1:
-					p.Window = time.Duration(1+int(c)%60) * time.Second
-					p.Resolution = 0
-					p = p.WithDefaults()
-					p.Floor = domain.NextFloor(old, now)
-				case 2:
-					p.Generation++
-					p.Floor = 0
-				}
+				p = changePolicy(p, int(amount%3), int64(c%5)-2, time.Duration(1+int(c)%60)*time.Second, now)
 				continue
 			case 7: // two keys, atomic
 				rs = []domain.BucketRequest{check(key, cost, false), check(keys[(int(op>>3)+1)%len(keys)], int64(amount)%(p.Limit+1), false)}

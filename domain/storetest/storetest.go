@@ -432,21 +432,7 @@ func testModel(t *testing.T, newStore NewStore) {
 				now := clock.Now().UnixMicro()
 				i := rng.IntN(len(policies))
 				if rng.IntN(40) == 0 { // a policy change
-					old := policies[i]
-					p := old
-					switch rng.IntN(3) {
-					case 0:
-						p.Limit = max(1, old.Limit+int64(rng.IntN(5))-2)
-					case 1:
-						p.Window = time.Duration(1+rng.IntN(8)) * time.Second
-						p.Resolution = 0
-						p = p.WithDefaults()
-						p.Floor = domain.NextFloor(old, now)
-					case 2:
-						p.Generation++
-						p.Floor = 0
-					}
-					policies[i] = p
+					policies[i] = changePolicy(policies[i], rng.IntN(3), int64(rng.IntN(5))-2, time.Duration(1+rng.IntN(8))*time.Second, now)
 				}
 				p := policies[i]
 				key := fmt.Sprint("k", rng.IntN(3))
@@ -461,6 +447,26 @@ func testModel(t *testing.T, newStore NewStore) {
 			}
 		})
 	}
+}
+
+// changePolicy is old changed as a policy store changes it (kind 0: the limit by delta, within 1 to MaxLimit; 1:
+// the window, with the floor that keeps units that had stopped counting from counting again; 2: re-created, a new
+// generation) at instant now.
+func changePolicy(old domain.Policy, kind int, delta int64, window time.Duration, now int64) domain.Policy {
+	p := old
+	switch kind {
+	case 0:
+		p.Limit = max(1, min(old.Limit+delta, domain.MaxLimit))
+	case 1:
+		p.Window = window
+		p.Resolution = 0
+		p = p.WithDefaults()
+		p.Floor = domain.NextFloor(old, now)
+	case 2:
+		p.Generation++
+		p.Floor = 0
+	}
+	return p
 }
 
 func testRaceAlgorithms(t *testing.T, newStore NewStore) {
