@@ -6,12 +6,83 @@ import (
 	"time"
 )
 
-// The algorithm seam. Bucket is one (policy, key)'s state under any algorithm, and Decide is the only place that
-// knows which algorithm runs: it dispatches to the algorithm's step (slidinglog.go for sliding_log and
-// sliding_window, tokenbucket.go, fixedwindow.go). Every step is pure arithmetic on the state, the instant and
-// the rule, in unix microseconds, with the same integer rounding as the SQL functions of migrations/ and the
-// scripts of adapters/redis, so every store gives identical decisions. Adding an algorithm is a file with its
-// step, a case below, and its state's conversion in convert.
+// The algorithm seam. Every algorithm is one row of algorithmTable: its name, the code the Redis script knows it
+// by, whether its worst case is a burst (about 2 × limit in one window), and its pure functions on a Bucket: the
+// step (slidinglog.go, tokenbucket.go, fixedwindow.go), the units its state still counts (for a change of
+// algorithm), how to hold units given in a number, and when its state is empty. Decide is the only caller of the
+// rows; Algorithms and every name list are derived from the table. Every step is pure arithmetic on the state, the
+// instant and the rule, in unix microseconds, with the same integer rounding as the SQL functions of migrations/
+// and the script of adapters/redis, so every store gives identical decisions (domain/storetest holds them to it).
+//
+// Adding an algorithm is a row here with its step file, its model in algorithm_test.go, its SQL step and its Lua
+// step; TestAlgorithmTableAcrossRuntimes (main_test.go) fails until the OpenAPI enum, the Helm schema, the SQL
+// dispatch and the Lua codes name it.
+
+// algorithmRow is one algorithm in the table.
+type algorithmRow struct {
+	name Algorithm
+	// code is the algorithm's number in the Redis script's checks and values (adapters/redis/decide.lua).
+	code byte
+	// burst: the worst case in one window is about 2 × limit (a burst then a refill, or the end of one window
+	// and the start of the next), not the limit.
+	burst bool
+	// resolution: the algorithm records at instants rounded up to a resolution (Rule.Resolution), which policies
+	// must then set (the default is window/60); other algorithms take none.
+	resolution bool
+	// step decides one check at now under r on b, which is empty or holds this algorithm's state of r's
+	// generation; an admission (cost > 0) records.
+	step func(b *Bucket, now int64, r Rule, cost int64) Decision
+	// units reports how many units b (this algorithm's state) still counts at now under r and the instant they
+	// were recorded at, for a change of algorithm or of a token bucket's rate. It changes nothing.
+	units func(b *Bucket, now int64, r Rule) (n, at int64)
+	// hold makes the empty b hold n ≥ 1 units recorded at instant at (≤ now), under r, at now.
+	hold func(b *Bucket, now int64, r Rule, n, at int64)
+	// empty reports whether nothing in b counts at now under a window of w µs (the key may be dropped).
+	empty func(b *Bucket, now, w int64) bool
+}
+
+var algorithmTable = [...]algorithmRow{
+	{name: SlidingLog, code: 1, step: stepSlidingLog, units: logUnits, hold: holdSlidingLog, empty: logEmpty},
+	{name: SlidingWindow, code: 2, resolution: true, step: stepSlidingWindow, units: logUnits, hold: holdSlidingWindow, empty: logEmpty},
+	{name: TokenBucket, code: 3, burst: true, step: stepTokenBucket, units: tokenBucketUnits, hold: holdTokenBucket, empty: tokenBucketEmpty},
+	{name: FixedWindow, code: 4, burst: true, step: stepFixedWindow, units: fixedWindowUnits, hold: holdFixedWindow, empty: fixedWindowEmpty},
+}
+
+// Algorithms lists every algorithm, in the table's order (the order documentation and messages name them).
+var Algorithms = func() []Algorithm {
+	as := make([]Algorithm, len(algorithmTable))
+	for i, row := range algorithmTable {
+		as[i] = row.name
+	}
+	return as
+}()
+
+func algorithmRowOf(a Algorithm) *algorithmRow {
+	for i := range algorithmTable {
+		if algorithmTable[i].name == a {
+			return &algorithmTable[i]
+		}
+	}
+	return nil
+}
+
+// Known reports whether a is in the algorithm table.
+func (a Algorithm) Known() bool { return algorithmRowOf(a) != nil }
+
+// Code is a's number in the Redis script (0 for an algorithm outside the table).
+func (a Algorithm) Code() byte {
+	if row := algorithmRowOf(a); row != nil {
+		return row.code
+	}
+	return 0
+}
+
+// Bursts reports whether a's worst case in one window is about 2 × limit rather than the limit
+// (shared/design.md's table).
+func (a Algorithm) Bursts() bool {
+	row := algorithmRowOf(a)
+	return row != nil && row.burst
+}
 
 // Bucket is the state of one (policy, key). The zero value is empty. A Bucket is not safe for concurrent use:
 // stores serialise access per key.
@@ -19,123 +90,103 @@ type Bucket struct {
 	alg Algorithm // the algorithm that wrote the state ("" = empty)
 	gen int64     // the policy generation that wrote it
 	log windowLog // sliding_log, sliding_window
-	// token_bucket: the theoretical arrival time tat = a + f/c µs, 0 ≤ f < c, where c is the limit that wrote it.
+	// token_bucket: the theoretical arrival time tat = a + f/c µs, 0 ≤ f < c, where c and w (µs) are the limit
+	// and window that wrote it.
 	// fixed_window: a = the instant of the newest admission, f = units admitted in its window.
-	a, f, c int64
+	a, f, c, w int64
 }
 
 // Decide applies one check at now (unix µs) under rule r and returns the decision; an admission records cost
-// (a peek, cost 0, and a denial record nothing). r must satisfy Policy.Validate and cost be in [0, r.Limit].
+// (a peek, cost 0, and a denial record nothing and change nothing). r must satisfy Policy.Validate and cost be
+// in [0, r.Limit]; an algorithm outside the table is decided as StatusInvalidRule, never by a default.
 //
-// State written under another generation of the policy does not count. State written by another algorithm (the
-// policy's algorithm changed) is converted first, conservatively: its units still counting are taken as recorded
-// at its newest instant, so a change of algorithm never admits more than either algorithm would.
+// State written under another generation of the policy does not count. State written by another algorithm, or
+// a token bucket written at another rate (limit or window), is converted: the units it still counts (a token
+// bucket's under the limit and window that wrote it, never capped by the new limit) are held under r, as
+// recorded at their newest instant (a token bucket's, and a fixed window's, at now), so no change of policy
+// loses a unit that still counts. The conversion is made on a copy and kept only when the check records: a
+// denial or a peek leaves the state as it was, so every store decides alike whatever sequence of changes and
+// checks it sees.
 func (b *Bucket) Decide(now int64, r Rule, cost int64) Decision {
-	if b.alg != "" && (b.gen != r.Generation || b.alg != r.Algorithm) {
-		b.convert(now, r)
+	row := algorithmRowOf(r.Algorithm)
+	if row == nil {
+		return Decision{Status: StatusInvalidRule, Limit: r.Limit}
 	}
-	var d Decision
-	window := int64(r.Window / time.Microsecond)
-	switch r.Algorithm {
-	case SlidingLog:
-		d = b.log.decide(now, now, cost, r.Limit, window, r.Floor)
-	case SlidingWindow:
-		d = b.log.decide(now, ceilTo(now, int64(r.Resolution/time.Microsecond)), cost, r.Limit, window, r.Floor)
-	case TokenBucket:
-		d = b.tokenBucket(now, cost, r.Limit, window)
-	case FixedWindow:
-		d = b.fixedWindow(now, cost, r.Limit, window, r.Floor)
+	if b.alg == "" || b.current(r) {
+		d := row.step(b, now, r, cost)
+		if b.alg == "" && cost > 0 && d.Allowed {
+			b.alg, b.gen = r.Algorithm, r.Generation
+		}
+		return d
 	}
-	if b.alg == "" && cost > 0 && d.Allowed {
-		b.alg, b.gen = r.Algorithm, r.Generation
+	view := b.converted(now, r, row)
+	d := row.step(&view, now, r, cost)
+	if cost > 0 && d.Allowed {
+		view.alg, view.gen = r.Algorithm, r.Generation
+		*b = view
 	}
 	return d
+}
+
+// current reports whether the (non-empty) state was written under r's generation and algorithm, and for a token
+// bucket at r's rate: r's step applies to it as it is.
+func (b *Bucket) current(r Rule) bool {
+	if b.gen != r.Generation || b.alg != r.Algorithm {
+		return false
+	}
+	return b.alg != TokenBucket || (b.c == r.Limit && b.w == int64(r.Window/time.Microsecond))
+}
+
+// converted returns a new Bucket holding, under r, the units b still counts at now (none for another
+// generation). b is not changed.
+func (b *Bucket) converted(now int64, r Rule, row *algorithmRow) Bucket {
+	var v Bucket
+	if b.gen != r.Generation {
+		return v
+	}
+	old := algorithmRowOf(b.alg)
+	if old == nil {
+		return v // unreachable: b.alg was set from a rule Decide accepted
+	}
+	n, at := old.units(b, now, r)
+	if n <= 0 {
+		return v
+	}
+	row.hold(&v, now, r, min(n, MaxLimit), at)
+	v.alg, v.gen = r.Algorithm, r.Generation
+	return v
 }
 
 // Empty reports whether nothing in the state can count at now any more (the key may be dropped). window is the
 // window the state was last decided with.
 func (b *Bucket) Empty(now int64, window time.Duration) bool {
-	w := int64(window / time.Microsecond)
-	switch b.alg {
-	case SlidingLog, SlidingWindow:
-		b.log.expire(now - w)
-		return b.log.n == 0
-	case TokenBucket:
-		return b.a < now || (b.a == now && b.f == 0)
-	case FixedWindow:
-		return b.a < floorTo(now, w)
-	}
-	return true
+	row := algorithmRowOf(b.alg)
+	return row == nil || row.empty(b, now, int64(window/time.Microsecond))
 }
 
 // Len reports how many entries the state holds (the log's; one for the other algorithms), for memory accounting.
 func (b *Bucket) Len() int {
 	switch b.alg {
-	case SlidingLog, SlidingWindow:
-		return b.log.n
 	case "":
 		return 0
+	case SlidingLog, SlidingWindow:
+		return b.log.n
 	}
 	return 1
 }
 
-// convert turns state written under another generation (dropped) or another algorithm into r's algorithm.
-func (b *Bucket) convert(now int64, r Rule) {
-	var units, at int64
-	window := int64(r.Window / time.Microsecond)
-	if b.gen == r.Generation {
-		switch b.alg {
-		case SlidingLog, SlidingWindow:
-			units, at = b.log.units(max(now-window, r.Floor))
-		case TokenBucket:
-			// Units outstanding under r's emission interval: ceil((tat - now) × limit / window).
-			if b.a > now || (b.a == now && b.f > 0) {
-				d := b.a - now
-				if b.f > 0 {
-					d++
-				}
-				units = min(mulDivCeil(d, r.Limit, window), r.Limit)
-				at = now
-			}
-		case FixedWindow:
-			if b.a > max(now-window, r.Floor) {
-				units, at = b.f, b.a
-			}
-		}
-	}
-	b.log.reset()
-	b.alg, b.gen, b.a, b.f, b.c = "", 0, 0, 0, 0
-	if units <= 0 {
-		return
-	}
-	units = min(units, MaxLimit)
-	b.alg, b.gen = r.Algorithm, r.Generation
-	switch r.Algorithm {
-	case SlidingLog:
-		b.log.record(at, units)
-	case SlidingWindow:
-		b.log.record(ceilTo(at, int64(r.Resolution/time.Microsecond)), units)
-	case TokenBucket:
-		// As if the units were emitted back to back from now: tat = now + units × window / limit.
-		q, rem := mulDivRem(units, window, r.Limit)
-		b.a, b.f, b.c = now+q, rem, r.Limit
-	case FixedWindow:
-		b.a, b.f = at, units
-	}
-}
-
 // Mark is a point to roll a Bucket back to, for all-or-nothing multi-checks.
 type Mark struct {
-	alg     Algorithm
-	gen     int64
-	a, f, c int64
-	log     windowLog // the log as it was: restored whole if Decide replaced it (a conversion)
-	lm      logMark
+	alg        Algorithm
+	gen        int64
+	a, f, c, w int64
+	log        windowLog // the log as it was: restored whole if Decide replaced it (a conversion)
+	lm         logMark
 }
 
 // Mark returns the state's current point, for Rollback.
 func (b *Bucket) Mark() Mark {
-	return Mark{alg: b.alg, gen: b.gen, a: b.a, f: b.f, c: b.c, log: b.log, lm: b.log.mark()}
+	return Mark{alg: b.alg, gen: b.gen, a: b.a, f: b.f, c: b.c, w: b.w, log: b.log, lm: b.log.mark()}
 }
 
 // Rollback undoes what Decide recorded since m was taken.
@@ -146,7 +197,7 @@ func (b *Bucket) Rollback(m Mark) {
 		b.log = m.log
 	}
 	b.log.rollback(m.lm)
-	b.alg, b.gen, b.a, b.f, b.c = m.alg, m.gen, m.a, m.f, m.c
+	b.alg, b.gen, b.a, b.f, b.c, b.w = m.alg, m.gen, m.a, m.f, m.c, m.w
 }
 
 func sameRing(x, y []entry) bool {
@@ -158,6 +209,10 @@ func sameRing(x, y []entry) bool {
 
 // floorTo rounds t down to a multiple of w (t ≥ 0, w ≥ 1).
 func floorTo(t, w int64) int64 { return t - t%w }
+
+// cutoff is the expiry rule at now under r: a unit recorded at or before it does not count (its age reached
+// the window, or a change of window or algorithm had stopped it: the floor).
+func cutoff(now int64, r Rule) int64 { return max(now-int64(r.Window/time.Microsecond), r.Floor) }
 
 // mulDivRem returns (x × y) / z and its remainder, for x, y ≥ 0 and z ≥ 1, without overflow in the product; the
 // quotient saturates at MaxInt64 (never reached by the rules' bounds: x ≤ 2^53, y ≤ 31 d in µs, z ≥ 1).
@@ -195,17 +250,21 @@ func NextFloor(old Policy, now int64) int64 {
 	return max(old.Floor, f)
 }
 
-// Status says whether a store could decide a check at all. It is StatusOK unless the store holds the policy
-// itself (BucketRequest.Stored) and its copy refuses the check; a refused check records nothing, fails no other
-// check of its batch, and makes an atomic batch record nothing.
+// Status says whether a store could decide a check at all. A check that is not StatusOK records nothing, fails
+// no other check of its batch, and makes an atomic batch record nothing.
 type Status uint8
 
 const (
 	StatusOK Status = iota
-	// StatusPolicyNotFound: the store has no such policy (deleted through another replica).
+	// StatusPolicyNotFound: the store holds the policy itself (BucketRequest.Stored) and has no such policy
+	// (deleted through another replica).
 	StatusPolicyNotFound
 	// StatusCostOverLimit: the cost exceeds the store's limit of the policy (lowered through another replica).
 	StatusCostOverLimit
+	// StatusInvalidRule: the store cannot decide the rule: its algorithm is not in the store's table (a replica
+	// or a database older than the policy), or the stored state's is not. The Limiter treats it as a store
+	// failure (the policy's failure_mode), never as a decision.
+	StatusInvalidRule
 )
 
 // Decision is the answer to one check. A denial is a Decision with Allowed false, never an error.

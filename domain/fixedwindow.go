@@ -1,14 +1,17 @@
 package domain
 
-// fixedWindow is fixed_window's step (shared/design.md): windows start at floor(now / window) × window from the
-// Unix epoch, as envoyproxy/ratelimit counts. The state is the newest admission's instant (a) and the units
+import "time"
+
+// stepFixedWindow is fixed_window's step (shared/design.md): windows start at floor(now / window) × window from
+// the Unix epoch, as envoyproxy/ratelimit counts. The state is the newest admission's instant (a) and the units
 // admitted in its window (f); they count while that instant is in the current window and after the floor.
 // reset_after is the time to the window's end; retry_after is reset_after when denied.
-func (b *Bucket) fixedWindow(now, cost, limit, window, floor int64) Decision {
+func stepFixedWindow(b *Bucket, now int64, r Rule, cost int64) Decision {
+	limit, window := r.Limit, int64(r.Window/time.Microsecond)
 	need := max(cost, 1) // a peek reports what a cost-1 check would get
 	start := floorTo(now, window)
 	var used int64
-	if b.alg == FixedWindow && b.a >= start && b.a > floor {
+	if b.a >= start && b.a > r.Floor {
 		used = b.f
 	}
 	d := Decision{Limit: limit, Allowed: used <= limit-need, ResetAfter: micros(start + window - now)}
@@ -23,3 +26,17 @@ func (b *Bucket) fixedWindow(now, cost, limit, window, floor int64) Decision {
 	d.RetryAfter = d.ResetAfter
 	return d
 }
+
+// fixedWindowUnits: the window's units, while its newest admission is after the cutoff.
+func fixedWindowUnits(b *Bucket, now int64, r Rule) (n, at int64) {
+	if b.a > cutoff(now, r) {
+		return b.f, b.a
+	}
+	return 0, 0
+}
+
+// holdFixedWindow counts the units in the current window, as admitted at now: held at their own instant, units
+// recorded before the window began would not count at all.
+func holdFixedWindow(b *Bucket, now int64, _ Rule, n, _ int64) { b.a, b.f = now, n }
+
+func fixedWindowEmpty(b *Bucket, now, w int64) bool { return b.a < floorTo(now, w) }

@@ -71,6 +71,28 @@ func FuzzBucketDecide(f *testing.F) {
 	})
 }
 
+// FuzzBucketChanges drives a Bucket through checks and policy changes chosen by the input (limits, windows,
+// algorithms, generations, with the floors a policy store sets) and requires every decision's fields to be sane
+// and the change bound of change_test.go to hold: no sequence of changes lets a key past it.
+func FuzzBucketChanges(f *testing.F) {
+	f.Add([]byte{0, 3, 2, 1, 4, 0, 0, 7, 1, 2, 3, 1, 0, 4, 4, 4, 0, 1, 2})
+	f.Add([]byte{2, 7, 4, 3, 0, 0, 0, 0, 1, 1, 1, 4, 0, 2, 2, 0, 3, 7, 7, 7, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, prog []byte) {
+		if len(prog) > 2000 {
+			prog = prog[:2000]
+		}
+		i := 0
+		pick := func(n int) int {
+			if n <= 1 || i >= len(prog) {
+				return 0
+			}
+			i++
+			return int(prog[i-1]) % n
+		}
+		runChanges(t, 0, len(prog)/3, pick)
+	})
+}
+
 // FuzzBucketRollback checks Mark/Rollback (all-or-nothing multi-checks) for every algorithm, across algorithm
 // and generation changes inside a batch: after any checks and a rollback, a peek sees exactly what it saw before.
 func FuzzBucketRollback(f *testing.F) {

@@ -169,6 +169,9 @@ func (s *Service) Check(ctx context.Context, r CheckRequest) (Result, error) {
 	if err != nil && callerGone(ctx) {
 		return Result{}, ctx.Err()
 	}
+	if err == nil && d.Status == StatusInvalidRule {
+		err = errUndecidable(p.Algorithm)
+	}
 	s.obs.StoreCall("decide", s.clock.Now().Sub(start), err)
 	if err != nil {
 		return s.failed(p, r.Key, err)
@@ -177,6 +180,12 @@ func (s *Service) Check(ctx context.Context, r CheckRequest) (Result, error) {
 		return Result{}, refused(p, r.Cost, d, "")
 	}
 	return s.finish(p, r.Key, d), nil
+}
+
+// errUndecidable is the store failure of a check whose algorithm the store cannot decide (StatusInvalidRule):
+// a store older than the policy fails it, and the policy's failure_mode answers, as for any store failure.
+func errUndecidable(a Algorithm) error {
+	return fmt.Errorf("the store cannot decide algorithm %q (not in its algorithm table)", a)
 }
 
 // refused is the error of a check the store refused (BucketRequest.Stored): its copy of the policy is newer than
@@ -278,6 +287,11 @@ func (s *Service) decideMany(ctx context.Context, ps []Policy, brs []BucketReque
 	ds, err := s.store.DecideBatch(ctx, brs, atomic)
 	if err != nil && callerGone(ctx) {
 		return nil, false, ctx.Err()
+	}
+	for i := range ds {
+		if err == nil && ds[i].Status == StatusInvalidRule {
+			err = errUndecidable(ps[i].Algorithm)
+		}
 	}
 	s.obs.StoreCall("decide_batch", s.clock.Now().Sub(start), err)
 	results := make([]Result, len(brs))

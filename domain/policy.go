@@ -12,7 +12,8 @@ import (
 // Algorithm names how a policy counts.
 type Algorithm string
 
-// The algorithms (shared/design.md defines each; domain/algorithm.go holds their steps).
+// The algorithms (shared/design.md defines each; algorithmTable in domain/algorithm.go lists them with their
+// steps, and Algorithms is derived from it).
 const (
 	// SlidingLog is exact: it keeps the instant of every admitted unit, so any interval of one window holds at
 	// most limit units. State: up to limit entries. The default.
@@ -25,9 +26,6 @@ const (
 	// FixedWindow counts units in epoch-aligned windows, as envoyproxy/ratelimit does: one count of state.
 	FixedWindow Algorithm = "fixed_window"
 )
-
-// Algorithms lists every algorithm, in the order documentation and error messages name them.
-var Algorithms = []Algorithm{SlidingLog, SlidingWindow, TokenBucket, FixedWindow}
 
 // FailureMode is what a check gets when the store cannot answer in time.
 type FailureMode string
@@ -93,7 +91,7 @@ func (p Policy) WithDefaults() Policy {
 	if p.FailureMode == "" {
 		p.FailureMode = FailDeny
 	}
-	if p.Algorithm == SlidingWindow && p.Resolution == 0 {
+	if row := algorithmRowOf(p.Algorithm); row != nil && row.resolution && p.Resolution == 0 {
 		p.Resolution = DefaultResolution(p.Window)
 	}
 	return p
@@ -126,17 +124,15 @@ func (p Policy) validateInto(v *ValidationError, prefix string) {
 	if p.Window%time.Millisecond != 0 {
 		v.Add(prefix+"window", "must be a whole number of milliseconds")
 	}
-	switch p.Algorithm {
-	case SlidingLog, TokenBucket, FixedWindow:
-		if p.Resolution != 0 {
-			v.Add(prefix+"resolution", fmt.Sprintf("applies to sliding_window only, not to %s", p.Algorithm))
-		}
-	case SlidingWindow:
+	switch row := algorithmRowOf(p.Algorithm); {
+	case row == nil:
+		v.Add(prefix+"algorithm", fmt.Sprintf("must be one of %s, got %q", AlgorithmNames(), p.Algorithm))
+	case row.resolution:
 		if p.Resolution < MinResolution || p.Resolution > p.Window || p.Resolution%time.Millisecond != 0 {
 			v.Add(prefix+"resolution", fmt.Sprintf("must be a whole number of milliseconds from 1ms to the window (%s), got %s", FormatDuration(p.Window), FormatDuration(p.Resolution)))
 		}
-	default:
-		v.Add(prefix+"algorithm", fmt.Sprintf("must be one of %s, got %q", AlgorithmNames(), p.Algorithm))
+	case p.Resolution != 0:
+		v.Add(prefix+"resolution", fmt.Sprintf("applies to sliding_window only, not to %s", p.Algorithm))
 	}
 	switch p.FailureMode {
 	case FailDeny, FailAllow:

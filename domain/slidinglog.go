@@ -6,6 +6,29 @@ import "time"
 // runs of admitted units with the instant each was recorded at, and differ only in that instant (the check's own
 // instant, or that instant rounded up to the resolution). See shared/design.md.
 
+func stepSlidingLog(b *Bucket, now int64, r Rule, cost int64) Decision {
+	return b.log.decide(now, now, cost, r.Limit, int64(r.Window/time.Microsecond), r.Floor)
+}
+
+func stepSlidingWindow(b *Bucket, now int64, r Rule, cost int64) Decision {
+	return b.log.decide(now, ceilTo(now, int64(r.Resolution/time.Microsecond)), cost, r.Limit, int64(r.Window/time.Microsecond), r.Floor)
+}
+
+// logUnits: the units recorded after the cutoff, at the newest entry's instant.
+func logUnits(b *Bucket, now int64, r Rule) (n, at int64) { return b.log.counting(cutoff(now, r)) }
+
+func holdSlidingLog(b *Bucket, _ int64, _ Rule, n, at int64) { b.log.record(at, n) }
+
+// holdSlidingWindow records the units at their instant rounded up to the resolution, as the step records.
+func holdSlidingWindow(b *Bucket, _ int64, r Rule, n, at int64) {
+	b.log.record(ceilTo(at, int64(r.Resolution/time.Microsecond)), n)
+}
+
+func logEmpty(b *Bucket, now, w int64) bool {
+	b.log.expire(now - w)
+	return b.log.n == 0
+}
+
 // entry is a run of units recorded at one instant. cum counts the units recorded by this log up to and including
 // this entry, so the units in any suffix of the log are a subtraction and the instant at which enough units have
 // left the window is a binary search: O(log n) per decision, never O(limit).
@@ -177,18 +200,26 @@ func (l *windowLog) rollback(m logMark) {
 	l.head, l.base = 0, 0
 }
 
-// units reports the units that still count at cutoff and the newest instant, for converting the state to another
-// algorithm.
-func (l *windowLog) units(cutoff int64) (n, newest int64) {
-	l.expire(cutoff)
-	if l.n == 0 {
+// counting reports the units recorded after cut and the newest entry's instant, changing nothing.
+func (l *windowLog) counting(cut int64) (n, newest int64) {
+	lo, hi := 0, l.n // the first entry recorded after cut: instants increase
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if l.at(mid).at > cut {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	if lo == l.n {
 		return 0, 0
 	}
-	return l.used(), l.at(l.n - 1).at
+	before := l.base
+	if lo > 0 {
+		before = l.at(lo - 1).cum
+	}
+	return l.at(l.n-1).cum - before, l.at(l.n - 1).at
 }
-
-// reset empties the log into a fresh ring, leaving the old ring's entries untouched (a rollback may restore it).
-func (l *windowLog) reset() { *l = windowLog{} }
 
 // ceilTo rounds t up to a multiple of res (both µs, t ≥ 0, res ≥ 1).
 func ceilTo(t, res int64) int64 {

@@ -1,25 +1,25 @@
 package domain
 
-import "math/bits"
+import (
+	"math/bits"
+	"time"
+)
 
-// tokenBucket is token_bucket's step (GCRA, shared/design.md): limit is the bucket size, refilled fully in one
-// window, so the emission interval is T = window / limit µs, kept exact as a fraction of 1/limit µs. At now:
+// stepTokenBucket is token_bucket's step (GCRA, shared/design.md): limit is the bucket size, refilled fully in
+// one window, so the emission interval is T = window / limit µs, kept exact as a fraction of 1/limit µs. At now:
 // t0 = max(tat, now), next = t0 + cost × T, allowed = next - now ≤ window; if allowed (and not a peek) tat =
 // next. Every rounding errs toward denial: retry_after and reset_after round up to whole microseconds, remaining
-// rounds down.
-func (b *Bucket) tokenBucket(now, cost, limit, window int64) Decision {
+// rounds down. b holds state written at r's rate (Decide converts any other first), and an admission records the
+// rate with it.
+func stepTokenBucket(b *Bucket, now int64, r Rule, cost int64) Decision {
+	limit, window := r.Limit, int64(r.Window/time.Microsecond)
 	need := max(cost, 1) // a peek reports what a cost-1 check would get
 	a, f := b.a, b.f
-	if b.alg == TokenBucket && b.c != limit && f > 0 {
-		// The limit changed: re-express the fraction over the new limit, rounded up (later, so stricter).
-		f = mulDivCeil(f, limit, b.c)
-		a, f = a+f/limit, f%limit
-	}
 	if a < now || (a == now && f == 0) {
 		a, f = now, 0
 	}
-	q, r := mulDivRem(need, window, limit)
-	na, nf := a+q, f+r
+	q, rem := mulDivRem(need, window, limit)
+	na, nf := a+q, f+rem
 	if nf >= limit {
 		na, nf = na+1, nf-limit
 	}
@@ -28,7 +28,7 @@ func (b *Bucket) tokenBucket(now, cost, limit, window int64) Decision {
 		d.Remaining = fitUnits(now+window-na, nf, limit, window)
 		d.ResetAfter = micros(ceilMicros(na-now, nf))
 		if cost > 0 {
-			b.a, b.f, b.c = na, nf, limit
+			b.a, b.f, b.c, b.w = na, nf, limit, window
 		}
 		return d
 	}
@@ -37,6 +37,37 @@ func (b *Bucket) tokenBucket(now, cost, limit, window int64) Decision {
 	d.RetryAfter = micros(ceilMicros(na-window-now, nf))
 	return d
 }
+
+// tokenBucketUnits: the units still outstanding at now, counted at the rate that wrote them (c units per w µs),
+// never at a new rate: ceil(d × c / w) for the time d until tat, rounded up to a whole microsecond; recorded at
+// now.
+func tokenBucketUnits(b *Bucket, now int64, _ Rule) (n, at int64) {
+	if b.a < now || (b.a == now && b.f == 0) {
+		return 0, 0
+	}
+	d := b.a - now
+	if b.f > 0 {
+		d++
+	}
+	return mulDivCeil(d, b.c, max(b.w, 1)), now
+}
+
+// maxTatLead bounds how far past now a conversion puts tat (2^43 µs, about 101 days, past any window): units
+// that far out deny whatever their exact number, and every runtime keeps tat below 2^53.
+const maxTatLead = 1 << 43
+
+// holdTokenBucket makes the bucket hold n units emitted back to back from now at r's rate: tat = now + n × window
+// / limit, exactly (not capped by the limit: more units than the limit deny until they have drained).
+func holdTokenBucket(b *Bucket, now int64, r Rule, n, _ int64) {
+	window := int64(r.Window / time.Microsecond)
+	q, rem := mulDivRem(n, window, r.Limit)
+	if q > maxTatLead {
+		q, rem = maxTatLead, 0
+	}
+	b.a, b.f, b.c, b.w = now+q, rem, r.Limit, window
+}
+
+func tokenBucketEmpty(b *Bucket, now, _ int64) bool { return b.a < now || (b.a == now && b.f == 0) }
 
 // fitUnits is how many whole units fit in a slack of d - f/limit µs: floor((d × limit - f) / window), at least 0.
 func fitUnits(d, f, limit, window int64) int64 {

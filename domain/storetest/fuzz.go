@@ -18,8 +18,8 @@ type OpenStore func(tb testing.TB, clock domain.Clock) domain.BucketStore
 var fuzzInputs atomic.Int64
 
 // Fuzz is the fuzz target every store runs: a random program of checks, single and batched (atomic or not, of
-// one key twice or of two keys), with shadow checks and policy changes (limit, window with the floor a policy
-// store would set, a new generation) on the way, applied to the store and to domain.Bucket, the reference step
+// one key twice or of two keys), with shadow checks and policy changes (limit, window or algorithm with the floor
+// a policy store would set, a new generation) on the way, applied to the store and to domain.Bucket, the reference step
 // of every algorithm, and every decision compared field by field. An atomic batch that is refused must record
 // nothing, as the reference's Mark/Rollback does.
 //
@@ -95,7 +95,8 @@ func Fuzz(f *testing.F, open OpenStore) {
 				rs = []domain.BucketRequest{check(key, cost, false), check(key, int64(amount)%(p.Limit+1), op&64 != 0)}
 				atomicBatch = true
 			case 6: // a policy change, as a policy store makes it
-				p = changePolicy(p, int(amount%3), int64(c%5)-2, time.Duration(1+int(c)%60)*time.Second, now)
+				p = changePolicy(p, int(amount%4), int64(c%5)-2, time.Duration(1+int(c)%60)*time.Second,
+					domain.Algorithms[int(c>>3)%len(domain.Algorithms)], now)
 				continue
 			case 7: // two keys, atomic
 				rs = []domain.BucketRequest{check(key, cost, false), check(keys[(int(op>>3)+1)%len(keys)], int64(amount)%(p.Limit+1), false)}

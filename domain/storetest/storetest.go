@@ -1,5 +1,6 @@
 // Package storetest is the conformance suite every domain.BucketStore adapter runs, in the spirit of go-cloud's
-// drivertest: one set of behaviours, written once, that the memory and Postgres stores must both show.
+// drivertest: one set of behaviours, written once, that every store (memory, Postgres, Redis and Redis Cluster)
+// must show.
 //
 // An adapter's test calls Run with a constructor. Stores that decide with another clock in production (Postgres
 // uses the database's) must offer a test mode that reads the given clock, so the suite can move time without
@@ -50,6 +51,8 @@ func Run(t *testing.T, newStore NewStore) {
 		{"EveryAlgorithmAtomicBatch", testBatchAlgorithms},
 		{"NumericBounds", testNumericBounds},
 		{"ExpiryRuleAndGenerations", testExpiryRule},
+		{"ChangesKeepUnits", testChangesKeepUnits},
+		{"UnknownAlgorithmIsNotDecided", testUnknownAlgorithm},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore) })
@@ -409,9 +412,10 @@ func rule(alg domain.Algorithm, limit int64, window time.Duration) domain.Rule {
 }
 
 // testModel drives the store and domain.Bucket (the reference step of every algorithm) with the same random
-// checks over a few policies and keys, with limits raised and lowered, windows changed (with the floor the
-// policy store would set) and policies re-created (a new generation) on the way, and requires identical
-// decisions: every store applies exactly the domain's steps.
+// checks over a few policies and keys, with limits raised and lowered, windows and algorithms changed (with the
+// floor the policy store would set) and policies re-created (a new generation) on the way, and requires
+// identical decisions: every store applies exactly the domain's steps and conversions. Each subtest starts
+// every policy with one algorithm.
 func testModel(t *testing.T, newStore NewStore) {
 	for _, alg := range domain.Algorithms {
 		t.Run(string(alg), func(t *testing.T) {
@@ -431,8 +435,9 @@ func testModel(t *testing.T, newStore NewStore) {
 				clock.Advance(time.Duration(rng.IntN(400)) * time.Millisecond)
 				now := clock.Now().UnixMicro()
 				i := rng.IntN(len(policies))
-				if rng.IntN(40) == 0 { // a policy change
-					policies[i] = changePolicy(policies[i], rng.IntN(3), int64(rng.IntN(5))-2, time.Duration(1+rng.IntN(8))*time.Second, now)
+				if rng.IntN(25) == 0 { // a policy change
+					policies[i] = changePolicy(policies[i], rng.IntN(4), int64(rng.IntN(5))-2, time.Duration(1+rng.IntN(8))*time.Second,
+						domain.Algorithms[rng.IntN(len(domain.Algorithms))], now)
 				}
 				p := policies[i]
 				key := fmt.Sprint("k", rng.IntN(3))
@@ -450,15 +455,20 @@ func testModel(t *testing.T, newStore NewStore) {
 }
 
 // changePolicy is old changed as a policy store changes it (kind 0: the limit by delta, within 1 to MaxLimit; 1:
-// the window, with the floor that keeps units that had stopped counting from counting again; 2: re-created, a new
-// generation) at instant now.
-func changePolicy(old domain.Policy, kind int, delta int64, window time.Duration, now int64) domain.Policy {
+// the window; 2: re-created, a new generation; 3: the algorithm, to alg) at instant now. A change of window or
+// algorithm raises the floor as the policy stores do (domain.NextFloor), so units that had stopped counting never
+// count again.
+func changePolicy(old domain.Policy, kind int, delta int64, window time.Duration, alg domain.Algorithm, now int64) domain.Policy {
 	p := old
 	switch kind {
 	case 0:
 		p.Limit = max(1, min(old.Limit+delta, domain.MaxLimit))
-	case 1:
-		p.Window = window
+	case 1, 3:
+		if kind == 1 {
+			p.Window = window
+		} else {
+			p.Algorithm = alg
+		}
 		p.Resolution = 0
 		p = p.WithDefaults()
 		p.Floor = domain.NextFloor(old, now)
@@ -574,6 +584,80 @@ func testExpiryRule(t *testing.T, newStore NewStore) {
 		r.Generation = 9
 		if d := decide(t, ctx, s, domain.BucketRequest{Policy: "again", Key: string(alg), Rule: r, Cost: 2}); !d.Allowed {
 			t.Fatalf("%s: a re-created policy counted the deleted one's units: %+v", alg, d)
+		}
+	}
+}
+
+// decideN sends n checks of cost 1 under r and returns how many were admitted.
+func decideN(t *testing.T, ctx context.Context, s domain.BucketStore, policy, key string, r domain.Rule, n int) int {
+	t.Helper()
+	admitted := 0
+	for range n {
+		if decide(t, ctx, s, domain.BucketRequest{Policy: policy, Key: key, Rule: r, Cost: 1}).Allowed {
+			admitted++
+		}
+	}
+	return admitted
+}
+
+// testChangesKeepUnits: the conversions of shared/design.md ("Algorithm and limit changes") on every store. A
+// token bucket's units count under the limit that wrote them, never capped by a lower limit; a denial and a peek
+// convert nothing (issue 22, findings 3 and 4).
+func testChangesKeepUnits(t *testing.T, newStore NewStore) {
+	s, clock, ctx := setup(t, newStore)
+	day := 24 * time.Hour
+	if n := decideN(t, ctx, s, "tb", "k", rule(domain.TokenBucket, 100, day), 50); n != 50 {
+		t.Fatalf("token_bucket 100/1d admitted %d of 50", n)
+	}
+	clock.Advance(time.Second)
+	if n := decideN(t, ctx, s, "tb", "k", rule(domain.SlidingLog, 3, day), 5); n != 0 {
+		t.Fatalf("sliding_log 3/1d admitted %d with 50 units counting", n)
+	}
+	clock.Advance(time.Second)
+	if n := decideN(t, ctx, s, "tb", "k", rule(domain.SlidingLog, 100, day), 100); n != 50 {
+		t.Fatalf("back to sliding_log 100/1d: %d more admitted, want 50 (100 in all)", n)
+	}
+
+	decideN(t, ctx, s, "seq", "k", rule(domain.SlidingLog, 8, day), 8)
+	for _, r := range []domain.Rule{rule(domain.TokenBucket, 7, day), rule(domain.SlidingLog, 6, day), rule(domain.FixedWindow, 7, day), rule(domain.SlidingWindow, 8, day)} {
+		clock.Advance(time.Millisecond)
+		if d := decide(t, ctx, s, domain.BucketRequest{Policy: "seq", Key: "k", Rule: r}); d.Allowed {
+			t.Fatalf("%s: a peek of a spent key says admitted: %+v", r.Algorithm, d)
+		}
+		if n := decideN(t, ctx, s, "seq", "k", r, 2); n != 0 {
+			t.Fatalf("%s: a spent key was admitted %d times after changes", r.Algorithm, n)
+		}
+	}
+
+	if n := decideN(t, ctx, s, "rate", "k", rule(domain.TokenBucket, 8, day), 5); n != 5 {
+		t.Fatalf("token_bucket 8/1d admitted %d of 5", n)
+	}
+	if n := decideN(t, ctx, s, "rate", "k", rule(domain.TokenBucket, 3, day), 3); n != 0 {
+		t.Fatalf("token_bucket 3/1d admitted %d with 5 units outstanding", n)
+	}
+	if n := decideN(t, ctx, s, "rate", "k", rule(domain.SlidingLog, 8, day), 8); n != 3 {
+		t.Fatalf("sliding_log 8/1d admitted %d, want 3", n)
+	}
+}
+
+// testUnknownAlgorithm: a rule whose algorithm the store does not know is answered StatusInvalidRule and
+// records nothing, never decided by a default algorithm (issue 22, finding 6).
+func testUnknownAlgorithm(t *testing.T, newStore NewStore) {
+	s, _, ctx := setup(t, newStore)
+	bad := rule(domain.SlidingLog, 5, time.Hour)
+	bad.Algorithm = "leaky_bucket"
+	d, err := s.Decide(ctx, domain.BucketRequest{Policy: "u", Key: "k", Rule: bad, Cost: 1})
+	if err == nil && (d.Status != domain.StatusInvalidRule || d.Allowed) {
+		t.Fatalf("an unknown algorithm was decided: %+v", d)
+	}
+	good := domain.BucketRequest{Policy: "u", Key: "k", Rule: rule(domain.SlidingLog, 5, time.Hour)}
+	if d := decide(t, ctx, s, good); d.Remaining != 4 {
+		t.Fatalf("the refused check recorded units: %+v", d)
+	}
+	ds, err := s.DecideBatch(ctx, []domain.BucketRequest{{Policy: "u", Key: "k", Rule: bad, Cost: 1}, {Policy: "u", Key: "k2", Rule: good.Rule, Cost: 1}}, false)
+	if err == nil {
+		if ds[0].Status != domain.StatusInvalidRule || ds[0].Allowed || ds[1].Status != domain.StatusOK || !ds[1].Allowed {
+			t.Fatalf("batch with an unknown algorithm: %+v", ds)
 		}
 	}
 }
