@@ -171,8 +171,10 @@ func (b *Bucket) Len() int {
 		return 0
 	case SlidingLog, SlidingWindow:
 		return b.log.n
+	case TokenBucket, FixedWindow:
+		return 1
 	}
-	return 1
+	return 0 // not in the table: Decide never stores such a state
 }
 
 // Mark is a point to roll a Bucket back to, for all-or-nothing multi-checks.

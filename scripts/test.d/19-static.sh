@@ -3,7 +3,11 @@
 #   1. the hexagonal import rules (scripts/import-rules.sh), first on a throwaway module that breaks each rule
 #      (the check must catch all three), then on sluice itself;
 #   2. staticcheck, pinned (honnef.co/go/tools v0.8.2 in tools/staticcheck/go.mod, built once into the tools
-#      cache), with every check of its default set; findings are fixed in the code, never silenced here.
+#      cache), with every check of its default set; findings are fixed in the code, never silenced here;
+#   3. exhaustive (tools/exhaustive/go.mod, built the same way): a switch over one of sluice's enum types (an
+#      algorithm, a status, an outcome) that misses a value and has no default fails, so a new algorithm cannot
+#      slip past a switch written for four (the standard library's and decoders' kinds are not sluice's);
+#   4. go mod tidy -diff: go.mod and go.sum say exactly what the build needs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
@@ -51,3 +55,18 @@ fi
 "$BIN" -version
 "$BIN" -tests ./...
 echo "staticcheck: no findings"
+
+echo "--- exhaustive"
+EXHAUSTIVE_VERSION=$(sed -n 's/^require github.com\/nishanths\/exhaustive \(v[^ ]*\).*/\1/p' tools/exhaustive/go.mod)
+EBIN="$CACHE/exhaustive-$EXHAUSTIVE_VERSION-$(go env GOVERSION)"
+if [ ! -x "$EBIN" ]; then
+	echo "exhaustive: building $EXHAUSTIVE_VERSION from tools/exhaustive (first run only)"
+	(cd tools/exhaustive && GOFLAGS=-buildvcs=false go build -o "$EBIN.tmp" github.com/nishanths/exhaustive/cmd/exhaustive)
+	mv "$EBIN.tmp" "$EBIN"
+fi
+"$EBIN" -default-signifies-exhaustive -ignore-enum-types '^(reflect\.|go\.yaml\.in/|github\.com/go-json-experiment/)' ./...
+echo "exhaustive: no findings"
+
+echo "--- go mod tidy -diff"
+go mod tidy -diff
+echo "go.mod and go.sum are tidy"
