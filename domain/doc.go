@@ -7,14 +7,17 @@
 // code, so its rules can be read and tested on their own.
 //
 // The algorithm is a seam of its own: a policy's Rule (algorithm, limit, window, resolution, floor, generation)
-// travels with every check to the store, and Bucket.Decide (algorithm.go) is the one place that dispatches to an
-// algorithm's pure step (slidinglog.go, tokenbucket.go, fixedwindow.go), in unix microseconds with exact integer
-// arithmetic. Stores apply those steps atomically: the memory store calls them; the Postgres and Redis stores
-// mirror them in one SQL function and one script per algorithm, and the conformance suite requires identical
-// decisions. Adding an algorithm is its step file here (with its state's conversion in Bucket.convert and a case in
-// Decide), its model in algorithm_test.go, its SQL step function and its case in sluice_step (a migration), and
-// its branch of the Redis script.
+// travels with every check to the store, and algorithmTable (algorithm.go) lists every algorithm once, with its
+// code for the Redis script and its pure functions: the step (slidinglog.go, tokenbucket.go, fixedwindow.go), the
+// units its state still counts and how to hold units (for a change of algorithm), and when its state is empty.
+// Bucket.Decide is the only caller, in unix microseconds with exact integer arithmetic, and Algorithms is derived
+// from the table. Stores apply those steps atomically: the memory store calls them; the Postgres and Redis stores
+// mirror them in one SQL step and one Lua step per algorithm, and the conformance suite (domain/storetest)
+// requires identical decisions. Adding an algorithm is a row and its step file here, its model in
+// algorithm_test.go, its SQL step, its Lua step and its name in openapi.yaml and the chart's schema
+// (TestAlgorithmTableAcrossRuntimes in the repository root checks those names).
 //
 // A denial is a value (Decision.Allowed == false), never an error. Errors form a small closed set: ErrInvalid
-// (with a *ValidationError naming the fields), ErrPolicyNotFound, ErrReadOnlyPolicy and ErrUnavailable.
+// (with a *ValidationError naming the fields), ErrPolicyNotFound, ErrReadOnlyPolicy and ErrUnavailable (with
+// ErrStoreFull as one of its causes).
 package domain
