@@ -11,7 +11,7 @@ func stepFixedWindow(b *Bucket, now int64, r Rule, cost int64) Decision {
 	need := max(cost, 1) // a peek reports what a cost-1 check would get
 	start := floorTo(now, window)
 	var used int64
-	if b.a >= start && b.a > r.Floor {
+	if b.a >= start && b.a > r.Floor { // its window's units, unless a change of policy had stopped them
 		used = b.f
 	}
 	d := Decision{Limit: limit, Allowed: used <= limit-need, ResetAfter: micros(start + window - now)}

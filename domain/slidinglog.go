@@ -7,11 +7,11 @@ import "time"
 // instant, or that instant rounded up to the resolution). See shared/design.md.
 
 func stepSlidingLog(b *Bucket, now int64, r Rule, cost int64) Decision {
-	return b.log.decide(now, now, cost, r.Limit, int64(r.Window/time.Microsecond), r.Floor)
+	return b.log.decide(now, now, cost, r.Limit, int64(r.Window/time.Microsecond), cutoff(now, r))
 }
 
 func stepSlidingWindow(b *Bucket, now int64, r Rule, cost int64) Decision {
-	return b.log.decide(now, ceilTo(now, int64(r.Resolution/time.Microsecond)), cost, r.Limit, int64(r.Window/time.Microsecond), r.Floor)
+	return b.log.decide(now, ceilTo(now, int64(r.Resolution/time.Microsecond)), cost, r.Limit, int64(r.Window/time.Microsecond), cutoff(now, r))
 }
 
 // logUnits: the units recorded after the cutoff, at the newest entry's instant.
@@ -57,12 +57,12 @@ const rebaseAt = 1 << 60
 
 func (l *windowLog) at(i int) *entry { return &l.ring[(l.head+i)&(len(l.ring)-1)] }
 
-// expire drops entries that no longer count: an entry at t counts while t > cutoff, where cutoff is
-// max(now - window, floor).
-func (l *windowLog) expire(cutoff int64) {
+// expire drops entries that no longer count: an entry at t counts while t > cut (the expiry rule's cutoff, see
+// cutoff in algorithm.go).
+func (l *windowLog) expire(cut int64) {
 	for l.n > 0 {
 		e := l.at(0)
-		if e.at > cutoff {
+		if e.at > cut {
 			break
 		}
 		l.base = e.cum
@@ -88,12 +88,12 @@ func (l *windowLog) used() int64 {
 	return l.at(l.n-1).cum - l.base
 }
 
-// decide is the step of both log algorithms at now (unix µs): units count while their instant is after
-// max(now - window, floor); an admitted cost is recorded at rec (now under sliding_log, now rounded up to the
-// resolution under sliding_window; never before now). cost is in [0, limit]; 0 peeks: the decision a cost-1 check
-// would get, nothing recorded. A denial records nothing.
-func (l *windowLog) decide(now, rec, cost, limit, window, floor int64) Decision {
-	l.expire(max(now-window, floor))
+// decide is the step of both log algorithms at now (unix µs): units count while their instant is after cut (the
+// expiry rule's cutoff: max(now - window, floor)); an admitted cost is recorded at rec (now under sliding_log,
+// now rounded up to the resolution under sliding_window; never before now). cost is in [0, limit]; 0 peeks: the
+// decision a cost-1 check would get, nothing recorded. A denial records nothing.
+func (l *windowLog) decide(now, rec, cost, limit, window, cut int64) Decision {
+	l.expire(cut)
 	peek := cost == 0
 	if peek {
 		cost = 1
