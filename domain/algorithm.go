@@ -206,6 +206,9 @@ const (
 	StatusPolicyNotFound
 	// StatusCostOverLimit: the cost exceeds the store's limit of the policy (lowered through another replica).
 	StatusCostOverLimit
+	// StatusInvalidRule: the rule is out of bounds, or its algorithm, or the algorithm that wrote the key's state,
+	// is not one the store knows (never decided as a default algorithm).
+	StatusInvalidRule
 )
 
 // Decision is the answer to one check. A denial is a Decision with Allowed false, never an error.

@@ -312,8 +312,12 @@ func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bo
 	}
 	ds := make([]domain.Decision, n)
 	for i := range rs {
+		st, ok := statuses[row.Status[i]]
+		if !ok {
+			return nil, fmt.Errorf("postgres decide: check %d: unknown status %d from sluice_decide_batch", i, row.Status[i])
+		}
 		ds[i] = domain.Decision{
-			Status:     domain.Status(row.Status[i]),
+			Status:     st,
 			Allowed:    row.Allowed[i],
 			Limit:      row.Lim[i],
 			Remaining:  row.Remaining[i],
@@ -322,6 +326,16 @@ func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bo
 		}
 	}
 	return ds, nil
+}
+
+// statuses maps sluice_decide_batch's status codes to the domain's: 1, the stored policy is gone; 2, the cost is
+// over its limit; 3, the rule is out of bounds or an algorithm (the rule's, or the one that wrote the key's state)
+// is unknown to the functions. Any other code is an error, never a decision.
+var statuses = map[int16]domain.Status{
+	0: domain.StatusOK,
+	1: domain.StatusPolicyNotFound,
+	2: domain.StatusCostOverLimit,
+	3: domain.StatusInvalidRule,
 }
 
 // Reset implements domain.BucketStore.

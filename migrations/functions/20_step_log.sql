@@ -1,7 +1,7 @@
 -- revision: 1
 
 -- sluice_step_log is the step of sliding_log and sliding_window (domain/slidinglog.go): units count while their
--- instant is after greatest(now - window, floor); an admitted cost is recorded at p_rec. A peek (cost 0) reports
+-- instant is after sluice_cutoff(now, window, floor); an admitted cost is recorded at p_rec. A peek (cost 0) reports
 -- what a cost-1 check would get. O(log n) to decide; an admission rewrites the arrays (n entries: at most the
 -- limit under sliding_log, at most window/resolution + 1 under sliding_window).
 CREATE OR REPLACE FUNCTION sluice_step_log(s sluice_state, p_now bigint, p_rec bigint, p_cost bigint, p_limit bigint,
@@ -15,7 +15,7 @@ DECLARE
     mid    int;
     used   bigint;
     need   bigint := greatest(p_cost, 1);
-    cutoff bigint := greatest(p_now - p_window, p_floor);
+    cutoff bigint := sluice_cutoff(p_now, p_window, p_floor);
     target bigint;
     newest bigint;
 BEGIN
@@ -69,6 +69,7 @@ BEGIN
     RETURN r;
 END
 $$;
+
 -- sluice_step_sliding_log is sliding_log's step (domain/slidinglog.go, with the check's own instant as the
 -- recorded one) over sluice_log_entries: s.a and s.f are the newest entry (an admission not yet written included),
 -- s.base the cum of the newest entry pruned. It reads the entries table and writes nothing: an admission moves
@@ -79,7 +80,7 @@ RETURNS sluice_step LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r      sluice_step;
     need   bigint := greatest(p_cost, 1);
-    cutoff bigint := greatest(p_now - p_window, p_floor);
+    cutoff bigint := sluice_cutoff(p_now, p_window, p_floor);
     used   bigint := 0;
     held   boolean := s.f > s.base AND s.a > cutoff;
     target bigint;

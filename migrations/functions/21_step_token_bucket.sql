@@ -2,7 +2,9 @@
 
 -- sluice_step_token_bucket is token_bucket's step (domain/tokenbucket.go, GCRA): the emission interval is
 -- window/limit µs, kept exact as tat = a + f/c; products such as cost × window are taken in numeric, so nothing
--- overflows at 2^53-1 over 31 days. Every rounding errs toward denial.
+-- overflows at 2^53-1 over 31 days. Every rounding errs toward denial. s is empty or was written under this
+-- limit and window: sluice_step converts a state written under another limit or window first. An admission
+-- records the limit in c (sluice_decide_batch records the window in the row's window_us).
 CREATE OR REPLACE FUNCTION sluice_step_token_bucket(s sluice_state, p_now bigint, p_cost bigint, p_limit bigint, p_window bigint)
 RETURNS sluice_step LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
@@ -15,11 +17,6 @@ DECLARE
     na   bigint;
     nf   bigint;
 BEGIN
-    IF s.alg = 'token_bucket' AND s.c <> p_limit AND f > 0 THEN
-        f := div(f::numeric * p_limit + s.c - 1, s.c); -- the fraction over the new limit, rounded up
-        a := a + f / p_limit;
-        f := f % p_limit;
-    END IF;
     IF a < p_now OR (a = p_now AND f = 0) THEN
         a := p_now;
         f := 0;

@@ -1,65 +1,111 @@
 -- revision: 1
 
--- sluice_step is domain.Bucket.Decide: state of another generation is dropped, state of another algorithm is
--- converted conservatively (its units still counting, taken as recorded at its newest instant), then the
--- algorithm's step runs. The only place that knows which algorithms exist.
-CREATE OR REPLACE FUNCTION sluice_step(s sluice_state, p_policy text, p_key bytea, p_now bigint, p_alg text, p_limit bigint,
-                            p_window bigint, p_res bigint, p_floor bigint, p_gen bigint, p_cost bigint)
+-- sluice_step is domain.Bucket.Decide (conversion spec v2 of issue 22): the one algorithm dispatch. It decides one
+-- check on a view of the state and returns the view as the step left it; the caller keeps it only when the check
+-- is admitted with a cost (a peek or a denial converts nothing and writes nothing). p_sw is the window the state
+-- was last written under (the row's window_us).
+--   - state of another generation is not counted (the view is empty);
+--   - state of another algorithm, or a token bucket written under another limit or window, is converted: its
+--     units still counting (a log's entries after the cutoff, at its newest instant; a token bucket's
+--     outstanding units under the limit and window that wrote it, never capped by the new limit, at p_now; a
+--     fixed window's units while its newest admission is after the cutoff) become one record of the rule's
+--     algorithm (a fixed window's at p_now; a token bucket's as if emitted back to back from p_now, at most
+--     2^43 µs ahead);
+--   - then the rule's algorithm steps.
+-- A rule of an unknown algorithm (or a sliding_window rule without a resolution in bounds), or a state of the
+-- same generation written by an unknown algorithm, is refused: the result's allowed is NULL, which
+-- sluice_decide_batch reports as status 3 (domain.StatusInvalidRule). Never a default algorithm.
+DROP FUNCTION IF EXISTS sluice_step(sluice_state, text, bytea, bigint, text, bigint, bigint, bigint, bigint, bigint, bigint);
+CREATE OR REPLACE FUNCTION sluice_step(s sluice_state, p_sw bigint, p_policy text, p_key bytea, p_now bigint,
+                                       p_alg text, p_limit bigint, p_window bigint, p_res bigint, p_floor bigint,
+                                       p_gen bigint, p_cost bigint)
 RETURNS sluice_step LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    r     sluice_step;
-    units bigint := 0;
-    at    bigint := 0;
-    n     int;
-    lo    int;
-    d     bigint;
-    q     bigint;
+    r      sluice_step; -- all NULL: refused
+    units  bigint := 0;
+    at     bigint := 0;
+    cutoff bigint := sluice_cutoff(p_now, p_window, p_floor);
+    n      int;
+    lo     int;
+    d      bigint;
+    x      numeric;
+    q      bigint;
 BEGIN
-    IF s.alg <> '' AND (s.gen <> p_gen OR s.alg <> p_alg) THEN
-        IF s.gen = p_gen THEN
-            IF s.alg = 'sliding_log' AND s.c = 1 THEN
-                -- Its units still counting, as the step counts them (a peek at the old state).
-                r := sluice_step_sliding_log(s, p_policy, p_key, p_now, 0, 9007199254740991, p_window, p_floor);
-                units := 9007199254740991 - 1 - r.remaining;
-                at := s.a;
-            ELSIF s.alg IN ('sliding_log', 'sliding_window') THEN
+    CASE p_alg
+        WHEN 'sliding_log', 'token_bucket', 'fixed_window' THEN
+            NULL;
+        WHEN 'sliding_window' THEN
+            IF p_res IS NULL OR p_res < 1000 OR p_res > p_window THEN
+                RETURN r;
+            END IF;
+        ELSE
+            RETURN r;
+    END CASE;
+    IF s.alg <> '' AND s.gen <> p_gen THEN
+        s := ROW('', 0, '{}'::bigint[], '{}'::bigint[], 0, 0, 0, 0)::sluice_state;
+    ELSIF s.alg <> '' AND (s.alg <> p_alg OR (s.alg = 'token_bucket' AND (s.c <> p_limit OR p_sw <> p_window))) THEN
+        CASE s.alg
+            WHEN 'sliding_log' THEN
+                IF s.c = 1 THEN
+                    -- The log is in sluice_log_entries: its units still counting, as the step counts them (a peek).
+                    r := sluice_step_sliding_log(s, p_policy, p_key, p_now, 0, 9007199254740991, p_window, p_floor);
+                    units := 9007199254740991 - 1 - r.remaining;
+                    at := s.a;
+                ELSE
+                    n := coalesce(cardinality(s.ats), 0);
+                    lo := 1;
+                    WHILE lo <= n AND s.ats[lo] <= cutoff LOOP lo := lo + 1; END LOOP;
+                    IF lo <= n THEN
+                        units := s.cums[n] - CASE WHEN lo > 1 THEN s.cums[lo - 1] ELSE s.base END;
+                        at := s.ats[n];
+                    END IF;
+                END IF;
+            WHEN 'sliding_window' THEN
                 n := coalesce(cardinality(s.ats), 0);
                 lo := 1;
-                WHILE lo <= n AND s.ats[lo] <= greatest(p_now - p_window, p_floor) LOOP lo := lo + 1; END LOOP;
+                WHILE lo <= n AND s.ats[lo] <= cutoff LOOP lo := lo + 1; END LOOP;
                 IF lo <= n THEN
                     units := s.cums[n] - CASE WHEN lo > 1 THEN s.cums[lo - 1] ELSE s.base END;
                     at := s.ats[n];
                 END IF;
-            ELSIF s.alg = 'token_bucket' THEN
+            WHEN 'token_bucket' THEN
                 IF s.a > p_now OR (s.a = p_now AND s.f > 0) THEN
                     d := s.a - p_now + (s.f > 0)::int;
-                    units := least(div(d::numeric * p_limit + p_window - 1, p_window), p_limit);
+                    units := least(div(d::numeric * s.c + p_sw - 1, p_sw), 9007199254740991);
                     at := p_now;
                 END IF;
-            ELSIF s.alg = 'fixed_window' THEN
-                IF s.a > greatest(p_now - p_window, p_floor) THEN
+            WHEN 'fixed_window' THEN
+                IF s.a > cutoff THEN
                     units := s.f;
                     at := s.a;
                 END IF;
-            END IF;
-        END IF;
+            ELSE
+                RETURN r; -- written by an algorithm this build does not know
+        END CASE;
         s := ROW('', 0, '{}'::bigint[], '{}'::bigint[], 0, 0, 0, 0)::sluice_state;
         IF units > 0 THEN
             units := least(units, 9007199254740991);
             s.alg := p_alg;
             s.gen := p_gen;
-            IF p_alg = 'sliding_log' THEN
-                s.ats := ARRAY[at]; s.cums := ARRAY[units]; -- c = 0: the log is in the arrays, not yet in the table
-            ELSIF p_alg = 'sliding_window' THEN
-                s.ats := ARRAY[at + (p_res - at % p_res) % p_res]; s.cums := ARRAY[units];
-            ELSIF p_alg = 'token_bucket' THEN
-                q := div(units::numeric * p_window, p_limit);
-                s.a := p_now + q;
-                s.f := (units::numeric * p_window - q::numeric * p_limit)::bigint;
-                s.c := p_limit;
-            ELSE
-                s.a := at; s.f := units;
-            END IF;
+            CASE p_alg
+                WHEN 'sliding_log' THEN
+                    s.ats := ARRAY[at]; s.cums := ARRAY[units]; -- c = 0: the log is in the arrays, not yet in the table
+                WHEN 'sliding_window' THEN
+                    s.ats := ARRAY[at + (p_res - at % p_res) % p_res]; s.cums := ARRAY[units];
+                WHEN 'token_bucket' THEN
+                    x := units::numeric * p_window;
+                    q := div(x, p_limit);
+                    IF q > 8796093022208 THEN -- 2^43 µs: a view far past any window (it denies)
+                        s.a := p_now + 8796093022208;
+                        s.f := 0;
+                    ELSE
+                        s.a := p_now + q;
+                        s.f := (x - q::numeric * p_limit)::bigint;
+                    END IF;
+                    s.c := p_limit;
+                WHEN 'fixed_window' THEN
+                    s.a := p_now; s.f := units;
+            END CASE;
         END IF;
     END IF;
     CASE p_alg
@@ -83,6 +129,7 @@ BEGIN
     RETURN r;
 END
 $$;
+
 -- sluice_expiry is when a state written under p_window stops counting anything: the newest instant it holds and
 -- the instant after which nothing in it counts (the janitor's inputs).
 CREATE OR REPLACE FUNCTION sluice_expiry(st sluice_state, p_window bigint, OUT newest_us bigint, OUT expires_us bigint)
@@ -97,12 +144,15 @@ BEGIN
     ELSIF st.alg = 'token_bucket' THEN
         newest_us := st.a + (st.f > 0)::int;
         expires_us := newest_us;
-    ELSE
+    ELSIF st.alg = 'fixed_window' THEN
         newest_us := st.a;
         expires_us := st.a - st.a % p_window + p_window;
+    ELSE
+        RAISE EXCEPTION 'sluice_expiry: unknown algorithm %', st.alg; -- sluice_step refuses it before any write
     END IF;
 END
 $$;
+
 -- sluice_stored_state is the state as the key's sluice_buckets row keeps it: a sliding_log log still in the arrays
 -- (c = 0, a new state) moves to sluice_log_entries (sluice_write_log), leaving its newest entry in a and f.
 CREATE OR REPLACE FUNCTION sluice_stored_state(st sluice_state) RETURNS sluice_state LANGUAGE plpgsql IMMUTABLE AS $$
@@ -121,6 +171,7 @@ BEGIN
     RETURN st;
 END
 $$;
+
 -- sluice_write_log writes a sliding_log key's entries once its row is written (and so locked): a new state's
 -- whole log (replacing whatever another generation or algorithm left), or else the newest entry; then prunes up to
 -- 16 entries older than the newest one at or before the window's start (that one stays: it holds the cum the

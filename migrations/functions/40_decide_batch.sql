@@ -3,7 +3,11 @@
 -- sluice_decide_batch is the one routine every decision goes through (a single check is a batch of one): one
 -- statement, one round trip, and no subtransaction. For each check it takes the rule the caller sent, or, for a stored (API) policy,
 -- the policy as the database holds it at this statement (status 1 when it no longer exists, 2 when the cost
--- exceeds its limit); an out-of-bounds rule is refused alone (status 3), so one bad check never fails another.
+-- exceeds its limit); an out-of-bounds rule is refused alone (status 3), so one bad check never fails another. So
+-- is a check whose rule, or whose key's state, has an algorithm sluice_step does not know (status 3 too).
+--
+-- Each check of a pair is decided by sluice_step on the pair's state as the checks before it left it; only an
+-- admission with a cost changes that state (and so the row): a peek or a denial converts nothing.
 --
 -- Locking: every (policy, key) is first decided from a lock-free read. A pair whose checks are all peeks or
 -- denials is done then: no row lock, no transaction id, nothing written (a denial from committed state is exact:
@@ -11,8 +15,9 @@
 -- p_atomic, a non-shadow denial there ends the batch at once. The pairs that admit are then locked in byte order
 -- of (policy, key), the one order every caller uses, so concurrent batches cannot deadlock; decided again on the
 -- locked row, with the clock read again; and written once each. A pair with no row gets a placeholder inserted in
--- that order (deleted again if nothing is recorded). With p_atomic, a non-shadow denial among them rolls back the
--- batch's writes (a subtransaction); the decisions returned are as evaluated. With p_lock_wait_ms, a row locked by
+-- that order (deleted again if nothing is recorded). With p_atomic, a non-shadow denial among them (or a refused
+-- check) means nothing is written: the rows stay locked from the decision to the write, so there is nothing to
+-- undo; the decisions returned are as evaluated. With p_lock_wait_ms, a row locked by
 -- another session for longer fails the whole statement with SQLSTATE 55P03, recording nothing (the coalescer's
 -- lanes then re-send per key).
 CREATE OR REPLACE FUNCTION sluice_decide_batch(
@@ -62,6 +67,7 @@ DECLARE
     v_xmin   xid;
     v_log    sluice_state;
     v_nows   bigint[] := '{}';
+    v_sw     bigint;    -- the window the pair's state was last written under (window_us)
 BEGIN
     IF cardinality(p_keys) <> n OR cardinality(p_algs) <> n OR cardinality(p_limits) <> n
         OR cardinality(p_windows_us) <> n OR cardinality(p_res_us) <> n OR cardinality(p_floors_us) <> n
@@ -103,15 +109,14 @@ BEGIN
             v_gen[i] := pr.generation;
         END LOOP;
     END IF;
-    -- Bounds, per check: an out-of-bounds rule fails alone.
+    -- Bounds, per check: an out-of-bounds rule fails alone. The algorithm (and its parameters) are sluice_step's to
+    -- judge: it refuses an unknown one, and the check gets status 3 where it is decided.
     FOR i IN 1..n LOOP
         IF status[i] = 0 THEN
             IF v_lim[i] IS NULL OR v_lim[i] < 1 OR v_lim[i] > 9007199254740991 OR v_win[i] IS NULL
                 OR v_win[i] < 1000000 OR v_win[i] > 2678400000000 OR v_win[i] % 1000 <> 0 OR p_costs[i] IS NULL
                 OR p_costs[i] < 0 OR v_floor[i] IS NULL OR v_gen[i] IS NULL OR p_keys[i] IS NULL
-                OR p_policies[i] IS NULL
-                OR v_alg[i] NOT IN ('sliding_log', 'sliding_window', 'token_bucket', 'fixed_window')
-                OR (v_alg[i] = 'sliding_window' AND (v_res[i] IS NULL OR v_res[i] < 1000 OR v_res[i] > v_win[i])) THEN
+                OR p_policies[i] IS NULL THEN
                 status[i] := 3;
             ELSIF p_costs[i] > v_lim[i] THEN
                 status[i] := 2;
@@ -140,25 +145,35 @@ BEGIN
         WHILE v_end < n AND p_policies[v_order[v_end + 1]] = p_policies[i] AND p_keys[v_order[v_end + 1]] = p_keys[i] LOOP
             v_end := v_end + 1;
         END LOOP;
-        SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.ctid, b.xmin
-        INTO st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_ctid, v_xmin
+        SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.window_us, b.ctid, b.xmin
+        INTO st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_sw, v_ctid, v_xmin
         FROM sluice_buckets b WHERE b.policy = p_policies[i] AND b.key = p_keys[i];
         v_found := FOUND;
         IF NOT v_found THEN
             st := ROW('', 0, '{}'::bigint[], '{}'::bigint[], 0, 0, 0, 0)::sluice_state;
+            v_sw := 0;
         END IF;
         v_now := coalesce(p_now_us, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
         v_writes := false;
         FOR j IN v_start..v_end LOOP
             i := v_order[j];
             CONTINUE WHEN status[i] <> 0;
-            r := sluice_step(st, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
-            st := r.st;
+            r := sluice_step(st, v_sw, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
+            IF r.allowed IS NULL THEN
+                status[i] := 3; -- an unknown algorithm, in the rule or in the state: refused, never a default
+                allowed[i] := false; remaining[i] := 0; reset_after_us[i] := 0; retry_after_us[i] := 0;
+                IF p_atomic THEN
+                    v_commit := false;
+                END IF;
+                CONTINUE;
+            END IF;
             allowed[i] := r.allowed;
             remaining[i] := r.remaining;
             reset_after_us[i] := r.reset_us;
             retry_after_us[i] := r.retry_us;
             IF r.allowed AND p_costs[i] > 0 THEN
+                st := r.st; -- only an admission records: a peek or a denial leaves the state (unconverted) as it was
+                v_sw := v_win[i];
                 v_writes := true;
                 v_window := v_win[i];
             ELSIF NOT r.allowed AND p_atomic AND NOT p_shadows[i] THEN
@@ -183,7 +198,7 @@ BEGIN
             END IF;
             v_writes := NOT FOUND; -- written; or the row changed since it was read: decide it again under its lock
             IF NOT v_writes AND v_log.alg = 'sliding_log' THEN
-                PERFORM sluice_write_log(p_policies[i], p_keys[i], v_log, greatest(v_now - v_window, v_floor[i]));
+                PERFORM sluice_write_log(p_policies[i], p_keys[i], v_log, sluice_cutoff(v_now, v_window, v_floor[i]));
             END IF;
         END IF;
         IF v_writes THEN
@@ -212,7 +227,8 @@ BEGIN
         IF v_lock[i] THEN
             v_placeholder := false;
             LOOP
-                SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c INTO st
+                SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.window_us
+                INTO st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_sw
                 FROM sluice_buckets b WHERE b.policy = p_policies[i] AND b.key = p_keys[i] FOR UPDATE;
                 v_found := FOUND;
                 EXIT WHEN v_found;
@@ -222,6 +238,7 @@ BEGIN
                 IF FOUND THEN
                     v_placeholder := true;
                     st := ROW('', 0, '{}'::bigint[], '{}'::bigint[], 0, 0, 0, 0)::sluice_state;
+                    v_sw := 0;
                     EXIT;
                 END IF;
             END LOOP;
@@ -230,13 +247,22 @@ BEGIN
             FOR j IN v_start..v_end LOOP
                 i := v_order[j];
                 CONTINUE WHEN status[i] <> 0;
-                r := sluice_step(st, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
-                st := r.st;
+                r := sluice_step(st, v_sw, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
+                IF r.allowed IS NULL THEN
+                    status[i] := 3; -- an unknown algorithm, in the rule or in the state: refused, never a default
+                    allowed[i] := false; remaining[i] := 0; reset_after_us[i] := 0; retry_after_us[i] := 0;
+                    IF p_atomic THEN
+                        v_commit := false;
+                    END IF;
+                    CONTINUE;
+                END IF;
                 allowed[i] := r.allowed;
                 remaining[i] := r.remaining;
                 reset_after_us[i] := r.reset_us;
                 retry_after_us[i] := r.retry_us;
                 IF r.allowed AND p_costs[i] > 0 THEN
+                    st := r.st; -- only an admission records: a peek or a denial leaves the state (unconverted) as it was
+                    v_sw := v_win[i];
                     v_writes := true;
                     v_window := v_win[i];
                 ELSIF NOT r.allowed AND p_atomic AND NOT p_shadows[i] THEN

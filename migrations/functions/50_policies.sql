@@ -22,6 +22,7 @@ BEGIN
     RETURNING (p.xmax = 0), p.floor_us, p.generation INTO created, floor_us, generation;
 END
 $$;
+
 -- sluice_register_config_policy records a replica's config-file policy as the database last saw it, raising its
 -- floor when its window or algorithm differs from the last replica's, and returns the floor and what it replaced
 -- (NULLs when nothing or the same policy) so the replica can report a difference between replicas' files.
