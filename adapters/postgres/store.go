@@ -2,7 +2,7 @@
 // and together never admit more than a policy's limit in any window.
 //
 // Every decision is one round trip: one call of the plpgsql function sluice_decide_batch
-// (migrations/00003_decision_core.sql) through a prepared statement, for one check or many. It decides with the
+// (migrations/functions/40_decide_batch.sql) through a prepared statement, for one check or many. It decides with the
 // database's clock and, for API policies (BucketRequest.Stored), with the policy as the database holds it at that
 // statement, so a policy created, changed or deleted through any replica binds every replica at its next
 // decision. Each algorithm is one SQL step function mirroring the domain's. A pair of (policy, key) whose checks
@@ -245,7 +245,7 @@ func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Deci
 }
 
 // DecideBatch implements domain.BucketStore in one round trip (see sluice_decide_batch in
-// migrations/00003_decision_core.sql): pairs whose checks are all peeks or denials are decided from a lock-free
+// migrations/functions/40_decide_batch.sql): pairs whose checks are all peeks or denials are decided from a lock-free
 // read and write nothing; the others are locked in byte order and written once each.
 func (s *Store) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atomic bool) ([]domain.Decision, error) {
 	if len(rs) == 0 {
