@@ -12,7 +12,8 @@
 -- Locking: every (policy, key) is first decided from a lock-free read. A pair whose checks are all peeks or
 -- denials is done then: no row lock, no transaction id, nothing written (a denial from committed state is exact:
 -- concurrent transactions can only add units, or reset the key, ordering the denial before the reset). With
--- p_atomic, a non-shadow denial there ends the batch at once. The pairs that admit are then locked in byte order
+-- p_atomic, a non-shadow denial (or a refused check) there ends the batch after this read: every check is
+-- decided, nothing is locked or written. The pairs that admit are then locked in byte order
 -- of (policy, key), the one order every caller uses, so concurrent batches cannot deadlock; decided again on the
 -- locked row, with the clock read again; and written once each. A pair with no row gets a placeholder inserted in
 -- that order (deleted again if nothing is recorded). With p_atomic, a non-shadow denial among them (or a refused
