@@ -1,10 +1,10 @@
 -- +goose Up
 
--- The decision core's schema (shared/design.md): the state of four algorithms, the policies' floors and
--- generations, config policies as the database last saw them, and the composite types the decision functions
--- pass around. The functions themselves (one step per algorithm, the dispatch, the batch routine, the policy
--- functions) are in migrations/functions/, applied after the migrations (adapters/postgres/migrate.go); the
--- functions this migration first created, and those of 00001 and 00002 it dropped, are replaced there.
+-- The decision core's schema (shared/design.md): the state of four algorithms, the policies' floors and generations,
+-- config policies as the database last saw them, and the composite types the decision functions pass around. The
+-- functions themselves (one step per algorithm, the dispatch, the batch routine, the policy functions) are in
+-- migrations/functions/, applied after the migrations (postgres.Migrate, adapters/postgres/functions.go); the functions
+-- this migration first created, and those of 00001 and 00002 it dropped, are replaced there.
 
 DROP FUNCTION IF EXISTS sluice_decide_batch_bounded(text[], bytea[], bigint[], bigint[], bigint[], boolean[], bigint, integer);
 DROP FUNCTION IF EXISTS sluice_decide_batch(text[], bytea[], bigint[], bigint[], bigint[], boolean[], boolean, bigint);

@@ -1,12 +1,12 @@
 -- +goose Up
 
--- The functions (plpgsql and SQL) are no longer created by migrations: each group is a file of
--- migrations/functions/, made only of CREATE OR REPLACE (and DROP ... IF EXISTS where a signature changed), so it
--- can be applied again at any time. adapters/postgres/migrate.go applies them after the migrations, under the same
--- advisory lock, and records each one here: a file is applied again only when this build's copy has a newer
--- revision (its first line, "-- revision: N"), or the same revision with other contents (sha256). A build never
--- applies an older revision over a newer one, so during a rolling upgrade an older replica that migrates at
--- start-up leaves the newer functions in place.
+-- The functions (plpgsql and SQL) are no longer created by migrations: each group is a file of migrations/functions/,
+-- made only of CREATE OR REPLACE (and DROP ... IF EXISTS where a signature changed), so it can be applied again at any
+-- time. postgres.Migrate (adapters/postgres/functions.go) applies them after the migrations, under the same advisory
+-- lock, and records each one here: a file is applied again only when this build's copy has a newer revision (its first
+-- line, "-- revision: N"), or the same revision with other contents (sha256). A build never applies an older revision
+-- over a newer one, so during a rolling upgrade an older replica that migrates at start-up leaves the newer functions
+-- in place.
 CREATE TABLE sluice_function_files (
     name       text COLLATE "C" PRIMARY KEY,
     revision   integer NOT NULL,
