@@ -253,7 +253,7 @@ func rlsModule(cfg Config) fx.Option {
 	return fx.Module("rls", fx.Provide(newRLSServer), fx.Invoke(func(*RLSListening) {}))
 }
 
-func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Logger) (*RLSListening, error) {
+func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *domain.PolicyLifecycle, log *slog.Logger) (*RLSListening, error) {
 	rc := cfg.RLS.withDefaults()
 	opts := rc.loadOptions()
 	rules, err := loadRLSRules(rc, opts)
@@ -262,6 +262,7 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 	}
 	svc := envoyrls.NewService(lim, rules, envoyrls.ServiceOptions{
 		Headers: rc.ResponseHeaders, Algorithm: opts.Algorithm, FailureMode: opts.FailureMode, Shadow: opts.Shadow,
+		Policies: policies,
 	})
 	// Who may call: with mTLS (client_ca_file) the verified client certificate is the authentication (Envoy
 	// Gateway's and Istio's proxies present one; they cannot always add metadata); otherwise, with tokens

@@ -44,6 +44,7 @@ func appOptions(cfg Config, build Build, log *slog.Logger) fx.Option {
 			fx.Annotate(newRegistry, fx.As(new(prometheus.Registerer)), fx.As(new(prometheus.Gatherer))),
 			newClock,
 			newObserver,
+			newLifecycle,
 			newLimiter,
 			newHTTPServer,
 		),
@@ -106,12 +107,19 @@ func newClock(cfg Config) domain.Clock {
 
 func newObserver(reg prometheus.Registerer) (domain.Observer, error) { return metrics.NewObserver(reg) }
 
-func newLimiter(cfg Config, policies domain.PolicyStore, store domain.BucketStore, obs domain.Observer, clock domain.Clock) (domain.Limiter, error) {
+// newLifecycle is the one owner of config, API and RLS policies; the store's driver row says whether replicas
+// share the store (domain.LifecycleOptions.SharedStore).
+func newLifecycle(cfg Config, policies domain.PolicyStore, clock domain.Clock) (*domain.PolicyLifecycle, error) {
 	ps := make([]domain.Policy, len(cfg.Policies))
 	for i, p := range cfg.Policies {
 		ps[i] = p.domain()
 	}
-	return domain.NewService(ps, policies, store, obs, clock)
+	d, _ := storeDriverNamed(cfg.Store)
+	return domain.NewPolicyLifecycle(ps, policies, clock, domain.LifecycleOptions{SharedStore: d.Shared})
+}
+
+func newLimiter(l *domain.PolicyLifecycle, store domain.BucketStore, obs domain.Observer, clock domain.Clock) domain.Limiter {
+	return domain.NewServiceWith(l, store, obs, clock)
 }
 
 func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, log *slog.Logger, gatherer prometheus.Gatherer, reg prometheus.Registerer) (*Listening, error) {

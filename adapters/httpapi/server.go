@@ -328,7 +328,7 @@ func (s *server) Readyz(ctx context.Context, _ api.ReadyzRequestObject) (api.Rea
 		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady,
 			"the store has not answered since this process started (cause: "+cause+"); it stays out of service until the store answers, its schema is current and its API policies are loaded", nil)), nil
 	}
-	if _, perr := s.lim.GetPolicy(ctx, domain.ReadinessProbe); perr != nil && !errors.Is(perr, domain.ErrPolicyNotFound) {
+	if s.lim.PoliciesLoaded(ctx) != nil {
 		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady,
 			"the store does not answer (cause: "+cause+") and the API policies are not loaded, so their checks could not follow their failure_mode", nil)), nil
 	}

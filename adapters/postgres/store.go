@@ -85,7 +85,7 @@ type Store struct {
 	log      *slog.Logger
 	target   int64 // newest migration version this build knows
 
-	policies policyCache
+	policies *domain.PolicyCache // the API policies (policies.go)
 	// configFloors: config policy name → floor (µs) from sluice_config_policies, set by RegisterConfigPolicies.
 	configFloors sync.Map
 	stop         context.CancelFunc
@@ -153,7 +153,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		log:      o.Logger,
 		target:   target,
 	}
-	s.policies.init()
+	s.policies = domain.NewPolicyCache(errPoliciesNotLoaded)
 	rctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.done.Add(1)
