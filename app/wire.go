@@ -158,8 +158,9 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 					log.Error("http server stopped", "err", err)
 				}
 			}()
-			log.Info("sluice serving", "addr", l.Addr, "store", cfg.Store, "replicas", replicaNote(cfg.Store),
-				"policies", len(cfg.Policies), "auth", len(tokens) > 0, "version", build.Version)
+			d, _ := storeDriverNamed(cfg.Store)
+			log.Info("sluice serving", "addr", l.Addr, "store", cfg.Store, "shared", d.Shared, "atomic_across_keys", d.AtomicAcrossKeys,
+				"replicas", d.Replicas, "policies", len(cfg.Policies), "auth", len(tokens) > 0, "version", build.Version)
 			return nil
 		},
 		OnStop: func(context.Context) error {
@@ -176,11 +177,6 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 		},
 	})
 	return l, nil
-}
-
-func replicaNote(store string) string {
-	d, _ := storeDriverNamed(store)
-	return d.Replicas
 }
 
 // newLogger builds the process logger from cfg.
