@@ -382,7 +382,8 @@ func reloadRLS(ctx context.Context, svc *envoyrls.Service, rc RLSConfig, opts en
 	}
 }
 
-// reloadRLSOnce reads the config directory again and swaps in the rules if the files changed. A broken change is
+// reloadRLSOnce reads the config directory again and swaps in the rules if the files changed (their policies get
+// floors and generations from the PolicyLifecycle: envoyrls.Service.SetRules). A broken change is
 // logged and the rules in force are kept (a half-written ConfigMap update never takes effect). It reports whether
 // new rules took effect.
 func reloadRLSOnce(svc *envoyrls.Service, rc RLSConfig, opts envoyrls.LoadOptions, log *slog.Logger) bool {

@@ -1,5 +1,6 @@
 // Package storetest is the conformance suite every domain.BucketStore adapter runs, in the spirit of go-cloud's
-// drivertest: one set of behaviours, written once, that the memory and Postgres stores must both show.
+// drivertest: one set of behaviours, written once, that every store shows: memory, Postgres, and Redis (a single
+// Redis and a cluster).
 //
 // An adapter's test calls Run with a constructor. Stores that decide with another clock in production (Postgres
 // uses the database's) must offer a test mode that reads the given clock, so the suite can move time without
