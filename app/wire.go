@@ -65,6 +65,7 @@ func storeModule(cfg Config) fx.Option {
 
 func memoryModule(cfg Config) fx.Option {
 	return fx.Module("store.memory",
+		fx.Supply(rlsRegistry(nil)),
 		fx.Provide(func(clock domain.Clock, reg prometheus.Registerer, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, error) {
 			s := memory.New(clock, memory.Options{MaxKeys: cfg.Memory.MaxKeys})
 			err := errors.Join(

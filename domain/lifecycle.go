@@ -20,7 +20,7 @@ type LifecycleOptions struct {
 	// SharedStore: the BucketStore is shared by replicas (the driver row's Shared). Replicas read an RLS config at
 	// different instants and restart at different times, so a generation only one replica handed out would make
 	// the replicas drop each other's state of the same keys (over-admitting); InstallRLS then keeps every RLS
-	// policy at generation 0 (see InstallRLS).
+	// policy at generation 0, and the store's registry keeps their floors (see InstallRLS).
 	SharedStore bool
 }
 
@@ -144,8 +144,9 @@ func (l *PolicyLifecycle) Loaded(ctx context.Context) error {
 // Policies of the first install with any policy have generation 0 and no floor (a restart starts again from
 // there; the memory store's counts are gone then too). With SharedStore set, generations stay 0 (a removed and
 // re-added RLS policy keeps its keys' counts: it counts more, never less) and floors are kept as above, by each
-// replica from the instant it reloaded (a replica that restarts after a change starts again from no floor, which
-// also only counts more).
+// replica from the instant it reloaded; the app also registers the installed policies with the shared store
+// (RegisterConfigPolicies), which keeps one floor per name that every replica's checks carry (the store decides
+// with the higher of the two), so a replica that restarts after a change decides with it too.
 func (l *PolicyLifecycle) InstallRLS(ps []Policy) []Policy {
 	out := append([]Policy(nil), ps...)
 	now := l.clock.Now().UnixMicro()

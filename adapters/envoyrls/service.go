@@ -38,11 +38,12 @@ type PolicyInstaller interface {
 // Service implements RateLimitServiceServer.
 type Service struct {
 	rlsv3.UnimplementedRateLimitServiceServer
-	lim     Limiter
-	rules   atomic.Pointer[Rules]
-	install PolicyInstaller
-	swap    sync.Mutex // installs and stores rules one at a time
-	headers bool
+	lim       Limiter
+	rules     atomic.Pointer[Rules]
+	install   PolicyInstaller
+	installed func(ps []domain.Policy)
+	swap      sync.Mutex // installs and stores rules one at a time
+	headers   bool
 	// overrideAlg and overrideFailure apply to policies made from a descriptor's limit override.
 	overrideAlg     domain.Algorithm
 	overrideFailure domain.FailureMode
@@ -62,12 +63,15 @@ type ServiceOptions struct {
 	// Policies gives the config's policies their floors and generations at every SetRules (and for the rules
 	// NewService starts with); nil leaves them as loaded (generation 0, no floor).
 	Policies PolicyInstaller
+	// Installed, when set, is called by SetRules (and NewService) with the policies of the rules it put in force,
+	// as installed; it must not block (the app hands them to a shared store's registry in the background).
+	Installed func(ps []domain.Policy)
 }
 
 // NewService returns a Service deciding with lim under rules.
 func NewService(lim Limiter, rules *Rules, opts ServiceOptions) *Service {
 	s := &Service{lim: lim, headers: opts.Headers, overrideAlg: opts.Algorithm, overrideFailure: opts.FailureMode,
-		overrideShadow: opts.Shadow, install: opts.Policies}
+		overrideShadow: opts.Shadow, install: opts.Policies, installed: opts.Installed}
 	if s.overrideAlg == "" {
 		s.overrideAlg = domain.FixedWindow
 	}
@@ -85,18 +89,21 @@ func NewService(lim Limiter, rules *Rules, opts ServiceOptions) *Service {
 func (s *Service) SetRules(rs *Rules) {
 	s.swap.Lock()
 	defer s.swap.Unlock()
+	rules := rs.all()
+	ps := make([]domain.Policy, len(rules))
+	for i, r := range rules {
+		ps[i] = r.Policy
+	}
 	if s.install != nil {
-		rules := rs.all()
-		ps := make([]domain.Policy, len(rules))
-		for i, r := range rules {
-			ps[i] = r.Policy
-		}
 		ps = s.install.InstallRLS(ps)
 		for i, r := range rules {
 			r.Policy = ps[i]
 		}
 	}
 	s.rules.Store(rs)
+	if s.installed != nil {
+		s.installed(ps)
+	}
 }
 
 // Rules returns the rules in force.
