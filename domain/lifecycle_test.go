@@ -3,6 +3,8 @@ package domain_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -253,5 +255,67 @@ func TestPolicyCache(t *testing.T) {
 	}
 	if _, err := c.Get("b"); !errors.Is(err, domain.ErrPolicyNotFound) {
 		t.Fatalf("deleted b came back: %v", err)
+	}
+}
+
+// TestRolledBackModel: for random atomic batches over every algorithm, a check admitted as evaluated in a batch
+// that was denied reports exactly the units its key had before the batch (a peek taken just before, which answers
+// for a cost-1 check, plus 1), and the batch changed nothing (the same peek after).
+func TestRolledBackModel(t *testing.T) {
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	clock := clocktest.New(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
+	var cfg []domain.Policy
+	for _, alg := range domain.Algorithms {
+		for _, limit := range []int64{1, 3, 7} {
+			cfg = append(cfg, domain.Policy{Name: fmt.Sprintf("%s-%d", alg, limit), Limit: limit, Window: 10 * time.Second, Algorithm: alg})
+		}
+	}
+	svc, err := domain.NewService(cfg, memory.NewPolicies(clock), memory.New(clock, memory.Options{}), nil, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	peek := func(policy, key string) domain.Result {
+		r, err := svc.Check(ctx, domain.CheckRequest{Policy: policy, Key: key, Cost: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	rolledBack := 0
+	for step := range 3000 {
+		clock.Advance(time.Duration(rng.IntN(1500)) * time.Millisecond)
+		n := 1 + rng.IntN(4)
+		reqs := make([]domain.CheckRequest, n)
+		for i := range reqs {
+			p := cfg[rng.IntN(len(cfg))]
+			reqs[i] = domain.CheckRequest{Policy: p.Name, Key: fmt.Sprint("k", rng.IntN(2)), Cost: rng.Int64N(p.Limit + 1)}
+		}
+		before := map[string]domain.Result{}
+		for _, r := range reqs {
+			before[r.Policy+"/"+r.Key] = peek(r.Policy, r.Key)
+		}
+		rs, ok, err := svc.CheckMany(ctx, reqs, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			continue
+		}
+		rolledBack++
+		for i, r := range rs {
+			k := reqs[i].Policy + "/" + reqs[i].Key
+			if after := peek(reqs[i].Policy, reqs[i].Key); after.Remaining != before[k].Remaining || after.Allowed != before[k].Allowed {
+				t.Fatalf("seed %d step %d: a denied atomic batch changed %s: peek %+v, was %+v", seed, step, k, after.Decision, before[k].Decision)
+			}
+			if r.Allowed && reqs[i].Cost > 0 && r.Remaining != before[k].Remaining+1 {
+				t.Fatalf("seed %d step %d: check %d (%s cost %d) admitted as evaluated in a denied batch reports remaining %d, want %d (its key's units before the batch)\nbatch %+v",
+					seed, step, i, k, reqs[i].Cost, r.Remaining, before[k].Remaining+1, reqs)
+			}
+		}
+	}
+	if rolledBack < 100 {
+		t.Fatalf("only %d denied batches: the generator does not exercise RolledBack", rolledBack)
 	}
 }
