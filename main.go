@@ -1,5 +1,6 @@
-// Command sluice is a self-hosted rate-limit decision service: exact sliding-window limits over HTTP, on one
-// replica in memory or on any number of replicas sharing PostgreSQL. See README.md.
+// Command sluice is a self-hosted rate-limit decision service: exact limits (sliding log and window, token bucket,
+// fixed window) over HTTP and Envoy's Rate Limit Service, on one replica in memory or on any number of replicas
+// sharing PostgreSQL or Redis. See README.md.
 package main
 
 import (

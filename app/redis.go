@@ -23,7 +23,7 @@ import (
 // clock; the app clock (and clock_offset) is not used.
 func redisModule(cfg Config) fx.Option {
 	return fx.Module("store.redis",
-		fx.Provide(func(log *slog.Logger, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, error) {
+		fx.Provide(func(log *slog.Logger, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, rlsRegistry, error) {
 			rc := cfg.Redis
 			log = log.With("store", "redis")
 			o := redis.Options{
@@ -38,7 +38,7 @@ func redisModule(cfg Config) fx.Option {
 			defer ocancel()
 			s, err := redis.Open(octx, o)
 			if err != nil {
-				return nil, nil, fmt.Errorf("store redis (redis.addrs / SLUICE_REDIS_ADDRS=%s): %w", strings.Join(rc.Addrs, ","), err)
+				return nil, nil, nil, fmt.Errorf("store redis (redis.addrs / SLUICE_REDIS_ADDRS=%s): %w", strings.Join(rc.Addrs, ","), err)
 			}
 			p := s.NewPolicies(redis.PolicyOptions{Refresh: time.Duration(rc.PolicyRefresh)})
 			kind := "single"
@@ -59,10 +59,17 @@ func redisModule(cfg Config) fx.Option {
 				},
 				OnStop: func(context.Context) error { cancel(); <-done; p.Close(); s.Close(); return nil },
 			})
-			if n := rc.lanes(s.Cluster()); n > 0 {
-				return coalesce.New(s, coalesce.Options{Lanes: n, MaxBatch: redisMaxBatch}), p, nil
+			register := func(ctx context.Context, ps []domain.Policy) error {
+				changed, err := s.RegisterConfigPolicies(ctx, ps)
+				for _, name := range changed {
+					log.Info("rls policy changed its window or algorithm since Redis last saw it: units that had stopped counting stay stopped", "policy", name)
+				}
+				return err
 			}
-			return s, p, nil
+			if n := rc.lanes(s.Cluster()); n > 0 {
+				return coalesce.New(s, coalesce.Options{Lanes: n, MaxBatch: redisMaxBatch}), p, register, nil
+			}
+			return s, p, register, nil
 		}),
 	)
 }

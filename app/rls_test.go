@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/sluice-dev/sluice/adapters/envoyrls"
+	"github.com/sluice-dev/sluice/domain"
 )
 
 func freePort(t *testing.T) string {
@@ -291,4 +292,35 @@ func TestRLSFromXDS(t *testing.T) {
 	if _, _, err := Load(path, nil); err == nil || !strings.Contains(err.Error(), "the rules come from xDS or from files, not both") {
 		t.Errorf("files and xds together: %v", err)
 	}
+}
+
+// TestRegisterRLS: each set of RLS policies put in force reaches the shared store's registry; while the store
+// cannot answer, a newer set replaces the one not registered yet.
+func TestRegisterRLS(t *testing.T) {
+	got := make(chan []domain.Policy)
+	fail := true
+	registry := rlsRegistry(func(ctx context.Context, ps []domain.Policy) error {
+		got <- ps
+		if fail {
+			fail = false
+			return fmt.Errorf("store down")
+		}
+		return nil
+	})
+	pending := make(chan []domain.Policy, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); registerRLS(ctx, registry, pending, slog.New(slog.DiscardHandler)) }()
+	a := []domain.Policy{{Name: "rls.a"}}
+	b := []domain.Policy{{Name: "rls.b"}}
+	pending <- a
+	if ps := <-got; ps[0].Name != "rls.a" {
+		t.Fatalf("first registration: %v", ps)
+	}
+	pending <- b // arrives while a's registration failed: b is registered next, not a again
+	if ps := <-got; ps[0].Name != "rls.b" {
+		t.Fatalf("after a failure with a newer set waiting: registered %v, want rls.b", ps)
+	}
+	cancel()
+	<-done
 }

@@ -44,6 +44,7 @@ func appOptions(cfg Config, build Build, log *slog.Logger) fx.Option {
 			fx.Annotate(newRegistry, fx.As(new(prometheus.Registerer)), fx.As(new(prometheus.Gatherer))),
 			newClock,
 			newObserver,
+			newLifecycle,
 			newLimiter,
 			newHTTPServer,
 		),
@@ -64,6 +65,7 @@ func storeModule(cfg Config) fx.Option {
 
 func memoryModule(cfg Config) fx.Option {
 	return fx.Module("store.memory",
+		fx.Supply(rlsRegistry(nil)),
 		fx.Provide(func(clock domain.Clock, reg prometheus.Registerer, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, error) {
 			s := memory.New(clock, memory.Options{MaxKeys: cfg.Memory.MaxKeys})
 			err := errors.Join(
@@ -106,12 +108,19 @@ func newClock(cfg Config) domain.Clock {
 
 func newObserver(reg prometheus.Registerer) (domain.Observer, error) { return metrics.NewObserver(reg) }
 
-func newLimiter(cfg Config, policies domain.PolicyStore, store domain.BucketStore, obs domain.Observer, clock domain.Clock) (domain.Limiter, error) {
+// newLifecycle is the one owner of config, API and RLS policies; the store's driver row says whether replicas
+// share the store (domain.LifecycleOptions.SharedStore).
+func newLifecycle(cfg Config, policies domain.PolicyStore, clock domain.Clock) (*domain.PolicyLifecycle, error) {
 	ps := make([]domain.Policy, len(cfg.Policies))
 	for i, p := range cfg.Policies {
 		ps[i] = p.domain()
 	}
-	return domain.NewService(ps, policies, store, obs, clock)
+	d, _ := storeDriverNamed(cfg.Store)
+	return domain.NewPolicyLifecycle(ps, policies, clock, domain.LifecycleOptions{SharedStore: d.Shared})
+}
+
+func newLimiter(l *domain.PolicyLifecycle, store domain.BucketStore, obs domain.Observer, clock domain.Clock) domain.Limiter {
+	return domain.NewServiceWith(l, store, obs, clock)
 }
 
 func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, log *slog.Logger, gatherer prometheus.Gatherer, reg prometheus.Registerer) (*Listening, error) {
@@ -150,8 +159,9 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 					log.Error("http server stopped", "err", err)
 				}
 			}()
-			log.Info("sluice serving", "addr", l.Addr, "store", cfg.Store, "replicas", replicaNote(cfg.Store),
-				"policies", len(cfg.Policies), "auth", len(tokens) > 0, "version", build.Version)
+			d, _ := storeDriverNamed(cfg.Store)
+			log.Info("sluice serving", "addr", l.Addr, "store", cfg.Store, "shared", d.Shared, "atomic_across_keys", d.AtomicAcrossKeys,
+				"replicas", d.Replicas, "policies", len(cfg.Policies), "auth", len(tokens) > 0, "version", build.Version)
 			return nil
 		},
 		OnStop: func(context.Context) error {
@@ -168,11 +178,6 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 		},
 	})
 	return l, nil
-}
-
-func replicaNote(store string) string {
-	d, _ := storeDriverNamed(store)
-	return d.Replicas
 }
 
 // newLogger builds the process logger from cfg.

@@ -73,7 +73,8 @@ type Policy struct {
 	// Shadow policies decide and count as usual but always admit: for trying a limit on live traffic.
 	Shadow bool
 	Source Source
-	// Floor and Generation are kept by the PolicyStore, not set by users: see Rule.
+	// Floor and Generation are kept by the PolicyStore (API policies) or the PolicyLifecycle (RLS policies), not
+	// set by users: see Rule.
 	Floor      int64
 	Generation int64
 }

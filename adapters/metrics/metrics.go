@@ -1,5 +1,8 @@
-// Package metrics is the Prometheus adapter: it implements domain.Observer and names every sluice metric family
-// in one place.
+// Package metrics is the Prometheus adapter: it implements domain.Observer (sluice_decisions_total,
+// sluice_store_duration_seconds, sluice_store_errors_total) and the HTTP request families (sluice_http_*). The
+// store-specific families are registered where their store is wired: the memory store's sluice_memory_* in
+// app/wire.go, sluice_config_policies_differing in app/postgres.go, and the janitor's sluice_janitor_* in
+// adapters/postgres/janitor.go.
 package metrics
 
 import (

@@ -90,7 +90,7 @@ type Store struct {
 		revisions []int32
 	}
 
-	policies policyCache
+	policies *domain.PolicyCache // the API policies (policies.go)
 	// configFloors: config policy name → floor (µs) from sluice_config_policies, set by RegisterConfigPolicies.
 	configFloors sync.Map
 	stop         context.CancelFunc
@@ -167,7 +167,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.functions.names = append(s.functions.names, f.name)
 		s.functions.revisions = append(s.functions.revisions, int32(f.revision))
 	}
-	s.policies.init()
+	s.policies = domain.NewPolicyCache(errPoliciesNotLoaded)
 	rctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.done.Add(1)

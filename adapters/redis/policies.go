@@ -333,3 +333,13 @@ func (p *Policies) apply(version int64, f func(map[string]domain.Policy)) {
 	default:
 	}
 }
+
+// Loaded implements domain.PolicyLoader: nil once the first load of the API policies succeeded.
+func (p *Policies) Loaded(context.Context) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if !p.loaded {
+		return errPoliciesNotLoaded
+	}
+	return nil
+}
