@@ -20,10 +20,39 @@ import (
 	"github.com/sluice-dev/sluice/domain"
 )
 
-// Build carries what the main package knows: the version and the OpenAPI document it embeds.
+// Build carries what the main package knows: the version, the source revision and toolchain it was built from
+// (from the binary's build information), and the OpenAPI document it embeds.
 type Build struct {
+	// Version is the module version (`go install module@version`), or "devel" for a build from a checkout.
 	Version string
-	Spec    []byte
+	// Revision is the VCS revision `go build` stamped in a Git checkout ("" when unknown), RevisionTime its
+	// commit time, and Modified whether the work tree had uncommitted changes.
+	Revision     string
+	RevisionTime string
+	Modified     bool
+	// GoVersion is the toolchain that built the binary.
+	GoVersion string
+	Spec      []byte
+}
+
+// String is what `sluice version` prints: "sluice devel (revision 1a2b3c4+dirty, 2026-12-07T15:00:00Z) go1.26.8".
+func (b Build) String() string {
+	s := "sluice " + b.Version
+	if b.Revision != "" {
+		rev := b.Revision
+		if b.Modified {
+			rev += "+dirty"
+		}
+		s += " (revision " + rev
+		if b.RevisionTime != "" {
+			s += ", " + b.RevisionTime
+		}
+		s += ")"
+	}
+	if b.GoVersion != "" {
+		s += " " + b.GoVersion
+	}
+	return s
 }
 
 // Listening is the address the HTTP server bound (useful when the port is 0).
@@ -96,10 +125,27 @@ func memoryModule(cfg Config) fx.Option {
 	)
 }
 
-func newRegistry() *prometheus.Registry {
+func newRegistry(build Build) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(build))
 	return reg
+}
+
+// buildInfo is the sluice_build_info gauge: always 1, its labels say which build is running (the usual
+// Prometheus idiom, so a dashboard can join it or show a rollout's progress).
+func buildInfo(b Build) prometheus.Collector {
+	rev := b.Revision
+	if rev != "" && b.Modified {
+		rev += "+dirty"
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "sluice_build_info",
+		Help:        "The running build: version, VCS revision and Go version (always 1).",
+		ConstLabels: prometheus.Labels{"version": b.Version, "revision": rev, "goversion": b.GoVersion},
+	})
+	g.Set(1)
+	return g
 }
 
 func newClock(cfg Config) domain.Clock {
