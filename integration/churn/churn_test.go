@@ -14,8 +14,9 @@
 //	SLUICE_TEST_CHURN_SEED=42 go test -count=1 -v -run 'TestChurn/redis' ./integration/churn
 //
 // scripts/test.d/22-churn.sh runs it in ./scripts/test (with -v, so each store's observed maximum and bound are
-// in the log); scripts/test.d/20-go.sh leaves this package out of its `go test ./...` so it runs once. Without
-// PostgreSQL or redis-server the store's subtest is skipped, unless CI=true, when it fails instead.
+// in the log); scripts/test.d/20-go.sh leaves this package out of its `go test ./...` so it runs once. With -short,
+// or without PostgreSQL or redis-server for a store's subtest, it is skipped, unless CI=true: then it runs, or
+// fails.
 package churn
 
 import (
