@@ -200,7 +200,7 @@ func churn(t *testing.T, ctx context.Context, seed uint64, rs []*serveproc.Proc,
 				switch {
 				case !exists[p]:
 					put(rng, p)
-				case rng.IntN(6) == 0: // delete, then re-create on another random replica
+				case rng.IntN(6) == 0: // delete, then re-create (each on a random replica)
 					del(rng, p)
 					put(rng, p)
 					nd++
