@@ -329,6 +329,7 @@ var toolVariables = []string{
 	"SLUICE_CHECK_TOKEN",       // integration/nginx: placeholder in the example config
 	"SLUICE_BINARY",            // scripts/chart-bounds.sh: a prebuilt binary
 	"SLUICE_URL",               // sdk/typescript/test/install.test.js: the server the installed package checks
+	"SLUICE_TEST_CHURN_SEED",   // integration/churn: repeats a run's random choices
 
 	// adapters/redis and its scripts
 	"SLUICE_TEST_REDIS_ADDR",         // adapters/redis/redistest: the single test Redis
