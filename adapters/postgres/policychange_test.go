@@ -257,3 +257,39 @@ func TestOutOfBoundsCheckFailsAlone(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A check that read an older generation of its policy than the one its key's state was written under (the
+// policy was deleted and re-created while the statement ran: the churn test's delete/re-create seam) is refused
+// as not found and writes nothing: a deleted generation never resets or drops a newer one's state.
+func TestStaleGenerationNeverOverwritesANewerOne(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+	s := open(t, postgres.Options{Clock: clock})
+	ctx := context.Background()
+	p := domain.Policy{Name: "p", Limit: 3, Window: time.Hour, Algorithm: domain.FixedWindow}.WithDefaults()
+	if _, err := s.PutPolicy(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.GetPolicy(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := stored.Rule()
+	newer.Generation = stored.Generation + 1_000
+	for range 3 { // the newer generation's key is spent
+		if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "k", Rule: newer, Cost: 1}); err != nil || !d.Allowed {
+			t.Fatalf("newer generation: %+v %v", d, err)
+		}
+	}
+	for _, atomic := range []bool{false, true} {
+		ds, err := s.DecideBatch(ctx, []domain.BucketRequest{{Policy: "p", Key: "k", Rule: stored.Rule(), Cost: 1, Stored: true}}, atomic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ds[0].Status != domain.StatusPolicyNotFound || ds[0].Allowed {
+			t.Fatalf("atomic %v: a check of the older generation on the newer one's state: %+v", atomic, ds[0])
+		}
+	}
+	if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "k", Rule: newer}); err != nil || d.Allowed || d.Remaining != 0 {
+		t.Fatalf("the newer generation's state was reset by the older one: %+v %v", d, err)
+	}
+}

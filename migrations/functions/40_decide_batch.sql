@@ -1,4 +1,4 @@
--- revision: 1
+-- revision: 2
 
 -- sluice_decide_batch is the one routine every decision goes through (a single check is a batch of one): one
 -- statement, one round trip, and no subtransaction. For each check it takes the rule the caller sent, or, for a stored (API) policy,
@@ -8,6 +8,11 @@
 --
 -- Each check of a pair is decided by sluice_step on the pair's state as the checks before it left it; only an
 -- admission with a cost changes that state (and so the row): a peek or a denial converts nothing.
+--
+-- Generations only grow (a sequence), and a stored check whose key holds state of a newer generation than the
+-- policy this statement read is refused as status 1, writing nothing: the policy was deleted and re-created while
+-- the statement ran (each statement of this function reads the newest committed rows), and a deleted generation
+-- never resets or drops a newer one's state (shared/design.md, "Policy changes").
 --
 -- Locking: every (policy, key) is first decided from a lock-free read. A pair whose checks are all peeks or
 -- denials is done then: no row lock, no transaction id, nothing written (a denial from committed state is exact:
@@ -159,6 +164,13 @@ BEGIN
         FOR j IN v_start..v_end LOOP
             i := v_order[j];
             CONTINUE WHEN status[i] <> 0;
+            IF p_stored[i] AND st.alg <> '' AND st.gen > v_gen[i] THEN
+                status[i] := 1; -- its generation was deleted while this statement ran (see the header)
+                IF p_atomic THEN
+                    v_commit := false;
+                END IF;
+                CONTINUE;
+            END IF;
             r := sluice_step(st, v_sw, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
             IF r.allowed IS NULL THEN
                 status[i] := 3; -- an unknown algorithm, in the rule or in the state: refused, never a default
@@ -248,6 +260,13 @@ BEGIN
             FOR j IN v_start..v_end LOOP
                 i := v_order[j];
                 CONTINUE WHEN status[i] <> 0;
+                IF p_stored[i] AND st.alg <> '' AND st.gen > v_gen[i] THEN
+                    status[i] := 1; -- its generation was deleted while this statement ran (see the header)
+                    IF p_atomic THEN
+                        v_commit := false;
+                    END IF;
+                    CONTINUE;
+                END IF;
                 r := sluice_step(st, v_sw, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
                 IF r.allowed IS NULL THEN
                     status[i] := 3; -- an unknown algorithm, in the rule or in the state: refused, never a default
@@ -292,7 +311,7 @@ BEGIN
                 c = st.c, newest_us = v_newest, window_us = v_window, expires_us = v_expires
             WHERE policy = p_policies[i] AND key = p_keys[i];
             IF v_log.alg = 'sliding_log' THEN
-                PERFORM sluice_write_log(p_policies[i], p_keys[i], v_log, greatest(v_nows[j] - v_window, v_floor[i]));
+                PERFORM sluice_write_log(p_policies[i], p_keys[i], v_log, sluice_cutoff(v_nows[j], v_window, v_floor[i]));
             END IF;
         ELSIF v_ph[j] THEN
             DELETE FROM sluice_buckets WHERE policy = p_policies[i] AND key = p_keys[i];
