@@ -293,3 +293,37 @@ func TestStaleGenerationNeverOverwritesANewerOne(t *testing.T) {
 		t.Fatalf("the newer generation's state was reset by the older one: %+v %v", d, err)
 	}
 }
+
+// DropPolicy (after a DELETE, called by the replica that deleted) keeps the keys of a generation created since
+// through another replica: a delete and re-create racing on two replicas never resets the new generation.
+func TestDropPolicyKeepsTheGenerationInForce(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+	s := open(t, postgres.Options{Clock: clock})
+	ctx := context.Background()
+	p := domain.Policy{Name: "p", Limit: 2, Window: time.Hour}.WithDefaults()
+	if _, err := s.PutPolicy(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := s.GetPolicy(ctx, "p")
+	if _, err := s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "old", Rule: old.Rule(), Cost: 1, Stored: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeletePolicy(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutPolicy(ctx, p); err != nil { // re-created before the first replica drops the keys
+		t.Fatal(err)
+	}
+	cur, _ := s.GetPolicy(ctx, "p")
+	for range 2 {
+		if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "new", Rule: cur.Rule(), Cost: 1, Stored: true}); err != nil || !d.Allowed {
+			t.Fatalf("new generation: %+v %v", d, err)
+		}
+	}
+	if err := s.DropPolicy(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "new", Rule: cur.Rule(), Cost: 1, Stored: true}); err != nil || d.Allowed {
+		t.Fatalf("the late DropPolicy reset the new generation's key: %+v %v", d, err)
+	}
+}

@@ -12,7 +12,10 @@
 -- Generations only grow (a sequence), and a stored check whose key holds state of a newer generation than the
 -- policy this statement read is refused as status 1, writing nothing: the policy was deleted and re-created while
 -- the statement ran (each statement of this function reads the newest committed rows), and a deleted generation
--- never resets or drops a newer one's state (shared/design.md, "Policy changes").
+-- never resets or drops a newer one's state (shared/design.md, "Policy changes"). The first admission of a
+-- generation on a key (its state is empty, or another generation's) is never written from the lock-free read: it
+-- is decided under the row lock, after reading the policy again, so a check that raced the policy's DELETE (whose
+-- keys are then dropped) never counts the deleted generation afresh.
 --
 -- Locking: every (policy, key) is first decided from a lock-free read. A pair whose checks are all peeks or
 -- denials is done then: no row lock, no transaction id, nothing written (a denial from committed state is exact:
@@ -74,6 +77,8 @@ DECLARE
     v_log    sluice_state;
     v_nows   bigint[] := '{}';
     v_sw     bigint;    -- the window the pair's state was last written under (window_us)
+    v_fresh  boolean;   -- a stored pair whose state is not its generation's: its policy is re-read under the lock
+    v_pgen   bigint;
 BEGIN
     IF cardinality(p_keys) <> n OR cardinality(p_algs) <> n OR cardinality(p_limits) <> n
         OR cardinality(p_windows_us) <> n OR cardinality(p_res_us) <> n OR cardinality(p_floors_us) <> n
@@ -161,6 +166,7 @@ BEGIN
         END IF;
         v_now := coalesce(p_now_us, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
         v_writes := false;
+        v_fresh := p_stored[i] AND (st.alg = '' OR st.gen <> v_gen[i]);
         FOR j IN v_start..v_end LOOP
             i := v_order[j];
             CONTINUE WHEN status[i] <> 0;
@@ -193,7 +199,7 @@ BEGIN
                 v_commit := false;
             END IF;
         END LOOP;
-        IF v_writes AND NOT p_atomic THEN
+        IF v_writes AND NOT p_atomic AND NOT v_fresh THEN
             i := v_order[v_start];
             v_log := st;
             st := sluice_stored_state(v_log);
@@ -257,6 +263,23 @@ BEGIN
             END LOOP;
             v_now := coalesce(p_now_us, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
             v_writes := false;
+            IF p_stored[i] AND (st.alg = '' OR st.gen <> v_gen[i]) THEN
+                -- The first admission of this generation on the key: its policy is read again now that the row is
+                -- locked. A DELETE of the policy that committed meanwhile has had its keys dropped (or will wait
+                -- for this lock), so admitting on the empty state would count a deleted generation afresh.
+                SELECT p.generation INTO v_pgen FROM sluice_policies p WHERE p.name = p_policies[i];
+                IF v_pgen IS DISTINCT FROM v_gen[i] THEN
+                    FOR j IN v_start..v_end LOOP
+                        IF p_stored[v_order[j]] AND status[v_order[j]] = 0 THEN
+                            status[v_order[j]] := 1;
+                            allowed[v_order[j]] := false;
+                            IF p_atomic THEN
+                                v_commit := false;
+                            END IF;
+                        END IF;
+                    END LOOP;
+                END IF;
+            END IF;
             FOR j IN v_start..v_end LOOP
                 i := v_order[j];
                 CONTINUE WHEN status[i] <> 0;
