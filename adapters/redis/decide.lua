@@ -14,10 +14,21 @@
 --   window (µs), resolution (µs), floor (µs: units recorded at or before it never count), cost (0 peeks), then
 --   shadow (byte, 1/0), token_bucket's emission time of max(cost, 1) units, q + r/limit µs, as two doubles
 --   (q = floor(max(cost,1) × window / limit), r its remainder: computed in Go, the product needs 106 bits),
---   and the generation (a decimal string, NUL-terminated). Every number is an integer below 2^53, which a
+--   stored (byte, 1/0), the revision of the replica's copy of the policy (double; -1: not held), the generation
+--   and the policy's name (decimal string and name, each NUL-terminated). Every number is an integer below 2^53, which a
 --   double holds exactly. One argument for all checks, rather than ten per check, spares Redis an argument
 --   object and Lua a string and a tonumber per field.
--- ARGV[5]  undo mode only: per check, the instant its units were recorded at (double; 0: none), packed.
+-- ARGV[5]  modes "d" and "n": "1" when the last key is the policy records' hash (then every check marked stored is
+--          checked against it first, see below), else "". Undo mode: per check, the instant its units were
+--          recorded at (double; 0: none), packed.
+--
+-- Stored checks (API policies, BucketRequest.Stored): the check carries the name of its policy and the revision
+-- of the replica's copy of it; the last key is a hash of policy records (policy.lua's format: the last field is
+-- the revision; "-|<revision>" a deleted policy): on a single Redis the policies hash itself, on a cluster this
+-- slot's copy of it (copy.lua). Before deciding anything, every stored check's revision is compared with its
+-- record's; if any differs, or a record is missing or deleted, the script writes nothing and returns
+-- {"stale", name, record or "", ...} for those policies, and the Go side installs them and sends the checks
+-- again (store.go, runGroup). So a decision is made only with the policy in force in Redis at that instant.
 --
 -- Every quantity stays an integer below 2^53, which Lua's doubles hold exactly: instants are microseconds
 -- (~2^51), windows at most 31 days (~2^42 µs), counts and fractions at most 2^53-1. Sums that could pass 2^53
@@ -27,11 +38,14 @@
 -- The value of a key: generation, "\0", struct "<Bddddd" (algo, seen, ttlwindow, x, y, z), then for the logs
 -- entries "<dd" (instant µs, cumulative count). seen: the newest instant a write used (time never runs backwards
 -- for a key, even when a failover hands it to a node whose clock is behind); ttlwindow: the window its expiry was
--- computed with. x, y, z: logs (base, 0, 0): base is the cumulative count of the units before the first entry;
+-- computed with, which is the window of the check that last wrote the key (a token bucket's units are
+-- re-expressed with the limit and window that wrote them, conversion spec v2). x, y, z: logs (base, 0, 0): base is the cumulative count of the units before the first entry;
 -- token_bucket (a, f, c): tat = a + f/c µs, c the limit that wrote it; fixed_window (a, f, 0): the newest
 -- admission's instant and the units admitted in its window.
 --
--- Returns 9 integers per check: allowed (1/0), remaining, reset_after (µs), retry_after (µs), recorded (the
+-- Returns 9 integers per check: allowed (1 admitted, 0 denied, 3 invalid rule: the check's or the stored state's
+-- algorithm code is outside the table; nothing is decided or written for it, and the Go side answers
+-- domain.StatusInvalidRule), remaining, reset_after (µs), retry_after (µs), recorded (the
 -- instant the units were recorded at, for an undo; 0 if none), and for token_bucket A, NF, B, F: the new tat
 -- (or the one a check would reach) is now + A + NF/limit, the current one now + B + F/limit; Go turns them into
 -- remaining, reset_after and retry_after with 106-bit products (decision in store.go).
@@ -41,7 +55,9 @@ local pack, unpack = struct.pack, struct.unpack
 local ES = 16  -- bytes per log entry
 local HS = 41  -- header bytes after the generation's NUL
 local HF = '<Bddddd'
-local CHECK = '<BdddddBdds'
+local CHECK = '<BdddddBddBdss'
+local INVALID = { 3, 0, 0, 0, 0, 0, 0, 0, 0 }
+local CAP = 8796093022208 -- 2^43 µs: a converted token bucket's tat is never further than this past now
 local mode = ARGV[1]
 local now, slack = 0, 0
 if ARGV[2] == '' then
@@ -118,7 +134,7 @@ local function load(key)
   if st == nil then
     -- every field in the constructor: the table is sized once, never rehashed as fields are added
     st = { exists = false, seen = 0, w = 0, alg = 0, gen = '', x = 0, y = 0, z = 0, s = '', n = 0, la = 0, lc = 0,
-      dirty = false, grown = false }
+      dirty = false, grown = 0 }
     local v = redis.call('GET', key)
     if v then
       local z = string.find(v, '\0', 1, true)
@@ -209,8 +225,22 @@ local function ceilto(t, res)
   return t
 end
 
--- convert turns state written under another generation (dropped) or another algorithm into algo's, keeping
--- the units that still count, as if recorded at the newest instant (Bucket.convert).
+-- tbset makes st a token bucket holding n units under (limit, window) at t: tat = t + n × window / limit, exact
+-- (106-bit product), clamped at t + 2^43 µs (a view that far past any window denies; the clamp keeps every number
+-- below 2^53).
+local function tbset(st, t, n, limit, window)
+  local q, r = CAP, 0
+  if n / limit * window <= CAP + 16 then
+    q, r = muldivrem(n, window, limit)
+    if q > CAP then q, r = CAP, 0 end
+  end
+  st.x, st.y, st.z, st.w = t + q, r, limit, window
+end
+
+-- convert turns the state into the view of a check of algorithm algo and generation gen (conversion spec v2):
+-- state of another generation is empty; otherwise the units that still count (a token bucket's under the limit
+-- and window that wrote them, not capped) are kept, as recorded at the newest instant (fixed_window: now).
+-- It changes only the call's copy: the key is written only when a check admits.
 local function convert(st, t, algo, limit, window, res, floorus, gen)
   local units, t_at = 0, 0
   if st.gen == gen then
@@ -223,8 +253,9 @@ local function convert(st, t, algo, limit, window, res, floorus, gen)
       if st.x > t or (st.x == t and st.y > 0) then
         local d = st.x - t
         if st.y > 0 then d = d + 1 end
-        units = muldivceil(d, limit, window)
-        if units > limit then units = limit end
+        local w = st.w
+        if w <= 0 then w = window end
+        if d / w * st.z > MAX - 16 then units = MAX else units = muldivceil(d, st.z, w) end
         t_at = t
       end
     elseif st.alg == 4 then
@@ -242,25 +273,28 @@ local function convert(st, t, algo, limit, window, res, floorus, gen)
   elseif algo == 2 then
     record(st, ceilto(t_at, res), units)
   elseif algo == 3 then
-    local q, r = muldivrem(units, window, limit)
-    st.x, st.y, st.z = t + q, r, limit
+    tbset(st, t, units, limit, window)
   else
-    st.x, st.y = t_at, units
+    st.x, st.y = t, units
   end
 end
 
 -- decide applies a check (ARGV[4]'s fields) to the state of key.
 local function decide(key, algo, limit, window, res, floorus, cost, q, r, gen)
+  if algo < 1 or algo > 4 then return INVALID end
   local st = load(key)
+  if st.alg < 0 or st.alg > 4 then return INVALID end
   local t = now
   if st.seen > t then t = st.seen end
-  if st.alg ~= 0 and (st.gen ~= gen or st.alg ~= algo) then convert(st, t, algo, limit, window, res, floorus, gen) end
+  if st.alg ~= 0 and (st.gen ~= gen or st.alg ~= algo or (algo == 3 and (st.z ~= limit or st.w ~= window))) then
+    convert(st, t, algo, limit, window, res, floorus, gen)
+  end
   local need = cost
   if need == 0 then need = 1 end -- a peek reports what a cost-1 check would get
   local admit = function()
     if cost > 0 then
       if st.alg == 0 then st.alg, st.gen = algo, gen end
-      st.dirty, st.seen = true, t
+      st.dirty, st.seen, st.w = true, t, window
     end
   end
   if algo == 1 or algo == 2 then
@@ -291,12 +325,6 @@ local function decide(key, algo, limit, window, res, floorus, cost, q, r, gen)
     return { 0, rem, st.la + window - t, at(st, lo) + window - t, 0, 0, 0, 0, 0 }
   elseif algo == 3 then
     local a, f = st.x, st.y
-    if st.alg == 3 and st.z ~= limit and f > 0 then
-      -- The limit changed: re-express the fraction over the new limit, rounded up (later, so stricter).
-      f = muldivceil(f, limit, st.z)
-      local fr = fmod(f, limit)
-      a, f = a + (f - fr) / limit, fr
-    end
     if st.alg ~= 3 or a < t or (a == t and f == 0) then a, f = t, 0 end
     -- na + nf/limit = a + f/limit + q + r/limit, with the carry taken without forming f + r
     local na, nf = a + q, 0
@@ -370,8 +398,8 @@ if mode == 'u' then
   -- wherever later checks left them; units already gone (expired, reset) are not undone twice.
   local undone, pos = 0, 1
   for i = 1, n do
-    local algo, limit, window, _, _, cost, _, q, r, gen
-    algo, limit, window, _, _, cost, _, q, r, gen, pos = unpack(CHECK, ARGV[4], pos)
+    local algo, limit, window, _, _, cost, _, q, r, _, _, gen
+    algo, limit, window, _, _, cost, _, q, r, _, _, gen, _, pos = unpack(CHECK, ARGV[4], pos)
     local rec = unpack('<d', ARGV[5], (i - 1) * 8 + 1)
     local st = load(KEYS[i])
     if st.exists and rec > 0 and cost > 0 and st.alg == algo and st.gen == gen then
@@ -417,26 +445,64 @@ if mode == 'u' then
   return undone
 end
 
+-- A stored record's revision: the last of policy.lua's nine fields (a record of eight fields, written before
+-- records carried one, is revision 0); nil for a deleted policy's "-|<revision>".
+local function revision(rec)
+  if string.sub(rec, 1, 2) == '-|' then return nil end
+  local v = string.match(rec, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|(%d+)$')
+  if v then return tonumber(v) end
+  return 0
+end
+
+local checks = {}
+local pos = 1
+if ARGV[5] == '1' then n = n - 1 end
+for i = 1, n do
+  local c = { unpack(CHECK, ARGV[4], pos) }
+  pos = c[14]
+  checks[i] = c
+end
+if ARGV[5] == '1' then
+  local pk, held, stale = KEYS[n + 1], {}, nil
+  for i = 1, n do
+    local c = checks[i]
+    if c[10] == 1 and held[c[13]] == nil then
+      local rec = redis.call('HGET', pk, c[13])
+      held[c[13]] = true
+      if not rec or revision(rec) ~= c[11] then
+        stale = stale or { 'stale' }
+        stale[#stale + 1] = c[13]
+        stale[#stale + 1] = rec or ''
+      end
+    end
+  end
+  if stale then return stale end
+end
+
 local atomic = ARGV[3] == '1'
 local out = {}
 local commit = mode ~= 'n' -- "n": evaluate only (the later slots of a refused cross-slot batch)
-local pos = 1
 for i = 1, n do
-  local algo, limit, window, res, floorus, cost, shadow, q, r, gen
-  algo, limit, window, res, floorus, cost, shadow, q, r, gen, pos = unpack(CHECK, ARGV[4], pos)
-  local d = decide(KEYS[i], algo, limit, window, res, floorus, cost, q, r, gen)
+  local c = checks[i]
+  local window = c[3]
+  local d = decide(KEYS[i], c[1], c[2], window, c[4], c[5], c[6], c[8], c[9], c[12])
   local st = states[KEYS[i]]
-  if st.dirty or st.exists then
-    if window > st.w then st.grown = true end
-    st.w = window
-  end
-  if d[1] == 0 and shadow ~= 1 and atomic then commit = false end
+  -- A key not written whose window grew since its expiry was set: its units must outlive the old expiry.
+  if st and st.exists and not st.dirty and window > st.grown and window > st.w then st.grown = window end
+  if d[1] ~= 1 and c[7] ~= 1 and atomic then commit = false end
   for j = 1, 9 do out[#out + 1] = d[j] end
 end
 if commit then
   for key, st in pairs(states) do
-    -- A key written, or one whose window grew since its expiry was set (its units must outlive the old expiry).
-    if st.dirty or (st.grown and st.exists) then save(key, st) end
+    if st.dirty then
+      save(key, st)
+    elseif st.grown > 0 then
+      -- Only the expiry moves (the value, and the window it was written under, stay): to at least now plus the
+      -- grown window, which outlasts every unit a log or fixed window holds; a token bucket's own expiry (its
+      -- tat) is kept when later.
+      local ms = floor(st.grown / 1000) + 1 + slack
+      if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+    end
   end
 end
 return out
