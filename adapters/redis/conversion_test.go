@@ -14,8 +14,12 @@ import (
 // conversionStores are a single Redis and a cluster, each with a test clock.
 func conversionStores(t *testing.T) map[string]func(*testing.T, domain.Clock) *redis.Store {
 	return map[string]func(*testing.T, domain.Clock) *redis.Store{
-		"single":  func(t *testing.T, c domain.Clock) *redis.Store { return open(t, []string{redistest.SingleAddr(t)}, c, redis.Options{}) },
-		"cluster": func(t *testing.T, c domain.Clock) *redis.Store { return open(t, redistest.ClusterAddrs(t)[:1], c, redis.Options{}) },
+		"single": func(t *testing.T, c domain.Clock) *redis.Store {
+			return open(t, []string{redistest.SingleAddr(t)}, c, redis.Options{})
+		},
+		"cluster": func(t *testing.T, c domain.Clock) *redis.Store {
+			return open(t, redistest.ClusterAddrs(t)[:1], c, redis.Options{})
+		},
 	}
 }
 

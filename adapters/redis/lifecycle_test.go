@@ -224,3 +224,43 @@ func TestPolicyChangesAfterDataLoss(t *testing.T) {
 		})
 	}
 }
+
+// A stored check is answered with the store's policy, as on Postgres: a policy deleted through another replica is
+// StatusPolicyNotFound (domain.ErrPolicyNotFound from the Limiter), a cost above a limit lowered through another
+// replica StatusCostOverLimit (a validation error), and an atomic batch holding either records nothing.
+func TestStoredCheckStatuses(t *testing.T) {
+	for name, start := range lifecycleTargets {
+		if name == "cluster" && testing.Short() {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			addrs, _ := start(t)
+			rs := replicas(t, addrs, 2)
+			a, b := rs[0], rs[1]
+			ctx := context.Background()
+			put(t, a, "p", 5)
+			holds(t, b, "p", 5)
+			put(t, a, "p", 2)
+			// B may still hold limit 5: the store answers with 2.
+			_, err := b.svc.Check(ctx, domain.CheckRequest{Policy: "p", Key: "k", Cost: 3})
+			var v *domain.ValidationError
+			if !errors.As(err, &v) {
+				t.Fatalf("cost 3 against a limit lowered to 2 through A: %v, want a validation error", err)
+			}
+			put(t, a, "q", 5)
+			_, ok, err := b.svc.CheckMany(ctx, []domain.CheckRequest{{Policy: "q", Key: "k", Cost: 1}, {Policy: "p", Key: "k", Cost: 3}}, true)
+			if !errors.As(err, &v) || ok {
+				t.Fatalf("an atomic batch with a cost over the limit in force: %v %v", ok, err)
+			}
+			if n := concurrent(t, 5, func(int) *replica { return a }, "q", "k"); n != 5 {
+				t.Fatalf("q/k admitted %d of 5 afterwards: the refused atomic batch recorded units", n)
+			}
+			if err := a.p.DeletePolicy(ctx, "p"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.check(t, "p", "k"); !errors.Is(err, domain.ErrPolicyNotFound) {
+				t.Fatalf("a check through B of a policy deleted through A: %v, want not found", err)
+			}
+		})
+	}
+}
