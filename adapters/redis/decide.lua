@@ -454,18 +454,34 @@ local function revision(rec)
   return 0
 end
 
-local checks = {}
-local pos = 1
-if ARGV[5] == '1' then n = n - 1 end
-for i = 1, n do
-  local c = { unpack(CHECK, ARGV[4], pos) }
-  pos = c[14]
-  checks[i] = c
+local atomic = ARGV[3] == '1'
+local out = {}
+local commit = mode ~= 'n' -- "n": evaluate only (the later slots of a refused cross-slot batch)
+
+-- check decides check i and appends its nine integers to out.
+local function check(i, algo, limit, window, res, floorus, cost, shadow, q, r, gen)
+  local d = decide(KEYS[i], algo, limit, window, res, floorus, cost, q, r, gen)
+  local st = states[KEYS[i]]
+  -- A key not written whose window grew since its expiry was set: its units must outlive the old expiry.
+  if st and st.exists and not st.dirty and window > st.grown and window > st.w then st.grown = window end
+  if d[1] ~= 1 and shadow ~= 1 and atomic then commit = false end
+  for j = 1, 9 do out[#out + 1] = d[j] end
 end
-if ARGV[5] == '1' then
-  local pk, held, stale = KEYS[n + 1], {}, nil
+
+local pos = 1
+if ARGV[5] ~= '1' then
   for i = 1, n do
-    local c = checks[i]
+    local algo, limit, window, res, floorus, cost, shadow, q, r, gen, _
+    algo, limit, window, res, floorus, cost, shadow, q, r, _, _, gen, _, pos = unpack(CHECK, ARGV[4], pos)
+    check(i, algo, limit, window, res, floorus, cost, shadow, q, r, gen)
+  end
+else
+  n = n - 1
+  local checks, pk, held, stale = {}, KEYS[n + 1], {}, nil
+  for i = 1, n do
+    local c = { unpack(CHECK, ARGV[4], pos) }
+    pos = c[14]
+    checks[i] = c
     if c[10] == 1 and held[c[13]] == nil then
       local rec = redis.call('HGET', pk, c[13])
       held[c[13]] = true
@@ -477,20 +493,10 @@ if ARGV[5] == '1' then
     end
   end
   if stale then return stale end
-end
-
-local atomic = ARGV[3] == '1'
-local out = {}
-local commit = mode ~= 'n' -- "n": evaluate only (the later slots of a refused cross-slot batch)
-for i = 1, n do
-  local c = checks[i]
-  local window = c[3]
-  local d = decide(KEYS[i], c[1], c[2], window, c[4], c[5], c[6], c[8], c[9], c[12])
-  local st = states[KEYS[i]]
-  -- A key not written whose window grew since its expiry was set: its units must outlive the old expiry.
-  if st and st.exists and not st.dirty and window > st.grown and window > st.w then st.grown = window end
-  if d[1] ~= 1 and c[7] ~= 1 and atomic then commit = false end
-  for j = 1, 9 do out[#out + 1] = d[j] end
+  for i = 1, n do
+    local c = checks[i]
+    check(i, c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[12])
+  end
 end
 if commit then
   for key, st in pairs(states) do
