@@ -44,8 +44,9 @@ return out`)
 // each: a policy whose window or algorithm differs from what the store last saw (the file changed across a
 // redeploy) gets the floor domain.NextFloor gives at that instant, so units that had stopped counting never count
 // again; a grown window also extends the expiry of the policy's keys (see Policies.PutPolicy). Checks of config
-// policies (BucketRequest.Stored false) then decide with that floor. It returns the names whose window or
-// algorithm changed.
+// policies (BucketRequest.Stored false) then decide with that floor, which never goes down: Policies registers the
+// same policies again when Redis lost its data, and config.lua keeps the higher of the floor it holds and this
+// replica's. It returns the names whose window or algorithm changed.
 func (s *Store) RegisterConfigPolicies(ctx context.Context, ps []domain.Policy) ([]string, error) {
 	s.configMu.Lock()
 	s.configPols = slices.Clone(ps)

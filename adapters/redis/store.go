@@ -13,9 +13,11 @@
 // decided by one script. The policy's length prefix keeps (policy, key) pairs apart however they are spelt.
 // Keys expire (PX) when nothing in them can count any more.
 //
-// decide.lua is domain.Bucket.Decide step for step (microseconds, the same integer rounding, the same conversion
-// when a policy changes algorithm or generation), so this store's decisions are the domain's to every field:
-// domain/storetest's model test compares them on random sequences. All arithmetic in the script is on integers
+// decide.lua is domain.Bucket.Decide step for step (microseconds, the same integer rounding) and converts state
+// as the conversion spec of issue 22 says (units that still count are kept, a token bucket's under the limit and
+// window that wrote them; only a check that admits writes; an algorithm outside the table is
+// domain.StatusInvalidRule), so this store's decisions are the domain's to every field: domain/storetest's model
+// test compares them on random sequences (TestConversionSpecExamples holds the spec's worked examples here). All arithmetic in the script is on integers
 // below 2^53, which Lua's doubles hold exactly; the token bucket's emission time (a 106-bit product) is computed
 // here in Go and passed in, and its remaining units and rounded-up durations are finished here from the script's
 // exact parts, with math/bits as in domain/tokenbucket.go.
@@ -23,10 +25,15 @@
 // The script is sent once per node (EVALSHA; on NOSCRIPT, after a restart or a failover to a node that never saw
 // it, the client sends it in full with EVAL and the node caches it again).
 //
-// Policies: the rule travels with every check (BucketRequest.Rule) and the script decides with it; API policies
-// come from Policies (a copy per replica, bound within the refresh interval), so BucketRequest.Stored is not
-// consulted and every decision has Status OK. Config-file policies decide with the floor RegisterConfigPolicies
-// keeps for them.
+// Policies: a check of an API policy (BucketRequest.Stored, once NewPolicies gave this store its policy copy) is
+// decided with the policy in force in Redis at that decision, in the same round trip: it is sent with the copy's
+// rule and the copy's revision of the policy, and decide.lua compares the revision with the policy's record
+// before it decides or writes anything (the policies hash on a single Redis; on a cluster the record's copy in
+// the checked key's slot, which PutPolicy and DeletePolicy write into all 16384 slots before they return). A stale
+// copy costs one more round trip per missed change (runGroup); a deleted policy answers StatusPolicyNotFound, a
+// cost above the limit in force StatusCostOverLimit, as on Postgres. Tests: TestPolicyChangeBindsAtNextDecision,
+// TestStoredCheckStatuses, TestPolicyChangesAfterDataLoss (Redis losing its data: see Policies). Config-file
+// policies decide with the rule they carry and the floor RegisterConfigPolicies keeps for them.
 //
 // On a single Redis, `sluice serve` puts the coalescer's lanes in front of this store (app/redis.go, redis.lanes):
 // the checks of several keys that arrive while a lane's call is in flight are one non-atomic DecideBatch, so one
