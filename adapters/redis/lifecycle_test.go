@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/adapters/coalesce"
 	"github.com/sluice-dev/sluice/adapters/redis"
 	"github.com/sluice-dev/sluice/adapters/redis/redistest"
 	"github.com/sluice-dev/sluice/domain"
@@ -21,7 +22,7 @@ type replica struct {
 	svc *domain.Service
 }
 
-// replicas starts n replicas on addrs with one key prefix. Their refresh interval is long (a minute), so a
+// replicas starts n replicas on addrs with one key prefix, on a single Redis through the coalescer's lanes. Their refresh interval is long (a minute), so a
 // replica's copy moves only by invalidation messages and its own writes: the store, not the refresher, must make
 // a change bind.
 func replicas(t *testing.T, addrs []string, n int) []*replica {
@@ -35,7 +36,11 @@ func replicas(t *testing.T, addrs []string, n int) []*replica {
 		}
 		p := s.NewPolicies(redis.PolicyOptions{Refresh: time.Minute})
 		t.Cleanup(func() { p.Close(); s.Close() })
-		svc, err := domain.NewService(nil, p, s, nil, domain.SystemClock{})
+		var store domain.BucketStore = s
+		if !s.Cluster() { // as `sluice serve` runs it on a single Redis (app/redis.go)
+			store = coalesce.New(s, coalesce.Options{Lanes: 2, MaxBatch: 64})
+		}
+		svc, err := domain.NewService(nil, p, store, nil, domain.SystemClock{})
 		if err != nil {
 			t.Fatal(err)
 		}
