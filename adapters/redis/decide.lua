@@ -24,8 +24,8 @@
 --
 -- Stored checks (API policies, BucketRequest.Stored): the check carries the name of its policy and the revision
 -- of the replica's copy of it; the last key is a hash of policy records (policy.lua's format: the last field is
--- the revision; "-|<revision>" a deleted policy): on a single Redis the policies hash itself, on a cluster this
--- slot's copy of it (copy.lua). Before deciding anything, every stored check's revision is compared with its
+-- the revision; "-|<revision>", a deleted policy, is never stored today but read as one): on a single Redis the
+-- policies hash itself, on a cluster this slot's copy of it (copy.lua). Before deciding anything, every stored check's revision is compared with its
 -- record's; if any differs, or a record is missing or deleted, the script writes nothing and returns
 -- {"stale", name, record or "", ...} for those policies, and the Go side installs them and sends the checks
 -- again (store.go, runGroup). So a decision is made only with the policy in force in Redis at that instant.

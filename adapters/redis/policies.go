@@ -89,11 +89,14 @@ func (s *Store) RegisterConfigPolicies(ctx context.Context, ps []domain.Policy) 
 // policy (BucketRequest.Stored) is sent with the copy's revision of its policy, and decide.lua compares it with the
 // record in Redis before deciding anything; a stale copy is corrected from Redis's records and the check sent
 // again (Store.runGroup). On a single Redis the script reads the policies hash itself; on a cluster, where a
-// script sees only its keys' slot, it reads that slot's copy of the records: PutPolicy and DeletePolicy write the
-// record (a deleted policy's as "-|<revision>") into every one of the 16384 slots (copy.lua, pipelined, each
-// written only if newer) before they return. A slot copy behind the policies hash (a write that failed half way, a
-// master that lost data or a replica promoted with a lag) is repaired from it by the first check that finds it
-// behind, a copy it has not reached yet it finds as missing; both are repaired from the hash.
+// script sees only its keys' slot, it reads that slot's copy of the records: PutPolicy writes the record into
+// every one of the 16384 slots, DeletePolicy removes it from every slot (copy.lua, pipelined, each applied only
+// if newer), before they return. A slot copy behind the policies hash (a write that failed half way, a master that
+// lost data or a replica promoted with a lag) is repaired from it by the first check that finds a revision other
+// than its own there, or none. One window remains: a change's copy delayed past a later deletion's (concurrent
+// changes of one policy through two replicas, pipelines interleaving) can put the older record back in a slot,
+// where a replica still holding that revision decides with it until its copy moves (an invalidation message,
+// milliseconds; at most Options.Refresh) and its next check repairs the slot.
 //
 // Data loss: the epoch is a random id set when missing (policy.lua), and the version and generation counters are
 // then raised to the Redis clock in µs, so no revision or generation repeats one given before a loss. A replica
@@ -198,8 +201,8 @@ func (p *Policies) copyKey(slot uint16) string {
 	return "{" + slotTag(slot) + "}" + p.s.prefix + "policies"
 }
 
-// writeCopies writes records (copy.lua's triples: name, revision, record) into every slot's copy, on a cluster,
-// in one pipeline.
+// writeCopies applies records (copy.lua's triples: name, revision, record or "-|<revision>" for a deletion) to
+// every slot's copy, on a cluster, in one pipeline.
 func (p *Policies) writeCopies(ctx context.Context, triples []string) error {
 	if !p.s.cluster || len(triples) == 0 {
 		return nil
@@ -454,7 +457,9 @@ func (p *Policies) resolve(ctx context.Context, recordsKey string, stale []strin
 			if rec == "" {
 				rec = "-|" + truth[0] // deleted (or never made) by the current version
 			}
-			if rec != stale[2*k+1] {
+			if rec != stale[2*k+1] && stale[2*k+1] != "" || truth[1+k] != "" && stale[2*k+1] == "" {
+				// The slot holds another record, or none while the hash holds one: rewrite it. (None in either
+				// place, a name never made or deleted, needs nothing: a check of it finds no record.)
 				repair = append(repair, name, strconv.FormatInt(recordRevision(rec), 10), rec)
 			}
 			stale[2*k+1] = rec
@@ -593,8 +598,8 @@ func (p *Policies) PutPolicy(ctx context.Context, pol domain.Policy) (bool, erro
 }
 
 // DeletePolicy implements domain.PolicyStore. The policy's keys are dropped by the caller (DropPolicy); until
-// then its generation keeps them from counting for a later policy of the same name. On a cluster the deletion
-// ("-|<revision>") is written into every slot's copy before DeletePolicy returns.
+// then its generation keeps them from counting for a later policy of the same name. On a cluster the record is
+// removed from every slot's copy (where its revision is older than the deletion's) before DeletePolicy returns.
 func (p *Policies) DeletePolicy(ctx context.Context, name string) error {
 	deleted, _, _, rev, _, err := p.policyCall(ctx, "del", name)
 	if err != nil {

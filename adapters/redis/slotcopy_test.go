@@ -11,7 +11,8 @@ import (
 
 // On a cluster, a slot's copy of the policy records that is missing (its master lost data) or behind the
 // policies hash (a change whose copies failed half way, a lagging replica promoted) is repaired from the hash by
-// the first check that finds it so, and the check decides with the policy in force.
+// the first check that finds it so, and the check decides with the policy in force; a deletion removes the record
+// from every slot's copy.
 func TestSlotCopyRepaired(t *testing.T) {
 	addrs := redistest.ClusterAddrs(t)
 	prefix := redistest.Prefix()
@@ -77,5 +78,17 @@ func TestSlotCopyRepaired(t *testing.T) {
 		if err != nil || rec == old {
 			t.Errorf("slot copy %s not repaired: %q %v", k, rec, err)
 		}
+	}
+	// A deletion leaves nothing behind in any slot's copy.
+	if err := a.DeletePolicy(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	for _, sl := range []uint16{0, 1, 8191, 16383, Slot(ss[1].Key("p", "gone"))} {
+		if n, err := a.c.Do(ctx, a.c.B().Hlen().Key(a.copyKey(sl)).Build()).AsInt64(); err != nil || n != 0 {
+			t.Errorf("slot %d's copy holds %d records after the deletion (%v)", sl, n, err)
+		}
+	}
+	if d := check(ss[1], ps[1], "gone"); d.Status != domain.StatusPolicyNotFound {
+		t.Errorf("a check of the deleted policy: %+v", d)
 	}
 }
