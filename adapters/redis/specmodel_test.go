@@ -2,11 +2,11 @@ package redis_test
 
 import (
 	"fmt"
+	"math/big"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
-	"math/big"
-	"math/rand/v2"
 	"testing"
 	"time"
 
