@@ -122,10 +122,10 @@ func (k *specKey) decide(now int64, r domain.Rule, cost int64) bool {
 
 // decide.lua admits exactly what the conversion spec's model admits, on random sequences of limit, window and
 // algorithm changes (sliding_log, token_bucket, fixed_window; windows that nest; floors as a policy store sets
-// them) on one key, peeks included. The seed is logged on failure; SLUICE_TEST_SEED replays one.
+// them) on one key, peeks included. The seed is logged on failure; SLUICE_TEST_REDIS_SPEC_SEED replays one.
 func TestConversionSpecModel(t *testing.T) {
 	seed := time.Now().UnixNano()
-	if v, err := strconv.ParseInt(os.Getenv("SLUICE_TEST_SEED"), 10, 64); err == nil {
+	if v, err := strconv.ParseInt(os.Getenv("SLUICE_TEST_REDIS_SPEC_SEED"), 10, 64); err == nil {
 		seed = v
 	}
 	rng := rand.New(rand.NewPCG(uint64(seed), 1))
