@@ -2,8 +2,7 @@
 // Sentinel-managed Redis, and together never admit more than a policy's limit per key (up to what an
 // asynchronous failover loses: docs/reliability.md).
 //
-// Every decision is one round trip: one EVALSHA of decide.lua (built from the parts in decide/, one file per
-// algorithm: decideParts), which reads the key's value, decides with the
+// Every decision is one round trip: one EVALSHA of decide.lua, which reads the key's value, decides with the
 // Redis server's clock (TIME, microseconds), so sluice replicas whose clocks disagree still enforce one cap, and
 // writes only when it admits: a peek or a denial writes nothing. Each (policy, key) is one Redis key:
 //
@@ -55,7 +54,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"crypto/tls"
-	"embed"
+	_ "embed"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -78,29 +77,8 @@ import (
 	"github.com/sluice-dev/sluice/domain"
 )
 
-// decideParts are the parts of the decision script, concatenated in name order into decideSource ("decide.lua"
-// in comments): the header (arguments, value format, constants), integer arithmetic, the key's state, one step
-// file per algorithm (each fills ALG[code] with its step, its units, its conversion into it, its expiry and its
-// undo), and the main part. A new algorithm is one more step file.
-//
-//go:embed decide/*.lua
-var decideParts embed.FS
-
-var decideSource = func() string {
-	es, err := decideParts.ReadDir("decide")
-	if err != nil {
-		panic(err)
-	}
-	var b strings.Builder
-	for _, e := range es { // sorted by name
-		src, err := decideParts.ReadFile("decide/" + e.Name())
-		if err != nil {
-			panic(err)
-		}
-		b.Write(src)
-	}
-	return b.String()
-}()
+//go:embed decide.lua
+var decideSource string
 
 var (
 	decideScript = rueidis.NewLuaScript(decideSource)
