@@ -1,4 +1,7 @@
--- sluice decision script: applies one or more checks atomically (a Lua script runs alone on its Redis node). It
+-- sluice decision script. This file is its core; store.go builds the script at init by splicing in, at each
+-- "--@" marker, the sections of the algorithm files in algo/ (one file per algorithm, named <code>_<name>.lua:
+-- its step, its units, the conversion into it, its expiry, its undo, its helpers), dispatched on the algorithm
+-- code, so the script is one body with no per-call dispatch tables. The script applies one or more checks atomically (a Lua script runs alone on its Redis node). It
 -- is domain.Bucket.Decide (domain/algorithm.go, slidinglog.go, tokenbucket.go, fixedwindow.go) step for step, in
 -- unix microseconds with the same integer rounding, so every store gives identical decisions; the conformance
 -- suite's model test compares them on random sequences. Loaded once per node and run with EVALSHA (the client
@@ -225,68 +228,85 @@ local function ceilto(t, res)
   return t
 end
 
--- tbset makes st a token bucket holding n units under (limit, window) at t: tat = t + n × window / limit, exact
--- (106-bit product), clamped at t + 2^43 µs (a view that far past any window denies; the clamp keeps every number
--- below 2^53).
-local function tbset(st, t, n, limit, window)
-  local q, r = CAP, 0
-  if n / limit * window <= CAP + 16 then
-    q, r = muldivrem(n, window, limit)
-    if q > CAP then q, r = CAP, 0 end
+-- logstep is the step of the log algorithms (sliding_log, sliding_window: algo/), recording at rec.
+local function logstep(st, t, limit, window, floorus, cost, need, admit, rec)
+  local cutoff = t - window
+  if floorus > cutoff then cutoff = floorus end
+  expire(st, cutoff)
+  local u = used(st)
+  if u <= limit - need then
+    local newest = rec
+    if st.n > 0 and st.la > newest then newest = st.la end
+    local recorded = 0
+    if cost > 0 then
+      recorded = record(st, rec, cost)
+      admit()
+    end
+    return { 1, limit - u - need, newest + window - t, 0, recorded, 0, 0, 0, 0 }
   end
-  st.x, st.y, st.z, st.w = t + q, r, limit, window
+  local rem = limit - u
+  if rem < 0 then rem = 0 end
+  local target = st.lc - (limit - need)
+  local lo, hi = 1, st.n
+  while lo < hi do
+    local mid = floor((lo + hi) / 2)
+    if cum(st, mid) >= target then hi = mid else lo = mid + 1 end
+  end
+  return { 0, rem, st.la + window - t, at(st, lo) + window - t, 0, 0, 0, 0, 0 }
 end
 
+-- logundo removes cost units recorded at rec from a log, wherever later checks left them; true when it did.
+local function logundo(st, cost, rec)
+  local lo, hi = 1, st.n + 1
+  while lo < hi do
+    local mid = floor((lo + hi) / 2)
+    if at(st, mid) >= rec then hi = mid else lo = mid + 1 end
+  end
+  if lo > st.n or at(st, lo) ~= rec then return false end
+  local out = { string.sub(entries(st), 1, (lo - 1) * ES) }
+  local prev = st.x
+  if lo > 1 then prev = cum(st, lo - 1) end
+  for j = lo, st.n do
+    local c = cum(st, j) - cost
+    if c > prev then
+      out[#out + 1] = pack('<dd', at(st, j), c)
+      prev = c
+    end
+  end
+  setentries(st, table.concat(out))
+  return true
+end
+
+--@helpers
+
 -- convert turns the state into the view of a check of algorithm algo and generation gen (conversion spec v2):
--- state of another generation is empty; otherwise the units that still count (a token bucket's under the limit
--- and window that wrote them, not capped) are kept, as recorded at the newest instant (fixed_window: now).
--- It changes only the call's copy: the key is written only when a check admits.
+-- state of another generation is empty; otherwise the units that still count (the state's algorithm's "units":
+-- a token bucket's under the limit and window that wrote them, not capped) are kept, as recorded at their
+-- instant, in algo's state (its "into"). It changes only the call's copy: the key is written only when a check
+-- admits.
 local function convert(st, t, algo, limit, window, res, floorus, gen)
   local units, t_at = 0, 0
   if st.gen == gen then
-    if st.alg == 1 or st.alg == 2 then
-      local cutoff = t - window
-      if floorus > cutoff then cutoff = floorus end
-      expire(st, cutoff)
-      if st.n > 0 then units, t_at = used(st), st.la end
-    elseif st.alg == 3 then
-      if st.x > t or (st.x == t and st.y > 0) then
-        local d = st.x - t
-        if st.y > 0 then d = d + 1 end
-        local w = st.w
-        if w <= 0 then w = window end
-        if d / w * st.z > MAX - 16 then units = MAX else units = muldivceil(d, st.z, w) end
-        t_at = t
-      end
-    elseif st.alg == 4 then
-      local cutoff = t - window
-      if floorus > cutoff then cutoff = floorus end
-      if st.x > cutoff then units, t_at = st.y, st.x end
-    end
+    local cutoff = t - window
+    if floorus > cutoff then cutoff = floorus end
+    --@units
   end
   empty(st)
   if units <= 0 then return end
   if units > MAX then units = MAX end
   st.alg, st.gen = algo, gen
-  if algo == 1 then
-    record(st, t_at, units)
-  elseif algo == 2 then
-    record(st, ceilto(t_at, res), units)
-  elseif algo == 3 then
-    tbset(st, t, units, limit, window)
-  else
-    st.x, st.y = t, units
-  end
+  --@into
 end
 
--- decide applies a check (ARGV[4]'s fields) to the state of key.
+-- decide applies a check (ARGV[4]'s fields) to the state of key: an algorithm code outside the table, in the
+-- check or in the stored state, is answered INVALID without deciding.
 local function decide(key, algo, limit, window, res, floorus, cost, q, r, gen)
-  if algo < 1 or algo > 4 then return INVALID end
+  if not known(algo) then return INVALID end
   local st = load(key)
-  if st.alg < 0 or st.alg > 4 then return INVALID end
+  if st.alg ~= 0 and not known(st.alg) then return INVALID end
   local t = now
   if st.seen > t then t = st.seen end
-  if st.alg ~= 0 and (st.gen ~= gen or st.alg ~= algo or (algo == 3 and (st.z ~= limit or st.w ~= window))) then
+  if st.alg ~= 0 and (st.gen ~= gen or st.alg ~= algo or --@retune) then
     convert(st, t, algo, limit, window, res, floorus, gen)
   end
   local need = cost
@@ -297,83 +317,13 @@ local function decide(key, algo, limit, window, res, floorus, cost, q, r, gen)
       st.dirty, st.seen, st.w = true, t, window
     end
   end
-  if algo == 1 or algo == 2 then
-    local cutoff = t - window
-    if floorus > cutoff then cutoff = floorus end
-    expire(st, cutoff)
-    local u = used(st)
-    local rec = t
-    if algo == 2 then rec = ceilto(t, res) end
-    if u <= limit - need then
-      local newest = rec
-      if st.n > 0 and st.la > newest then newest = st.la end
-      local recorded = 0
-      if cost > 0 then
-        recorded = record(st, rec, cost)
-        admit()
-      end
-      return { 1, limit - u - need, newest + window - t, 0, recorded, 0, 0, 0, 0 }
-    end
-    local rem = limit - u
-    if rem < 0 then rem = 0 end
-    local target = st.lc - (limit - need)
-    local lo, hi = 1, st.n
-    while lo < hi do
-      local mid = floor((lo + hi) / 2)
-      if cum(st, mid) >= target then hi = mid else lo = mid + 1 end
-    end
-    return { 0, rem, st.la + window - t, at(st, lo) + window - t, 0, 0, 0, 0, 0 }
-  elseif algo == 3 then
-    local a, f = st.x, st.y
-    if st.alg ~= 3 or a < t or (a == t and f == 0) then a, f = t, 0 end
-    -- na + nf/limit = a + f/limit + q + r/limit, with the carry taken without forming f + r
-    local na, nf = a + q, 0
-    if f >= limit - r then na, nf = na + 1, f - (limit - r) else nf = f + r end
-    local allowed = na - t < window or (na - t == window and nf == 0)
-    if allowed then
-      local recorded = 0
-      if cost > 0 then
-        st.x, st.y, st.z = na, nf, limit
-        recorded = t
-        admit()
-      end
-      return { 1, 0, 0, 0, recorded, na - t, nf, a - t, f }
-    end
-    return { 0, 0, 0, 0, 0, na - t, nf, a - t, f }
-  else
-    local start = t - fmod(t, window)
-    local u = 0
-    if st.alg == 4 and st.x >= start and st.x > floorus then u = st.y end
-    local reset = start + window - t
-    if u <= limit - need then
-      local recorded = 0
-      if cost > 0 then
-        if t > st.x or st.alg ~= 4 then st.x = t end
-        st.y = u + cost
-        recorded = st.x
-        admit()
-      end
-      return { 1, limit - u - need, reset, 0, recorded, 0, 0, 0, 0 }
-    end
-    local rem = limit - u
-    if rem < 0 then rem = 0 end
-    return { 0, rem, reset, reset, 0, 0, 0, 0, 0 }
-  end
+  --@step
 end
 
 -- ttl is how long, in ms, until nothing in st can count any more (0: nothing counts now).
 local function ttl(st)
   local until_us
-  if st.alg == 1 or st.alg == 2 then
-    if st.n == 0 then return 0 end
-    until_us = st.la + st.w
-  elseif st.alg == 3 then
-    until_us = st.x + 1
-  elseif st.alg == 4 then
-    until_us = st.x - fmod(st.x, st.w) + st.w
-  else
-    return 0
-  end
+  --@expiry
   local ms = (until_us - now) / 1000
   ms = ms - fmod(ms, 1) + 1
   if ms < 1 then return 0 end
@@ -403,36 +353,9 @@ if mode == 'u' then
     local rec = unpack('<d', ARGV[5], (i - 1) * 8 + 1)
     local st = load(KEYS[i])
     if st.exists and rec > 0 and cost > 0 and st.alg == algo and st.gen == gen then
-      if algo == 1 or algo == 2 then
-        local lo, hi = 1, st.n + 1
-        while lo < hi do
-          local mid = floor((lo + hi) / 2)
-          if at(st, mid) >= rec then hi = mid else lo = mid + 1 end
-        end
-        if lo <= st.n and at(st, lo) == rec then
-          local out = { string.sub(entries(st), 1, (lo - 1) * ES) }
-          local prev = st.x
-          if lo > 1 then prev = cum(st, lo - 1) end
-          for j = lo, st.n do
-            local c = cum(st, j) - cost
-            if c > prev then
-              out[#out + 1] = pack('<dd', at(st, j), c)
-              prev = c
-            end
-          end
-          setentries(st, table.concat(out))
-          st.dirty = true
-          undone = undone + 1
-        end
-      elseif algo == 3 and st.z == limit then
-        local a, f = st.x - q, st.y
-        if f >= r then f = f - r else a, f = a - 1, f + (limit - r) end
-        st.x, st.y = a, f
-        st.dirty = true
-        undone = undone + 1
-      elseif algo == 4 and st.x - fmod(st.x, window) == rec - fmod(rec, window) then
-        st.y = st.y - cost
-        if st.y < 0 then st.y = 0 end
+      local done = false
+      --@undo
+      if done then
         st.dirty = true
         undone = undone + 1
       end

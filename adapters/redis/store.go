@@ -54,7 +54,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"crypto/tls"
-	_ "embed"
+	"embed"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -64,6 +64,7 @@ import (
 	"math"
 	"math/bits"
 	"net"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -77,8 +78,116 @@ import (
 	"github.com/sluice-dev/sluice/domain"
 )
 
+// decideCore is the decision script's core; decideSource, the script sent, is the core with the sections of the
+// algorithm files (algo/<code>_<name>.lua: one per algorithm) spliced in at its "--@" markers (buildDecide).
+//
 //go:embed decide.lua
-var decideSource string
+var decideCore string
+
+//go:embed algo/*.lua
+var algoFiles embed.FS
+
+var decideSource, algoCode = buildDecide()
+
+// markerRE finds a splice marker in the core, or a section's start in an algorithm file.
+var markerRE = regexp.MustCompile(`--@(\w+)`)
+
+// buildDecide splices the algorithm files into the core: at each marker, the files' sections of that name as one
+// if/elseif chain on the algorithm code (one function body, no dispatch table built per call: the script runs
+// whole on every call). It returns the script and the algorithm codes (a file's name is its code and the
+// domain.Algorithm it decides). A file without a step, units, into or expiry section panics at init.
+func buildDecide() (string, map[domain.Algorithm]byte) {
+	type algo struct {
+		code byte
+		sec  map[string]string
+	}
+	es, err := algoFiles.ReadDir("algo")
+	if err != nil {
+		panic(err)
+	}
+	var as []algo
+	codes := map[domain.Algorithm]byte{}
+	for _, e := range es {
+		num, name, ok := strings.Cut(strings.TrimSuffix(e.Name(), ".lua"), "_")
+		code, err := strconv.ParseUint(num, 10, 8)
+		if !ok || err != nil || code == 0 {
+			panic("redis: algorithm file " + e.Name() + " is not named <code>_<algorithm>.lua")
+		}
+		src, err := algoFiles.ReadFile("algo/" + e.Name())
+		if err != nil {
+			panic(err)
+		}
+		a := algo{code: byte(code), sec: map[string]string{}}
+		cur := ""
+		for _, line := range strings.SplitAfter(string(src), "\n") {
+			if m := markerRE.FindStringSubmatch(line); m != nil && strings.HasPrefix(line, "--@") {
+				cur = m[1]
+				continue
+			}
+			if cur != "" {
+				a.sec[cur] += line
+			}
+		}
+		for _, need := range []string{"step", "units", "into", "expiry"} {
+			if a.sec[need] == "" {
+				panic("redis: algorithm file " + e.Name() + " has no --@" + need + " section")
+			}
+		}
+		as = append(as, a)
+		codes[domain.Algorithm(name)] = a.code
+	}
+	sort.Slice(as, func(i, j int) bool { return as[i].code < as[j].code })
+	dispatch := func(sec, on, otherwise string) string {
+		var b strings.Builder
+		for _, a := range as {
+			body, ok := a.sec[sec]
+			if !ok {
+				continue
+			}
+			kw := "elseif"
+			if b.Len() == 0 {
+				kw = "if"
+			}
+			fmt.Fprintf(&b, "%s %s == %d then\n%s", kw, on, a.code, body)
+		}
+		if otherwise != "" {
+			b.WriteString("else\n" + otherwise + "\n")
+		}
+		return b.String() + "end"
+	}
+	var helpers, known, retune strings.Builder
+	known.WriteString("local function known(a) return ")
+	retune.WriteString("(false")
+	for i, a := range as {
+		helpers.WriteString(a.sec["helpers"])
+		if i > 0 {
+			known.WriteString(" or ")
+		}
+		fmt.Fprintf(&known, "a == %d", a.code)
+		if e := strings.TrimSpace(a.sec["retune"]); e != "" {
+			fmt.Fprintf(&retune, " or (algo == %d and (%s))", a.code, e)
+		}
+	}
+	known.WriteString(" end\n")
+	retune.WriteString(")")
+	gen := map[string]string{
+		"helpers": known.String() + helpers.String(),
+		"units":   dispatch("units", "st.alg", ""),
+		"into":    dispatch("into", "algo", ""),
+		"step":    dispatch("step", "algo", "return INVALID"),
+		"expiry":  dispatch("expiry", "st.alg", "return 0"),
+		"undo":    dispatch("undo", "algo", ""),
+		"retune":  retune.String(),
+	}
+	src := markerRE.ReplaceAllStringFunc(decideCore, func(m string) string {
+		g, ok := gen[m[3:]]
+		if !ok {
+			panic("redis: decide.lua has an unknown marker " + m)
+		}
+		return g
+	})
+	return src, codes
+}
 
 var (
 	decideScript = rueidis.NewLuaScript(decideSource)
@@ -267,10 +376,6 @@ func (s *Store) instant() string {
 		return s.now()
 	}
 	return s.now() + "+" + strconv.FormatInt(s.slack.Milliseconds(), 10)
-}
-
-var algoCode = map[domain.Algorithm]byte{
-	domain.SlidingLog: 1, domain.SlidingWindow: 2, domain.TokenBucket: 3, domain.FixedWindow: 4,
 }
 
 // statusInvalidRule is domain.StatusInvalidRule (value 3: the rule's or the stored state's algorithm is outside
