@@ -2,7 +2,8 @@
 // Sentinel-managed Redis, and together never admit more than a policy's limit per key (up to what an
 // asynchronous failover loses: docs/reliability.md).
 //
-// Every decision is one round trip: one EVALSHA of decide.lua, which reads the key's value, decides with the
+// Every decision is one round trip: one EVALSHA of decide.lua (its core, with one file per algorithm in algo/
+// spliced in at init: buildDecide), which reads the key's value, decides with the
 // Redis server's clock (TIME, microseconds), so sluice replicas whose clocks disagree still enforce one cap, and
 // writes only when it admits: a peek or a denial writes nothing. Each (policy, key) is one Redis key:
 //
