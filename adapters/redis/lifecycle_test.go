@@ -269,3 +269,59 @@ func TestStoredCheckStatuses(t *testing.T) {
 		})
 	}
 }
+
+// Issue 22, finding 1 under load: clients check through all three replicas while A lowers the limit 20 → 4; every
+// check sent after PutPolicy returns decides with 4, so a key first checked then admits at most 4 however many
+// replicas and clients check it.
+func TestLoweredLimitBindsUnderLoad(t *testing.T) {
+	for name, start := range lifecycleTargets {
+		t.Run(name, func(t *testing.T) {
+			addrs, _ := start(t)
+			rs := replicas(t, addrs, 3)
+			for try := range 3 {
+				pol := "load" + strconv.Itoa(try)
+				put(t, rs[0], pol, 20)
+				for _, r := range rs {
+					holds(t, r, pol, 20)
+				}
+				var lowered atomic.Bool
+				var after atomic.Int64
+				var wg sync.WaitGroup
+				errs := make(chan error, 12)
+				for c := range 12 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						r := rs[c%3]
+						done := 0
+						for i := 0; done < 5; i++ {
+							key := "before" + strconv.Itoa(i%7)
+							if lowered.Load() {
+								key = "after"
+								done++
+							}
+							ok, err := r.check(t, pol, key)
+							if err != nil {
+								errs <- err
+								return
+							}
+							if ok && key == "after" {
+								after.Add(1)
+							}
+						}
+					}()
+				}
+				put(t, rs[0], pol, 4)
+				lowered.Store(true)
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Fatal(err)
+				}
+				if n := after.Load(); n > 4 {
+					t.Errorf("try %d: %d of 60 checks admitted after the limit was lowered 20 → 4", try, n)
+				}
+			}
+		})
+	}
+}
