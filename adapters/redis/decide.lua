@@ -1,10 +1,12 @@
 -- sluice decision script. This file is its core; store.go builds the script at init by splicing in, at each
 -- "--@" marker, the sections of the algorithm files in algo/ (one file per algorithm, named <code>_<name>.lua:
 -- its step, its units, the conversion into it, its expiry, its undo, its helpers), dispatched on the algorithm
--- code, so the script is one body with no per-call dispatch tables. The script applies one or more checks atomically (a Lua script runs alone on its Redis node). It
--- is domain.Bucket.Decide (domain/algorithm.go, slidinglog.go, tokenbucket.go, fixedwindow.go) step for step, in
--- unix microseconds with the same integer rounding, so every store gives identical decisions; the conformance
--- suite's model test compares them on random sequences. Loaded once per node and run with EVALSHA (the client
+-- code, so the script is one body with no per-call dispatch tables. The script applies one or more checks
+-- atomically (a Lua script runs alone on its Redis node). It is domain.Bucket.Decide (domain/algorithm.go,
+-- slidinglog.go, tokenbucket.go, fixedwindow.go) step for step, in unix microseconds with the same integer
+-- rounding, and converts state between limits, windows and algorithms as issue 22's conversion spec (v2) says,
+-- so every store gives identical decisions; the conformance suite's model test compares them on random sequences
+-- (TestConversionSpecModel holds the conversions to a model written from the spec). Loaded once per node and run with EVALSHA (the client
 -- falls back to EVAL on NOSCRIPT).
 --
 -- KEYS[i]  the Redis key of check i (every key of one call is in one hash slot).
@@ -18,8 +20,8 @@
 --   shadow (byte, 1/0), token_bucket's emission time of max(cost, 1) units, q + r/limit µs, as two doubles
 --   (q = floor(max(cost,1) × window / limit), r its remainder: computed in Go, the product needs 106 bits),
 --   stored (byte, 1/0), the revision of the replica's copy of the policy (double; -1: not held), the generation
---   and the policy's name (decimal string and name, each NUL-terminated). Every number is an integer below 2^53, which a
---   double holds exactly. One argument for all checks, rather than ten per check, spares Redis an argument
+--   and the policy's name (decimal string and name, each NUL-terminated). Every number is an integer below 2^53,
+--   which a double holds exactly. One argument for all checks, rather than ten per check, spares Redis an argument
 --   object and Lua a string and a tonumber per field.
 -- ARGV[5]  modes "d" and "n": "1" when the last key is the policy records' hash (then every check marked stored is
 --          checked against it first, see below), else "". Undo mode: per check, the instant its units were
@@ -28,8 +30,8 @@
 -- Stored checks (API policies, BucketRequest.Stored): the check carries the name of its policy and the revision
 -- of the replica's copy of it; the last key is a hash of policy records (policy.lua's format: the last field is
 -- the revision; "-|<revision>", a deleted policy, is never stored today but read as one): on a single Redis the
--- policies hash itself, on a cluster this slot's copy of it (copy.lua). Before deciding anything, every stored check's revision is compared with its
--- record's; if any differs, or a record is missing or deleted, the script writes nothing and returns
+-- policies hash itself, on a cluster this slot's copy of it (copy.lua). Before deciding anything, every stored
+-- check's revision is compared with its record's; if any differs, or a record is missing or deleted, the script writes nothing and returns
 -- {"stale", name, record or "", ...} for those policies, and the Go side installs them and sends the checks
 -- again (store.go, runGroup). So a decision is made only with the policy in force in Redis at that instant.
 --
@@ -40,9 +42,10 @@
 --
 -- The value of a key: generation, "\0", struct "<Bddddd" (algo, seen, ttlwindow, x, y, z), then for the logs
 -- entries "<dd" (instant µs, cumulative count). seen: the newest instant a write used (time never runs backwards
--- for a key, even when a failover hands it to a node whose clock is behind); ttlwindow: the window its expiry was
--- computed with, which is the window of the check that last wrote the key (a token bucket's units are
--- re-expressed with the limit and window that wrote them, conversion spec v2). x, y, z: logs (base, 0, 0): base is the cumulative count of the units before the first entry;
+-- for a key, even when a failover hands it to a node whose clock is behind); ttlwindow: the window of the check
+-- that last wrote the key, which its expiry is computed from (a check that only reads it under a longer window
+-- extends the expiry, not this) and a token bucket's units are re-expressed with (with its limit c, conversion
+-- spec v2). x, y, z: logs (base, 0, 0): base is the cumulative count of the units before the first entry;
 -- token_bucket (a, f, c): tat = a + f/c µs, c the limit that wrote it; fixed_window (a, f, 0): the newest
 -- admission's instant and the units admitted in its window.
 --
