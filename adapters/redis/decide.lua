@@ -368,7 +368,7 @@ if mode == 'u' then
   for key, st in pairs(states) do
     if st.dirty then save(key, st) end
   end
-  return undone
+  return { undone } -- an array, as every answer of this script (store.go's reply reads arrays)
 end
 
 -- A stored record's revision: the last of policy.lua's nine fields (a record of eight fields, written before
