@@ -77,6 +77,9 @@ type Policy struct {
 	// set by users: see Rule.
 	Floor      int64
 	Generation int64
+	// Revision is the store's version of this policy's record (the Redis store's checks carry it, and the store
+	// refuses to decide with another: see adapters/redis); 0 where the store keeps none.
+	Revision int64
 }
 
 // Rule is what a store needs to decide under p.

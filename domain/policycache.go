@@ -11,18 +11,26 @@ import (
 // policy it holds at that decision (BucketRequest.Stored). The copy serves what a replica needs before the round
 // trip: the failure_mode to apply if the store cannot answer, and the fields of the response.
 //
-// A store adapter fills it two ways: full reloads (BeginReload, then Install with what it read) and its own writes
-// (Put, Remove), which take effect at once. Installs are versioned: a reload that started before a local write
-// finished is not installed (it may not hold that write), so a reload never undoes a newer local write; the next
-// reload will hold it. Until the first install, the cache is not loaded: Get and Loaded fail with the error given
-// to NewPolicyCache, while CheckPolicy answers provisionally. Safe for concurrent use.
+// A store adapter fills it in one of two ways, by what its store offers:
+//   - A store without a version of the whole set (Postgres): full reloads (BeginReload, then Install with what it
+//     read) and its own writes (Put, Remove), which take effect at once. A reload that started before a local
+//     write finished is not installed (it may not hold that write), so a reload never undoes a newer local write;
+//     the next reload will hold it.
+//   - A store with a version counter of the whole set (Redis): InstallVersion installs a reload read at a version
+//     unless a newer one is held, ApplyVersion a local write that is exactly the next version (otherwise the
+//     adapter reloads), Offer one record the store answered with (a check found the copy stale), and
+//     ForgetVersion starts the versions again after the store lost its data.
+//
+// Until the first install, the cache is not loaded: Get and Loaded fail with the error given to NewPolicyCache,
+// while CheckPolicy answers provisionally. Safe for concurrent use.
 type PolicyCache struct {
 	notLoaded error
 
-	mu     sync.RWMutex
-	m      map[string]Policy
-	loaded bool
-	writes uint64 // local writes so far
+	mu      sync.RWMutex
+	m       map[string]Policy
+	loaded  bool
+	writes  uint64 // local writes so far (Put, Remove)
+	version int64  // the store's version of the set held (InstallVersion, ApplyVersion)
 }
 
 // ReloadToken marks the start of a reload: the local writes the cache had seen then.
@@ -127,4 +135,80 @@ func (c *PolicyCache) Loaded(context.Context) error {
 		return c.notLoaded
 	}
 	return nil
+}
+
+// InstallVersion replaces the copy with ps, read from the store at its version v, unless the copy is already at a
+// newer version (a reload that raced a newer one). It reports whether it installed.
+func (c *PolicyCache) InstallVersion(ps []Policy, v int64) bool {
+	m := make(map[string]Policy, len(ps))
+	for _, p := range ps {
+		m[p.Name] = p
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.loaded && v < c.version {
+		return false
+	}
+	c.m, c.version, c.loaded = m, v, true
+	return true
+}
+
+// ApplyVersion applies this replica's own change, made at the store's version v, when the copy is at v - 1 (no
+// other change happened meanwhile): p is put, or, when p is nil, name is removed. Otherwise it changes nothing and
+// reports false: the adapter reloads.
+func (c *PolicyCache) ApplyVersion(v int64, name string, p *Policy) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.loaded || v != c.version+1 {
+		return false
+	}
+	c.set(name, p)
+	c.version = v
+	return true
+}
+
+// Offer installs one record the store answered with at a decision (the copy was stale): p is put, or, when p is
+// nil, name is removed. The version of the set is left as it is (the next reload brings the rest).
+func (c *PolicyCache) Offer(name string, p *Policy) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.set(name, p)
+}
+
+// ForgetVersion is for a store that lost its data and numbers its versions again: the next InstallVersion is
+// installed whatever its version. It returns the policies held, for the adapter to restore.
+func (c *PolicyCache) ForgetVersion() []Policy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.version = 0
+	out := make([]Policy, 0, len(c.m))
+	for _, p := range c.m {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Version reports the store's version of the set held and whether a copy is loaded.
+func (c *PolicyCache) Version() (int64, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.version, c.loaded
+}
+
+// Held returns the cached policy of name, if any (no error for an unloaded cache).
+func (c *PolicyCache) Held(name string) (Policy, bool) {
+	c.mu.RLock()
+	p, ok := c.m[name]
+	c.mu.RUnlock()
+	return p, ok
+}
+
+// set puts p as name, or removes name when p is nil; c.mu is held.
+func (c *PolicyCache) set(name string, p *Policy) {
+	if p != nil {
+		c.m[name] = *p
+	} else {
+		delete(c.m, name)
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,8 +82,9 @@ func (s *Store) RegisterConfigPolicies(ctx context.Context, ps []domain.Policy) 
 // version counter, a generation counter and an epoch beside it in the same slot, changed only by policy.lua
 // (atomic). Every record carries its revision: the version counter's value at its last change.
 //
-// Every replica holds a copy in memory, for listing and for what a check needs before its round trip (the
-// failure_mode, the response's fields), refreshed by invalidation messages (pub/sub on the channel beside the
+// Every replica holds a copy in memory (a domain.PolicyCache in its versioned mode, the one cache implementation
+// of the shared stores), for listing and for what a check needs before its round trip (the failure_mode, the
+// response's fields), refreshed by invalidation messages (pub/sub on the channel beside the
 // hash) and at the latest every Options.Refresh (default 1s). The copy does not decide: every check of an API
 // policy (BucketRequest.Stored) is sent with the copy's revision of its policy, and decide.lua compares it with the
 // record in Redis before deciding anything; a stale copy is corrected from Redis's records and the check sent
@@ -115,12 +115,11 @@ type Policies struct {
 	epochKey string
 	timeout  time.Duration
 
-	mu      sync.RWMutex
-	m       map[string]domain.Policy
-	revs    map[string]int64 // revision of each policy in m
-	loaded  bool
-	seen    int64  // version of the copy held
-	epoch   string // the epoch the copy was read in ("" before the first read)
+	// cache is the copy of the API policies (the domain's one implementation), at the version counter's value it
+	// was read at; each policy's Revision is its record's.
+	cache   *domain.PolicyCache
+	mu      sync.Mutex
+	epoch   string // the epoch the copy was read in ("" before the first read); mu guards it
 	changed chan struct{}
 
 	stop   context.CancelFunc
@@ -150,7 +149,7 @@ func (s *Store) NewPolicies(o PolicyOptions) *Policies {
 		s: s, every: o.Refresh,
 		c: s.c, hash: base + "policies", version: base + "version", gens: base + "generations",
 		channel: base + "changes", epochKey: base + "epoch", timeout: s.timeout,
-		m: map[string]domain.Policy{}, revs: map[string]int64{}, changed: make(chan struct{}, 1),
+		cache: domain.NewPolicyCache(errPoliciesNotLoaded), changed: make(chan struct{}, 1),
 	}
 	s.pol.Store(p)
 	ctx, stop := context.WithCancel(context.Background())
@@ -289,16 +288,16 @@ func (p *Policies) policyCall(ctx context.Context, op string, args ...string) (d
 
 // noteEpoch handles the epoch read from Redis: a missing or changed one means Redis lost its data.
 func (p *Policies) noteEpoch(ctx context.Context, epoch string, made bool) {
+	_, loaded := p.cache.Version()
 	p.mu.Lock()
 	old := p.epoch
 	p.epoch = epoch
-	lost := old != epoch && (old != "" || made && p.loaded)
-	var held map[string]domain.Policy
-	if lost {
-		p.seen = 0 // the version counter restarted from the Redis clock
-		held = p.m
-	}
+	lost := old != epoch && (old != "" || made && loaded)
 	p.mu.Unlock()
+	var held []domain.Policy
+	if lost {
+		held = p.cache.ForgetVersion() // the version counter restarted from the Redis clock
+	}
 	if !lost {
 		return
 	}
@@ -354,10 +353,7 @@ func (p *Policies) reload(ctx context.Context, force bool) error {
 		return p.reload(ctx, true)
 	}
 	p.noteEpoch(ctx, epoch, false)
-	p.mu.RLock()
-	same := p.loaded && p.seen == v
-	p.mu.RUnlock()
-	if same && !force {
+	if seen, loaded := p.cache.Version(); loaded && seen == v && !force {
 		return nil
 	}
 	// The hash and the version are read in one script-free MULTI-less pair; a change between them is caught by
@@ -366,20 +362,15 @@ func (p *Policies) reload(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	m := make(map[string]domain.Policy, len(kv))
-	revs := make(map[string]int64, len(kv))
+	ps := make([]domain.Policy, 0, len(kv))
 	for name, rec := range kv {
-		pol, rev, err := decodePolicy(name, rec)
+		pol, err := decodePolicy(name, rec)
 		if err != nil {
 			return err
 		}
-		m[name], revs[name] = pol, rev
+		ps = append(ps, pol)
 	}
-	p.mu.Lock()
-	if !p.loaded || v >= p.seen {
-		p.m, p.revs, p.seen, p.loaded = m, revs, v, true
-	}
-	p.mu.Unlock()
+	p.cache.InstallVersion(ps, v)
 	return nil
 }
 
@@ -393,12 +384,12 @@ func encodePolicy(pol domain.Policy) []string {
 		string(pol.Algorithm), strconv.FormatInt(pol.Resolution.Milliseconds(), 10), string(pol.FailureMode), shadow}
 }
 
-// decodePolicy reads a record and its revision (0 for a record of eight fields, written before records carried
-// one; decide.lua reads it alike).
-func decodePolicy(name, rec string) (domain.Policy, int64, error) {
+// decodePolicy reads a record, its revision in Policy.Revision (0 for a record of eight fields, written before
+// records carried one; decide.lua reads it alike).
+func decodePolicy(name, rec string) (domain.Policy, error) {
 	f := strings.Split(rec, "|")
 	if len(f) != 8 && len(f) != 9 {
-		return domain.Policy{}, 0, fmt.Errorf("redis: policy %q: malformed record %q", name, rec)
+		return domain.Policy{}, fmt.Errorf("redis: policy %q: malformed record %q", name, rec)
 	}
 	n := make([]int64, 9)
 	for _, i := range []int{0, 1, 3, 6, 7, 8} {
@@ -407,15 +398,15 @@ func decodePolicy(name, rec string) (domain.Policy, int64, error) {
 		}
 		v, err := strconv.ParseInt(f[i], 10, 64)
 		if err != nil {
-			return domain.Policy{}, 0, fmt.Errorf("redis: policy %q: field %d of %q: %w", name, i, rec, err)
+			return domain.Policy{}, fmt.Errorf("redis: policy %q: field %d of %q: %w", name, i, rec, err)
 		}
 		n[i] = v
 	}
 	return domain.Policy{
 		Name: name, Limit: n[0], Window: time.Duration(n[1]) * time.Millisecond, Algorithm: domain.Algorithm(f[2]),
 		Resolution: time.Duration(n[3]) * time.Millisecond, FailureMode: domain.FailureMode(f[4]), Shadow: f[5] == "1",
-		Source: domain.SourceAPI, Floor: n[6], Generation: n[7],
-	}, n[8], nil
+		Source: domain.SourceAPI, Floor: n[6], Generation: n[7], Revision: n[8],
+	}, nil
 }
 
 // recordRevision is the revision of a record or of a deleted policy's "-|<revision>".
@@ -424,17 +415,12 @@ func recordRevision(rec string) int64 {
 		n, _ := strconv.ParseInt(v, 10, 64)
 		return n
 	}
-	_, rev, _ := decodePolicy("", rec)
-	return rev
+	pol, _ := decodePolicy("", rec)
+	return pol.Revision
 }
 
-// held returns the copy's policy of name and its revision.
-func (p *Policies) held(name string) (domain.Policy, int64, bool) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	pol, ok := p.m[name]
-	return pol, p.revs[name], ok
-}
+// held returns the copy's policy of name (its Revision is the record's).
+func (p *Policies) held(name string) (domain.Policy, bool) { return p.cache.Held(name) }
 
 // resolve corrects the copy from the records decide.lua answered stale (name, record pairs; "" none, "-|<rev>" a
 // deleted policy), read from recordsKey. On a cluster the policies hash is the truth: the records are read from
@@ -478,30 +464,16 @@ func (p *Policies) resolve(ctx context.Context, recordsKey string, stale []strin
 
 // install puts Redis's record of name into the copy ("" or "-|<rev>": no such policy).
 func (p *Policies) install(name, rec string) {
-	var pol domain.Policy
-	var rev int64
-	exists := rec != "" && !strings.HasPrefix(rec, "-|")
-	if exists {
-		var err error
-		if pol, rev, err = decodePolicy(name, rec); err != nil {
-			p.s.log.Warn("redis: unreadable policy record", "policy", name, "err", err)
-			return
-		}
+	if rec == "" || strings.HasPrefix(rec, "-|") {
+		p.cache.Offer(name, nil)
+		return
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	m := make(map[string]domain.Policy, len(p.m)+1)
-	revs := make(map[string]int64, len(p.m)+1)
-	for k, v := range p.m {
-		m[k], revs[k] = v, p.revs[k]
+	pol, err := decodePolicy(name, rec)
+	if err != nil {
+		p.s.log.Warn("redis: unreadable policy record", "policy", name, "err", err)
+		return
 	}
-	if exists {
-		m[name], revs[name] = pol, rev
-	} else {
-		delete(m, name)
-		delete(revs, name)
-	}
-	p.m, p.revs = m, revs
+	p.cache.Offer(name, &pol)
 }
 
 // ListPolicies implements domain.PolicyStore, sorted by name: it reloads first (an admin call, not a check).
@@ -509,44 +481,20 @@ func (p *Policies) ListPolicies(ctx context.Context) ([]domain.Policy, error) {
 	if err := p.reload(ctx, true); err != nil {
 		return nil, fmt.Errorf("redis list policies: %w", err)
 	}
-	p.mu.RLock()
-	out := make([]domain.Policy, 0, len(p.m))
-	for _, pol := range p.m {
-		out = append(out, pol)
-	}
-	p.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return p.cache.List()
 }
 
 var errPoliciesNotLoaded = errors.New("redis: API policies not loaded yet (Redis unreachable)")
 
 // GetPolicy implements domain.PolicyStore from the copy: no round trip.
-func (p *Policies) GetPolicy(_ context.Context, name string) (domain.Policy, error) {
-	p.mu.RLock()
-	pol, ok := p.m[name]
-	loaded := p.loaded
-	p.mu.RUnlock()
-	switch {
-	case ok:
-		return pol, nil
-	case !loaded:
-		return domain.Policy{}, errPoliciesNotLoaded
-	default:
-		return domain.Policy{}, domain.ErrPolicyNotFound
-	}
-}
+func (p *Policies) GetPolicy(_ context.Context, name string) (domain.Policy, error) { return p.cache.Get(name) }
 
 // CheckPolicy implements domain.CheckPolicyGetter: the copy's policy, or, for a name the copy does not hold, a
 // provisional one (failure_mode deny, the largest limit so the cost is judged by Redis's record) that the store
 // replaces with the policy in force, answering StatusPolicyNotFound when there is none. So a policy created
 // through another replica binds here at the next check.
 func (p *Policies) CheckPolicy(_ context.Context, name string) (domain.Policy, error) {
-	if pol, _, ok := p.held(name); ok {
-		return pol, nil
-	}
-	return domain.Policy{Name: name, Limit: domain.MaxLimit, Window: domain.MinWindow, Algorithm: domain.SlidingLog,
-		FailureMode: domain.FailDeny, Source: domain.SourceAPI}, nil
+	return p.cache.CheckPolicy(name), nil
 }
 
 // PutPolicy implements domain.PolicyStore. policy.lua keeps the generation of an existing policy, gives a new one
@@ -567,7 +515,7 @@ func (p *Policies) PutPolicy(ctx context.Context, pol domain.Policy) (bool, erro
 	if err != nil && !rueidis.IsRedisNil(err) {
 		return false, fmt.Errorf("redis put policy: %w", err)
 	}
-	if old, _, derr := decodePolicy(pol.Name, rec); err == nil && derr == nil && pol.Window > old.Window {
+	if old, derr := decodePolicy(pol.Name, rec); err == nil && derr == nil && pol.Window > old.Window {
 		grow = pol.Window - old.Window
 		if err := p.s.extendTTLs(ctx, pol.Name, grow); err != nil {
 			return false, fmt.Errorf("redis put policy: extending the keys' expiry for the grown window: %w", err)
@@ -580,8 +528,10 @@ func (p *Policies) PutPolicy(ctx context.Context, pol domain.Policy) (bool, erro
 	if err := p.writeCopies(ctx, []string{pol.Name, strconv.FormatInt(rev, 10), rec}); err != nil {
 		return false, fmt.Errorf("redis put policy %s (made in the policies hash; checks in the slots not reached repair them): %w", pol.Name, err)
 	}
-	pol.Source, pol.Floor, pol.Generation = domain.SourceAPI, floor, gen
-	p.apply(rev, func(m map[string]domain.Policy, revs map[string]int64) { m[pol.Name], revs[pol.Name] = pol, rev })
+	pol.Source, pol.Floor, pol.Generation, pol.Revision = domain.SourceAPI, floor, gen, rev
+	if !p.cache.ApplyVersion(rev, pol.Name, &pol) {
+		p.poke() // other changes happened meanwhile: reload
+	}
 	if grow > 0 {
 		p.done.Add(1)
 		go func() {
@@ -612,33 +562,11 @@ func (p *Policies) DeletePolicy(ctx context.Context, name string) error {
 	if err := p.writeCopies(ctx, []string{name, r, "-|" + r}); err != nil {
 		return fmt.Errorf("redis delete policy %s (deleted from the policies hash; checks in the slots not reached repair them): %w", name, err)
 	}
-	p.apply(rev, func(m map[string]domain.Policy, revs map[string]int64) { delete(m, name); delete(revs, name) })
-	return nil
-}
-
-// apply installs this replica's own change at once, unless a newer copy is already held.
-func (p *Policies) apply(version int64, f func(map[string]domain.Policy, map[string]int64)) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.loaded && version == p.seen+1 {
-		m := make(map[string]domain.Policy, len(p.m)+1)
-		revs := make(map[string]int64, len(p.m)+1)
-		for k, v := range p.m {
-			m[k], revs[k] = v, p.revs[k]
-		}
-		f(m, revs)
-		p.m, p.revs, p.seen = m, revs, version
-		return
+	if !p.cache.ApplyVersion(rev, name, nil) {
+		p.poke() // other changes happened meanwhile: reload
 	}
-	p.poke() // otherwise reload: other changes happened meanwhile
+	return nil
 }
 
 // Loaded implements domain.PolicyLoader: nil once the first load of the API policies succeeded.
-func (p *Policies) Loaded(context.Context) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if !p.loaded {
-		return errPoliciesNotLoaded
-	}
-	return nil
-}
+func (p *Policies) Loaded(ctx context.Context) error { return p.cache.Loaded(ctx) }

@@ -764,10 +764,10 @@ func (s *Store) runGroup(ctx context.Context, rs []domain.BucketRequest, g group
 		for j, i := range g.idx {
 			r, rev := rs[i], int64(unchecked)
 			if r.Stored {
-				pol, prev, ok := p.held(r.Policy)
+				pol, ok := p.held(r.Policy)
 				switch {
 				case ok:
-					rs[i].Rule, r.Rule, rev, status[j] = pol.Rule(), pol.Rule(), prev, domain.StatusOK
+					rs[i].Rule, r.Rule, rev, status[j] = pol.Rule(), pol.Rule(), pol.Revision, domain.StatusOK
 				case attempt > 0: // Redis answered that the policy does not exist
 					status[j] = domain.StatusPolicyNotFound
 				default:
