@@ -487,7 +487,9 @@ func (p *Policies) ListPolicies(ctx context.Context) ([]domain.Policy, error) {
 var errPoliciesNotLoaded = errors.New("redis: API policies not loaded yet (Redis unreachable)")
 
 // GetPolicy implements domain.PolicyStore from the copy: no round trip.
-func (p *Policies) GetPolicy(_ context.Context, name string) (domain.Policy, error) { return p.cache.Get(name) }
+func (p *Policies) GetPolicy(_ context.Context, name string) (domain.Policy, error) {
+	return p.cache.Get(name)
+}
 
 // CheckPolicy implements domain.CheckPolicyGetter: the copy's policy, or, for a name the copy does not hold, a
 // provisional one (failure_mode deny, the largest limit so the cost is judged by Redis's record) that the store
