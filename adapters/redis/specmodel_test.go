@@ -58,6 +58,8 @@ func (k specKey) view(now int64, r domain.Rule) specKey {
 		if k.a > cut {
 			n, at = k.f, k.a
 		}
+	default:
+		panic("specKey models sliding_log, token_bucket and fixed_window, not " + k.alg)
 	}
 	if n == 0 {
 		return specKey{}
@@ -71,6 +73,8 @@ func (k specKey) view(now int64, r domain.Rule) specKey {
 		out.c, out.w = r.Limit, w
 	case domain.FixedWindow:
 		out.a, out.f = now, n
+	default:
+		panic("specKey models sliding_log, token_bucket and fixed_window, not " + r.Algorithm)
 	}
 	return out
 }
@@ -112,6 +116,8 @@ func (k *specKey) decide(now int64, r domain.Rule, cost int64) bool {
 		if ok && cost > 0 {
 			v.a, v.f = max(v.a, now), u+cost
 		}
+	default:
+		panic("specKey models sliding_log, token_bucket and fixed_window, not " + r.Algorithm)
 	}
 	if ok && cost > 0 {
 		v.alg = r.Algorithm
