@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/sluice-dev/sluice/adapters/bearer"
 	"github.com/sluice-dev/sluice/adapters/envoyrls"
+	"github.com/sluice-dev/sluice/adapters/metrics"
 	"github.com/sluice-dev/sluice/domain"
 )
 
@@ -253,8 +255,12 @@ func rlsModule(cfg Config) fx.Option {
 	return fx.Module("rls", fx.Provide(newRLSServer), fx.Invoke(func(*RLSListening) {}))
 }
 
-func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *domain.PolicyLifecycle, registry rlsRegistry, log *slog.Logger) (*RLSListening, error) {
+func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *domain.PolicyLifecycle, registry rlsRegistry, reg prometheus.Registerer, log *slog.Logger) (*RLSListening, error) {
 	rc := cfg.RLS.withDefaults()
+	obs, err := metrics.NewRLS(reg)
+	if err != nil {
+		return nil, err
+	}
 	opts := rc.loadOptions()
 	rules, err := loadRLSRules(rc, opts)
 	if err != nil {
@@ -264,7 +270,7 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 	pending := make(chan []domain.Policy, 1)
 	svc := envoyrls.NewService(lim, rules, envoyrls.ServiceOptions{
 		Headers: rc.ResponseHeaders, Algorithm: opts.Algorithm, FailureMode: opts.FailureMode, Shadow: opts.Shadow,
-		Policies: policies,
+		Policies: policies, Observer: obs,
 		Installed: func(ps []domain.Policy) {
 			if registry == nil {
 				return
@@ -295,7 +301,10 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 		// Both roles may check (the HTTP API's rule for /v1/check).
 		authorize = func(a string) bool { _, ok := set.Role(a); return ok }
 	}
-	srv, err := envoyrls.NewServer(svc, envoyrls.TLSFiles{CertFile: rc.TLS.CertFile, KeyFile: rc.TLS.KeyFile, ClientCAFile: rc.TLS.ClientCAFile}, authorize)
+	srv, err := envoyrls.NewServer(svc, envoyrls.ServerOptions{
+		TLS:       envoyrls.TLSFiles{CertFile: rc.TLS.CertFile, KeyFile: rc.TLS.KeyFile, ClientCAFile: rc.TLS.ClientCAFile},
+		Authorize: authorize, Observer: obs,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -444,12 +453,14 @@ func reloadRLSOnce(svc *envoyrls.Service, rc RLSConfig, opts envoyrls.LoadOption
 	rules, err := loadRLSRules(rc, opts)
 	if err != nil {
 		log.Error("rls config reload failed; keeping the rules in force", "config_dir", rc.ConfigDir, "err", err)
+		svc.Reloaded("files", false)
 		return false
 	}
 	if rules.Fingerprint == svc.Rules().Fingerprint {
 		return false
 	}
 	svc.SetRules(rules)
+	svc.Reloaded("files", true)
 	log.Info("rls config reloaded", "config_dir", rc.ConfigDir, "files", strings.Join(rules.Files, ","), "policies", rules.Policies)
 	return true
 }

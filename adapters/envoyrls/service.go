@@ -42,6 +42,7 @@ type Service struct {
 	rules     atomic.Pointer[Rules]
 	install   PolicyInstaller
 	installed func(ps []domain.Policy)
+	obs       Observer
 	swap      sync.Mutex // installs and stores rules one at a time
 	headers   bool
 	// overrideAlg and overrideFailure apply to policies made from a descriptor's limit override.
@@ -66,12 +67,14 @@ type ServiceOptions struct {
 	// Installed, when set, is called by SetRules (and NewService) with the policies of the rules it put in force,
 	// as installed; it must not block (the app hands them to a shared store's registry in the background).
 	Installed func(ps []domain.Policy)
+	// Observer, when not nil, counts reloads (Reloaded).
+	Observer Observer
 }
 
 // NewService returns a Service deciding with lim under rules.
 func NewService(lim Limiter, rules *Rules, opts ServiceOptions) *Service {
 	s := &Service{lim: lim, headers: opts.Headers, overrideAlg: opts.Algorithm, overrideFailure: opts.FailureMode,
-		overrideShadow: opts.Shadow, install: opts.Policies, installed: opts.Installed}
+		overrideShadow: opts.Shadow, install: opts.Policies, installed: opts.Installed, obs: opts.Observer}
 	if s.overrideAlg == "" {
 		s.overrideAlg = domain.FixedWindow
 	}
@@ -106,6 +109,14 @@ func (s *Service) SetRules(rs *Rules) {
 	}
 }
 
+// Reloaded records a reload of the rules from source ("files" or "xds") that took effect (ok) or was refused (the
+// rules in force stay), for the Observer.
+func (s *Service) Reloaded(source string, ok bool) {
+	if s.obs != nil {
+		s.obs.Reload(source, ok)
+	}
+}
+
 // Rules returns the rules in force.
 func (s *Service) Rules() *Rules { return s.rules.Load() }
 
@@ -132,6 +143,11 @@ var unitEnum = map[string]rlsv3.RateLimitResponse_RateLimit_Unit{
 	"MONTH":  rlsv3.RateLimitResponse_RateLimit_MONTH,
 }
 
+// MaxDescriptors bounds the descriptors of one request: each is a check of the request's one all-or-nothing call,
+// and Envoy's rate limit actions make a handful. A request with more is refused whole (INVALID_ARGUMENT), rather
+// than holding a store's locks for thousands of keys until its deadline.
+const MaxDescriptors = 64
+
 // ShouldRateLimit decides one request: every descriptor resolved to a policy (its config rule, or its limit
 // override) is checked in one all-or-nothing call, so a denied request records nothing on any of its limits.
 func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
@@ -140,6 +156,9 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	}
 	if len(req.GetDescriptors()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+	}
+	if n := len(req.GetDescriptors()); n > MaxDescriptors {
+		return nil, status.Errorf(codes.InvalidArgument, "a request has at most %d descriptors, got %d", MaxDescriptors, n)
 	}
 	rules := s.rules.Load()
 	ds := make([]descriptorState, len(req.Descriptors))
