@@ -1,10 +1,12 @@
-// Command sluice is a self-hosted rate-limit decision service: exact sliding-window limits over HTTP, on one
-// replica in memory or on any number of replicas sharing PostgreSQL. See README.md.
+// Command sluice is a self-hosted rate-limit decision service: exact limits (sliding log and window, token bucket,
+// fixed window) over HTTP and Envoy's Rate Limit Service, on one replica in memory or on any number of replicas
+// sharing PostgreSQL or Redis. See README.md.
 package main
 
 import (
 	_ "embed"
 	"os"
+	"runtime"
 	"runtime/debug"
 
 	"github.com/sluice-dev/sluice/app"
@@ -14,9 +16,21 @@ import (
 var spec []byte
 
 func main() {
-	version := "devel"
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		version = bi.Main.Version
+	build := app.Build{Version: "devel", Spec: spec, GoVersion: runtime.Version()}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			build.Version = bi.Main.Version // built by `go install module@version`
+		}
+		for _, s := range bi.Settings { // stamped by `go build` in a Git checkout
+			switch s.Key {
+			case "vcs.revision":
+				build.Revision = s.Value
+			case "vcs.time":
+				build.RevisionTime = s.Value
+			case "vcs.modified":
+				build.Modified = s.Value == "true"
+			}
+		}
 	}
-	os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr, app.Build{Version: version, Spec: spec}))
+	os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr, build))
 }

@@ -17,7 +17,7 @@ Usage:
   sluice serve [-config FILE]              serve the HTTP API (SLUICE_CONFIG names the file too)
   sluice config check [FILE | -config FILE] validate a config file (and SLUICE_* variables), then exit
   sluice migrate up|status [-config FILE]  apply or list the Postgres migrations
-  sluice version                           print the version
+  sluice version                           print the version, VCS revision and Go version
 
 Flags may come before or after a command's words (sluice migrate status -config FILE).
 Settings: a YAML file plus SLUICE_* environment variables; see README.md.
@@ -38,7 +38,7 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 	case "migrate":
 		err = migrate(args[1:], stdout)
 	case "version":
-		fmt.Fprintln(stdout, "sluice", build.Version)
+		fmt.Fprintln(stdout, build.String())
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 	default:

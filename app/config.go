@@ -87,8 +87,8 @@ type RedisConfig struct {
 	// stays asynchronous (docs/reliability.md).
 	WaitReplicas int      `yaml:"wait_replicas" range:"0..16"`
 	WaitTimeout  Duration `yaml:"wait_timeout" range:"1ms..10s"` // SLUICE_REDIS_WAIT_TIMEOUT
-	// PolicyRefresh (SLUICE_REDIS_POLICY_REFRESH) bounds how long an API policy change takes to bind a replica that
-	// missed its invalidation message.
+	// PolicyRefresh (SLUICE_REDIS_POLICY_REFRESH) is how often a replica re-reads its copy of the API policies
+	// (listings, failure_mode; decisions use the policy in Redis) and checks the policies' epoch for data loss.
 	PolicyRefresh Duration `yaml:"policy_refresh" range:"10ms..1m"`
 	// Lanes (SLUICE_REDIS_LANES) is how many script calls a replica keeps in flight for checks on a single Redis
 	// or a Sentinel-managed one: the coalescer's lanes, each sending the checks that arrived meanwhile as one

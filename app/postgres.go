@@ -28,7 +28,7 @@ import (
 // failure_mode. The store decides with the database's clock; the app clock (and clock_offset) is not used.
 func postgresModule(cfg Config) fx.Option {
 	return fx.Module("store.postgres",
-		fx.Provide(func(log *slog.Logger, reg prometheus.Registerer, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, error) {
+		fx.Provide(func(log *slog.Logger, reg prometheus.Registerer, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, rlsRegistry, error) {
 			pc := cfg.Postgres
 			log = log.With("store", "postgres")
 			s, err := postgres.Open(context.Background(), postgres.Options{
@@ -38,7 +38,7 @@ func postgresModule(cfg Config) fx.Option {
 				Logger:           log,
 			})
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			j, err := s.NewJanitor(postgres.JanitorOptions{
 				Interval:   time.Duration(pc.JanitorInterval),
@@ -47,7 +47,7 @@ func postgresModule(cfg Config) fx.Option {
 			})
 			if err != nil {
 				s.Close()
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
@@ -75,7 +75,16 @@ func postgresModule(cfg Config) fx.Option {
 			// Checks go through the coalescer in lane mode: a hot key costs one round trip per batch instead of one
 			// per check, and checks of different keys share round trips and commits. Decisions are exactly those of
 			// running the checks one after another (see package coalesce).
-			return coalesce.New(s, coalesce.Options{Lanes: pc.lanes()}), s, nil
+			replica, _ := os.Hostname()
+			register := func(ctx context.Context, ps []domain.Policy) error {
+				diffs, err := s.RegisterConfigPolicies(ctx, ps, replica)
+				for _, d := range diffs {
+					log.Info("rls policy registered differently by another replica (its RLS config differs, or has not reloaded yet)",
+						"policy", d.Name, "other_replica", d.Replica, "other_limit", d.Limit, "other_window", domain.FormatDuration(d.Window), "other_algorithm", d.Algorithm)
+				}
+				return err
+			}
+			return coalesce.New(s, coalesce.Options{Lanes: pc.lanes()}), s, register, nil
 		}),
 	)
 }

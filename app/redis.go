@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 
 	"github.com/sluice-dev/sluice/adapters/coalesce"
@@ -18,12 +19,13 @@ import (
 )
 
 // redisModule wires the Redis store (store: redis): one client per replica (cluster, single Redis or Sentinel,
-// found out from the seeds) and the API-policy copy. Start-up fails, naming the setting, when Redis cannot be
+// found out from the seeds), the API-policy copy, and the counter sluice_redis_policy_epoch_changes_total
+// (Store.PolicyEpochChanges: Redis lost its data). Start-up fails, naming the setting, when Redis cannot be
 // reached or may evict keys (maxmemory-policy other than noeviction). The store decides with the Redis server's
 // clock; the app clock (and clock_offset) is not used.
 func redisModule(cfg Config) fx.Option {
 	return fx.Module("store.redis",
-		fx.Provide(func(log *slog.Logger, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, error) {
+		fx.Provide(func(log *slog.Logger, reg prometheus.Registerer, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, rlsRegistry, error) {
 			rc := cfg.Redis
 			log = log.With("store", "redis")
 			o := redis.Options{
@@ -38,9 +40,17 @@ func redisModule(cfg Config) fx.Option {
 			defer ocancel()
 			s, err := redis.Open(octx, o)
 			if err != nil {
-				return nil, nil, fmt.Errorf("store redis (redis.addrs / SLUICE_REDIS_ADDRS=%s): %w", strings.Join(rc.Addrs, ","), err)
+				return nil, nil, nil, fmt.Errorf("store redis (redis.addrs / SLUICE_REDIS_ADDRS=%s): %w", strings.Join(rc.Addrs, ","), err)
 			}
 			p := s.NewPolicies(redis.PolicyOptions{Refresh: time.Duration(rc.PolicyRefresh)})
+			if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "sluice_redis_policy_epoch_changes_total",
+				Help: "Times this replica found the API policies' epoch in Redis missing or changed: Redis lost its data (restart without persistence, FLUSHALL, failover to a replica that lagged).",
+			}, func() float64 { return float64(s.PolicyEpochChanges()) })); err != nil {
+				p.Close()
+				s.Close()
+				return nil, nil, nil, err
+			}
 			kind := "single"
 			if s.Cluster() {
 				kind = "cluster"
@@ -59,10 +69,17 @@ func redisModule(cfg Config) fx.Option {
 				},
 				OnStop: func(context.Context) error { cancel(); <-done; p.Close(); s.Close(); return nil },
 			})
-			if n := rc.lanes(s.Cluster()); n > 0 {
-				return coalesce.New(s, coalesce.Options{Lanes: n, MaxBatch: redisMaxBatch}), p, nil
+			register := func(ctx context.Context, ps []domain.Policy) error {
+				changed, err := s.RegisterConfigPolicies(ctx, ps)
+				for _, name := range changed {
+					log.Info("rls policy changed its window or algorithm since Redis last saw it: units that had stopped counting stay stopped", "policy", name)
+				}
+				return err
 			}
-			return s, p, nil
+			if n := rc.lanes(s.Cluster()); n > 0 {
+				return coalesce.New(s, coalesce.Options{Lanes: n, MaxBatch: redisMaxBatch}), p, register, nil
+			}
+			return s, p, register, nil
 		}),
 	)
 }

@@ -1,10 +1,16 @@
 package app
 
 import (
+	"context"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/adapters/redis"
+	"github.com/sluice-dev/sluice/adapters/redis/redistest"
+	"github.com/sluice-dev/sluice/domain"
 )
 
 func TestRedisSettings(t *testing.T) {
@@ -61,5 +67,40 @@ func TestStoreDriversMatchTheSetting(t *testing.T) {
 	}
 	if !slices.Equal(r, names) {
 		t.Fatalf("store oneof %v, drivers %v: add the new driver's name to Config.Store's oneof tag", r, names)
+	}
+}
+
+// TestRedisReadinessIsLoaded: on Redis, readiness asks the policy store whether its API policies are loaded
+// (Policies.Loaded), and a policy may be named as the old readiness probe was. A private redis-server.
+func TestRedisReadinessIsLoaded(t *testing.T) {
+	srv := redistest.StartServer(t)
+	ctx := context.Background()
+	s, err := redis.Open(ctx, redis.Options{Addrs: []string{srv.Addr}, Timeout: time.Second, Prefix: redistest.Prefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := s.NewPolicies(redis.PolicyOptions{Refresh: time.Second})
+	defer p.Close()
+	var loader domain.PolicyLoader = p
+	svc, err := domain.NewService(nil, p, s, nil, domain.SystemClock{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second) // a real server: its first load runs in the background
+	for loader.Loaded(ctx) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("API policies not loaded after 10s: %v", loader.Loaded(ctx))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := svc.Ready(ctx); err != nil {
+		t.Fatalf("Ready once loaded: %v", err)
+	}
+	if _, _, err := svc.PutPolicy(ctx, domain.Policy{Name: "sluice.readiness-probe", Limit: 1, Window: time.Minute}); err != nil {
+		t.Fatalf("PUT sluice.readiness-probe: %v", err)
+	}
+	if err := svc.Ready(ctx); err != nil {
+		t.Fatalf("Ready with a policy named sluice.readiness-probe: %v", err)
 	}
 }

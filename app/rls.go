@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/sluice-dev/sluice/adapters/bearer"
 	"github.com/sluice-dev/sluice/adapters/envoyrls"
+	"github.com/sluice-dev/sluice/adapters/metrics"
 	"github.com/sluice-dev/sluice/domain"
 )
 
@@ -253,15 +255,38 @@ func rlsModule(cfg Config) fx.Option {
 	return fx.Module("rls", fx.Provide(newRLSServer), fx.Invoke(func(*RLSListening) {}))
 }
 
-func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Logger) (*RLSListening, error) {
+func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *domain.PolicyLifecycle, registry rlsRegistry, reg prometheus.Registerer, log *slog.Logger) (*RLSListening, error) {
 	rc := cfg.RLS.withDefaults()
+	obs, err := metrics.NewRLS(reg)
+	if err != nil {
+		return nil, err
+	}
 	opts := rc.loadOptions()
 	rules, err := loadRLSRules(rc, opts)
 	if err != nil {
 		return nil, err
 	}
+	// The policies of every rules set put in force go to the shared store's registry, the latest first.
+	pending := make(chan []domain.Policy, 1)
 	svc := envoyrls.NewService(lim, rules, envoyrls.ServiceOptions{
 		Headers: rc.ResponseHeaders, Algorithm: opts.Algorithm, FailureMode: opts.FailureMode, Shadow: opts.Shadow,
+		Policies: policies, Observer: obs,
+		Installed: func(ps []domain.Policy) {
+			if registry == nil {
+				return
+			}
+			for {
+				select {
+				case pending <- ps:
+					return
+				default:
+					select { // replace a set not registered yet by this newer one
+					case <-pending:
+					default:
+					}
+				}
+			}
+		},
 	})
 	// Who may call: with mTLS (client_ca_file) the verified client certificate is the authentication (Envoy
 	// Gateway's and Istio's proxies present one; they cannot always add metadata); otherwise, with tokens
@@ -276,7 +301,10 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 		// Both roles may check (the HTTP API's rule for /v1/check).
 		authorize = func(a string) bool { _, ok := set.Role(a); return ok }
 	}
-	srv, err := envoyrls.NewServer(svc, envoyrls.TLSFiles{CertFile: rc.TLS.CertFile, KeyFile: rc.TLS.KeyFile, ClientCAFile: rc.TLS.ClientCAFile}, authorize)
+	srv, err := envoyrls.NewServer(svc, envoyrls.ServerOptions{
+		TLS:       envoyrls.TLSFiles{CertFile: rc.TLS.CertFile, KeyFile: rc.TLS.KeyFile, ClientCAFile: rc.TLS.ClientCAFile},
+		Authorize: authorize, Observer: obs,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -284,6 +312,7 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 	served := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	reloaded := make(chan struct{})
+	registered := make(chan struct{})
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
 			ln, err := net.Listen("tcp", rc.Listen)
@@ -297,6 +326,7 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 					log.Error("rls server stopped", "err", err)
 				}
 			}()
+			go func() { defer close(registered); registerRLS(ctx, registry, pending, log) }()
 			go func() {
 				defer close(reloaded)
 				if rc.XDS.Server != "" {
@@ -313,6 +343,7 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 		OnStop: func(context.Context) error {
 			cancel()
 			<-reloaded
+			<-registered
 			// As the HTTP server: stop accepting, let calls in flight finish, bounded by the drain timeout.
 			dctx, dcancel := context.WithTimeout(context.Background(), time.Duration(cfg.HTTP.DrainTimeout))
 			defer dcancel()
@@ -325,6 +356,39 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, log *slog.Log
 		},
 	})
 	return l, nil
+}
+
+// registerRLS hands each set of RLS policies from pending to the shared store's registry (rlsRegistry), retrying
+// with backoff while the store cannot answer (a newer set replaces one not registered yet), until ctx ends. With
+// no registry (a store that is not shared) it only waits for ctx.
+func registerRLS(ctx context.Context, registry rlsRegistry, pending chan []domain.Policy, log *slog.Logger) {
+	if registry == nil {
+		<-ctx.Done()
+		return
+	}
+	for {
+		var ps []domain.Policy
+		select {
+		case <-ctx.Done():
+			return
+		case ps = <-pending:
+		}
+		wait := time.Second
+		for {
+			err := registry(ctx, ps)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			log.Warn("rls: cannot register the RLS policies with the store yet; retrying (until then each replica keeps its own floors)", "err", err, "retry_in", wait)
+			select {
+			case <-ctx.Done():
+				return
+			case ps = <-pending: // a newer set: register that one
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 30*time.Second)
+		}
+	}
 }
 
 // runRLSXDS follows the xDS management server until ctx ends.
@@ -381,19 +445,22 @@ func reloadRLS(ctx context.Context, svc *envoyrls.Service, rc RLSConfig, opts en
 	}
 }
 
-// reloadRLSOnce reads the config directory again and swaps in the rules if the files changed. A broken change is
+// reloadRLSOnce reads the config directory again and swaps in the rules if the files changed (their policies get
+// floors and generations from the PolicyLifecycle: envoyrls.Service.SetRules). A broken change is
 // logged and the rules in force are kept (a half-written ConfigMap update never takes effect). It reports whether
 // new rules took effect.
 func reloadRLSOnce(svc *envoyrls.Service, rc RLSConfig, opts envoyrls.LoadOptions, log *slog.Logger) bool {
 	rules, err := loadRLSRules(rc, opts)
 	if err != nil {
 		log.Error("rls config reload failed; keeping the rules in force", "config_dir", rc.ConfigDir, "err", err)
+		svc.Reloaded("files", false)
 		return false
 	}
 	if rules.Fingerprint == svc.Rules().Fingerprint {
 		return false
 	}
 	svc.SetRules(rules)
+	svc.Reloaded("files", true)
 	log.Info("rls config reloaded", "config_dir", rc.ConfigDir, "files", strings.Join(rules.Files, ","), "policies", rules.Policies)
 	return true
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	rlsconf "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -27,6 +28,8 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/sluice-dev/sluice/adapters/envoyrls"
+	"github.com/sluice-dev/sluice/adapters/metrics"
+	"github.com/sluice-dev/sluice/domain"
 )
 
 func freePort(t *testing.T) string {
@@ -191,7 +194,12 @@ func TestRLSReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := envoyrls.NewService(nil, rules, envoyrls.ServiceOptions{})
+	reg := prometheus.NewRegistry()
+	obs, err := metrics.NewRLS(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := envoyrls.NewService(nil, rules, envoyrls.ServiceOptions{Observer: obs})
 	log := slog.New(slog.DiscardHandler)
 	if reloadRLSOnce(svc, rc, opts, log) {
 		t.Error("reloaded an unchanged directory")
@@ -203,6 +211,24 @@ func TestRLSReload(t *testing.T) {
 	version("..v3", "domain: v3\ndescriptors:\n  - key: a\n    rate_limit: {unit: year, requests_per_unit: 1}\n")
 	if reloadRLSOnce(svc, rc, opts, log) || !svc.Rules().HasDomain("v2") {
 		t.Error("a broken update replaced the rules in force")
+	}
+	// Both reloads are counted: a broken ConfigMap shows in /metrics, not only in the log (issue 27).
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			labels := ""
+			for _, l := range m.GetLabel() {
+				labels += l.GetName() + "=" + l.GetValue() + " "
+			}
+			got[mf.GetName()+" "+labels] = m.GetCounter().GetValue()
+		}
+	}
+	if got["sluice_rls_reloads_total result=failed source=files "] != 1 || got["sluice_rls_reloads_total result=ok source=files "] != 1 {
+		t.Errorf("reload counters %v", got)
 	}
 }
 
@@ -291,4 +317,35 @@ func TestRLSFromXDS(t *testing.T) {
 	if _, _, err := Load(path, nil); err == nil || !strings.Contains(err.Error(), "the rules come from xDS or from files, not both") {
 		t.Errorf("files and xds together: %v", err)
 	}
+}
+
+// TestRegisterRLS: each set of RLS policies put in force reaches the shared store's registry; while the store
+// cannot answer, a newer set replaces the one not registered yet.
+func TestRegisterRLS(t *testing.T) {
+	got := make(chan []domain.Policy)
+	fail := true
+	registry := rlsRegistry(func(ctx context.Context, ps []domain.Policy) error {
+		got <- ps
+		if fail {
+			fail = false
+			return fmt.Errorf("store down")
+		}
+		return nil
+	})
+	pending := make(chan []domain.Policy, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); registerRLS(ctx, registry, pending, slog.New(slog.DiscardHandler)) }()
+	a := []domain.Policy{{Name: "rls.a"}}
+	b := []domain.Policy{{Name: "rls.b"}}
+	pending <- a
+	if ps := <-got; ps[0].Name != "rls.a" {
+		t.Fatalf("first registration: %v", ps)
+	}
+	pending <- b // arrives while a's registration failed: b is registered next, not a again
+	if ps := <-got; ps[0].Name != "rls.b" {
+		t.Fatalf("after a failure with a newer set waiting: registered %v, want rls.b", ps)
+	}
+	cancel()
+	<-done
 }

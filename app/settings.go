@@ -329,6 +329,7 @@ var toolVariables = []string{
 	"SLUICE_CHECK_TOKEN",       // integration/nginx: placeholder in the example config
 	"SLUICE_BINARY",            // scripts/chart-bounds.sh: a prebuilt binary
 	"SLUICE_URL",               // sdk/typescript/test/install.test.js: the server the installed package checks
+	"SLUICE_TEST_CHURN_SEED",   // integration/churn: repeats a run's random choices
 
 	// adapters/redis and its scripts
 	"SLUICE_TEST_REDIS_ADDR",         // adapters/redis/redistest: the single test Redis
@@ -339,6 +340,8 @@ var toolVariables = []string{
 	"SLUICE_TEST_BENCH_REDIS_LANES",  // adapters/redis: TestSideBySide's extra redis.lanes values (comma-separated)
 	"SLUICE_TEST_BENCH_REDIS_ROUNDS", // adapters/redis: TestSideBySide's rounds (default 10)
 	"SLUICE_TEST_SCRIPT_TIME",        // adapters/redis: TestScriptTime's scripts to compare with decide.lua
+	"SLUICE_TEST_POLICY_COST",        // adapters/redis: TestPolicyCost runs when set
+	"SLUICE_TEST_REDIS_SPEC_SEED",    // adapters/redis: TestConversionSpecModel's seed (replays a failure)
 	"SLUICE_TEST_RATELIMIT_BIN",      // adapters/redis: a prebuilt envoyproxy/ratelimit service_cmd
 }
 

@@ -1,6 +1,19 @@
 package app
 
-import "go.uber.org/fx"
+import (
+	"context"
+
+	"go.uber.org/fx"
+
+	"github.com/sluice-dev/sluice/domain"
+)
+
+// rlsRegistry records the Envoy RLS config's policies in a shared store's registry of config policies (the
+// stores' RegisterConfigPolicies), at start-up and after every reload: the store then keeps one floor per policy
+// name for every replica (a replica that restarts after a unit change decides with it too), and Redis extends
+// the expiry of the keys of a policy whose window grew. Every store module provides one; nil on a store that is
+// not shared.
+type rlsRegistry func(ctx context.Context, ps []domain.Policy) error
 
 // storeDriver is one BucketStore (and PolicyStore) sluice can run on. Adding a store is its adapter package, one
 // row of storeDrivers (wiring, start-up log, its own validation) and its name in Config.Store's oneof tag
@@ -17,7 +30,7 @@ type storeDriver struct {
 	Replicas string
 	// Validate adds the store's own problems when it is selected (nil: none beyond the common checks).
 	Validate func(c Config, add func(path, format string, args ...any))
-	// Module wires the store: it provides domain.BucketStore and domain.PolicyStore.
+	// Module wires the store: it provides domain.BucketStore, domain.PolicyStore and rlsRegistry.
 	Module func(cfg Config) fx.Option
 }
 

@@ -20,10 +20,39 @@ import (
 	"github.com/sluice-dev/sluice/domain"
 )
 
-// Build carries what the main package knows: the version and the OpenAPI document it embeds.
+// Build carries what the main package knows: the version, the source revision and toolchain it was built from
+// (from the binary's build information), and the OpenAPI document it embeds.
 type Build struct {
+	// Version is the module version (`go install module@version`), or "devel" for a build from a checkout.
 	Version string
-	Spec    []byte
+	// Revision is the VCS revision `go build` stamped in a Git checkout ("" when unknown), RevisionTime its
+	// commit time, and Modified whether the work tree had uncommitted changes.
+	Revision     string
+	RevisionTime string
+	Modified     bool
+	// GoVersion is the toolchain that built the binary.
+	GoVersion string
+	Spec      []byte
+}
+
+// String is what `sluice version` prints: "sluice devel (revision 1a2b3c4+dirty, 2026-12-07T15:00:00Z) go1.26.8".
+func (b Build) String() string {
+	s := "sluice " + b.Version
+	if b.Revision != "" {
+		rev := b.Revision
+		if b.Modified {
+			rev += "+dirty"
+		}
+		s += " (revision " + rev
+		if b.RevisionTime != "" {
+			s += ", " + b.RevisionTime
+		}
+		s += ")"
+	}
+	if b.GoVersion != "" {
+		s += " " + b.GoVersion
+	}
+	return s
 }
 
 // Listening is the address the HTTP server bound (useful when the port is 0).
@@ -44,6 +73,7 @@ func appOptions(cfg Config, build Build, log *slog.Logger) fx.Option {
 			fx.Annotate(newRegistry, fx.As(new(prometheus.Registerer)), fx.As(new(prometheus.Gatherer))),
 			newClock,
 			newObserver,
+			newLifecycle,
 			newLimiter,
 			newHTTPServer,
 		),
@@ -64,6 +94,7 @@ func storeModule(cfg Config) fx.Option {
 
 func memoryModule(cfg Config) fx.Option {
 	return fx.Module("store.memory",
+		fx.Supply(rlsRegistry(nil)),
 		fx.Provide(func(clock domain.Clock, reg prometheus.Registerer, lc fx.Lifecycle) (domain.BucketStore, domain.PolicyStore, error) {
 			s := memory.New(clock, memory.Options{MaxKeys: cfg.Memory.MaxKeys})
 			err := errors.Join(
@@ -94,10 +125,27 @@ func memoryModule(cfg Config) fx.Option {
 	)
 }
 
-func newRegistry() *prometheus.Registry {
+func newRegistry(build Build) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(build))
 	return reg
+}
+
+// buildInfo is the sluice_build_info gauge: always 1, its labels say which build is running (the usual
+// Prometheus idiom, so a dashboard can join it or show a rollout's progress).
+func buildInfo(b Build) prometheus.Collector {
+	rev := b.Revision
+	if rev != "" && b.Modified {
+		rev += "+dirty"
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "sluice_build_info",
+		Help:        "The running build: version, VCS revision and Go version (always 1).",
+		ConstLabels: prometheus.Labels{"version": b.Version, "revision": rev, "goversion": b.GoVersion},
+	})
+	g.Set(1)
+	return g
 }
 
 func newClock(cfg Config) domain.Clock {
@@ -106,12 +154,19 @@ func newClock(cfg Config) domain.Clock {
 
 func newObserver(reg prometheus.Registerer) (domain.Observer, error) { return metrics.NewObserver(reg) }
 
-func newLimiter(cfg Config, policies domain.PolicyStore, store domain.BucketStore, obs domain.Observer, clock domain.Clock) (domain.Limiter, error) {
+// newLifecycle is the one owner of config, API and RLS policies; the store's driver row says whether replicas
+// share the store (domain.LifecycleOptions.SharedStore).
+func newLifecycle(cfg Config, policies domain.PolicyStore, clock domain.Clock) (*domain.PolicyLifecycle, error) {
 	ps := make([]domain.Policy, len(cfg.Policies))
 	for i, p := range cfg.Policies {
 		ps[i] = p.domain()
 	}
-	return domain.NewService(ps, policies, store, obs, clock)
+	d, _ := storeDriverNamed(cfg.Store)
+	return domain.NewPolicyLifecycle(ps, policies, clock, domain.LifecycleOptions{SharedStore: d.Shared})
+}
+
+func newLimiter(l *domain.PolicyLifecycle, store domain.BucketStore, obs domain.Observer, clock domain.Clock) domain.Limiter {
+	return domain.NewServiceWith(l, store, obs, clock)
 }
 
 func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, log *slog.Logger, gatherer prometheus.Gatherer, reg prometheus.Registerer) (*Listening, error) {
@@ -150,8 +205,9 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 					log.Error("http server stopped", "err", err)
 				}
 			}()
-			log.Info("sluice serving", "addr", l.Addr, "store", cfg.Store, "replicas", replicaNote(cfg.Store),
-				"policies", len(cfg.Policies), "auth", len(tokens) > 0, "version", build.Version)
+			d, _ := storeDriverNamed(cfg.Store)
+			log.Info("sluice serving", "addr", l.Addr, "store", cfg.Store, "shared", d.Shared, "atomic_across_keys", d.AtomicAcrossKeys,
+				"replicas", d.Replicas, "policies", len(cfg.Policies), "auth", len(tokens) > 0, "version", build.Version)
 			return nil
 		},
 		OnStop: func(context.Context) error {
@@ -168,11 +224,6 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 		},
 	})
 	return l, nil
-}
-
-func replicaNote(store string) string {
-	d, _ := storeDriverNamed(store)
-	return d.Replicas
 }
 
 // newLogger builds the process logger from cfg.

@@ -93,3 +93,35 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+// `sluice version` says which source and toolchain built the binary, and /metrics has the same in
+// sluice_build_info.
+func TestBuildVersionAndInfo(t *testing.T) {
+	b := Build{Version: "devel", Revision: "1a2b3c4d", RevisionTime: "2026-12-07T15:00:00Z", Modified: true, GoVersion: "go1.26.8"}
+	if got, want := b.String(), "sluice devel (revision 1a2b3c4d+dirty, 2026-12-07T15:00:00Z) go1.26.8"; got != want {
+		t.Fatalf("version %q, want %q", got, want)
+	}
+	if got := (Build{Version: "v1.2.3", GoVersion: "go1.26.8"}).String(); got != "sluice v1.2.3 go1.26.8" {
+		t.Fatalf("version without VCS stamp: %q", got)
+	}
+	reg := newRegistry(b)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "sluice_build_info" {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if m.GetGauge().GetValue() != 1 || labels["version"] != "devel" || labels["revision"] != "1a2b3c4d+dirty" || labels["goversion"] != "go1.26.8" {
+			t.Fatalf("sluice_build_info %v = %v", labels, m.GetGauge().GetValue())
+		}
+		return
+	}
+	t.Fatal("no sluice_build_info in the registry")
+}

@@ -263,9 +263,9 @@ const (
 	StatusPolicyNotFound
 	// StatusCostOverLimit: the cost exceeds the store's limit of the policy (lowered through another replica).
 	StatusCostOverLimit
-	// StatusInvalidRule: the store cannot decide the rule: its algorithm is not in the store's table (a replica
-	// or a database older than the policy), or the stored state's is not. The Limiter treats it as a store
-	// failure (the policy's failure_mode), never as a decision.
+	// StatusInvalidRule: the store cannot decide the rule: it is out of the store's bounds, or its algorithm is not
+	// in the store's table (a replica or a database older than the policy), or the stored state's is not. The
+	// Limiter treats it as a store failure (the policy's failure_mode), never as a decision or a default.
 	StatusInvalidRule
 )
 

@@ -3,8 +3,11 @@
 //
 // The ports are Limiter (what the protocol adapters call: adapters/httpapi and the Envoy RLS front end),
 // BucketStore (atomic per-(policy, key) state, implemented by the store adapters and held to the conformance suite
-// in domain/storetest), PolicyStore (API policies) and Clock. This package imports no database, HTTP or wiring
-// code, so its rules can be read and tested on their own.
+// in domain/storetest), PolicyStore (API policies; PolicyLoader when they load after start-up) and Clock. One
+// PolicyLifecycle (lifecycle.go) owns every policy: config, API and Envoy RLS, their resolution, floors,
+// generations and loaded state; PolicyCache (policycache.go) is the one replica-side copy of a shared store's API
+// policies. This package imports no database, HTTP or wiring code, so its rules can be read and tested on their
+// own.
 //
 // The algorithm is a seam of its own: a policy's Rule (algorithm, limit, window, resolution, floor, generation)
 // travels with every check to the store, and algorithmTable (algorithm.go) lists every algorithm once, with its

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 )
 
@@ -37,8 +36,9 @@ type Result struct {
 type Limiter interface {
 	// Check decides one request. Cost 0 peeks: the decision a cost-1 check would get, nothing recorded.
 	Check(ctx context.Context, r CheckRequest) (Result, error)
-	// CheckMany decides several requests in order; with atomic, nothing is recorded unless all are admitted.
-	// allowed reports whether every check was admitted (shadow denials count as admitted).
+	// CheckMany decides several requests in order; with atomic, nothing is recorded unless all are admitted, and
+	// a batch that recorded nothing is presented as such (RolledBack). allowed reports whether every check was
+	// admitted (shadow denials count as admitted).
 	CheckMany(ctx context.Context, rs []CheckRequest, atomic bool) (results []Result, allowed bool, err error)
 	// CheckPolicies is CheckMany for callers that resolve policies themselves (the Envoy RLS adapter maps
 	// descriptors onto policies of its own config, or onto a descriptor's limit override). Each policy must pass
@@ -52,16 +52,17 @@ type Limiter interface {
 	PutPolicy(ctx context.Context, p Policy) (stored Policy, created bool, err error)
 	// DeletePolicy deletes an API policy and its keys' state.
 	DeletePolicy(ctx context.Context, name string) error
-	// Ready reports whether the store answers.
+	// Ready reports whether the store answers and the API policies are loaded (PoliciesLoaded).
 	Ready(ctx context.Context) error
+	// PoliciesLoaded reports whether the API policies are loaded: whether every policy name can be resolved
+	// without the store answering (for readiness during a store outage).
+	PoliciesLoaded(ctx context.Context) error
 }
 
-// Service implements Limiter over a BucketStore and a PolicyStore, applying validation, shadow mode and each
+// Service implements Limiter over a BucketStore and a PolicyLifecycle, applying validation, shadow mode and each
 // policy's failure_mode the same way for every store.
 type Service struct {
-	fixed    map[string]Policy // config-file policies: read-only, looked up first
-	policies PolicyStore
-	checkPol CheckPolicyGetter // policies, when it implements it
+	policies *PolicyLifecycle
 	store    BucketStore
 	obs      Observer
 	clock    Clock
@@ -69,22 +70,27 @@ type Service struct {
 
 var _ Limiter = (*Service)(nil)
 
-// NewService returns a Limiter over the given stores. configPolicies are checked with ConfigPolicies.
+// NewService returns a Limiter over the given stores, with a PolicyLifecycle of configPolicies (checked with
+// ConfigPolicies) and policies, for a store that is not shared (NewServiceWith takes a lifecycle).
 func NewService(configPolicies []Policy, policies PolicyStore, store BucketStore, obs Observer, clock Clock) (*Service, error) {
-	fixed, err := ConfigPolicies(configPolicies)
+	l, err := NewPolicyLifecycle(configPolicies, policies, clock, LifecycleOptions{})
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{fixed: make(map[string]Policy, len(fixed)), policies: policies, store: store, obs: obs, clock: clock}
+	return NewServiceWith(l, store, obs, clock), nil
+}
+
+// NewServiceWith returns a Limiter deciding the policies of l with store.
+func NewServiceWith(l *PolicyLifecycle, store BucketStore, obs Observer, clock Clock) *Service {
+	s := &Service{policies: l, store: store, obs: obs, clock: clock}
 	if s.obs == nil {
 		s.obs = NopObserver{}
 	}
-	s.checkPol, _ = policies.(CheckPolicyGetter)
-	for _, p := range fixed {
-		s.fixed[p.Name] = p
-	}
-	return s, nil
+	return s
 }
+
+// Policies returns the lifecycle of the policies s decides with (the RLS front end installs its policies there).
+func (s *Service) Policies() *PolicyLifecycle { return s.policies }
 
 // ConfigPolicies applies defaults to the config file's policies, marks them read-only, and checks them all: every
 // rule of Validate plus unique names. Field names are "policies[i].field".
@@ -106,14 +112,6 @@ func ConfigPolicies(ps []Policy) ([]Policy, error) {
 	return out, v.Err()
 }
 
-// policy finds a policy by name: config policies first, then the API's.
-func (s *Service) policy(ctx context.Context, name string) (Policy, error) {
-	if p, ok := s.fixed[name]; ok {
-		return p, nil
-	}
-	return s.policies.GetPolicy(ctx, name)
-}
-
 // prepare validates one check and resolves its policy. prefix names the request's position ("checks[3].").
 func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v *ValidationError) (Policy, BucketRequest, error) {
 	nameErr := ValidatePolicyName(r.Policy)
@@ -129,7 +127,7 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 	if nameErr != nil {
 		return Policy{}, BucketRequest{}, nil
 	}
-	p, err := s.checkPolicy(ctx, r.Policy)
+	p, err := s.policies.ForCheck(ctx, r.Policy)
 	if err != nil {
 		if errors.Is(err, ErrPolicyNotFound) {
 			return Policy{}, BucketRequest{}, fmt.Errorf("%w: %q", ErrPolicyNotFound, r.Policy)
@@ -140,18 +138,6 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 		v.Add(prefix+"cost", fmt.Sprintf("%d exceeds the limit %d of policy %q: it can never be admitted", r.Cost, p.Limit, p.Name))
 	}
 	return p, BucketRequest{Policy: p.Name, Key: r.Key, Rule: p.Rule(), Cost: r.Cost, Shadow: p.Shadow, Stored: p.Source == SourceAPI}, nil
-}
-
-// checkPolicy resolves the policy a check is sent with: config policies first, then the API's (through
-// CheckPolicyGetter when the store decides with its own copy).
-func (s *Service) checkPolicy(ctx context.Context, name string) (Policy, error) {
-	if p, ok := s.fixed[name]; ok {
-		return p, nil
-	}
-	if s.checkPol != nil {
-		return s.checkPol.CheckPolicy(ctx, name)
-	}
-	return s.policies.GetPolicy(ctx, name)
 }
 
 // Check implements Limiter.
@@ -319,7 +305,45 @@ func (s *Service) decideMany(ctx context.Context, ps []Policy, brs []BucketReque
 		results[i] = s.finish(ps[i], brs[i].Key, d)
 		allowed = allowed && results[i].Allowed
 	}
+	if atomic && !allowed {
+		costs := make([]int64, len(brs))
+		for i, br := range brs {
+			costs[i] = br.Cost
+		}
+		RolledBack(results, costs)
+	}
 	return results, allowed, nil
+}
+
+// RolledBack presents the results of an atomic batch that recorded nothing (some check was denied): every check
+// is reported as not having consumed anything, because nothing was (shared/design.md: with atomic, nothing is
+// consumed unless all are admitted). A check admitted as evaluated keeps Allowed (it would fit on its own) but its
+// Remaining is what its key has left now, the state before the batch: the Remaining of the key's first check in
+// the batch plus what that check took as evaluated (its cost when admitted, 1 for an admitted peek, which reports
+// a cost-1 check). Denied checks, peeks, and degraded results are left as they are: a denial records nothing
+// anyway, and its Remaining and RetryAfter say why the batch failed. costs[i] is results[i]'s cost. Both protocol
+// adapters (HTTP /v1/checks and Envoy RLS) present what the Limiter returns, so they agree.
+func RolledBack(results []Result, costs []int64) {
+	type at struct{ policy, key string }
+	before := make(map[at]int64, len(results))
+	for i, r := range results {
+		k := at{r.Policy.Name, r.Key}
+		if _, ok := before[k]; ok || r.Degraded {
+			continue
+		}
+		took := int64(0)
+		if r.Allowed && !r.ShadowDenied {
+			took = max(costs[i], 1)
+		}
+		before[k] = min(r.Remaining+took, r.Limit)
+	}
+	for i := range results {
+		r := &results[i]
+		if r.Degraded || !r.Allowed || r.ShadowDenied || costs[i] == 0 {
+			continue
+		}
+		r.Remaining = before[at{r.Policy.Name, r.Key}]
+	}
 }
 
 // Reset implements Limiter.
@@ -334,7 +358,7 @@ func (s *Service) Reset(ctx context.Context, policy, key string) error {
 	if err := v.Err(); err != nil {
 		return err
 	}
-	p, err := s.policy(ctx, policy)
+	p, err := s.policies.Get(ctx, policy)
 	if err != nil {
 		return err
 	}
@@ -346,20 +370,10 @@ func (s *Service) Reset(ctx context.Context, policy, key string) error {
 
 // ListPolicies implements Limiter: config and API policies, sorted by name.
 func (s *Service) ListPolicies(ctx context.Context) ([]Policy, error) {
-	api, err := s.policies.ListPolicies(ctx)
+	out, err := s.policies.List(ctx)
 	if err != nil {
 		return nil, &UnavailableError{Err: err}
 	}
-	out := make([]Policy, 0, len(s.fixed)+len(api))
-	for _, p := range s.fixed {
-		out = append(out, p)
-	}
-	for _, p := range api {
-		if _, shadowed := s.fixed[p.Name]; !shadowed {
-			out = append(out, p)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
@@ -368,7 +382,7 @@ func (s *Service) GetPolicy(ctx context.Context, name string) (Policy, error) {
 	if err := ValidatePolicyName(name); err != nil {
 		return Policy{}, Invalid("name", err.Error())
 	}
-	p, err := s.policy(ctx, name)
+	p, err := s.policies.Get(ctx, name)
 	if err != nil && !errors.Is(err, ErrPolicyNotFound) {
 		return Policy{}, &UnavailableError{Policy: name, Err: err}
 	}
@@ -382,10 +396,10 @@ func (s *Service) PutPolicy(ctx context.Context, p Policy) (Policy, bool, error)
 	if err := p.Validate(""); err != nil {
 		return Policy{}, false, err
 	}
-	if _, ok := s.fixed[p.Name]; ok {
-		return Policy{}, false, fmt.Errorf("%w: %q", ErrReadOnlyPolicy, p.Name)
+	created, err := s.policies.Put(ctx, p)
+	if errors.Is(err, ErrReadOnlyPolicy) {
+		return Policy{}, false, err
 	}
-	created, err := s.policies.PutPolicy(ctx, p)
 	if err != nil {
 		return Policy{}, false, &UnavailableError{Policy: p.Name, Err: err}
 	}
@@ -397,11 +411,8 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	if err := ValidatePolicyName(name); err != nil {
 		return Invalid("name", err.Error())
 	}
-	if _, ok := s.fixed[name]; ok {
-		return fmt.Errorf("%w: %q", ErrReadOnlyPolicy, name)
-	}
-	if err := s.policies.DeletePolicy(ctx, name); err != nil {
-		if errors.Is(err, ErrPolicyNotFound) {
+	if err := s.policies.Delete(ctx, name); err != nil {
+		if errors.Is(err, ErrPolicyNotFound) || errors.Is(err, ErrReadOnlyPolicy) {
 			return err
 		}
 		return &UnavailableError{Policy: name, Err: err}
@@ -412,19 +423,19 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	return nil
 }
 
-// ReadinessProbe is a policy name Ready (and the HTTP readiness check) looks up to learn whether the policy store
-// can resolve names: ErrPolicyNotFound (or the policy, should one have this name) means it can; any other error
-// means the API policies are not loaded yet.
-const ReadinessProbe = "sluice.readiness-probe"
-
-// Ready implements Limiter: the store answers and the API policies are known. A replica that has been ready
+// Ready implements Limiter: the store answers and the API policies are loaded. A replica that has been ready
 // decides through a later outage by each policy's failure_mode from its copy of the policies, so it must not be
 // ready before that copy exists (at start-up the first load runs in the background, racing the first probe).
 func (s *Service) Ready(ctx context.Context) error {
 	if err := s.store.Ping(ctx); err != nil {
 		return &UnavailableError{Err: err}
 	}
-	if _, err := s.policies.GetPolicy(ctx, ReadinessProbe); err != nil && !errors.Is(err, ErrPolicyNotFound) {
+	return s.PoliciesLoaded(ctx)
+}
+
+// PoliciesLoaded implements Limiter.
+func (s *Service) PoliciesLoaded(ctx context.Context) error {
+	if err := s.policies.Loaded(ctx); err != nil {
 		return &UnavailableError{Err: err}
 	}
 	return nil

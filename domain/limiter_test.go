@@ -216,22 +216,23 @@ func TestLimitAboveTheBoundIsRefused(t *testing.T) {
 	}
 }
 
-// unloadedPolicies is a policy store whose copy is not loaded until loaded is set: every lookup fails as a
-// store's does before its first load.
+// unloadedPolicies is a policy store whose copy is not loaded until loaded is set (domain.PolicyLoader), as a
+// shared store's before its first load.
 type unloadedPolicies struct {
 	domain.PolicyStore
 	loaded bool
 }
 
-func (p *unloadedPolicies) GetPolicy(ctx context.Context, name string) (domain.Policy, error) {
+func (p *unloadedPolicies) Loaded(context.Context) error {
 	if !p.loaded {
-		return domain.Policy{}, errors.New("API policies not loaded yet")
+		return errors.New("API policies not loaded yet")
 	}
-	return p.PolicyStore.GetPolicy(ctx, name)
+	return nil
 }
 
-// TestReadyWaitsForThePolicies: a Service is not ready while its policy store cannot resolve names, though the
-// bucket store answers; it is once the store can (an unknown name is then ErrPolicyNotFound).
+// TestReadyWaitsForThePolicies: a Service is not ready while its policy store has not loaded the API policies,
+// though the bucket store answers; it is once the store has. Readiness asks the store (PoliciesLoaded), not a
+// policy name: any name may be a policy, sluice.readiness-probe included.
 func TestReadyWaitsForThePolicies(t *testing.T) {
 	clock := clocktest.New(time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC))
 	ps := &unloadedPolicies{PolicyStore: memory.NewPolicies(clock)}
@@ -239,12 +240,26 @@ func TestReadyWaitsForThePolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx := context.Background()
 	var ue *domain.UnavailableError
-	if err := svc.Ready(context.Background()); !errors.As(err, &ue) {
+	if err := svc.Ready(ctx); !errors.As(err, &ue) {
 		t.Fatalf("Ready before the policies are loaded: %v, want an UnavailableError", err)
 	}
+	if err := svc.PoliciesLoaded(ctx); !errors.As(err, &ue) {
+		t.Fatalf("PoliciesLoaded before the policies are loaded: %v, want an UnavailableError", err)
+	}
 	ps.loaded = true
-	if err := svc.Ready(context.Background()); err != nil {
+	if err := svc.Ready(ctx); err != nil {
 		t.Fatalf("Ready once they are: %v", err)
+	}
+	// The name the readiness check used to look up is an ordinary policy name now.
+	if _, _, err := svc.PutPolicy(ctx, domain.Policy{Name: "sluice.readiness-probe", Limit: 1, Window: time.Minute}); err != nil {
+		t.Fatalf("PUT sluice.readiness-probe: %v", err)
+	}
+	if res, err := svc.Check(ctx, domain.CheckRequest{Policy: "sluice.readiness-probe", Key: "k", Cost: 1}); err != nil || !res.Allowed {
+		t.Fatalf("check of sluice.readiness-probe: %+v, %v", res, err)
+	}
+	if err := svc.Ready(ctx); err != nil {
+		t.Fatalf("Ready with a policy named sluice.readiness-probe: %v", err)
 	}
 }

@@ -73,9 +73,13 @@ type Policy struct {
 	// Shadow policies decide and count as usual but always admit: for trying a limit on live traffic.
 	Shadow bool
 	Source Source
-	// Floor and Generation are kept by the PolicyStore, not set by users: see Rule.
+	// Floor and Generation are kept by the PolicyStore (API policies) or the PolicyLifecycle (RLS policies), not
+	// set by users: see Rule.
 	Floor      int64
 	Generation int64
+	// Revision is the store's version of this policy's record (the Redis store's checks carry it, and the store
+	// refuses to decide with another: see adapters/redis); 0 where the store keeps none.
+	Revision int64
 }
 
 // Rule is what a store needs to decide under p.

@@ -29,10 +29,12 @@ type Rule struct {
 	// Resolution is sliding_window's bucket width (whole milliseconds, 1ms to Window); 0 for other algorithms.
 	Resolution time.Duration
 	// Floor (unix microseconds; 0 = none) is the expiry rule's memory: a unit recorded at or before Floor never
-	// counts again. A window change raises it to the newest instant whose units had already stopped counting
-	// (Policy.Changed), so growing a window never brings them back.
+	// counts again. A change of window or algorithm raises it to the newest instant whose units had already stopped
+	// counting (NextFloor: the API PolicyStore at the change, PolicyLifecycle.InstallRLS at an RLS reload, the
+	// shared stores' RegisterConfigPolicies for config policies), so growing a window never brings them back.
 	Floor int64
-	// Generation tells incarnations of one policy name apart (0 for config-file policies). State recorded under
+	// Generation tells incarnations of one policy name apart (0 for config-file policies; RLS policies get theirs
+	// from PolicyLifecycle.InstallRLS, 0 on a shared store). State recorded under
 	// another generation is not counted: a deleted policy's keys never count against a later policy of the same
 	// name, whatever a janitor or a slow DropPolicy has left behind.
 	Generation int64
@@ -85,7 +87,7 @@ type PolicyStore interface {
 }
 
 // CheckPolicyGetter is implemented by a PolicyStore whose BucketStore decides API policies with its own copy
-// (BucketRequest.Stored). The Service resolves a check's policy through it: the policy to send the check with,
+// (BucketRequest.Stored). The PolicyLifecycle resolves a check's policy through it: the policy to send the check with,
 // which for a name the PolicyStore does not hold in memory may be provisional (the store answers with the policy
 // in force, or StatusPolicyNotFound), so a policy created through another replica binds at the next check.
 type CheckPolicyGetter interface {

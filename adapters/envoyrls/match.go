@@ -3,6 +3,7 @@ package envoyrls
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -99,4 +100,32 @@ func Key(entries []Entry, share map[int]string) string {
 	}
 	h := sha256.Sum256([]byte(k))
 	return hashedKeyPrefix + hex.EncodeToString(h[:])
+}
+
+// all returns every rule with a policy (not unlimited), domains and descriptor keys in sorted order.
+func (rs *Rules) all() []*Rule {
+	var out []*Rule
+	var walk func(n *node)
+	walk = func(n *node) {
+		if n.rule != nil && !n.rule.Unlimited {
+			out = append(out, n.rule)
+		}
+		keys := make([]string, 0, len(n.children))
+		for k := range n.children {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			walk(n.children[k])
+		}
+	}
+	doms := make([]string, 0, len(rs.domains))
+	for d := range rs.domains {
+		doms = append(doms, d)
+	}
+	sort.Strings(doms)
+	for _, d := range doms {
+		walk(rs.domains[d])
+	}
+	return out
 }

@@ -41,10 +41,51 @@ type Server struct {
 	health *health.Server
 }
 
-// NewServer builds the gRPC server for svc. authorize, when not nil, is required to accept every
-// ShouldRateLimit call (health checks stay open, as /healthz is on the HTTP API).
-func NewServer(svc *Service, tlsFiles TLSFiles, authorize Authorizer) (*Server, error) {
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	TLS TLSFiles
+	// Authorize, when not nil, is required to accept every ShouldRateLimit call (health checks stay open, as
+	// /healthz is on the HTTP API).
+	Authorize Authorizer
+	// HandshakeTimeout bounds how long a new connection may take to finish its TLS and HTTP/2 handshakes before
+	// it is closed (≤ 0: 5s, the HTTP listener's bound on reading headers). grpc-go's own default is 120 s, so a
+	// client that opens connections and sends nothing would hold a descriptor each for two minutes.
+	HandshakeTimeout time.Duration
+	// Observer, when not nil, records every call (method, code, duration).
+	Observer Observer
+}
+
+// Observer receives what the RLS front end did, for metrics. Implementations must be cheap and safe for
+// concurrent use.
+type Observer interface {
+	// Call records one answered call: method is the gRPC method's name (ShouldRateLimit, Check, Watch or
+	// "other"), code its status code.
+	Call(method string, code codes.Code, d time.Duration)
+	// Reload records a rules reload from source ("files" or "xds") that took effect (ok) or was refused.
+	Reload(source string, ok bool)
+}
+
+// methodName is the label of a gRPC full method: its last element for the services served, "other" otherwise.
+func methodName(full string) string {
+	switch full {
+	case "/" + ServiceName + "/ShouldRateLimit":
+		return "ShouldRateLimit"
+	case "/grpc.health.v1.Health/Check":
+		return "Check"
+	case "/grpc.health.v1.Health/Watch":
+		return "Watch"
+	}
+	return "other"
+}
+
+// NewServer builds the gRPC server for svc.
+func NewServer(svc *Service, o ServerOptions) (*Server, error) {
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 5 * time.Second
+	}
+	tlsFiles, authorize := o.TLS, o.Authorize
 	opts := []grpc.ServerOption{
+		grpc.ConnectionTimeout(o.HandshakeTimeout),
 		// Envoy keeps its connection to the rate-limit service open; answer its pings, drop dead peers. Connections
 		// are recycled after an hour (GOAWAY, calls in flight finish within the grace), so replicas added behind a
 		// Service get their share of Envoy's long-lived connections (envoyproxy/ratelimit: GRPC_MAX_CONNECTION_AGE).
@@ -60,8 +101,18 @@ func NewServer(svc *Service, tlsFiles TLSFiles, authorize Authorizer) (*Server, 
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
 	}
+	var interceptors []grpc.UnaryServerInterceptor
+	if o.Observer != nil {
+		obs := o.Observer
+		interceptors = append(interceptors, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			start := time.Now()
+			resp, err := h(ctx, req)
+			obs.Call(methodName(info.FullMethod), status.Code(err), time.Since(start))
+			return resp, err
+		})
+	}
 	if authorize != nil {
-		opts = append(opts, grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		interceptors = append(interceptors, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if strings.HasPrefix(info.FullMethod, "/grpc.health.v1.") {
 				return h(ctx, req)
 			}
@@ -71,7 +122,10 @@ func NewServer(svc *Service, tlsFiles TLSFiles, authorize Authorizer) (*Server, 
 				return nil, status.Error(codes.Unauthenticated, "send authorization: Bearer <token> metadata with a configured token of role check or admin")
 			}
 			return h(ctx, req)
-		}))
+		})
+	}
+	if len(interceptors) > 0 {
+		opts = append(opts, grpc.ChainUnaryInterceptor(interceptors...))
 	}
 	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer()}
 	rlsv3.RegisterRateLimitServiceServer(s.grpc, svc)

@@ -10,10 +10,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,7 +69,7 @@ var fooReq = &rlsv3.RateLimitRequest{Domain: "contour", Descriptors: []*rlcommon
 // ShouldRateLimit only with a check token in the authorization metadata.
 func TestServerH2CHealthAndAuth(t *testing.T) {
 	h := newHarness(t, "testdata/contour", envoyrls.ServiceOptions{})
-	srv, err := envoyrls.NewServer(h.svc, envoyrls.TLSFiles{}, func(a string) bool { return a == "Bearer s3cret" })
+	srv, err := envoyrls.NewServer(h.svc, envoyrls.ServerOptions{Authorize: func(a string) bool { return a == "Bearer s3cret" }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +125,7 @@ func TestServerGracefulStop(t *testing.T) {
 	}
 	for _, finish := range []bool{true, false} {
 		lim := &blockingLimiter{entered: make(chan struct{}, 1), release: make(chan struct{})}
-		srv, err := envoyrls.NewServer(envoyrls.NewService(lim, rules, envoyrls.ServiceOptions{}), envoyrls.TLSFiles{}, nil)
+		srv, err := envoyrls.NewServer(envoyrls.NewService(lim, rules, envoyrls.ServiceOptions{}), envoyrls.ServerOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,7 +186,7 @@ func TestServerMTLS(t *testing.T) {
 
 	h := newHarness(t, "testdata/contour", envoyrls.ServiceOptions{})
 	files := envoyrls.TLSFiles{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"), ClientCAFile: filepath.Join(dir, "ca.pem")}
-	srv, err := envoyrls.NewServer(h.svc, files, nil)
+	srv, err := envoyrls.NewServer(h.svc, envoyrls.ServerOptions{TLS: files})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +204,7 @@ func TestServerMTLS(t *testing.T) {
 	if resp, err := rlsv3.NewRateLimitServiceClient(withCert).ShouldRateLimit(ctx, fooReq); err != nil || resp.OverallCode != rlsv3.RateLimitResponse_OK {
 		t.Errorf("client with a certificate: %v %v", resp, err)
 	}
-	if _, err := envoyrls.NewServer(h.svc, envoyrls.TLSFiles{ClientCAFile: files.ClientCAFile}, nil); err == nil {
+	if _, err := envoyrls.NewServer(h.svc, envoyrls.ServerOptions{TLS: envoyrls.TLSFiles{ClientCAFile: files.ClientCAFile}}); err == nil {
 		t.Error("client_ca_file without a certificate accepted")
 	}
 }
@@ -249,4 +251,79 @@ func writeKey(t *testing.T, path string, k *ecdsa.PrivateKey) {
 		t.Fatal(err)
 	}
 	writePEM(t, path, "EC PRIVATE KEY", der)
+}
+
+// countingObserver records the calls and reloads an Observer sees.
+type countingObserver struct {
+	mu      sync.Mutex
+	calls   map[string]int // "method code"
+	reloads map[string]int // "source ok"
+}
+
+func (o *countingObserver) Call(method string, code codes.Code, _ time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.calls[method+" "+code.String()]++
+}
+
+func (o *countingObserver) Reload(source string, ok bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.reloads[fmt.Sprint(source, " ", ok)]++
+}
+
+// Issue 27: a connection that never finishes its handshake is closed after HandshakeTimeout (grpc-go would keep it
+// 120 s); a request of more than MaxDescriptors descriptors is INVALID_ARGUMENT, decided by nothing; every call is
+// observed by method and code.
+func TestServerBoundsConnectionsAndRequests(t *testing.T) {
+	h := newHarness(t, "testdata/contour", envoyrls.ServiceOptions{})
+	obs := &countingObserver{calls: map[string]int{}, reloads: map[string]int{}}
+	srv, err := envoyrls.NewServer(h.svc, envoyrls.ServerOptions{HandshakeTimeout: 300 * time.Millisecond, Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, srv)
+
+	// A client that connects and says nothing.
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	start := time.Now()
+	if err := silent.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1024)
+	for {
+		if _, err := silent.Read(buf); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("a silent connection was still open after %s", time.Since(start))
+			}
+			break // closed by the server
+		}
+	}
+
+	cc := dial(t, addr, insecure.NewCredentials())
+	rl := rlsv3.NewRateLimitServiceClient(cc)
+	ctx := context.Background()
+	many := &rlsv3.RateLimitRequest{Domain: "contour"}
+	for range envoyrls.MaxDescriptors + 1 {
+		many.Descriptors = append(many.Descriptors, fooReq.Descriptors[0])
+	}
+	if _, err := rl.ShouldRateLimit(ctx, many); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("%d descriptors: %v, want InvalidArgument", len(many.Descriptors), err)
+	}
+	if resp, err := rl.ShouldRateLimit(ctx, fooReq); err != nil || resp.OverallCode != rlsv3.RateLimitResponse_OK {
+		t.Fatalf("a request after the refused one: %v %v", resp, err)
+	}
+	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if obs.calls["ShouldRateLimit InvalidArgument"] != 1 || obs.calls["ShouldRateLimit OK"] != 1 || obs.calls["Check OK"] != 1 {
+		t.Fatalf("observed calls %v", obs.calls)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"math"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,12 +29,22 @@ type Limiter interface {
 	CheckPolicies(ctx context.Context, cs []domain.PolicyCheck, atomic bool) ([]domain.Result, bool, error)
 }
 
+// PolicyInstaller gives the policies of a loaded config their floors and generations against the config in force
+// before (domain.PolicyLifecycle.InstallRLS).
+type PolicyInstaller interface {
+	InstallRLS(ps []domain.Policy) []domain.Policy
+}
+
 // Service implements RateLimitServiceServer.
 type Service struct {
 	rlsv3.UnimplementedRateLimitServiceServer
-	lim     Limiter
-	rules   atomic.Pointer[Rules]
-	headers bool
+	lim       Limiter
+	rules     atomic.Pointer[Rules]
+	install   PolicyInstaller
+	installed func(ps []domain.Policy)
+	obs       Observer
+	swap      sync.Mutex // installs and stores rules one at a time
+	headers   bool
 	// overrideAlg and overrideFailure apply to policies made from a descriptor's limit override.
 	overrideAlg     domain.Algorithm
 	overrideFailure domain.FailureMode
@@ -50,23 +61,61 @@ type ServiceOptions struct {
 	Algorithm   domain.Algorithm
 	FailureMode domain.FailureMode
 	Shadow      bool
+	// Policies gives the config's policies their floors and generations at every SetRules (and for the rules
+	// NewService starts with); nil leaves them as loaded (generation 0, no floor).
+	Policies PolicyInstaller
+	// Installed, when set, is called by SetRules (and NewService) with the policies of the rules it put in force,
+	// as installed; it must not block (the app hands them to a shared store's registry in the background).
+	Installed func(ps []domain.Policy)
+	// Observer, when not nil, counts reloads (Reloaded).
+	Observer Observer
 }
 
 // NewService returns a Service deciding with lim under rules.
 func NewService(lim Limiter, rules *Rules, opts ServiceOptions) *Service {
-	s := &Service{lim: lim, headers: opts.Headers, overrideAlg: opts.Algorithm, overrideFailure: opts.FailureMode, overrideShadow: opts.Shadow}
+	s := &Service{lim: lim, headers: opts.Headers, overrideAlg: opts.Algorithm, overrideFailure: opts.FailureMode,
+		overrideShadow: opts.Shadow, install: opts.Policies, installed: opts.Installed, obs: opts.Observer}
 	if s.overrideAlg == "" {
 		s.overrideAlg = domain.FixedWindow
 	}
 	if s.overrideFailure == "" {
 		s.overrideFailure = domain.FailDeny
 	}
-	s.rules.Store(rules)
+	s.SetRules(rules)
 	return s
 }
 
-// SetRules swaps the rules in force (a reloaded config directory); requests in flight keep the rules they read.
-func (s *Service) SetRules(rs *Rules) { s.rules.Store(rs) }
+// SetRules swaps the rules in force (a reloaded config directory or xDS version); requests in flight keep the
+// rules they read. Each rule's policy first gets its floor and generation from ServiceOptions.Policies, against
+// the rules in force before: a changed unit or algorithm raises the floor, a rule that was not in force gets a new
+// generation, an unchanged rule keeps both. rs is modified in place and must not be in use yet.
+func (s *Service) SetRules(rs *Rules) {
+	s.swap.Lock()
+	defer s.swap.Unlock()
+	rules := rs.all()
+	ps := make([]domain.Policy, len(rules))
+	for i, r := range rules {
+		ps[i] = r.Policy
+	}
+	if s.install != nil {
+		ps = s.install.InstallRLS(ps)
+		for i, r := range rules {
+			r.Policy = ps[i]
+		}
+	}
+	s.rules.Store(rs)
+	if s.installed != nil {
+		s.installed(ps)
+	}
+}
+
+// Reloaded records a reload of the rules from source ("files" or "xds") that took effect (ok) or was refused (the
+// rules in force stay), for the Observer.
+func (s *Service) Reloaded(source string, ok bool) {
+	if s.obs != nil {
+		s.obs.Reload(source, ok)
+	}
+}
 
 // Rules returns the rules in force.
 func (s *Service) Rules() *Rules { return s.rules.Load() }
@@ -94,6 +143,11 @@ var unitEnum = map[string]rlsv3.RateLimitResponse_RateLimit_Unit{
 	"MONTH":  rlsv3.RateLimitResponse_RateLimit_MONTH,
 }
 
+// MaxDescriptors bounds the descriptors of one request: each is a check of the request's one all-or-nothing call,
+// and Envoy's rate limit actions make a handful. A request with more is refused whole (INVALID_ARGUMENT), rather
+// than holding a store's locks for thousands of keys until its deadline.
+const MaxDescriptors = 64
+
 // ShouldRateLimit decides one request: every descriptor resolved to a policy (its config rule, or its limit
 // override) is checked in one all-or-nothing call, so a denied request records nothing on any of its limits.
 func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
@@ -102,6 +156,9 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	}
 	if len(req.GetDescriptors()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+	}
+	if n := len(req.GetDescriptors()); n > MaxDescriptors {
+		return nil, status.Errorf(codes.InvalidArgument, "a request has at most %d descriptors, got %d", MaxDescriptors, n)
 	}
 	rules := s.rules.Load()
 	ds := make([]descriptorState, len(req.Descriptors))
@@ -184,16 +241,16 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			checks[i].Cost = 0
 		}
 	}
+	// A descriptor admitted as evaluated in a request that was denied recorded nothing: the Limiter presents it as
+	// such (domain.RolledBack: its remaining is its key's units left now), as HTTP /v1/checks does.
 	var results []domain.Result
-	allowed := true
 	if len(checks) > 0 {
 		var err error
-		results, allowed, err = s.lim.CheckPolicies(ctx, checks, true)
+		results, _, err = s.lim.CheckPolicies(ctx, checks, true)
 		if err != nil {
 			return nil, grpcError(err)
 		}
 	}
-	denied := !allowed || oversized
 	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(ds))}
 	for i := range ds {
 		st := &ds[i]
@@ -222,9 +279,6 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		case cost == 0:
 			// A peek answers for a 1-unit request; report the units left, as a 0 hits_addend does upstream.
 			out.LimitRemaining = clamp32(r.Remaining + 1)
-		case denied && !r.ShadowDenied:
-			// Admitted as evaluated, but the request was denied and recorded nothing: its units are still there.
-			out.LimitRemaining = clamp32(r.Remaining + cost)
 		default:
 			out.LimitRemaining = clamp32(r.Remaining)
 		}

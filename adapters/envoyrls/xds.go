@@ -120,6 +120,7 @@ func (x *XDSClient) Run(ctx context.Context) error {
 				x.Log.Info("rls xds: config applied", "configs", len(resp.Resources), "policies", rules.Policies)
 				err = c.Ack()
 			}
+			x.Service.Reloaded("xds", lerr == nil)
 			if x.Applied != nil {
 				x.Applied(lerr == nil, lerr)
 			}

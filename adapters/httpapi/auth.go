@@ -38,18 +38,27 @@ func newAuthenticator(tokens []Token) *authenticator {
 	return &authenticator{tokens: bearer.New(bt)}
 }
 
-// required reports the role an endpoint needs, or "" for public ones (health, metrics, the spec).
-func required(r *http.Request) Role {
-	p := r.URL.Path
-	if !strings.HasPrefix(p, "/v1/") {
-		return ""
-	}
+// checkRoutes are the routes (ServeMux patterns of openapi.yaml) a token with role check may use: check,
+// checks, authorize and a key's state (openapi.yaml's securitySchemes). Every other route under /v1/ needs role
+// admin; the others (health, metrics, the spec) are public.
+var checkRoutes = map[string]bool{
+	"POST /v1/check":                     true,
+	"POST /v1/checks":                    true,
+	"GET /v1/authorize":                  true,
+	"GET /v1/policies/{name}/keys":       true,
+	"GET /v1/policies/{name}/keys/{key}": true,
+}
+
+// required reports the role the route pattern needs, or "" for a public one. It is decided on the route the
+// ServeMux matched, never on the path's spelling: GET /v1/policies/keys is the policy named "keys" (admin),
+// though its path ends as a key route's does.
+func required(pattern string) Role {
+	_, path, _ := strings.Cut(pattern, " ")
 	switch {
-	case p == "/v1/check", p == "/v1/checks", p == "/v1/authorize":
+	case !strings.HasPrefix(path, "/v1/"):
+		return ""
+	case checkRoutes[pattern]:
 		return RoleCheck
-	case r.Method == http.MethodGet && strings.HasPrefix(p, "/v1/policies/") &&
-		(strings.Contains(p[len("/v1/policies/"):], "/keys/") || strings.HasSuffix(p, "/keys")):
-		return RoleCheck // peek, with the key in the path or the query
 	}
 	return RoleAdmin
 }
@@ -60,14 +69,14 @@ func (a *authenticator) role(r *http.Request) (Role, bool) {
 	return Role(role), ok
 }
 
-// middleware enforces roles. With no tokens configured every request passes: the app only allows that on a
-// loopback listen address.
-func (a *authenticator) middleware(next http.Handler) http.Handler {
+// middleware enforces the role of route pattern. With no tokens configured every request passes: the app only
+// allows that on a loopback listen address.
+func (a *authenticator) middleware(pattern string, next http.Handler) http.Handler {
 	if a.tokens.Len() == 0 {
 		return next
 	}
+	need := required(pattern)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		need := required(r)
 		if need == "" {
 			next.ServeHTTP(w, r)
 			return

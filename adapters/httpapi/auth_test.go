@@ -107,6 +107,10 @@ func TestBadInputsTokensAndRoles(t *testing.T) {
 		{"wrong role: check token resets a key", "DELETE", "/v1/policies/login/keys/k", nil, []reqOpt{bearer(checkSecret)}, 403, "forbidden"},
 		{"wrong role: check token writes a policy", "PUT", "/v1/policies/x", map[string]any{"limit": 1, "window": "1m"}, []reqOpt{bearer(checkSecret)}, 403, "forbidden"},
 		{"wrong role: check token lists policies", "GET", "/v1/policies", nil, []reqOpt{bearer(checkSecret)}, 403, "forbidden"},
+		// The role is the matched route's, not the path's spelling: this is GET /v1/policies/{name} of a policy
+		// named "keys" (issue 27), though the path ends as the key route's does.
+		{"wrong role: check token reads the policy named keys", "GET", "/v1/policies/keys", nil, []reqOpt{bearer(checkSecret)}, 403, "forbidden"},
+		{"wrong role: check token reads the policy named keys, trailing slash", "GET", "/v1/policies/keys/", nil, []reqOpt{bearer(checkSecret)}, 404, "not-found"},
 		{"right token, bad body", "POST", "/v1/check", `{"policy":`, []reqOpt{bearer(checkSecret), invalidRequest()}, 400, "malformed"},
 	}
 	for _, c := range cases {

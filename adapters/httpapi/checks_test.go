@@ -17,6 +17,11 @@ func TestChecksAtomicIsAllOrNothing(t *testing.T) {
 	if out.Decisions[1].RetryAfterMs <= 0 || out.Decisions[0].Policy != "login" || out.Decisions[1].Policy != "one" {
 		t.Fatalf("decisions: %+v", out.Decisions)
 	}
+	// Nothing was consumed: the check that fit reports what login has left now (5 of 5), as RLS reports it
+	// (domain.RolledBack), not what it would have left had the batch been recorded (3).
+	if out.Decisions[0].Remaining != 5 {
+		t.Fatalf("the admitted check of a denied atomic batch reports remaining %d, want 5 (nothing consumed)", out.Decisions[0].Remaining)
+	}
 	if d := e.peek("login", "k"); d.Remaining != 4 { // a peek answers as a cost-1 check would
 		t.Fatalf("an atomic batch that was denied consumed login: peek remaining %d, want 4", d.Remaining)
 	}

@@ -83,7 +83,7 @@ func NewHandler(o Options) http.Handler {
 	mux := http.NewServeMux()
 	auth := newAuthenticator(o.Tokens)
 	routed := func(pattern string, h http.Handler) http.Handler {
-		return checkRoute(pattern, auth.middleware(limitBody(o.MaxBodyBytes, h)))
+		return checkRoute(pattern, auth.middleware(pattern, limitBody(o.MaxBodyBytes, h)))
 	}
 	api.HandlerWithOptions(strict, api.StdHTTPServerOptions{
 		BaseRouter: routeMux{mux, routed},
@@ -261,8 +261,10 @@ func (s *statusWriter) WriteHeader(code int) {
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// accessLog logs one line per request at debug level: method, path, status, duration. It never logs the query
-// string, headers or body, which hold keys and tokens.
+// accessLog logs one line per request at debug level: method, path, route, status, duration. It never logs the
+// query string, headers or body, which hold keys and tokens, nor the path of a request that matched no route
+// (a key or a token typed into a wrong path would be logged as is): the path of a route is logged with its key
+// redacted, an unmatched one not at all (route "unmatched").
 func accessLog(log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !log.Enabled(r.Context(), slog.LevelDebug) {
@@ -272,7 +274,11 @@ func accessLog(log *slog.Logger, next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(sw, r)
-		log.Debug("request", "method", r.Method, "path", redactPath(r.URL.Path), "status", sw.status, "duration", time.Since(start))
+		path, route := "", "unmatched"
+		if _, p, ok := strings.Cut(r.Pattern, " "); ok && p != "/" {
+			path, route = redactPath(r.URL.Path), p
+		}
+		log.Debug("request", "method", r.Method, "path", path, "route", route, "status", sw.status, "duration", time.Since(start))
 	})
 }
 

@@ -198,8 +198,10 @@ func TestLogsHoldNoSecretsOrKeys(t *testing.T) {
 			do("DELETE", keyPath, nil, ck)                                        // 403
 			do("POST", "/v1/check", check("login", key), bearer(adminSecret+"x")) // 401
 			do("POST", "/v1/check", `{"policy":"login","key":"`+key+`",`, ck, invalidRequest())
-			do("POST", "/v1/check", check("login", key, 99), ck) // 400 naming cost
-			do("POST", "/v1/check", check("nope", key), ck)      // 404
+			do("POST", "/v1/check", check("login", key, 99), ck)   // 400 naming cost
+			do("POST", "/v1/check", check("nope", key), ck)        // 404
+			do("GET", "/v1/nowhere/"+url.PathEscape(key), nil, ck) // no route: the path is not logged
+			do("GET", "/v1/check/"+checkSecret, nil, ck)           // a token typed into a wrong path
 			e.flaky.failing.Store(true)
 			do("POST", "/v1/check", check("login", key), ck) // 503, logged at warn
 			do("GET", authorizePath("login", key), nil, ck)  // 503

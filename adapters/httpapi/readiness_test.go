@@ -16,8 +16,8 @@ import (
 	"github.com/sluice-dev/sluice/domain/clocktest"
 )
 
-// flakyPolicies is a PolicyStore that cannot resolve names while failing, as the Postgres policy cache before
-// its first load.
+// flakyPolicies is a PolicyStore that cannot resolve names and is not loaded (domain.PolicyLoader) while failing,
+// as a shared store's policy cache before its first load.
 type flakyPolicies struct {
 	domain.PolicyStore
 	failing atomic.Bool
@@ -28,6 +28,13 @@ func (f *flakyPolicies) GetPolicy(ctx context.Context, name string) (domain.Poli
 		return domain.Policy{}, errStoreDown
 	}
 	return f.PolicyStore.GetPolicy(ctx, name)
+}
+
+func (f *flakyPolicies) Loaded(context.Context) error {
+	if f.failing.Load() {
+		return errStoreDown
+	}
+	return nil
 }
 
 func (f *flakyPolicies) ListPolicies(ctx context.Context) ([]domain.Policy, error) {

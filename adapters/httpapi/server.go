@@ -314,7 +314,7 @@ func (s *server) Healthz(context.Context, api.HealthzRequestObject) (api.Healthz
 // current and its policies loaded) and can still resolve every policy: each check is then answered at once by
 // its failure_mode, and keeping the replica in the Service is what lets failure_mode allow apply at all. No when
 // it has never seen the store answer (a replica started during an outage, or against a schema behind this
-// build) or cannot resolve API policies. The problem never carries the store's own error text, which can name
+// build) or its API policies are not loaded (Limiter.PoliciesLoaded). The problem never carries the store's own error text, which can name
 // hosts; the log has it.
 func (s *server) Readyz(ctx context.Context, _ api.ReadyzRequestObject) (api.ReadyzResponseObject, error) {
 	err := s.lim.Ready(ctx)
@@ -328,7 +328,7 @@ func (s *server) Readyz(ctx context.Context, _ api.ReadyzRequestObject) (api.Rea
 		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady,
 			"the store has not answered since this process started (cause: "+cause+"); it stays out of service until the store answers, its schema is current and its API policies are loaded", nil)), nil
 	}
-	if _, perr := s.lim.GetPolicy(ctx, domain.ReadinessProbe); perr != nil && !errors.Is(perr, domain.ErrPolicyNotFound) {
+	if s.lim.PoliciesLoaded(ctx) != nil {
 		return api.Readyz503ApplicationProblemPlusJSONResponse(problem(kindNotReady,
 			"the store does not answer (cause: "+cause+") and the API policies are not loaded, so their checks could not follow their failure_mode", nil)), nil
 	}

@@ -6,6 +6,12 @@
 // and when every slot holds a live key a new key gets domain.ErrStoreFull rather than evicting a live one, since
 // eviction would reset that key's counter and over-admit. The Limiter turns that error into the policy's
 // failure_mode, and FullRejections counts it.
+//
+// No policy can take another's room: one policy holds at most half of max_keys (Options.PolicyShare), and a
+// shadow check's new key at most a tenth (Options.ShadowShare: shadow policies never deny, and anyone with a
+// check token can make them track keys). A new key past its policy's share is refused as when the store is full
+// (domain.ErrStoreFull, counted by FullRejections), and only that policy's checks of new keys see it: the other
+// policies' keys still have their room.
 package memory
 
 import (
@@ -26,6 +32,11 @@ type Options struct {
 	MaxKeys int
 	// Shards is rounded up to a power of two; ≤ 0 picks 16 per CPU.
 	Shards int
+	// PolicyShare is the fraction of MaxKeys one policy's keys may hold; ≤ 0 or > 1 means 1/2.
+	PolicyShare float64
+	// ShadowShare bounds a policy's keys, as PolicyShare does, when a shadow check adds one; ≤ 0 or > 1 means
+	// 1/10.
+	ShadowShare float64
 }
 
 // Store implements domain.BucketStore. Safe for concurrent use.
@@ -38,6 +49,10 @@ type Store struct {
 	maxKeys int64
 	keys    atomic.Int64
 	full    atomic.Int64
+	// perPolicy counts each policy's live keys (policy name → *atomic.Int64), against policyMax and shadowMax.
+	perPolicy sync.Map
+	policyMax int64
+	shadowMax int64
 	// lastFullSweep (unix µs of the store clock) limits whole-store sweeps when full to one per second, so a
 	// store full of live keys does not sweep on every new key.
 	lastFullSweep atomic.Int64
@@ -71,7 +86,14 @@ func New(clock domain.Clock, o Options) *Store {
 	for n < o.Shards {
 		n <<= 1
 	}
-	s := &Store{clock: clock, start: clock.Now(), seed: maphash.MakeSeed(), shards: make([]shard, n), mask: uint64(n - 1), maxKeys: int64(o.MaxKeys)}
+	if o.PolicyShare <= 0 || o.PolicyShare > 1 {
+		o.PolicyShare = 0.5
+	}
+	if o.ShadowShare <= 0 || o.ShadowShare > 1 {
+		o.ShadowShare = 0.1
+	}
+	s := &Store{clock: clock, start: clock.Now(), seed: maphash.MakeSeed(), shards: make([]shard, n), mask: uint64(n - 1), maxKeys: int64(o.MaxKeys),
+		policyMax: max(1, int64(float64(o.MaxKeys)*o.PolicyShare)), shadowMax: max(1, int64(float64(o.MaxKeys)*o.ShadowShare))}
 	for i := range s.shards {
 		s.shards[i].m = make(map[bucketKey]*bucket)
 	}
@@ -136,7 +158,7 @@ func (s *Store) decideLocked(sh *shard, now int64, r domain.BucketRequest, undo 
 		if r.Cost == 0 {
 			return empty.Decide(now, r.Rule, 0), nil // a peek of an unknown key stores nothing
 		}
-		if s.keys.Load() >= s.maxKeys {
+		if s.keys.Load() >= s.maxKeys || !s.admitKey(r) {
 			s.full.Add(1)
 			return domain.Decision{}, domain.ErrStoreFull
 		}
@@ -151,9 +173,44 @@ func (s *Store) decideLocked(sh *shard, now int64, r domain.BucketRequest, undo 
 	d := b.state.Decide(now, r.Rule, r.Cost)
 	if b.state.Len() == 0 && undo == nil {
 		delete(sh.m, k) // nothing left in the window: drop the key
-		s.keys.Add(-1)
+		s.dropped(k.policy, 1)
 	}
 	return d, nil
+}
+
+// admitKey takes a slot of r's policy's share for a new key, or reports that the policy holds its share
+// already (Options.PolicyShare, or ShadowShare for a shadow check).
+func (s *Store) admitKey(r domain.BucketRequest) bool {
+	c, ok := s.perPolicy.Load(r.Policy)
+	if !ok {
+		c, _ = s.perPolicy.LoadOrStore(r.Policy, new(atomic.Int64))
+	}
+	n := c.(*atomic.Int64)
+	limit := s.policyMax
+	if r.Shadow {
+		limit = s.shadowMax
+	}
+	if n.Add(1) > limit {
+		n.Add(-1)
+		return false
+	}
+	return true
+}
+
+// dropped gives back n keys of policy's share and of the store.
+func (s *Store) dropped(policy string, n int64) {
+	s.keys.Add(-n)
+	if c, ok := s.perPolicy.Load(policy); ok {
+		c.(*atomic.Int64).Add(-n)
+	}
+}
+
+// PolicyKeys reports how many live keys policy holds.
+func (s *Store) PolicyKeys(policy string) int64 {
+	if c, ok := s.perPolicy.Load(policy); ok {
+		return c.(*atomic.Int64).Load()
+	}
+	return 0
 }
 
 type undoEntry struct {
@@ -219,7 +276,7 @@ func (s *Store) batchLocked(rs []domain.BucketRequest, idx, locks []int, now int
 	for _, u := range undo {
 		if b := u.sh.m[u.k]; b == u.b && b.state.Len() == 0 {
 			delete(u.sh.m, u.k)
-			s.keys.Add(-1)
+			s.dropped(u.k.policy, 1)
 		}
 	}
 	if err != nil {
@@ -246,7 +303,7 @@ func (s *Store) Reset(ctx context.Context, policy, key string) error {
 	k := bucketKey{policy, key}
 	if _, ok := sh.m[k]; ok {
 		delete(sh.m, k)
-		s.keys.Add(-1)
+		s.dropped(policy, 1)
 	}
 	return nil
 }
@@ -259,7 +316,7 @@ func (s *Store) DropPolicy(ctx context.Context, policy string) error {
 		for k := range sh.m {
 			if k.policy == policy {
 				delete(sh.m, k)
-				s.keys.Add(-1)
+				s.dropped(policy, 1)
 			}
 		}
 		sh.mu.Unlock()
@@ -280,12 +337,12 @@ func (s *Store) Sweep() int {
 		for k, b := range sh.m {
 			if b.state.Empty(now, b.window) {
 				delete(sh.m, k)
+				s.dropped(k.policy, 1)
 				dropped++
 			}
 		}
 		sh.mu.Unlock()
 	}
-	s.keys.Add(-int64(dropped))
 	return dropped
 }
 

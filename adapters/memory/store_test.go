@@ -31,7 +31,7 @@ func check(s *memory.Store, key string, cost int64) (domain.Decision, error) {
 
 func TestFullStoreNeverEvictsLiveKeys(t *testing.T) {
 	clock := clocktest.New(time.Unix(1_000_000, 0))
-	s := memory.New(clock, memory.Options{MaxKeys: 3})
+	s := memory.New(clock, memory.Options{MaxKeys: 3, PolicyShare: 1})
 	for i := 0; i < 3; i++ {
 		if _, err := check(s, fmt.Sprint("k", i), 2); err != nil {
 			t.Fatal(err)
@@ -58,6 +58,56 @@ func TestFullStoreNeverEvictsLiveKeys(t *testing.T) {
 	}
 	if s.Keys() != 1 {
 		t.Fatalf("keys after sweep = %d, want 1", s.Keys())
+	}
+}
+
+// Issue 27: checks of one policy cannot take the others' room. A shadow policy with a one-day window (anyone with
+// a check token can make it track keys) stops at a tenth of the store, an enforcing one at half; the other
+// policies' new keys are still tracked and limited, so neither failure_mode ever has to answer for them.
+func TestOnePolicyCannotExhaustAnothersRoom(t *testing.T) {
+	clock := clocktest.New(time.Unix(1_000_000, 0))
+	s := memory.New(clock, memory.Options{MaxKeys: 100})
+	ctx := context.Background()
+	day := domain.Rule{Algorithm: domain.SlidingLog, Limit: 5, Window: 24 * time.Hour}
+	flood := func(policy string, shadow bool) (tracked int) {
+		for i := range 1000 {
+			_, err := s.Decide(ctx, domain.BucketRequest{Policy: policy, Key: fmt.Sprint("flood", i), Rule: day, Cost: 1, Shadow: shadow})
+			switch {
+			case err == nil:
+				tracked++
+			case !errors.Is(err, domain.ErrStoreFull):
+				t.Fatal(err)
+			}
+		}
+		return tracked
+	}
+	if n := flood("shadowed", true); n != 10 || s.PolicyKeys("shadowed") != 10 {
+		t.Fatalf("a shadow policy tracked %d keys of 100 (held %d), want 10", n, s.PolicyKeys("shadowed"))
+	}
+	if n := flood("hostile", false); n != 50 {
+		t.Fatalf("one policy tracked %d keys of 100, want 50", n)
+	}
+	for i := range 40 {
+		r := domain.BucketRequest{Policy: "login", Key: fmt.Sprint("user", i), Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 1, Window: time.Minute}, Cost: 1}
+		if d, err := s.Decide(ctx, r); err != nil || !d.Allowed {
+			t.Fatalf("another policy's new key %d after the floods: %+v %v", i, d, err)
+		}
+		if d, err := s.Decide(ctx, r); err != nil || d.Allowed {
+			t.Fatalf("another policy's key %d is not limited after the floods: %+v %v", i, d, err)
+		}
+	}
+	if s.Keys() != 100 || s.PolicyKeys("login") != 40 {
+		t.Fatalf("keys %d, login's %d", s.Keys(), s.PolicyKeys("login"))
+	}
+	// Dropped keys give their room back to their policy.
+	if err := s.DropPolicy(ctx, "hostile"); err != nil {
+		t.Fatal(err)
+	}
+	if s.PolicyKeys("hostile") != 0 || s.Keys() != 50 {
+		t.Fatalf("after DropPolicy: hostile holds %d, store %d", s.PolicyKeys("hostile"), s.Keys())
+	}
+	if n := flood("hostile", false); n != 50 {
+		t.Fatalf("after DropPolicy the policy tracked %d, want its 50 again", n)
 	}
 }
 

@@ -1,5 +1,9 @@
-// Package metrics is the Prometheus adapter: it implements domain.Observer and names every sluice metric family
-// in one place.
+// Package metrics is the Prometheus adapter: it implements domain.Observer (sluice_decisions_total,
+// sluice_store_duration_seconds, sluice_store_errors_total), the HTTP request families (sluice_http_*) and the
+// Envoy RLS front end's (sluice_rls_*, RLS). The
+// store-specific families are registered where their store is wired: the memory store's sluice_memory_* in
+// app/wire.go, sluice_config_policies_differing in app/postgres.go, and the janitor's sluice_janitor_* in
+// adapters/postgres/janitor.go.
 package metrics
 
 import (
@@ -8,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
 
 	"github.com/sluice-dev/sluice/domain"
 )
@@ -147,4 +152,55 @@ type requestLabels struct {
 type requestSeries struct {
 	count    prometheus.Counter
 	duration prometheus.Observer
+}
+
+// RLS counts the Envoy RLS front end's calls and reloads (it implements envoyrls.Observer):
+// sluice_rls_requests_total{method,code}, sluice_rls_request_duration_seconds{method} and
+// sluice_rls_reloads_total{source,result}. method is one of the methods served or "other", code a gRPC status
+// code name, source "files" or "xds", result "ok" or "failed": every label set is bounded, and no domain, key or
+// descriptor value is ever a label. Safe for concurrent use.
+type RLS struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	reloads  *prometheus.CounterVec
+}
+
+// NewRLS registers the RLS families on reg.
+func NewRLS(reg prometheus.Registerer) (*RLS, error) {
+	r := &RLS{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_rls_requests_total",
+			Help: "Envoy RLS gRPC calls answered, by method and status code (OK includes OVER_LIMIT answers: see sluice_decisions_total).",
+		}, []string{"method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sluice_rls_request_duration_seconds",
+			Help:    "Time from an Envoy RLS call's arrival to its answer, by method.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"method"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_rls_reloads_total",
+			Help: "Reloads of the RLS rules by source (files: rls.config_dir; xds: a pushed version) and result (failed: refused, the rules in force stay).",
+		}, []string{"source", "result"}),
+	}
+	for _, c := range []prometheus.Collector{r.requests, r.duration, r.reloads} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Call implements envoyrls.Observer.
+func (r *RLS) Call(method string, code codes.Code, d time.Duration) {
+	r.requests.WithLabelValues(method, code.String()).Inc()
+	r.duration.WithLabelValues(method).Observe(d.Seconds())
+}
+
+// Reload implements envoyrls.Observer.
+func (r *RLS) Reload(source string, ok bool) {
+	result := "ok"
+	if !ok {
+		result = "failed"
+	}
+	r.reloads.WithLabelValues(source, result).Inc()
 }

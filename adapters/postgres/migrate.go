@@ -51,12 +51,12 @@ type MigrateOptions struct {
 }
 
 // openMigrator opens a database/sql handle without the decision path's statement timeout (a migration may take
-// longer than a check) and a goose provider over the embedded migrations, holding a session advisory lock while
-// it migrates, so replicas starting together migrate one after another.
-func openMigrator(url string, o MigrateOptions) (*goose.Provider, *sql.DB, error) {
+// longer than a check), a goose provider over the embedded migrations, and the session advisory lock replicas
+// take to migrate one at a time (Migrate holds it across the migrations and the function files).
+func openMigrator(url string, o MigrateOptions) (*goose.Provider, *sql.DB, lock.SessionLocker, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
-		return nil, nil, fmt.Errorf("postgres: database URL: %w", redactErr(err))
+		return nil, nil, nil, fmt.Errorf("postgres: database URL: %w", redactErr(err))
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
@@ -69,37 +69,56 @@ func openMigrator(url string, o MigrateOptions) (*goose.Provider, *sql.DB, error
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrateLockID), lock.WithLockTimeout(1, uint64(o.LockWait/time.Second)))
 	if err != nil {
 		sqlDB.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	opts := []goose.ProviderOption{goose.WithSessionLocker(locker), goose.WithTableName(versionTable), goose.WithDisableGlobalRegistry(true)}
+	opts := []goose.ProviderOption{goose.WithTableName(versionTable), goose.WithDisableGlobalRegistry(true)}
 	if o.Logger != nil {
 		opts = append(opts, goose.WithSlog(o.Logger))
 	}
 	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS, opts...)
 	if err != nil {
 		sqlDB.Close()
-		return nil, nil, fmt.Errorf("postgres: migrations: %w", err)
+		return nil, nil, nil, fmt.Errorf("postgres: migrations: %w", err)
 	}
-	return p, sqlDB, nil
+	return p, sqlDB, locker, nil
 }
 
-// Migrate applies every pending migration under a session advisory lock and reports what it applied.
+// Migrate applies every pending migration, then every function file that is new or changed (applyFunctions),
+// holding a session advisory lock throughout, so replicas starting together migrate one after another (builds
+// before the function files took the same lock, through goose, for their migrations alone). It reports what it
+// applied: the migrations, then one result per function file (Source.Path "functions/NAME.sql", version 0).
 func Migrate(ctx context.Context, url string, o MigrateOptions) ([]*goose.MigrationResult, error) {
-	p, sqlDB, err := openMigrator(url, o)
+	p, sqlDB, locker, err := openMigrator(url, o)
 	if err != nil {
 		return nil, err
 	}
 	defer sqlDB.Close()
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: migrate: %w", redactErr(err))
+	}
+	defer conn.Close()
+	if err := locker.SessionLock(ctx, conn); err != nil {
+		return nil, fmt.Errorf("postgres: migrate: another replica holds the migration lock: %w", err)
+	}
+	defer locker.SessionUnlock(context.WithoutCancel(ctx), conn)
 	res, err := p.Up(ctx)
 	if err != nil {
 		return res, fmt.Errorf("postgres: migrate up: %w", err)
 	}
+	fres, err := applyFunctions(ctx, conn, o.Logger)
+	res = append(res, fres...)
+	if err != nil {
+		return res, fmt.Errorf("postgres: migrate functions: %w", err)
+	}
 	return res, nil
 }
 
-// MigrationStatus reports every migration and whether it is applied.
+// MigrationStatus reports every migration and whether it is applied. The function files are not listed: Migrate
+// applies whichever are new or changed every time it runs, and Ping reports a database whose files are older
+// than this build's.
 func MigrationStatus(ctx context.Context, url string, o MigrateOptions) ([]*goose.MigrationStatus, error) {
-	p, sqlDB, err := openMigrator(url, o)
+	p, sqlDB, _, err := openMigrator(url, o)
 	if err != nil {
 		return nil, err
 	}

@@ -3,71 +3,20 @@ package postgres
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/sluice-dev/sluice/adapters/postgres/internal/db"
 	"github.com/sluice-dev/sluice/domain"
 )
 
-// policyCache holds every API policy in memory, so a check never pays a round trip to look its policy up.
-//
-// The cache is not what decides: every check of an API policy is sent as BucketRequest.Stored, and
-// sluice_decide_batch decides it with the policy as the database holds it at that statement. The cache serves
-// what a replica needs before the round trip: the failure_mode to apply if the database cannot answer, and the
-// fields of the response. It is reloaded every Options.PolicyRefresh (1s by default) and updated at once by this
-// replica's own writes; a name it does not hold is checked with a provisional policy (CheckPolicy), so a policy
-// created through another replica binds here at the next check, not after a reload. While the database is
-// unreachable the last copy is kept (so each API policy's failure_mode still applies).
-type policyCache struct {
-	mu     sync.RWMutex
-	m      map[string]domain.Policy
-	loaded bool
-	gen    uint64 // bumped by local writes, so a reload that raced one does not undo it
-}
-
-func (c *policyCache) init() { c.m = map[string]domain.Policy{} }
-
-func (c *policyCache) get(name string) (domain.Policy, bool, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	p, ok := c.m[name]
-	return p, ok, c.loaded
-}
-
-// replace installs a full reload taken when the generation was gen.
-func (c *policyCache) replace(ps []domain.Policy, gen uint64) {
-	m := make(map[string]domain.Policy, len(ps))
-	for _, p := range ps {
-		m[p.Name] = p
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.gen != gen {
-		return // a local write happened meanwhile; the next reload will include it
-	}
-	c.m, c.loaded = m, true
-}
-
-func (c *policyCache) generation() uint64 {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.gen
-}
-
-func (c *policyCache) put(p domain.Policy) {
-	c.mu.Lock()
-	c.m[p.Name] = p
-	c.gen++
-	c.mu.Unlock()
-}
-
-func (c *policyCache) remove(name string) {
-	c.mu.Lock()
-	delete(c.m, name)
-	c.gen++
-	c.mu.Unlock()
-}
+// The API policies: Store.policies (a domain.PolicyCache) holds every API policy in memory, so a check never pays
+// a round trip to look its policy up. It is not what decides: every check of an API policy is sent as
+// BucketRequest.Stored, and sluice_decide_batch decides it with the policy as the database holds it at that
+// statement. The cache is reloaded every Options.PolicyRefresh (1s by default) and updated at once by this
+// replica's own writes (a reload that raced one is not installed); a name it does not hold is checked with a
+// provisional policy (CheckPolicy), so a policy created through another replica binds here at the next check,
+// not after a reload. While the database is unreachable the last copy is kept (so each API policy's failure_mode
+// still applies).
 
 func (s *Store) refreshPolicies(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
@@ -102,7 +51,7 @@ func (s *Store) RefreshPolicies(ctx context.Context) error {
 }
 
 func (s *Store) loadPolicies(ctx context.Context) ([]domain.Policy, error) {
-	gen := s.policies.generation()
+	t := s.policies.BeginReload()
 	ctx, cancel := s.call(ctx)
 	defer cancel()
 	rows, err := s.q.ListPolicies(ctx)
@@ -124,7 +73,7 @@ func (s *Store) loadPolicies(ctx context.Context) ([]domain.Policy, error) {
 			Generation:  r.Generation,
 		}
 	}
-	s.policies.replace(ps, gen)
+	s.policies.Install(ps, t)
 	return ps, nil
 }
 
@@ -136,29 +85,20 @@ func (s *Store) ListPolicies(ctx context.Context) ([]domain.Policy, error) {
 // errPoliciesNotLoaded: no reload has succeeded yet, so the store cannot tell whether a policy exists.
 var errPoliciesNotLoaded = errors.New("postgres: API policies not loaded yet (database unreachable or not migrated)")
 
-// CheckPolicy implements domain.CheckPolicyGetter: the cached policy, or, for a name the cache does not hold, a
-// provisional one (failure_mode deny, the largest limit so the cost is judged by the database's copy) that the
-// decision statement replaces with the policy in force, answering StatusPolicyNotFound when there is none.
+// CheckPolicy implements domain.CheckPolicyGetter: the cached policy, or a provisional one
+// (domain.PolicyCache.CheckPolicy) that the decision statement replaces with the policy in force, answering
+// StatusPolicyNotFound when there is none.
 func (s *Store) CheckPolicy(_ context.Context, name string) (domain.Policy, error) {
-	if p, ok, _ := s.policies.get(name); ok {
-		return p, nil
-	}
-	return domain.Policy{Name: name, Limit: domain.MaxLimit, Window: domain.MinWindow, Algorithm: domain.SlidingLog,
-		FailureMode: domain.FailDeny, Source: domain.SourceAPI}, nil
+	return s.policies.CheckPolicy(name), nil
 }
 
 // GetPolicy implements domain.PolicyStore from the cache: no round trip.
 func (s *Store) GetPolicy(_ context.Context, name string) (domain.Policy, error) {
-	p, ok, loaded := s.policies.get(name)
-	switch {
-	case ok:
-		return p, nil
-	case !loaded:
-		return domain.Policy{}, errPoliciesNotLoaded
-	default:
-		return domain.Policy{}, domain.ErrPolicyNotFound
-	}
+	return s.policies.Get(name)
 }
+
+// Loaded implements domain.PolicyLoader: nil once a reload of the API policies succeeded.
+func (s *Store) Loaded(ctx context.Context) error { return s.policies.Loaded(ctx) }
 
 // PutPolicy implements domain.PolicyStore.
 func (s *Store) PutPolicy(ctx context.Context, p domain.Policy) (bool, error) {
@@ -180,7 +120,7 @@ func (s *Store) PutPolicy(ctx context.Context, p domain.Policy) (bool, error) {
 		return false, s.fail("put policy", err)
 	}
 	p.Floor, p.Generation = row.FloorUs, row.Generation
-	s.policies.put(p)
+	s.policies.Put(p)
 	return row.Created, nil
 }
 
@@ -192,7 +132,7 @@ func (s *Store) DeletePolicy(ctx context.Context, name string) error {
 	if err != nil {
 		return s.fail("delete policy", err)
 	}
-	s.policies.remove(name)
+	s.policies.Remove(name)
 	if n == 0 {
 		return domain.ErrPolicyNotFound
 	}

@@ -107,15 +107,11 @@ func TestPolicyChangesBindEveryReplicaAtOnce(t *testing.T) {
 			if got, _ := rs.load(t, "p", "k2", 40, nil); got != 4 {
 				t.Fatalf("lowered: k2 admitted %d, want 4", got)
 			}
-			// Raised to 15: each key gets what is left under the new limit. (A token bucket's state is the instant
-			// it is full again, an hour away for both keys: a larger bucket refilling at the new rate is still
-			// empty until then.)
+			// Raised to 15: each key gets what is left under the new limit, on every algorithm (a token bucket's
+			// units are kept as units, counted under the limit and window that wrote them: conversion spec v2).
 			p.Limit = 15
 			rs.put(t, p)
 			want1, want2 := int64(5), int64(11)
-			if alg == domain.TokenBucket {
-				want1, want2 = 0, 0
-			}
 			if got, _ := rs.load(t, "p", "k1", 40, nil); got != want1 {
 				t.Fatalf("raised: k1 admitted %d, want %d", got, want1)
 			}
@@ -260,4 +256,74 @@ func TestOutOfBoundsCheckFailsAlone(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// A check that read an older generation of its policy than the one its key's state was written under (the
+// policy was deleted and re-created while the statement ran: the churn test's delete/re-create seam) is refused
+// as not found and writes nothing: a deleted generation never resets or drops a newer one's state.
+func TestStaleGenerationNeverOverwritesANewerOne(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+	s := open(t, postgres.Options{Clock: clock})
+	ctx := context.Background()
+	p := domain.Policy{Name: "p", Limit: 3, Window: time.Hour, Algorithm: domain.FixedWindow}.WithDefaults()
+	if _, err := s.PutPolicy(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.GetPolicy(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := stored.Rule()
+	newer.Generation = stored.Generation + 1_000
+	for range 3 { // the newer generation's key is spent
+		if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "k", Rule: newer, Cost: 1}); err != nil || !d.Allowed {
+			t.Fatalf("newer generation: %+v %v", d, err)
+		}
+	}
+	for _, atomic := range []bool{false, true} {
+		ds, err := s.DecideBatch(ctx, []domain.BucketRequest{{Policy: "p", Key: "k", Rule: stored.Rule(), Cost: 1, Stored: true}}, atomic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ds[0].Status != domain.StatusPolicyNotFound || ds[0].Allowed {
+			t.Fatalf("atomic %v: a check of the older generation on the newer one's state: %+v", atomic, ds[0])
+		}
+	}
+	if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "k", Rule: newer}); err != nil || d.Allowed || d.Remaining != 0 {
+		t.Fatalf("the newer generation's state was reset by the older one: %+v %v", d, err)
+	}
+}
+
+// DropPolicy (after a DELETE, called by the replica that deleted) keeps the keys of a generation created since
+// through another replica: a delete and re-create racing on two replicas never resets the new generation.
+func TestDropPolicyKeepsTheGenerationInForce(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+	s := open(t, postgres.Options{Clock: clock})
+	ctx := context.Background()
+	p := domain.Policy{Name: "p", Limit: 2, Window: time.Hour}.WithDefaults()
+	if _, err := s.PutPolicy(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := s.GetPolicy(ctx, "p")
+	if _, err := s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "old", Rule: old.Rule(), Cost: 1, Stored: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeletePolicy(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutPolicy(ctx, p); err != nil { // re-created before the first replica drops the keys
+		t.Fatal(err)
+	}
+	cur, _ := s.GetPolicy(ctx, "p")
+	for range 2 {
+		if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "new", Rule: cur.Rule(), Cost: 1, Stored: true}); err != nil || !d.Allowed {
+			t.Fatalf("new generation: %+v %v", d, err)
+		}
+	}
+	if err := s.DropPolicy(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Decide(ctx, domain.BucketRequest{Policy: "p", Key: "new", Rule: cur.Rule(), Cost: 1, Stored: true}); err != nil || d.Allowed {
+		t.Fatalf("the late DropPolicy reset the new generation's key: %+v %v", d, err)
+	}
 }

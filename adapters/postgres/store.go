@@ -2,7 +2,7 @@
 // and together never admit more than a policy's limit in any window.
 //
 // Every decision is one round trip: one call of the plpgsql function sluice_decide_batch
-// (migrations/00003_decision_core.sql) through a prepared statement, for one check or many. It decides with the
+// (migrations/functions/40_decide_batch.sql) through a prepared statement, for one check or many. It decides with the
 // database's clock and, for API policies (BucketRequest.Stored), with the policy as the database holds it at that
 // statement, so a policy created, changed or deleted through any replica binds every replica at its next
 // decision. Each algorithm is one SQL step function mirroring the domain's. A pair of (policy, key) whose checks
@@ -34,7 +34,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -84,8 +83,14 @@ type Store struct {
 	orphan   time.Duration // Go deadline of a decision statement whose caller gave up (see run)
 	log      *slog.Logger
 	target   int64 // newest migration version this build knows
+	// functions are this build's function files (names and revisions), which Ping requires at the same revision
+	// or newer.
+	functions struct {
+		names     []string
+		revisions []int32
+	}
 
-	policies policyCache
+	policies *domain.PolicyCache // the API policies (policies.go)
 	// configFloors: config policy name → floor (µs) from sluice_config_policies, set by RegisterConfigPolicies.
 	configFloors sync.Map
 	stop         context.CancelFunc
@@ -153,7 +158,16 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		log:      o.Logger,
 		target:   target,
 	}
-	s.policies.init()
+	files, err := functionFiles()
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	for _, f := range files {
+		s.functions.names = append(s.functions.names, f.name)
+		s.functions.revisions = append(s.functions.revisions, int32(f.revision))
+	}
+	s.policies = domain.NewPolicyCache(errPoliciesNotLoaded)
 	rctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.done.Add(1)
@@ -231,7 +245,7 @@ func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Deci
 }
 
 // DecideBatch implements domain.BucketStore in one round trip (see sluice_decide_batch in
-// migrations/00003_decision_core.sql): pairs whose checks are all peeks or denials are decided from a lock-free
+// migrations/functions/40_decide_batch.sql): pairs whose checks are all peeks or denials are decided from a lock-free
 // read and write nothing; the others are locked in byte order and written once each.
 func (s *Store) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atomic bool) ([]domain.Decision, error) {
 	if len(rs) == 0 {
@@ -298,8 +312,12 @@ func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bo
 	}
 	ds := make([]domain.Decision, n)
 	for i := range rs {
+		st, ok := statuses[row.Status[i]]
+		if !ok {
+			return nil, fmt.Errorf("postgres decide: check %d: unknown status %d from sluice_decide_batch", i, row.Status[i])
+		}
 		ds[i] = domain.Decision{
-			Status:     domain.Status(row.Status[i]),
+			Status:     st,
 			Allowed:    row.Allowed[i],
 			Limit:      row.Lim[i],
 			Remaining:  row.Remaining[i],
@@ -308,6 +326,16 @@ func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bo
 		}
 	}
 	return ds, nil
+}
+
+// statuses maps sluice_decide_batch's status codes to the domain's: 1, the stored policy is gone; 2, the cost is
+// over its limit; 3, the rule is out of bounds or an algorithm (the rule's, or the one that wrote the key's state)
+// is unknown to the functions. Any other code is an error, never a decision.
+var statuses = map[int16]domain.Status{
+	0: domain.StatusOK,
+	1: domain.StatusPolicyNotFound,
+	2: domain.StatusCostOverLimit,
+	3: domain.StatusInvalidRule,
 }
 
 // Reset implements domain.BucketStore.
@@ -340,17 +368,28 @@ func (s *Store) DropPolicy(ctx context.Context, policy string) error {
 	}
 }
 
-// Ping implements domain.BucketStore for /readyz: it fails while the database is unreachable or its schema is
-// older than this build's migrations. (domain.Service.Ready also waits for the API-policy copy.)
+// Ping implements domain.BucketStore for /readyz: it fails while the database is unreachable, its schema is
+// older than this build's migrations, or it holds any of this build's function files (migrations/functions/) at
+// an older revision, in one statement. A newer schema or newer functions pass: during a rolling upgrade the
+// older replicas keep serving. (domain.Service.Ready also waits for the API-policy copy.)
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := s.call(ctx)
 	defer cancel()
-	v, err := schemaVersion(ctx, s.pool)
+	var v pgtype.Int8
+	var held int
+	err := s.pool.QueryRow(ctx, functionsQuery, s.functions.names, s.functions.revisions).Scan(&v, &held)
+	if pgErrCode(err) == codeUndefinedTable {
+		err = nil // no version table, or no function-file table yet (version < 4): the version check says so
+		v, held = pgtype.Int8{}, 0
+	}
 	if err != nil {
 		return s.fail("ping", err)
 	}
-	if v < s.target {
-		return fmt.Errorf("postgres: database schema is at version %d, this build needs %d: run `sluice migrate up` (or set postgres.migrate_on_start)", v, s.target)
+	if v.Int64 < s.target {
+		return fmt.Errorf("postgres: database schema is at version %d, this build needs %d: run `sluice migrate up` (or set postgres.migrate_on_start)", v.Int64, s.target)
+	}
+	if held < len(s.functions.names) {
+		return fmt.Errorf("postgres: the database's functions are older than this build's (%d of %d files current): run `sluice migrate up` (or set postgres.migrate_on_start)", held, len(s.functions.names))
 	}
 	return nil
 }
@@ -361,18 +400,6 @@ func (s *Store) fail(op string, err error) error {
 		return fmt.Errorf("postgres %s: no answer within the statement timeout (%s): %w", op, s.timeout, err)
 	}
 	return fmt.Errorf("postgres %s: %w", op, err)
-}
-
-// schemaVersion reads the newest applied goose version; a missing version table is version 0.
-func schemaVersion(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}) (int64, error) {
-	var v pgtype.Int8
-	err := q.QueryRow(ctx, "SELECT max(version_id) FROM "+versionTable).Scan(&v)
-	if pgErrCode(err) == codeUndefinedTable {
-		return 0, nil
-	}
-	return v.Int64, err
 }
 
 // SQLSTATEs the store tells apart.

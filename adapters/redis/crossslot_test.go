@@ -1,8 +1,12 @@
 package redis_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,8 +21,15 @@ import (
 // that never saw the batch (every algorithm, a reservation on a key that already holds units).
 func TestCrossSlotAtomicUndo(t *testing.T) {
 	clock := clocktest.New(epoch)
-	s := open(t, redistest.ClusterAddrs(t)[:1], clock, redis.Options{})
+	var logs syncBuffer
+	s := open(t, redistest.ClusterAddrs(t)[:1], clock, redis.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx := context.Background()
+	t.Cleanup(func() {
+		// Every undo succeeded (the script answers an array, as every call): none was left to expire.
+		if out := logs.String(); strings.Contains(out, "could not undo") {
+			t.Errorf("an undo failed:\n%s", out)
+		}
+	})
 	// The refused check's slot comes after the reserved key's, so the reserved slot is decided (and recorded)
 	// first and must be undone.
 	spent := domain.BucketRequest{Policy: "spent", Rule: rule(domain.FixedWindow, 1, time.Hour), Cost: 1}
@@ -60,4 +71,22 @@ func TestCrossSlotAtomicUndo(t *testing.T) {
 			clock.Advance(900 * time.Millisecond)
 		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the store's concurrent log lines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

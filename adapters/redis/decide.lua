@@ -1,7 +1,12 @@
--- sluice decision script: applies one or more checks atomically (a Lua script runs alone on its Redis node). It
--- is domain.Bucket.Decide (domain/algorithm.go, slidinglog.go, tokenbucket.go, fixedwindow.go) step for step, in
--- unix microseconds with the same integer rounding, so every store gives identical decisions; the conformance
--- suite's model test compares them on random sequences. Loaded once per node and run with EVALSHA (the client
+-- sluice decision script. This file is its core; store.go builds the script at init by splicing in, at each
+-- "--@" marker, the sections of the algorithm files in algo/ (one file per algorithm, named <code>_<name>.lua:
+-- its step, its units, the conversion into it, its expiry, its undo, its helpers), dispatched on the algorithm
+-- code, so the script is one body with no per-call dispatch tables. The script applies one or more checks
+-- atomically (a Lua script runs alone on its Redis node). It is domain.Bucket.Decide (domain/algorithm.go,
+-- slidinglog.go, tokenbucket.go, fixedwindow.go) step for step, in unix microseconds with the same integer
+-- rounding, and converts state between limits, windows and algorithms as issue 22's conversion spec (v2) says,
+-- so every store gives identical decisions; the conformance suite's model test compares them on random sequences
+-- (TestConversionSpecModel holds the conversions to a model written from the spec). Loaded once per node and run with EVALSHA (the client
 -- falls back to EVAL on NOSCRIPT).
 --
 -- KEYS[i]  the Redis key of check i (every key of one call is in one hash slot).
@@ -14,10 +19,21 @@
 --   window (µs), resolution (µs), floor (µs: units recorded at or before it never count), cost (0 peeks), then
 --   shadow (byte, 1/0), token_bucket's emission time of max(cost, 1) units, q + r/limit µs, as two doubles
 --   (q = floor(max(cost,1) × window / limit), r its remainder: computed in Go, the product needs 106 bits),
---   and the generation (a decimal string, NUL-terminated). Every number is an integer below 2^53, which a
---   double holds exactly. One argument for all checks, rather than ten per check, spares Redis an argument
+--   stored (byte, 1/0), the revision of the replica's copy of the policy (double; -1: not held), the generation
+--   and the policy's name (decimal string and name, each NUL-terminated). Every number is an integer below 2^53,
+--   which a double holds exactly. One argument for all checks, rather than ten per check, spares Redis an argument
 --   object and Lua a string and a tonumber per field.
--- ARGV[5]  undo mode only: per check, the instant its units were recorded at (double; 0: none), packed.
+-- ARGV[5]  modes "d" and "n": "1" when the last key is the policy records' hash (then every check marked stored is
+--          checked against it first, see below), else "". Undo mode: per check, the instant its units were
+--          recorded at (double; 0: none), packed.
+--
+-- Stored checks (API policies, BucketRequest.Stored): the check carries the name of its policy and the revision
+-- of the replica's copy of it; the last key is a hash of policy records (policy.lua's format: the last field is
+-- the revision; "-|<revision>", a deleted policy, is never stored today but read as one): on a single Redis the
+-- policies hash itself, on a cluster this slot's copy of it (copy.lua). Before deciding anything, every stored
+-- check's revision is compared with its record's; if any differs, or a record is missing or deleted, the script writes nothing and returns
+-- {"stale", name, record or "", ...} for those policies, and the Go side installs them and sends the checks
+-- again (store.go, runGroup). So a decision is made only with the policy in force in Redis at that instant.
 --
 -- Every quantity stays an integer below 2^53, which Lua's doubles hold exactly: instants are microseconds
 -- (~2^51), windows at most 31 days (~2^42 µs), counts and fractions at most 2^53-1. Sums that could pass 2^53
@@ -26,12 +42,16 @@
 --
 -- The value of a key: generation, "\0", struct "<Bddddd" (algo, seen, ttlwindow, x, y, z), then for the logs
 -- entries "<dd" (instant µs, cumulative count). seen: the newest instant a write used (time never runs backwards
--- for a key, even when a failover hands it to a node whose clock is behind); ttlwindow: the window its expiry was
--- computed with. x, y, z: logs (base, 0, 0): base is the cumulative count of the units before the first entry;
+-- for a key, even when a failover hands it to a node whose clock is behind); ttlwindow: the window of the check
+-- that last wrote the key, which its expiry is computed from (a check that only reads it under a longer window
+-- extends the expiry, not this) and a token bucket's units are re-expressed with (with its limit c, conversion
+-- spec v2). x, y, z: logs (base, 0, 0): base is the cumulative count of the units before the first entry;
 -- token_bucket (a, f, c): tat = a + f/c µs, c the limit that wrote it; fixed_window (a, f, 0): the newest
 -- admission's instant and the units admitted in its window.
 --
--- Returns 9 integers per check: allowed (1/0), remaining, reset_after (µs), retry_after (µs), recorded (the
+-- Returns 9 integers per check: allowed (1 admitted, 0 denied, 3 invalid rule: the check's or the stored state's
+-- algorithm code is outside the table; nothing is decided or written for it, and the Go side answers
+-- domain.StatusInvalidRule), remaining, reset_after (µs), retry_after (µs), recorded (the
 -- instant the units were recorded at, for an undo; 0 if none), and for token_bucket A, NF, B, F: the new tat
 -- (or the one a check would reach) is now + A + NF/limit, the current one now + B + F/limit; Go turns them into
 -- remaining, reset_after and retry_after with 106-bit products (decision in store.go).
@@ -41,7 +61,9 @@ local pack, unpack = struct.pack, struct.unpack
 local ES = 16  -- bytes per log entry
 local HS = 41  -- header bytes after the generation's NUL
 local HF = '<Bddddd'
-local CHECK = '<BdddddBdds'
+local CHECK = '<BdddddBddBdss'
+local INVALID = { 3, 0, 0, 0, 0, 0, 0, 0, 0 }
+local CAP = 8796093022208 -- 2^43 µs: a converted token bucket's tat is never further than this past now
 local mode = ARGV[1]
 local now, slack = 0, 0
 if ARGV[2] == '' then
@@ -118,7 +140,7 @@ local function load(key)
   if st == nil then
     -- every field in the constructor: the table is sized once, never rehashed as fields are added
     st = { exists = false, seen = 0, w = 0, alg = 0, gen = '', x = 0, y = 0, z = 0, s = '', n = 0, la = 0, lc = 0,
-      dirty = false, grown = false }
+      dirty = false, grown = 0 }
     local v = redis.call('GET', key)
     if v then
       local z = string.find(v, '\0', 1, true)
@@ -209,143 +231,102 @@ local function ceilto(t, res)
   return t
 end
 
--- convert turns state written under another generation (dropped) or another algorithm into algo's, keeping
--- the units that still count, as if recorded at the newest instant (Bucket.convert).
+-- logstep is the step of the log algorithms (sliding_log, sliding_window: algo/), recording at rec.
+local function logstep(st, t, limit, window, floorus, cost, need, admit, rec)
+  local cutoff = t - window
+  if floorus > cutoff then cutoff = floorus end
+  expire(st, cutoff)
+  local u = used(st)
+  if u <= limit - need then
+    local newest = rec
+    if st.n > 0 and st.la > newest then newest = st.la end
+    local recorded = 0
+    if cost > 0 then
+      recorded = record(st, rec, cost)
+      admit()
+    end
+    return { 1, limit - u - need, newest + window - t, 0, recorded, 0, 0, 0, 0 }
+  end
+  local rem = limit - u
+  if rem < 0 then rem = 0 end
+  local target = st.lc - (limit - need)
+  local lo, hi = 1, st.n
+  while lo < hi do
+    local mid = floor((lo + hi) / 2)
+    if cum(st, mid) >= target then hi = mid else lo = mid + 1 end
+  end
+  return { 0, rem, st.la + window - t, at(st, lo) + window - t, 0, 0, 0, 0, 0 }
+end
+
+-- logundo removes cost units recorded at rec from a log, wherever later checks left them; true when it did.
+local function logundo(st, cost, rec)
+  local lo, hi = 1, st.n + 1
+  while lo < hi do
+    local mid = floor((lo + hi) / 2)
+    if at(st, mid) >= rec then hi = mid else lo = mid + 1 end
+  end
+  if lo > st.n or at(st, lo) ~= rec then return false end
+  local out = { string.sub(entries(st), 1, (lo - 1) * ES) }
+  local prev = st.x
+  if lo > 1 then prev = cum(st, lo - 1) end
+  for j = lo, st.n do
+    local c = cum(st, j) - cost
+    if c > prev then
+      out[#out + 1] = pack('<dd', at(st, j), c)
+      prev = c
+    end
+  end
+  setentries(st, table.concat(out))
+  return true
+end
+
+--@helpers
+
+-- convert turns the state into the view of a check of algorithm algo and generation gen (conversion spec v2):
+-- state of another generation is empty; otherwise the units that still count (the state's algorithm's "units":
+-- a token bucket's under the limit and window that wrote them, not capped) are kept, as recorded at their
+-- instant, in algo's state (its "into"). It changes only the call's copy: the key is written only when a check
+-- admits.
 local function convert(st, t, algo, limit, window, res, floorus, gen)
   local units, t_at = 0, 0
   if st.gen == gen then
-    if st.alg == 1 or st.alg == 2 then
-      local cutoff = t - window
-      if floorus > cutoff then cutoff = floorus end
-      expire(st, cutoff)
-      if st.n > 0 then units, t_at = used(st), st.la end
-    elseif st.alg == 3 then
-      if st.x > t or (st.x == t and st.y > 0) then
-        local d = st.x - t
-        if st.y > 0 then d = d + 1 end
-        units = muldivceil(d, limit, window)
-        if units > limit then units = limit end
-        t_at = t
-      end
-    elseif st.alg == 4 then
-      local cutoff = t - window
-      if floorus > cutoff then cutoff = floorus end
-      if st.x > cutoff then units, t_at = st.y, st.x end
-    end
+    local cutoff = t - window
+    if floorus > cutoff then cutoff = floorus end
+    --@units
   end
   empty(st)
   if units <= 0 then return end
   if units > MAX then units = MAX end
   st.alg, st.gen = algo, gen
-  if algo == 1 then
-    record(st, t_at, units)
-  elseif algo == 2 then
-    record(st, ceilto(t_at, res), units)
-  elseif algo == 3 then
-    local q, r = muldivrem(units, window, limit)
-    st.x, st.y, st.z = t + q, r, limit
-  else
-    st.x, st.y = t_at, units
-  end
+  --@into
 end
 
--- decide applies a check (ARGV[4]'s fields) to the state of key.
+-- decide applies a check (ARGV[4]'s fields) to the state of key: an algorithm code outside the table, in the
+-- check or in the stored state, is answered INVALID without deciding.
 local function decide(key, algo, limit, window, res, floorus, cost, q, r, gen)
+  if not known(algo) then return INVALID end
   local st = load(key)
+  if st.alg ~= 0 and not known(st.alg) then return INVALID end
   local t = now
   if st.seen > t then t = st.seen end
-  if st.alg ~= 0 and (st.gen ~= gen or st.alg ~= algo) then convert(st, t, algo, limit, window, res, floorus, gen) end
+  if st.alg ~= 0 and (st.gen ~= gen or st.alg ~= algo or --@retune) then
+    convert(st, t, algo, limit, window, res, floorus, gen)
+  end
   local need = cost
   if need == 0 then need = 1 end -- a peek reports what a cost-1 check would get
   local admit = function()
     if cost > 0 then
       if st.alg == 0 then st.alg, st.gen = algo, gen end
-      st.dirty, st.seen = true, t
+      st.dirty, st.seen, st.w = true, t, window
     end
   end
-  if algo == 1 or algo == 2 then
-    local cutoff = t - window
-    if floorus > cutoff then cutoff = floorus end
-    expire(st, cutoff)
-    local u = used(st)
-    local rec = t
-    if algo == 2 then rec = ceilto(t, res) end
-    if u <= limit - need then
-      local newest = rec
-      if st.n > 0 and st.la > newest then newest = st.la end
-      local recorded = 0
-      if cost > 0 then
-        recorded = record(st, rec, cost)
-        admit()
-      end
-      return { 1, limit - u - need, newest + window - t, 0, recorded, 0, 0, 0, 0 }
-    end
-    local rem = limit - u
-    if rem < 0 then rem = 0 end
-    local target = st.lc - (limit - need)
-    local lo, hi = 1, st.n
-    while lo < hi do
-      local mid = floor((lo + hi) / 2)
-      if cum(st, mid) >= target then hi = mid else lo = mid + 1 end
-    end
-    return { 0, rem, st.la + window - t, at(st, lo) + window - t, 0, 0, 0, 0, 0 }
-  elseif algo == 3 then
-    local a, f = st.x, st.y
-    if st.alg == 3 and st.z ~= limit and f > 0 then
-      -- The limit changed: re-express the fraction over the new limit, rounded up (later, so stricter).
-      f = muldivceil(f, limit, st.z)
-      local fr = fmod(f, limit)
-      a, f = a + (f - fr) / limit, fr
-    end
-    if st.alg ~= 3 or a < t or (a == t and f == 0) then a, f = t, 0 end
-    -- na + nf/limit = a + f/limit + q + r/limit, with the carry taken without forming f + r
-    local na, nf = a + q, 0
-    if f >= limit - r then na, nf = na + 1, f - (limit - r) else nf = f + r end
-    local allowed = na - t < window or (na - t == window and nf == 0)
-    if allowed then
-      local recorded = 0
-      if cost > 0 then
-        st.x, st.y, st.z = na, nf, limit
-        recorded = t
-        admit()
-      end
-      return { 1, 0, 0, 0, recorded, na - t, nf, a - t, f }
-    end
-    return { 0, 0, 0, 0, 0, na - t, nf, a - t, f }
-  else
-    local start = t - fmod(t, window)
-    local u = 0
-    if st.alg == 4 and st.x >= start and st.x > floorus then u = st.y end
-    local reset = start + window - t
-    if u <= limit - need then
-      local recorded = 0
-      if cost > 0 then
-        if t > st.x or st.alg ~= 4 then st.x = t end
-        st.y = u + cost
-        recorded = st.x
-        admit()
-      end
-      return { 1, limit - u - need, reset, 0, recorded, 0, 0, 0, 0 }
-    end
-    local rem = limit - u
-    if rem < 0 then rem = 0 end
-    return { 0, rem, reset, reset, 0, 0, 0, 0, 0 }
-  end
+  --@step
 end
 
 -- ttl is how long, in ms, until nothing in st can count any more (0: nothing counts now).
 local function ttl(st)
   local until_us
-  if st.alg == 1 or st.alg == 2 then
-    if st.n == 0 then return 0 end
-    until_us = st.la + st.w
-  elseif st.alg == 3 then
-    until_us = st.x + 1
-  elseif st.alg == 4 then
-    until_us = st.x - fmod(st.x, st.w) + st.w
-  else
-    return 0
-  end
+  --@expiry
   local ms = (until_us - now) / 1000
   ms = ms - fmod(ms, 1) + 1
   if ms < 1 then return 0 end
@@ -370,41 +351,14 @@ if mode == 'u' then
   -- wherever later checks left them; units already gone (expired, reset) are not undone twice.
   local undone, pos = 0, 1
   for i = 1, n do
-    local algo, limit, window, _, _, cost, _, q, r, gen
-    algo, limit, window, _, _, cost, _, q, r, gen, pos = unpack(CHECK, ARGV[4], pos)
+    local algo, limit, window, _, _, cost, _, q, r, _, _, gen
+    algo, limit, window, _, _, cost, _, q, r, _, _, gen, _, pos = unpack(CHECK, ARGV[4], pos)
     local rec = unpack('<d', ARGV[5], (i - 1) * 8 + 1)
     local st = load(KEYS[i])
     if st.exists and rec > 0 and cost > 0 and st.alg == algo and st.gen == gen then
-      if algo == 1 or algo == 2 then
-        local lo, hi = 1, st.n + 1
-        while lo < hi do
-          local mid = floor((lo + hi) / 2)
-          if at(st, mid) >= rec then hi = mid else lo = mid + 1 end
-        end
-        if lo <= st.n and at(st, lo) == rec then
-          local out = { string.sub(entries(st), 1, (lo - 1) * ES) }
-          local prev = st.x
-          if lo > 1 then prev = cum(st, lo - 1) end
-          for j = lo, st.n do
-            local c = cum(st, j) - cost
-            if c > prev then
-              out[#out + 1] = pack('<dd', at(st, j), c)
-              prev = c
-            end
-          end
-          setentries(st, table.concat(out))
-          st.dirty = true
-          undone = undone + 1
-        end
-      elseif algo == 3 and st.z == limit then
-        local a, f = st.x - q, st.y
-        if f >= r then f = f - r else a, f = a - 1, f + (limit - r) end
-        st.x, st.y = a, f
-        st.dirty = true
-        undone = undone + 1
-      elseif algo == 4 and st.x - fmod(st.x, window) == rec - fmod(rec, window) then
-        st.y = st.y - cost
-        if st.y < 0 then st.y = 0 end
+      local done = false
+      --@undo
+      if done then
         st.dirty = true
         undone = undone + 1
       end
@@ -414,29 +368,73 @@ if mode == 'u' then
   for key, st in pairs(states) do
     if st.dirty then save(key, st) end
   end
-  return undone
+  return { undone } -- an array, as every answer of this script (store.go's reply reads arrays)
+end
+
+-- A stored record's revision: the last of policy.lua's nine fields (a record of eight fields, written before
+-- records carried one, is revision 0); nil for a deleted policy's "-|<revision>".
+local function revision(rec)
+  if string.sub(rec, 1, 2) == '-|' then return nil end
+  local v = string.match(rec, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|(%d+)$')
+  if v then return tonumber(v) end
+  return 0
 end
 
 local atomic = ARGV[3] == '1'
 local out = {}
 local commit = mode ~= 'n' -- "n": evaluate only (the later slots of a refused cross-slot batch)
-local pos = 1
-for i = 1, n do
-  local algo, limit, window, res, floorus, cost, shadow, q, r, gen
-  algo, limit, window, res, floorus, cost, shadow, q, r, gen, pos = unpack(CHECK, ARGV[4], pos)
+
+-- check decides check i and appends its nine integers to out.
+local function check(i, algo, limit, window, res, floorus, cost, shadow, q, r, gen)
   local d = decide(KEYS[i], algo, limit, window, res, floorus, cost, q, r, gen)
   local st = states[KEYS[i]]
-  if st.dirty or st.exists then
-    if window > st.w then st.grown = true end
-    st.w = window
-  end
-  if d[1] == 0 and shadow ~= 1 and atomic then commit = false end
+  -- A key not written whose window grew since its expiry was set: its units must outlive the old expiry.
+  if st and st.exists and not st.dirty and window > st.grown and window > st.w then st.grown = window end
+  if d[1] ~= 1 and shadow ~= 1 and atomic then commit = false end
   for j = 1, 9 do out[#out + 1] = d[j] end
+end
+
+local pos = 1
+if ARGV[5] ~= '1' then
+  for i = 1, n do
+    local algo, limit, window, res, floorus, cost, shadow, q, r, gen, _
+    algo, limit, window, res, floorus, cost, shadow, q, r, _, _, gen, _, pos = unpack(CHECK, ARGV[4], pos)
+    check(i, algo, limit, window, res, floorus, cost, shadow, q, r, gen)
+  end
+else
+  n = n - 1
+  local checks, pk, held, stale = {}, KEYS[n + 1], {}, nil
+  for i = 1, n do
+    local c = { unpack(CHECK, ARGV[4], pos) }
+    pos = c[14]
+    checks[i] = c
+    if c[10] == 1 and held[c[13]] == nil then
+      local rec = redis.call('HGET', pk, c[13])
+      held[c[13]] = true
+      if not rec or revision(rec) ~= c[11] then
+        stale = stale or { 'stale' }
+        stale[#stale + 1] = c[13]
+        stale[#stale + 1] = rec or ''
+      end
+    end
+  end
+  if stale then return stale end
+  for i = 1, n do
+    local c = checks[i]
+    check(i, c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[12])
+  end
 end
 if commit then
   for key, st in pairs(states) do
-    -- A key written, or one whose window grew since its expiry was set (its units must outlive the old expiry).
-    if st.dirty or (st.grown and st.exists) then save(key, st) end
+    if st.dirty then
+      save(key, st)
+    elseif st.grown > 0 then
+      -- Only the expiry moves (the value, and the window it was written under, stay): to at least now plus the
+      -- grown window, which outlasts every unit a log or fixed window holds; a token bucket's own expiry (its
+      -- tat) is kept when later.
+      local ms = floor(st.grown / 1000) + 1 + slack
+      if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+    end
   end
 end
 return out

@@ -49,8 +49,9 @@ func seenNamed(t *testing.T, p *redis.Policies, name string, limit time.Duration
 	}
 }
 
-// A change made through one replica binds another within the refresh bound (1 s by default; 200 ms here), and
-// in practice within about a round trip, by the invalidation message.
+// A change made through one replica reaches another replica's copy (listings, failure_mode) within the refresh
+// bound (1 s by default; 200 ms here), and in practice within about a round trip, by the invalidation message.
+// Decisions do not wait for it: TestPolicyChangeBindsAtNextDecision.
 func TestPolicyChangeBindsOtherReplicas(t *testing.T) {
 	for name, addrs := range map[string]func(testing.TB) []string{
 		"single":  func(t testing.TB) []string { return []string{redistest.SingleAddr(t)} },

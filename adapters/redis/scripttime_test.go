@@ -22,7 +22,7 @@ import (
 // private redis-server, from its SLOWLOG (threshold 0): per algorithm, 1,000 keys filled with 61 seconds of
 // admissions (a sliding_window key then holds 61 entries, ~1 KB), a 1-minute window, then 6,000 admissions in
 // calls of 1 and of 6 checks. A script without decide.lua's packed CHECK argument gets the ten arguments per
-// check it used to take. Time is a test clock, so every key's state is the same for every script.
+// check it used to take, one with the CHECK before stored checks (no stored flag, revision or name) gets that. Time is a test clock, so every key's state is the same for every script.
 //
 //	git show 72c790d:adapters/redis/decide.lua > /tmp/old.lua
 //	SLUICE_TEST_SCRIPT_TIME=/tmp/old.lua go test -run TestScriptTime -v ./adapters/redis/
@@ -68,10 +68,18 @@ func TestScriptTime(t *testing.T) {
 					kv = append(kv, s.Key(rs[j].Policy, rs[j].Key))
 				}
 				args = []string{"d", s.now(), "0"}
-				if strings.Contains(srcs[script], "local CHECK =") {
+				if strings.Contains(srcs[script], "local CHECK = '<BdddddBddBdss'") {
 					var b []byte
 					for _, rq := range rs {
-						b = s.appendCheck(b, rq)
+						b = s.appendCheck(b, rq, unchecked)
+					}
+					args = append(args, string(b), "")
+				} else if strings.Contains(srcs[script], "local CHECK =") {
+					// The CHECK before stored checks: no stored flag, revision or name.
+					var b []byte
+					for _, rq := range rs {
+						c := s.appendCheck(nil, rq, unchecked)
+						b = append(append(b, c[:58]...), c[67:len(c)-1]...)
 					}
 					args = append(args, string(b))
 				} else {

@@ -2,7 +2,8 @@
 // Sentinel-managed Redis, and together never admit more than a policy's limit per key (up to what an
 // asynchronous failover loses: docs/reliability.md).
 //
-// Every decision is one round trip: one EVALSHA of decide.lua, which reads the key's value, decides with the
+// Every decision is one round trip: one EVALSHA of decide.lua (its core, with one file per algorithm in algo/
+// spliced in at init: buildDecide), which reads the key's value, decides with the
 // Redis server's clock (TIME, microseconds), so sluice replicas whose clocks disagree still enforce one cap, and
 // writes only when it admits: a peek or a denial writes nothing. Each (policy, key) is one Redis key:
 //
@@ -13,9 +14,11 @@
 // decided by one script. The policy's length prefix keeps (policy, key) pairs apart however they are spelt.
 // Keys expire (PX) when nothing in them can count any more.
 //
-// decide.lua is domain.Bucket.Decide step for step (microseconds, the same integer rounding, the same conversion
-// when a policy changes algorithm or generation), so this store's decisions are the domain's to every field:
-// domain/storetest's model test compares them on random sequences. All arithmetic in the script is on integers
+// decide.lua is domain.Bucket.Decide step for step (microseconds, the same integer rounding) and converts state
+// as the conversion spec of issue 22 says (units that still count are kept, a token bucket's under the limit and
+// window that wrote them; only a check that admits writes; an algorithm outside the table is
+// domain.StatusInvalidRule), so this store's decisions are the domain's to every field: domain/storetest's model
+// test compares them on random sequences (TestConversionSpecExamples holds the spec's worked examples here). All arithmetic in the script is on integers
 // below 2^53, which Lua's doubles hold exactly; the token bucket's emission time (a 106-bit product) is computed
 // here in Go and passed in, and its remaining units and rounded-up durations are finished here from the script's
 // exact parts, with math/bits as in domain/tokenbucket.go.
@@ -23,10 +26,15 @@
 // The script is sent once per node (EVALSHA; on NOSCRIPT, after a restart or a failover to a node that never saw
 // it, the client sends it in full with EVAL and the node caches it again).
 //
-// Policies: the rule travels with every check (BucketRequest.Rule) and the script decides with it; API policies
-// come from Policies (a copy per replica, bound within the refresh interval), so BucketRequest.Stored is not
-// consulted and every decision has Status OK. Config-file policies decide with the floor RegisterConfigPolicies
-// keeps for them.
+// Policies: a check of an API policy (BucketRequest.Stored, once NewPolicies gave this store its policy copy) is
+// decided with the policy in force in Redis at that decision, in the same round trip: it is sent with the copy's
+// rule and the copy's revision of the policy, and decide.lua compares the revision with the policy's record
+// before it decides or writes anything (the policies hash on a single Redis; on a cluster the record's copy in
+// the checked key's slot, which PutPolicy and DeletePolicy write into all 16384 slots before they return). A stale
+// copy costs one more round trip per missed change (runGroup); a deleted policy answers StatusPolicyNotFound, a
+// cost above the limit in force StatusCostOverLimit, as on Postgres. Tests: TestPolicyChangeBindsAtNextDecision,
+// TestStoredCheckStatuses, TestPolicyChangesAfterDataLoss (Redis losing its data: see Policies). Config-file
+// policies decide with the rule they carry and the floor RegisterConfigPolicies keeps for them.
 //
 // On a single Redis, `sluice serve` puts the coalescer's lanes in front of this store (app/redis.go, redis.lanes):
 // the checks of several keys that arrive while a lane's call is in flight are one non-atomic DecideBatch, so one
@@ -47,7 +55,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"crypto/tls"
-	_ "embed"
+	"embed"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -57,6 +65,8 @@ import (
 	"math"
 	"math/bits"
 	"net"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,8 +79,116 @@ import (
 	"github.com/sluice-dev/sluice/domain"
 )
 
+// decideCore is the decision script's core; decideSource, the script sent, is the core with the sections of the
+// algorithm files (algo/<code>_<name>.lua: one per algorithm) spliced in at its "--@" markers (buildDecide).
+//
 //go:embed decide.lua
-var decideSource string
+var decideCore string
+
+//go:embed algo/*.lua
+var algoFiles embed.FS
+
+var decideSource, algoCode = buildDecide()
+
+// markerRE finds a splice marker in the core, or a section's start in an algorithm file.
+var markerRE = regexp.MustCompile(`--@(\w+)`)
+
+// buildDecide splices the algorithm files into the core: at each marker, the files' sections of that name as one
+// if/elseif chain on the algorithm code (one function body, no dispatch table built per call: the script runs
+// whole on every call). It returns the script and the algorithm codes (a file's name is its code and the
+// domain.Algorithm it decides). A file without a step, units, into or expiry section panics at init.
+func buildDecide() (string, map[domain.Algorithm]byte) {
+	type algo struct {
+		code byte
+		sec  map[string]string
+	}
+	es, err := algoFiles.ReadDir("algo")
+	if err != nil {
+		panic(err)
+	}
+	var as []algo
+	codes := map[domain.Algorithm]byte{}
+	for _, e := range es {
+		num, name, ok := strings.Cut(strings.TrimSuffix(e.Name(), ".lua"), "_")
+		code, err := strconv.ParseUint(num, 10, 8)
+		if !ok || err != nil || code == 0 {
+			panic("redis: algorithm file " + e.Name() + " is not named <code>_<algorithm>.lua")
+		}
+		src, err := algoFiles.ReadFile("algo/" + e.Name())
+		if err != nil {
+			panic(err)
+		}
+		a := algo{code: byte(code), sec: map[string]string{}}
+		cur := ""
+		for _, line := range strings.SplitAfter(string(src), "\n") {
+			if m := markerRE.FindStringSubmatch(line); m != nil && strings.HasPrefix(line, "--@") {
+				cur = m[1]
+				continue
+			}
+			if cur != "" {
+				a.sec[cur] += line
+			}
+		}
+		for _, need := range []string{"step", "units", "into", "expiry"} {
+			if a.sec[need] == "" {
+				panic("redis: algorithm file " + e.Name() + " has no --@" + need + " section")
+			}
+		}
+		as = append(as, a)
+		codes[domain.Algorithm(name)] = a.code
+	}
+	sort.Slice(as, func(i, j int) bool { return as[i].code < as[j].code })
+	dispatch := func(sec, on, otherwise string) string {
+		var b strings.Builder
+		for _, a := range as {
+			body, ok := a.sec[sec]
+			if !ok {
+				continue
+			}
+			kw := "elseif"
+			if b.Len() == 0 {
+				kw = "if"
+			}
+			fmt.Fprintf(&b, "%s %s == %d then\n%s", kw, on, a.code, body)
+		}
+		if otherwise != "" {
+			b.WriteString("else\n" + otherwise + "\n")
+		}
+		return b.String() + "end"
+	}
+	var helpers, known, retune strings.Builder
+	known.WriteString("local function known(a) return ")
+	retune.WriteString("(false")
+	for i, a := range as {
+		helpers.WriteString(a.sec["helpers"])
+		if i > 0 {
+			known.WriteString(" or ")
+		}
+		fmt.Fprintf(&known, "a == %d", a.code)
+		if e := strings.TrimSpace(a.sec["retune"]); e != "" {
+			fmt.Fprintf(&retune, " or (algo == %d and (%s))", a.code, e)
+		}
+	}
+	known.WriteString(" end\n")
+	retune.WriteString(")")
+	gen := map[string]string{
+		"helpers": known.String() + helpers.String(),
+		"units":   dispatch("units", "st.alg", ""),
+		"into":    dispatch("into", "algo", ""),
+		"step":    dispatch("step", "algo", "return INVALID"),
+		"expiry":  dispatch("expiry", "st.alg", "return 0"),
+		"undo":    dispatch("undo", "algo", ""),
+		"retune":  retune.String(),
+	}
+	src := markerRE.ReplaceAllStringFunc(decideCore, func(m string) string {
+		g, ok := gen[m[3:]]
+		if !ok {
+			panic("redis: decide.lua has an unknown marker " + m)
+		}
+		return g
+	})
+	return src, codes
+}
 
 var (
 	decideScript = rueidis.NewLuaScript(decideSource)
@@ -124,9 +242,21 @@ type Store struct {
 	closeMu sync.Once
 	// configFloors: config policy name → floor (µs), set by RegisterConfigPolicies.
 	configFloors sync.Map
+	// configPols: the config policies last registered, registered again when Redis lost its data.
+	configMu   sync.Mutex
+	configPols []domain.Policy
 	// waitTimeouts counts writes whose WAIT returned fewer acknowledgements than WaitReplicas.
 	waitTimeouts atomic.Int64
+	// epochChanges counts the times the policies' epoch was found missing or changed (Redis lost its data).
+	epochChanges atomic.Int64
+	// pol is the replica's policy copy (NewPolicies): stored checks are sent with its rules and revisions.
+	pol atomic.Pointer[Policies]
 }
+
+// PolicyEpochChanges counts the times this replica found the API policies' epoch missing or changed: Redis lost
+// its data (a restart without persistence, FLUSHALL, a failover to a replica that lagged). app/redis.go exports
+// it as sluice_redis_policy_epoch_changes_total.
+func (s *Store) PolicyEpochChanges() int64 { return s.epochChanges.Load() }
 
 // WaitTimeouts counts the decisions whose write was not acknowledged by WaitReplicas replicas in time.
 func (s *Store) WaitTimeouts() int64 { return s.waitTimeouts.Load() }
@@ -249,34 +379,29 @@ func (s *Store) instant() string {
 	return s.now() + "+" + strconv.FormatInt(s.slack.Milliseconds(), 10)
 }
 
-var algoCode = map[domain.Algorithm]byte{
-	domain.SlidingLog: 1, domain.SlidingWindow: 2, domain.TokenBucket: 3, domain.FixedWindow: 4,
-}
-
-// checkSize is the packed size of one check but its generation's digits (decide.lua's CHECK).
-const checkSize = 1 + 5*8 + 1 + 2*8 + 1
+// checkSize is the packed size of one check but its generation's digits and its name (decide.lua's CHECK).
+const checkSize = 1 + 5*8 + 1 + 2*8 + 1 + 8 + 2
 
 // appendCheck appends r packed as decide.lua's CHECK record (its header lists the fields): the numbers as
-// little-endian doubles, exact since the Limiter keeps every one below 2^53, and the generation in decimal,
-// NUL-terminated. A config policy's check decides with the floor RegisterConfigPolicies keeps for it, when
-// higher.
-func (s *Store) appendCheck(b []byte, r domain.BucketRequest) []byte {
+// little-endian doubles, exact since the Limiter keeps every one below 2^53, and the generation and the policy's
+// name, NUL-terminated. A config policy's check decides with the floor RegisterConfigPolicies keeps for it, when
+// higher. rev ≥ -1 marks a stored check and is the revision of the replica's copy of its policy (-1: not held);
+// rev < -1 an unchecked one. An algorithm outside algoCode is sent as code 0, which the script answers as an
+// invalid rule (never a silent default).
+func (s *Store) appendCheck(b []byte, r domain.BucketRequest, rev int64) []byte {
 	if !r.Stored {
 		if f, ok := s.configFloors.Load(r.Policy); ok {
 			r.Floor = max(r.Floor, f.(int64))
 		}
 	}
-	code, ok := algoCode[r.Algorithm]
-	if !ok {
-		code = 1 // the Limiter validated the rule; "" (older callers) is the default, sliding_log
-	}
+	code := algoCode[r.Algorithm]
 	var shadow byte
 	if r.Shadow {
 		shadow = 1
 	}
 	window := r.Window.Microseconds()
 	var q, rem uint64
-	if r.Algorithm == domain.TokenBucket {
+	if r.Algorithm == domain.TokenBucket && r.Limit > 0 {
 		// The emission time of max(cost, 1) units, q + rem/limit µs: a 106-bit product, so computed here.
 		hi, lo := bits.Mul64(uint64(max(r.Cost, 1)), uint64(window))
 		q, rem = bits.Div64(hi, lo, uint64(r.Limit)) // hi < limit: cost ≤ limit keeps q ≤ window
@@ -287,19 +412,36 @@ func (s *Store) appendCheck(b []byte, r domain.BucketRequest) []byte {
 	}
 	b = append(b, shadow)
 	b = appendDouble(appendDouble(b, int64(q)), int64(rem))
-	return append(strconv.AppendInt(b, r.Generation, 10), 0)
+	if rev >= -1 {
+		b = appendDouble(append(b, 1), rev)
+	} else {
+		b = appendDouble(append(b, 0), 0)
+	}
+	b = append(strconv.AppendInt(b, r.Generation, 10), 0)
+	if rev >= -1 {
+		b = append(b, r.Policy...)
+	}
+	return append(b, 0)
 }
+
+// unchecked is appendCheck's rev for a check whose policy is not checked against Redis's records.
+const unchecked = -2
 
 // appendDouble appends v as a little-endian IEEE 754 double: exact for |v| < 2^53.
 func appendDouble(b []byte, v int64) []byte {
 	return binary.LittleEndian.AppendUint64(b, math.Float64bits(float64(v)))
 }
 
-// packChecks packs the checks rs[i] for i in idx as decide.lua's ARGV[4].
-func (s *Store) packChecks(rs []domain.BucketRequest, idx []int) string {
+// packChecks packs the checks rs[i] for i in idx as decide.lua's ARGV[4]; revs, when not nil, holds each
+// check's revision (appendCheck's rev, indexed like idx).
+func (s *Store) packChecks(rs []domain.BucketRequest, idx []int, revs []int64) string {
 	b := make([]byte, 0, len(idx)*(checkSize+4))
-	for _, i := range idx {
-		b = s.appendCheck(b, rs[i])
+	for j, i := range idx {
+		rev := int64(unchecked)
+		if revs != nil {
+			rev = revs[j]
+		}
+		b = s.appendCheck(b, rs[i], rev)
 	}
 	return string(b)
 }
@@ -336,6 +478,9 @@ const results = 9
 
 // decision turns the script's integers for r into a Decision.
 func decision(r domain.BucketRequest, v []int64) domain.Decision {
+	if v[0] == 3 {
+		return domain.Decision{Status: domain.StatusInvalidRule, Limit: r.Limit}
+	}
 	d := domain.Decision{Allowed: v[0] == 1, Limit: r.Limit, Remaining: v[1],
 		ResetAfter: time.Duration(v[2]) * time.Microsecond, RetryAfter: time.Duration(v[3]) * time.Microsecond}
 	if r.Algorithm == domain.TokenBucket {
@@ -351,42 +496,79 @@ func decision(r domain.BucketRequest, v []int64) domain.Decision {
 	return d
 }
 
-// exec runs the script on keys (one slot) and returns its integers.
-func (s *Store) exec(ctx context.Context, keys, args []string, writes bool) ([]int64, error) {
+// exec runs the script on keys (one slot) and returns its integers, or, when it found the policy of a stored
+// check stale (it then decided and wrote nothing), the names and records it answered, in pairs.
+func (s *Store) exec(ctx context.Context, keys, args []string, writes bool) ([]int64, []string, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if s.wait > 0 && writes {
 		return s.execWait(ctx, keys, args)
 	}
-	return decideScript.Exec(ctx, s.c, keys, args).AsIntSlice()
+	return reply(decideScript.Exec(ctx, s.c, keys, args))
+}
+
+// reply reads decide.lua's answer: integers, or "stale" and (name, record) pairs.
+func reply(r rueidis.RedisResult) ([]int64, []string, error) {
+	arr, err := r.ToArray()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(arr) > 0 {
+		if tag, err := arr[0].ToString(); err == nil {
+			if tag != "stale" || len(arr)%2 != 1 {
+				return nil, nil, fmt.Errorf("unexpected answer %q from the script", tag)
+			}
+			out := make([]string, len(arr)-1)
+			for i := range out {
+				out[i], _ = arr[i+1].ToString()
+			}
+			return nil, out, nil
+		}
+	}
+	v := make([]int64, len(arr))
+	for i, m := range arr {
+		if v[i], err = m.AsInt64(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return v, nil, nil
 }
 
 // execWait runs the script and WAIT in one pipeline on the key's master, so WAIT counts the script's write.
-func (s *Store) execWait(ctx context.Context, keys, args []string) ([]int64, error) {
-	run := func(cmd rueidis.Completed) ([]int64, error) {
+func (s *Store) execWait(ctx context.Context, keys, args []string) ([]int64, []string, error) {
+	run := func(cmd rueidis.Completed) ([]int64, []string, error) {
 		wait := s.c.B().Wait().Numreplicas(int64(s.wait)).Timeout(s.waitFor.Milliseconds()).Build().SetSlot(keys[0])
 		rs := s.c.DoMulti(ctx, cmd, wait)
-		v, err := rs[0].AsIntSlice()
-		if err != nil {
-			return nil, err
+		v, stale, err := reply(rs[0])
+		if err != nil || stale != nil {
+			return v, stale, err
 		}
 		if n, err := rs[1].AsInt64(); err != nil || n < int64(s.wait) {
 			s.waitTimeouts.Add(1)
 			s.log.Debug("redis: write not acknowledged by enough replicas in time", "want", s.wait, "got", n, "err", err)
 		}
-		return v, nil
+		return v, nil, nil
 	}
-	v, err := run(s.c.B().Evalsha().Sha1(decideSha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
+	v, stale, err := run(s.c.B().Evalsha().Sha1(decideSha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
 	if re, ok := rueidis.IsRedisErr(err); ok && re.IsNoScript() {
-		v, err = run(s.c.B().Eval().Script(decideSource).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
+		v, stale, err = run(s.c.B().Eval().Script(decideSource).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
 	}
-	return v, err
+	return v, stale, err
 }
 
-// Decide implements domain.BucketStore in one round trip.
+// Decide implements domain.BucketStore in one round trip (and, for a stored check whose policy this replica holds
+// stale, one more per change it missed: see runGroup).
 func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
-	args := []string{"d", s.instant(), "0", string(s.appendCheck(make([]byte, 0, checkSize+4), r))}
-	v, err := s.exec(ctx, []string{s.Key(r.Policy, r.Key)}, args, r.Cost > 0)
+	if r.Stored && s.pol.Load() != nil {
+		key := s.Key(r.Policy, r.Key)
+		ds := make([]domain.Decision, 1)
+		if _, err := s.runGroup(ctx, []domain.BucketRequest{r}, group{slot: Slot(key), idx: []int{0}, keys: []string{key}}, "d", "0", ds); err != nil {
+			return domain.Decision{}, s.fail("decide", err)
+		}
+		return ds[0], nil
+	}
+	args := []string{"d", s.instant(), "0", string(s.appendCheck(make([]byte, 0, checkSize+4), r, unchecked)), ""}
+	v, _, err := s.exec(ctx, []string{s.Key(r.Policy, r.Key)}, args, r.Cost > 0)
 	if err != nil {
 		return domain.Decision{}, s.fail("decide", err)
 	}
@@ -469,6 +651,9 @@ func (s *Store) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atom
 	if len(rs) == 0 {
 		return nil, nil
 	}
+	if s.pol.Load() != nil && slices.ContainsFunc(rs, func(r domain.BucketRequest) bool { return r.Stored }) {
+		rs = slices.Clone(rs) // runGroup binds stored checks to the policy copy's rules in place
+	}
 	gs := s.groups(rs)
 	ds := make([]domain.Decision, len(rs))
 	if len(gs) == 1 {
@@ -550,24 +735,124 @@ func (s *Store) decideGroup(ctx context.Context, rs []domain.BucketRequest, g gr
 // runGroup runs the script on g's checks in mode "d" (decide, and record unless an atomic call is refused) or
 // "n" (decide, record nothing), stores their decisions in ds and returns, per check, the instant its units were
 // recorded at (0 when none).
+//
+// Stored checks (API policies, when this store has a policy copy) are first bound to the copy: each is sent with
+// the copy's rule of its policy and the copy's revision, and the script compares those with the records in Redis
+// (decide.lua's header). When it answers stale it has written nothing: the records it returned are installed in
+// the copy (on a cluster, a slot copy behind the policies hash is repaired from it first), and the checks are
+// sent again, at most maxStale times. A check whose policy Redis does not hold is answered StatusPolicyNotFound;
+// one whose cost is above the limit in force StatusCostOverLimit (it is sent as a peek, so its revision is still
+// checked); either makes an atomic call record nothing, as on the other stores.
 func (s *Store) runGroup(ctx context.Context, rs []domain.BucketRequest, g group, mode, atomic string, ds []domain.Decision) ([]int64, error) {
-	writes := false
+	p := s.pol.Load()
+	stored := false
 	for _, i := range g.idx {
-		writes = writes || rs[i].Cost > 0
-	}
-	v, err := s.exec(ctx, g.keys, []string{mode, s.instant(), atomic, s.packChecks(rs, g.idx)}, writes && mode == "d")
-	if err != nil {
-		return nil, err
-	}
-	if len(v) != results*len(g.idx) {
-		return nil, fmt.Errorf("%d integers from the script for %d checks", len(v), len(g.idx))
+		stored = stored || (p != nil && rs[i].Stored)
 	}
 	rec := make([]int64, len(g.idx))
-	for j, i := range g.idx {
+	if !stored {
+		return rec, s.send(ctx, rs, g.idx, g.keys, nil, "", mode, atomic, ds, rec)
+	}
+	recordsKey := p.recordsKey(g.slot)
+	status := make([]domain.Status, len(g.idx))
+	for attempt := 0; ; attempt++ {
+		send := make([]domain.BucketRequest, 0, len(g.idx))
+		var sent []int // positions in g.idx
+		var keys []string
+		var revs []int64
+		sendMode := mode
+		for j, i := range g.idx {
+			r, rev := rs[i], int64(unchecked)
+			if r.Stored {
+				pol, ok := p.held(r.Policy)
+				switch {
+				case ok:
+					rs[i].Rule, r.Rule, rev, status[j] = pol.Rule(), pol.Rule(), pol.Revision, domain.StatusOK
+				case attempt > 0: // Redis answered that the policy does not exist
+					status[j] = domain.StatusPolicyNotFound
+				default:
+					rev = -1 // not held: sent with the caller's (provisional) rule, which the script answers stale
+				}
+				if status[j] == domain.StatusOK && r.Cost > r.Limit {
+					status[j], r.Cost = domain.StatusCostOverLimit, 0
+				}
+				if status[j] != domain.StatusOK {
+					ds[i] = domain.Decision{Status: status[j], Limit: r.Limit}
+					if atomic == "1" {
+						sendMode = "n"
+					}
+					if status[j] == domain.StatusPolicyNotFound {
+						continue
+					}
+				}
+			}
+			send, sent, keys, revs = append(send, r), append(sent, j), append(keys, g.keys[j]), append(revs, rev)
+		}
+		if len(send) == 0 {
+			return rec, nil
+		}
+		idx := make([]int, len(send))
+		for k := range idx {
+			idx[k] = k
+		}
+		out := make([]domain.Decision, len(send))
+		got := make([]int64, len(send))
+		stale, err := s.sendStale(ctx, send, idx, keys, revs, recordsKey, sendMode, atomic, out, got)
+		if err != nil {
+			return nil, err
+		}
+		if stale == nil {
+			for k, j := range sent {
+				if status[j] == domain.StatusOK {
+					ds[g.idx[j]], rec[j] = out[k], got[k]
+				}
+			}
+			return rec, nil
+		}
+		if attempt == maxStale {
+			return nil, fmt.Errorf("the policies %q changed %d times while one decision was sent", stale[0], maxStale+1)
+		}
+		if err := p.resolve(ctx, recordsKey, stale); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// maxStale bounds the retries of one decision whose policy copy the script found stale: each retry follows a
+// change made meanwhile, so only a policy changed faster than a round trip, over and over, exhausts it.
+const maxStale = 3
+
+// send runs the script once on the checks rs[i], i in idx (keys: theirs), with revs and recordsKey for stored
+// checks (nil, "": none), storing decisions in ds and recorded instants in rec (indexed like idx).
+func (s *Store) send(ctx context.Context, rs []domain.BucketRequest, idx []int, keys []string, revs []int64, recordsKey, mode, atomic string, ds []domain.Decision, rec []int64) error {
+	stale, err := s.sendStale(ctx, rs, idx, keys, revs, recordsKey, mode, atomic, ds, rec)
+	if err == nil && stale != nil {
+		err = errors.New("the script answered stale for a call without stored checks")
+	}
+	return err
+}
+
+func (s *Store) sendStale(ctx context.Context, rs []domain.BucketRequest, idx []int, keys []string, revs []int64, recordsKey, mode, atomic string, ds []domain.Decision, rec []int64) ([]string, error) {
+	writes := false
+	for _, i := range idx {
+		writes = writes || rs[i].Cost > 0
+	}
+	withRecords := ""
+	if recordsKey != "" {
+		keys, withRecords = append(keys[:len(keys):len(keys)], recordsKey), "1"
+	}
+	v, stale, err := s.exec(ctx, keys, []string{mode, s.instant(), atomic, s.packChecks(rs, idx, revs), withRecords}, writes && mode == "d")
+	if err != nil || stale != nil {
+		return stale, err
+	}
+	if len(v) != results*len(idx) {
+		return nil, fmt.Errorf("%d integers from the script for %d checks", len(v), len(idx))
+	}
+	for j, i := range idx {
 		ds[i] = decision(rs[i], v[results*j:results*j+results])
 		rec[j] = v[results*j+4]
 	}
-	return rec, nil
+	return nil, nil
 }
 
 // undo removes the units of reservations (decide.lua's undo mode), one call per slot.
@@ -578,9 +863,9 @@ func (s *Store) undo(ctx context.Context, rs []domain.BucketRequest, reserved []
 		for _, rec := range res.rec {
 			recs = appendDouble(recs, rec)
 		}
-		args := []string{"u", s.instant(), "0", s.packChecks(rs, res.g.idx), string(recs)}
+		args := []string{"u", s.instant(), "0", s.packChecks(rs, res.g.idx, nil), string(recs)}
 		// Undo must not be cut short by a caller that gave up: the units would stay reserved.
-		if _, err := s.exec(context.WithoutCancel(ctx), res.g.keys, args, false); err != nil && first == nil {
+		if _, _, err := s.exec(context.WithoutCancel(ctx), res.g.keys, args, false); err != nil && first == nil {
 			first = err
 		}
 	}

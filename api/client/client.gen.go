@@ -581,8 +581,10 @@ type ClientInterface interface {
 	// CheckManyWithBody Decide several checks at once, optionally all or nothing.
 	//
 	// With `atomic: true` nothing is recorded unless every check is admitted, so a rejected request never drains
-	// the other limits. Keys are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without
-	// `atomic`, each check is decided on its own, in order. A check may name the same policy and key twice.
+	// the other limits. In a rejected atomic batch a check that fit as evaluated keeps `allowed: true` and reports
+	// the `remaining` its key has now, since nothing was consumed (the Envoy RLS front end reports it alike). Keys
+	// are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without `atomic`, each check is
+	// decided on its own, in order. A check may name the same policy and key twice.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -592,8 +594,10 @@ type ClientInterface interface {
 	// CheckMany Decide several checks at once, optionally all or nothing.
 	//
 	// With `atomic: true` nothing is recorded unless every check is admitted, so a rejected request never drains
-	// the other limits. Keys are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without
-	// `atomic`, each check is decided on its own, in order. A check may name the same policy and key twice.
+	// the other limits. In a rejected atomic batch a check that fit as evaluated keeps `allowed: true` and reports
+	// the `remaining` its key has now, since nothing was consumed (the Envoy RLS front end reports it alike). Keys
+	// are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without `atomic`, each check is
+	// decided on its own, in order. A check may name the same policy and key twice.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -807,8 +811,10 @@ func (c *Client) Check(ctx context.Context, body CheckJSONRequestBody, reqEditor
 // CheckManyWithBody Decide several checks at once, optionally all or nothing.
 //
 // With `atomic: true` nothing is recorded unless every check is admitted, so a rejected request never drains
-// the other limits. Keys are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without
-// `atomic`, each check is decided on its own, in order. A check may name the same policy and key twice.
+// the other limits. In a rejected atomic batch a check that fit as evaluated keeps `allowed: true` and reports
+// the `remaining` its key has now, since nothing was consumed (the Envoy RLS front end reports it alike). Keys
+// are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without `atomic`, each check is
+// decided on its own, in order. A check may name the same policy and key twice.
 //
 // Takes any type of body and a specified content type.
 //
@@ -828,8 +834,10 @@ func (c *Client) CheckManyWithBody(ctx context.Context, contentType string, body
 // CheckMany Decide several checks at once, optionally all or nothing.
 //
 // With `atomic: true` nothing is recorded unless every check is admitted, so a rejected request never drains
-// the other limits. Keys are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without
-// `atomic`, each check is decided on its own, in order. A check may name the same policy and key twice.
+// the other limits. In a rejected atomic batch a check that fit as evaluated keeps `allowed: true` and reports
+// the `remaining` its key has now, since nothing was consumed (the Envoy RLS front end reports it alike). Keys
+// are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without `atomic`, each check is
+// decided on its own, in order. A check may name the same policy and key twice.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -1741,8 +1749,10 @@ type ClientWithResponsesInterface interface {
 	// CheckManyWithBodyWithResponse Decide several checks at once, optionally all or nothing.
 	//
 	// With `atomic: true` nothing is recorded unless every check is admitted, so a rejected request never drains
-	// the other limits. Keys are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without
-	// `atomic`, each check is decided on its own, in order. A check may name the same policy and key twice.
+	// the other limits. In a rejected atomic batch a check that fit as evaluated keeps `allowed: true` and reports
+	// the `remaining` its key has now, since nothing was consumed (the Envoy RLS front end reports it alike). Keys
+	// are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without `atomic`, each check is
+	// decided on its own, in order. A check may name the same policy and key twice.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1752,8 +1762,10 @@ type ClientWithResponsesInterface interface {
 	// CheckManyWithResponse Decide several checks at once, optionally all or nothing.
 	//
 	// With `atomic: true` nothing is recorded unless every check is admitted, so a rejected request never drains
-	// the other limits. Keys are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without
-	// `atomic`, each check is decided on its own, in order. A check may name the same policy and key twice.
+	// the other limits. In a rejected atomic batch a check that fit as evaluated keeps `allowed: true` and reports
+	// the `remaining` its key has now, since nothing was consumed (the Envoy RLS front end reports it alike). Keys
+	// are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without `atomic`, each check is
+	// decided on its own, in order. A check may name the same policy and key twice.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3339,8 +3351,10 @@ func (c *ClientWithResponses) CheckWithResponse(ctx context.Context, body CheckJ
 // CheckManyWithBodyWithResponse Decide several checks at once, optionally all or nothing.
 //
 // With `atomic: true` nothing is recorded unless every check is admitted, so a rejected request never drains
-// the other limits. Keys are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without
-// `atomic`, each check is decided on its own, in order. A check may name the same policy and key twice.
+// the other limits. In a rejected atomic batch a check that fit as evaluated keeps `allowed: true` and reports
+// the `remaining` its key has now, since nothing was consumed (the Envoy RLS front end reports it alike). Keys
+// are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without `atomic`, each check is
+// decided on its own, in order. A check may name the same policy and key twice.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3356,8 +3370,10 @@ func (c *ClientWithResponses) CheckManyWithBodyWithResponse(ctx context.Context,
 // CheckManyWithResponse Decide several checks at once, optionally all or nothing.
 //
 // With `atomic: true` nothing is recorded unless every check is admitted, so a rejected request never drains
-// the other limits. Keys are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without
-// `atomic`, each check is decided on its own, in order. A check may name the same policy and key twice.
+// the other limits. In a rejected atomic batch a check that fit as evaluated keeps `allowed: true` and reports
+// the `remaining` its key has now, since nothing was consumed (the Envoy RLS front end reports it alike). Keys
+// are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without `atomic`, each check is
+// decided on its own, in order. A check may name the same policy and key twice.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //

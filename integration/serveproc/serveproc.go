@@ -1,7 +1,8 @@
 // Package serveproc runs real `sluice serve` processes for the multi-replica tests of the stores
-// (adapters/postgres, adapters/redis): build the binary once, start replicas on free loopback ports with the
-// environment a test gives them, wait for /readyz, send checks, and stop them with SIGTERM when the test ends.
-// What each test adds is only its store's settings.
+// (adapters/postgres, adapters/redis) and the churn test (integration/churn): build the binary once, start
+// replicas on free loopback ports with the environment a test gives them, wait for /readyz, send checks (single
+// or batched) and policy changes, and stop them with SIGTERM when the test ends. What each test adds is only its
+// store's settings.
 package serveproc
 
 import (
@@ -134,13 +135,20 @@ type Decision struct {
 	RetryAfterMs int64 `json:"retry_after_ms"`
 }
 
-// StatusError is a check answered with another status than 200.
+// StatusError is a request answered with another status than the ones its method expects.
 type StatusError struct {
+	Op   string // "PUT /v1/policies/p"; empty means POST /v1/check
 	Code int
 	Body string
 }
 
-func (e *StatusError) Error() string { return fmt.Sprintf("POST /v1/check: %d %s", e.Code, e.Body) }
+func (e *StatusError) Error() string {
+	op := e.Op
+	if op == "" {
+		op = "POST /v1/check"
+	}
+	return fmt.Sprintf("%s: %d %s", op, e.Code, e.Body)
+}
 
 // Check sends POST /v1/check; an answer other than 200 is a *StatusError.
 func (p *Proc) Check(ctx context.Context, c *http.Client, policy, key string, cost int) (Decision, error) {
@@ -164,4 +172,95 @@ func (p *Proc) Check(ctx context.Context, c *http.Client, policy, key string, co
 		return Decision{}, fmt.Errorf("POST /v1/check: %w: %s", err, b)
 	}
 	return d, nil
+}
+
+// Send sends method path with body (JSON-encoded when not nil) and returns the answer's status and body. It is
+// the admin and batch counterpart of Check, for tests that change policies while checks run (integration/churn).
+func (p *Proc) Send(ctx context.Context, c *http.Client, method, path string, body any) (int, []byte, error) {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, p.Base+path, r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// PolicySpec is the body of PUT /v1/policies/{name} that the replica tests send.
+type PolicySpec struct {
+	Limit     int64  `json:"limit"`
+	Window    string `json:"window"`
+	Algorithm string `json:"algorithm,omitempty"`
+}
+
+// PutPolicy sends PUT /v1/policies/{name} and returns the status: 201 created, 200 replaced.
+func (p *Proc) PutPolicy(ctx context.Context, c *http.Client, name string, spec PolicySpec) (int, error) {
+	code, b, err := p.Send(ctx, c, http.MethodPut, "/v1/policies/"+name, spec)
+	if err == nil && code != http.StatusOK && code != http.StatusCreated {
+		err = &StatusError{Op: "PUT /v1/policies/" + name, Code: code, Body: string(b)}
+	}
+	return code, err
+}
+
+// DeletePolicy sends DELETE /v1/policies/{name} and returns the status: 204 deleted, 404 absent (not an error).
+func (p *Proc) DeletePolicy(ctx context.Context, c *http.Client, name string) (int, error) {
+	code, b, err := p.Send(ctx, c, http.MethodDelete, "/v1/policies/"+name, nil)
+	if err == nil && code != http.StatusNoContent && code != http.StatusNotFound {
+		err = &StatusError{Op: "DELETE /v1/policies/" + name, Code: code, Body: string(b)}
+	}
+	return code, err
+}
+
+// CheckRequest is one check of a POST /v1/checks batch.
+type CheckRequest struct {
+	Policy string `json:"policy"`
+	Key    string `json:"key"`
+	Cost   int    `json:"cost"`
+}
+
+// Batch is the part of a 200 answer to POST /v1/checks the replica tests read.
+type Batch struct {
+	Allowed   bool       `json:"allowed"`
+	Decisions []Decision `json:"decisions"`
+}
+
+// Checks sends POST /v1/checks; an answer other than 200 is a *StatusError.
+func (p *Proc) Checks(ctx context.Context, c *http.Client, checks []CheckRequest, atomic bool) (Batch, error) {
+	code, b, err := p.Send(ctx, c, http.MethodPost, "/v1/checks", map[string]any{"checks": checks, "atomic": atomic})
+	if err != nil {
+		return Batch{}, err
+	}
+	if code != http.StatusOK {
+		return Batch{}, &StatusError{Op: "POST /v1/checks", Code: code, Body: string(b)}
+	}
+	var out Batch
+	if err := json.Unmarshal(b, &out); err != nil {
+		return Batch{}, fmt.Errorf("POST /v1/checks: %w: %s", err, b)
+	}
+	return out, nil
+}
+
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }

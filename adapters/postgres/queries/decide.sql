@@ -13,8 +13,12 @@ FROM sluice_decide_batch(@policies::text[], @keys::bytea[], @algs::text[], @limi
 DELETE FROM sluice_buckets WHERE policy = @policy AND key = @key;
 
 -- name: DropPolicyPage :execrows
--- Deletes up to page_size keys of a policy; called until it deletes nothing, so each statement stays short.
+-- Deletes up to page_size keys of a deleted policy; called until it deletes nothing, so each statement stays
+-- short. Keys of the generation in force (the policy was re-created meanwhile, through any replica) are kept.
 DELETE FROM sluice_buckets
 WHERE (policy, key) IN (
-    SELECT b.policy, b.key FROM sluice_buckets b WHERE b.policy = @policy ORDER BY b.key LIMIT @page_size
+    SELECT b.policy, b.key FROM sluice_buckets b
+    WHERE b.policy = @policy
+      AND NOT EXISTS (SELECT 1 FROM sluice_policies p WHERE p.name = b.policy AND p.generation = b.gen)
+    ORDER BY b.key LIMIT @page_size
 );

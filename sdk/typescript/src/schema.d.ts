@@ -37,8 +37,10 @@ export interface paths {
         /**
          * Decide several checks at once, optionally all or nothing.
          * @description With `atomic: true` nothing is recorded unless every check is admitted, so a rejected request never drains
-         *     the other limits. Keys are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without
-         *     `atomic`, each check is decided on its own, in order. A check may name the same policy and key twice.
+         *     the other limits. In a rejected atomic batch a check that fit as evaluated keeps `allowed: true` and reports
+         *     the `remaining` its key has now, since nothing was consumed (the Envoy RLS front end reports it alike). Keys
+         *     are locked in one fixed order, so concurrent multi-checks cannot deadlock. Without `atomic`, each check is
+         *     decided on its own, in order. A check may name the same policy and key twice.
          */
         post: operations["checkMany"];
         delete?: never;

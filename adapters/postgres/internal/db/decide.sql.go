@@ -81,7 +81,10 @@ func (q *Queries) DecideBatch(ctx context.Context, arg DecideBatchParams) (Decid
 const dropPolicyPage = `-- name: DropPolicyPage :execrows
 DELETE FROM sluice_buckets
 WHERE (policy, key) IN (
-    SELECT b.policy, b.key FROM sluice_buckets b WHERE b.policy = $1 ORDER BY b.key LIMIT $2
+    SELECT b.policy, b.key FROM sluice_buckets b
+    WHERE b.policy = $1
+      AND NOT EXISTS (SELECT 1 FROM sluice_policies p WHERE p.name = b.policy AND p.generation = b.gen)
+    ORDER BY b.key LIMIT $2
 )
 `
 
@@ -90,7 +93,8 @@ type DropPolicyPageParams struct {
 	PageSize int32
 }
 
-// Deletes up to page_size keys of a policy; called until it deletes nothing, so each statement stays short.
+// Deletes up to page_size keys of a deleted policy; called until it deletes nothing, so each statement stays
+// short. Keys of the generation in force (the policy was re-created meanwhile, through any replica) are kept.
 func (q *Queries) DropPolicyPage(ctx context.Context, arg DropPolicyPageParams) (int64, error) {
 	result, err := q.db.Exec(ctx, dropPolicyPage, arg.Policy, arg.PageSize)
 	if err != nil {

@@ -35,6 +35,13 @@ type SluiceConfigPolicy struct {
 	UpdatedAt    pgtype.Timestamptz
 }
 
+type SluiceFunctionFile struct {
+	Name      string
+	Revision  int32
+	Sha256    string
+	AppliedAt pgtype.Timestamptz
+}
+
 type SluiceLogEntry struct {
 	Policy string
 	Key    []byte

@@ -209,8 +209,8 @@ refuses them too; it is not in values.schema.json, so only a render with --skip-
 {{- if gt (int64 .Values.postgres.lanes) (int64 .Values.postgres.maxConns) }}
 {{- fail (printf "postgres.lanes (%d) must be at most postgres.maxConns (%d): each lane keeps a pooled connection busy; 0 picks min(4, maxConns)" (int64 .Values.postgres.lanes) (int64 .Values.postgres.maxConns)) }}
 {{- end }}
-{{- if and .Values.autoscaling.enabled (eq .Values.store "memory") }}
-{{- fail "autoscaling.enabled needs store=postgres or store=redis: memory-store replicas each keep their own counters" }}
+{{- if and .Values.autoscaling.enabled (eq (include "sluice.storeShared" .) "false") }}
+{{- fail (printf "autoscaling.enabled needs store=postgres or store=redis (a shared store): store=%s replicas each keep their own counters" .Values.store) }}
 {{- end }}
 {{- if and (eq .Values.store "redis") (not .Values.redis.addrs) }}
 {{- fail "store=redis needs redis.addrs: host:port seeds of your Redis, Redis Cluster or Sentinels" }}

@@ -1,0 +1,180 @@
+package domain
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// PolicyLoader is implemented by a PolicyStore that loads its API policies after start-up (from a shared store).
+// Loaded returns nil once it can tell, for any name, whether an API policy has it (its first load succeeded), and
+// an error saying why not before that. A PolicyStore that does not implement it is loaded from the start (the
+// memory store).
+type PolicyLoader interface {
+	Loaded(ctx context.Context) error
+}
+
+// LifecycleOptions configure a PolicyLifecycle.
+type LifecycleOptions struct {
+	// SharedStore: the BucketStore is shared by replicas (the driver row's Shared). Replicas read an RLS config at
+	// different instants and restart at different times, so a generation only one replica handed out would make
+	// the replicas drop each other's state of the same keys (over-admitting); InstallRLS then keeps every RLS
+	// policy at generation 0, and the store's registry keeps their floors (see InstallRLS).
+	SharedStore bool
+}
+
+// PolicyLifecycle owns every policy sluice decides with, whatever its source: the config file's (read-only,
+// resolved first), the API's (held by the PolicyStore, resolved after config) and the Envoy RLS config's (installed
+// with InstallRLS at every reload). It keeps, for every source, what the expiry rule and the generation rule of
+// shared/design.md need: API policies get their floors and generations from the PolicyStore (which records them
+// atomically with the change); RLS policies from InstallRLS; config policies have generation 0 and, on a shared
+// store, the floor the store registered. It also answers whether the API policies are loaded (Loaded), which is
+// what readiness asks.
+type PolicyLifecycle struct {
+	fixed    map[string]Policy // config-file policies: read-only, looked up first
+	api      PolicyStore
+	checkPol CheckPolicyGetter // api, when it implements it
+	loader   PolicyLoader      // api, when it implements it
+	clock    Clock
+	shared   bool
+
+	mu     sync.Mutex
+	rls    map[string]Policy // RLS policies in force, by name, as InstallRLS stamped them
+	rlsHad bool              // an install had at least one policy
+	rlsGen int64             // the newest RLS generation handed out
+}
+
+// NewPolicyLifecycle returns the lifecycle of the config file's policies (checked with ConfigPolicies) and the API
+// policies of api. clock gives the instants of RLS floors.
+func NewPolicyLifecycle(config []Policy, api PolicyStore, clock Clock, o LifecycleOptions) (*PolicyLifecycle, error) {
+	fixed, err := ConfigPolicies(config)
+	if err != nil {
+		return nil, err
+	}
+	l := &PolicyLifecycle{fixed: make(map[string]Policy, len(fixed)), api: api, clock: clock, shared: o.SharedStore,
+		rls: map[string]Policy{}}
+	l.checkPol, _ = api.(CheckPolicyGetter)
+	l.loader, _ = api.(PolicyLoader)
+	for _, p := range fixed {
+		l.fixed[p.Name] = p
+	}
+	return l, nil
+}
+
+// IsConfig reports whether name is a config-file policy (read-only over the API).
+func (l *PolicyLifecycle) IsConfig(name string) bool {
+	_, ok := l.fixed[name]
+	return ok
+}
+
+// Get resolves a name for the API (GET, reset): config policies first, then the API's.
+func (l *PolicyLifecycle) Get(ctx context.Context, name string) (Policy, error) {
+	if p, ok := l.fixed[name]; ok {
+		return p, nil
+	}
+	return l.api.GetPolicy(ctx, name)
+}
+
+// ForCheck resolves the policy a check is sent with: config policies first, then the API's, through
+// CheckPolicyGetter when the store decides API policies with its own copy (the result may then be provisional).
+func (l *PolicyLifecycle) ForCheck(ctx context.Context, name string) (Policy, error) {
+	if p, ok := l.fixed[name]; ok {
+		return p, nil
+	}
+	if l.checkPol != nil {
+		return l.checkPol.CheckPolicy(ctx, name)
+	}
+	return l.api.GetPolicy(ctx, name)
+}
+
+// List returns config and API policies, sorted by name (an API policy a config policy shadows is left out).
+func (l *PolicyLifecycle) List(ctx context.Context) ([]Policy, error) {
+	api, err := l.api.ListPolicies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Policy, 0, len(l.fixed)+len(api))
+	for _, p := range l.fixed {
+		out = append(out, p)
+	}
+	for _, p := range api {
+		if _, shadowed := l.fixed[p.Name]; !shadowed {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Put creates or replaces an API policy (the PolicyStore gives it its floor and generation); config policies
+// are read-only (ErrReadOnlyPolicy). p must be valid.
+func (l *PolicyLifecycle) Put(ctx context.Context, p Policy) (bool, error) {
+	if l.IsConfig(p.Name) {
+		return false, fmt.Errorf("%w: %q", ErrReadOnlyPolicy, p.Name)
+	}
+	return l.api.PutPolicy(ctx, p)
+}
+
+// Delete deletes an API policy (ErrReadOnlyPolicy for a config policy, ErrPolicyNotFound when none has the name).
+func (l *PolicyLifecycle) Delete(ctx context.Context, name string) error {
+	if l.IsConfig(name) {
+		return fmt.Errorf("%w: %q", ErrReadOnlyPolicy, name)
+	}
+	return l.api.DeletePolicy(ctx, name)
+}
+
+// Loaded reports whether the API policies are loaded: nil once the PolicyStore can tell for any name whether an
+// API policy has it (PolicyLoader), always nil for a PolicyStore that holds them in process.
+func (l *PolicyLifecycle) Loaded(ctx context.Context) error {
+	if l.loader == nil {
+		return nil
+	}
+	return l.loader.Loaded(ctx)
+}
+
+// InstallRLS makes ps (every policy of a loaded RLS config: files or an xDS version) the RLS policies in force and
+// returns them with their Floor and Generation set, in the same order. Against the RLS policies in force before:
+//   - a policy whose window (unit) or algorithm changed gets the floor NextFloor gives at this instant, so units
+//     that had stopped counting never count again; a changed limit keeps the floor;
+//   - an unchanged policy keeps its floor and generation;
+//   - a policy not in force before (removed by an earlier install and back, or new) gets a new generation, so a
+//     removed policy's keys never count against it when it comes back.
+//
+// Policies of the first install with any policy have generation 0 and no floor (a restart starts again from
+// there; the memory store's counts are gone then too). With SharedStore set, generations stay 0 (a removed and
+// re-added RLS policy keeps its keys' counts: it counts more, never less) and floors are kept as above, by each
+// replica from the instant it reloaded; the app also registers the installed policies with the shared store
+// (RegisterConfigPolicies), which keeps one floor per name that every replica's checks carry (the store decides
+// with the higher of the two), so a replica that restarts after a change decides with it too.
+func (l *PolicyLifecycle) InstallRLS(ps []Policy) []Policy {
+	out := append([]Policy(nil), ps...)
+	now := l.clock.Now().UnixMicro()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	first := !l.rlsHad // no earlier install had a policy (xDS sends none before its first version)
+	next := make(map[string]Policy, len(out))
+	for i, p := range out {
+		old, ok := l.rls[p.Name]
+		if again, dup := next[p.Name]; dup {
+			old, ok = again, true // one name twice in a config: one policy, one state
+		}
+		switch {
+		case ok:
+			p.Generation, p.Floor = old.Generation, old.Floor
+			if p.Window != old.Window || p.Algorithm != old.Algorithm {
+				p.Floor = NextFloor(old, now)
+			}
+		case first || l.shared:
+			p.Generation, p.Floor = 0, 0
+		default:
+			l.rlsGen++
+			p.Generation, p.Floor = l.rlsGen, 0
+		}
+		out[i] = p
+		next[p.Name] = p
+	}
+	l.rls = next
+	l.rlsHad = l.rlsHad || len(next) > 0
+	return out
+}
