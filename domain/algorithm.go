@@ -94,6 +94,11 @@ type Bucket struct {
 	// and window that wrote it.
 	// fixed_window: a = the instant of the newest admission, f = units admitted in its window.
 	a, f, c, w int64
+	// marked: a Mark is outstanding (an all-or-nothing batch may roll back); replaced is then the log a
+	// conversion replaced since the Mark, with its entries as the checks before the conversion left them (see
+	// Rollback).
+	marked   bool
+	replaced *windowLog
 }
 
 // Decide applies one check at now (unix µs) under rule r and returns the decision; an admission records cost
@@ -123,6 +128,13 @@ func (b *Bucket) Decide(now int64, r Rule, cost int64) Decision {
 	d := row.step(&view, now, r, cost)
 	if cost > 0 && d.Allowed {
 		view.alg, view.gen = r.Algorithm, r.Generation
+		if view.marked = b.marked; b.marked {
+			view.replaced = b.replaced
+			if view.replaced == nil {
+				old := b.log
+				view.replaced = &old
+			}
+		}
 		*b = view
 	}
 	return d
@@ -186,20 +198,37 @@ type Mark struct {
 	lm         logMark
 }
 
-// Mark returns the state's current point, for Rollback.
+// Mark returns the state's current point, for Rollback; Release ends it when the batch commits instead.
 func (b *Bucket) Mark() Mark {
+	b.marked, b.replaced = true, nil
 	return Mark{alg: b.alg, gen: b.gen, a: b.a, f: b.f, c: b.c, w: b.w, log: b.log, lm: b.log.mark()}
 }
 
-// Rollback undoes what Decide recorded since m was taken.
+// Release ends the Mark taken last without rolling back (the batch committed), so a later conversion keeps no
+// copy of the log it replaces.
+func (b *Bucket) Release() { b.marked, b.replaced = false, nil }
+
+// Rollback undoes what Decide recorded since m was taken, and ends the Mark.
+//
+// The log is rolled back where the checks since m left it: entries appended after m's newest are dropped and that
+// entry's count restored, while entries that expired since stay expired (they no longer count either way). That
+// is the log in use when its ring is m's, or when it grew into a new ring (which holds every entry still live);
+// when a conversion replaced the log, it is the log the first conversion since m replaced. Only when the log
+// never held m's entries in between is m's own copy of the log taken: restoring m's copy after a check had
+// expired entries and appended over their slots would bring back overwritten entries.
 func (b *Bucket) Rollback(m Mark) {
-	if !sameRing(b.log.ring, m.log.ring) {
-		// The log moved to another ring (it grew, or a conversion replaced it): the old ring's entries were left
-		// as they were, except for units merged into its newest entry, which rollback restores.
+	switch {
+	case sameRing(b.log.ring, m.log.ring):
+	case b.replaced != nil && sameRing(b.replaced.ring, m.log.ring):
+		b.log = *b.replaced
+	case b.replaced == nil && b.alg == m.alg && b.gen == m.gen:
+		// The log grew into a new ring: it holds the entries, as the checks since m left them.
+	default:
 		b.log = m.log
 	}
 	b.log.rollback(m.lm)
 	b.alg, b.gen, b.a, b.f, b.c, b.w = m.alg, m.gen, m.a, m.f, m.c, m.w
+	b.marked, b.replaced = false, nil
 }
 
 func sameRing(x, y []entry) bool {

@@ -166,7 +166,7 @@ func (s *Store) decideLocked(sh *shard, now int64, r domain.BucketRequest, undo 
 		sh.m[k] = b
 		s.keys.Add(1)
 	}
-	if undo != nil {
+	if undo != nil && !marked(*undo, b) { // one mark per key and batch: rolling back to it undoes every check
 		*undo = append(*undo, undoEntry{sh: sh, k: k, b: b, mark: b.state.Mark()})
 	}
 	b.window = r.Window
@@ -211,6 +211,16 @@ func (s *Store) PolicyKeys(policy string) int64 {
 		return c.(*atomic.Int64).Load()
 	}
 	return 0
+}
+
+// marked reports whether undo holds a mark of b already.
+func marked(undo []undoEntry, b *bucket) bool {
+	for _, u := range undo {
+		if u.b == b {
+			return true
+		}
+	}
+	return false
 }
 
 type undoEntry struct {
@@ -267,8 +277,10 @@ func (s *Store) batchLocked(rs []domain.BucketRequest, idx, locks []int, now int
 			commit = false
 		}
 	}
-	if !commit {
-		for j := len(undo) - 1; j >= 0; j-- {
+	for j := len(undo) - 1; j >= 0; j-- {
+		if commit {
+			undo[j].b.state.Release()
+		} else {
 			undo[j].b.state.Rollback(undo[j].mark)
 		}
 	}
