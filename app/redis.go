@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,10 +19,16 @@ import (
 	"github.com/sluice-dev/sluice/domain"
 )
 
+// evictionCheckEvery is how often a replica checks Redis's maxmemory-policy and evictions again (Open checked the
+// policy at start-up; an operator can change it at run time).
+const evictionCheckEvery = 15 * time.Second
+
 // redisModule wires the Redis store (store: redis): one client per replica (cluster, single Redis or Sentinel,
 // found out from the seeds), the API-policy copy, and the counter sluice_redis_policy_epoch_changes_total
 // (Store.PolicyEpochChanges: Redis lost its data). Start-up fails, naming the setting, when Redis cannot be
-// reached or may evict keys (maxmemory-policy other than noeviction). The store decides with the Redis server's
+// reached or may evict keys (maxmemory-policy other than noeviction); afterwards the policy and Redis's evictions
+// are checked every evictionCheckEvery (sluice_redis_eviction_safe, sluice_redis_evicted_keys, and
+// /healthz/store fails while a node may evict). The store decides with the Redis server's
 // clock; the app clock (and clock_offset) is not used.
 func redisModule(cfg Config) fx.Option {
 	return fx.Module("store.redis",
@@ -51,6 +58,25 @@ func redisModule(cfg Config) fx.Option {
 				s.Close()
 				return nil, nil, nil, err
 			}
+			if err := errors.Join(
+				reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+					Name: "sluice_redis_evicted_keys",
+					Help: "Keys Redis evicted (its evicted_keys, summed over the nodes, read every " + evictionCheckEvery.String() + "): each was a counter reset. Redis's own counter: it restarts with the server.",
+				}, func() float64 { return float64(s.EvictedKeys()) })),
+				reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+					Name: "sluice_redis_eviction_safe",
+					Help: "1 when every Redis node was at maxmemory-policy noeviction at the last check, else 0 (and /healthz/store fails).",
+				}, func() float64 {
+					if s.EvictionSafe() {
+						return 1
+					}
+					return 0
+				})),
+			); err != nil {
+				p.Close()
+				s.Close()
+				return nil, nil, nil, err
+			}
 			kind := "single"
 			if s.Cluster() {
 				kind = "cluster"
@@ -61,13 +87,21 @@ func redisModule(cfg Config) fx.Option {
 				ps[i] = pc.domain().WithDefaults()
 			}
 			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
+			done, watched := make(chan struct{}), make(chan struct{})
 			lc.Append(fx.Hook{
 				OnStart: func(context.Context) error {
 					go func() { defer close(done); registerRedisConfigPolicies(ctx, s, ps, log) }()
+					go func() { defer close(watched); s.WatchEviction(ctx, evictionCheckEvery) }()
 					return nil
 				},
-				OnStop: func(context.Context) error { cancel(); <-done; p.Close(); s.Close(); return nil },
+				OnStop: func(context.Context) error {
+					cancel()
+					<-done
+					<-watched
+					p.Close()
+					s.Close()
+					return nil
+				},
 			})
 			register := func(ctx context.Context, ps []domain.Policy) error {
 				changed, err := s.RegisterConfigPolicies(ctx, ps)

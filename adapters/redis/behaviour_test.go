@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -202,5 +203,42 @@ func TestKeyLayout(t *testing.T) {
 	// CRC16 slot of a known tag (redis-cli CLUSTER KEYSLOT "{user1000}.following" is 3443).
 	if got := redis.Slot("{user1000}.following"); got != 3443 {
 		t.Fatalf("Slot = %d, want 3443", got)
+	}
+}
+
+// Issue 27: an operator who sets maxmemory-policy allkeys-lru at run time (after Open checked it) is caught by the
+// next RecheckEviction: Ping fails (so /healthz/store answers 503) until noeviction is back, and keys Redis then
+// evicts are counted from its own evicted_keys.
+func TestEvictionCheckedAtRunTime(t *testing.T) {
+	srv := redistest.StartServer(t)
+	s := open(t, []string{srv.Addr}, nil, redis.Options{})
+	ctx := context.Background()
+	if err := s.RecheckEviction(ctx); err != nil || !s.EvictionSafe() || s.Ping(ctx) != nil {
+		t.Fatalf("a noeviction server: recheck %v, safe %v, ping %v", err, s.EvictionSafe(), s.Ping(ctx))
+	}
+	c := s.Client()
+	must := func(cmd ...string) {
+		t.Helper()
+		if err := c.Do(ctx, c.B().Arbitrary(cmd...).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+	must("CONFIG", "SET", "maxmemory", "2mb")
+	for i := range 20_000 { // well past 2 MB: Redis evicts
+		must("SET", fmt.Sprint("filler:", i), strings.Repeat("x", 200))
+	}
+	if err := s.RecheckEviction(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s.EvictionSafe() || s.Ping(ctx) == nil {
+		t.Fatal("a server that evicts is reported safe")
+	}
+	if s.EvictedKeys() == 0 {
+		t.Fatal("evictions not counted")
+	}
+	must("CONFIG", "SET", "maxmemory-policy", "noeviction")
+	if err := s.RecheckEviction(ctx); err != nil || !s.EvictionSafe() || s.Ping(ctx) != nil {
+		t.Fatalf("noeviction again: recheck %v, safe %v, ping %v", err, s.EvictionSafe(), s.Ping(ctx))
 	}
 }

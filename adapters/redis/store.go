@@ -247,6 +247,11 @@ type Store struct {
 	configPols []domain.Policy
 	// waitTimeouts counts writes whose WAIT returned fewer acknowledgements than WaitReplicas.
 	waitTimeouts atomic.Int64
+	// RecheckEviction's findings: the sum of the nodes' evicted_keys, whether it ran once, and the problem of a
+	// node that may evict (nil when every node is noeviction).
+	evicted         atomic.Int64
+	evictionChecked atomic.Bool
+	evictionProblem atomic.Pointer[error]
 	// epochChanges counts the times the policies' epoch was found missing or changed (Redis lost its data).
 	epochChanges atomic.Int64
 	// pol is the replica's policy copy (NewPolicies): stored checks are sent with its rules and revisions.
@@ -319,7 +324,7 @@ func (s *Store) Cluster() bool { return s.cluster }
 // Client exposes the client, for tests and the policy store.
 func (s *Store) Client() rueidis.Client { return s.c }
 
-// checkEviction refuses a server that may evict keys.
+// checkEviction refuses a server that may evict keys (at start-up; RecheckEviction watches it afterwards).
 func (s *Store) checkEviction(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -337,6 +342,79 @@ func (s *Store) checkEviction(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// RecheckEviction checks again what Open checked, on every node: maxmemory-policy must be noeviction (an operator
+// can change it at run time, and an evicted key is a reset counter that over-admits); and it reads each node's
+// evicted_keys (INFO stats). A policy that allows eviction makes Ping fail (so /healthz/store answers 503 and a
+// replica that never saw the store healthy stays unready) until it is noeviction again; both changes, and every
+// rise of evicted_keys, are logged at Warn. WatchEviction calls it on an interval; its error is that of the
+// check that could not run (a node unreachable), which changes nothing.
+func (s *Store) RecheckEviction(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var evicted int64
+	var problem error
+	for addr, n := range s.c.Nodes() {
+		kv, err := n.Do(ctx, n.B().ConfigGet().Parameter("maxmemory-policy").Build()).AsStrMap()
+		if err != nil {
+			if _, ok := rueidis.IsRedisErr(err); !ok {
+				return fmt.Errorf("redis: %s: %w", addr, err)
+			}
+			problem = fmt.Errorf("redis: cannot read maxmemory-policy from %s (CONFIG GET refused: %v); sluice needs noeviction", addr, err)
+		} else if p := kv["maxmemory-policy"]; p != "noeviction" && problem == nil {
+			problem = fmt.Errorf("redis: %s has maxmemory-policy %q at run time; sluice needs noeviction (an evicted key is a reset counter, which over-admits): CONFIG SET maxmemory-policy noeviction", addr, p)
+		}
+		info, err := n.Do(ctx, n.B().Info().Section("stats").Build()).ToString()
+		if err != nil {
+			return fmt.Errorf("redis: %s: %w", addr, err)
+		}
+		for line := range strings.SplitSeq(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "evicted_keys:"); ok {
+				k, _ := strconv.ParseInt(v, 10, 64)
+				evicted += k
+			}
+		}
+	}
+	if before := s.evicted.Swap(evicted); evicted > before && s.evictionChecked.Load() {
+		s.log.Warn("redis: keys were evicted: each was a counter reset, which over-admits; set maxmemory-policy noeviction and give Redis the memory its keys need",
+			"evicted_keys", evicted, "since_last_check", evicted-before)
+	}
+	s.evictionChecked.Store(true)
+	old := s.evictionProblem.Swap(&problem)
+	switch {
+	case problem != nil && (old == nil || *old == nil):
+		s.log.Warn("redis: the server may now evict keys; /healthz/store fails until it is noeviction again", "err", problem)
+	case problem == nil && old != nil && *old != nil:
+		s.log.Info("redis: maxmemory-policy is noeviction again")
+	}
+	return nil
+}
+
+// WatchEviction runs RecheckEviction every interval until ctx ends.
+func (s *Store) WatchEviction(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.RecheckEviction(ctx); err != nil && ctx.Err() == nil {
+				s.log.Debug("redis: eviction check could not run", "err", err)
+			}
+		}
+	}
+}
+
+// EvictedKeys is the sum of the nodes' evicted_keys at the last RecheckEviction (Redis's own counter: it restarts
+// with the server).
+func (s *Store) EvictedKeys() int64 { return s.evicted.Load() }
+
+// EvictionSafe reports whether the last RecheckEviction found every node at maxmemory-policy noeviction.
+func (s *Store) EvictionSafe() bool {
+	p := s.evictionProblem.Load()
+	return p == nil || *p == nil
 }
 
 // Key is the Redis key of (policy, key): see the package doc.
@@ -963,10 +1041,14 @@ func globEscape(s string) string {
 	return b.String()
 }
 
-// Ping implements domain.BucketStore for /readyz. A single Redis (or Sentinel's master) must answer PING. A
+// Ping implements domain.BucketStore for /readyz and /healthz/store. It fails while the last RecheckEviction
+// found a node that may evict keys. A single Redis (or Sentinel's master) must answer PING. A
 // cluster is ready when a node answers and reports cluster_state:ok (every slot served by a reachable master): a
 // dead replica, or a master already replaced by its replica, does not make every sluice pod unready.
 func (s *Store) Ping(ctx context.Context) error {
+	if p := s.evictionProblem.Load(); p != nil && *p != nil {
+		return *p
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if !s.cluster {
