@@ -105,7 +105,8 @@ type Bucket struct {
 // (a peek, cost 0, and a denial record nothing and change nothing). r must satisfy Policy.Validate and cost be
 // in [0, r.Limit]; an algorithm outside the table is decided as StatusInvalidRule, never by a default.
 //
-// State written under another generation of the policy does not count. State written by another algorithm, or
+// State written under an older generation of the policy does not count; a check of an older generation than the
+// state's is refused (StatusPolicyNotFound). State written by another algorithm, or
 // a token bucket written at another rate (limit or window), is converted: the units it still counts (a token
 // bucket's under the limit and window that wrote it, never capped by the new limit) are held under r, as
 // recorded at their newest instant (a token bucket's, and a fixed window's, at now), so no change of policy
@@ -116,6 +117,13 @@ func (b *Bucket) Decide(now int64, r Rule, cost int64) Decision {
 	row := algorithmRowOf(r.Algorithm)
 	if row == nil {
 		return Decision{Status: StatusInvalidRule, Limit: r.Limit}
+	}
+	if b.alg != "" && b.gen > r.Generation {
+		// Generations only grow: this check resolved a policy that has since been deleted and re-created (it
+		// raced the DELETE and PUT). It is refused and changes nothing, so a deleted generation never resets or
+		// drops a newer one's state (shared/design.md, "Policy changes"); the Postgres store refuses a stored
+		// check alike, and Redis's revision fence never lets one reach its state.
+		return Decision{Status: StatusPolicyNotFound, Limit: r.Limit}
 	}
 	if b.alg == "" || b.current(r) {
 		d := row.step(b, now, r, cost)

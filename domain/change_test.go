@@ -247,3 +247,24 @@ func TestChangesKeepTheBound(t *testing.T) {
 		runChanges(t, seed, 200, nil)
 	}
 }
+
+// A check of an older generation than its key's state (it resolved its policy before a DELETE and re-create) is
+// refused and changes nothing: in the memory store that race reset the new generation's key (churn test: a
+// token_bucket of 7 admitted 14).
+func TestOlderGenerationNeverResetsANewerOne(t *testing.T) {
+	now := int64(1_700_000_000_000_000)
+	newer := ruleFor(TokenBucket, 7, day(1), 0)
+	newer.Generation = 21
+	older := newer
+	older.Generation = 20
+	var b Bucket
+	if n := decideN(&b, now, newer, 7); n != 7 {
+		t.Fatalf("admitted %d of 7", n)
+	}
+	if d := b.Decide(now, older, 1); d.Status != StatusPolicyNotFound || d.Allowed {
+		t.Fatalf("a check of the deleted generation: %+v", d)
+	}
+	if n := decideN(&b, now, newer, 7); n != 0 {
+		t.Fatalf("the newer generation admitted %d more after a check of the older one", n)
+	}
+}
