@@ -66,22 +66,12 @@ func algorithmRowOf(a Algorithm) *algorithmRow {
 	return nil
 }
 
-// Known reports whether a is in the algorithm table.
-func (a Algorithm) Known() bool { return algorithmRowOf(a) != nil }
-
 // Code is a's number in the Redis script (0 for an algorithm outside the table).
 func (a Algorithm) Code() byte {
 	if row := algorithmRowOf(a); row != nil {
 		return row.code
 	}
 	return 0
-}
-
-// Bursts reports whether a's worst case in one window is about 2 × limit rather than the limit
-// (shared/design.md's table).
-func (a Algorithm) Bursts() bool {
-	row := algorithmRowOf(a)
-	return row != nil && row.burst
 }
 
 // Bucket is the state of one (policy, key). The zero value is empty. A Bucket is not safe for concurrent use:
@@ -295,8 +285,9 @@ type Status uint8
 
 const (
 	StatusOK Status = iota
-	// StatusPolicyNotFound: the store holds the policy itself (BucketRequest.Stored) and has no such policy
-	// (deleted through another replica).
+	// StatusPolicyNotFound: the policy the check was resolved with no longer exists: a store that holds the
+	// policy itself (BucketRequest.Stored) has no such policy (deleted through another replica), or the key's
+	// state is of a newer generation (the policy was deleted and re-created after the check resolved it).
 	StatusPolicyNotFound
 	// StatusCostOverLimit: the cost exceeds the store's limit of the policy (lowered through another replica).
 	StatusCostOverLimit

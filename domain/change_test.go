@@ -136,7 +136,7 @@ func boundFor(spans []ruleSpan) int64 {
 	perAlg := map[Algorithm]int64{}
 	for _, s := range spans {
 		top = max(top, s.r.Limit)
-		if s.r.Algorithm.Bursts() {
+		if algorithmRowOf(s.r.Algorithm).burst {
 			perAlg[s.r.Algorithm] = max(perAlg[s.r.Algorithm], s.r.Limit)
 		}
 	}

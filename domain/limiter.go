@@ -174,8 +174,9 @@ func errUndecidable(a Algorithm) error {
 	return fmt.Errorf("the store cannot decide algorithm %q (not in its algorithm table)", a)
 }
 
-// refused is the error of a check the store refused (BucketRequest.Stored): its copy of the policy is newer than
-// this replica's, and says the policy is gone or the cost is over its limit.
+// refused is the error of a check the store refused: the policy it was resolved with is gone (the store's copy, or
+// the key's newer generation, says so: StatusPolicyNotFound) or the store's copy puts the cost over its limit
+// (StatusCostOverLimit).
 func refused(p Policy, cost int64, d Decision, prefix string) error {
 	if d.Status == StatusPolicyNotFound {
 		return fmt.Errorf("%w: %q", ErrPolicyNotFound, p.Name)
