@@ -56,6 +56,15 @@ func (p *Policies) GetPolicy(_ context.Context, name string) (domain.Policy, err
 	return pol, nil
 }
 
+// generation reports the generation of the policy in force under name, if any (the store checks stored checks
+// against it, under the key's shard lock).
+func (p *Policies) generation(name string) (int64, bool) {
+	p.mu.RLock()
+	pol, ok := p.m[name]
+	p.mu.RUnlock()
+	return pol.Generation, ok
+}
+
 // PutPolicy implements domain.PolicyStore.
 func (p *Policies) PutPolicy(_ context.Context, pol domain.Policy) (bool, error) {
 	p.mu.Lock()

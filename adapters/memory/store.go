@@ -49,6 +49,8 @@ type Store struct {
 	maxKeys int64
 	keys    atomic.Int64
 	full    atomic.Int64
+	// pol is the API policies' store (Policies), when made: stored checks are held to its generations.
+	pol atomic.Pointer[Policies]
 	// perPolicy counts each policy's live keys (policy name → *atomic.Int64), against policyMax and shadowMax.
 	perPolicy sync.Map
 	policyMax int64
@@ -110,9 +112,16 @@ func (s *Store) shardIndex(policy, key string) int {
 	return int(h.Sum64() & s.mask)
 }
 
-// Policies returns a PolicyStore for this store's API policies, on the store's clock (the floors of changed
-// policies are instants of that clock).
-func (s *Store) Policies() *Policies { return newPolicies(s.now) }
+// Policies returns the PolicyStore of this store's API policies, on the store's clock (the floors of changed
+// policies are instants of that clock). The store decides every check of an API policy (BucketRequest.Stored)
+// against it: a check whose policy generation is no longer the one in force (deleted, or deleted and re-created,
+// after the check resolved it) is refused as StatusPolicyNotFound and records nothing, so it can never count a
+// deleted generation afresh on a key its DropPolicy already emptied.
+func (s *Store) Policies() *Policies {
+	p := newPolicies(s.now)
+	s.pol.Store(p)
+	return p
+}
 
 // Keys reports the live (policy, key) pairs held, for the memory-keys gauge.
 func (s *Store) Keys() int64 { return s.keys.Load() }
@@ -151,6 +160,13 @@ func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Deci
 // decideLocked decides r on a locked shard. When marks is not nil, the bucket's mark before the decision is
 // appended to it, for rollback.
 func (s *Store) decideLocked(sh *shard, now int64, r domain.BucketRequest, undo *[]undoEntry) (domain.Decision, error) {
+	if r.Stored {
+		if pol := s.pol.Load(); pol != nil {
+			if g, ok := pol.generation(r.Policy); !ok || g != r.Generation {
+				return domain.Decision{Status: domain.StatusPolicyNotFound, Limit: r.Limit}, nil
+			}
+		}
+	}
 	k := bucketKey{r.Policy, r.Key}
 	b := sh.m[k]
 	if b == nil {

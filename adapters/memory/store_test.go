@@ -152,3 +152,41 @@ func TestAtomicBatchInFullStoreRecordsNothing(t *testing.T) {
 		t.Fatalf("a failed batch left %d keys", s.Keys())
 	}
 }
+
+// A check of an API policy decides only with the generation in force: one that resolved its policy before a DELETE
+// (and re-create) reaches the store after DropPolicy emptied the key, and is refused instead of counting the deleted
+// generation afresh (the churn test saw a deleted sliding_log of 8 admit a 9th that way).
+func TestStoredCheckOfADeletedGenerationIsRefused(t *testing.T) {
+	clock := clocktest.New(time.Unix(1_000_000, 0))
+	s := memory.New(clock, memory.Options{})
+	pols := s.Policies()
+	ctx := context.Background()
+	if _, err := pols.PutPolicy(ctx, domain.Policy{Name: "p", Limit: 2, Window: time.Hour}.WithDefaults()); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := pols.GetPolicy(ctx, "p")
+	req := domain.BucketRequest{Policy: "p", Key: "k", Rule: old.Rule(), Cost: 1, Stored: true}
+	if d, err := s.Decide(ctx, req); err != nil || !d.Allowed {
+		t.Fatalf("generation in force: %+v %v", d, err)
+	}
+	if err := pols.DeletePolicy(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropPolicy(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Decide(ctx, req); err != nil || d.Status != domain.StatusPolicyNotFound || s.Keys() != 0 {
+		t.Fatalf("a check of the deleted policy: %+v %v (keys %d)", d, err, s.Keys())
+	}
+	if _, err := pols.PutPolicy(ctx, domain.Policy{Name: "p", Limit: 2, Window: time.Hour}.WithDefaults()); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.DecideBatch(ctx, []domain.BucketRequest{req}, true); err != nil || d[0].Status != domain.StatusPolicyNotFound {
+		t.Fatalf("a check of the deleted generation after the re-create: %+v %v", d, err)
+	}
+	cur, _ := pols.GetPolicy(ctx, "p")
+	req.Rule = cur.Rule()
+	if d, err := s.Decide(ctx, req); err != nil || !d.Allowed || d.Remaining != 1 {
+		t.Fatalf("the new generation: %+v %v", d, err)
+	}
+}
