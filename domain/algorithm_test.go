@@ -327,7 +327,9 @@ func TestRollback(t *testing.T) {
 }
 
 // The expiry rule: when a window grows, units still counting keep counting and units that had stopped do not come
-// back; the janitor-free memory of it is the floor (NextFloor).
+// back; the janitor-free memory of it is the floor (NextFloor). A fixed window's units stop when the window that
+// admitted them ends, under any later window: a check that records under the grown window before then carries
+// them into it.
 func TestExpiryRuleWhenTheWindowGrows(t *testing.T) {
 	for _, alg := range []Algorithm{SlidingLog, SlidingWindow, FixedWindow} {
 		p := Policy{Name: "p", Limit: 3, Window: 5 * time.Second, Algorithm: alg, Resolution: time.Second}
@@ -351,12 +353,29 @@ func TestExpiryRuleWhenTheWindowGrows(t *testing.T) {
 		if d := b.Decide(change, grown.Rule(), 3); !d.Allowed {
 			t.Fatalf("%s: units that had stopped came back after the window grew: %+v", alg, d)
 		}
-		// Units admitted one second before a second change keep counting under the new window.
+		// Units admitted one second before a second change keep counting under the new window: a log's for
+		// the new window, a fixed window's until their own window ends (t0 + 5s) unless a check records first.
 		var c Bucket
-		c.Decide(t0, p.Rule(), 3)
+		c.Decide(t0, p.Rule(), 2)
 		change = t0 + 1_000_000
 		grown.Floor = NextFloor(p, change)
-		if d := c.Decide(change+30_000_000, grown.Rule(), 1); d.Allowed {
+		later := change + 30_000_000
+		if alg == FixedWindow {
+			if d := c.Decide(change+1_000_000, grown.Rule(), 0); d.Remaining != 0 {
+				t.Fatalf("%s: units of the window still current stopped counting: %+v", alg, d)
+			}
+			if d := c.Decide(t0+5_000_000, grown.Rule(), 0); d.Remaining != 2 {
+				t.Fatalf("%s: units counted past the end of the window that admitted them: %+v", alg, d)
+			}
+			var e Bucket
+			e.Decide(t0, p.Rule(), 2)
+			e.Decide(change+1_000_000, grown.Rule(), 1) // records before t0 + 5s: the units move into the 1h window
+			if d := e.Decide(later, grown.Rule(), 1); d.Allowed {
+				t.Fatalf("%s: units carried into the grown window stopped counting: %+v", alg, d)
+			}
+			continue
+		}
+		if d := c.Decide(later, grown.Rule(), 2); d.Allowed {
 			t.Fatalf("%s: units still counting at the change stopped counting: %+v", alg, d)
 		}
 	}

@@ -268,3 +268,30 @@ func TestOlderGenerationNeverResetsANewerOne(t *testing.T) {
 		t.Fatalf("the newer generation admitted %d more after a check of the older one", n)
 	}
 }
+
+// Units a log still counts under a fixed_window policy (no check recorded under it, so they were never converted)
+// keep counting when the policy changes again after a fixed window ended: the floor is the same for every
+// algorithm (NextFloor). Before, a fixed window's floor was the start of its current window, which dropped them
+// (fuzzing: 12 admitted in a day under a largest limit of 8).
+func TestUnitsCarriedThroughAFixedWindowPolicy(t *testing.T) {
+	dayUs := int64(day(1) / time.Microsecond)
+	t0 := 19_000 * dayUs // a day boundary
+	sw := Policy{Name: "p", Limit: 8, Window: day(1), Algorithm: SlidingWindow}.WithDefaults()
+	var b Bucket
+	hour := int64(3_600_000_000)
+	if n := decideN(&b, t0+20*hour, sw.Rule(), 7); n != 7 {
+		t.Fatalf("sliding_window admitted %d of 7", n)
+	}
+	fw := Policy{Name: "p", Limit: 1, Window: day(1), Algorithm: FixedWindow}.WithDefaults()
+	fw.Floor = NextFloor(sw, t0+21*hour)
+	if n := decideN(&b, t0+22*hour, fw.Rule(), 1); n != 0 {
+		t.Fatalf("fixed_window admitted %d with 7 units counting", n)
+	}
+	// The next fixed window has begun; the seven units are 6 hours old, still counting under a day.
+	change := t0 + dayUs + 2*hour
+	sl := Policy{Name: "p", Limit: 8, Window: day(1), Algorithm: SlidingLog}
+	sl.Floor = NextFloor(fw, change)
+	if n := decideN(&b, change, sl.Rule(), 8); n != 1 {
+		t.Fatalf("sliding_log of 8 admitted %d with 7 units counting, want 1", n)
+	}
+}

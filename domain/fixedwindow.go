@@ -3,8 +3,9 @@ package domain
 import "time"
 
 // stepFixedWindow is fixed_window's step (shared/design.md): windows start at floor(now / window) × window from
-// the Unix epoch, as envoyproxy/ratelimit counts. The state is the newest admission's instant (a) and the units
-// admitted in its window (f); they count while that instant is in the current window and after the floor.
+// the Unix epoch, as envoyproxy/ratelimit counts. The state is the newest admission's instant (a), the units
+// admitted in its window (f) and that window's length (w); they count while that instant is in the current window
+// and after the floor. Decide steps a state written under another window through a conversion (fixedWindowUnits).
 // reset_after is the time to the window's end; retry_after is reset_after when denied.
 func stepFixedWindow(b *Bucket, now int64, r Rule, cost int64) Decision {
 	limit, window := r.Limit, int64(r.Window/time.Microsecond)
@@ -18,7 +19,7 @@ func stepFixedWindow(b *Bucket, now int64, r Rule, cost int64) Decision {
 	if d.Allowed {
 		d.Remaining = limit - used - need
 		if cost > 0 {
-			b.a, b.f = max(b.a, now), used+cost
+			b.a, b.f, b.w = max(b.a, now), used+cost, window
 		}
 		return d
 	}
@@ -27,16 +28,21 @@ func stepFixedWindow(b *Bucket, now int64, r Rule, cost int64) Decision {
 	return d
 }
 
-// fixedWindowUnits: the window's units, while its newest admission is after the cutoff.
+// fixedWindowUnits: the window's units, while the window that admitted them (of b.w) has not ended and its
+// newest admission is after r's cutoff.
 func fixedWindowUnits(b *Bucket, now int64, r Rule) (n, at int64) {
-	if b.a > cutoff(now, r) {
+	if b.a > cutoff(now, r) && !fixedWindowEmpty(b, now, 0) {
 		return b.f, b.a
 	}
 	return 0, 0
 }
 
-// holdFixedWindow counts the units in the current window, as admitted at now: held at their own instant, units
-// recorded before the window began would not count at all.
-func holdFixedWindow(b *Bucket, now int64, _ Rule, n, _ int64) { b.a, b.f = now, n }
+// holdFixedWindow counts the units in the current window of r, as admitted at now: held at their own instant,
+// units recorded before the window began would not count at all.
+func holdFixedWindow(b *Bucket, now int64, r Rule, n, _ int64) {
+	b.a, b.f, b.w = now, n, int64(r.Window/time.Microsecond)
+}
 
-func fixedWindowEmpty(b *Bucket, now, w int64) bool { return b.a < floorTo(now, w) }
+// fixedWindowEmpty: the window that admitted the units (b.w, whatever window the caller last decided with) has
+// ended. The Redis key's expiry and the Postgres row's are the same instant.
+func fixedWindowEmpty(b *Bucket, now, _ int64) bool { return b.a < floorTo(now, b.w) }

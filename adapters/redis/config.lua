@@ -20,7 +20,6 @@ if old then
     end
     local w = tonumber(f[1]) * 1000
     local cut = now - w
-    if f[2] == 'fixed_window' then cut = now - math.fmod(now, w) - 1 end
     if cut > floor then floor = cut end
     changed = 1
   end

@@ -47,12 +47,11 @@ elseif old then
   floor, gen = tonumber(f[7]), tonumber(f[8])
   if f[2] ~= ARGV[5] or f[3] ~= ARGV[6] then
     -- The window or the algorithm changes now (domain.NextFloor): the units that had stopped counting under the
-    -- old policy (older than one old window; fixed_window: before the current window) never count again.
+    -- old policy (older than one old window, whatever the algorithm) never count again.
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
     local w = tonumber(f[2]) * 1000
     local cut = now - w
-    if f[3] == 'fixed_window' then cut = now - math.fmod(now, w) - 1 end
     if cut > floor then floor = cut end
   end
 else

@@ -22,7 +22,7 @@ type specKey struct {
 	alg     domain.Algorithm // "" empty
 	entries [][2]int64       // sliding_log: (instant µs, units)
 	tat     *big.Rat         // token_bucket
-	c, w    int64            // token_bucket: the limit and window that wrote it
+	c, w    int64            // token_bucket: the limit and window that wrote it; fixed_window: w, the window
 	a, f    int64            // fixed_window: newest admission's instant, its window's units
 }
 
@@ -32,7 +32,9 @@ func (k specKey) view(now int64, r domain.Rule) specKey {
 	switch {
 	case k.alg == "":
 		return k
-	case k.alg == r.Algorithm && (r.Algorithm != domain.TokenBucket || k.c == r.Limit && k.w == w):
+	case k.alg == r.Algorithm && r.Algorithm == domain.TokenBucket && k.c == r.Limit && k.w == w,
+		k.alg == r.Algorithm && r.Algorithm == domain.FixedWindow && k.w == w,
+		k.alg == r.Algorithm && r.Algorithm == domain.SlidingLog:
 		return k
 	}
 	var n, at int64
@@ -54,8 +56,8 @@ func (k specKey) view(now int64, r domain.Rule) specKey {
 			n = (d*k.c + k.w - 1) / k.w
 			at = now
 		}
-	case domain.FixedWindow:
-		if k.a > cut {
+	case domain.FixedWindow: // until the window that admitted them ends
+		if k.a > cut && now < k.a-k.a%k.w+k.w {
 			n, at = k.f, k.a
 		}
 	default:
@@ -72,7 +74,7 @@ func (k specKey) view(now int64, r domain.Rule) specKey {
 		out.tat = new(big.Rat).Add(big.NewRat(now, 1), big.NewRat(n*w, r.Limit))
 		out.c, out.w = r.Limit, w
 	case domain.FixedWindow:
-		out.a, out.f = now, n
+		out.a, out.f, out.w = now, n, w
 	default:
 		panic("specKey models sliding_log, token_bucket and fixed_window, not " + r.Algorithm)
 	}
@@ -114,7 +116,7 @@ func (k *specKey) decide(now int64, r domain.Rule, cost int64) bool {
 		}
 		ok = u+need <= r.Limit
 		if ok && cost > 0 {
-			v.a, v.f = max(v.a, now), u+cost
+			v.a, v.f, v.w = max(v.a, now), u+cost, w
 		}
 	default:
 		panic("specKey models sliding_log, token_bucket and fixed_window, not " + r.Algorithm)

@@ -638,6 +638,47 @@ func testChangesKeepUnits(t *testing.T, newStore NewStore) {
 	if n := decideN(t, ctx, s, "rate", "k", rule(domain.SlidingLog, 8, day), 8); n != 3 {
 		t.Fatalf("sliding_log 8/1d admitted %d, want 3", n)
 	}
+
+	// Units a log counts under a fixed_window policy that never recorded (so never converted) keep counting when
+	// the policy changes again after that fixed window ended: every algorithm's floor is its window's age.
+	clock.Advance(day - time.Duration(clock.Now().UnixMicro()%day.Microseconds())*time.Microsecond + 20*time.Hour)
+	sw := domain.Policy{Name: "via", Limit: 8, Window: day, Algorithm: domain.SlidingWindow}.WithDefaults()
+	if n := decideN(t, ctx, s, "via", "k", sw.Rule(), 7); n != 7 {
+		t.Fatalf("sliding_window 8/1d admitted %d of 7", n)
+	}
+	clock.Advance(time.Hour)
+	fw := domain.Policy{Name: "via", Limit: 1, Window: day, Algorithm: domain.FixedWindow}
+	fw.Floor = domain.NextFloor(sw, clock.Now().UnixMicro())
+	clock.Advance(time.Hour)
+	if n := decideN(t, ctx, s, "via", "k", fw.Rule(), 1); n != 0 {
+		t.Fatalf("fixed_window 1/1d admitted %d with 7 units counting", n)
+	}
+	clock.Advance(4 * time.Hour) // the next fixed window has begun; the units are 6 hours old
+	sl := domain.Policy{Name: "via", Limit: 8, Window: day, Algorithm: domain.SlidingLog}
+	sl.Floor = domain.NextFloor(fw, clock.Now().UnixMicro())
+	if n := decideN(t, ctx, s, "via", "k", sl.Rule(), 8); n != 1 {
+		t.Fatalf("sliding_log 8/1d admitted %d with 7 units counting through a fixed_window policy, want 1", n)
+	}
+
+	// A fixed window's units stop when the window that admitted them ends, whatever window the policy grows to,
+	// as the key's expiry does on every store; a check that records under the new window before then carries them.
+	clock.Advance(time.Hour - time.Duration(clock.Now().UnixMicro()%time.Hour.Microseconds())*time.Microsecond)
+	hourly := domain.Policy{Name: "grow", Limit: 5, Window: time.Hour, Algorithm: domain.FixedWindow}
+	decideN(t, ctx, s, "grow", "lazy", hourly.Rule(), 4)
+	decideN(t, ctx, s, "grow", "eager", hourly.Rule(), 4)
+	clock.Advance(30 * time.Minute)
+	daily := hourly
+	daily.Window, daily.Floor = day, domain.NextFloor(hourly, clock.Now().UnixMicro())
+	if n := decideN(t, ctx, s, "grow", "eager", daily.Rule(), 5); n != 1 {
+		t.Fatalf("fixed_window grown to 1d admitted %d with 4 of 5 units counting, want 1", n)
+	}
+	clock.Advance(31 * time.Minute)
+	if n := decideN(t, ctx, s, "grow", "lazy", daily.Rule(), 5); n != 5 {
+		t.Fatalf("fixed_window grown to 1d admitted %d after the hour that admitted 4 units ended, want 5", n)
+	}
+	if n := decideN(t, ctx, s, "grow", "eager", daily.Rule(), 5); n != 0 {
+		t.Fatalf("fixed_window grown to 1d admitted %d with the units carried into the day window, want 0", n)
+	}
 }
 
 // testUnknownAlgorithm: a rule whose algorithm the store does not know is answered StatusInvalidRule and

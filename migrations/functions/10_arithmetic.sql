@@ -1,4 +1,4 @@
--- revision: 1
+-- revision: 2
 
 -- The expiry rule's arithmetic (shared/design.md, "Algorithm and limit changes"), in one place for every function:
 -- sluice_cutoff is the instant at or before which units no longer count, and sluice_next_floor the floor a policy
@@ -12,11 +12,10 @@ RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- sluice_next_floor is domain.NextFloor: the newest instant whose units had stopped counting under the old
--- window and algorithm at p_now (the log algorithms' cutoff, or for fixed_window the end of the window before
--- p_now's).
+-- window at p_now (older than one old window), whatever the old algorithm: a key's state may be of any algorithm,
+-- and a fixed window's units stop at the end of the window that admitted them by themselves (sluice_step).
+-- p_old_alg is kept for the callers' signature.
 CREATE OR REPLACE FUNCTION sluice_next_floor(p_old_floor bigint, p_old_alg text, p_old_window_us bigint, p_now bigint)
 RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN p_old_alg = 'fixed_window'
-                THEN greatest(p_old_floor, p_now - p_now % p_old_window_us - 1)
-                ELSE sluice_cutoff(p_now, p_old_window_us, p_old_floor) END
+    SELECT sluice_cutoff(p_now, p_old_window_us, p_old_floor)
 $$;

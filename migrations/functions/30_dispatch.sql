@@ -1,4 +1,4 @@
--- revision: 1
+-- revision: 2
 
 -- sluice_step is domain.Bucket.Decide (conversion spec v2 of issue 22): the one algorithm dispatch. It decides one
 -- check on a view of the state and returns the view as the step left it; the caller keeps it only when the check
@@ -43,7 +43,8 @@ BEGIN
     END CASE;
     IF s.alg <> '' AND s.gen <> p_gen THEN
         s := ROW('', 0, '{}'::bigint[], '{}'::bigint[], 0, 0, 0, 0)::sluice_state;
-    ELSIF s.alg <> '' AND (s.alg <> p_alg OR (s.alg = 'token_bucket' AND (s.c <> p_limit OR p_sw <> p_window))) THEN
+    ELSIF s.alg <> '' AND (s.alg <> p_alg OR (s.alg = 'token_bucket' AND (s.c <> p_limit OR p_sw <> p_window))
+                           OR (s.alg = 'fixed_window' AND p_sw <> p_window)) THEN
         CASE s.alg
             WHEN 'sliding_log' THEN
                 IF s.c = 1 THEN
@@ -75,7 +76,7 @@ BEGIN
                     at := p_now;
                 END IF;
             WHEN 'fixed_window' THEN
-                IF s.a > cutoff THEN
+                IF s.a > cutoff AND p_now < s.a - s.a % p_sw + p_sw THEN
                     units := s.f;
                     at := s.a;
                 END IF;

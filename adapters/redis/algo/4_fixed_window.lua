@@ -1,5 +1,6 @@
 -- fixed_window (code 4): windows aligned to the epoch; the state is the newest admission's instant (x) and the
--- units admitted in its window (y), which count while x is in the current window and after the floor.
+-- units admitted in its window (y), which count while x is in the current window and after the floor; w is the
+-- window that admitted them: they stop when it ends, under any later rule (domain/fixedwindow.go).
 --@step
 local start = t - fmod(t, window)
 local u = 0
@@ -18,8 +19,10 @@ end
 local rem = limit - u
 if rem < 0 then rem = 0 end
 return { 0, rem, reset, reset, 0, 0, 0, 0, 0 }
+--@retune
+st.w ~= window
 --@units
-if st.x > cutoff then units, t_at = st.y, st.x end
+if st.x > cutoff and t < st.x - fmod(st.x, st.w) + st.w then units, t_at = st.y, st.x end
 --@into
 -- The units count from now (conversion spec v2): units recorded before the current window are not lost.
 st.x, st.y = t, units
