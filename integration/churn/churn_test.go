@@ -48,7 +48,7 @@ const (
 
 var (
 	policies = []string{"churn-a", "churn-b", "churn-c"}
-	keys     = []string{"k1", "k2", "k3", "k4"}
+	keys     = []string{"k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8"}
 	windows  = []string{"1h", "1d"} // nested: a day boundary is an hour boundary
 )
 
