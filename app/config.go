@@ -45,6 +45,12 @@ type Config struct {
 	ClockOffset Duration `yaml:"clock_offset" signed:"true"`
 	// RLS is the Envoy Rate Limit Service front end (app/rls.go), off unless rls.listen is set.
 	RLS RLSConfig `yaml:"rls"`
+	// ReloadInterval is how often the config file and the tokens file are read again (SLUICE_RELOAD_INTERVAL,
+	// default 10s, 0 = only on SIGHUP): a change reloads policies, tokens and the log level (reload.go).
+	ReloadInterval Duration `yaml:"reload_interval" range:"0s.."`
+
+	// source is the config file Load read (empty: none), which a reload reads again.
+	source string
 }
 
 // MemoryConfig configures the in-memory store.
@@ -163,6 +169,7 @@ func Defaults() Config {
 			IdleTimeout:       Duration(120 * time.Second),
 			DrainTimeout:      Duration(20 * time.Second),
 		},
-		RLS: rlsDefaults(),
+		RLS:            rlsDefaults(),
+		ReloadInterval: Duration(10 * time.Second),
 	}
 }

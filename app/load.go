@@ -86,6 +86,7 @@ func Load(path string, environ []string) (cfg Config, warnings []string, err err
 		l.loadTokens(&cfg)
 	}
 	l.validate(cfg)
+	cfg.source = path
 	if len(l.probs) > 0 {
 		return cfg, nil, l.sorted()
 	}

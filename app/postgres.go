@@ -79,7 +79,7 @@ func postgresModule(cfg Config) fx.Option {
 			register := func(ctx context.Context, ps []domain.Policy) error {
 				diffs, err := s.RegisterConfigPolicies(ctx, ps, replica)
 				for _, d := range diffs {
-					log.Info("rls policy registered differently by another replica (its RLS config differs, or has not reloaded yet)",
+					log.Info("config or RLS policy registered differently by another replica (its config differs, or has not reloaded yet)",
 						"policy", d.Name, "other_replica", d.Replica, "other_limit", d.Limit, "other_window", domain.FormatDuration(d.Window), "other_algorithm", d.Algorithm)
 				}
 				return err

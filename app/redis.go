@@ -106,7 +106,7 @@ func redisModule(cfg Config) fx.Option {
 			register := func(ctx context.Context, ps []domain.Policy) error {
 				changed, err := s.RegisterConfigPolicies(ctx, ps)
 				for _, name := range changed {
-					log.Info("rls policy changed its window or algorithm since Redis last saw it: units that had stopped counting stay stopped", "policy", name)
+					log.Info("config or RLS policy changed its window or algorithm since Redis last saw it: units that had stopped counting stay stopped", "policy", name)
 				}
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -255,7 +256,7 @@ func rlsModule(cfg Config) fx.Option {
 	return fx.Module("rls", fx.Provide(newRLSServer), fx.Invoke(func(*RLSListening) {}))
 }
 
-func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *domain.PolicyLifecycle, registry rlsRegistry, reg prometheus.Registerer, log *slog.Logger) (*RLSListening, error) {
+func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *domain.PolicyLifecycle, registry rlsRegistry, tokens *bearer.Set, reg prometheus.Registerer, log *slog.Logger) (*RLSListening, error) {
 	rc := cfg.RLS.withDefaults()
 	obs, err := metrics.NewRLS(reg)
 	if err != nil {
@@ -291,15 +292,17 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 	// Who may call: with mTLS (client_ca_file) the verified client certificate is the authentication (Envoy
 	// Gateway's and Istio's proxies present one; they cannot always add metadata); otherwise, with tokens
 	// configured, a bearer token of either role in the authorization metadata.
+	// The tokens are the HTTP API's set, which a reload replaces (reload.go): read at every call.
 	var authorize envoyrls.Authorizer
-	if len(cfg.Tokens) > 0 && rc.TLS.ClientCAFile == "" {
-		bt := make([]bearer.Token, len(cfg.Tokens))
-		for i, t := range cfg.Tokens {
-			bt[i] = bearer.Token{Secret: t.Token, Role: t.Role}
-		}
-		set := bearer.New(bt)
+	if rc.TLS.ClientCAFile == "" {
 		// Both roles may check (the HTTP API's rule for /v1/check).
-		authorize = func(a string) bool { _, ok := set.Role(a); return ok }
+		authorize = func(a string) bool {
+			if tokens.Len() == 0 {
+				return true // no tokens: the loader allowed that only with loopback listeners
+			}
+			_, ok := tokens.Role(a)
+			return ok
+		}
 	}
 	srv, err := envoyrls.NewServer(svc, envoyrls.ServerOptions{
 		TLS:       envoyrls.TLSFiles{CertFile: rc.TLS.CertFile, KeyFile: rc.TLS.KeyFile, ClientCAFile: rc.TLS.ClientCAFile},
@@ -326,7 +329,7 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 					log.Error("rls server stopped", "err", err)
 				}
 			}()
-			go func() { defer close(registered); registerRLS(ctx, registry, pending, log) }()
+			go func() { defer close(registered); registerRLS(ctx, registry, policies, pending, log) }()
 			go func() {
 				defer close(reloaded)
 				if rc.XDS.Server != "" {
@@ -361,7 +364,10 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 // registerRLS hands each set of RLS policies from pending to the shared store's registry (rlsRegistry), retrying
 // with backoff while the store cannot answer (a newer set replaces one not registered yet), until ctx ends. With
 // no registry (a store that is not shared) it only waits for ctx.
-func registerRLS(ctx context.Context, registry rlsRegistry, pending chan []domain.Policy, log *slog.Logger) {
+//
+// Each set goes with the config-file policies in force: a store keeps one registered set per replica (Redis
+// registers it again after losing its data), so the two sources are registered together.
+func registerRLS(ctx context.Context, registry rlsRegistry, policies *domain.PolicyLifecycle, pending chan []domain.Policy, log *slog.Logger) {
 	if registry == nil {
 		<-ctx.Done()
 		return
@@ -375,7 +381,7 @@ func registerRLS(ctx context.Context, registry rlsRegistry, pending chan []domai
 		}
 		wait := time.Second
 		for {
-			err := registry(ctx, ps)
+			err := registry(ctx, append(slices.Clone(ps), policies.Config()...))
 			if err == nil || ctx.Err() != nil {
 				break
 			}

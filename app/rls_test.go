@@ -30,6 +30,7 @@ import (
 	"github.com/sluice-dev/sluice/adapters/envoyrls"
 	"github.com/sluice-dev/sluice/adapters/metrics"
 	"github.com/sluice-dev/sluice/domain"
+	"github.com/sluice-dev/sluice/domain/clocktest"
 )
 
 func freePort(t *testing.T) string {
@@ -319,8 +320,9 @@ func TestRLSFromXDS(t *testing.T) {
 	}
 }
 
-// TestRegisterRLS: each set of RLS policies put in force reaches the shared store's registry; while the store
-// cannot answer, a newer set replaces the one not registered yet.
+// TestRegisterRLS: each set of RLS policies put in force reaches the shared store's registry, with the config
+// policies in force (a store keeps one registered set per replica); while the store cannot answer, a newer set
+// replaces the one not registered yet.
 func TestRegisterRLS(t *testing.T) {
 	got := make(chan []domain.Policy)
 	fail := true
@@ -335,11 +337,15 @@ func TestRegisterRLS(t *testing.T) {
 	pending := make(chan []domain.Policy, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); registerRLS(ctx, registry, pending, slog.New(slog.DiscardHandler)) }()
+	lc, err := domain.NewPolicyLifecycle([]domain.Policy{{Name: "cfg", Limit: 1, Window: time.Minute}}, nil, clocktest.New(time.Unix(1_700_000_000, 0)), domain.LifecycleOptions{SharedStore: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer close(done); registerRLS(ctx, registry, lc, pending, slog.New(slog.DiscardHandler)) }()
 	a := []domain.Policy{{Name: "rls.a"}}
 	b := []domain.Policy{{Name: "rls.b"}}
 	pending <- a
-	if ps := <-got; ps[0].Name != "rls.a" {
+	if ps := <-got; len(ps) != 2 || ps[0].Name != "rls.a" || ps[1].Name != "cfg" {
 		t.Fatalf("first registration: %v", ps)
 	}
 	pending <- b // arrives while a's registration failed: b is registered next, not a again

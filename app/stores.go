@@ -8,8 +8,9 @@ import (
 	"github.com/sluice-dev/sluice/domain"
 )
 
-// rlsRegistry records the Envoy RLS config's policies in a shared store's registry of config policies (the
-// stores' RegisterConfigPolicies), at start-up and after every reload: the store then keeps one floor per policy
+// rlsRegistry records the Envoy RLS config's policies, with the config file's, in a shared store's registry of
+// config policies (the stores' RegisterConfigPolicies), at start-up and after every reload of either (a store
+// keeps one registered set per replica, so both sources go together): the store then keeps one floor per policy
 // name for every replica (a replica that restarts after a unit change decides with it too), and Redis extends
 // the expiry of the keys of a policy whose window grew. Every store module provides one; nil on a store that is
 // not shared.

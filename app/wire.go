@@ -14,6 +14,7 @@ import (
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
+	"github.com/sluice-dev/sluice/adapters/bearer"
 	"github.com/sluice-dev/sluice/adapters/httpapi"
 	"github.com/sluice-dev/sluice/adapters/memory"
 	"github.com/sluice-dev/sluice/adapters/metrics"
@@ -75,11 +76,13 @@ func appOptions(cfg Config, build Build, log *slog.Logger) fx.Option {
 			newObserver,
 			newLifecycle,
 			newLimiter,
+			newTokenSet,
 			newHTTPServer,
 		),
 		storeModule(cfg),
 		rlsModule(cfg),
 		fx.Invoke(func(*Listening) {}),
+		fx.Invoke(startReloader),
 	)
 }
 
@@ -169,18 +172,14 @@ func newLimiter(l *domain.PolicyLifecycle, store domain.BucketStore, obs domain.
 	return domain.NewServiceWith(l, store, obs, clock)
 }
 
-func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, log *slog.Logger, gatherer prometheus.Gatherer, reg prometheus.Registerer) (*Listening, error) {
+func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, tokens *bearer.Set, log *slog.Logger, gatherer prometheus.Gatherer, reg prometheus.Registerer) (*Listening, error) {
 	requests, err := metrics.NewHTTP(reg)
 	if err != nil {
 		return nil, err
 	}
-	tokens := make([]httpapi.Token, len(cfg.Tokens))
-	for i, t := range cfg.Tokens {
-		tokens[i] = httpapi.Token{Name: t.Name, Secret: t.Token, Role: httpapi.Role(t.Role)}
-	}
 	srv := &http.Server{
 		Handler: httpapi.NewHandler(httpapi.Options{
-			Limiter: lim, Spec: build.Spec, Store: cfg.Store, Tokens: tokens,
+			Limiter: lim, Spec: build.Spec, Store: cfg.Store, TokenSet: tokens,
 			MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: log, Gatherer: gatherer, Requests: requests,
 		}),
 		ReadHeaderTimeout: time.Duration(cfg.HTTP.ReadHeaderTimeout),
@@ -207,7 +206,7 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 			}()
 			d, _ := storeDriverNamed(cfg.Store)
 			log.Info("sluice serving", "addr", l.Addr, "store", cfg.Store, "shared", d.Shared, "atomic_across_keys", d.AtomicAcrossKeys,
-				"replicas", d.Replicas, "policies", len(cfg.Policies), "auth", len(tokens) > 0, "version", build.Version)
+				"replicas", d.Replicas, "policies", len(cfg.Policies), "auth", tokens.Len() > 0, "version", build.Version)
 			return nil
 		},
 		OnStop: func(context.Context) error {
@@ -226,15 +225,21 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 	return l, nil
 }
 
-// newLogger builds the process logger from cfg.
+// newLogger builds the process logger from cfg, at a level a reload may change (loggerLevels).
 func newLogger(cfg LogConfig, w interface{ Write([]byte) (int, error) }) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Level))
-	opts := &slog.HandlerOptions{Level: level}
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	opts := &slog.HandlerOptions{Level: lv}
+	var log *slog.Logger
 	if cfg.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		log = slog.New(slog.NewJSONHandler(w, opts))
+	} else {
+		log = slog.New(slog.NewTextHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	loggerLevels.Store(log, lv)
+	return log
 }
 
 // Run starts sluice with cfg and serves until ctx ends, then drains and stops. ready, when set, is called with

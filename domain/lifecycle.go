@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 // PolicyLoader is implemented by a PolicyStore that loads its API policies after start-up (from a shared store).
@@ -32,17 +33,20 @@ type LifecycleOptions struct {
 // store, the floor the store registered. It also answers whether the API policies are loaded (Loaded), which is
 // what readiness asks.
 type PolicyLifecycle struct {
-	fixed    map[string]Policy // config-file policies: read-only, looked up first
+	// fixed holds the config-file policies in force (read-only, looked up first), replaced whole by InstallConfig:
+	// a check reads it without a lock.
+	fixed    atomic.Pointer[map[string]Policy]
 	api      PolicyStore
 	checkPol CheckPolicyGetter // api, when it implements it
 	loader   PolicyLoader      // api, when it implements it
 	clock    Clock
 	shared   bool
 
-	mu     sync.Mutex
-	rls    map[string]Policy // RLS policies in force, by name, as InstallRLS stamped them
-	rlsHad bool              // an install had at least one policy
-	rlsGen int64             // the newest RLS generation handed out
+	mu         sync.Mutex
+	configSeen map[string]Policy // every config policy installed since start, as last in force (InstallConfig)
+	rls        map[string]Policy // RLS policies in force, by name, as InstallRLS stamped them
+	rlsHad     bool              // an install had at least one policy
+	rlsGen     int64             // the newest RLS generation handed out
 }
 
 // NewPolicyLifecycle returns the lifecycle of the config file's policies (checked with ConfigPolicies) and the API
@@ -52,25 +56,88 @@ func NewPolicyLifecycle(config []Policy, api PolicyStore, clock Clock, o Lifecyc
 	if err != nil {
 		return nil, err
 	}
-	l := &PolicyLifecycle{fixed: make(map[string]Policy, len(fixed)), api: api, clock: clock, shared: o.SharedStore,
-		rls: map[string]Policy{}}
+	l := &PolicyLifecycle{api: api, clock: clock, shared: o.SharedStore, rls: map[string]Policy{},
+		configSeen: make(map[string]Policy, len(fixed))}
 	l.checkPol, _ = api.(CheckPolicyGetter)
 	l.loader, _ = api.(PolicyLoader)
+	m := make(map[string]Policy, len(fixed))
 	for _, p := range fixed {
-		l.fixed[p.Name] = p
+		m[p.Name] = p
+		l.configSeen[p.Name] = p
 	}
+	l.fixed.Store(&m)
 	return l, nil
+}
+
+// InstallConfig makes ps (the policies of a reloaded config file) the config policies in force, all at once, and
+// returns them as installed (with defaults, floors and generation 0), sorted by name. ps is checked whole first
+// (ConfigPolicies): on an error nothing changes. Against every config policy in force since start:
+//   - a policy whose window or algorithm changed gets the floor NextFloor gives at this instant, so units that had
+//     stopped counting never count again; a changed limit keeps the floor; an unchanged policy keeps its floor;
+//   - a policy removed by an earlier reload and back is compared with what it was when removed: its keys keep
+//     their counts (generation 0, as on a restart of a shared store: it counts more, never less);
+//   - a new name starts with no floor.
+//
+// The keys' state is untouched: the memory store's counters survive every reload. On a shared store the app
+// registers the installed policies (RegisterConfigPolicies), which keeps one floor per name for every replica.
+func (l *PolicyLifecycle) InstallConfig(ps []Policy) ([]Policy, error) {
+	fixed, err := ConfigPolicies(ps)
+	if err != nil {
+		return nil, err
+	}
+	now := l.clock.Now().UnixMicro()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := make(map[string]Policy, len(fixed))
+	for i, p := range fixed {
+		p.Generation, p.Floor = 0, 0
+		if old, ok := l.configSeen[p.Name]; ok {
+			p.Floor = old.Floor
+			if p.Window != old.Window || p.Algorithm != old.Algorithm {
+				p.Floor = NextFloor(old, now)
+			}
+		}
+		fixed[i] = p
+		m[p.Name] = p
+		l.configSeen[p.Name] = p
+	}
+	l.fixed.Store(&m)
+	sort.Slice(fixed, func(i, j int) bool { return fixed[i].Name < fixed[j].Name })
+	return fixed, nil
+}
+
+// Config returns the config policies in force, sorted by name.
+func (l *PolicyLifecycle) Config() []Policy {
+	m := *l.fixed.Load()
+	out := make([]Policy, 0, len(m))
+	for _, p := range m {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// RLS returns the RLS policies in force (as InstallRLS stamped them), sorted by name.
+func (l *PolicyLifecycle) RLS() []Policy {
+	l.mu.Lock()
+	out := make([]Policy, 0, len(l.rls))
+	for _, p := range l.rls {
+		out = append(out, p)
+	}
+	l.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // IsConfig reports whether name is a config-file policy (read-only over the API).
 func (l *PolicyLifecycle) IsConfig(name string) bool {
-	_, ok := l.fixed[name]
+	_, ok := (*l.fixed.Load())[name]
 	return ok
 }
 
 // Get resolves a name for the API (GET, reset): config policies first, then the API's.
 func (l *PolicyLifecycle) Get(ctx context.Context, name string) (Policy, error) {
-	if p, ok := l.fixed[name]; ok {
+	if p, ok := (*l.fixed.Load())[name]; ok {
 		return p, nil
 	}
 	return l.api.GetPolicy(ctx, name)
@@ -79,7 +146,7 @@ func (l *PolicyLifecycle) Get(ctx context.Context, name string) (Policy, error) 
 // ForCheck resolves the policy a check is sent with: config policies first, then the API's, through
 // CheckPolicyGetter when the store decides API policies with its own copy (the result may then be provisional).
 func (l *PolicyLifecycle) ForCheck(ctx context.Context, name string) (Policy, error) {
-	if p, ok := l.fixed[name]; ok {
+	if p, ok := (*l.fixed.Load())[name]; ok {
 		return p, nil
 	}
 	if l.checkPol != nil {
@@ -94,12 +161,13 @@ func (l *PolicyLifecycle) List(ctx context.Context) ([]Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Policy, 0, len(l.fixed)+len(api))
-	for _, p := range l.fixed {
+	fixed := *l.fixed.Load()
+	out := make([]Policy, 0, len(fixed)+len(api))
+	for _, p := range fixed {
 		out = append(out, p)
 	}
 	for _, p := range api {
-		if _, shadowed := l.fixed[p.Name]; !shadowed {
+		if _, shadowed := fixed[p.Name]; !shadowed {
 			out = append(out, p)
 		}
 	}

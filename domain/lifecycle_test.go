@@ -319,3 +319,73 @@ func TestRolledBackModel(t *testing.T) {
 		t.Fatalf("only %d denied batches: the generator does not exercise RolledBack", rolledBack)
 	}
 }
+
+// TestInstallConfig: a reloaded config file's policies replace those in force at once; a changed window or
+// algorithm gets NextFloor at the reload instant, a changed limit keeps the floor, a policy removed and back is
+// compared with what it was; a bad set changes nothing; the keys' counts survive (memory store).
+func TestInstallConfig(t *testing.T) {
+	ctx := context.Background()
+	clock := clocktest.New(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
+	a := domain.Policy{Name: "a", Limit: 2, Window: time.Hour}
+	b := domain.Policy{Name: "b", Limit: 5, Window: time.Minute, Algorithm: domain.FixedWindow}
+	l, err := domain.NewPolicyLifecycle([]domain.Policy{a, b}, memory.NewPolicies(clock), clock, domain.LifecycleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := memory.New(clock, memory.Options{})
+	svc := domain.NewServiceWith(l, store, nil, clock)
+	for range 2 {
+		if d, err := svc.Check(ctx, domain.CheckRequest{Policy: "a", Key: "k", Cost: 1}); err != nil || !d.Allowed {
+			t.Fatalf("a: %+v %v", d, err)
+		}
+	}
+
+	clock.Advance(10 * time.Minute)
+	a2, b2 := a, b
+	a2.Limit = 3
+	b2.Algorithm = domain.SlidingLog
+	c := domain.Policy{Name: "c", Limit: 1, Window: time.Second}
+	got, err := l.InstallConfig([]domain.Policy{c, b2, a2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := byName(got)
+	if len(got) != 3 || got[0].Name != "a" || m["a"].Limit != 3 || m["a"].Floor != 0 || !l.IsConfig("c") {
+		t.Fatalf("installed: %+v", got)
+	}
+	if want := domain.NextFloor(b.WithDefaults(), clock.Now().UnixMicro()); m["b"].Floor != want || want == 0 {
+		t.Fatalf("b's algorithm changed: floor %d, want %d", m["b"].Floor, want)
+	}
+	// The key's two units still count under the raised limit: one more, then denied.
+	for i, want := range []bool{true, false} {
+		if d, err := svc.Check(ctx, domain.CheckRequest{Policy: "a", Key: "k", Cost: 1}); err != nil || d.Allowed != want {
+			t.Fatalf("a after the reload, check %d: %+v %v, want allowed %v", i, d, err, want)
+		}
+	}
+
+	// A bad set (a duplicate name) changes nothing.
+	if _, err := l.InstallConfig([]domain.Policy{a, a}); !errors.As(err, new(*domain.ValidationError)) {
+		t.Fatalf("duplicate names: %v", err)
+	}
+	if !l.IsConfig("c") || len(l.Config()) != 3 {
+		t.Fatalf("a refused install changed the policies: %+v", l.Config())
+	}
+
+	// Removed, then back with another window: compared with what it was when removed.
+	if _, err := l.InstallConfig([]domain.Policy{a2}); err != nil || l.IsConfig("b") {
+		t.Fatalf("removing b: %v", err)
+	}
+	if _, err := l.Get(ctx, "b"); !errors.Is(err, domain.ErrPolicyNotFound) {
+		t.Fatalf("removed config policy still resolves: %v", err)
+	}
+	clock.Advance(time.Hour)
+	b3 := b2
+	b3.Window = time.Hour
+	got, err = l.InstallConfig([]domain.Policy{a2, b3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := domain.NextFloor(m["b"], clock.Now().UnixMicro()); byName(got)["b"].Floor != want {
+		t.Fatalf("b back with a grown window: floor %d, want %d", byName(got)["b"].Floor, want)
+	}
+}

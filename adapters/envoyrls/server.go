@@ -32,7 +32,8 @@ type TLSFiles struct {
 	CertFile, KeyFile, ClientCAFile string
 }
 
-// Authorizer reports whether the bearer token of an `authorization` metadata value ("Bearer <token>") may check.
+// Authorizer reports whether the bearer token of an `authorization` metadata value ("Bearer <token>"; "" when the
+// call has none) may check.
 type Authorizer func(authorization string) bool
 
 // Server is the gRPC server: ShouldRateLimit and the standard grpc.health.v1 service.
@@ -118,7 +119,11 @@ func NewServer(svc *Service, o ServerOptions) (*Server, error) {
 			}
 			md, _ := metadata.FromIncomingContext(ctx)
 			v := md.Get("authorization")
-			if len(v) != 1 || !authorize(v[0]) {
+			a := "" // none: the authorizer decides (it may have no tokens to ask for since a reload)
+			if len(v) == 1 {
+				a = v[0]
+			}
+			if len(v) > 1 || !authorize(a) {
 				return nil, status.Error(codes.Unauthenticated, "send authorization: Bearer <token> metadata with a configured token of role check or admin")
 			}
 			return h(ctx, req)

@@ -30,12 +30,13 @@ type authenticator struct {
 	tokens *bearer.Set
 }
 
-func newAuthenticator(tokens []Token) *authenticator {
+// BearerTokens converts tokens for bearer.New and bearer.Set.Replace.
+func BearerTokens(tokens []Token) []bearer.Token {
 	bt := make([]bearer.Token, len(tokens))
 	for i, t := range tokens {
 		bt[i] = bearer.Token{Secret: t.Secret, Role: string(t.Role)}
 	}
-	return &authenticator{tokens: bearer.New(bt)}
+	return bt
 }
 
 // checkRoutes are the routes (ServeMux patterns of openapi.yaml) a token with role check may use: check,
@@ -70,14 +71,12 @@ func (a *authenticator) role(r *http.Request) (Role, bool) {
 }
 
 // middleware enforces the role of route pattern. With no tokens configured every request passes: the app only
-// allows that on a loopback listen address.
+// allows that on a loopback listen address. The tokens are read per request, so a reload that replaces them
+// binds the next request.
 func (a *authenticator) middleware(pattern string, next http.Handler) http.Handler {
-	if a.tokens.Len() == 0 {
-		return next
-	}
 	need := required(pattern)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if need == "" {
+		if need == "" || a.tokens.Len() == 0 {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-dev/sluice/adapters/bearer"
 	"github.com/sluice-dev/sluice/api"
 	"github.com/sluice-dev/sluice/domain"
 )
@@ -25,6 +26,9 @@ type Options struct {
 	Store string
 	// Tokens enable bearer authentication; none means every request is allowed (loopback only, enforced by app).
 	Tokens []Token
+	// TokenSet, when set, is used instead of Tokens: the app shares it with the RLS listener and replaces its
+	// tokens on a reload (bearer.Set.Replace, with BearerTokens).
+	TokenSet *bearer.Set
 	// MaxBodyBytes bounds request bodies (413 beyond); ≤ 0 means 64 KiB.
 	MaxBodyBytes int64
 	Logger       *slog.Logger
@@ -81,7 +85,10 @@ func NewHandler(o Options) http.Handler {
 		strict = directCheck{ServerInterface: strict, srv: srv, requestError: requestError, responseError: respondError}
 	}
 	mux := http.NewServeMux()
-	auth := newAuthenticator(o.Tokens)
+	auth := &authenticator{tokens: o.TokenSet}
+	if auth.tokens == nil {
+		auth.tokens = bearer.New(BearerTokens(o.Tokens))
+	}
 	routed := func(pattern string, h http.Handler) http.Handler {
 		return checkRoute(pattern, auth.middleware(pattern, limitBody(o.MaxBodyBytes, h)))
 	}
