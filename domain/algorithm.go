@@ -150,6 +150,7 @@ func (b *Bucket) current(r Rule) bool {
 		return b.c == r.Limit && b.w == int64(r.Window/time.Microsecond)
 	case FixedWindow:
 		return b.w == int64(r.Window/time.Microsecond)
+	case SlidingLog, SlidingWindow: // a log holds its units' instants: any window steps it
 	}
 	return true
 }
