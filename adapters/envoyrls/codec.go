@@ -174,4 +174,3 @@ func escapeBytes(b []byte) string {
 	}
 	return sb.String()
 }
-
