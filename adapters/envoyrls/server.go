@@ -94,6 +94,8 @@ func NewServer(svc *Service, o ServerOptions) (*Server, error) {
 			MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: time.Minute}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(1 << 20),
+		// Invalid UTF-8 in a descriptor is decided as bytes, not refused with INTERNAL (codec.go).
+		grpc.ForceServerCodec(rlsCodec{}),
 	}
 	if tlsFiles.CertFile != "" || tlsFiles.KeyFile != "" || tlsFiles.ClientCAFile != "" {
 		cfg, err := tlsConfig(tlsFiles)

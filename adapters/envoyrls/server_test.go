@@ -28,6 +28,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sluice-dev/sluice/adapters/envoyrls"
 	"github.com/sluice-dev/sluice/domain"
@@ -325,5 +327,67 @@ func TestServerBoundsConnectionsAndRequests(t *testing.T) {
 	defer obs.mu.Unlock()
 	if obs.calls["ShouldRateLimit InvalidArgument"] != 1 || obs.calls["ShouldRateLimit OK"] != 1 || obs.calls["Check OK"] != 1 {
 		t.Fatalf("observed calls %v", obs.calls)
+	}
+}
+
+// rawCodec sends a request's bytes as they are (so a test can send what a protobuf library would refuse to
+// encode) and reads the answer as protobuf.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	return v.([]byte), nil
+}
+func (rawCodec) Unmarshal(data []byte, v any) error { return proto.Unmarshal(data, v.(proto.Message)) }
+
+// rawRequest encodes a RateLimitRequest of one descriptor by hand, entries as (key, value) byte strings.
+func rawRequest(domainName string, entries ...[2]string) []byte {
+	var desc []byte
+	for _, e := range entries {
+		var entry []byte
+		entry = protowire.AppendTag(entry, 1, protowire.BytesType)
+		entry = protowire.AppendString(entry, e[0])
+		entry = protowire.AppendTag(entry, 2, protowire.BytesType)
+		entry = protowire.AppendString(entry, e[1])
+		desc = protowire.AppendTag(desc, 1, protowire.BytesType)
+		desc = protowire.AppendBytes(desc, entry)
+	}
+	var req []byte
+	req = protowire.AppendTag(req, 1, protowire.BytesType)
+	req = protowire.AppendString(req, domainName)
+	req = protowire.AppendTag(req, 2, protowire.BytesType)
+	req = protowire.AppendBytes(req, desc)
+	return req
+}
+
+// Invalid UTF-8 in a descriptor value (an HTTP header's obs-text bytes) is decided as a key, not answered
+// INTERNAL (which Envoy's default failure_mode_deny: false turns into "allow", skipping the limit); distinct
+// byte values are distinct keys; authentication still comes first (issue 27).
+func TestServerDecidesInvalidUTF8(t *testing.T) {
+	h := newHarness(t, "testdata/contour", envoyrls.ServiceOptions{})
+	srv, err := envoyrls.NewServer(h.svc, envoyrls.ServerOptions{Authorize: func(a string) bool { return a == "Bearer s3cret" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := dial(t, serve(t, srv), insecure.NewCredentials())
+	call := func(ctx context.Context, req []byte) (*rlsv3.RateLimitResponse, error) {
+		resp := new(rlsv3.RateLimitResponse)
+		err := cc.Invoke(ctx, "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", req, resp, grpc.ForceCodec(rawCodec{}))
+		return resp, err
+	}
+	ff := rawRequest("contour", [2]string{"generic_key", "vhost"}, [2]string{"remote_address", "10.0.0.\xff"})
+	if _, err := call(context.Background(), ff); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("without a token: %v, want Unauthenticated", err)
+	}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer s3cret")
+	for i, want := range []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT} {
+		resp, err := call(ctx, ff)
+		if err != nil || resp.OverallCode != want {
+			t.Fatalf("call %d with \\xff: %v %v, want %v", i, resp, err, want)
+		}
+	}
+	fe := rawRequest("contour", [2]string{"generic_key", "vhost"}, [2]string{"remote_address", "10.0.0.\xfe"})
+	if resp, err := call(ctx, fe); err != nil || resp.OverallCode != rlsv3.RateLimitResponse_OK || resp.Statuses[0].LimitRemaining != 2 {
+		t.Fatalf("another invalid byte is another key: %v %v", resp, err)
 	}
 }

@@ -11,7 +11,7 @@ FUZZTIME="${FUZZTIME:-3s}"
 # 60 s by default per input: a slow target (FuzzLoad builds a whole config) spent minutes there after its 3 s of
 # fuzzing. One second per input keeps each target near FUZZTIME; a crasher is still reported, less minimised.
 FUZZMINIMIZETIME="${FUZZMINIMIZETIME:-1s}"
-PKGS=(./domain ./app ./adapters/httpapi ./adapters/memory ./adapters/postgres ./adapters/redis)
+PKGS=(./domain ./app ./adapters/httpapi ./adapters/memory ./adapters/postgres ./adapters/redis ./adapters/envoyrls)
 n=0
 for pkg in "${PKGS[@]}"; do
   targets=$(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true)
