@@ -154,6 +154,13 @@ func TestHTTPS(t *testing.T) {
 	if code, body, err := check(http.DefaultClient, "http://"+addr); err == nil && (code != http.StatusBadRequest || strings.Contains(body, "allowed")) {
 		t.Fatalf("plain HTTP to the TLS port: %d %s", code, body)
 	}
+	// HTTP/2 is offered (ALPN) as on any Go HTTPS server.
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
+	if resp, err := h2.Get("https://" + addr + "/healthz"); err != nil || resp.ProtoMajor != 2 {
+		t.Fatalf("HTTP/2 over TLS: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	var unknown x509.UnknownAuthorityError
 	if _, _, err := check(httpsClient(x509.NewCertPool()), "https://"+addr); !errors.As(err, &unknown) {
 		t.Fatalf("a client without the CA: %v", err)

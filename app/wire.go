@@ -205,12 +205,12 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 				return fmt.Errorf("listen (SLUICE_LISTEN=%s): %w", cfg.Listen, err)
 			}
 			l.Addr = ln.Addr().String()
+			serve, https := srv.Serve, srv.TLSConfig != nil
+			if https {
+				serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") } // the certificate is in TLSConfig
+			}
 			go func() {
 				defer close(served)
-				serve := srv.Serve
-				if srv.TLSConfig != nil {
-					serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") } // the certificate is in TLSConfig
-				}
 				if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 					log.Error("http server stopped", "err", err)
 				}
@@ -218,7 +218,7 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 			d, _ := storeDriverNamed(cfg.Store)
 			log.Info("sluice serving", "addr", l.Addr, "store", cfg.Store, "shared", d.Shared, "atomic_across_keys", d.AtomicAcrossKeys,
 				"replicas", d.Replicas, "policies", len(cfg.Policies), "auth", tokens.Len() > 0,
-				"tls", srv.TLSConfig != nil, "client_certs", cfg.HTTP.TLS.ClientCAFile != "", "version", build.Version)
+				"tls", https, "client_certs", cfg.HTTP.TLS.ClientCAFile != "", "version", build.Version)
 			return nil
 		},
 		OnStop: func(context.Context) error {
