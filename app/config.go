@@ -82,7 +82,14 @@ type RedisConfig struct {
 	Addrs    []string `yaml:"addrs"`
 	Username string   `yaml:"username"`               // SLUICE_REDIS_USERNAME (ACL user; empty: default)
 	Password string   `yaml:"password" secret:"true"` // SLUICE_REDIS_PASSWORD (the chart reads it from a Secret)
-	TLS      bool     `yaml:"tls"`                    // SLUICE_REDIS_TLS: TLS with the system's roots
+	// TLS (SLUICE_REDIS_TLS) connects with TLS, verifying the server with the system's roots. Setting any of
+	// TLSCAFile, TLSCertFile and TLSKeyFile implies TLS (redis.tls may stay false). TLSCAFile (PEM) replaces the
+	// system's roots; TLSCertFile and TLSKeyFile (PEM, both or neither) are the client certificate that managed
+	// Redis services ask for. The files are read at start-up (a restart takes rotated files).
+	TLS         bool   `yaml:"tls"`
+	TLSCAFile   string `yaml:"tls_ca_file"`   // SLUICE_REDIS_TLS_CA_FILE
+	TLSCertFile string `yaml:"tls_cert_file"` // SLUICE_REDIS_TLS_CERT_FILE
+	TLSKeyFile  string `yaml:"tls_key_file"`  // SLUICE_REDIS_TLS_KEY_FILE
 	// MasterSet (SLUICE_REDIS_MASTER_SET) names the Sentinel master set: addrs are then Sentinels.
 	MasterSet string `yaml:"master_set"`
 	// Prefix (SLUICE_REDIS_PREFIX) is put in every key, so several deployments can share one Redis.
@@ -117,6 +124,17 @@ type HTTPConfig struct {
 	IdleTimeout       Duration `yaml:"idle_timeout" range:"1ms..10m"`
 	// DrainTimeout bounds graceful shutdown after SIGTERM.
 	DrainTimeout Duration `yaml:"drain_timeout" range:"1ms..10m" alias:"SLUICE_DRAIN_TIMEOUT"`
+	// TLS makes the listener speak HTTPS (app/tls.go): off unless cert_file and key_file are set.
+	TLS HTTPTLS `yaml:"tls"`
+}
+
+// HTTPTLS names PEM files for the HTTP listener: cert_file and key_file (both or neither) for HTTPS, and
+// client_ca_file to require and verify client certificates (mTLS; bearer tokens are still required off loopback).
+// The files are read again when they change, so a certificate rotated in place is served without a restart.
+type HTTPTLS struct {
+	CertFile     string `yaml:"cert_file"`      // SLUICE_HTTP_TLS_CERT_FILE: the certificate chain, leaf first
+	KeyFile      string `yaml:"key_file"`       // SLUICE_HTTP_TLS_KEY_FILE
+	ClientCAFile string `yaml:"client_ca_file"` // SLUICE_HTTP_TLS_CLIENT_CA_FILE
 }
 
 // TokenConfig is one bearer token. Role is "check" (check, checks, authorize, peek) or "admin" (everything).

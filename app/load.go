@@ -554,6 +554,7 @@ func (l *loader) validate(c Config) {
 	if len(c.Tokens) == 0 && err == nil && !isLoopback(host) {
 		l.add("listen", "%q is not a loopback address and no tokens are configured: set tokens or tokens_file (SLUICE_TOKENS_FILE), or listen on 127.0.0.1", c.Listen)
 	}
+	validateHTTPTLS(c, l.add)
 	validateRLS(c, l.add)
 	policies := make([]domain.Policy, len(c.Policies))
 	for i, pc := range c.Policies {

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,9 +39,11 @@ func redisModule(cfg Config) fx.Option {
 				Prefix: rc.Prefix, Timeout: time.Duration(rc.Timeout), WaitReplicas: rc.WaitReplicas,
 				WaitTimeout: time.Duration(rc.WaitTimeout), Logger: log,
 			}
-			if rc.TLS {
-				o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+			tlsCfg, err := rc.redisTLS()
+			if err != nil {
+				return nil, nil, nil, err
 			}
+			o.TLS = tlsCfg
 			octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer ocancel()
 			s, err := redis.Open(octx, o)
@@ -154,6 +155,9 @@ func validateRedis(c Config, add func(path, format string, args ...any)) {
 		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
 			add("redis.addrs", "want host:port seeds such as 10.0.0.5:6379, got %q", a)
 		}
+	}
+	if _, err := r.redisTLS(); err != nil {
+		reportSetting(err, "redis.tls", add)
 	}
 	// redis.timeout, wait_replicas, wait_timeout and policy_refresh are bounded by their range tags.
 }

@@ -189,6 +189,13 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	if cfg.HTTP.TLS.CertFile != "" {
+		files, err := newCertFiles("http.tls", cfg.HTTP.TLS, log)
+		if err != nil {
+			return nil, err
+		}
+		srv.TLSConfig = files.TLSConfig()
+	}
 	l := &Listening{}
 	served := make(chan struct{})
 	lc.Append(fx.Hook{
@@ -198,15 +205,20 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 				return fmt.Errorf("listen (SLUICE_LISTEN=%s): %w", cfg.Listen, err)
 			}
 			l.Addr = ln.Addr().String()
+			serve, https := srv.Serve, srv.TLSConfig != nil
+			if https {
+				serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") } // the certificate is in TLSConfig
+			}
 			go func() {
 				defer close(served)
-				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 					log.Error("http server stopped", "err", err)
 				}
 			}()
 			d, _ := storeDriverNamed(cfg.Store)
 			log.Info("sluice serving", "addr", l.Addr, "store", cfg.Store, "shared", d.Shared, "atomic_across_keys", d.AtomicAcrossKeys,
-				"replicas", d.Replicas, "policies", len(cfg.Policies), "auth", tokens.Len() > 0, "version", build.Version)
+				"replicas", d.Replicas, "policies", len(cfg.Policies), "auth", tokens.Len() > 0,
+				"tls", https, "client_certs", cfg.HTTP.TLS.ClientCAFile != "", "version", build.Version)
 			return nil
 		},
 		OnStop: func(context.Context) error {
