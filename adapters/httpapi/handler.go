@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluice-dev/sluice/adapters/bearer"
 	"github.com/sluice-dev/sluice/api"
@@ -61,7 +63,7 @@ func NewHandler(o Options) http.Handler {
 	}
 	log := o.Logger
 	unavailable := newLogLimiter(time.Second)
-	srv := &server{lim: o.Limiter, spec: o.Spec, store: api.HealthStore(o.Store), gatherer: o.Gatherer, log: log, unavailable: unavailable}
+	srv := &server{lim: o.Limiter, spec: o.Spec, store: api.HealthStore(o.Store), log: log, unavailable: unavailable}
 	respondError := func(w http.ResponseWriter, r *http.Request, err error) {
 		k, fields := classify(err)
 		switch k {
@@ -84,6 +86,9 @@ func NewHandler(o Options) http.Handler {
 	if !o.generatedCheck {
 		strict = directCheck{ServerInterface: strict, srv: srv, requestError: requestError, responseError: respondError}
 	}
+	strict = promMetrics{ServerInterface: strict, h: promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{
+		ErrorLog: promLog{log}, ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true,
+	})}
 	mux := http.NewServeMux()
 	auth := &authenticator{tokens: o.TokenSet}
 	if auth.tokens == nil {
@@ -101,6 +106,22 @@ func NewHandler(o Options) http.Handler {
 	mux.Handle("/", unmatched(mux))
 	return accessLog(log, observe(o.Requests, mux))
 }
+
+// promMetrics serves GET /metrics with promhttp (content negotiation: text or OpenMetrics; gzip when asked; a
+// collector that fails is logged and left out while the others are served) in place of the strict handler's
+// Metrics. Authentication, the access log and the request metrics wrap it as every route.
+type promMetrics struct {
+	api.ServerInterface
+	h http.Handler
+}
+
+// Metrics implements api.ServerInterface for GET /metrics.
+func (m promMetrics) Metrics(w http.ResponseWriter, r *http.Request) { m.h.ServeHTTP(w, r) }
+
+// promLog is promhttp's error log: a gather error is logged at error level (the scrape still answers).
+type promLog struct{ log *slog.Logger }
+
+func (l promLog) Println(v ...any) { l.log.Error("metrics: " + fmt.Sprint(v...)) }
 
 // routeMux registers every generated route on the ServeMux behind wrap, so what must run after routing and
 // before the generated code binds parameters (the query check, authentication, the body limits) runs only for

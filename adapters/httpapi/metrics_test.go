@@ -2,15 +2,21 @@ package httpapi_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/adapters/httpapi"
 	"github.com/sluice-dev/sluice/app"
@@ -225,3 +231,68 @@ func TestLogsHoldNoSecretsOrKeys(t *testing.T) {
 }
 
 type httpapiOptions = httpapi.Options
+
+// failingCollector's Collect reports an error, as a broken exporter would.
+type failingCollector struct{}
+
+func (failingCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- prometheus.NewDesc("broken_metric", "never collected", nil, nil)
+}
+func (failingCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.NewInvalidMetric(prometheus.NewDesc("broken_metric", "never collected", nil, nil), errors.New("exporter down"))
+}
+
+// GET /metrics is promhttp's (issue 27): it negotiates OpenMetrics, compresses when asked, and a collector that
+// fails is logged and left out while the others are served (the scrape used to answer 500).
+func TestMetricsNegotiationCompressionAndGatherErrors(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ok := prometheus.NewCounter(prometheus.CounterOpts{Name: "fine_total", Help: "a healthy counter"})
+	ok.Add(3)
+	reg.MustRegister(ok, failingCollector{})
+	var logs syncBuffer
+	h := httpapi.NewHandler(httpapi.Options{Gatherer: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	get := func(header ...string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/metrics", nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	plain := get()
+	if plain.Code != 200 || !strings.Contains(plain.Body.String(), "fine_total 3") || strings.Contains(plain.Body.String(), "broken_metric") {
+		t.Fatalf("plain scrape with a failing collector: %d\n%s", plain.Code, plain.Body)
+	}
+	if !strings.Contains(logs.String(), "exporter down") {
+		t.Fatalf("the gather error is not logged: %q", logs.String())
+	}
+	om := get("Accept", "application/openmetrics-text;version=1.0.0")
+	if !strings.HasPrefix(om.Header().Get("Content-Type"), "application/openmetrics-text") || !strings.HasSuffix(strings.TrimSpace(om.Body.String()), "# EOF") {
+		t.Fatalf("OpenMetrics not negotiated: %q\n%s", om.Header().Get("Content-Type"), om.Body)
+	}
+	gz := get("Accept-Encoding", "gzip")
+	if gz.Header().Get("Content-Encoding") != "gzip" {
+		t.Fatalf("no gzip: %v", gz.Header())
+	}
+	zr, err := gzip.NewReader(gz.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(zr)
+	if !strings.Contains(string(body), "fine_total 3") {
+		t.Fatalf("gzip body: %s", body)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

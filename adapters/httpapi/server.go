@@ -10,20 +10,16 @@ import (
 	"log/slog"
 	"sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
-
 	"github.com/sluice-dev/sluice/api"
 	"github.com/sluice-dev/sluice/domain"
 )
 
 // server implements api.StrictServerInterface.
 type server struct {
-	lim      domain.Limiter
-	spec     []byte
-	store    api.HealthStore
-	gatherer prometheus.Gatherer
-	log      *slog.Logger
+	lim   domain.Limiter
+	spec  []byte
+	store api.HealthStore
+	log   *slog.Logger
 	// unavailable bounds the store-failure log lines (shared with the error handler).
 	unavailable *logLimiter
 	// storeSeen: the store has answered a probe since start-up (see Readyz).
@@ -367,20 +363,10 @@ func (s *server) logStoreDown(err error) {
 	}
 }
 
-// Metrics implements GET /metrics in the Prometheus text format.
+// Metrics is the strict interface's GET /metrics, which never runs: NewHandler serves the route with promhttp
+// (promMetrics in handler.go).
 func (s *server) Metrics(context.Context, api.MetricsRequestObject) (api.MetricsResponseObject, error) {
-	mfs, err := s.gatherer.Gather()
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		if err := enc.Encode(mf); err != nil {
-			return nil, err
-		}
-	}
-	return api.Metrics200TextResponse(buf.String()), nil
+	return nil, errors.New("GET /metrics is served by promhttp, not the strict handler")
 }
 
 // OpenapiSpec implements GET /openapi.yaml: the document this build was generated from.

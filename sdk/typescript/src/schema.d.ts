@@ -979,13 +979,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Metrics in the Prometheus text format. */
+            /** @description Metrics in the Prometheus text format, or OpenMetrics when the Accept header asks for it; gzip when Accept-Encoding allows. A collector that fails is logged and left out; the others are served. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "text/plain": string;
+                    "application/openmetrics-text": string;
                 };
             };
             default: components["responses"]["Error"];
