@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sethvargo/go-retry"
 	"go.uber.org/fx"
 
 	"github.com/sluice-dev/sluice/adapters/coalesce"
@@ -59,7 +60,6 @@ func postgresModule(cfg Config) fx.Option {
 						if pc.MigrateOnStart {
 							migrateInBackground(ctx, s, pc.URL, log)
 						}
-						registerConfigPolicies(ctx, s, cfg, reg, log)
 					}()
 					wg.Add(1)
 					go func() { defer wg.Done(); j.Run(ctx) }()
@@ -75,85 +75,54 @@ func postgresModule(cfg Config) fx.Option {
 			// Checks go through the coalescer in lane mode: a hot key costs one round trip per batch instead of one
 			// per check, and checks of different keys share round trips and commits. Decisions are exactly those of
 			// running the checks one after another (see package coalesce).
+			// The registrar (registrar.go) calls register with this replica's config and RLS policies; another
+			// replica's file that defines one differently is logged and counted (sluice_config_policies_differing).
+			differing := prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "sluice_config_policies_differing",
+				Help: "Config-file or RLS policies that another replica registered with another limit, window or algorithm (replicas' configs differ).",
+			})
+			if err := reg.Register(differing); err != nil {
+				s.Close()
+				return nil, nil, nil, err
+			}
 			replica, _ := os.Hostname()
 			register := func(ctx context.Context, ps []domain.Policy) error {
 				diffs, err := s.RegisterConfigPolicies(ctx, ps, replica)
+				if err != nil {
+					return err
+				}
+				differing.Set(float64(len(diffs)))
 				for _, d := range diffs {
-					log.Info("config or RLS policy registered differently by another replica (its config differs, or has not reloaded yet)",
+					log.Warn("config or RLS policy differs from what another replica registered: the replicas' configs differ (or one has not reloaded yet), and each replica enforces its own (docs/operator.md, \"Config policies\")",
 						"policy", d.Name, "other_replica", d.Replica, "other_limit", d.Limit, "other_window", domain.FormatDuration(d.Window), "other_algorithm", d.Algorithm)
 				}
-				return err
+				return nil
 			}
 			return coalesce.New(s, coalesce.Options{Lanes: pc.lanes()}), s, register, nil
 		}),
 	)
 }
 
-// registerConfigPolicies records this replica's config-file policies in the database (retrying with backoff
-// while it cannot), logs every policy another replica's file defines differently, and exposes their count as
-// sluice_config_policies_differing.
-func registerConfigPolicies(ctx context.Context, s *postgres.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) {
-	ps := make([]domain.Policy, len(cfg.Policies))
-	for i, p := range cfg.Policies {
-		ps[i] = p.domain().WithDefaults()
-	}
-	differing := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "sluice_config_policies_differing",
-		Help: "Config-file policies that another replica registered with another limit, window or algorithm (replicas' files differ).",
-	})
-	if err := reg.Register(differing); err != nil {
-		log.Warn("postgres: cannot register sluice_config_policies_differing", "err", err)
-	}
-	replica, _ := os.Hostname()
-	wait := time.Second
-	for {
-		diffs, err := s.RegisterConfigPolicies(ctx, ps, replica)
-		if err == nil {
-			differing.Set(float64(len(diffs)))
-			for _, d := range diffs {
-				log.Warn("config policy differs from what the database last saw: the replicas' config files differ, and each replica enforces its own (docs/operator.md, \"Config policies\")",
-					"policy", d.Name, "other_replica", d.Replica, "other_limit", d.Limit, "other_window", domain.FormatDuration(d.Window), "other_algorithm", d.Algorithm)
-			}
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("postgres: cannot register config policies yet; retrying", "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 30*time.Second)
-	}
-}
-
-// migrateInBackground applies pending migrations, retrying with backoff (up to 30s between tries) while the
-// database is unreachable or another replica holds the migration lock, until it succeeds or ctx ends.
+// migrateInBackground applies pending migrations, retrying with exponential backoff (1 s doubling, at most 30 s
+// between tries) while the database is unreachable or another replica holds the migration lock, until it succeeds
+// or ctx ends.
 func migrateInBackground(ctx context.Context, s *postgres.Store, url string, log *slog.Logger) {
-	wait := time.Second
-	for {
+	backoff := retry.WithCappedDuration(30*time.Second, retry.NewExponential(time.Second))
+	_ = retry.Do(ctx, backoff, func(ctx context.Context) error {
 		res, err := postgres.Migrate(ctx, url, postgres.MigrateOptions{Logger: log})
-		if err == nil {
-			v, _ := postgres.LatestVersion()
-			log.Info("postgres: schema is current", "version", v, "applied_now", len(res))
-			if err := s.RefreshPolicies(ctx); err != nil && ctx.Err() == nil {
-				log.Warn("postgres: cannot load API policies yet; retrying in the background", "err", err)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("postgres: migrate at start-up failed; /readyz fails until it succeeds", "err", err)
 			}
-			return
+			return retry.RetryableError(err)
 		}
-		if ctx.Err() != nil {
-			return
+		v, _ := postgres.LatestVersion()
+		log.Info("postgres: schema is current", "version", v, "applied_now", len(res))
+		if err := s.RefreshPolicies(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("postgres: cannot load API policies yet; retrying in the background", "err", err)
 		}
-		log.Warn("postgres: migrate at start-up failed; /readyz fails until it succeeds", "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 30*time.Second)
-	}
+		return nil
+	})
 }
 
 // migrateCommand runs `sluice migrate up|status` against postgres.url (SLUICE_POSTGRES_URL).

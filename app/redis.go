@@ -83,21 +83,15 @@ func redisModule(cfg Config) fx.Option {
 				kind = "cluster"
 			}
 			log.Info("redis store connected", "mode", kind, "seeds", strings.Join(rc.Addrs, ","), "wait_replicas", rc.WaitReplicas, "lanes", rc.lanes(s.Cluster()))
-			ps := make([]domain.Policy, len(cfg.Policies))
-			for i, pc := range cfg.Policies {
-				ps[i] = pc.domain().WithDefaults()
-			}
 			ctx, cancel := context.WithCancel(context.Background())
-			done, watched := make(chan struct{}), make(chan struct{})
+			watched := make(chan struct{})
 			lc.Append(fx.Hook{
 				OnStart: func(context.Context) error {
-					go func() { defer close(done); registerRedisConfigPolicies(ctx, s, ps, log) }()
 					go func() { defer close(watched); s.WatchEviction(ctx, evictionCheckEvery) }()
 					return nil
 				},
 				OnStop: func(context.Context) error {
 					cancel()
-					<-done
 					<-watched
 					p.Close()
 					s.Close()
@@ -117,31 +111,6 @@ func redisModule(cfg Config) fx.Option {
 			return s, p, register, nil
 		}),
 	)
-}
-
-// registerRedisConfigPolicies records the config-file policies in Redis, so a window or algorithm changed across a
-// redeploy gets its floor (Store.RegisterConfigPolicies), retrying with backoff while Redis cannot answer.
-func registerRedisConfigPolicies(ctx context.Context, s *redis.Store, ps []domain.Policy, log *slog.Logger) {
-	wait := time.Second
-	for {
-		changed, err := s.RegisterConfigPolicies(ctx, ps)
-		if err == nil {
-			for _, name := range changed {
-				log.Info("config policy changed its window or algorithm since Redis last saw it: units that had stopped counting stay stopped", "policy", name)
-			}
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("redis: cannot register config policies yet; retrying", "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 30*time.Second)
-	}
 }
 
 // validateRedis checks what the redis.* settings' tags cannot, when store is redis.

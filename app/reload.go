@@ -26,7 +26,7 @@ import (
 // `sluice config check` gives the same verdict. A good one replaces, at once:
 //   - the config-file policies (domain.PolicyLifecycle.InstallConfig: floors for changed windows and algorithms;
 //     the keys' state is untouched, so the memory store's counters survive), registered again with a shared
-//     store together with the RLS policies in force;
+//     store together with the RLS policies in force (registrar);
 //   - the tokens, shared by the HTTP API and the RLS listener (bearer.Set.Replace);
 //   - log.level.
 //
@@ -44,7 +44,7 @@ type reloader struct {
 	policies *domain.PolicyLifecycle
 	tokens   *bearer.Set
 	level    *slog.LevelVar // nil: the logger's level does not change
-	register rlsRegistry    // nil: the store is not shared
+	register *registrar     // registers the policies in force with a shared store
 	log      *slog.Logger
 	reloads  *prometheus.CounterVec
 
@@ -63,7 +63,7 @@ func httpTokens(cfg Config) []httpapi.Token {
 }
 
 // startReloader runs the reloader while the app runs.
-func startReloader(lc fx.Lifecycle, cfg Config, policies *domain.PolicyLifecycle, tokens *bearer.Set, register rlsRegistry,
+func startReloader(lc fx.Lifecycle, cfg Config, policies *domain.PolicyLifecycle, tokens *bearer.Set, register *registrar,
 	reg prometheus.Registerer, log *slog.Logger) error {
 	r := &reloader{policies: policies, tokens: tokens, register: register, log: log, running: cfg,
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -191,11 +191,7 @@ func (r *reloader) reload(ctx context.Context, cause string) {
 		r.log.Warn("configuration reload: these settings change only with a restart; their running values stay in force", "settings", restart)
 	}
 	if r.register != nil {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := r.register(rctx, append(installed, r.policies.RLS()...)); err != nil {
-			r.log.Warn("configuration reload: cannot register the config policies with the store; each replica keeps its own floors until the next reload or restart", "err", err)
-		}
+		r.register.Kick()
 	}
 }
 

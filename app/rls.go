@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -256,7 +255,7 @@ func rlsModule(cfg Config) fx.Option {
 	return fx.Module("rls", fx.Provide(newRLSServer), fx.Invoke(func(*RLSListening) {}))
 }
 
-func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *domain.PolicyLifecycle, registry rlsRegistry, tokens *bearer.Set, reg prometheus.Registerer, log *slog.Logger) (*RLSListening, error) {
+func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *domain.PolicyLifecycle, registrar *registrar, tokens *bearer.Set, reg prometheus.Registerer, log *slog.Logger) (*RLSListening, error) {
 	rc := cfg.RLS.withDefaults()
 	obs, err := metrics.NewRLS(reg)
 	if err != nil {
@@ -267,27 +266,11 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 	if err != nil {
 		return nil, err
 	}
-	// The policies of every rules set put in force go to the shared store's registry, the latest first.
-	pending := make(chan []domain.Policy, 1)
 	svc := envoyrls.NewService(lim, rules, envoyrls.ServiceOptions{
 		Headers: rc.ResponseHeaders, Algorithm: opts.Algorithm, FailureMode: opts.FailureMode, Shadow: opts.Shadow,
 		Policies: policies, Observer: obs,
-		Installed: func(ps []domain.Policy) {
-			if registry == nil {
-				return
-			}
-			for {
-				select {
-				case pending <- ps:
-					return
-				default:
-					select { // replace a set not registered yet by this newer one
-					case <-pending:
-					default:
-					}
-				}
-			}
-		},
+		// Every rules set put in force goes to a shared store's registry, with the config policies (registrar).
+		Installed: func([]domain.Policy) { registrar.Kick() },
 	})
 	// Who may call: with mTLS (client_ca_file) the verified client certificate is the authentication (Envoy
 	// Gateway's and Istio's proxies present one; they cannot always add metadata); otherwise, with tokens
@@ -315,7 +298,6 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 	served := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	reloaded := make(chan struct{})
-	registered := make(chan struct{})
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
 			ln, err := net.Listen("tcp", rc.Listen)
@@ -329,7 +311,6 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 					log.Error("rls server stopped", "err", err)
 				}
 			}()
-			go func() { defer close(registered); registerRLS(ctx, registry, policies, pending, log) }()
 			go func() {
 				defer close(reloaded)
 				if rc.XDS.Server != "" {
@@ -340,13 +321,12 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 			}()
 			log.Info("sluice rls serving", "addr", l.Addr, "protocol", "envoy.service.ratelimit.v3", "tls", rc.TLS.CertFile != "",
 				"mtls", rc.TLS.ClientCAFile != "", "config_dir", rc.ConfigDir, "files", strings.Join(rules.Files, ","),
-				"policies", rules.Policies, "algorithm", rc.Algorithm, "shadow", rc.Shadow, "auth", rlsAuth(authorize != nil, rc.TLS.ClientCAFile != ""))
+				"policies", rules.Policies, "algorithm", rc.Algorithm, "shadow", rc.Shadow, "auth", rlsAuth(tokens.Len() > 0, rc.TLS.ClientCAFile != ""))
 			return nil
 		},
 		OnStop: func(context.Context) error {
 			cancel()
 			<-reloaded
-			<-registered
 			// As the HTTP server: stop accepting, let calls in flight finish, bounded by the drain timeout.
 			dctx, dcancel := context.WithTimeout(context.Background(), time.Duration(cfg.HTTP.DrainTimeout))
 			defer dcancel()
@@ -359,42 +339,6 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 		},
 	})
 	return l, nil
-}
-
-// registerRLS hands each set of RLS policies from pending to the shared store's registry (rlsRegistry), retrying
-// with backoff while the store cannot answer (a newer set replaces one not registered yet), until ctx ends. With
-// no registry (a store that is not shared) it only waits for ctx.
-//
-// Each set goes with the config-file policies in force: a store keeps one registered set per replica (Redis
-// registers it again after losing its data), so the two sources are registered together.
-func registerRLS(ctx context.Context, registry rlsRegistry, policies *domain.PolicyLifecycle, pending chan []domain.Policy, log *slog.Logger) {
-	if registry == nil {
-		<-ctx.Done()
-		return
-	}
-	for {
-		var ps []domain.Policy
-		select {
-		case <-ctx.Done():
-			return
-		case ps = <-pending:
-		}
-		wait := time.Second
-		for {
-			err := registry(ctx, append(slices.Clone(ps), policies.Config()...))
-			if err == nil || ctx.Err() != nil {
-				break
-			}
-			log.Warn("rls: cannot register the RLS policies with the store yet; retrying (until then each replica keeps its own floors)", "err", err, "retry_in", wait)
-			select {
-			case <-ctx.Done():
-				return
-			case ps = <-pending: // a newer set: register that one
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 30*time.Second)
-		}
-	}
 }
 
 // runRLSXDS follows the xDS management server until ctx ends.

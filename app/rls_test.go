@@ -320,38 +320,57 @@ func TestRLSFromXDS(t *testing.T) {
 	}
 }
 
-// TestRegisterRLS: each set of RLS policies put in force reaches the shared store's registry, with the config
-// policies in force (a store keeps one registered set per replica); while the store cannot answer, a newer set
-// replaces the one not registered yet.
-func TestRegisterRLS(t *testing.T) {
+// TestRegistrar: the config and RLS policies in force reach the shared store's registry together, at start and
+// after each kick; while the store cannot answer the registrar retries, and each try reads what is in force then,
+// so a set installed meanwhile is the one registered.
+func TestRegistrar(t *testing.T) {
 	got := make(chan []domain.Policy)
+	proceed := make(chan struct{})
 	fail := true
 	registry := rlsRegistry(func(ctx context.Context, ps []domain.Policy) error {
 		got <- ps
+		<-proceed // the test changes what is in force before this try answers
 		if fail {
 			fail = false
 			return fmt.Errorf("store down")
 		}
 		return nil
 	})
-	pending := make(chan []domain.Policy, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	lc, err := domain.NewPolicyLifecycle([]domain.Policy{{Name: "cfg", Limit: 1, Window: time.Minute}}, nil, clocktest.New(time.Unix(1_700_000_000, 0)), domain.LifecycleOptions{SharedStore: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { defer close(done); registerRLS(ctx, registry, lc, pending, slog.New(slog.DiscardHandler)) }()
-	a := []domain.Policy{{Name: "rls.a"}}
-	b := []domain.Policy{{Name: "rls.b"}}
-	pending <- a
-	if ps := <-got; len(ps) != 2 || ps[0].Name != "rls.a" || ps[1].Name != "cfg" {
-		t.Fatalf("first registration: %v", ps)
+	r := &registrar{registry: registry, policies: lc, log: slog.New(slog.DiscardHandler), kick: make(chan struct{}, 1), base: time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.run(ctx) }()
+	names := func(ps []domain.Policy) string {
+		var n []string
+		for _, p := range ps {
+			n = append(n, p.Name)
+		}
+		return strings.Join(n, ",")
 	}
-	pending <- b // arrives while a's registration failed: b is registered next, not a again
-	if ps := <-got; ps[0].Name != "rls.b" {
-		t.Fatalf("after a failure with a newer set waiting: registered %v, want rls.b", ps)
+	lc.InstallRLS([]domain.Policy{{Name: "rls.a", Limit: 1, Window: time.Minute}})
+	r.Kick()
+	if ps := <-got; names(ps) != "cfg,rls.a" {
+		t.Fatalf("first registration: %s", names(ps))
 	}
+	// That try fails; a newer RLS set is installed before it answers: the retry registers the newer one.
+	lc.InstallRLS([]domain.Policy{{Name: "rls.b", Limit: 1, Window: time.Minute}})
+	proceed <- struct{}{}
+	if ps := <-got; names(ps) != "cfg,rls.b" {
+		t.Fatalf("retry after a failure: %s, want cfg,rls.b", names(ps))
+	}
+	proceed <- struct{}{}
+	if _, err := lc.InstallConfig([]domain.Policy{{Name: "cfg2", Limit: 2, Window: time.Hour}}); err != nil {
+		t.Fatal(err)
+	}
+	r.Kick()
+	if ps := <-got; names(ps) != "cfg2,rls.b" {
+		t.Fatalf("after a config reload: %s", names(ps))
+	}
+	proceed <- struct{}{}
 	cancel()
 	<-done
 }

@@ -77,6 +77,7 @@ func appOptions(cfg Config, build Build, log *slog.Logger) fx.Option {
 			newLifecycle,
 			newLimiter,
 			newTokenSet,
+			newRegistrar,
 			newHTTPServer,
 		),
 		storeModule(cfg),
