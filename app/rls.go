@@ -287,10 +287,17 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 			return ok
 		}
 	}
-	srv, err := envoyrls.NewServer(svc, envoyrls.ServerOptions{
-		TLS:       envoyrls.TLSFiles{CertFile: rc.TLS.CertFile, KeyFile: rc.TLS.KeyFile, ClientCAFile: rc.TLS.ClientCAFile},
-		Authorize: authorize, Observer: obs,
-	})
+	so := envoyrls.ServerOptions{Authorize: authorize, Observer: obs}
+	if rc.TLS.CertFile != "" {
+		// The HTTP listener's certificate files (tls.go): read again when they change, so cert-manager's rotation of
+		// the RLS certificate (and of the client CA) is served without a restart.
+		files, err := newCertFiles("rls.tls", HTTPTLS{CertFile: rc.TLS.CertFile, KeyFile: rc.TLS.KeyFile, ClientCAFile: rc.TLS.ClientCAFile}, log)
+		if err != nil {
+			return nil, err
+		}
+		so.TLSConfig = files.TLSConfig()
+	}
+	srv, err := envoyrls.NewServer(svc, so)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 	"io"
 	"log/slog"
 	"math/big"
@@ -410,5 +414,46 @@ func TestRedisTLSRefused(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: want %q, got %v", c.env, c.want, err)
 		}
+	}
+}
+
+// The RLS listener takes its certificate through certFiles too (a rotation is served without a restart): over
+// mTLS a client with a certificate of the client CA reaches the health service and sees the server certificate
+// of the files, and one without a client certificate is refused.
+func TestRLSListenerServesTheCertificateFiles(t *testing.T) {
+	dir, ca, files := tlsFiles(t)
+	clientCert, clientKey := ca.issue(t, 20, true)
+	cfg := Defaults()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.RLS.Listen = freePort(t)
+	rules := t.TempDir()
+	writeTo(t, filepath.Join(rules, "config.yaml"), []byte("domain: d\ndescriptors:\n  - {key: k, rate_limit: {unit: minute, requests_per_unit: 1}}\n"))
+	cfg.RLS.ConfigDir = rules
+	cfg.RLS.TLS = RLSTLS{CertFile: files.CertFile, KeyFile: files.KeyFile, ClientCAFile: filepath.Join(dir, "ca.crt")}
+	runTLS(t, cfg)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	pair, err := tls.X509KeyPair(clientCert, clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(certs ...tls.Certificate) (*x509.Certificate, error) {
+		cc, err := grpc.NewClient(cfg.RLS.Listen, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: certs})))
+		if err != nil {
+			return nil, err
+		}
+		defer cc.Close()
+		var p peer.Peer
+		if _, err := healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+			return nil, err
+		}
+		return p.AuthInfo.(credentials.TLSInfo).State.PeerCertificates[0], nil
+	}
+	leaf, err := dial(pair)
+	if err != nil || leaf.SerialNumber.Int64() != 10 {
+		t.Fatalf("mTLS health check: %v %v", leaf, err)
+	}
+	if _, err := dial(); err == nil {
+		t.Fatal("a client without a certificate was served")
 	}
 }

@@ -45,6 +45,9 @@ type Server struct {
 // ServerOptions configure a Server.
 type ServerOptions struct {
 	TLS TLSFiles
+	// TLSConfig, when set, is used instead of TLS: the caller's configuration, e.g. one that reads rotated
+	// certificate files again (app's certFiles). It must offer "h2" (ALPN) as gRPC requires.
+	TLSConfig *tls.Config
 	// Authorize, when not nil, is required to accept every ShouldRateLimit call (health checks stay open, as
 	// /healthz is on the HTTP API).
 	Authorize Authorizer
@@ -97,7 +100,9 @@ func NewServer(svc *Service, o ServerOptions) (*Server, error) {
 		// Invalid UTF-8 in a descriptor is decided as bytes, not refused with INTERNAL (codec.go).
 		grpc.ForceServerCodec(rlsCodec{}),
 	}
-	if tlsFiles.CertFile != "" || tlsFiles.KeyFile != "" || tlsFiles.ClientCAFile != "" {
+	if o.TLSConfig != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLSConfig)))
+	} else if tlsFiles.CertFile != "" || tlsFiles.KeyFile != "" || tlsFiles.ClientCAFile != "" {
 		cfg, err := tlsConfig(tlsFiles)
 		if err != nil {
 			return nil, err
