@@ -326,7 +326,7 @@ var toolVariables = []string{
 	"SLUICE_TOOLS_CACHE",       // scripts: downloaded tools
 	"SLUICE_CHART_TEST_BINARY", // scripts/test.d/40-chart.sh: a prebuilt binary
 	"SLUICE_TOKEN",             // the SDK examples' client token
-	"SLUICE_CHECK_TOKEN",       // integration/nginx: placeholder in the example config
+	"SLUICE_CHECK_TOKEN",       // integration/nginx, integration/caddy: placeholder in the example configs
 	"SLUICE_BINARY",            // scripts/chart-bounds.sh: a prebuilt binary
 	"SLUICE_URL",               // sdk/typescript/test/install.test.js: the server the installed package checks
 	"SLUICE_TEST_CHURN_SEED",   // integration/churn: repeats a run's random choices
