@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -178,11 +179,15 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 	if err != nil {
 		return nil, err
 	}
+	handler := httpapi.NewHandler(httpapi.Options{
+		Limiter: lim, Spec: build.Spec, Store: cfg.Store, TokenSet: tokens,
+		MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: log, Gatherer: gatherer, Requests: requests,
+	})
+	if cfg.ratelimit {
+		handler = probesOnly(handler)
+	}
 	srv := &http.Server{
-		Handler: httpapi.NewHandler(httpapi.Options{
-			Limiter: lim, Spec: build.Spec, Store: cfg.Store, TokenSet: tokens,
-			MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: log, Gatherer: gatherer, Requests: requests,
-		}),
+		Handler:           handler,
 		ReadHeaderTimeout: time.Duration(cfg.HTTP.ReadHeaderTimeout),
 		ReadTimeout:       time.Duration(cfg.HTTP.ReadTimeout),
 		WriteTimeout:      time.Duration(cfg.HTTP.ReadTimeout) + 10*time.Second,
@@ -276,4 +281,55 @@ func Run(ctx context.Context, cfg Config, build Build, log *slog.Logger, ready f
 	stopCtx, cancel2 := context.WithTimeout(context.Background(), time.Duration(cfg.HTTP.DrainTimeout)+10*time.Second)
 	defer cancel2()
 	return app.Stop(stopCtx)
+}
+
+// probesOnly is the HTTP listener of the ratelimit drop-in (ratelimit.go): envoyproxy/ratelimit's /healthcheck,
+// and the API's public /healthz, /healthz/store, /readyz and /metrics routes as the API serves them; every other
+// path is 404. The checks and the policy admin API are not served, so this listener may face the network without
+// bearer tokens.
+//
+// /healthcheck answers as /readyz decides (the same handler is asked): 200 "OK" when ready, as envoyproxy/
+// ratelimit answers, else 503 with /readyz's problem document.
+func probesOnly(api http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	for _, p := range []string{"/healthz", "/healthz/store", "/readyz", "/metrics"} {
+		mux.Handle(p, api)
+	}
+	mux.HandleFunc("/healthcheck", func(w http.ResponseWriter, r *http.Request) {
+		ask := r.Clone(r.Context())
+		ask.Method, ask.URL.Path, ask.URL.RawQuery, ask.Body = http.MethodGet, "/readyz", "", http.NoBody
+		rec := &recorded{header: http.Header{}, code: http.StatusOK}
+		api.ServeHTTP(rec, ask)
+		if rec.code == http.StatusOK {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, _ = w.Write([]byte("OK"))
+			return
+		}
+		w.Header().Set("Content-Type", rec.header.Get("Content-Type"))
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write(rec.body.Bytes())
+	})
+	mux.Handle("/", http.NotFoundHandler())
+	return mux
+}
+
+// recorded keeps a response in memory (probesOnly asks /readyz through it).
+type recorded struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+	wrote  bool
+}
+
+func (r *recorded) Header() http.Header { return r.header }
+
+func (r *recorded) WriteHeader(code int) {
+	if !r.wrote {
+		r.code, r.wrote = code, true
+	}
+}
+
+func (r *recorded) Write(b []byte) (int, error) {
+	r.WriteHeader(http.StatusOK)
+	return r.body.Write(b)
 }
