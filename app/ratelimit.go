@@ -509,7 +509,7 @@ func ratelimitCommand(stderr io.Writer, build Build) error {
 	for _, w := range warnings {
 		log.Warn("configuration: " + w)
 	}
-	log.Info("sluice serving as envoyproxy/ratelimit: its variables are read (docs/envoy.md); the HTTP listener serves only /healthcheck, /healthz, /readyz and /metrics")
+	log.Info("sluice serving as envoyproxy/ratelimit: its variables are read (docs/envoy.md); the HTTP listener serves only /healthcheck, /healthz, /healthz/store, /readyz and /metrics")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return Run(ctx, cfg, build, log, nil)

@@ -144,7 +144,9 @@ func TestRatelimitVariables(t *testing.T) {
 		if cfg.RLS.ConfigDir != dir || cfg.RLS.XDS.Server != "" {
 			t.Errorf("FILE: config_dir %q xds %q", cfg.RLS.ConfigDir, cfg.RLS.XDS.Server)
 		}
-		if !slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, "CONFIG_GRPC_XDS_SERVER_URL=\"envoy-gateway:18001\": ignored: CONFIG_TYPE is not GRPC_XDS_SOTW") }) {
+		if !slices.ContainsFunc(w, func(s string) bool {
+			return strings.Contains(s, "CONFIG_GRPC_XDS_SERVER_URL=\"envoy-gateway:18001\": ignored: CONFIG_TYPE is not GRPC_XDS_SOTW")
+		}) {
 			t.Errorf("FILE: warnings %q", w)
 		}
 		// The default CONFIG_TYPE is FILE, in envoyproxy/ratelimit's default directory; a missing one is Load's error.
@@ -193,13 +195,20 @@ func TestRatelimitVariables(t *testing.T) {
 		if cfg.RLS.Algorithm != "sliding_window" || cfg.RLS.Listen != "0.0.0.0:9000" {
 			t.Errorf("algorithm %q listen %q", cfg.RLS.Algorithm, cfg.RLS.Listen)
 		}
+		// The image's own SLUICE_LISTEN=0.0.0.0:8080 agrees with HOST:PORT's defaults.
+		if cfg, _ := ok(t, "SLUICE_LISTEN=0.0.0.0:8080"); cfg.Listen != "0.0.0.0:8080" {
+			t.Errorf("listen %q", cfg.Listen)
+		}
+		fails(t, `SLUICE_LISTEN="0.0.0.0:8080" and HOST:PORT="0.0.0.0:9090" are both set`, "SLUICE_LISTEN=0.0.0.0:8080", "PORT=9090")
 		fails(t, `SLUICE_RLS_LISTEN="0.0.0.0:9000" and GRPC_HOST:GRPC_PORT="0.0.0.0:8081" are both set`, "SLUICE_RLS_LISTEN=0.0.0.0:9000", "GRPC_PORT=8081")
 		fails(t, "SLUICE_RLS_ALGORITM: not a sluice setting", "SLUICE_RLS_ALGORITM=x")
 	})
 	t.Run("unknown", func(t *testing.T) {
 		warns(t, "REDIS_POOL_SIZ: ignored: not one of envoyproxy/ratelimit's variables", "REDIS_POOL_SIZ=10")
 		_, w := ok(t, "REDIS_SERVICE_HOST=10.0.0.3", "REDIS_PORT_6379_TCP=tcp://10.0.0.3:6379", "HOME=/root")
-		if slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, "REDIS_SERVICE_HOST") || strings.Contains(s, "HOME") || strings.Contains(s, "REDIS_PORT") }) {
+		if slices.ContainsFunc(w, func(s string) bool {
+			return strings.Contains(s, "REDIS_SERVICE_HOST") || strings.Contains(s, "HOME") || strings.Contains(s, "REDIS_PORT")
+		}) {
 			t.Errorf("a Kubernetes service link or an unrelated variable drew a warning: %q", w)
 		}
 	})
