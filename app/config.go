@@ -56,6 +56,9 @@ type Config struct {
 	// envoyproxy/ratelimit's variables too (a reload translates them again), and the HTTP listener serves only the
 	// probe and metrics routes (probesOnly), so it needs no tokens beyond loopback.
 	ratelimit bool
+	// metricsListen and metricsPath (the drop-in's USE_PROMETHEUS, PROMETHEUS_ADDR, PROMETHEUS_PATH): when set,
+	// /metrics is served on a listener of its own too, at that path.
+	metricsListen, metricsPath string
 }
 
 // MemoryConfig configures the in-memory store.

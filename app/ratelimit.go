@@ -181,9 +181,9 @@ var ratelimitVars = []ratelimitVar{
 	{name: "EXTRA_TAGS", apply: ignored("sluice has no statsd output")},
 	{name: "STATS_FLUSH_INTERVAL", apply: ignored("sluice has no statsd output")},
 	{name: "DISABLE_STATS", apply: ignoredUnless("false", "sluice's metrics are always at /metrics on HOST:PORT")},
-	{name: "USE_PROMETHEUS", apply: ignoredUnless("false", "sluice's metrics are at /metrics on HOST:PORT (sluice_* names), not on PROMETHEUS_ADDR")},
-	{name: "PROMETHEUS_ADDR", apply: ignored("sluice's metrics are at /metrics on HOST:PORT")},
-	{name: "PROMETHEUS_PATH", apply: ignored("sluice's metrics are at /metrics on HOST:PORT")},
+	{name: "USE_PROMETHEUS", def: "false", apply: boolean(usePrometheus)},
+	{name: "PROMETHEUS_ADDR", def: ":9090", apply: consumedBy("USE_PROMETHEUS")},
+	{name: "PROMETHEUS_PATH", def: "/metrics", apply: consumedBy("USE_PROMETHEUS")},
 	{name: "PROMETHEUS_MAPPER_YAML", apply: ignored("sluice's metrics keep their own names (sluice_*)")},
 	{name: "PROMETHEUS_RESPONSE_TIME_AS_MILLISECONDS", apply: ignored("sluice's durations are in seconds")},
 	{name: "TRACING_ENABLED", apply: ignoredUnless("false", "sluice does not trace")},
@@ -212,6 +212,10 @@ type ratelimitEnv struct {
 	explicit map[string]bool    // SLUICE_* variables set from a variable given (not only from defaults)
 	probs    []string
 	warns    []string
+	// metricsListen and metricsPath are where USE_PROMETHEUS serves /metrics too ("" when off).
+	metricsListen, metricsPath string
+	// environ is the environment with the SLUICE_* entries made, for Load.
+	environ []string
 }
 
 // shownAs is how Load's messages name a SLUICE_* variable made from envoyproxy/ratelimit's.
@@ -376,6 +380,29 @@ func xdsTLS(sluiceVar string) func(*ratelimitEnv, string, string) {
 	}
 }
 
+// usePrometheus is USE_PROMETHEUS: when true, /metrics is served on PROMETHEUS_ADDR at PROMETHEUS_PATH too (Envoy
+// Gateway's pod annotations point Prometheus there); otherwise those two are ignored, with a warning when given.
+func usePrometheus(t *ratelimitEnv, _ string, on bool) {
+	if !on {
+		for _, v := range []string{"PROMETHEUS_ADDR", "PROMETHEUS_PATH"} {
+			if t.given(v) {
+				t.warn("%s=%q: ignored: USE_PROMETHEUS is not true (as in envoyproxy/ratelimit)", v, t.env[v])
+			}
+		}
+		return
+	}
+	addr, path := t.get("PROMETHEUS_ADDR"), t.get("PROMETHEUS_PATH")
+	if _, port, err := net.SplitHostPort(addr); err != nil {
+		t.fail("PROMETHEUS_ADDR=%q: want host:port or :port, such as :19001", addr)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		t.fail("PROMETHEUS_ADDR=%q: the port must be 0-65535", addr)
+	}
+	if !strings.HasPrefix(path, "/") {
+		t.fail("PROMETHEUS_PATH=%q: want a path starting with /, such as /metrics", path)
+	}
+	t.metricsListen, t.metricsPath = addr, path
+}
+
 // redisURL reads REDIS_URL by REDIS_TYPE as envoyproxy/ratelimit does: SINGLE "host:port", CLUSTER
 // "host:port,host:port,...", SENTINEL "master,sentinel:port,..."; an address may be redis://[user:password@]host:port.
 func redisURL(t *ratelimitEnv, name, v string) {
@@ -436,10 +463,42 @@ func redisURL(t *ratelimitEnv, name, v string) {
 	}
 }
 
+// checkRLSAuth refuses, in envoyproxy/ratelimit's terms, an RLS listener beyond loopback without client
+// certificates (validateRLS's rule, whose message names sluice's settings), unless the operator's own sluice
+// settings (SLUICE_TOKENS_FILE, a config file) may authenticate. When it refuses, or CONFIG_TYPE is not valid, the
+// rls.* settings are not passed on: that one problem is reported, and Load's about the front end would repeat it.
+func (t *ratelimitEnv) checkRLSAuth() {
+	listen, ok := t.out["SLUICE_RLS_LISTEN"]
+	if !ok || t.env["SLUICE_RLS_LISTEN"] != "" {
+		return
+	}
+	if m := t.mode(); m != "FILE" && m != "GRPC_XDS_SOTW" {
+		t.dropRLS()
+		return
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || isLoopback(host) || t.out["SLUICE_RLS_TLS_CLIENT_CA_FILE"] != "" ||
+		t.env["SLUICE_RLS_TLS_CLIENT_CA_FILE"] != "" || t.env["SLUICE_TOKENS_FILE"] != "" || t.env[configVariable] != "" {
+		return
+	}
+	t.fail("GRPC_HOST:GRPC_PORT=%q: the RLS listener faces the network, so sluice requires client certificates: set GRPC_SERVER_USE_TLS=true with GRPC_SERVER_TLS_CERT, GRPC_SERVER_TLS_KEY and GRPC_CLIENT_TLS_CACERT (or GRPC_SERVER_TLS_CA_CERT, as Envoy Gateway does); or listen on GRPC_HOST=127.0.0.1; or give bearer tokens (SLUICE_TOKENS_FILE)", listen)
+	t.dropRLS()
+}
+
+// dropRLS takes back the rls.* settings made.
+func (t *ratelimitEnv) dropRLS() {
+	for k := range t.out {
+		if strings.HasPrefix(k, envName("rls.")) {
+			delete(t.out, k)
+			delete(t.shown, k)
+		}
+	}
+}
+
 // translateRatelimit turns envoyproxy/ratelimit's variables of environ into SLUICE_* entries appended to
 // environ. A SLUICE_* variable the operator set wins over one made from a default, and is refused with one made
 // from a variable given, if they differ. shown names, for Load's messages, the variables each entry came from.
-func translateRatelimit(environ []string) (out []string, shown map[string]shownAs, warnings []string, probs []string) {
+func translateRatelimit(environ []string) *ratelimitEnv {
 	t := &ratelimitEnv{env: environMap(environ), known: map[string]ratelimitVar{}, out: map[string]string{}, shown: map[string]shownAs{}, explicit: map[string]bool{}}
 	for _, r := range ratelimitVars {
 		t.known[r.name] = r
@@ -449,6 +508,7 @@ func translateRatelimit(environ []string) (out []string, shown map[string]shownA
 			r.apply(t, r.name, v)
 		}
 	}
+	t.checkRLSAuth()
 	for _, k := range sortedKeys(t.env) {
 		if _, ok := t.known[k]; !ok && ratelimitLooking.MatchString(k) && !kubernetesLink.MatchString(k) {
 			t.warn("%s: ignored: not one of envoyproxy/ratelimit's variables that sluice knows (see docs/envoy.md)", k)
@@ -457,7 +517,7 @@ func translateRatelimit(environ []string) (out []string, shown map[string]shownA
 	if t.out["SLUICE_STORE"] == "" && t.env["SLUICE_STORE"] == "" {
 		t.warn("no REDIS_URL: the limits are counted in this process's memory (store memory), so run one replica")
 	}
-	out = slices.Clone(environ)
+	out := slices.Clone(environ)
 	for _, k := range sortedKeys(t.out) {
 		own, set := t.env[k]
 		switch {
@@ -476,16 +536,18 @@ func translateRatelimit(environ []string) (out []string, shown map[string]shownA
 		}
 	}
 	slices.Sort(t.warns)
-	return out, t.shown, t.warns, t.probs
+	t.environ = out
+	return t
 }
 
 // LoadRatelimit is Load for the ratelimit drop-in: the config file at path (SLUICE_CONFIG, usually none) and
 // environ's SLUICE_* variables, with envoyproxy/ratelimit's variables translated by ratelimitVars.
 func LoadRatelimit(path string, environ []string) (Config, []string, error) {
-	env, shown, warnings, probs := translateRatelimit(environ)
-	cfg, more, err := load(path, env, loadOptions{shown: shown, ratelimit: true})
-	if len(probs) > 0 {
-		all := Problems(probs)
+	t := translateRatelimit(environ)
+	cfg, more, err := load(path, t.environ, loadOptions{shown: t.shown, ratelimit: true})
+	cfg.metricsListen, cfg.metricsPath = t.metricsListen, t.metricsPath
+	if len(t.probs) > 0 {
+		all := Problems(t.probs)
 		if ps, ok := err.(Problems); ok {
 			all = append(all, ps...)
 		} else if err != nil {
@@ -496,7 +558,7 @@ func LoadRatelimit(path string, environ []string) (Config, []string, error) {
 	if err != nil {
 		return cfg, nil, err
 	}
-	return cfg, append(warnings, more...), nil
+	return cfg, append(t.warns, more...), nil
 }
 
 // ratelimitCommand serves as the ratelimit drop-in until SIGTERM or SIGINT.
@@ -509,7 +571,8 @@ func ratelimitCommand(stderr io.Writer, build Build) error {
 	for _, w := range warnings {
 		log.Warn("configuration: " + w)
 	}
-	log.Info("sluice serving as envoyproxy/ratelimit: its variables are read (docs/envoy.md); the HTTP listener serves only /healthcheck, /healthz, /healthz/store, /readyz and /metrics")
+	log.Info("sluice serving as envoyproxy/ratelimit: its variables are read (docs/envoy.md); the HTTP listener serves only /healthcheck, /healthz, /healthz/store, /readyz and /metrics",
+		"metrics_listen", cfg.metricsListen, "metrics_path", cfg.metricsPath)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return Run(ctx, cfg, build, log, nil)

@@ -73,10 +73,22 @@ func TestRatelimitEnvoyGateway(t *testing.T) {
 	if cfg.Store != "redis" || !slices.Equal(cfg.Redis.Addrs, []string{"redis.redis-system.svc.cluster.local:6379"}) {
 		t.Errorf("redis: store %q addrs %q", cfg.Store, cfg.Redis.Addrs)
 	}
-	for _, v := range []string{"USE_PROMETHEUS", "PROMETHEUS_ADDR", "PROMETHEUS_MAPPER_YAML"} {
-		if !slices.ContainsFunc(warnings, func(w string) bool { return strings.HasPrefix(w, v+"=") && strings.Contains(w, "ignored") }) {
-			t.Errorf("no warning names %s: %q", v, warnings)
-		}
+	// USE_PROMETHEUS: /metrics on PROMETHEUS_ADDR too; the statsd-exporter mapping is not sluice's.
+	if cfg.metricsListen != ":19001" || cfg.metricsPath != "/metrics" {
+		t.Errorf("metrics listener %q path %q", cfg.metricsListen, cfg.metricsPath)
+	}
+	if len(warnings) != 1 || !strings.HasPrefix(warnings[0], "PROMETHEUS_MAPPER_YAML=") {
+		t.Errorf("warnings: %q, want only PROMETHEUS_MAPPER_YAML's", warnings)
+	}
+	_, _, err = LoadRatelimit("", append(env, "PROMETHEUS_ADDR=19001"))
+	if err == nil || !strings.Contains(err.Error(), `PROMETHEUS_ADDR="19001": want host:port or :port`) {
+		t.Errorf("PROMETHEUS_ADDR without a colon: %v", err)
+	}
+	cfg, warnings, _ = LoadRatelimit("", append(env, "USE_PROMETHEUS=false"))
+	if cfg.metricsListen != "" || !slices.ContainsFunc(warnings, func(w string) bool {
+		return strings.Contains(w, "PROMETHEUS_ADDR=\":19001\": ignored: USE_PROMETHEUS is not true")
+	}) {
+		t.Errorf("USE_PROMETHEUS=false: metrics listener %q, warnings %q", cfg.metricsListen, warnings)
 	}
 }
 
@@ -126,7 +138,11 @@ func TestRatelimitVariables(t *testing.T) {
 		fails(t, `HOST:PORT="0.0.0.0:http": port must be 0-65535`, "PORT=http")
 		fails(t, "GRPC_UDS is set: sluice cannot honour it", "GRPC_UDS=/tmp/rl.sock")
 		// Without client authentication the RLS listener may not face the network: the message names the variables.
-		fails(t, `GRPC_HOST:GRPC_PORT="0.0.0.0:8081": "0.0.0.0:8081" is not a loopback address and no client authentication`, "GRPC_SERVER_USE_TLS=false")
+		fails(t, `GRPC_HOST:GRPC_PORT="0.0.0.0:8081": the RLS listener faces the network, so sluice requires client certificates: set GRPC_SERVER_USE_TLS=true`, "GRPC_SERVER_USE_TLS=false")
+		// With the operator's tokens file, Load's own rule applies (tokens then authenticate the RLS calls).
+		tokens := t.TempDir() + "/tokens.yaml"
+		must(t, os.WriteFile(tokens, []byte("- {name: envoy, token: 0123456789abcdef0123, role: check}\n"), 0o600))
+		ok(t, "GRPC_SERVER_USE_TLS=false", "SLUICE_TOKENS_FILE="+tokens)
 		warns(t, "GRPC_SERVER_TLS_CERT=\"/certs/tls.crt\": ignored: GRPC_SERVER_USE_TLS is not true", "GRPC_SERVER_USE_TLS=false", "GRPC_HOST=127.0.0.1")
 		fails(t, `GRPC_SERVER_USE_TLS="yes please": want true or false`, "GRPC_SERVER_USE_TLS=yes please")
 		cfg, _ = ok(t, "GRPC_SERVER_TLS_CA_CERT=<unset>", "GRPC_CLIENT_TLS_CACERT=/certs/client-ca.crt")

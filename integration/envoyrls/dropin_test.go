@@ -31,11 +31,12 @@ import (
 
 // TestDropInForEnvoyGateway runs the sluice binary as Envoy Gateway runs its rate-limit container: the command
 // /bin/ratelimit (here a symlink named ratelimit), Envoy Gateway's environment (internal/infrastructure/kubernetes/
-// ratelimit/resource.go) and its certificates (made here: one CA, as Envoy Gateway's certgen makes), against a
+// ratelimit/resource.go, with its default Prometheus telemetry) and its certificates (made here: one CA, as Envoy Gateway's certgen makes), against a
 // go-control-plane xDS server in this process that requires the client certificate as Envoy Gateway's does. Only
 // what a test must change differs: the xDS server's address, the certificates' directory (/certs in the pod), and
-// PORT and GRPC_PORT (free ports instead of the defaults 8080 and 8081; HOST and GRPC_HOST stay 0.0.0.0). It checks
-// that GET /healthcheck answers 200 "OK", that the HTTP listener serves nothing else of the API, and that
+// PORT, GRPC_PORT and PROMETHEUS_ADDR's port (free ports instead of 8080, 8081 and 19001; HOST and GRPC_HOST stay
+// 0.0.0.0). It checks that GET /healthcheck answers 200 "OK", that the HTTP listener serves nothing else of the API,
+// that /metrics answers there and on PROMETHEUS_ADDR, and that
 // ShouldRateLimit over mTLS decides by the pushed config; on the memory store, and on Redis (REDIS_URL) when the
 // test Redis is up.
 func TestDropInForEnvoyGateway(t *testing.T) {
@@ -96,7 +97,7 @@ func TestDropInForEnvoyGateway(t *testing.T) {
 	}
 
 	run := func(t *testing.T, redisEnv []string, wantWarnings []string) {
-		ports := freePorts(t, 2)
+		ports := freePorts(t, 3)
 		env := []string{
 			"RUNTIME_ROOT=/data",
 			"RUNTIME_SUBDIRECTORY=ratelimit",
@@ -116,6 +117,9 @@ func TestDropInForEnvoyGateway(t *testing.T) {
 			"CONFIG_GRPC_XDS_CLIENT_TLS_KEY=" + certs + "/tls.key",
 			"CONFIG_GRPC_XDS_SERVER_TLS_CACERT=" + certs + "/ca.crt",
 			"FORCE_START_WITHOUT_INITIAL_CONFIG=true",
+			"USE_PROMETHEUS=true", // Envoy Gateway's default telemetry (PROMETHEUS_ADDR=:19001 there)
+			fmt.Sprintf("PROMETHEUS_ADDR=:%d", ports[2]),
+			"PROMETHEUS_MAPPER_YAML=/etc/statsd-exporter/conf.yaml",
 			fmt.Sprintf("PORT=%d", ports[0]),
 			fmt.Sprintf("GRPC_PORT=%d", ports[1]),
 		}
@@ -142,8 +146,10 @@ func TestDropInForEnvoyGateway(t *testing.T) {
 				t.Errorf("GET %s on the probe listener: %d %v, want 404 (only probes are served)", p, code, err)
 			}
 		}
-		if code, body, err := httpGet(base + "/metrics"); err != nil || code != 200 || !strings.Contains(body, "sluice_build_info") {
-			t.Errorf("GET /metrics: %d %v", code, err)
+		for _, u := range []string{base + "/metrics", fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[2])} {
+			if code, body, err := httpGet(u); err != nil || code != 200 || !strings.Contains(body, "sluice_build_info") {
+				t.Errorf("GET %s: %d %v", u, code, err)
+			}
 		}
 
 		rlsAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
@@ -206,12 +212,12 @@ func TestDropInForEnvoyGateway(t *testing.T) {
 		}
 	}
 
-	t.Run("memory", func(t *testing.T) { run(t, nil, []string{"no REDIS_URL"}) })
+	t.Run("memory", func(t *testing.T) { run(t, nil, []string{"PROMETHEUS_MAPPER_YAML", "no REDIS_URL"}) })
 	t.Run("redis", func(t *testing.T) {
 		addr := redistest.SingleAddr(t)
 		// CACHE_KEY_PREFIX (envoyproxy/ratelimit's key prefix, sluice's redis.prefix) keeps this run's keys apart
 		// from other tests' on the shared Redis; Envoy Gateway does not set it.
-		run(t, []string{"REDIS_SOCKET_TYPE=tcp", "REDIS_URL=" + addr, "CACHE_KEY_PREFIX=" + redistest.Prefix()}, nil)
+		run(t, []string{"REDIS_SOCKET_TYPE=tcp", "REDIS_URL=" + addr, "CACHE_KEY_PREFIX=" + redistest.Prefix()}, []string{"PROMETHEUS_MAPPER_YAML"})
 	})
 }
 
