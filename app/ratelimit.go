@@ -49,7 +49,7 @@ var ratelimitVars = []ratelimitVar{
 	{name: "GRPC_PORT", def: "8081", apply: func(t *ratelimitEnv, _, v string) {
 		t.set("SLUICE_RLS_LISTEN", net.JoinHostPort(t.get("GRPC_HOST"), v), "GRPC_HOST:GRPC_PORT", t.given("GRPC_HOST") || t.given("GRPC_PORT"), false)
 	}},
-	{name: "GRPC_UDS", apply: refused("sluice's RLS listener is TCP (GRPC_HOST:GRPC_PORT): unset it")},
+	{name: "GRPC_UDS", apply: refused("sluice's RLS listener is TCP, on GRPC_HOST:GRPC_PORT")},
 	{name: "DEBUG_HOST", apply: ignored("sluice has no debug listener (its metrics are at /metrics on HOST:PORT)")},
 	{name: "DEBUG_PORT", apply: ignored("sluice has no debug listener (its metrics are at /metrics on HOST:PORT)")},
 	{name: "GRPC_MAX_CONNECTION_AGE", apply: ignored("sluice does not age out RLS connections")},
@@ -129,7 +129,11 @@ var ratelimitVars = []ratelimitVar{
 	{name: "QUOTA_MODE", apply: refusedUnless("false", "sluice has no quota mode")},
 	{name: "RESPONSE_DYNAMIC_METADATA", apply: ignoredUnless("false", "sluice adds no dynamic metadata to its answers")},
 	{name: "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT", apply: ignoredUnless("true", "sluice never counts a denied request, as with true")},
-	{name: "LOCAL_CACHE_SIZE_IN_BYTES", apply: ignoredUnless("0", "sluice has no over-limit cache: every check goes to the store")},
+	{name: "LOCAL_CACHE_SIZE_IN_BYTES", apply: func(t *ratelimitEnv, name, v string) {
+		if v != "0" {
+			ignored("sluice has no over-limit cache: every check goes to the store")(t, name, v)
+		}
+	}},
 	{name: "NEAR_LIMIT_RATIO", apply: ignored("sluice has no near-limit statistics")},
 	{name: "EXPIRATION_JITTER_MAX_SECONDS", apply: ignored("sluice's keys expire with their window")},
 
@@ -173,7 +177,7 @@ var ratelimitVars = []ratelimitVar{
 	{name: "REDIS_PERSECOND", apply: refusedUnless("false", "sluice keeps every limit in one store")},
 
 	// Statistics and tracing: sluice's metrics are Prometheus's, at /metrics on HOST:PORT.
-	{name: "USE_STATSD", def: "true", apply: ignoredUnless("false", "sluice has no statsd output: its metrics are at /metrics on HOST:PORT")},
+	{name: "USE_STATSD", apply: ignoredUnless("false", "sluice has no statsd output: its metrics are at /metrics on HOST:PORT")},
 	{name: "STATSD_HOST", apply: ignored("sluice has no statsd output")},
 	{name: "STATSD_PORT", apply: ignored("sluice has no statsd output")},
 	{name: "USE_DOG_STATSD", apply: ignoredUnless("false", "sluice has no statsd output")},
@@ -241,8 +245,9 @@ func (t *ratelimitEnv) flag(name string) bool {
 	return on
 }
 
-// set makes the SLUICE_* variable v, named from (the original variable) in messages; explicit when a variable
-// given (not only a default) decided it.
+// set makes sluiceVar=value, which Load's messages name from (the variable it came from, shown as written, or a
+// combination such as "HOST:PORT", shown with value); explicit when a variable given (not only a default) decided
+// it. A secret value is never shown.
 func (t *ratelimitEnv) set(sluiceVar, value, from string, explicit, secret bool) {
 	t.out[sluiceVar] = value
 	shown := value
@@ -300,6 +305,9 @@ func ignored(why string) func(*ratelimitEnv, string, string) {
 // ignoredUnless warns unless the value is ok (what sluice does anyway).
 func ignoredUnless(ok, why string) func(*ratelimitEnv, string, string) {
 	return func(t *ratelimitEnv, name, v string) {
+		if badBool(t, name, v, ok) {
+			return
+		}
 		if !sameValue(v, ok) {
 			t.warn("%s=%q: ignored: %s", name, v, why)
 		}
@@ -314,12 +322,28 @@ func refused(why string) func(*ratelimitEnv, string, string) {
 	}
 }
 
+// refusedUnless is refused unless the value is ok (what sluice does anyway).
 func refusedUnless(ok, why string) func(*ratelimitEnv, string, string) {
 	return func(t *ratelimitEnv, name, v string) {
+		if badBool(t, name, v, ok) {
+			return
+		}
 		if !sameValue(v, ok) {
 			t.fail("%s=%q: sluice cannot honour it (%s); unset it or set it to %s", name, v, why, ok)
 		}
 	}
+}
+
+// badBool reports (as a problem) a value that is not a boolean where ok is one.
+func badBool(t *ratelimitEnv, name, v, ok string) bool {
+	if _, err := strconv.ParseBool(ok); err != nil {
+		return false
+	}
+	if _, err := strconv.ParseBool(v); err != nil {
+		t.fail("%s=%q: want true or false", name, v)
+		return true
+	}
+	return false
 }
 
 // sameValue compares two values as envoyproxy/ratelimit reads them: booleans by meaning, the rest as text.

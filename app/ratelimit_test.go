@@ -179,6 +179,9 @@ func TestRatelimitVariables(t *testing.T) {
 		}
 		fails(t, `LOG_LEVEL="loud": must be one of debug, info, warn, error`, "LOG_LEVEL=loud")
 		fails(t, `QUOTA_MODE="true": sluice cannot honour it`, "QUOTA_MODE=true")
+		fails(t, `QUOTA_MODE="maybe": want true or false`, "QUOTA_MODE=maybe")
+		ok(t, "QUOTA_MODE=0", "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT=T")
+		warns(t, `LOCAL_CACHE_SIZE_IN_BYTES="1048576": ignored`, "LOCAL_CACHE_SIZE_IN_BYTES=1048576")
 		warns(t, `LIMIT_RESET_HEADER="X-Reset": ignored`, "LIMIT_RESET_HEADER=X-Reset")
 	})
 	t.Run("redis", func(t *testing.T) {
