@@ -22,6 +22,8 @@ Usage:
 
 Flags may come before or after a command's words (sluice migrate status -config FILE).
 Settings: a YAML file plus SLUICE_* environment variables; see README.md.
+Started as ratelimit (the image's /bin/ratelimit) with no arguments, sluice serves with envoyproxy/ratelimit's
+environment variables instead: see docs/envoy.md.
 `
 
 // MainAs is Main for a process started as argv0: named ratelimit (its base name, e.g. /bin/ratelimit in the

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -249,11 +250,11 @@ func TestRatelimitVarsDocumented(t *testing.T) {
 // TestProbesOnly: the drop-in's HTTP listener answers /healthcheck as /readyz decides and serves the public probe
 // and metrics routes, never the checks or the admin API.
 func TestProbesOnly(t *testing.T) {
-	ready := true
+	var notReady atomic.Bool
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/readyz":
-			if !ready {
+			if notReady.Load() {
 				w.Header().Set("Content-Type", "application/problem+json")
 				w.WriteHeader(http.StatusServiceUnavailable)
 				_, _ = io.WriteString(w, `{"title":"not ready"}`)
@@ -278,7 +279,7 @@ func TestProbesOnly(t *testing.T) {
 	if code, body := get("/healthcheck"); code != 200 || body != "OK" {
 		t.Errorf("ready: %d %q", code, body)
 	}
-	ready = false
+	notReady.Store(true)
 	if code, body := get("/healthcheck"); code != 503 || !strings.Contains(body, "not ready") {
 		t.Errorf("not ready: %d %q", code, body)
 	}
