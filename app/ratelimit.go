@@ -157,9 +157,10 @@ var ratelimitVars = []ratelimitVar{
 		t.set("SLUICE_REDIS_PASSWORD", pass, name, true, true)
 	}},
 	{name: "REDIS_TLS", apply: boolSetting("SLUICE_REDIS_TLS")},
-	{name: "REDIS_TLS_CLIENT_CERT", apply: refused("sluice's Redis TLS presents no client certificate")},
-	{name: "REDIS_TLS_CLIENT_KEY", apply: refused("sluice's Redis TLS presents no client certificate")},
-	{name: "REDIS_TLS_CACERT", apply: refused("sluice verifies Redis with the system's roots only")},
+	// As envoyproxy/ratelimit, the files count only with REDIS_TLS=true (Envoy Gateway's CertificateRef).
+	{name: "REDIS_TLS_CLIENT_CERT", apply: when("REDIS_TLS", "SLUICE_REDIS_TLS_CERT_FILE")},
+	{name: "REDIS_TLS_CLIENT_KEY", apply: when("REDIS_TLS", "SLUICE_REDIS_TLS_KEY_FILE")},
+	{name: "REDIS_TLS_CACERT", apply: when("REDIS_TLS", "SLUICE_REDIS_TLS_CA_FILE")},
 	{name: "REDIS_TLS_SKIP_HOSTNAME_VERIFICATION", apply: refusedUnless("false", "sluice always verifies Redis's name")},
 	{name: "REDIS_SENTINEL_AUTH", apply: refused("sluice authenticates to Sentinels with REDIS_AUTH's credentials only")},
 	{name: "REDIS_TIMEOUT", apply: copyTo("SLUICE_REDIS_TIMEOUT", false)},

@@ -200,7 +200,16 @@ func TestRatelimitVariables(t *testing.T) {
 		fails(t, `REDIS_SOCKET_TYPE="unix": sluice connects to Redis over TCP`, "REDIS_URL=/var/run/nutcracker/ratelimit.sock")
 		fails(t, "REDIS_TYPE=SINGLE takes one host:port", "REDIS_SOCKET_TYPE=tcp", "REDIS_URL=a:1,b:2")
 		fails(t, `REDIS_TYPE="RING": want SINGLE, CLUSTER or SENTINEL`, "REDIS_SOCKET_TYPE=tcp", "REDIS_TYPE=RING", "REDIS_URL=a:1")
-		fails(t, "REDIS_TLS_CLIENT_CERT is set: sluice cannot honour it", "REDIS_SOCKET_TYPE=tcp", "REDIS_URL=a:1", "REDIS_TLS=true", "REDIS_TLS_CLIENT_CERT=/redis-certs/tls.crt")
+		// Envoy Gateway's Redis TLS with a CertificateRef: the client certificate (and a CA, which it does not set).
+		dir, _, files := tlsFiles(t)
+		caFile := dir + "/ca.crt"
+		cfg, _ = ok(t, "REDIS_SOCKET_TYPE=tcp", "REDIS_URL=a:1", "REDIS_TLS=true", "REDIS_TLS_CLIENT_CERT="+files.CertFile,
+			"REDIS_TLS_CLIENT_KEY="+files.KeyFile, "REDIS_TLS_CACERT="+caFile)
+		if r := cfg.Redis; !r.TLS || r.TLSCertFile != files.CertFile || r.TLSKeyFile != files.KeyFile || r.TLSCAFile != caFile {
+			t.Errorf("redis tls: %+v", r)
+		}
+		warns(t, "REDIS_TLS_CACERT=\""+caFile+"\": ignored: REDIS_TLS is not true", "REDIS_SOCKET_TYPE=tcp", "REDIS_URL=a:1", "REDIS_TLS_CACERT="+caFile)
+		fails(t, `REDIS_TLS_CACERT="/redis-certs/ca.crt": cannot read it`, "REDIS_SOCKET_TYPE=tcp", "REDIS_URL=a:1", "REDIS_TLS=true", "REDIS_TLS_CACERT=/redis-certs/ca.crt")
 		fails(t, `BACKEND_TYPE="memcache"`, "BACKEND_TYPE=memcache")
 		fails(t, `REDIS_TIMEOUT: want a duration such as 250ms, 30s, 5m or 7d (1ms to 1m), got "soon"`, "REDIS_SOCKET_TYPE=tcp", "REDIS_URL=a:1", "REDIS_TIMEOUT=soon")
 		// A password is never shown.
