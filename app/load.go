@@ -83,6 +83,7 @@ type loadOptions struct {
 	ratelimit bool
 }
 
+// load is Load with the ratelimit drop-in's options (LoadRatelimit).
 func load(path string, environ []string, o loadOptions) (cfg Config, warnings []string, err error) {
 	l := &loader{file: path, cur: path, origins: map[string]origin{}, bad: map[string]bool{}, renames: map[string]string{}, shown: o.shown}
 	cfg = Defaults()
