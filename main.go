@@ -32,5 +32,5 @@ func main() {
 			}
 		}
 	}
-	os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr, build))
+	os.Exit(app.MainAs(os.Args[0], os.Args[1:], os.Stdout, os.Stderr, build))
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 )
 
@@ -21,7 +22,23 @@ Usage:
 
 Flags may come before or after a command's words (sluice migrate status -config FILE).
 Settings: a YAML file plus SLUICE_* environment variables; see README.md.
+Started as ratelimit (the image's /bin/ratelimit) with no arguments, sluice serves with envoyproxy/ratelimit's
+environment variables instead: see docs/envoy.md.
 `
+
+// MainAs is Main for a process started as argv0: named ratelimit (its base name, e.g. /bin/ratelimit in the
+// image) and given no arguments, it is the envoyproxy/ratelimit drop-in (ratelimit.go); with arguments, or under
+// any other name, it is Main.
+func MainAs(argv0 string, args []string, stdout, stderr io.Writer, build Build) int {
+	if filepath.Base(argv0) != "ratelimit" || len(args) > 0 {
+		return Main(args, stdout, stderr, build)
+	}
+	if err := ratelimitCommand(stderr, build); err != nil {
+		fmt.Fprintln(stderr, "sluice (as ratelimit):", err)
+		return 1
+	}
+	return 0
+}
 
 // Main runs the command line and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer, build Build) int {

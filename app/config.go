@@ -24,7 +24,8 @@ import (
 // bool, the integer types, float64, Duration, []string (a YAML list, or a comma-separated variable), a nested
 // struct of settings, and a slice of structs (YAML only).
 type Config struct {
-	// Listen is host:port for the HTTP API. Without tokens it must be a loopback address.
+	// Listen is host:port for the HTTP API. Without tokens it must be a loopback address (except in the ratelimit
+	// drop-in, whose HTTP listener serves only the probe and metrics routes).
 	Listen string `yaml:"listen"`
 	// Store selects the BucketStore adapter: "memory" (one replica), "postgres" or "redis" (any number); the
 	// drivers are the table in stores.go (TestStoreDriversMatchTheSetting keeps oneof equal to it).
@@ -51,6 +52,13 @@ type Config struct {
 
 	// source is the config file Load read (empty: none), which a reload reads again.
 	source string
+	// ratelimit is set by LoadRatelimit (the `ratelimit` drop-in, ratelimit.go): the settings came from
+	// envoyproxy/ratelimit's variables too (a reload translates them again), and the HTTP listener serves only the
+	// probe and metrics routes (probesOnly), so it needs no tokens beyond loopback.
+	ratelimit bool
+	// metricsListen and metricsPath (the drop-in's USE_PROMETHEUS, PROMETHEUS_ADDR, PROMETHEUS_PATH): when set,
+	// /metrics is served on a listener of its own too, at that path.
+	metricsListen, metricsPath string
 }
 
 // MemoryConfig configures the in-memory store.

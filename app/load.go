@@ -72,8 +72,22 @@ const slidingLogWarnLimit = 1000
 // The file is decoded into a yaml.Node tree and walked against Config's type, so each value is read by its
 // field's rule (settings.go) and named by its path and line, and a bad value never hides the problems after it.
 func Load(path string, environ []string) (cfg Config, warnings []string, err error) {
-	l := &loader{file: path, cur: path, origins: map[string]origin{}, bad: map[string]bool{}, renames: map[string]string{}}
+	return load(path, environ, loadOptions{})
+}
+
+// loadOptions are what the ratelimit drop-in (ratelimit.go) adds to Load.
+type loadOptions struct {
+	// shown names SLUICE_* variables made from envoyproxy/ratelimit's in messages, as the operator wrote them.
+	shown map[string]shownAs
+	// ratelimit marks the drop-in's configuration (Config.ratelimit).
+	ratelimit bool
+}
+
+// load is Load with the ratelimit drop-in's options (LoadRatelimit).
+func load(path string, environ []string, o loadOptions) (cfg Config, warnings []string, err error) {
+	l := &loader{file: path, cur: path, origins: map[string]origin{}, bad: map[string]bool{}, renames: map[string]string{}, shown: o.shown}
 	cfg = Defaults()
+	cfg.ratelimit = o.ratelimit
 	if path != "" {
 		if data, err := os.ReadFile(path); err != nil {
 			l.report(0, fmt.Sprintf("config file: %v", err))
@@ -106,10 +120,11 @@ type loader struct {
 	file    string // the config file
 	cur     string // the file being decoded (the config file or the tokens file)
 	probs   Problems
-	lines   []int             // per problem: its line in the config file, 0 for others
-	origins map[string]origin // path ("policies[2].limit") → where its value came from
-	bad     map[string]bool   // paths whose value could not be read: later checks do not report them again
-	renames map[string]string // "tokens[3]" → "tokens_file[0]": how a path is shown
+	lines   []int              // per problem: its line in the config file, 0 for others
+	origins map[string]origin  // path ("policies[2].limit") → where its value came from
+	bad     map[string]bool    // paths whose value could not be read: later checks do not report them again
+	renames map[string]string  // "tokens[3]" → "tokens_file[0]": how a path is shown
+	shown   map[string]shownAs // SLUICE_* variable → the envoyproxy/ratelimit variables it was made from
 }
 
 // parent is the path one level up: "policies[2].limit" → "policies[2]" → "policies" → "".
@@ -466,15 +481,20 @@ func (l *loader) applyEnv(cfg *Config, environ []string) {
 			continue
 		}
 		got := strconv.Quote(v)
-		if s.rule.secret {
+		shownName, shownValue, secret := name, v, s.rule.secret
+		if sh, ok := l.shown[name]; ok { // made from envoyproxy/ratelimit's variables: name those
+			shownName, shownValue, secret = sh.name, sh.value, secret || sh.secret
+			got = strconv.Quote(sh.value)
+		}
+		if secret {
 			got = ""
 		}
 		if err := s.rule.parse(root.FieldByIndex(s.index), v, got); err != nil {
 			l.bad[s.path] = true
-			l.report(0, name+": "+err.Error())
+			l.report(0, shownName+": "+err.Error())
 			continue
 		}
-		l.origins[s.path] = origin{env: name, value: v, secret: s.rule.secret}
+		l.origins[s.path] = origin{env: shownName, value: shownValue, secret: secret}
 	}
 }
 
@@ -551,7 +571,7 @@ func (l *loader) validate(c Config) {
 		}
 		secrets[t.Token] = true
 	}
-	if len(c.Tokens) == 0 && err == nil && !isLoopback(host) {
+	if len(c.Tokens) == 0 && err == nil && !isLoopback(host) && !c.ratelimit { // the drop-in serves only probes there
 		l.add("listen", "%q is not a loopback address and no tokens are configured: set tokens or tokens_file (SLUICE_TOKENS_FILE), or listen on 127.0.0.1", c.Listen)
 	}
 	validateHTTPTLS(c, l.add)

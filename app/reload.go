@@ -155,7 +155,11 @@ func (r *reloader) fingerprint() [32]byte {
 func (r *reloader) reload(ctx context.Context, cause string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	next, warnings, err := Load(r.running.source, os.Environ())
+	load := Load
+	if r.running.ratelimit {
+		load = LoadRatelimit
+	}
+	next, warnings, err := load(r.running.source, os.Environ())
 	if err != nil {
 		r.reloads.WithLabelValues("invalid").Inc()
 		r.log.Error("configuration reload refused: everything in force is kept", "cause", cause, "file", r.running.source, "err", err)

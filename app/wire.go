@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -178,11 +179,16 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 	if err != nil {
 		return nil, err
 	}
+	api := httpapi.NewHandler(httpapi.Options{
+		Limiter: lim, Spec: build.Spec, Store: cfg.Store, TokenSet: tokens,
+		MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: log, Gatherer: gatherer, Requests: requests,
+	})
+	handler := api
+	if cfg.ratelimit {
+		handler = probesOnly(api)
+	}
 	srv := &http.Server{
-		Handler: httpapi.NewHandler(httpapi.Options{
-			Limiter: lim, Spec: build.Spec, Store: cfg.Store, TokenSet: tokens,
-			MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: log, Gatherer: gatherer, Requests: requests,
-		}),
+		Handler:           handler,
 		ReadHeaderTimeout: time.Duration(cfg.HTTP.ReadHeaderTimeout),
 		ReadTimeout:       time.Duration(cfg.HTTP.ReadTimeout),
 		WriteTimeout:      time.Duration(cfg.HTTP.ReadTimeout) + 10*time.Second,
@@ -197,6 +203,22 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 		}
 		srv.TLSConfig = files.TLSConfig()
 	}
+	// The ratelimit drop-in's USE_PROMETHEUS: /metrics on a listener of its own too.
+	var metricsSrv *http.Server
+	metricsServed := make(chan struct{})
+	if cfg.metricsListen != "" {
+		metricsSrv = &http.Server{
+			Handler:           metricsOnly(api, cfg.metricsPath),
+			ReadHeaderTimeout: time.Duration(cfg.HTTP.ReadHeaderTimeout),
+			ReadTimeout:       time.Duration(cfg.HTTP.ReadTimeout),
+			WriteTimeout:      time.Duration(cfg.HTTP.ReadTimeout) + 10*time.Second,
+			IdleTimeout:       time.Duration(cfg.HTTP.IdleTimeout),
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+	} else {
+		close(metricsServed)
+	}
 	l := &Listening{}
 	served := make(chan struct{})
 	lc.Append(fx.Hook{
@@ -204,6 +226,20 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 			ln, err := net.Listen("tcp", cfg.Listen)
 			if err != nil {
 				return fmt.Errorf("listen (SLUICE_LISTEN=%s): %w", cfg.Listen, err)
+			}
+			if metricsSrv != nil {
+				mln, err := net.Listen("tcp", cfg.metricsListen)
+				if err != nil {
+					ln.Close()
+					return fmt.Errorf("listen (PROMETHEUS_ADDR=%s): %w", cfg.metricsListen, err)
+				}
+				go func() {
+					defer close(metricsServed)
+					if err := metricsSrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+						log.Error("metrics server stopped", "err", err)
+					}
+				}()
+				log.Info("sluice metrics serving", "addr", mln.Addr().String(), "path", cfg.metricsPath)
 			}
 			l.Addr = ln.Addr().String()
 			serve, https := srv.Serve, srv.TLSConfig != nil
@@ -227,7 +263,11 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.HTTP.DrainTimeout))
 			defer cancel()
 			err := srv.Shutdown(ctx)
+			if metricsSrv != nil {
+				err = errors.Join(err, metricsSrv.Shutdown(ctx))
+			}
 			<-served
+			<-metricsServed
 			if err != nil {
 				return fmt.Errorf("drain did not finish within %s: %w", cfg.HTTP.DrainTimeout, err)
 			}
@@ -276,4 +316,68 @@ func Run(ctx context.Context, cfg Config, build Build, log *slog.Logger, ready f
 	stopCtx, cancel2 := context.WithTimeout(context.Background(), time.Duration(cfg.HTTP.DrainTimeout)+10*time.Second)
 	defer cancel2()
 	return app.Stop(stopCtx)
+}
+
+// probesOnly is the HTTP listener of the ratelimit drop-in (ratelimit.go): envoyproxy/ratelimit's /healthcheck,
+// and the API's public /healthz, /healthz/store, /readyz and /metrics routes as the API serves them; every other
+// path is 404. The checks and the policy admin API are not served, so this listener may face the network without
+// bearer tokens.
+//
+// /healthcheck answers as /readyz decides (the same handler is asked, so the request is logged and counted as
+// /readyz): 200 "OK" when ready, as envoyproxy/ratelimit answers, else 503 with /readyz's problem document.
+func probesOnly(api http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	for _, p := range []string{"/healthz", "/healthz/store", "/readyz", "/metrics"} {
+		mux.Handle(p, api)
+	}
+	mux.HandleFunc("/healthcheck", func(w http.ResponseWriter, r *http.Request) {
+		ask := r.Clone(r.Context())
+		ask.Method, ask.URL.Path, ask.URL.RawQuery, ask.Body = http.MethodGet, "/readyz", "", http.NoBody
+		rec := &recorded{header: http.Header{}, code: http.StatusOK}
+		api.ServeHTTP(rec, ask)
+		if rec.code == http.StatusOK {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, _ = w.Write([]byte("OK"))
+			return
+		}
+		w.Header().Set("Content-Type", rec.header.Get("Content-Type"))
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write(rec.body.Bytes())
+	})
+	mux.Handle("/", http.NotFoundHandler())
+	return mux
+}
+
+// metricsOnly serves the API's /metrics at path, and nothing else (404).
+func metricsOnly(api http.Handler, path string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != path {
+			http.NotFound(w, r)
+			return
+		}
+		ask := r.Clone(r.Context())
+		ask.URL.Path, ask.URL.RawPath = "/metrics", ""
+		api.ServeHTTP(w, ask)
+	})
+}
+
+// recorded keeps a response in memory (probesOnly asks /readyz through it).
+type recorded struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+	wrote  bool
+}
+
+func (r *recorded) Header() http.Header { return r.header }
+
+func (r *recorded) WriteHeader(code int) {
+	if !r.wrote {
+		r.code, r.wrote = code, true
+	}
+}
+
+func (r *recorded) Write(b []byte) (int, error) {
+	r.WriteHeader(http.StatusOK)
+	return r.body.Write(b)
 }
