@@ -52,8 +52,8 @@ var ratelimitVars = []ratelimitVar{
 	{name: "GRPC_UDS", apply: refused("sluice's RLS listener is TCP, on GRPC_HOST:GRPC_PORT")},
 	{name: "DEBUG_HOST", apply: ignored("sluice has no debug listener (its metrics are at /metrics on HOST:PORT)")},
 	{name: "DEBUG_PORT", apply: ignored("sluice has no debug listener (its metrics are at /metrics on HOST:PORT)")},
-	{name: "GRPC_MAX_CONNECTION_AGE", apply: ignored("sluice does not age out RLS connections")},
-	{name: "GRPC_MAX_CONNECTION_AGE_GRACE", apply: ignored("sluice does not age out RLS connections")},
+	{name: "GRPC_MAX_CONNECTION_AGE", apply: ignored("sluice recycles RLS connections after a fixed hour, with a minute of grace (adapters/envoyrls/server.go)")},
+	{name: "GRPC_MAX_CONNECTION_AGE_GRACE", apply: ignored("sluice recycles RLS connections after a fixed hour, with a minute of grace (adapters/envoyrls/server.go)")},
 
 	// TLS of the RLS listener: as envoyproxy/ratelimit, the files count only with GRPC_SERVER_USE_TLS=true.
 	{name: "GRPC_SERVER_USE_TLS", def: "false", apply: boolean(nil)},
