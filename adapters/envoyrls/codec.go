@@ -152,8 +152,9 @@ func convert(newElem func() protoreflect.Value, dfd protoreflect.FieldDescriptor
 		return e
 	case protoreflect.StringKind:
 		return protoreflect.ValueOfString(escapeBytes(v.Bytes()))
+	default: // scalars, enums and bytes read the same in the twin
+		return v
 	}
-	return v
 }
 
 // escapeBytes is b as a string with each byte that is not part of valid UTF-8 written as \xHH.
