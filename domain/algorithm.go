@@ -39,13 +39,24 @@ type algorithmRow struct {
 	hold func(b *Bucket, now int64, r Rule, n, at int64)
 	// empty reports whether nothing in b counts at now under a window of w µs (the key may be dropped).
 	empty func(b *Bucket, now, w int64) bool
+	// adjust changes the units of hold h, recorded by this algorithm in b (current), by delta at now (hold.go):
+	// delta < 0 gives units back as if h had been smaller from the start, delta > 0 records more at h's instant,
+	// past the limit if need be.
+	adjust func(b *Bucket, now int64, r Rule, h *holdRecord, delta int64)
+	// force records n ≥ 1 units at now under r on b (empty, or holding this algorithm's current state), past the
+	// limit if need be.
+	force func(b *Bucket, now int64, r Rule, n int64)
 }
 
 var algorithmTable = [...]algorithmRow{
-	{name: SlidingLog, code: 1, step: stepSlidingLog, units: logUnits, hold: holdSlidingLog, empty: logEmpty},
-	{name: SlidingWindow, code: 2, resolution: true, step: stepSlidingWindow, units: logUnits, hold: holdSlidingWindow, empty: logEmpty},
-	{name: TokenBucket, code: 3, burst: true, step: stepTokenBucket, units: tokenBucketUnits, hold: holdTokenBucket, empty: tokenBucketEmpty},
-	{name: FixedWindow, code: 4, burst: true, step: stepFixedWindow, units: fixedWindowUnits, hold: holdFixedWindow, empty: fixedWindowEmpty},
+	{name: SlidingLog, code: 1, step: stepSlidingLog, units: logUnits, hold: holdSlidingLog, empty: logEmpty,
+		adjust: adjustLog, force: forceLog},
+	{name: SlidingWindow, code: 2, resolution: true, step: stepSlidingWindow, units: logUnits, hold: holdSlidingWindow, empty: logEmpty,
+		adjust: adjustLog, force: forceLog},
+	{name: TokenBucket, code: 3, burst: true, step: stepTokenBucket, units: tokenBucketUnits, hold: holdTokenBucket, empty: tokenBucketEmpty,
+		adjust: adjustTokenBucket, force: forceTokenBucket},
+	{name: FixedWindow, code: 4, burst: true, step: stepFixedWindow, units: fixedWindowUnits, hold: holdFixedWindow, empty: fixedWindowEmpty,
+		adjust: adjustFixedWindow, force: forceFixedWindow},
 }
 
 // Algorithms lists every algorithm, in the table's order (the order documentation and messages name them).
@@ -90,6 +101,9 @@ type Bucket struct {
 	// Rollback).
 	marked   bool
 	replaced *windowLog
+	// holds are the key's hold records (hold.go), nil when it has none (a pointer: a key without holds pays 8
+	// bytes for them).
+	holds *holdBook
 }
 
 // Decide applies one check at now (unix µs) under rule r and returns the decision; an admission records cost
@@ -117,7 +131,11 @@ func (b *Bucket) Decide(now int64, r Rule, cost int64) Decision {
 		return Decision{Status: StatusPolicyNotFound, Limit: r.Limit}
 	}
 	if b.alg == "" || b.current(r) {
+		a, f := b.a, b.f
 		d := row.step(b, now, r, cost)
+		if b.holds != nil && d.Allowed && cost > 0 && r.Algorithm == TokenBucket {
+			b.noteLag(now, a, f) // hold.go: what a refund can still give back
+		}
 		if b.alg == "" && cost > 0 && d.Allowed {
 			b.alg, b.gen = r.Algorithm, r.Generation
 		}
@@ -134,6 +152,7 @@ func (b *Bucket) Decide(now int64, r Rule, cost int64) Decision {
 				view.replaced = &old
 			}
 		}
+		view.holds = b.holds // a conversion replaces the state, never the hold records
 		*b = view
 	}
 	return d
@@ -179,6 +198,9 @@ func (b *Bucket) converted(now int64, r Rule, row *algorithmRow) Bucket {
 // window the state was last decided with.
 func (b *Bucket) Empty(now int64, window time.Duration) bool {
 	row := algorithmRowOf(b.alg)
+	if row != nil && b.holdsKept(now, int64(window/time.Microsecond)) {
+		return false // a hold record still matters (hold.go)
+	}
 	return row == nil || row.empty(b, now, int64(window/time.Microsecond))
 }
 

@@ -48,7 +48,7 @@ func (m *model) decide(now int64, r Rule, cost int64) Decision {
 			newest = rec
 		}
 		for _, u := range m.units {
-			if u.at > max(now-w, r.Floor) && u.at > newest {
+			if u.cost > 0 && u.at > max(now-w, r.Floor) && u.at > newest { // a run a hold gave back whole is gone
 				newest = u.at
 			}
 		}
@@ -64,7 +64,7 @@ func (m *model) decide(now int64, r Rule, cost int64) Decision {
 		d.Remaining = max(L-used, 0)
 		best := int64(-1)
 		for _, u := range m.units {
-			if u.at <= max(now-w, r.Floor) {
+			if u.cost == 0 || u.at <= max(now-w, r.Floor) {
 				continue
 			}
 			leave := u.at + w

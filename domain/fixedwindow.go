@@ -46,3 +46,23 @@ func holdFixedWindow(b *Bucket, now int64, r Rule, n, _ int64) {
 // fixedWindowEmpty: the window that admitted the units (b.w, whatever window the caller last decided with) has
 // ended. The Redis key's expiry and the Postgres row's are the same instant.
 func fixedWindowEmpty(b *Bucket, now, _ int64) bool { return b.a < floorTo(now, b.w) }
+
+// adjustFixedWindow changes the count by delta while h's window is still the current one (and the state's): the
+// units of a window that ended count nothing, so a refund or an excess there changes nothing. The count never
+// goes below 0.
+func adjustFixedWindow(b *Bucket, now int64, _ Rule, h *holdRecord, delta int64) {
+	start := floorTo(now, b.w)
+	if h.At < start || b.a < start {
+		return
+	}
+	b.f = max(b.f+delta, 0)
+}
+
+// forceFixedWindow adds n units to the current window of r, whatever the limit.
+func forceFixedWindow(b *Bucket, now int64, r Rule, n int64) {
+	window := int64(r.Window / time.Microsecond)
+	if b.alg != FixedWindow || b.a < floorTo(now, window) {
+		b.a, b.f = now, 0
+	}
+	b.a, b.f, b.w = max(b.a, now), b.f+n, window
+}

@@ -180,3 +180,25 @@ func FuzzValidateKey(f *testing.F) {
 
 // utf8Valid is utf8.ValidString written another way, so the test does not share the implementation's call.
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "") == s }
+
+// FuzzHolds drives holds (acquire, settle, renew, with checks between) on a Bucket and the brute-force model of
+// hold_test.go with the same sequence and requires the same answer to every operation.
+func FuzzHolds(f *testing.F) {
+	f.Add(uint8(0), uint8(5), uint16(10), []byte{2, 3, 1, 4, 0, 7, 2, 1, 5, 6, 3, 3, 2, 8, 1, 4, 0, 2})
+	f.Add(uint8(2), uint8(9), uint16(3600), []byte{1, 1, 4, 4, 4, 2, 2, 7, 7, 0, 3, 9, 9, 1, 0, 6, 6, 6})
+	f.Fuzz(func(t *testing.T, alg8, limit8 uint8, windowS uint16, prog []byte) {
+		alg := Algorithms[int(alg8)%len(Algorithms)]
+		if len(prog) > 3000 {
+			prog = prog[:3000]
+		}
+		i := 0
+		pick := func(n int) int {
+			if n <= 1 || i >= len(prog) {
+				return 0
+			}
+			i++
+			return int(prog[i-1]) % n
+		}
+		runHolds(t, alg, int64(limit8%16)+1, time.Duration(int64(windowS)%86400+1)*time.Second, len(prog)/2, pick)
+	})
+}

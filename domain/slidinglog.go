@@ -231,3 +231,52 @@ func ceilTo(t, res int64) int64 {
 
 // micros converts microseconds to a Duration.
 func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
+
+// adjustLog changes the run of units recorded at h's instant by delta (hold.go): the entry at exactly h.At and
+// every later cumulative count move by delta, so the units before it are untouched and those after it keep their
+// own counts; an entry left with no unit is removed (a log holds at most one entry per unit). An entry no longer
+// in the log has left the window: its units count nothing either way, and nothing changes. A refund never takes
+// more than the entry holds.
+func adjustLog(b *Bucket, _ int64, _ Rule, h *holdRecord, delta int64) {
+	l := &b.log
+	lo, hi := 0, l.n
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if l.at(mid).at >= h.At {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	if lo == l.n || l.at(lo).at != h.At {
+		return
+	}
+	prev := l.base
+	if lo > 0 {
+		prev = l.at(lo - 1).cum
+	}
+	units := l.at(lo).cum - prev
+	delta = max(delta, -units)
+	for i := lo; i < l.n; i++ {
+		l.at(i).cum += delta
+	}
+	if units+delta > 0 {
+		return
+	}
+	for i := lo; i+1 < l.n; i++ { // the entry holds nothing now: drop it
+		*l.at(i) = *l.at(i + 1)
+	}
+	l.n--
+	if l.n == 0 {
+		l.head, l.base = 0, 0
+	}
+}
+
+// forceLog records n units at now (sliding_window: rounded up to the resolution), whatever the limit.
+func forceLog(b *Bucket, now int64, r Rule, n int64) {
+	at := now
+	if r.Algorithm == SlidingWindow {
+		at = ceilTo(now, int64(r.Resolution/time.Microsecond))
+	}
+	b.log.record(at, n)
+}

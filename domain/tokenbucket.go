@@ -95,3 +95,57 @@ func ceilMicros(d, f int64) int64 {
 	}
 	return d
 }
+
+// adjustTokenBucket moves tat by delta units' emission time at the rate that wrote the state (c per w µs), as if
+// the hold had been for its amount plus delta from the start. Had it been smaller, every later tat would be
+// earlier by the same time, until an admission found the bucket refilled past the difference (tat - t below
+// it): from then on the two histories meet. So a refund moves tat back by min(|delta| × w / c, m), where m is
+// the least lag any admission since the acquire found (noteLag keeps it): exactly what the smaller hold would
+// have left. An excess moves tat later by all of it: never less than a larger hold from the start would have.
+func adjustTokenBucket(b *Bucket, _ int64, _ Rule, h *holdRecord, delta int64) {
+	if delta > 0 {
+		q, rem := mulDivRem(delta, b.w, b.c)
+		b.a, b.f = b.a+q, b.f+rem
+		if b.f >= b.c {
+			b.a, b.f = b.a+1, b.f-b.c
+		}
+		return
+	}
+	q, rem := mulDivRem(-delta, b.w, b.c)
+	if h.mq < q || (h.mq == q && h.mr < rem) {
+		q, rem = h.mq, h.mr
+	}
+	b.a, b.f = b.a-q, b.f-rem
+	if b.f < 0 {
+		b.a, b.f = b.a-1, b.f+b.c
+	}
+}
+
+// noteLag lowers every open token_bucket hold's bound m to the lag an admission at now finds, (a - now) + f/c
+// before it records, at least 0 (see adjustTokenBucket). Decide calls it for an admission on a current token
+// bucket with hold records.
+func (b *Bucket) noteLag(now, a, f int64) {
+	lq, lr := a-now, f
+	if lq < 0 || (lq == 0 && lr == 0) {
+		lq, lr = 0, 0
+	}
+	for i := range b.holds.recs {
+		h := &b.holds.recs[i]
+		if h.alg == TokenBucket && !h.Settled && (lq < h.mq || (lq == h.mq && lr < h.mr)) {
+			h.mq, h.mr = lq, lr
+		}
+	}
+}
+
+// forceTokenBucket emits n units from max(tat, now) at r's rate, whatever the limit.
+func forceTokenBucket(b *Bucket, now int64, r Rule, n int64) {
+	window := int64(r.Window / time.Microsecond)
+	if b.alg != TokenBucket || b.a < now || (b.a == now && b.f == 0) {
+		b.a, b.f = now, 0
+	}
+	q, rem := mulDivRem(n, window, r.Limit)
+	b.a, b.f, b.c, b.w = b.a+q, b.f+rem, r.Limit, window
+	if b.f >= b.c {
+		b.a, b.f = b.a+1, b.f-b.c
+	}
+}

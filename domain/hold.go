@@ -1,0 +1,280 @@
+package domain
+
+import (
+	"time"
+)
+
+// Holds (shared/design.md, "Holds"; issue 23): the domain's pure step, on a Bucket, for the four window
+// algorithms. No store or API calls it yet: it is the primitive the stores and the API will run (the Postgres
+// and Redis steps will follow it as they follow Decide), tested against a brute-force model (hold_test.go) and
+// fuzzed (FuzzHolds).
+//
+//   - Acquire is decided exactly like a check of cost amount; if admitted, the units are recorded as any check's
+//     and a hold record remembers them (id, amount, the instant the algorithm recorded them, the refund deadline).
+//     A retried Acquire with the same id returns the same hold and records nothing; with another amount it is a
+//     conflict.
+//   - Settle replaces the hold's amount by the actual one, at the hold's own instant, through the algorithm's
+//     adjust: less gives the difference back as if the hold had been for that amount from the start (a log's
+//     entry at the hold's instant shrinks, a token bucket's tat moves back by the difference's emission time, a
+//     fixed window's count goes down while the hold's window is current); more records the excess even past the
+//     limit (reported as Overdraft, the units over the limit after it). Settling again with the same amount
+//     changes nothing; with another amount it is a conflict. Release is Settle 0.
+//   - Past the refund deadline (Expires) a settle still records any excess but gives nothing back: a smaller
+//     amount is a conflict that says so (HoldExpired), and the hold stays charged in full.
+//   - A hold whose units a change of policy converted (another algorithm, or a token bucket's rate: the record's
+//     instant no longer names them) gives nothing back either (HoldConverted); an excess is recorded at now under
+//     the rule in force. A hold of another generation is unknown: the deleted policy's units are gone with it.
+//   - Renew moves the refund deadline to now + min(ttl, window) while it has not passed.
+//
+// A record is kept while it can still matter, and dropped after: until its units leave the window (instant +
+// window), for a settle that reports an excess late; a settled one only until its deadline (a retried settle
+// within it answers the same). At most MaxHolds records per key: an Acquire beyond is refused (HoldsFull) and
+// records nothing.
+
+// MaxHolds bounds the hold records of one (policy, key): a hold is a record until its units leave the window, so
+// the bound is on acquires per window per key that are not settled and past their deadline.
+const MaxHolds = 1024
+
+// Hold is one hold as a caller sees it.
+type Hold struct {
+	ID string
+	// Amount is what the hold charges now: the amount acquired until settled, then the settled amount.
+	Amount int64
+	// At is the instant (unix µs) the algorithm recorded the units at; Expires is the refund deadline.
+	At, Expires int64
+	Settled     bool
+}
+
+// HoldStatus says what became of a hold operation that was not a plain success.
+type HoldStatus uint8
+
+const (
+	HoldOK HoldStatus = iota
+	// HoldReplayed: an Acquire with an id already held (same amount) or a Settle repeating the settled amount:
+	// the hold as it is, nothing recorded.
+	HoldReplayed
+	// HoldUnknown: no hold has this id on the key (never acquired, another generation, or its record dropped).
+	HoldUnknown
+	// HoldConflict: the id is held with another amount (Acquire), or was settled with another amount (Settle).
+	HoldConflict
+	// HoldExpired: the refund deadline has passed: a smaller amount gives nothing back, a renewal is refused.
+	HoldExpired
+	// HoldConverted: a change of algorithm or rate converted the hold's units; a smaller amount gives nothing back.
+	HoldConverted
+	// HoldsFull: the key holds MaxHolds records; the Acquire recorded nothing.
+	HoldsFull
+)
+
+// holdBook is a key's hold records.
+type holdBook struct{ recs []holdRecord }
+
+// records is b's hold records (nil when none).
+func (b *Bucket) records() []holdRecord {
+	if b.holds == nil {
+		return nil
+	}
+	return b.holds.recs
+}
+
+// holdRecord is one hold in a Bucket.
+type holdRecord struct {
+	Hold
+	reserved int64     // the amount acquired
+	gen      int64     // the generation that recorded it
+	alg      Algorithm // the algorithm that recorded it
+	c, w     int64     // token_bucket: the rate that recorded it
+	// token_bucket: mq + mr/c µs bounds what a refund can still move tat back: the least lag (tat - t, at least
+	// 0) any admission since the acquire found (adjustTokenBucket). Starts past any window.
+	mq, mr int64
+}
+
+// Acquire decides a hold of amount (≥ 1) units at now under r with the given id and refund ttl (0 or more than
+// the window: the window) and, when admitted, records it. The Decision is Decide's (for a replayed id, a peek's).
+func (b *Bucket) Acquire(now int64, r Rule, id string, amount int64, ttl time.Duration) (Decision, Hold, HoldStatus) {
+	if b.stale(r) {
+		return Decision{Status: StatusPolicyNotFound, Limit: r.Limit}, Hold{}, HoldUnknown
+	}
+	b.pruneHolds(now, r)
+	if h := b.hold(id, r); h != nil {
+		d := b.Decide(now, r, 0)
+		if h.reserved != amount {
+			return d, h.Hold, HoldConflict
+		}
+		return d, h.Hold, HoldReplayed
+	}
+	if len(b.records()) >= MaxHolds {
+		return b.Decide(now, r, 0), Hold{}, HoldsFull
+	}
+	d := b.Decide(now, r, amount)
+	if !d.Allowed || d.Status != StatusOK {
+		return d, Hold{}, HoldOK
+	}
+	window := int64(r.Window / time.Microsecond)
+	if ttl <= 0 || int64(ttl/time.Microsecond) > window {
+		ttl = r.Window
+	}
+	at := now
+	if r.Algorithm == SlidingWindow {
+		at = ceilTo(now, int64(r.Resolution/time.Microsecond))
+	}
+	h := holdRecord{Hold: Hold{ID: id, Amount: amount, At: at, Expires: now + int64(ttl/time.Microsecond)},
+		reserved: amount, gen: r.Generation, alg: r.Algorithm}
+	if r.Algorithm == TokenBucket {
+		h.c, h.w, h.mq = r.Limit, window, maxTatLead
+	}
+	if b.holds == nil {
+		b.holds = &holdBook{}
+	}
+	b.holds.recs = append(b.holds.recs, h)
+	return d, h.Hold, HoldOK
+}
+
+// Settle makes the hold id charge actual (≥ 0) units at now under r (see the package comment) and returns the
+// hold as settled and the overdraft: the units the key holds over r's limit after the settle (0 when within).
+func (b *Bucket) Settle(now int64, r Rule, id string, actual int64) (Hold, int64, HoldStatus) {
+	if b.stale(r) {
+		return Hold{}, 0, HoldUnknown
+	}
+	b.pruneHolds(now, r)
+	h := b.hold(id, r)
+	if h == nil {
+		return Hold{}, 0, HoldUnknown
+	}
+	if h.Settled {
+		if h.Amount == actual {
+			return h.Hold, b.overdraft(now, r), HoldReplayed
+		}
+		return h.Hold, 0, HoldConflict
+	}
+	delta := actual - h.Amount
+	converted := !b.holdCurrent(h)
+	switch {
+	case delta < 0 && converted:
+		return h.Hold, 0, HoldConverted
+	case delta < 0 && now >= h.Expires:
+		return h.Hold, 0, HoldExpired
+	case delta != 0 && converted:
+		// The units were converted: the excess is recorded at now under the rule in force (b holds r's state
+		// when the hold's generation is current; an empty state starts one).
+		b.forceRecord(now, r, delta)
+	case delta != 0:
+		algorithmRowOf(h.alg).adjust(b, now, r, h, delta)
+	}
+	h.Amount, h.Settled = actual, true
+	return h.Hold, b.overdraft(now, r), HoldOK
+}
+
+// Renew moves the hold's refund deadline to now + min(ttl, window) (0: the window), while it has not passed.
+func (b *Bucket) Renew(now int64, r Rule, id string, ttl time.Duration) (Hold, HoldStatus) {
+	if b.stale(r) {
+		return Hold{}, HoldUnknown
+	}
+	b.pruneHolds(now, r)
+	h := b.hold(id, r)
+	switch {
+	case h == nil:
+		return Hold{}, HoldUnknown
+	case h.Settled:
+		return h.Hold, HoldConflict
+	case now >= h.Expires:
+		return h.Hold, HoldExpired
+	}
+	if ttl <= 0 || ttl > r.Window {
+		ttl = r.Window
+	}
+	h.Expires = now + int64(ttl/time.Microsecond)
+	return h.Hold, HoldOK
+}
+
+// Holds returns the key's hold records of r's generation still kept at now.
+func (b *Bucket) Holds(now int64, r Rule) []Hold {
+	if b.stale(r) {
+		return nil
+	}
+	b.pruneHolds(now, r)
+	out := make([]Hold, 0, len(b.records()))
+	for _, h := range b.records() {
+		out = append(out, h.Hold)
+	}
+	return out
+}
+
+// stale: r is of an older generation than the state (its policy was deleted and re-created since the caller
+// resolved it): nothing is decided or pruned, as Decide refuses such a check.
+func (b *Bucket) stale(r Rule) bool { return b.alg != "" && b.gen > r.Generation }
+
+func (b *Bucket) hold(id string, r Rule) *holdRecord {
+	recs := b.records()
+	for i := range recs {
+		if recs[i].ID == id && recs[i].gen == r.Generation {
+			return &recs[i]
+		}
+	}
+	return nil
+}
+
+// holdCurrent: the state still holds h's units where h recorded them (same generation, algorithm and, for a
+// token bucket, rate).
+func (b *Bucket) holdCurrent(h *holdRecord) bool {
+	if b.alg != h.alg || b.gen != h.gen {
+		return false
+	}
+	return h.alg != TokenBucket || (b.c == h.c && b.w == h.w)
+}
+
+// pruneHolds drops the records that can no longer matter at now: another generation's, a settled one past its
+// deadline, and any whose units have left r's window.
+func (b *Bucket) pruneHolds(now int64, r Rule) {
+	window := int64(r.Window / time.Microsecond)
+	if b.holds == nil {
+		return
+	}
+	kept := b.holds.recs[:0]
+	for _, h := range b.holds.recs {
+		switch {
+		case h.gen != r.Generation:
+		case h.Settled && now >= h.Expires:
+		case now >= h.At+window && now >= h.Expires:
+		default:
+			kept = append(kept, h)
+		}
+	}
+	clear(b.holds.recs[len(kept):])
+	b.holds.recs = kept
+	if len(kept) == 0 {
+		b.holds = nil
+	}
+}
+
+// overdraft is how many units the key holds over r's limit at now: the units a cost-1 peek sees beyond the limit.
+func (b *Bucket) overdraft(now int64, r Rule) int64 {
+	if b.alg == "" || !b.current(r) {
+		return 0
+	}
+	n, _ := algorithmRowOf(r.Algorithm).units(b, now, r)
+	return max(n-r.Limit, 0)
+}
+
+// forceRecord records n ≥ 1 units at now under r, past the limit if need be (a settle's excess after its units
+// were converted): the state is converted to r first, as an admission would.
+func (b *Bucket) forceRecord(now int64, r Rule, n int64) {
+	row := algorithmRowOf(r.Algorithm)
+	if b.alg != "" && !b.current(r) {
+		view := b.converted(now, r, row)
+		view.holds = b.holds
+		*b = view
+	}
+	row.force(b, now, r, n)
+	b.alg, b.gen = r.Algorithm, r.Generation
+}
+
+// pruneHolds's rule without changing anything: a record of the state's generation is kept at now under a window
+// of w µs.
+func (b *Bucket) holdsKept(now, w int64) bool {
+	for _, h := range b.records() {
+		if h.gen == b.gen && !(h.Settled && now >= h.Expires) && !(now >= h.At+w && now >= h.Expires) {
+			return true
+		}
+	}
+	return false
+}

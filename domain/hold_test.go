@@ -1,0 +1,369 @@
+package domain
+
+import (
+	"fmt"
+	"math/big"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// holdModel is the brute-force reference of holds, on top of model (algorithm_test.go): every hold keeps the
+// index of its own run of units (the log algorithms and fixed_window), and a token bucket's hold its exact
+// rational bound on what a refund can still give back.
+type holdModel struct {
+	model
+	holds map[string]*modelHold
+	order []string // acquisition order, for pruning alike
+}
+
+type modelHold struct {
+	Hold
+	reserved int64
+	run      int      // index in units (log algorithms, fixed_window)
+	m        *big.Rat // token_bucket: the refund bound
+}
+
+// kept is pruneHolds's rule.
+func (hm *holdModel) prune(now int64, r Rule) {
+	w := us(r.Window)
+	var order []string
+	for _, id := range hm.order {
+		h := hm.holds[id]
+		if (h.Settled && now >= h.Expires) || (now >= h.At+w && now >= h.Expires) {
+			delete(hm.holds, id)
+			continue
+		}
+		order = append(order, id)
+	}
+	hm.order = order
+}
+
+// decide is model.decide, lowering the token bucket holds' bounds to the lag an admission finds.
+func (hm *holdModel) decide(now int64, r Rule, cost int64) Decision {
+	var lag *big.Rat
+	if r.Algorithm == TokenBucket {
+		lag = new(big.Rat)
+		if hm.tat != nil && hm.tat.Cmp(big.NewRat(now, 1)) > 0 {
+			lag.Sub(hm.tat, big.NewRat(now, 1))
+		}
+	}
+	d := hm.model.decide(now, r, cost)
+	if lag != nil && d.Allowed && cost > 0 {
+		for _, h := range hm.holds {
+			if !h.Settled && h.m.Cmp(lag) > 0 {
+				h.m = new(big.Rat).Set(lag)
+			}
+		}
+	}
+	return d
+}
+
+func (hm *holdModel) acquire(now int64, r Rule, id string, amount int64, ttl time.Duration) (Decision, Hold, HoldStatus) {
+	hm.prune(now, r)
+	if h, ok := hm.holds[id]; ok {
+		d := hm.decide(now, r, 0)
+		if h.reserved != amount {
+			return d, h.Hold, HoldConflict
+		}
+		return d, h.Hold, HoldReplayed
+	}
+	if len(hm.holds) >= MaxHolds {
+		return hm.decide(now, r, 0), Hold{}, HoldsFull
+	}
+	d := hm.decide(now, r, amount)
+	if !d.Allowed {
+		return d, Hold{}, HoldOK
+	}
+	if ttl <= 0 || ttl > r.Window {
+		ttl = r.Window
+	}
+	at := now
+	if r.Algorithm == SlidingWindow {
+		res := us(r.Resolution)
+		at = (now + res - 1) / res * res
+	}
+	h := &modelHold{Hold: Hold{ID: id, Amount: amount, At: at, Expires: now + us(ttl)}, reserved: amount, run: len(hm.units) - 1}
+	if r.Algorithm == TokenBucket {
+		h.m = big.NewRat(1<<62, 1)
+	}
+	hm.holds[id] = h
+	hm.order = append(hm.order, id)
+	return d, h.Hold, HoldOK
+}
+
+// outstanding is the units the key holds at now (the units row's count): the overdraft is what exceeds the limit.
+func (hm *holdModel) outstanding(now int64, r Rule) int64 {
+	w := us(r.Window)
+	switch r.Algorithm {
+	case TokenBucket:
+		if hm.tat == nil || hm.tat.Cmp(big.NewRat(now, 1)) <= 0 {
+			return 0
+		}
+		d := ceilRat(new(big.Rat).Sub(hm.tat, big.NewRat(now, 1)))
+		return (d*r.Limit + w - 1) / w
+	case FixedWindow:
+		start := now - now%w
+		var n int64
+		for _, u := range hm.units {
+			if u.at >= start {
+				n += u.cost
+			}
+		}
+		return n
+	}
+	return hm.counting(now, w, r.Floor)
+}
+
+func (hm *holdModel) settle(now int64, r Rule, id string, actual int64) (Hold, int64, HoldStatus) {
+	hm.prune(now, r)
+	h, ok := hm.holds[id]
+	if !ok {
+		return Hold{}, 0, HoldUnknown
+	}
+	if h.Settled {
+		if h.Amount == actual {
+			return h.Hold, max(hm.outstanding(now, r)-r.Limit, 0), HoldReplayed
+		}
+		return h.Hold, 0, HoldConflict
+	}
+	delta := actual - h.Amount
+	if delta < 0 && now >= h.Expires {
+		return h.Hold, 0, HoldExpired
+	}
+	switch r.Algorithm {
+	case TokenBucket:
+		T := big.NewRat(us(r.Window), r.Limit)
+		shift := new(big.Rat).Mul(T, big.NewRat(delta, 1))
+		if delta < 0 {
+			back := new(big.Rat).Neg(shift)
+			if back.Cmp(h.m) > 0 {
+				back = h.m
+			}
+			shift = new(big.Rat).Neg(back)
+		}
+		hm.tat = new(big.Rat).Add(hm.tat, shift)
+	default:
+		u := &hm.units[h.run]
+		u.cost = max(u.cost+delta, 0)
+	}
+	h.Amount, h.Settled = actual, true
+	return h.Hold, max(hm.outstanding(now, r)-r.Limit, 0), HoldOK
+}
+
+func (hm *holdModel) renew(now int64, r Rule, id string, ttl time.Duration) (Hold, HoldStatus) {
+	hm.prune(now, r)
+	h, ok := hm.holds[id]
+	switch {
+	case !ok:
+		return Hold{}, HoldUnknown
+	case h.Settled:
+		return h.Hold, HoldConflict
+	case now >= h.Expires:
+		return h.Hold, HoldExpired
+	}
+	if ttl <= 0 || ttl > r.Window {
+		ttl = r.Window
+	}
+	h.Expires = now + us(ttl)
+	return h.Hold, HoldOK
+}
+
+// runHolds drives a Bucket and the model with the same random sequence of checks, acquires (ids reused, so
+// retries and conflicts happen), settles (less, more, the same, 0), renewals and time steps, and requires the
+// same answer to every one, every field.
+func runHolds(t *testing.T, alg Algorithm, limit int64, window time.Duration, steps int, pick func(n int) int) {
+	t.Helper()
+	r := ruleFor(alg, limit, window, 0)
+	if alg == SlidingWindow {
+		r.Resolution = window / 10
+	}
+	var b Bucket
+	hm := &holdModel{holds: map[string]*modelHold{}}
+	now := int64(1_700_000_000_000_000)
+	w := us(window)
+	for step := 0; step < steps; step++ {
+		switch pick(4) {
+		case 0:
+		case 1:
+			now += int64(pick(1000))
+		default:
+			now += w * int64(pick(30)) / 100
+		}
+		id := "h" + strconv.Itoa(pick(6))
+		where := fmt.Sprintf("%s step %d now %d id %s", alg, step, now, id)
+		switch op := pick(10); {
+		case op < 3:
+			cost := int64(pick(int(limit) + 1))
+			got, want := b.Decide(now, r, cost), hm.decide(now, r, cost)
+			if got != want {
+				t.Fatalf("%s check %d:\n got %+v\nwant %+v", where, cost, got, want)
+			}
+		case op < 6:
+			amount, ttl := int64(1+pick(int(limit))), window*time.Duration(pick(12))/10
+			gd, gh, gs := b.Acquire(now, r, id, amount, ttl)
+			wd, wh, ws := hm.acquire(now, r, id, amount, ttl)
+			if gd != wd || gh != wh || gs != ws {
+				t.Fatalf("%s acquire %d ttl %s:\n got %+v %+v %d\nwant %+v %+v %d", where, amount, ttl, gd, gh, gs, wd, wh, ws)
+			}
+		case op < 9:
+			actual := int64(pick(int(2*limit) + 1))
+			gh, go_, gs := b.Settle(now, r, id, actual)
+			wh, wo, ws := hm.settle(now, r, id, actual)
+			if gh != wh || go_ != wo || gs != ws {
+				t.Fatalf("%s settle %d:\n got %+v overdraft %d status %d\nwant %+v overdraft %d status %d", where, actual, gh, go_, gs, wh, wo, ws)
+			}
+		default:
+			ttl := window * time.Duration(pick(12)) / 10
+			gh, gs := b.Renew(now, r, id, ttl)
+			wh, ws := hm.renew(now, r, id, ttl)
+			if gh != wh || gs != ws {
+				t.Fatalf("%s renew %s:\n got %+v %d\nwant %+v %d", where, ttl, gh, gs, wh, ws)
+			}
+		}
+	}
+}
+
+// TestHoldsMatchTheModel: holds on every algorithm against the brute-force model, on many seeded sequences.
+func TestHoldsMatchTheModel(t *testing.T) {
+	for _, alg := range Algorithms {
+		for seed := uint64(0); seed < 200; seed++ {
+			rng := rand.New(rand.NewPCG(seed, uint64(len(alg))))
+			runHolds(t, alg, int64(1+rng.IntN(12)), time.Duration(1+rng.IntN(60))*time.Second, 300, rng.IntN)
+		}
+	}
+}
+
+// A refund gives back what the hold did not use, as if it had been smaller from the start: the next check gets
+// the units at once, on every algorithm; a settle for more is recorded past the limit and reported.
+func TestSettleGivesBackAndOverdraws(t *testing.T) {
+	for _, alg := range Algorithms {
+		r := ruleFor(alg, 10, time.Hour, 0)
+		if alg == SlidingWindow {
+			r.Resolution = time.Minute
+		}
+		var b Bucket
+		now := int64(1_700_000_000_000_000)
+		if _, _, st := b.Acquire(now, r, "llm-1", 8, 0); st != HoldOK {
+			t.Fatalf("%s: acquire: %d", alg, st)
+		}
+		if d := b.Decide(now+1, r, 3); d.Allowed {
+			t.Fatalf("%s: 3 more admitted with 8 of 10 held", alg)
+		}
+		if _, od, st := b.Settle(now+2, r, "llm-1", 5); st != HoldOK || od != 0 {
+			t.Fatalf("%s: settle 5: %d overdraft %d", alg, st, od)
+		}
+		if d := b.Decide(now+3, r, 5); !d.Allowed || d.Remaining != 0 {
+			t.Fatalf("%s: after giving 3 back, 5 more: %+v", alg, d)
+		}
+		if _, _, st := b.Acquire(now+4, r, "llm-1", 8, 0); st != HoldReplayed {
+			t.Fatalf("%s: a retried acquire after the settle: %d", alg, st)
+		}
+		if _, _, st := b.Acquire(now+4, r, "llm-2", 0+1, 0); st != HoldOK {
+			// Denied (10 of 10 held): a denial records no hold.
+			if st != HoldOK {
+				t.Fatalf("%s: %d", alg, st)
+			}
+		}
+		var c Bucket
+		c.Acquire(now, r, "big", 6, 0)
+		c.Decide(now, r, 4)
+		_, od, st := c.Settle(now+1, r, "big", 9)
+		if st != HoldOK || od != 3 {
+			t.Fatalf("%s: settle 9 of a 6 hold with 4 more held: status %d overdraft %d, want 3", alg, st, od)
+		}
+		if d := c.Decide(now+2, r, 1); d.Allowed {
+			t.Fatalf("%s: admitted while 13 of 10 are held", alg)
+		}
+	}
+}
+
+// A hold's records are bounded per key: past MaxHolds an acquire records nothing and says so.
+func TestHoldsAreBoundedPerKey(t *testing.T) {
+	r := ruleFor(SlidingLog, 1<<20, time.Hour, 0)
+	var b Bucket
+	now := int64(1_700_000_000_000_000)
+	for i := range MaxHolds {
+		if _, _, st := b.Acquire(now+int64(i), r, "h"+strconv.Itoa(i), 1, 0); st != HoldOK {
+			t.Fatalf("hold %d: %d", i, st)
+		}
+	}
+	d, _, st := b.Acquire(now+MaxHolds, r, "one-more", 1, 0)
+	if st != HoldsFull || b.log.used() != MaxHolds {
+		t.Fatalf("past the bound: status %d, %d units recorded (%+v)", st, b.log.used(), d)
+	}
+	// Settled holds leave at their deadline, and make room.
+	b.Settle(now+MaxHolds, r, "h0", 1)
+	if _, _, st := b.Acquire(now+int64(time.Hour/time.Microsecond), r, "later", 1, 0); st != HoldOK {
+		t.Fatalf("after the records left: %d", st)
+	}
+}
+
+// A refund after the deadline gives nothing back (a conflict that says so); an excess after it is still
+// recorded; a renewal after it is refused; a hold of a deleted generation is unknown.
+func TestHoldDeadlines(t *testing.T) {
+	r := ruleFor(SlidingLog, 10, time.Hour, 0)
+	var b Bucket
+	now := int64(1_700_000_000_000_000)
+	b.Acquire(now, r, "x", 6, time.Minute)
+	if _, st := b.Renew(now+int64(30*time.Second/time.Microsecond), r, "x", 2*time.Minute); st != HoldOK {
+		t.Fatalf("renew in time: %d", st)
+	}
+	late := now + int64(3*time.Minute/time.Microsecond)
+	if _, st := b.Renew(late, r, "x", time.Minute); st != HoldExpired {
+		t.Fatalf("renew after the deadline: %d", st)
+	}
+	if _, _, st := b.Settle(late, r, "x", 2); st != HoldExpired {
+		t.Fatalf("refund after the deadline: %d", st)
+	}
+	if _, od, st := b.Settle(late, r, "x", 12); st != HoldOK || od != 2 || b.log.used() != 12 {
+		t.Fatalf("excess after the deadline: %d overdraft %d used %d", st, od, b.log.used())
+	}
+	r2 := r
+	r2.Generation = 1
+	if _, _, st := b.Settle(late, r2, "x", 12); st != HoldUnknown {
+		t.Fatalf("another generation's hold: %d", st)
+	}
+}
+
+// A change of algorithm converts the hold's units: a refund then gives nothing back (HoldConverted), an excess
+// is recorded under the rule in force.
+func TestHoldAcrossAnAlgorithmChange(t *testing.T) {
+	sl := ruleFor(SlidingLog, 10, time.Hour, 0)
+	tb := ruleFor(TokenBucket, 10, time.Hour, 0)
+	var b Bucket
+	now := int64(1_700_000_000_000_000)
+	b.Acquire(now, sl, "x", 6, 0)
+	b.Decide(now+1, tb, 1) // converts: 7 units under the token bucket
+	if _, _, st := b.Settle(now+2, tb, "x", 2); st != HoldConverted {
+		t.Fatalf("refund after a conversion: %d", st)
+	}
+	if _, od, st := b.Settle(now+3, tb, "x", 9); st != HoldOK || od != 0 {
+		t.Fatalf("excess after a conversion: %d overdraft %d", st, od)
+	}
+	if d := b.Decide(now+4, tb, 1); d.Allowed {
+		t.Fatalf("10 units held (7 + the excess 3), yet admitted: %+v", d)
+	}
+}
+
+// A hold operation resolved with an older generation than the key's state (its policy was deleted and re-created
+// meanwhile) is refused and drops nothing of the newer generation's holds.
+func TestStaleGenerationHoldsChangeNothing(t *testing.T) {
+	newer := ruleFor(SlidingLog, 10, time.Hour, 0)
+	newer.Generation = 5
+	older := newer
+	older.Generation = 4
+	var b Bucket
+	now := int64(1_700_000_000_000_000)
+	b.Acquire(now, newer, "x", 3, 0)
+	if d, _, st := b.Acquire(now+1, older, "y", 1, 0); d.Status != StatusPolicyNotFound || st != HoldUnknown {
+		t.Fatalf("older acquire: %+v %d", d, st)
+	}
+	if _, _, st := b.Settle(now+2, older, "x", 0); st != HoldUnknown {
+		t.Fatalf("older settle: %d", st)
+	}
+	if hs := b.Holds(now+3, newer); len(hs) != 1 || hs[0].ID != "x" || b.log.used() != 3 {
+		t.Fatalf("the newer generation's hold after stale calls: %+v, %d units", hs, b.log.used())
+	}
+}
