@@ -112,8 +112,9 @@ func (hm *holdModel) outstanding(now int64, r Rule) int64 {
 			}
 		}
 		return n
+	default: // the log algorithms
+		return hm.counting(now, w, r.Floor)
 	}
-	return hm.counting(now, w, r.Floor)
 }
 
 func (hm *holdModel) settle(now int64, r Rule, id string, actual int64) (Hold, int64, HoldStatus) {
