@@ -95,7 +95,7 @@ func concurrent(t *testing.T, n int, pick func(i int) *replica, policy, key stri
 // holds waits until r's copy holds policy with limit (it arrives by an invalidation message).
 func holds(t *testing.T, r *replica, policy string, limit int64) {
 	t.Helper()
-	seenNamed(t, r.p, policy, 10*time.Second, func(p domain.Policy, err error) bool { return err == nil && p.Limit == limit })
+	seenNamed(t, r.p, policy, 30*time.Second, func(p domain.Policy, err error) bool { return err == nil && p.Limit == limit })
 }
 
 func put(t *testing.T, r *replica, name string, limit int64) {

@@ -59,7 +59,7 @@ reload_interval: 100ms
 tokens_file: %s
 policies:
   - {name: hot, limit: %d, window: 1h}
-  - {name: probe, limit: 1000000000, window: 1h}
+  - {name: probe, limit: 1000000000, window: 1h, algorithm: sliding_window}
 `, tokensFile, limit)
 }
 
@@ -78,9 +78,11 @@ func TestReloadRealBinary(t *testing.T) {
 	cfg := writeConfig(t, dir, reloadYAML(tokensFile, 5))
 	p := startSluice(t, "sluice", cfg)
 	client := &http.Client{Timeout: 10 * time.Second}
+	// The load clients hold tokenMu's read lock from reading the token until their answer, so switching the token
+	// (the write lock) waits for every request sent with the old one: none is sent with it after its removal.
 	token := reloadTokenOld
-	var tokenMu sync.Mutex
-	current := func() string { tokenMu.Lock(); defer tokenMu.Unlock(); return token }
+	var tokenMu sync.RWMutex
+	current := func() string { tokenMu.RLock(); defer tokenMu.RUnlock(); return token }
 	for i := range 5 {
 		if o := check(context.Background(), client, p.base, current(), "hot", "k"); !o.allowed {
 			t.Fatalf("hot check %d: %+v", i, o)
@@ -97,7 +99,9 @@ func TestReloadRealBinary(t *testing.T) {
 			defer wg.Done()
 			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 			for ctx.Err() == nil {
-				rec.add(check(context.Background(), c, p.base, current(), "probe", "k"+strconv.Itoa(rand.IntN(50))))
+				tokenMu.RLock()
+				rec.add(check(context.Background(), c, p.base, token, "probe", "k"+strconv.Itoa(rand.IntN(50))))
+				tokenMu.RUnlock()
 			}
 		}()
 	}
