@@ -179,6 +179,42 @@ func (e PolicySpecFailureMode) Valid() bool {
 	}
 }
 
+// Defines values for TopKeysBy.
+const (
+	TopKeysByAllowed TopKeysBy = "allowed"
+	TopKeysByDenied  TopKeysBy = "denied"
+)
+
+// Valid indicates whether the value is a known member of the TopKeysBy enum.
+func (e TopKeysBy) Valid() bool {
+	switch e {
+	case TopKeysByAllowed:
+		return true
+	case TopKeysByDenied:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TopKeysParamsBy.
+const (
+	TopKeysParamsByAllowed TopKeysParamsBy = "allowed"
+	TopKeysParamsByDenied  TopKeysParamsBy = "denied"
+)
+
+// Valid indicates whether the value is a known member of the TopKeysParamsBy enum.
+func (e TopKeysParamsBy) Valid() bool {
+	switch e {
+	case TopKeysParamsByAllowed:
+		return true
+	case TopKeysParamsByDenied:
+		return true
+	default:
+		return false
+	}
+}
+
 // Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
 // interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
 // (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
@@ -382,6 +418,29 @@ type Problem struct {
 	Type     string        `json:"type"`
 }
 
+// TopKey defines model for TopKey.
+type TopKey struct {
+	// Count Decisions of the key in the interval, overestimated by at most `error`.
+	Count int64  `json:"count"`
+	Error int64  `json:"error"`
+	Key   string `json:"key"`
+}
+
+// TopKeys defines model for TopKeys.
+type TopKeys struct {
+	By TopKeysBy `json:"by"`
+
+	// IntervalMs The interval the counts cover, ending now (between one and two of the summary's intervals).
+	IntervalMs int64    `json:"interval_ms"`
+	Keys       []TopKey `json:"keys"`
+
+	// Policy Example: login
+	Policy PolicyName `json:"policy"`
+}
+
+// TopKeysBy defines model for TopKeys.By.
+type TopKeysBy string
+
 // BadRequest RFC 9457 problem details.
 type BadRequest = Problem
 
@@ -431,6 +490,17 @@ type GetKeyByQueryParams struct {
 	// when percent-encoded as `%2E`. Clients whose URL parser keeps `%2E` (Go's) may use the path form.
 	Key Key `form:"key" json:"key"`
 }
+
+// TopKeysParams defines parameters for TopKeys.
+type TopKeysParams struct {
+	By *TopKeysParamsBy `form:"by,omitempty" json:"by,omitempty"`
+
+	// Limit At most this many keys (1 to 64, default 10).
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// TopKeysParamsBy defines parameters for TopKeys.
+type TopKeysParamsBy string
 
 // CheckJSONRequestBody defines body for Check for application/json ContentType.
 type CheckJSONRequestBody = CheckRequest
@@ -491,6 +561,9 @@ type ServerInterface interface {
 	// GetKey The key's state without consuming (the decision a cost-1 check would get).
 	// (GET /v1/policies/{name}/keys/{key})
 	GetKey(w http.ResponseWriter, r *http.Request, name PolicyName, key Key)
+	// TopKeys Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
+	// (GET /v1/policies/{name}/top)
+	TopKeys(w http.ResponseWriter, r *http.Request, name PolicyName, params TopKeysParams)
 }
 
 // ServerInterfaceWrapper converts contexts to parameters.
@@ -905,6 +978,61 @@ func (siw *ServerInterfaceWrapper) GetKey(w http.ResponseWriter, r *http.Request
 	handler.ServeHTTP(w, r)
 }
 
+// TopKeys operation middleware
+func (siw *ServerInterfaceWrapper) TopKeys(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PolicyName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params TopKeysParams
+
+	// ------------- Optional query parameter "by" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "by", r.URL.Query(), &params.By, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "by"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "by", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TopKeys(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 type UnescapedCookieParamError struct {
 	ParamName string
 	Err       error
@@ -1032,6 +1160,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}", wrapper.DeletePolicy)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}", wrapper.GetPolicy)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/policies/{name}", wrapper.PutPolicy)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}/top", wrapper.TopKeys)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}/keys", wrapper.ResetKeyByQuery)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}/keys", wrapper.GetKeyByQuery)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}/keys/{key}", wrapper.ResetKey)
@@ -2861,6 +2990,113 @@ func (response GetKeydefaultApplicationProblemPlusJSONResponse) VisitGetKeyRespo
 	return err
 }
 
+type TopKeysRequestObject struct {
+	Name   PolicyName `json:"name"`
+	Params TopKeysParams
+}
+
+type TopKeysResponseObject interface {
+	VisitTopKeysResponse(w http.ResponseWriter) error
+}
+
+type TopKeys200JSONResponse TopKeys
+
+func (response TopKeys200JSONResponse) VisitTopKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TopKeys400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response TopKeys400ApplicationProblemPlusJSONResponse) VisitTopKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TopKeys401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response TopKeys401ApplicationProblemPlusJSONResponse) VisitTopKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TopKeys403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response TopKeys403ApplicationProblemPlusJSONResponse) VisitTopKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TopKeys404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response TopKeys404ApplicationProblemPlusJSONResponse) VisitTopKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TopKeysdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response TopKeysdefaultApplicationProblemPlusJSONResponse) VisitTopKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
 	// Healthz The process lives.
@@ -2911,6 +3147,9 @@ type StrictServerInterface interface {
 	// GetKey The key's state without consuming (the decision a cost-1 check would get).
 	// (GET /v1/policies/{name}/keys/{key})
 	GetKey(ctx context.Context, request GetKeyRequestObject) (GetKeyResponseObject, error)
+	// TopKeys Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
+	// (GET /v1/policies/{name}/top)
+	TopKeys(ctx context.Context, request TopKeysRequestObject) (TopKeysResponseObject, error)
 }
 
 type StrictHandlerFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request, request any) (any, error)
@@ -3377,104 +3616,140 @@ func (sh *strictHandler) GetKey(w http.ResponseWriter, r *http.Request, name Pol
 	}
 }
 
+// TopKeys operation middleware
+func (sh *strictHandler) TopKeys(w http.ResponseWriter, r *http.Request, name PolicyName, params TopKeysParams) {
+	var request TopKeysRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.TopKeys(ctx, request.(TopKeysRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "TopKeys")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(TopKeysResponseObject); ok {
+		if err := validResponse.VisitTopKeysResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // Base64 encoded, compressed with deflate, json marshaled OpenAPI spec.
 // Stored as a slice of fixed-width chunks rather than one concatenated
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Hzrchs3sv+rdM1/t0LWDilKlrJ/UZVKKY6d+MSxHdspfzB1POBMk8RqCNAARvTEpec4D3Re7FQ3MBdS",
-	"Q10cR95NJR9iaogBGt2Nvvy6wY9RqpcrrVA5G40/RgsUGRr++FI4fCqX0tEfGdrUyJWTWkXj6PUCweBS",
-	"SCXVHN4X2gkQKgOLqVaZhUI5mYN0IC2sFzpHEHMhVQw4nA8hmUS5nks1iU7MNw9O3DeHB8kwiiObLnAp",
-	"aDVXrjAaR9YZqebR5WXcEPNC5zItu0la8XdXV3n/zdHJ+puvRwn0MiNmbiDRzQYL51ZiJQdGOMxp6kHY",
-	"/GB/1L+RHnSmPJ05NFdJecM7rnjRM7pQGWZQrPqBMW4hLRh8X6B1kOoiz2CKILKldA6zITxXeQlaQYZK",
-	"itxu0rKUSi6LZTQexRVdUjmco4kuiTKDdqWVRZbhdyJ76dehv1KtHCr+KFarXKaCKN5bGT3NcfmPf1ki",
-	"/2Nrrb8ZnEXj6P/tNUqy57+1ey/8W37RLvXw25MWliKfabPEDLQBATOJeUbPpboQucxOwJHs/HSgxBIt",
-	"P+Fxw+gyjh5qNctleu978PoEqSaSZkYvma5Uq5mcw0ySWiveiUGRDTRL7QINjzp98YRpf2SMNvdJ+Kkq",
-	"QbsFGkBamol4rM1UZhmq++ag0+eovrJg6ERkGi0o7UDkuV77U6BXaHh9pvOZdo/ptNwnmc802CJdBGEz",
-	"Ga+1firMHL/UmZnqrCS1yokIUiehWKcsGlIvkaa4cpZJ/VWJwi1QOSIM75txUxQGjZdyzKdbQaHOlV4r",
-	"0ArJcLUcyps3bwanLWqvWs7kO57wBm9w6fd9IWQupvm9S8k6bTCYbdZmZdckFZV5Q8Z69JWFmZB5YfDd",
-	"UmdI0kwyVGVyAoZcBwjyHZCwHxmwI0kqlzGcKFonQydk3jKIqSgsjsHVNGRygwKpwMklxjxiiUttyjBQ",
-	"WpgVeQ56Brm8QDjH0pK8JqqZjMjFDHotRcv1HBbCgnTWG5MTUBoqB9OijGf4yoLIMoPW9ocTtSn61jZ3",
-	"cT+M3mt51iBpW6xW2jjMfsZMitfl6t5FXh1IYnbSXo1WSYYcEYSpaKXTfK6NdIul1/CZKHIXjSOby0yq",
-	"+btcz6PtVX7UaxCNwymUs9CziMzel49Ov//5EfG3mhgcaX5/CElr0mQM+EGkLgbhYKmtg4TjmoQ0Q6hy",
-	"oqRyaC4EK4JWCGupMr2OwTrhEOZGry2spVvwqvxuawU/OAkKKJbElkJl/oVpCHJ4ponqSWWdoE000Q84",
-	"DYlBq/OCNp0Q9Ww53k2L9BxdMoYfHr48jUHAtDDWEZHVBgzOZE7qyf61IX2iemKqCwcH8L//4ynmY7BA",
-	"WGuaww+jpWbyA2bNJnCl08VA5HKuMAvDLAgLqC50uTL6Q7lXR4ZBIl2ridRoa4lm2qgwZVB+VBSjvd0S",
-	"+iYvozhqMyCKozaR0Vm8bfri6OEC0/NWSCeyTBI3Rf7CkC91Em00noncYhytWo/owFh30zl4SGMu4+gc",
-	"y5uG/oQljVzV8fi154tHPRNLjHyM+r6QhtzV22oCv2azZT39F6au3rL9tD0Lp5cy3TiGYdx2yI4KnCkw",
-	"pjO+oKyGw7pUG1ZelaO1gBdoSkiJHvq6Dtijmuqp1jkKRWTzMCZCOlzaGznfFuxlHC3Fhyf+vf3RKI6W",
-	"UlV/1osJY0R5hZ9h3es46e33XVlJQZuPMDZ596jFlbW4iS0ZptJKrW7Pme/DG9FlPV/3zisK24t0siEc",
-	"hFol9rfV4VdFLs9psCtU2RBGsEI8t9BbL4QDAXSUBvvVnjkSmKM7qXWnUhxOIyn3Ec6naV8fRixan8Ed",
-	"j0b/3D8+Pjg6/Ofh6Ph4P742uYujmhOfSXKndcZ5CnYhMr2uPJDI16IMorQnYBEh8SPeUVKKWbJLunMj",
-	"sq61PjlySpj8pFarjey5m4pgva4Yz7xCMz5JJPtdIrm7+YujGjm5yiWveNbJPIc6wK09GruFEDkyFyo9",
-	"71aza3XJoEX3jud6t7RXKflZ5rncxHO8+SuUdKD0eosqihNznDmQ7pOocaa8hpoRrMlCB00+8QnuWlqE",
-	"5VU6mTV0RDuwlbuTtqH21+FOHtKoDhLrLmm2Nw8LcYHg59hQ4BOQ7karudPObfjOSr/bCnZFzldY3WUg",
-	"vy98Tr4L2lLFcoqmFSoWrLZJlsSQLOh/S/qf5U/0f05krYOZNNbFgCJd1DGqVimOIdk/Go14bPJgZJN4",
-	"opIjnmR/8WDkP2T7B4tkCM80zIxIiSALvWR/eLRI+jFYOVc2BrsSKVrQJtA0xZwj65aa0Esj/q+wST8k",
-	"WyHjWQlj0fowOi+9pOZGLJfCQI+laaRDC1ngEEtcuv5JE0EahH1g5/FgHzJR2hAPfhDLFSWr0dcj65Xu",
-	"Kaq5W0TjgzhaCefQEIf/u/d2NDg++0fW/zZ8WtSflvUn2zyz/W//FnVEio8JPqvRp02P4FPLThvJqFu3",
-	"mvNXIEIymktUDtZGOwTpxpCcY0ly8vHH24OzIR1BeuJjeI8PwPuCjMhKGLFEh2Z4lfQtbfcExRXNXfr6",
-	"I4rcLe7oFTmb7tLwcmeGHXsrlPB376wTrrAJp/ZFA0ckw1b0T/m4LjiyL/Kc/uEsuzO09/N1gCKVU02g",
-	"pwMynOwR5Fj+lvQ38IAaYGNyT3yAYik2oVHSbHjWNp36PGo5727qtGF2Va94gIGNkHVzg962ZNLufv3d",
-	"ri2+WSAjls1W/A4qY0lJPUKvvXG2rQmhBrlb/LbHbyX99p5qiURx1JJPdHaTxgUquzTtJ+woPTxfifcF",
-	"wq+vHw/+fwz7dPSP9g9gWjq0Hk/J+aRX+SkbDf42BlQzbVLMYFq2IL7+cMNiFBbN+PDAxymV1TjaP9iw",
-	"IvsdXG+KJXcKF1voxXVRTQNzXMZRW7PaakKgVxR7n9WpGX9AUKbEEu8aklWwxI3ZSOUb69CgZUZbMajV",
-	"hUm7IE5fPkh80CDRe4xdBYRGm/1rxMmV7ORjAA3uQL5/I8Rbu6MicpYdpabNM8MsbyKQGt9o1ohbirWl",
-	"LjUna7Z1nT0vsafyziBAxelbZ5x+pRvzzXre3dQ+C5rYnGWuSUYbHv+tGPxGvjz8+244OPs4ir9+cNnp",
-	"1/3Er1aYfpFz3cCZ4WR/yYP+e4/tNih09Rjf9VRtqcjWeehUlAA9X7EULx8/hOPDo3/WpVEfAXE5+Nbh",
-	"HMP2HR73uUJARYWIFZqqEluVXOPbHZNWhHnlqMSRR4C9Cbwm1qllf3R8vGl0ugTupMu7Z3ShLFArV2Hk",
-	"jbElf1vNGu92/EQxpoWRrnxFm/ds99Uvqmh1QCu+KOZTJK5++sA4gR7/G4fYLAaq32kjf8OYyjIeQO+D",
-	"NpBQSqgS6HHezcBS05bAasrrN5tcOLfyFQypZvoqTTYvZFqFVpZRdM5BpVZjWIqS1//JY14+f37o+zas",
-	"q1LcF5T5fwtPHJwjriwI5XMlCMA2l4xWaCaqVzVjnGPZB831QDDIpRPotatTvNkKRldlyC4J/Q/DLeXU",
-	"JD944UPNV788HU7URHnksQJBIBXGyFCRCtUkmuWWLR/QS+omk4E3spS81M+S/kQJlYUcwKfy8VYBT6rQ",
-	"7lIBEk31gzA238/B0LECbTKphCnhYDQKMvGR/cX+nlcVXq/1wCYnwDECP6r1JoHeUmQIM23IVHyQaPu1",
-	"kA8Pjj2r2A5wrLHLrkAv2VVIS/q0L4uQkKpxymO5AsXW41yqbDxRCXHXjvf2vJ4NM7yoJrF7bF944gR6",
-	"h6NRP4ZkOBzu1b0hm4+LzbI2f7nfJ1SAvp1V7Qz8/EH1ktJuMCOG8+PDegl0C50N6NuAnPD3R7E/nMkp",
-	"PUyq0WnoNUkmqnc4Oq4eUwVw4LQeMJRBE+w/aIitK5SDJZUoB55LvcP9o2oMadyAVc4vf3Bc74aLckrk",
-	"CfSOGg7w0Ri080r6emOvnAmFxyxkxqKEW/jahdX5BSUWOPMJlTchgLnFMQg/UGkHubQOM1igLxQfjg6p",
-	"BBee8ijmk1C+q8Szc6IOR0cbDISeyK2G5MdHp9/DpoISOqPI8gB/uSys45W9pREM1fSH8F+vnj+jUmsV",
-	"FJPRTt14oqqWgiUy7hSHyrNUNVGpsBhDVnj1xWqk788Jzo3zM564UcbqDFiaUqq5L4izG4z5ZY95TkXw",
-	"jWRPRF0ONuilDsLDWEP4hdEN722s3+g0rEdHJUXlBqhSTbbS40K5TDEUY3zaEp2uRLrAwcFwRImryYNl",
-	"p5O1Xq+Hgr8eajPfC+/avadPHj569uoRv9N4yWDwozi6QOPrBtH+cOTH6BUqSiXG0YPhaPjAR6QL9mtV",
-	"Uk2f58ghW92m8ySjYnX4fqvZ7GA0uqYwf7eCvF+is7+JOhiGvtgQorfuqWra9kKM0vLi0fjtWRzZgoC9",
-	"skJxjU7RWu6Q4CDLibllcKTavI3OaJJN0KHFpU1Cya6zr9hGNewJHI0eQC+5esb7DabK+BT0kgAhkS8i",
-	"DCnh0MDDSEkfpPIqG5pFeD3paiRoCI+1gaVW0mnSSQ/CWRDhcHHiKRVtO2AsXOqp0SWGWytGTtTOjo8x",
-	"dLSNtMfR8fX9aKz1m/r0igYFiX8RnXq9LSHWr6PRgy/TW7SF431uZd+Ftlku6/Q4yKFgoom2Ym4B8nsg",
-	"w5cWxqBy/WtPyRJJxexOK/Jz+P5OEiezFSYeOPzgNjl/NdqnMXurXEh1/cgr0gjUVVWuF0aT48PCAk0J",
-	"Ps3g4/R8haoaXZ/3U+7RC2EoCHtumaXSncD8N7nyA/2gwaPgEHx5y1KkmOo8x9RpEpJwDNta7gjU8zn5",
-	"G5X5YpsunG+fZTcY3CadwuxzK02LAYH/1wo/uJdhKZb5Tg147gcxlnEnLahmbeS53QPLUjl98QQeDEeQ",
-	"6bRYompXi+vMrvMYVi9XLwaeepBWWpgWMs8+vw+SdpPUXcz11vkTHA/7HMpxx6DPybrTUKc1rBcyx92V",
-	"hNZ7dTGiP1FyVsPz7DnJ6FvsWDjEf9KBdcJHTCoDCuqqphqfLY5pCMX9NcH87UT5TosQZlVYed0vkLRB",
-	"qoTyGI5Ix03PgA9UK9rH3OqTnISWzDG7YxoyURv5XJ+SPZku/DUGwaRVJRQu8PoDN9NmCE9mYSdVjsvn",
-	"k154heaC8u6s4BxWeM5MlC6cmGO8Sf3YG4EklI0VcsPvapWXwxA0NJF//0axCZVN1BUR+UlZUNJtSojF",
-	"MyhWoQ3UG3yCBqYIU1xIlbUOAFu/AFVPVINnq2yz2tRiVYjk+/xqTS09qyaqcfEh0El0JLCBns3GICaq",
-	"4m1aONCzGYhcK/Sd+YGt7KhWiKbqojBcbLZOlLUtrwRChFZ6Ni0nalONTkJEtF1jAqmsQ5GB0+DEOfru",
-	"cVHLXRcOekFXGETRM8DlypUkfLfAiarWp/wl9OWyKmxGW7vba7tCqJfeJHyR6InXPoGkKoha4vV6Z5DR",
-	"S8j2kAKQ7HtNebP/JaKuZ9oHweUJtOLosIXyjwq9BORaZDAVuVApnb4FH3eLKts0qR74udYbtFPta3zC",
-	"YWihCSYxJmioyTYafKKCzraxLT4tNWbEKXALCePTOlEt0I9f4APgjLjAvDp971spcpcmn9Z7iaO6TYB2",
-	"/jGStBN+P6qKfE0LTIPrch/nbTVjozG1e4lz/PT5uUt218TEnei2M/nW3MuzK0f88JrGvq0u/PaNvmt7",
-	"8OuB7at3gxfXNrtdeTkM50N3OBrteq85P63bavzK/s2vbN9/4fce3PxecyOK3zi8+Y36bhK9cHB8nzbq",
-	"e3/ENoX5kFGih1o5o/MOFfAdnInSA++3TkDwka/RtylCSnNkt757eb9qE/+eWyNHt1GC9iWiT7TztWU/",
-	"Dd3ALRQeemou1Qeu8LwL/X4xvDYCZ/KcgJm1MBmZu408utW7XJl3ntlXsm2HbSfLACMuK3CfsgdjqktB",
-	"Fq5tWvYwZ0fTe6tg4R/ZiQrDfIZqHYipvsDNWDzclxAqhJmt5svqtqRoA7AMCnnsv8sbcMt6sL5o3Xc6",
-	"Kz9bRLPZcn95uW3jL//AaKppau/OQCstiBvu+YDp38Ok/66z+SfzBfu3WKK+UcovHN1mLx233r6EXSNF",
-	"zTBUb1ke0FRBm2DSmwjOvsgy3Mag2d0W7Q2n6/7yTkjWP+FeTgxWc2JGUA9mNf3eMGVGSGUnqkbPvOmy",
-	"Q3ii2m95KmAqHKd5fhWPylH2TKuLvCCFCzXxJFQZK8LJ6vlKUVgtqfuzE2YYBcucl/NVPM7Dq81SZ3iq",
-	"lS2W1dXMR3Q9DV4+fUVpr3KAzeyczefynBLJn7C0E0Upd67Tc8xA+go8XzAD4p5h9qRaBTAXlkXu5MCL",
-	"hgy40g4yFBlNMAQSCaW2QSpJ6OKumD5RGStKBlrxpvRaxbwoLcUOg0cSlkDRb3OJsLpxQoAQluDWVDve",
-	"5Ql+Fqr8I72B/ULuYOtmVodT2Ox1YNZW+uxZHP1lWf8jLaslayTyqlc7YJwx6JXv68vpNlYevD9HX9fb",
-	"1na3YyfqTh2UL6pBf6BOt/o1r/t9DYL67lcR713Sj1oQd7z7h0TqL05fPCHjzED51NvLttCbvtNtme99",
-	"pLGX3qHm6PCq9L/n5y8a1OQmLMG/kP0Z7cvo+OYX6t+e+TImgngPQjXIeDmEJz5msF+Fe/vSQmb0alXV",
-	"OaTboS1xt0H4Ad0uffjc1uD6X9r5E+rYvavMc9Vwc4cSdKGq1PzTAJP8z2eBVM/iaFV0RPiVA9phDTeu",
-	"RHBnGjfjDeHhQhCoMvedp9I6+rwFPmhTXUrlgHyiZH1gFtI6bcpWZdBfE6T6UJNWeOS6UK5ufyUCFa79",
-	"Al3R6YuifYY+f3Ta6vq/59D0NgeX8xQqgIk0eIqD0f79U5AaFP8hruqOnudPHgo/ZMHRwQ1KtOXy7hL8",
-	"7NFJvy4CeokW3U9Yflf+EsoxNwdB/M5f7un3S5oZyeb0HMu4+tBZG2wJnUV6XfxynTjvD7Q9R3JCHJT9",
-	"VXn7kyjsllxhHXAwj8pxS+1dlfg+46/4Y7eexp3UwusKlRMWkl3Gde/jOZaXiW8SpQceDg2QYaj2C4If",
-	"/fUBi/MlKjeGZBiubQ/pA/cruerbMMmbH09fv/kBfn351P8WA/WLTI1eW+5IeKYz6oOZoUsXfTC4pPIT",
-	"XqCaKMajN1rskX+rIPn7waNkCA/55wpsuMbSTF9htjQKej/or2yfMcrChroWbYCaPX3Q98e0B5xd48k8",
-	"s2/jz/5yZF/MkZ0w5K2oMdjD3BbRVs1d/PPId/Vmf7mxv9zYvboxX12q71Luahfo/xt7tG3r3xOQ7Pkf",
-	"v/T+me384+SkOrb2qkfyjoAf/f3gEf3BraoF3X7Z6RC/Pcfym/qWW4cLI3iO/RRUtLU9X7/lWza59jlc",
-	"y2Y34uat5bdnBND4aztedP6+2V50eVaLub6Y1hQbLuP6YcWP9jPWi9bfrZbFy7PL/xsA",
+	"7H3rchs38u+rdM3ZrZC1Q4qSpewRVamU4tiJTxzbazvlD6aOB5xpkljNADSAEc249Bzngc6L/asbmAup",
+	"oS6OLe+mkg8xPYNLo9Hoy68b449RqoulVqicjcYfowWKDA3/fCkcPpWFdPSXDG1q5NJJraJx9HqBYLAQ",
+	"Ukk1h/eldgKEysBiqlVmoVRO5iAdSAurhc4RxFxIFQMO50NIJlGu51JNohPz3YMT993hQTKM4simCywE",
+	"zebWS4zGkXVGqnl0eRk3xLzQuUzX3SQt+d3VWd5/d3Sy+u7bUQK9zIiZG0h0s8HCuaVYyoERDnMaehAW",
+	"P9gf9W+kB51Zn84cmqukvOEVV7zoGV2qDDMol/3AGLeQFgy+L9E6SHWZZzBFEFkhncNsCM9VvgatIEMl",
+	"RW43aSmkkkVZRONRXNEllcM5muiSKDNol1pZ5D38QWQv/Tz0t1Qrh4p/iuUyl6kgiveWRk9zLP7xb0vk",
+	"f2zN9TeDs2gc/a+9Rkj2/Fu798L38pN2iYdfnrRQiHymTYEZaAMCZhLzjJ5LdSFymZ2Ao73zw4ESBVp+",
+	"wu2G0WUcPdRqlsv03tfg5QlSTSTNjC6YrlSrmZzDTJJYK16JQZENNO/aBRpudfriCdP+yBht7pPwU7UG",
+	"7RZoAGlqJuKxNlOZZajum4NOn6P6xoKhE5FptKC0A5HneuVPgV6i4fmZzmfaPabTcp9kPtNgy3QRNpvJ",
+	"eK31U2Hm+LXOzFRnaxKrnIggcRKKZcqiIfESaYpLZ5nU35Qo3QKVI8Lwvhk3RWHQ+F2O+XQrKNW50isF",
+	"WiEprpZBefPmzeC0Re1VzZn8wAPeYA0u/bovhMzFNL/3XbJOGwxqm6VZ2RXtisq8ImM5+sbCTMi8NPiu",
+	"0BnSbiYZqnVyAoZMBwiyHZCwHRmwIUkqkzGcKJonQydk3lKIqSgtjsHVNGRygwKpwMkCY25RYKHNOjSU",
+	"FmZlnoOeQS4vEM5xbWm/JqoZjMjFDHotQcv1HBbCgnTWK5MTUBoqA9OijEf4xoLIMoPW9ocTtbn1rWXu",
+	"4n5ovdeyrGGnbblcauMw+xUzKV6vl/e+5dWBJGYn7dlolmTIHkEYimY6zefaSLcovITPRJm7aBzZXGZS",
+	"zd/leh5tz/KzXoFoDE6pnIWeRWT2vnx0+uOvj4i/1cDgSPL7Q0hagyZjwA8idTEIB4W2DhL2axKSDKHW",
+	"EyWVQ3MhWBC0QlhJlelVDNYJhzA3emVhJd2CZ+W+rRl84yQIoCiILaXKfIdpcHJ4pInqSWWdoEU03g84",
+	"DYlBq/OSFp0Q9aw53k3L9BxdMoafHr48jUHAtDTWEZHVAgzOZE7iyfa1IX2iemKqSwcH8P//n6eYj8EC",
+	"YaVpDN+MpprJD5g1i8ClThcDkcu5wiw0syAsoLrQ66XRH9Z7tWcYdqRrNpEabS3RTAsVZh2EHxX5aG+3",
+	"Nn2Tl1EctRkQxVGbyOgs3lZ9cfRwgel5y6UTWSaJmyJ/YciWOok2Gs9EbjGOlq1HdGCsu+kcPKQ2l3F0",
+	"juubmv6Ca2q5rP3xa88Xt3omCoy8j/q+lIbM1dtqAD9ns2Q9/Temrl6y/bQ1C6cLmW4cw9Bu22VHBc6U",
+	"GNMZX1BUw25dqg0Lr8rRWsALNGtIiR56XTvsUU31VOschSKyuRkTIR0W9kbOtzf2Mo4K8eGJ77c/GsVR",
+	"IVX113oyYYxYX+FnmPc6Tnr9fVdWktPmPYxN3j1qcWUlbmJLhqm0Uqvbc+bH0CO6rMfrXnlFYXuSTjaE",
+	"g1CLxP62OPymyOQ5DXaJKhvCCJaI5xZ6q4VwIICO0mC/WjN7AnN0J7XsVILDYSTFPsL5MO3bw4i31kdw",
+	"x6PRP/ePjw+ODv95ODo+3o+vDe7iqObEZ9q50zriPAW7EJleVRZI5CuxDltpT8AiQuJbvKOgFLNk1+7O",
+	"jci65vpkzylh8pNarDai524qgva6ojzzCs34pC3Z79qSu6u/OKqRk6tc8oJnncxzqB3c2qKxWQieI3Oh",
+	"kvNuMbtWlgxadO94rHeFvUrJrzLP5Sae49VfqaQDpVdbVJGfmOPMgXSfRI0z62uoGcGKNHSQ5BMf4K6k",
+	"RSiu0smsoSPaga3cnbQNsb8Od/KQRnWQWHZJsr16WIgLBD/GhgCfgHQ3as2dem7Ddlby3RawK/t8hdVd",
+	"CvLH0sfku6AtVRZTNC1XsWSxTbIkhmRB/yvof5Z/0f85kLUOZtJYFwOKdFH7qFqlOIZk/2g04rbJg5FN",
+	"4olKjniQ/cWDkf+R7R8skiE80zAzIiWCLPSS/eHRIunHYOVc2RjsUqRoQZtA0xRz9qxbYkKdRvxfaZN+",
+	"CLZCxLMUxqL1bnS+9js1N6IohIEe76aRDi1kgUO849L1TxoP0iDsAxuPB/uQibUN/uAHUSwpWI2+HVkv",
+	"dE9Rzd0iGh/E0VI4h4Y4/H97b0eD47N/ZP3vw69F/auof9nmme1//7eow1N8TPBZjT5tWgQfWnbqSEbd",
+	"usWcX4EIwWguUTlYGe0QpBtDco5r2ifvf7w9OBvSEaQn3of3+AC8L0mJLIURBTo0w6ukb0m7JyiuaO6S",
+	"159R5G5xR6vI0XSXhK93Rtix10IJv3tnnXClTTi0Lxs4Ihm2vH+Kx3XJnn2Z5/QHR9mdrr0frwMUqYxq",
+	"Aj0dkOFkjyDH9e9JfwMPqAE2JvfEOyiWfBNqJc2GZW3Tqc+jlvHupk4bZlfVxQMMrISsmxv0uiWTdnf3",
+	"d7uW+GaBjFg2S/ErqJQlBfUIvfbCWbcmhBrkbvH7HvdK+u011TsSxVFrf6KzmyQuUNklab9gR+rh+VK8",
+	"LxF+e/148L9j2Kejf7R/ANO1Q+vxlJxPehWfstLgtzGgmmmTYgbTdQvi6w83NEZp0YwPD7yfUmmNo/2D",
+	"DS2y38H1JllyJ3exhV5c59U0MMdlHLUlqy0mBHpFsbdZnZLxBZwyJQq8q0tWwRI3RiOVbaxdg5Yabfmg",
+	"Vpcm7YI4ffog8U6DRG8xdiUQGmn23YiTS9nJxwAa3IF83yP4W7u9IjKWHammzTPDLG88kBrfaOaIW4K1",
+	"JS41J2u2dZ09v2NP5Z1BgIrTt444/Uw3xpv1uLupfRYksTnLnJOMNiz+WzH4nWx5+PPdcHD2cRR/++Cy",
+	"0677gV8tMf0q57qBM8PJ/poH/Y8e221Q6Ooxvuup2hKRrfPQKSgBer6iKV4+fgjHh0f/rFOj3gPidPCt",
+	"3TmG7Tss7nOFgIoSEUs0VSa2SrnGtzsmLQ/zylGJI48AexV4ja9T7/3R8fGm0unacCdd3j2iC2mBWrhK",
+	"I2/0LfltNWp8neF/rZfB9t8JcS1VR/VEBeNYQrhJ1Z/juoqmK4Q+ZkOA1slCOO8e1KA+72lyfSjbeVyw",
+	"igbuGAJ34ylbvPQhqF9yNdVuTto7snK63nIqJGaVttnhsVas7AQUXrd4HbL6nHNJie3klhFMzzBHb4pu",
+	"hcgJTQ9VrXS1cbakyJAgq2os2/8EiOE88ONWpy5IYseJ+3xQ/JT+1+ZfoPHqftJZxrQ00q1f0QRhtziN",
+	"S7neDtDRp4s9eMB1AT5kTKDHf8YhaomBMtvayN8x5hPCqaU+aAMJgSUqgR4jUgy5NgU7rMB5/ub4L5xb",
+	"+tyeVDN9lSablzKtgg7LO83ojNRqDIVY8/y/eDTYI0sPfUWTdRX484KE5Xt44uAccWlBKI8iQEj5cDJ1",
+	"iWaielWZ0jmu+6C9YBnkpCL02nlbXmyVYFLrgLuQ8IXmltAmknd44YOwV/96OpyoifKYfAUPQiqMkSFX",
+	"G/KsNMoti6Ggl9TlVwMvPhTW18+S/kQJlYXo2J/NeCu1LVUoBKuguiYvSOizr3TipIoCbTKphFnDwWgU",
+	"9sTHvBf7e15UeL7WA5ucAHvP/KiWmwR6hcgQZtqQEf0g0fbrTT48OPasYgvJXvguiwu9ZFeKOenTuixC",
+	"QqLGYIDl3Czb1XOpsvFEJcRdO97b83I2zPCiGsTuseXlgRPoHY5G/RiS4XC4V1dNbT4uNws++OV+n/Ay",
+	"ejurCn34+YOqk9JuMCOG8+PDegp0C50N6G1QpPz+KPaHMzmlh0nVOg1VWMlE9Q5Hx9Vjyo0PnNYDBvlo",
+	"gP0HDbF17n5QUPJ+4LnUO9w/qtqQxA1Y5Pz0B8f1algDKZEn0DtqOMBHY9BGXOj1xloZIwiPeZMZpRVu",
+	"4bN6VucXZFNx5qEGr0IAc4tjEL6h0g5yacn2LtCXUByODik5HZ5yK+aTUL7eyrNzog5HRxsMhJ7IrYbk",
+	"50enP8KmgBJuqUjzAL8sSut4Zq9pBIOY/SH8n1fPn1ERQhUukpFL3XiiqmKbAhmRjUNNhlQ1UamwGENW",
+	"evHFqqWvXAtuHyMXPHAjjNUZsDSkVHNfKsIOYsydfTZgKoLXSPpE1IUSBv2ug/AA7xD+xbift87WL3Qa",
+	"5qOjkqJyA1SpJl3pEdNcphjSlD6gj06XIl3g4GA4iuKoNHnQ7HSyVqvVUPDroTbzvdDX7j198vDRs1eP",
+	"uE/jPwaFH8XRBRqfUYv2hyPfRi9RUZA9jh4MR8MHPlZbsF2r4Cb6PUd27eoCticZlXGE91tlmAej0TUl",
+	"K3crVfFTdFb+UW3P0KfhQlzTPVRN217w3ltWPBq/PYuj4NhU+Q2jU7SWa4c4/HBibhk2rBZvozMaZBOO",
+	"a3Fpk1DS62wrtvE+ewJHowfQS66e8X6TbWDkFnpJAFfJFhG6mrBr4AHWpA9SeZENZVQ8n3Q1RjqEx9pA",
+	"oZV0mmTSw9MWRDhcDMlIRcsO6CMnQWvclRMRFSMnamct1Bg6Cqra7ej4+kpNlvpNeXpFjcKOfxWZer29",
+	"QyxfR6MHX6fqbgvh/tzCvguHtj4SYCeHnInG24q5OM6vgRRfWhqDyvWvPSUFkojZnVrk1/D+TjtOaisM",
+	"PHD4wW1y/mrsRm32lrmQ6vqWV3YjUFdFrC+MJsOHpQUaEnzsw8fp+RJV1bo+76dcvRrcUBD23DJLpTuB",
+	"+e9y6Rv6RoNHwSD4xK8lTzHVeY6p07RJwnFCw3KtrJ7Pyd6ozKehdel8YTmbwWA26RRmn1toWgwI/L92",
+	"84N5Ga5Fke+UgOe+EaN8d5KCatRmP7erw3lXTl88gQfDEWQ6LQtU7TqKOrLrPIZV56pj4KlPX0gL01Lm",
+	"2ee3QdJukrqLuV47f4LhYZtD6M8Y9Dlpd2rqtIbVQua4O8fW6len6foTJWd14ootJyl9ix0TB/9POrBO",
+	"eI9JZUBOXVVu5qPFMTUhv78mmN9OlK9BCm5WlUWqK2mSNnybUBzDHum4qabxjmpF+5iL4JKTUKw8ZnNM",
+	"TSZqI57rU7An04W/4COYtCq5yKUP/sDNtBnCk1lYSRXj8vmkDq/QXFDcnZUcwwrPmYnSpRNzjDepH3sl",
+	"kISCCoVcCr9c5uthcBoaz79/47YJlU3UlS3yg/JGSbe5Q7w9g3IZCqS9widoYIowxYVUWesAsPYLSZyJ",
+	"ajI9KtvMw7ZYFTz5PnetqaVn1UB1xmgIdBIdbdhAz2ZjEBNV8TYtHejZDESuFfo7K4GtbKiWiKaqLzJc",
+	"hmGdWNe6vNoQIrSSs+l6ojbF6CR4RNvZV5DKOhQZOA1OnKO/VyHqfdelg16QFQZR9AywWLo1bb5b4ERV",
+	"81P8EirWWRQ2va3dheddLtRLrxK+ivfEc59AUpUKWOL1aqeT0UtI95AA0N73msR//2t4Xc+0d4LXJ9Dy",
+	"o8MS1l/K9RKQa5HBVORCpXT6FnzcLapsU6V64Odaa9AOta+xCYehuCyoxJigoSbaaPCJCjrbxrb4tNSY",
+	"EYfALSSMT+tEtUA/7sAHwBlxgXl1+t63QuQuST6t1xJHdQENrfxjJGkl3D+q0t8NmttAvFzhfFvJ2MCJ",
+	"u6c4x08fn0HsXQMTd6LbjuSL1i/Prhzxw2tKXrfup7Tvul57O6Vu2L6UOnhxLfR+pXNozofucDTa1a85",
+	"P617nNxl/+Yu2zfDuN+Dm/s1dwW5x+HNPepbe9Th4Pg+ddSP/ohtbuZDRokeauWMzjtEwNc2J0oPvN06",
+	"AcFHvkbfpggpjZHd+lby/YpN/EfuUx3dRgja1+s+Uc/Xmv001Mm3UHjoqblUHzjD8y5Uwsbw2gicyXMC",
+	"ZlbCZKTuNuLoVlV/pd55ZF/jYTt0O2kGGHFagSv4PRhTXZezcG05v4c5O66DtBIW/pGdqNDMR6jWgZjq",
+	"C9z0xcNNIqGCm9kqS67uEYs2AMugkMf+u6wBX+YI2het+0Fn68/m0WxeRrm83Nbxl1/Qm2que3RHoJUU",
+	"xA33vMP0n6HS/9DZ/JPZgv1bTFHfteYOR7dZS8d90K+h10hQMwzZW94PaLKgjTPpVQRHX6QZbqPQ7G6N",
+	"9obDdX+tLQTrn3BjLQarOTAjqAezmn6vmDIjpLITVaNnXnXZITxR7V6eCpgKx2Gen8WjchQ90+wiL0ng",
+	"Qk48CVnGinDSej5TFGZL6psLCTOMnGWOy/mSKsfh1WLpzkSqlS2L6tLyI7q4CS+fvqKwVznAZnSO5nN5",
+	"ToEkFZ9MFIXcuU7PMQPpM/B89RKIe4bZk2oVwFwoytzJgd8aUuBKO8hQZDTAEGhLKLQNu5KE+w0V0ycq",
+	"Y0HJQCtelF6pmCelqdhgcEvCEsj7ba7XVnexCBDCNbgV5Y53WYJfhVp/SWtgv5I52Lqz2GEUNmsdmLWV",
+	"PHsWR39p1v9KzWpJG4m8usUQMM4Y9NIXjeV0TzEP1p+9r+t1a7sOuBN1p9riF1WjLyjTrUrm6748Q1Df",
+	"/Qrive/0oxbEHe/+xE794vTFE1LOJpREkr5sb3pTkb2953sfqe2lN6g5Ory6+z/y8xcNanITluA7ZH9G",
+	"/TI6vrlD/VWmr6MiiPcgVIOMr4fwxPsM9pvwRQtpITN6uazyHNLtkJa4WyH8hG6XPHxubXD9N6j+hDJ2",
+	"7yLzXDXc3CEEXagqFf80wCT/8Vkg1bM4WpYdHn5lgHZow43LQlyZxsV4Q3i4EASqzH3lqbSOfm+BD9pU",
+	"17XZIZ8oWR+YhbROm3UrM+gv0FJ+qAkrPHJdKleXvxKBCld+gi7v9EXZPkOf3ztt3Ye5Z9f0NgeX4xRK",
+	"gIk0WIqD0f79U5AaFP8lpuqOludP7go/5I2jgxuEaMvk3cX52avuGezygF6iRfcLrn9Y/yukY252grjP",
+	"X+bpj+80M7K6DhRv3wvayA22Nt1fy7jGf7luO+8PtD1HMkLslP2VefuTCOzWvsIq4GAeleOS2rsK8X36",
+	"X/HHbjmNO6mF1xUqJywku5Tr3sdzXF8mvkiUHng4NECGIdsvCH701wcszgtUbgzJMHzQYEg/uF7JVW/D",
+	"IG9+Pn395if47eVT/5USqheZGr2yXJHwTGdUBzNDly76YLCg9BNeoJooxqM3SuyRv+KR/P3gUTKEh/wh",
+	"DxuusTTDV5gttYLeT/ob22eMsrQhr0ULoGJP7/R9mfKAs2ssmWf2bezZX4bsqxmyE4a8FRUGe5jbItqq",
+	"uIs/HH5Xa/aXGfvLjN2rGfPZpfou5a5ygf5/sEXb1v49Acme/yyst8+s5x8nJ9WxtVctkjcE/OjvB4/o",
+	"L1yqWtLtl50G8ftzXH9X33LrMGEEz7Gdgoq2tuXrt2zLJte+nGlxermzVvChLpXzKUOfLgy3dZdomhu8",
+	"Al4tRYqDV+KCpCdIGugZfHvowRNaOHVpJfh06VJdYH/MycOJ4na0L/X3YHJhHScqneYr6PWNcxr5CAqp",
+	"Sv7eUNK6t11XnEryCnie1lcFrC+69cJPDPTUtb81wJ91898bOAnJZJIX7yu0uuCHFDGzW5fi6xwM7NHa",
+	"KRfqL08O4Uf/TxuAVGleZlh9Na/6Fw/gOYkmXW7GLBTJEl9qJofb+gyCtU8nZ3oLkeF4ooQ93+jkU79N",
+	"4TgK/mR2dWejA7qqPlVwq3JLvjPfvnbR+k6K/1jBHb5ecPUsn4Yd4RrYQqi1P6Y9/tzUt4cxhAkh/OMV",
+	"XSRWXyPpoHJ/1PoMy7eH139JoqPU8vPZ4IrpO/9FgWX4fPlCzhfhH9BQ4dOCf0L37Q/ZtjcLTTpkivwB",
+	"An/HGgabZWksRnW1M8tYOIXQ04bhYMtHi64mqOrjlf5EfW2Ld7ZVUb755Ym3ZySo/uqlJ8bfGd6LLs9q",
+	"wuvLxU3C+DKuH9aYWusZr7T191bZ+eXZ5f8MAA==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -19,6 +19,7 @@ import (
 	"github.com/sluice-dev/sluice/adapters/httpapi"
 	"github.com/sluice-dev/sluice/adapters/memory"
 	"github.com/sluice-dev/sluice/adapters/metrics"
+	"github.com/sluice-dev/sluice/adapters/topkeys"
 	"github.com/sluice-dev/sluice/domain"
 )
 
@@ -157,7 +158,22 @@ func newClock(cfg Config) domain.Clock {
 	return domain.SystemClock{Offset: time.Duration(cfg.ClockOffset)}
 }
 
-func newObserver(reg prometheus.Registerer) (domain.Observer, error) { return metrics.NewObserver(reg) }
+// newObserver is the metrics observer behind the top-keys tracker (adapters/topkeys): every decision is counted by
+// policy and outcome in /metrics, and by key in fixed memory for GET /v1/policies/{name}/top.
+func newObserver(reg prometheus.Registerer, clock domain.Clock) (domain.Observer, *topkeys.Tracker, error) {
+	m, err := metrics.NewObserver(reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	t := topkeys.New(m, clock, topkeys.Options{})
+	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "sluice_topkeys_uncounted_total",
+		Help: "Decisions the top keys did not count because they already tracked their maximum number of policies (1024).",
+	}, func() float64 { return float64(t.Dropped()) })); err != nil {
+		return nil, nil, err
+	}
+	return t, t, nil
+}
 
 // newLifecycle is the one owner of config, API and RLS policies; the store's driver row says whether replicas
 // share the store (domain.LifecycleOptions.SharedStore).
@@ -174,13 +190,13 @@ func newLimiter(l *domain.PolicyLifecycle, store domain.BucketStore, obs domain.
 	return domain.NewServiceWith(l, store, obs, clock)
 }
 
-func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, tokens *bearer.Set, log *slog.Logger, gatherer prometheus.Gatherer, reg prometheus.Registerer) (*Listening, error) {
+func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, tokens *bearer.Set, top *topkeys.Tracker, log *slog.Logger, gatherer prometheus.Gatherer, reg prometheus.Registerer) (*Listening, error) {
 	requests, err := metrics.NewHTTP(reg)
 	if err != nil {
 		return nil, err
 	}
 	api := httpapi.NewHandler(httpapi.Options{
-		Limiter: lim, Spec: build.Spec, Store: cfg.Store, TokenSet: tokens,
+		Limiter: lim, Spec: build.Spec, Store: cfg.Store, TokenSet: tokens, TopKeys: top,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: log, Gatherer: gatherer, Requests: requests,
 	})
 	handler := api

@@ -32,7 +32,7 @@ type countingObserver struct {
 	storeErrs int
 }
 
-func (c *countingObserver) Decided(_ string, o domain.Outcome) { c.outcomes[o]++ }
+func (c *countingObserver) Decided(_, _ string, o domain.Outcome) { c.outcomes[o]++ }
 func (c *countingObserver) StoreCall(_ string, _ time.Duration, err error) {
 	if err != nil {
 		c.storeErrs++

@@ -107,14 +107,16 @@ const (
 	OutcomeError Outcome = "error"
 )
 
-// Observer receives what the Limiter saw, for metrics. Implementations must be cheap and safe for concurrent use.
+// Observer receives what the Limiter saw, for metrics and the top keys. Implementations must be cheap and safe for
+// concurrent use. key is the decision's key, for in-process consumers only (adapters/topkeys counts keys in fixed
+// memory): it is never a metric label.
 type Observer interface {
-	Decided(policy string, o Outcome)
+	Decided(policy, key string, o Outcome)
 	StoreCall(op string, d time.Duration, err error)
 }
 
 // NopObserver discards observations.
 type NopObserver struct{}
 
-func (NopObserver) Decided(string, Outcome)                {}
+func (NopObserver) Decided(string, string, Outcome)        {}
 func (NopObserver) StoreCall(string, time.Duration, error) {}

@@ -39,6 +39,7 @@ func TestAuthEveryOperation(t *testing.T) {
 		{"resetKeyByQuery", "DELETE", "/v1/policies/fifty/keys?key=..", nil, httpapi.RoleAdmin, []int{204}},
 		{"listPolicies", "GET", "/v1/policies", nil, httpapi.RoleAdmin, []int{200}},
 		{"getPolicy", "GET", "/v1/policies/login", nil, httpapi.RoleAdmin, []int{200}},
+		{"topKeys", "GET", "/v1/policies/login/top", nil, httpapi.RoleAdmin, []int{200}},
 		{"putPolicy", "PUT", "/v1/policies/made", map[string]any{"limit": 1, "window": "1m"}, httpapi.RoleAdmin, []int{200, 201}},
 		{"deletePolicy", "DELETE", "/v1/policies/made", nil, httpapi.RoleAdmin, []int{204}},
 		{"healthz", "GET", "/healthz", nil, "", []int{200}},

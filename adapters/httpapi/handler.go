@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluice-dev/sluice/adapters/bearer"
+	"github.com/sluice-dev/sluice/adapters/topkeys"
 	"github.com/sluice-dev/sluice/api"
 	"github.com/sluice-dev/sluice/domain"
 )
@@ -28,6 +29,8 @@ type Options struct {
 	Store string
 	// Tokens enable bearer authentication; none means every request is allowed (loopback only, enforced by app).
 	Tokens []Token
+	// TopKeys reports a policy's top keys on this replica (GET /v1/policies/{name}/top); nil: none are counted.
+	TopKeys TopKeys
 	// TokenSet, when set, is used instead of Tokens: the app shares it with the RLS listener and replaces its
 	// tokens on a reload (bearer.Set.Replace, with BearerTokens).
 	TokenSet *bearer.Set
@@ -40,6 +43,12 @@ type Options struct {
 	// generatedCheck (tests only) serves POST /v1/check with the generated strict handler instead of
 	// directCheck, so a test can compare the two.
 	generatedCheck bool
+}
+
+// TopKeys reports up to n keys of a policy with the most decisions by by and the interval the counts cover
+// (adapters/topkeys.Tracker).
+type TopKeys interface {
+	Top(policy string, by topkeys.By, n int) ([]topkeys.Entry, time.Duration)
 }
 
 // RequestObserver records one answered request. route is the route template of openapi.yaml (e.g.
@@ -63,7 +72,7 @@ func NewHandler(o Options) http.Handler {
 	}
 	log := o.Logger
 	unavailable := newLogLimiter(time.Second)
-	srv := &server{lim: o.Limiter, spec: o.Spec, store: api.HealthStore(o.Store), log: log, unavailable: unavailable}
+	srv := &server{lim: o.Limiter, spec: o.Spec, store: api.HealthStore(o.Store), top: o.TopKeys, log: log, unavailable: unavailable}
 	respondError := func(w http.ResponseWriter, r *http.Request, err error) {
 		k, fields := classify(err)
 		switch k {

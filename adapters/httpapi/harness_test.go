@@ -21,6 +21,7 @@ import (
 
 	"github.com/sluice-dev/sluice/adapters/httpapi"
 	"github.com/sluice-dev/sluice/adapters/memory"
+	"github.com/sluice-dev/sluice/adapters/topkeys"
 	"github.com/sluice-dev/sluice/api"
 	"github.com/sluice-dev/sluice/domain"
 	"github.com/sluice-dev/sluice/domain/clocktest"
@@ -85,7 +86,8 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	store := memory.New(clock, memory.Options{MaxKeys: 1000})
-	lim, err := domain.NewService(testPolicies, memory.NewPolicies(clock), store, nil, clock)
+	top := topkeys.New(nil, clock, topkeys.Options{})
+	lim, err := domain.NewService(testPolicies, memory.NewPolicies(clock), store, top, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +95,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := httpapi.Options{Limiter: lim, Spec: specBytes, Store: "memory", MaxBodyBytes: 4096}
+	o := httpapi.Options{Limiter: lim, Spec: specBytes, Store: "memory", MaxBodyBytes: 4096, TopKeys: top}
 	for _, f := range opts {
 		f(&o)
 	}

@@ -7,9 +7,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 
+	"github.com/sluice-dev/sluice/adapters/topkeys"
 	"github.com/sluice-dev/sluice/api"
 	"github.com/sluice-dev/sluice/domain"
 )
@@ -19,6 +21,7 @@ type server struct {
 	lim   domain.Limiter
 	spec  []byte
 	store api.HealthStore
+	top   TopKeys
 	log   *slog.Logger
 	// unavailable bounds the store-failure log lines (shared with the error handler).
 	unavailable *logLimiter
@@ -164,6 +167,36 @@ func (s *server) GetPolicy(ctx context.Context, req api.GetPolicyRequestObject) 
 		return nil, err
 	}
 	return api.GetPolicy200JSONResponse(policyBody(p)), nil
+}
+
+// TopKeys implements GET /v1/policies/{name}/top: the policy (which must exist) and its top keys on this replica.
+func (s *server) TopKeys(ctx context.Context, req api.TopKeysRequestObject) (api.TopKeysResponseObject, error) {
+	by, limit := "denied", 10
+	if req.Params.By != nil {
+		by = string(*req.Params.By)
+	}
+	if by != "denied" && by != "allowed" {
+		return nil, domain.Invalid("by", fmt.Sprintf("must be denied or allowed, got %q", by))
+	}
+	if req.Params.Limit != nil {
+		limit = *req.Params.Limit
+	}
+	if limit < 1 || limit > 64 {
+		return nil, domain.Invalid("limit", fmt.Sprintf("must be 1 to 64, got %d", limit))
+	}
+	p, err := s.lim.GetPolicy(ctx, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	out := api.TopKeys{Policy: p.Name, By: api.TopKeysBy(by), Keys: []api.TopKey{}}
+	if s.top != nil {
+		keys, interval := s.top.Top(p.Name, topkeys.By(by), limit)
+		out.IntervalMs = interval.Milliseconds()
+		for _, k := range keys {
+			out.Keys = append(out.Keys, api.TopKey{Key: k.Key, Count: k.Count, Error: k.Error})
+		}
+	}
+	return api.TopKeys200JSONResponse(out), nil
 }
 
 // PutPolicy implements PUT /v1/policies/{name}. Every bad field is reported at once: a window or resolution that

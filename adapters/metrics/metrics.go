@@ -70,7 +70,7 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 }
 
 // Decided implements domain.Observer.
-func (o *Observer) Decided(policy string, outcome domain.Outcome) {
+func (o *Observer) Decided(policy, _ string, outcome domain.Outcome) { // the key is never a label
 	k := decisionLabels{policy, outcome}
 	c, ok := o.decided.Load(k)
 	if !ok {

@@ -174,6 +174,42 @@ func (e PolicySpecFailureMode) Valid() bool {
 	}
 }
 
+// Defines values for TopKeysBy.
+const (
+	TopKeysByAllowed TopKeysBy = "allowed"
+	TopKeysByDenied  TopKeysBy = "denied"
+)
+
+// Valid indicates whether the value is a known member of the TopKeysBy enum.
+func (e TopKeysBy) Valid() bool {
+	switch e {
+	case TopKeysByAllowed:
+		return true
+	case TopKeysByDenied:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TopKeysParamsBy.
+const (
+	TopKeysParamsByAllowed TopKeysParamsBy = "allowed"
+	TopKeysParamsByDenied  TopKeysParamsBy = "denied"
+)
+
+// Valid indicates whether the value is a known member of the TopKeysParamsBy enum.
+func (e TopKeysParamsBy) Valid() bool {
+	switch e {
+	case TopKeysParamsByAllowed:
+		return true
+	case TopKeysParamsByDenied:
+		return true
+	default:
+		return false
+	}
+}
+
 // Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
 // interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
 // (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
@@ -377,6 +413,29 @@ type Problem struct {
 	Type     string        `json:"type"`
 }
 
+// TopKey defines model for TopKey.
+type TopKey struct {
+	// Count Decisions of the key in the interval, overestimated by at most `error`.
+	Count int64  `json:"count"`
+	Error int64  `json:"error"`
+	Key   string `json:"key"`
+}
+
+// TopKeys defines model for TopKeys.
+type TopKeys struct {
+	By TopKeysBy `json:"by"`
+
+	// IntervalMs The interval the counts cover, ending now (between one and two of the summary's intervals).
+	IntervalMs int64    `json:"interval_ms"`
+	Keys       []TopKey `json:"keys"`
+
+	// Policy Example: login
+	Policy PolicyName `json:"policy"`
+}
+
+// TopKeysBy defines model for TopKeys.By.
+type TopKeysBy string
+
 // BadRequest RFC 9457 problem details.
 type BadRequest = Problem
 
@@ -426,6 +485,17 @@ type GetKeyByQueryParams struct {
 	// when percent-encoded as `%2E`. Clients whose URL parser keeps `%2E` (Go's) may use the path form.
 	Key Key `form:"key" json:"key"`
 }
+
+// TopKeysParams defines parameters for TopKeys.
+type TopKeysParams struct {
+	By *TopKeysParamsBy `form:"by,omitempty" json:"by,omitempty"`
+
+	// Limit At most this many keys (1 to 64, default 10).
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// TopKeysParamsBy defines parameters for TopKeys.
+type TopKeysParamsBy string
 
 // CheckJSONRequestBody defines body for Check for application/json ContentType.
 type CheckJSONRequestBody = CheckRequest
@@ -658,6 +728,17 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/policies/{name}/keys/{key} (the `GetKey` operationId).
 	GetKey(ctx context.Context, name PolicyName, key Key, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TopKeys Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
+	//
+	// Counted in fixed memory per replica (a Space-Saving summary of 64 counters per policy and outcome): each
+	// count is over the last one to two intervals of 5 minutes (`interval_ms` says which) and overestimates the
+	// key's true count by at most its `error`; every key whose true count exceeds the summary's decisions / 64 is
+	// listed. Denials include shadow denials. On a shared store each replica counts only the decisions it made:
+	// ask each replica. Keys never appear in metrics.
+	//
+	// Corresponds with GET /v1/policies/{name}/top (the `TopKeys` operationId).
+	TopKeys(ctx context.Context, name PolicyName, params *TopKeysParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // Healthz The process lives.
@@ -989,6 +1070,27 @@ func (c *Client) ResetKey(ctx context.Context, name PolicyName, key Key, reqEdit
 // Corresponds with GET /v1/policies/{name}/keys/{key} (the `GetKey` operationId).
 func (c *Client) GetKey(ctx context.Context, name PolicyName, key Key, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetKeyRequest(c.Server, name, key)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TopKeys Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
+//
+// Counted in fixed memory per replica (a Space-Saving summary of 64 counters per policy and outcome): each
+// count is over the last one to two intervals of 5 minutes (`interval_ms` says which) and overestimates the
+// key's true count by at most its `error`; every key whose true count exceeds the summary's decisions / 64 is
+// listed. Denials include shadow denials. On a shared store each replica counts only the decisions it made:
+// ask each replica. Keys never appear in metrics.
+//
+// Corresponds with GET /v1/policies/{name}/top (the `TopKeys` operationId).
+func (c *Client) TopKeys(ctx context.Context, name PolicyName, params *TopKeysParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTopKeysRequest(c.Server, name, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1622,6 +1724,79 @@ func NewGetKeyRequest(server string, name PolicyName, key Key) (*http.Request, e
 	return req, nil
 }
 
+// NewTopKeysRequest constructs an http.Request for the TopKeys method
+func NewTopKeysRequest(server string, name PolicyName, params *TopKeysParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/policies/%s/top", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.By != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "by", *params.By, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -1840,6 +2015,19 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/policies/{name}/keys/{key} (the `GetKey` operationId).
 	GetKeyWithResponse(ctx context.Context, name PolicyName, key Key, reqEditors ...RequestEditorFn) (*GetKeyResponse, error)
+
+	// TopKeysWithResponse Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
+	//
+	// Counted in fixed memory per replica (a Space-Saving summary of 64 counters per policy and outcome): each
+	// count is over the last one to two intervals of 5 minutes (`interval_ms` says which) and overestimates the
+	// key's true count by at most its `error`; every key whose true count exceeds the summary's decisions / 64 is
+	// listed. Denials include shadow denials. On a shared store each replica counts only the decisions it made:
+	// ask each replica. Keys never appear in metrics.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/policies/{name}/top (the `TopKeys` operationId).
+	TopKeysWithResponse(ctx context.Context, name PolicyName, params *TopKeysParams, reqEditors ...RequestEditorFn) (*TopKeysResponse, error)
 }
 
 type HealthzResponse struct {
@@ -3220,6 +3408,89 @@ func (r GetKeyResponse) ContentType() string {
 	return ""
 }
 
+// TopKeysResponse401Headers the declared response headers of an HTTP 401 response for TopKeys
+type TopKeysResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+type TopKeysResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TopKeys
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *TopKeysResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TopKeysResponse) GetJSON200() *TopKeys {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r TopKeysResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r TopKeysResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r TopKeysResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r TopKeysResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r TopKeysResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TopKeysResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TopKeysResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TopKeysResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TopKeysResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // HealthzWithResponse The process lives.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -3507,6 +3778,25 @@ func (c *ClientWithResponses) GetKeyWithResponse(ctx context.Context, name Polic
 		return nil, err
 	}
 	return ParseGetKeyResponse(rsp)
+}
+
+// TopKeysWithResponse Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
+//
+// Counted in fixed memory per replica (a Space-Saving summary of 64 counters per policy and outcome): each
+// count is over the last one to two intervals of 5 minutes (`interval_ms` says which) and overestimates the
+// key's true count by at most its `error`; every key whose true count exceeds the summary's decisions / 64 is
+// listed. Denials include shadow denials. On a shared store each replica counts only the decisions it made:
+// ask each replica. Keys never appear in metrics.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/policies/{name}/top (the `TopKeys` operationId).
+func (c *ClientWithResponses) TopKeysWithResponse(ctx context.Context, name PolicyName, params *TopKeysParams, reqEditors ...RequestEditorFn) (*TopKeysResponse, error) {
+	rsp, err := c.TopKeys(ctx, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTopKeysResponse(rsp)
 }
 
 // ParseHealthzResponse parses an HTTP response from a HealthzWithResponse call
@@ -4816,6 +5106,80 @@ func ParseGetKeyResponse(rsp *http.Response) (*GetKeyResponse, error) {
 			headers.RetryAfter = &value
 		}
 		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseTopKeysResponse parses an HTTP response from a TopKeysWithResponse call
+func ParseTopKeysResponse(rsp *http.Response) (*TopKeysResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TopKeysResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TopKeys
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers TopKeysResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
 	}
 
 	return response, nil

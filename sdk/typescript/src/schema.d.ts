@@ -112,6 +112,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/policies/{name}/top": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["PolicyName"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
+         * @description Counted in fixed memory per replica (a Space-Saving summary of 64 counters per policy and outcome): each
+         *     count is over the last one to two intervals of 5 minutes (`interval_ms` says which) and overestimates the
+         *     key's true count by at most its `error`; every key whose true count exceeds the summary's decisions / 64 is
+         *     listed. Denials include shadow denials. On a shared store each replica counts only the decisions it made:
+         *     ask each replica. Keys never appear in metrics.
+         */
+        get: operations["topKeys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/policies/{name}/keys": {
         parameters: {
             query: {
@@ -307,6 +333,27 @@ export interface components {
             /** @description Every check was admitted. */
             allowed: boolean;
             decisions: components["schemas"]["Decision"][];
+        };
+        TopKeys: {
+            policy: components["schemas"]["PolicyName"];
+            /** @enum {string} */
+            by: "denied" | "allowed";
+            /**
+             * Format: int64
+             * @description The interval the counts cover, ending now (between one and two of the summary's intervals).
+             */
+            interval_ms: number;
+            keys: components["schemas"]["TopKey"][];
+        };
+        TopKey: {
+            key: string;
+            /**
+             * Format: int64
+             * @description Decisions of the key in the interval, overestimated by at most `error`.
+             */
+            count: number;
+            /** Format: int64 */
+            error: number;
         };
         Decision: {
             /** @description Admitted. A shadow policy always admits; see `shadow_denied`. */
@@ -750,6 +797,37 @@ export interface operations {
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
             503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    topKeys: {
+        parameters: {
+            query?: {
+                by?: "denied" | "allowed";
+                /** @description At most this many keys (1 to 64, default 10). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                name: components["schemas"]["PolicyName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The top keys, highest count first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TopKeys"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
             default: components["responses"]["Error"];
         };
     };
