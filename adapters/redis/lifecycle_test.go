@@ -49,7 +49,42 @@ func replicas(t *testing.T, addrs []string, n int) []*replica {
 	for _, r := range rs { // each has loaded the (empty) policies once
 		seenNamed(t, r.p, "none", 10*time.Second, func(_ domain.Policy, err error) bool { return errors.Is(err, domain.ErrPolicyNotFound) })
 	}
+	// Each is subscribed to the invalidations (the subscription is made in the background; with a refresh of a
+	// minute, a change published before it would reach that replica only a minute later): a probe policy changed
+	// through the first replica until every replica sees the change within a second, then deleted alike.
+	ctx := context.Background()
+	for try := int64(1); ; try++ {
+		if _, err := rs[0].p.PutPolicy(ctx, domain.Policy{Name: "subscribed", Limit: try, Window: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if seenByAll(rs, func(p domain.Policy, err error) bool { return err == nil && p.Limit == try }) {
+			break
+		}
+		if try == 30 {
+			t.Fatal("replicas never saw a change through their subscription")
+		}
+	}
+	if err := rs[0].p.DeletePolicy(ctx, "subscribed"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		seenNamed(t, r.p, "subscribed", 10*time.Second, func(_ domain.Policy, err error) bool { return errors.Is(err, domain.ErrPolicyNotFound) })
+	}
 	return rs
+}
+
+// seenByAll reports whether every replica's copy satisfies ok for the probe policy within a second.
+func seenByAll(rs []*replica, ok func(domain.Policy, error) bool) bool {
+	deadline := time.Now().Add(time.Second)
+	for _, r := range rs {
+		for !ok(r.p.GetPolicy(context.Background(), "subscribed")) {
+			if time.Now().After(deadline) {
+				return false
+			}
+			time.Sleep(time.Millisecond) // another replica's copy, which real time updates
+		}
+	}
+	return true
 }
 
 // check sends one check through the replica's Limiter and reports whether it was admitted; a policy the store
