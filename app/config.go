@@ -46,6 +46,8 @@ type Config struct {
 	ClockOffset Duration `yaml:"clock_offset" signed:"true"`
 	// RLS is the Envoy Rate Limit Service front end (app/rls.go), off unless rls.listen is set.
 	RLS RLSConfig `yaml:"rls"`
+	// Metrics holds the optional metric families (MetricsConfig).
+	Metrics MetricsConfig `yaml:"metrics"`
 	// ReloadInterval is how often the config file and the tokens file are read again (SLUICE_RELOAD_INTERVAL,
 	// default 10s, 0 = only on SIGHUP): a change reloads policies, tokens and the log level (reload.go).
 	ReloadInterval Duration `yaml:"reload_interval" range:"0s.."`
@@ -116,6 +118,16 @@ type RedisConfig struct {
 	// script call. 0 (the default) means DefaultRedisLanes there; on a Redis Cluster checks are never laned (a
 	// script runs on one slot), each is its own call and the client pipelines them.
 	Lanes int `yaml:"lanes" range:"0..256"`
+}
+
+// MetricsConfig configures the optional metric families.
+type MetricsConfig struct {
+	// TopDeniedKeys (SLUICE_METRICS_TOP_DENIED_KEYS) exports sluice_top_denied_keys{policy, key}: each policy's
+	// n keys with the most denials (0, the default: off; at most 64). Keys are unbounded; these series are not.
+	TopDeniedKeys int `yaml:"top_denied_keys" range:"0..64"`
+	// KeyLabel (SLUICE_METRICS_KEY_LABEL) is what that metric's key label holds: hash (default: the first 16
+	// hex digits of the key's SHA-256, the same on every replica) or truncate (the key's first 32 bytes).
+	KeyLabel string `yaml:"key_label" oneof:"hash truncate"`
 }
 
 // LogConfig configures log/slog output.
@@ -197,5 +209,6 @@ func Defaults() Config {
 		},
 		RLS:            rlsDefaults(),
 		ReloadInterval: Duration(10 * time.Second),
+		Metrics:        MetricsConfig{KeyLabel: "hash"},
 	}
 }

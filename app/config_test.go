@@ -503,3 +503,19 @@ func TestCommandArgsAnywhere(t *testing.T) {
 		t.Error("an unknown flag was accepted")
 	}
 }
+
+// metrics.top_denied_keys and metrics.key_label: bounded, named in the message with their valid values.
+func TestTopDeniedKeysSettings(t *testing.T) {
+	cfg, _, err := Load("", []string{"SLUICE_METRICS_TOP_DENIED_KEYS=5", "SLUICE_METRICS_KEY_LABEL=truncate"})
+	if err != nil || cfg.Metrics.TopDeniedKeys != 5 || cfg.Metrics.KeyLabel != "truncate" {
+		t.Fatalf("valid: %+v %v", cfg.Metrics, err)
+	}
+	for env, want := range map[string]string{
+		"SLUICE_METRICS_TOP_DENIED_KEYS=65": "SLUICE_METRICS_TOP_DENIED_KEYS",
+		"SLUICE_METRICS_KEY_LABEL=raw":      "hash, truncate",
+	} {
+		if _, _, err := Load("", []string{env}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: %v, want a message naming %q", env, err, want)
+		}
+	}
+}

@@ -160,7 +160,7 @@ func newClock(cfg Config) domain.Clock {
 
 // newObserver is the metrics observer behind the top-keys tracker (adapters/topkeys): every decision is counted by
 // policy and outcome in /metrics, and by key in fixed memory for GET /v1/policies/{name}/top.
-func newObserver(reg prometheus.Registerer, clock domain.Clock) (domain.Observer, *topkeys.Tracker, error) {
+func newObserver(cfg Config, reg prometheus.Registerer, clock domain.Clock) (domain.Observer, *topkeys.Tracker, error) {
 	m, err := metrics.NewObserver(reg)
 	if err != nil {
 		return nil, nil, err
@@ -171,6 +171,15 @@ func newObserver(reg prometheus.Registerer, clock domain.Clock) (domain.Observer
 		Help: "Decisions the top keys did not count because they already tracked their maximum number of policies (1024).",
 	}, func() float64 { return float64(t.Dropped()) })); err != nil {
 		return nil, nil, err
+	}
+	if n := cfg.Metrics.TopDeniedKeys; n > 0 {
+		label := metrics.HashedKey
+		if cfg.Metrics.KeyLabel == "truncate" {
+			label = metrics.TruncatedKey
+		}
+		if err := metrics.NewTopDeniedKeys(reg, t, n, label); err != nil {
+			return nil, nil, err
+		}
 	}
 	return t, t, nil
 }

@@ -1,6 +1,6 @@
 // Package metrics is the Prometheus adapter: it implements domain.Observer (sluice_decisions_total,
-// sluice_store_duration_seconds, sluice_store_errors_total), the HTTP request families (sluice_http_*) and the
-// Envoy RLS front end's (sluice_rls_*, RLS). The
+// sluice_store_duration_seconds, sluice_store_errors_total), the HTTP request families (sluice_http_*), the
+// Envoy RLS front end's (sluice_rls_*, RLS) and the optional top denied keys (sluice_top_denied_keys, topkeys.go). The
 // store-specific families are registered where their store is wired: the memory store's sluice_memory_* in
 // app/wire.go, sluice_config_policies_differing in app/postgres.go, and the janitor's sluice_janitor_* in
 // adapters/postgres/janitor.go.

@@ -175,6 +175,25 @@ func (t *Tracker) Top(policy string, by By, n int) ([]Entry, time.Duration) {
 	return out, since
 }
 
+// Policies lists the policies with counts in the current or previous interval, sorted.
+func (t *Tracker) Policies() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.rotate()
+	seen := map[string]bool{}
+	for _, epoch := range []map[string]*pair{t.previous, t.current} {
+		for p := range epoch {
+			seen[p] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for p := range seen {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Dropped is the number of decisions not counted because MaxPolicies policies were tracked.
 func (t *Tracker) Dropped() int64 {
 	t.mu.Lock()
