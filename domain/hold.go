@@ -15,7 +15,8 @@ import (
 //     conflict.
 //   - Settle replaces the hold's amount by the actual one, at the hold's own instant, through the algorithm's
 //     adjust: less gives the difference back as if the hold had been for that amount from the start (a log's
-//     entry at the hold's instant shrinks, a token bucket's tat moves back by the difference's emission time, a
+//     entry at the hold's instant shrinks, a token bucket's tat moves back by the difference's emission time but
+//     never further than the least lag an admission found since the acquire, where the two histories meet, a
 //     fixed window's count goes down while the hold's window is current); more records the excess even past the
 //     limit (reported as Overdraft, the units over the limit after it). Settling again with the same amount
 //     changes nothing; with another amount it is a conflict. Release is Settle 0.
@@ -24,15 +25,17 @@ import (
 //   - A hold whose units a change of policy converted (another algorithm, or a token bucket's rate: the record's
 //     instant no longer names them) gives nothing back either (HoldConverted); an excess is recorded at now under
 //     the rule in force. A hold of another generation is unknown: the deleted policy's units are gone with it.
-//   - Renew moves the refund deadline to now + min(ttl, window) while it has not passed.
+//   - Renew moves the refund deadline to now + min(ttl, window) while it has not passed (a settled hold has
+//     nothing left to renew: a conflict).
 //
 // A record is kept while it can still matter, and dropped after: until its units leave the window (instant +
 // window), for a settle that reports an excess late; a settled one only until its deadline (a retried settle
 // within it answers the same). At most MaxHolds records per key: an Acquire beyond is refused (HoldsFull) and
 // records nothing.
 
-// MaxHolds bounds the hold records of one (policy, key): a hold is a record until its units leave the window, so
-// the bound is on acquires per window per key that are not settled and past their deadline.
+// MaxHolds bounds the hold records of one (policy, key). A settled hold's record lives until its deadline (for a
+// retried settle), an unsettled one until both its deadline and its units' window have passed (for a late excess),
+// so the bound is on the holds a key has open or recently closed.
 const MaxHolds = 1024
 
 // Hold is one hold as a caller sees it.
@@ -49,6 +52,8 @@ type Hold struct {
 type HoldStatus uint8
 
 const (
+	// HoldOK: the operation was carried out (an Acquire's Decision says whether it was admitted: a denial
+	// records no hold).
 	HoldOK HoldStatus = iota
 	// HoldReplayed: an Acquire with an id already held (same amount) or a Settle repeating the settled amount:
 	// the hold as it is, nothing recorded.

@@ -9,10 +9,12 @@
 // most MaxPolicies policies, whatever the number of distinct keys.
 //
 // "Recent" is two epochs of Interval each: the summaries of the current and the previous epoch are merged when
-// read (counts and errors added), so a report covers between one and two intervals. Counts are this replica's
-// only: on a shared store every replica sees only the decisions it made, and summing other replicas' summaries
-// would need them to talk to each other (the operator reads each replica, or sums the metric of a future
-// release). Keys never become metric labels.
+// read (counts and errors added; a key missing from a full summary is given that summary's smallest count, as
+// count and as error, since its true count there may be that high), so a report covers between one and two
+// intervals. Counts are this replica's only: on a shared store every replica sees only the decisions it made, and
+// summing other replicas' summaries would need them to talk to each other (the operator reads each replica, or
+// sums sluice_top_denied_keys over them). Keys become metric labels only through that optional metric
+// (adapters/metrics), hashed or truncated.
 package topkeys
 
 import (
@@ -142,20 +144,30 @@ func (t *Tracker) Top(policy string, by By, n int) ([]Entry, time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.rotate()
-	merged := map[string]Entry{}
+	var sums []*summary
 	for _, epoch := range []map[string]*pair{t.previous, t.current} {
-		p := epoch[policy]
-		if p == nil {
-			continue
+		if p := epoch[policy]; p != nil && p.get(by) != nil {
+			sums = append(sums, p.get(by))
 		}
-		s := p.get(by)
-		if s == nil {
-			continue
-		}
+	}
+	merged := map[string]Entry{}
+	for _, s := range sums {
 		for _, c := range s.counters {
-			e := merged[c.key]
-			e.Key, e.Count, e.Error = c.key, e.Count+c.count, e.Error+c.err
-			merged[c.key] = e
+			merged[c.key] = Entry{Key: c.key}
+		}
+	}
+	for _, s := range sums {
+		var floor int64 // what a key missing from s may have had in it
+		if len(s.counters) == s.capacity {
+			floor = s.counters[0].count
+		}
+		for k, e := range merged {
+			if c, ok := s.byKey[k]; ok {
+				e.Count, e.Error = e.Count+c.count, e.Error+c.err
+			} else {
+				e.Count, e.Error = e.Count+floor, e.Error+floor
+			}
+			merged[k] = e
 		}
 	}
 	out := make([]Entry, 0, len(merged))

@@ -127,3 +127,30 @@ func TestPoliciesAreBounded(t *testing.T) {
 		t.Fatalf("third policy: %+v, dropped %d", got, tr.Dropped())
 	}
 }
+
+// Across the two intervals every reported count still bounds the truth: a key missing from a full summary of one
+// interval is given that summary's smallest count, as count and as error.
+func TestMergedIntervalsKeepTheBounds(t *testing.T) {
+	tr, clock := newTracker(topkeys.Options{Capacity: 2, Interval: time.Minute})
+	truth := map[string]int64{}
+	deny := func(k string, n int) {
+		for range n {
+			tr.Decided("p", k, domain.OutcomeDenied)
+			truth[k]++
+		}
+	}
+	deny("k", 1)
+	deny("a", 5)
+	deny("y", 1) // the summary is full: k gives way to y
+	clock.Advance(time.Minute)
+	deny("k", 4) // k is back: its count from the first interval is gone from the summary, not from the truth
+	got, _ := tr.Top("p", topkeys.ByDenied, 10)
+	if len(got) == 0 || got[0].Key != "k" && got[0].Key != "a" {
+		t.Fatalf("top: %+v", got)
+	}
+	for _, e := range got {
+		if tc := truth[e.Key]; e.Count-e.Error > tc || tc > e.Count {
+			t.Fatalf("%s: true %d outside [%d - %d, %d] (%+v)", e.Key, tc, e.Count, e.Error, e.Count, got)
+		}
+	}
+}
