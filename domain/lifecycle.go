@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -181,8 +182,18 @@ func (l *PolicyLifecycle) Put(ctx context.Context, p Policy) (bool, error) {
 	if l.IsConfig(p.Name) {
 		return false, fmt.Errorf("%w: %q", ErrReadOnlyPolicy, p.Name)
 	}
+	for _, prefix := range RLSPolicyPrefixes {
+		if strings.HasPrefix(p.Name, prefix) {
+			// An API policy of that name would share its keys' state with the RLS policy's.
+			return false, Invalid("name", fmt.Sprintf("names starting with %q are the Envoy RLS front end's policies (%s)", prefix, strings.Join(RLSPolicyPrefixes, ", ")))
+		}
+	}
 	return l.api.PutPolicy(ctx, p)
 }
+
+// RLSPolicyPrefixes start the names of the policies the Envoy RLS front end makes from its config (adapters/
+// envoyrls): API policies may not take them.
+var RLSPolicyPrefixes = []string{"rls.", "rls-override."}
 
 // Delete deletes an API policy (ErrReadOnlyPolicy for a config policy, ErrPolicyNotFound when none has the name).
 func (l *PolicyLifecycle) Delete(ctx context.Context, name string) error {

@@ -389,3 +389,22 @@ func TestInstallConfig(t *testing.T) {
 		t.Fatalf("b back with a grown window: floor %d, want %d", byName(got)["b"].Floor, want)
 	}
 }
+
+// An API policy may not take a name of the RLS front end's policies: it would share their keys' state.
+func TestAPIPoliciesCannotTakeRLSNames(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
+	l, err := domain.NewPolicyLifecycle(nil, memory.NewPolicies(clock), clock, domain.LifecycleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"rls.istio.0123456789abcdef", "rls-override.istio.0123456789abcdef"} {
+		_, err := l.Put(context.Background(), domain.Policy{Name: name, Limit: 1, Window: time.Minute}.WithDefaults())
+		var v *domain.ValidationError
+		if !errors.As(err, &v) || v.Fields[0].Field != "name" {
+			t.Fatalf("%s: %v, want a validation error on name", name, err)
+		}
+	}
+	if _, err := l.Put(context.Background(), domain.Policy{Name: "rlsx", Limit: 1, Window: time.Minute}.WithDefaults()); err != nil {
+		t.Fatalf("rlsx: %v", err)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sluice-dev/sluice/domain"
 )
 
 // FuzzRLSCodec: any bytes either fail to decode as a RateLimitRequest or decode with every string valid UTF-8;
@@ -42,4 +44,18 @@ func FuzzRLSCodec(f *testing.F) {
 			t.Fatalf("%q and %q escape to one key %q", a, b, escapeBytes(a))
 		}
 	})
+}
+
+// The names the RLS config makes start with a prefix the domain keeps from API policies (an API policy of the
+// same name would share its keys' state).
+func TestRLSPolicyNamesAreReserved(t *testing.T) {
+	for _, name := range []string{policyName("istio", "PATH=/x"), overridePolicyName("istio", "minute")} {
+		reserved := false
+		for _, p := range domain.RLSPolicyPrefixes {
+			reserved = reserved || strings.HasPrefix(name, p)
+		}
+		if !reserved {
+			t.Fatalf("%q starts with none of %v", name, domain.RLSPolicyPrefixes)
+		}
+	}
 }
