@@ -57,7 +57,7 @@ func TestCaddyForwardAuth(t *testing.T) {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("caddy is not on PATH; scripts/test.d/16-caddy-install.sh installs it (CI=true: this test must run)")
 		}
-		t.Skip("caddy is not on PATH: run scripts/install-caddy.sh (as root) to run this test")
+		t.Skip("caddy is not on PATH: run scripts/install-proxy.sh caddy (as root) to run this test")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

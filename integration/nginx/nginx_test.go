@@ -89,7 +89,7 @@ func TestNginxAuthRequest(t *testing.T) {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("nginx is not on PATH; scripts/test.d/15-nginx-install.sh installs it (CI=true: this test must run)")
 		}
-		t.Skip("nginx is not on PATH: run scripts/install-nginx.sh (as root) to run this test")
+		t.Skip("nginx is not on PATH: run scripts/install-proxy.sh nginx (as root) to run this test")
 	}
 	dir := t.TempDir()
 	root, err := filepath.Abs("../..")

@@ -3,4 +3,4 @@
 # 20-go.sh's `go test ./...` (with CI=true it fails instead of skipping when nginx is missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-exec bash scripts/install-nginx.sh
+exec bash scripts/install-proxy.sh nginx

@@ -3,4 +3,4 @@
 # 20-go.sh's `go test ./...` (with CI=true it fails instead of skipping when caddy is missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-exec bash scripts/install-caddy.sh
+exec bash scripts/install-proxy.sh caddy
