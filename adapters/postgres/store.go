@@ -353,12 +353,20 @@ func (s *Store) Reset(ctx context.Context, policy, key string) error {
 const dropPage = 500
 
 // DropPolicy implements domain.BucketStore: it deletes the policy's keys in pages of dropPage, each statement
-// under the statement timeout.
+// under the statement timeout. A page chosen as a deadlock's victim (its rows locked in another order than a
+// concurrent decision's: the churn test met one) was rolled back whole and is run again, up to dropDeadlockTries
+// times: each page deletes only keys that no longer count, so running it again changes nothing else.
 func (s *Store) DropPolicy(ctx context.Context, policy string) error {
+	tries := 0
 	for {
 		cctx, cancel := s.call(ctx)
 		n, err := s.q.DropPolicyPage(cctx, db.DropPolicyPageParams{Policy: policy, PageSize: dropPage})
 		cancel()
+		var pe *pgconn.PgError
+		if err != nil && errors.As(err, &pe) && pe.Code == "40P01" && tries < dropDeadlockTries && ctx.Err() == nil {
+			tries++
+			continue
+		}
 		if err != nil {
 			return s.fail("drop policy", err)
 		}
@@ -367,6 +375,9 @@ func (s *Store) DropPolicy(ctx context.Context, policy string) error {
 		}
 	}
 }
+
+// dropDeadlockTries bounds how often DropPolicy runs a page again after a deadlock.
+const dropDeadlockTries = 5
 
 // Ping implements domain.BucketStore for /readyz: it fails while the database is unreachable, its schema is
 // older than this build's migrations, or it holds any of this build's function files (migrations/functions/) at
