@@ -29,6 +29,9 @@ type algorithmRow struct {
 	// resolution: the algorithm records at instants rounded up to a resolution (Rule.Resolution), which policies
 	// must then set (the default is window/60); other algorithms take none.
 	resolution bool
+	// holdsOnly: units are held by holds alone (concurrency): a check of cost > 0 is refused, since nothing would
+	// release it, and the state is the hold records.
+	holdsOnly bool
 	// step decides one check at now under r on b, which is empty or holds this algorithm's state of r's
 	// generation; an admission (cost > 0) records.
 	step func(b *Bucket, now int64, r Rule, cost int64) Decision
@@ -57,6 +60,8 @@ var algorithmTable = [...]algorithmRow{
 		adjust: adjustTokenBucket, force: forceTokenBucket},
 	{name: FixedWindow, code: 4, burst: true, step: stepFixedWindow, units: fixedWindowUnits, hold: holdFixedWindow, empty: fixedWindowEmpty,
 		adjust: adjustFixedWindow, force: forceFixedWindow},
+	{name: Concurrency, code: 5, holdsOnly: true, step: stepConcurrency, units: concurrencyUnits, hold: holdConcurrency, empty: concurrencyEmpty,
+		adjust: adjustConcurrency, force: forceConcurrency},
 }
 
 // Algorithms lists every algorithm, in the table's order (the order documentation and messages name them).
@@ -67,6 +72,25 @@ var Algorithms = func() []Algorithm {
 	}
 	return as
 }()
+
+// WindowAlgorithms lists the algorithms that count units in a window (every one but concurrency): those a check
+// of cost > 0 is decided by.
+var WindowAlgorithms = func() []Algorithm {
+	var as []Algorithm
+	for _, row := range algorithmTable {
+		if !row.holdsOnly {
+			as = append(as, row.name)
+		}
+	}
+	return as
+}()
+
+// HoldsOnly reports whether a's units are held by holds alone (concurrency): a check of cost > 0 under it is
+// refused.
+func (a Algorithm) HoldsOnly() bool {
+	row := algorithmRowOf(a)
+	return row != nil && row.holdsOnly
+}
 
 func algorithmRowOf(a Algorithm) *algorithmRow {
 	for i := range algorithmTable {
@@ -119,8 +143,13 @@ type Bucket struct {
 // denial or a peek leaves the state as it was, so every store decides alike whatever sequence of changes and
 // checks it sees.
 func (b *Bucket) Decide(now int64, r Rule, cost int64) Decision {
+	return b.decide(now, r, cost, false)
+}
+
+// decide is Decide; acquiring says an Acquire asks, which alone may take units of a holdsOnly algorithm.
+func (b *Bucket) decide(now int64, r Rule, cost int64, acquiring bool) Decision {
 	row := algorithmRowOf(r.Algorithm)
-	if row == nil {
+	if row == nil || (row.holdsOnly && cost > 0 && !acquiring) {
 		return Decision{Status: StatusInvalidRule, Limit: r.Limit}
 	}
 	if b.alg != "" && b.gen > r.Generation {
@@ -170,6 +199,7 @@ func (b *Bucket) current(r Rule) bool {
 	case FixedWindow:
 		return b.w == int64(r.Window/time.Microsecond)
 	case SlidingLog, SlidingWindow: // a log holds its units' instants: any window steps it
+	case Concurrency: // its records hold their own deadlines
 	}
 	return true
 }
@@ -204,17 +234,18 @@ func (b *Bucket) Empty(now int64, window time.Duration) bool {
 	return row == nil || row.empty(b, now, int64(window/time.Microsecond))
 }
 
-// Len reports how many entries the state holds (the log's; one for the other algorithms), for memory accounting.
+// Len reports how many entries the state holds (the log's, one for a token bucket or fixed window, none for
+// concurrency) plus its hold records, for memory accounting: a store may drop a key whose Len is 0.
 func (b *Bucket) Len() int {
+	n := len(b.records())
 	switch b.alg {
-	case "":
-		return 0
 	case SlidingLog, SlidingWindow:
-		return b.log.n
+		n += b.log.n
 	case TokenBucket, FixedWindow:
-		return 1
+		n++
+	case "", Concurrency:
 	}
-	return 0 // not in the table: Decide never stores such a state
+	return n
 }
 
 // Mark is a point to roll a Bucket back to, for all-or-nothing multi-checks.

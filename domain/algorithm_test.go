@@ -187,7 +187,7 @@ func checkFields(t *testing.T, what string, d Decision, r Rule) {
 // TestAlgorithmsMatchModel drives every algorithm and the model with the same random checks and requires every
 // field of every decision to agree, plus each algorithm's bound and state size.
 func TestAlgorithmsMatchModel(t *testing.T) {
-	for _, alg := range Algorithms {
+	for _, alg := range WindowAlgorithms {
 		t.Run(string(alg), func(t *testing.T) {
 			for seed := uint64(0); seed < 200; seed++ {
 				rng := rand.New(rand.NewPCG(seed, seed*7+1))
@@ -248,7 +248,7 @@ func TestAlgorithmsMatchModel(t *testing.T) {
 
 // A peek is the decision a cost-1 check would get, and it records nothing.
 func TestPeekIsCostOneWithoutRecording(t *testing.T) {
-	for _, alg := range Algorithms {
+	for _, alg := range WindowAlgorithms {
 		rng := rand.New(rand.NewPCG(1, 2))
 		r := ruleFor(alg, 5, 10*time.Second, 0)
 		var b Bucket
@@ -274,7 +274,7 @@ func TestPeekIsCostOneWithoutRecording(t *testing.T) {
 
 // A flood of denials never delays the refill.
 func TestDenialRecordsNothing(t *testing.T) {
-	for _, alg := range Algorithms {
+	for _, alg := range WindowAlgorithms {
 		r := ruleFor(alg, 3, time.Minute, 0)
 		var b Bucket
 		start := int64(3_600_000_000) // on a minute boundary, so fixed_window's window starts here too
@@ -301,7 +301,7 @@ func TestDenialRecordsNothing(t *testing.T) {
 func TestRollback(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	rules := []Rule{}
-	for _, alg := range Algorithms {
+	for _, alg := range WindowAlgorithms {
 		rules = append(rules, ruleFor(alg, 10, 5*time.Second, 0))
 	}
 	var b Bucket
@@ -383,7 +383,7 @@ func TestExpiryRuleWhenTheWindowGrows(t *testing.T) {
 
 // A re-created policy (another generation) never counts the old policy's units.
 func TestGenerationDropsState(t *testing.T) {
-	for _, alg := range Algorithms {
+	for _, alg := range WindowAlgorithms {
 		r := ruleFor(alg, 2, time.Hour, 0)
 		var b Bucket
 		b.Decide(1_000_000, r, 2)
@@ -399,8 +399,8 @@ func TestGenerationDropsState(t *testing.T) {
 
 // Changing a policy's algorithm converts its keys' state conservatively: a key that spent its limit stays denied.
 func TestAlgorithmChangeNeverOverAdmits(t *testing.T) {
-	for _, from := range Algorithms {
-		for _, to := range Algorithms {
+	for _, from := range WindowAlgorithms {
+		for _, to := range WindowAlgorithms {
 			if from == to {
 				continue
 			}
@@ -424,7 +424,7 @@ func TestAlgorithmChangeNeverOverAdmits(t *testing.T) {
 // At the numeric bounds nothing overflows: a limit of 2^53-1 over 31 days admits exactly that many units and
 // reports exact fields.
 func TestNumericBounds(t *testing.T) {
-	for _, alg := range Algorithms {
+	for _, alg := range WindowAlgorithms {
 		r := ruleFor(alg, MaxLimit, MaxWindow, 0)
 		var b Bucket
 		now := us(MaxWindow) * 1000 // a multiple of the window
@@ -445,7 +445,7 @@ func TestNumericBounds(t *testing.T) {
 }
 
 func TestDecideAllocatesNothingAfterWarmUp(t *testing.T) {
-	for _, alg := range Algorithms {
+	for _, alg := range WindowAlgorithms {
 		r := ruleFor(alg, 100, time.Second, 0)
 		var b Bucket
 		now := int64(3_600_000_000)
@@ -466,7 +466,7 @@ func TestDecideAllocatesNothingAfterWarmUp(t *testing.T) {
 // BenchmarkBucketDecide: one step per algorithm at limits 100, 10,000 and 1,000,000 over a 1 h window, in a
 // steady state (the clock moves so that about half the checks are denied).
 func BenchmarkBucketDecide(b *testing.B) {
-	for _, alg := range Algorithms {
+	for _, alg := range WindowAlgorithms {
 		for _, limit := range []int64{100, 10_000, 1_000_000} {
 			b.Run(string(alg)+"/limit="+strconv.FormatInt(limit, 10), func(b *testing.B) {
 				r := ruleFor(alg, limit, time.Hour, 0)

@@ -192,7 +192,7 @@ func runChanges(t *testing.T, seed uint64, steps int, pick func(n int) int) {
 		pick = rng.IntN
 	}
 	newPolicy := func(gen int64) Policy {
-		p := Policy{Name: "p", Limit: int64(1 + pick(8)), Window: nestedWindows[pick(len(nestedWindows))], Algorithm: Algorithms[pick(len(Algorithms))]}.WithDefaults()
+		p := Policy{Name: "p", Limit: int64(1 + pick(8)), Window: nestedWindows[pick(len(nestedWindows))], Algorithm: WindowAlgorithms[pick(len(WindowAlgorithms))]}.WithDefaults()
 		p.Generation = gen
 		return p
 	}

@@ -20,7 +20,28 @@ var (
 	// is never returned to callers as such: the Limiter treats it as any store failure (ErrUnavailable or a
 	// degraded admit, per failure_mode), because evicting a live key would reset its counter and over-admit.
 	ErrStoreFull = errors.New("store full: every slot holds a key with units in its window")
+	// ErrHoldNotFound: no hold has that id on the key (never acquired, its policy re-created, or its record gone
+	// after its deadline). The error is a *HoldError.
+	ErrHoldNotFound = errors.New("hold not found")
+	// ErrHoldConflict: the id is held with another amount, was settled with another amount, or its units were
+	// converted by a change of policy so a refund gives nothing back. The error is a *HoldError.
+	ErrHoldConflict = errors.New("hold conflict")
+	// ErrHoldExpired: the hold's deadline has passed: a refund gives nothing back, a renewal is refused, and a
+	// concurrency hold's units are back already. The error is a *HoldError.
+	ErrHoldExpired = errors.New("hold expired")
 )
+
+// HoldError is a hold operation the store refused, with the hold as it stands (for the client to see why).
+type HoldError struct {
+	Kind   error // ErrHoldNotFound, ErrHoldConflict or ErrHoldExpired
+	Hold   Hold
+	Detail string
+}
+
+func (e *HoldError) Error() string { return e.Kind.Error() + ": " + e.Detail }
+
+// Is makes errors.Is(err, e.Kind) true.
+func (e *HoldError) Is(target error) bool { return target == e.Kind }
 
 // FieldError names one invalid field as the client wrote it ("key", "checks[2].cost", "limit").
 type FieldError struct {

@@ -27,7 +27,7 @@ func FuzzBucketDecide(f *testing.F) {
 	f.Add(uint8(2), uint64(MaxLimit), uint32(2678400000), uint32(0), []byte{0, 0, 255, 0, 0, 255, 1, 0, 1})
 	f.Add(uint8(1), uint64(MaxLimit-1), uint32(2678400000), uint32(1), []byte{0, 0, 255, 2, 9, 255, 1, 0, 1})
 	f.Fuzz(func(t *testing.T, alg8 uint8, limit64 uint64, windowMs, resMs uint32, prog []byte) {
-		alg := Algorithms[int(alg8)%len(Algorithms)]
+		alg := WindowAlgorithms[int(alg8)%len(WindowAlgorithms)]
 		limit := int64(limit64%MaxLimit) + 1
 		window := time.Duration(int64(windowMs)%(us(MaxWindow)/1000-1000)+1000) * time.Millisecond
 		var res time.Duration
@@ -101,7 +101,7 @@ func FuzzBucketRollback(f *testing.F) {
 	f.Fuzz(func(t *testing.T, limit8 uint8, prog []byte) {
 		limit := int64(limit8%16) + 1
 		rule := func(b byte) Rule {
-			r := ruleFor(Algorithms[int(b)%len(Algorithms)], limit, 10*time.Second, 0)
+			r := ruleFor(WindowAlgorithms[int(b)%len(WindowAlgorithms)], limit, 10*time.Second, 0)
 			r.Generation = int64(b/4) % 2
 			return r
 		}
@@ -187,7 +187,7 @@ func FuzzHolds(f *testing.F) {
 	f.Add(uint8(0), uint8(5), uint16(10), []byte{2, 3, 1, 4, 0, 7, 2, 1, 5, 6, 3, 3, 2, 8, 1, 4, 0, 2})
 	f.Add(uint8(2), uint8(9), uint16(3600), []byte{1, 1, 4, 4, 4, 2, 2, 7, 7, 0, 3, 9, 9, 1, 0, 6, 6, 6})
 	f.Fuzz(func(t *testing.T, alg8, limit8 uint8, windowS uint16, prog []byte) {
-		alg := Algorithms[int(alg8)%len(Algorithms)]
+		alg := WindowAlgorithms[int(alg8)%len(WindowAlgorithms)]
 		if len(prog) > 3000 {
 			prog = prog[:3000]
 		}

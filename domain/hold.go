@@ -4,15 +4,14 @@ import (
 	"time"
 )
 
-// Holds (shared/design.md, "Holds"; issue 23): the domain's pure step, on a Bucket, for the four window
-// algorithms. No store or API calls it yet: it is the primitive the stores and the API will run (the Postgres
-// and Redis steps will follow it as they follow Decide), tested against a brute-force model (hold_test.go) and
-// fuzzed (FuzzHolds).
+// Holds (shared/design.md, "Holds"; issue 23): the domain's pure step, on a Bucket, for every algorithm. Stores
+// run it through Bucket.ApplyHold (the memory store under its key's lock; the Postgres and Redis steps follow it
+// as they follow Decide), tested against a brute-force model (hold_test.go) and fuzzed (FuzzHolds).
 //
 //   - Acquire is decided exactly like a check of cost amount; if admitted, the units are recorded as any check's
-//     and a hold record remembers them (id, amount, the instant the algorithm recorded them, the refund deadline).
-//     A retried Acquire with the same id returns the same hold and records nothing; with another amount it is a
-//     conflict.
+//     (under concurrency: by the record alone) and a hold record remembers them (id, amount, the instant the
+//     algorithm recorded them, the refund deadline). A retried Acquire with the same id returns the same hold and
+//     records nothing; with another amount it is a conflict.
 //   - Settle replaces the hold's amount by the actual one, at the hold's own instant, through the algorithm's
 //     adjust: less gives the difference back as if the hold had been for that amount from the start (a log's
 //     entry at the hold's instant shrinks, a token bucket's tat moves back by the difference's emission time but
@@ -22,6 +21,9 @@ import (
 //     changes nothing; with another amount it is a conflict. Release is Settle 0.
 //   - Past the refund deadline (Expires) a settle still records any excess but gives nothing back: a smaller
 //     amount is a conflict that says so (HoldExpired), and the hold stays charged in full.
+//   - Under concurrency the record is the units: a settle to actual > 0 changes what the hold holds and leaves it
+//     open (renewable, releasable); a release (0) ends it; past its deadline the units are back already, so any
+//     settle is HoldExpired and changes nothing.
 //   - A hold whose units a change of policy converted (another algorithm, or a token bucket's rate: the record's
 //     instant no longer names them) gives nothing back either (HoldConverted); an excess is recorded at now under
 //     the rule in force. A hold of another generation is unknown: the deleted policy's units are gone with it.
@@ -30,8 +32,9 @@ import (
 //
 // A record is kept while it can still matter, and dropped after: until its units leave the window (instant +
 // window), for a settle that reports an excess late; a settled one only until its deadline (a retried settle
-// within it answers the same). At most MaxHolds records per key: an Acquire beyond is refused (HoldsFull) and
-// records nothing.
+// within it answers the same). At most MaxHolds records per key: an Acquire that finds MaxHolds first drops the
+// records that no longer count (settled ones, and concurrency holds past their deadline: a retried settle of one
+// then answers HoldUnknown and records nothing), and if still full is refused (HoldsFull) and records nothing.
 
 // MaxHolds bounds the hold records of one (policy, key). A settled hold's record lives until its deadline (for a
 // retried settle), an unsettled one until both its deadline and its units' window have passed (for a late excess),
@@ -108,9 +111,12 @@ func (b *Bucket) Acquire(now int64, r Rule, id string, amount int64, ttl time.Du
 		return d, h.Hold, HoldReplayed
 	}
 	if len(b.records()) >= MaxHolds {
-		return b.Decide(now, r, 0), Hold{}, HoldsFull
+		b.dropClosed(now)
+		if len(b.records()) >= MaxHolds {
+			return b.Decide(now, r, 0), Hold{}, HoldsFull
+		}
 	}
-	d := b.Decide(now, r, amount)
+	d := b.decide(now, r, amount, true)
 	if !d.Allowed || d.Status != StatusOK {
 		return d, Hold{}, HoldOK
 	}
@@ -145,6 +151,9 @@ func (b *Bucket) Settle(now int64, r Rule, id string, actual int64) (Hold, int64
 	if h == nil {
 		return Hold{}, 0, HoldUnknown
 	}
+	if r.Algorithm.HoldsOnly() && b.holdCurrent(h) {
+		return b.settleHeld(now, r, h, actual)
+	}
 	if h.Settled {
 		if h.Amount == actual {
 			return h.Hold, b.overdraft(now, r), HoldReplayed
@@ -167,6 +176,38 @@ func (b *Bucket) Settle(now int64, r Rule, id string, actual int64) (Hold, int64
 	}
 	h.Amount, h.Settled = actual, true
 	return h.Hold, b.overdraft(now, r), HoldOK
+}
+
+// settleHeld is Settle under concurrency: the record is the units.
+func (b *Bucket) settleHeld(now int64, r Rule, h *holdRecord, actual int64) (Hold, int64, HoldStatus) {
+	switch {
+	case h.Settled && actual == 0:
+		return h.Hold, b.overdraft(now, r), HoldReplayed
+	case h.Settled:
+		return h.Hold, 0, HoldConflict
+	case now >= h.Expires:
+		return h.Hold, 0, HoldExpired
+	}
+	h.Amount, h.Settled = actual, actual == 0
+	return h.Hold, b.overdraft(now, r), HoldOK
+}
+
+// dropClosed drops the records that no longer count: settled ones, and concurrency holds past their deadline.
+func (b *Bucket) dropClosed(now int64) {
+	if b.holds == nil {
+		return
+	}
+	kept := b.holds.recs[:0]
+	for _, h := range b.holds.recs {
+		if !h.Settled && !(h.alg == Concurrency && now >= h.Expires) {
+			kept = append(kept, h)
+		}
+	}
+	clear(b.holds.recs[len(kept):])
+	b.holds.recs = kept
+	if len(kept) == 0 {
+		b.holds = nil
+	}
 }
 
 // Renew moves the hold's refund deadline to now + min(ttl, window) (0: the window), while it has not passed.
@@ -282,4 +323,59 @@ func (b *Bucket) holdsKept(now, w int64) bool {
 		}
 	}
 	return false
+}
+
+// HoldOp names a hold operation a store applies.
+type HoldOp uint8
+
+const (
+	// OpAcquire decides a hold of BucketRequest.Cost units and records it when admitted.
+	OpAcquire HoldOp = iota + 1
+	// OpSettle makes the hold charge BucketRequest.Cost units (0: release).
+	OpSettle
+	// OpRenew moves the hold's deadline to now + TTL (at most the window).
+	OpRenew
+)
+
+// BucketHold is one hold operation as a store sees it: the check it amounts to (policy, key, rule, Stored; Cost is
+// the amount to acquire or settle to), the operation, the hold's id and, for an acquire or renewal, its TTL (0: the
+// window).
+type BucketHold struct {
+	BucketRequest
+	Op  HoldOp
+	ID  string
+	TTL time.Duration
+}
+
+// HoldDecision is a store's answer to a hold operation: for an acquire its decision (a denial records no hold);
+// for a settle or a renewal the decision a peek gets after it (for the rate-limit headers); the hold as it is
+// after the operation, what became of it, and the units the key holds over its limit (Settle; 0 otherwise).
+type HoldDecision struct {
+	Decision
+	Hold      Hold
+	Status    HoldStatus
+	Overdraft int64
+}
+
+// ApplyHold applies one hold operation at now: the step every store runs (the memory store under the key's lock;
+// the Postgres and Redis steps mirror it). A stale generation is refused as Decide refuses it.
+func (b *Bucket) ApplyHold(now int64, q BucketHold) HoldDecision {
+	var out HoldDecision
+	switch q.Op {
+	case OpAcquire:
+		out.Decision, out.Hold, out.Status = b.Acquire(now, q.Rule, q.ID, q.Cost, q.TTL)
+		return out
+	case OpSettle:
+		out.Hold, out.Overdraft, out.Status = b.Settle(now, q.Rule, q.ID, q.Cost)
+	case OpRenew:
+		out.Hold, out.Status = b.Renew(now, q.Rule, q.ID, q.TTL)
+	default:
+		return HoldDecision{Decision: Decision{Status: StatusInvalidRule, Limit: q.Limit}, Status: HoldUnknown}
+	}
+	if b.stale(q.Rule) {
+		out.Decision = Decision{Status: StatusPolicyNotFound, Limit: q.Limit}
+		return out
+	}
+	out.Decision = b.Decide(now, q.Rule, 0)
+	return out
 }

@@ -228,7 +228,7 @@ func runHolds(t *testing.T, alg Algorithm, limit int64, window time.Duration, st
 
 // TestHoldsMatchTheModel: holds on every algorithm against the brute-force model, on many seeded sequences.
 func TestHoldsMatchTheModel(t *testing.T) {
-	for _, alg := range Algorithms {
+	for _, alg := range WindowAlgorithms {
 		for seed := uint64(0); seed < 200; seed++ {
 			rng := rand.New(rand.NewPCG(seed, uint64(len(alg))))
 			runHolds(t, alg, int64(1+rng.IntN(12)), time.Duration(1+rng.IntN(60))*time.Second, 300, rng.IntN)
@@ -239,7 +239,7 @@ func TestHoldsMatchTheModel(t *testing.T) {
 // A refund gives back what the hold did not use, as if it had been smaller from the start: the next check gets
 // the units at once, on every algorithm; a settle for more is recorded past the limit and reported.
 func TestSettleGivesBackAndOverdraws(t *testing.T) {
-	for _, alg := range Algorithms {
+	for _, alg := range WindowAlgorithms {
 		r := ruleFor(alg, 10, time.Hour, 0)
 		if alg == SlidingWindow {
 			r.Resolution = time.Minute

@@ -266,7 +266,7 @@ func TestRolledBackModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 	clock := clocktest.New(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
 	var cfg []domain.Policy
-	for _, alg := range domain.Algorithms {
+	for _, alg := range domain.WindowAlgorithms {
 		for _, limit := range []int64{1, 3, 7} {
 			cfg = append(cfg, domain.Policy{Name: fmt.Sprintf("%s-%d", alg, limit), Limit: limit, Window: 10 * time.Second, Algorithm: alg})
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // CheckRequest asks whether Key may spend Cost against Policy now. Cost 0 peeks.
@@ -44,7 +45,14 @@ type Limiter interface {
 	// descriptors onto policies of its own config, or onto a descriptor's limit override). Each policy must pass
 	// Policy.Validate; the checks are validated as CheckMany's.
 	CheckPolicies(ctx context.Context, cs []PolicyCheck, atomic bool) (results []Result, allowed bool, err error)
-	// Reset forgets a key's admitted units.
+	// Acquire decides a hold like a check of its amount and records it when admitted (holds.go).
+	Acquire(ctx context.Context, r AcquireRequest) (HoldResult, error)
+	// Settle makes a hold charge actual units; 0 releases it. A refusal is a *HoldError.
+	Settle(ctx context.Context, ref HoldRef, actual int64) (HoldResult, error)
+	// Renew moves a hold's deadline to now + ttl (0: the policy's window, the most it may be). A refusal is a
+	// *HoldError.
+	Renew(ctx context.Context, ref HoldRef, ttl time.Duration) (HoldResult, error)
+	// Reset forgets a key's admitted units and its holds.
 	Reset(ctx context.Context, policy, key string) error
 	ListPolicies(ctx context.Context) ([]Policy, error)
 	GetPolicy(ctx context.Context, name string) (Policy, error)
@@ -137,6 +145,9 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 	if r.Cost > p.Limit {
 		v.Add(prefix+"cost", fmt.Sprintf("%d exceeds the limit %d of policy %q: it can never be admitted", r.Cost, p.Limit, p.Name))
 	}
+	if r.Cost > 0 && p.Algorithm.HoldsOnly() {
+		v.Add(prefix+"policy", holdsOnlyCheck(p))
+	}
 	return p, BucketRequest{Policy: p.Name, Key: r.Key, Rule: p.Rule(), Cost: r.Cost, Shadow: p.Shadow, Stored: p.Source == SourceAPI}, nil
 }
 
@@ -166,6 +177,11 @@ func (s *Service) Check(ctx context.Context, r CheckRequest) (Result, error) {
 		return Result{}, refused(p, r.Cost, d, "")
 	}
 	return s.finish(p, r.Key, d), nil
+}
+
+// holdsOnlyCheck is the problem of a check of cost > 0 on a concurrency policy.
+func holdsOnlyCheck(p Policy) string {
+	return fmt.Sprintf("policy %q is a %s policy: a check has nothing to release; acquire a hold (POST /v1/holds) or peek (cost 0)", p.Name, p.Algorithm)
 }
 
 // errUndecidable is the store failure of a check whose algorithm the store cannot decide (StatusInvalidRule):
@@ -258,6 +274,9 @@ func (s *Service) CheckPolicies(ctx context.Context, cs []PolicyCheck, atomic bo
 		}
 		if c.Cost < 0 || c.Cost > p.Limit {
 			v.Add(prefix+"cost", fmt.Sprintf("must be from 0 to the limit %d of policy %q, got %d", p.Limit, p.Name, c.Cost))
+		}
+		if c.Cost > 0 && p.Algorithm.HoldsOnly() {
+			v.Add(prefix+"policy", holdsOnlyCheck(p))
 		}
 		ps[i] = p
 		brs[i] = BucketRequest{Policy: p.Name, Key: c.Key, Rule: p.Rule(), Cost: c.Cost, Shadow: p.Shadow}

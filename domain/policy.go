@@ -25,6 +25,9 @@ const (
 	TokenBucket Algorithm = "token_bucket"
 	// FixedWindow counts units in epoch-aligned windows, as envoyproxy/ratelimit does: one count of state.
 	FixedWindow Algorithm = "fixed_window"
+	// Concurrency limits units held at once (holds: acquire, then release or let expire); the window is the
+	// longest a hold lives unrenewed. State: the key's hold records.
+	Concurrency Algorithm = "concurrency"
 )
 
 // FailureMode is what a check gets when the store cannot answer in time.

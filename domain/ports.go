@@ -67,7 +67,10 @@ type BucketStore interface {
 	// it records nothing unless every non-shadow check is admitted; the decisions it returns are then as
 	// evaluated in order. Keys are locked in one fixed order, so concurrent batches cannot deadlock.
 	DecideBatch(ctx context.Context, rs []BucketRequest, atomic bool) ([]Decision, error)
-	// Reset forgets the key's admitted units.
+	// Hold applies one hold operation (Bucket.ApplyHold's step) atomically with the key's state: the hold's units
+	// and its record change in the same step as any check of the key.
+	Hold(ctx context.Context, q BucketHold) (HoldDecision, error)
+	// Reset forgets the key's admitted units and its holds.
 	Reset(ctx context.Context, policy, key string) error
 	// DropPolicy forgets every key of a deleted policy.
 	DropPolicy(ctx context.Context, policy string) error

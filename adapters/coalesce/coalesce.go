@@ -32,7 +32,8 @@
 // store allows). A locked key then costs the others of its lane at most the short lock wait and a second round
 // trip, never a failure.
 //
-// Reset, DropPolicy, Ping and DecideBatch pass straight through to the wrapped store.
+// Hold, Reset, DropPolicy, Ping and DecideBatch pass straight through to the wrapped store (a hold is never
+// coalesced: it is rare beside checks, and the wrapped store applies it atomically with the key's checks).
 package coalesce
 
 import (

@@ -194,6 +194,57 @@ func (s *Store) decideLocked(sh *shard, now int64, r domain.BucketRequest, undo 
 	return d, nil
 }
 
+// Hold implements domain.BucketStore: the hold's step (domain.Bucket.ApplyHold) under the key's shard lock, as
+// Decide's. A settle or renewal of a key the store does not hold finds no hold and stores nothing.
+func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
+	if err := ctx.Err(); err != nil {
+		return domain.HoldDecision{}, err
+	}
+	sh := &s.shards[s.shardIndex(q.Policy, q.Key)]
+	now := s.now()
+	sh.mu.Lock()
+	hd, err := s.holdLocked(sh, now, q)
+	sh.mu.Unlock()
+	if err == domain.ErrStoreFull && s.sweepWhenFull(now) {
+		sh.mu.Lock()
+		hd, err = s.holdLocked(sh, now, q)
+		sh.mu.Unlock()
+	}
+	return hd, err
+}
+
+func (s *Store) holdLocked(sh *shard, now int64, q domain.BucketHold) (domain.HoldDecision, error) {
+	if q.Stored {
+		if pol := s.pol.Load(); pol != nil {
+			if g, ok := pol.generation(q.Policy); !ok || g != q.Generation {
+				return domain.HoldDecision{Decision: domain.Decision{Status: domain.StatusPolicyNotFound, Limit: q.Limit}}, nil
+			}
+		}
+	}
+	k := bucketKey{q.Policy, q.Key}
+	b := sh.m[k]
+	if b == nil {
+		var empty domain.Bucket
+		if q.Op != domain.OpAcquire {
+			return empty.ApplyHold(now, q), nil
+		}
+		if s.keys.Load() >= s.maxKeys || !s.admitKey(q.BucketRequest) {
+			s.full.Add(1)
+			return domain.HoldDecision{}, domain.ErrStoreFull
+		}
+		b = &bucket{}
+		sh.m[k] = b
+		s.keys.Add(1)
+	}
+	b.window = q.Window
+	hd := b.state.ApplyHold(now, q)
+	if b.state.Len() == 0 {
+		delete(sh.m, k) // nothing left: a denied acquire of a new key, or the last hold gone
+		s.dropped(k.policy, 1)
+	}
+	return hd, nil
+}
+
 // admitKey takes a slot of r's policy's share for a new key, or reports that the policy holds its share
 // already (Options.PolicyShare, or ShadowShare for a shadow check).
 func (s *Store) admitKey(r domain.BucketRequest) bool {

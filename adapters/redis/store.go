@@ -1078,3 +1078,9 @@ func (s *Store) fail(op string, err error) error {
 	}
 	return fmt.Errorf("redis %s: %w", op, err)
 }
+
+// Hold implements domain.BucketStore. Not yet on this store (issue 23): every hold operation fails as a store
+// failure, which the policy's failure_mode answers.
+func (s *Store) Hold(context.Context, domain.BucketHold) (domain.HoldDecision, error) {
+	return domain.HoldDecision{}, errors.New("holds are not kept by this store yet")
+}

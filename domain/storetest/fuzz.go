@@ -38,7 +38,7 @@ func Fuzz(f *testing.F, open OpenStore) {
 	f.Fuzz(func(t *testing.T, alg8 uint8, limit64 uint64, windowMs, resMs uint32, prog []byte) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		alg := domain.Algorithms[int(alg8)%len(domain.Algorithms)]
+		alg := domain.WindowAlgorithms[int(alg8)%len(domain.WindowAlgorithms)]
 		p := domain.Policy{Name: fmt.Sprintf("fuzz%d", fuzzInputs.Add(1)), Algorithm: alg,
 			Limit:  int64(limit64%uint64(domain.MaxLimit)) + 1,
 			Window: time.Duration(1000+int64(windowMs)%3_599_001) * time.Millisecond}
@@ -96,7 +96,7 @@ func Fuzz(f *testing.F, open OpenStore) {
 				atomicBatch = true
 			case 6: // a policy change, as a policy store makes it
 				p = changePolicy(p, int(amount%4), int64(c%5)-2, time.Duration(1+int(c)%60)*time.Second,
-					domain.Algorithms[int(c>>3)%len(domain.Algorithms)], now)
+					domain.WindowAlgorithms[int(c>>3)%len(domain.WindowAlgorithms)], now)
 				continue
 			case 7: // two keys, atomic
 				rs = []domain.BucketRequest{check(key, cost, false), check(keys[(int(op>>3)+1)%len(keys)], int64(amount)%(p.Limit+1), false)}

@@ -417,7 +417,7 @@ func rule(alg domain.Algorithm, limit int64, window time.Duration) domain.Rule {
 // identical decisions: every store applies exactly the domain's steps and conversions. Each subtest starts
 // every policy with one algorithm.
 func testModel(t *testing.T, newStore NewStore) {
-	for _, alg := range domain.Algorithms {
+	for _, alg := range domain.WindowAlgorithms {
 		t.Run(string(alg), func(t *testing.T) {
 			s, clock, ctx := setup(t, newStore)
 			rng := rand.New(rand.NewPCG(uint64(len(alg)), 42))
@@ -437,7 +437,7 @@ func testModel(t *testing.T, newStore NewStore) {
 				i := rng.IntN(len(policies))
 				if rng.IntN(25) == 0 { // a policy change
 					policies[i] = changePolicy(policies[i], rng.IntN(4), int64(rng.IntN(5))-2, time.Duration(1+rng.IntN(8))*time.Second,
-						domain.Algorithms[rng.IntN(len(domain.Algorithms))], now)
+						domain.WindowAlgorithms[rng.IntN(len(domain.WindowAlgorithms))], now)
 				}
 				p := policies[i]
 				key := fmt.Sprint("k", rng.IntN(3))
@@ -480,7 +480,7 @@ func changePolicy(old domain.Policy, kind int, delta int64, window time.Duration
 }
 
 func testRaceAlgorithms(t *testing.T, newStore NewStore) {
-	for _, alg := range domain.Algorithms {
+	for _, alg := range domain.WindowAlgorithms {
 		t.Run(string(alg), func(t *testing.T) {
 			s, _, ctx := setup(t, newStore)
 			const limit, workers, tries = 40, 16, 6
@@ -514,7 +514,7 @@ func testBatchAlgorithms(t *testing.T, newStore NewStore) {
 	s, _, ctx := setup(t, newStore)
 	// One request, one limit per algorithm: the last is spent, so nothing is recorded for the others.
 	var rs []domain.BucketRequest
-	for i, alg := range domain.Algorithms {
+	for i, alg := range domain.WindowAlgorithms {
 		rs = append(rs, domain.BucketRequest{Policy: fmt.Sprint("alg", i), Key: "u", Rule: rule(alg, 5, time.Hour), Cost: 2})
 	}
 	spent := domain.BucketRequest{Policy: "daily", Key: "u", Rule: rule(domain.FixedWindow, 1, time.Hour), Cost: 1}
@@ -532,7 +532,7 @@ func testBatchAlgorithms(t *testing.T, newStore NewStore) {
 		peek := r
 		peek.Cost = 0
 		if d := decide(t, ctx, s, peek); d.Remaining != 4 {
-			t.Fatalf("%s: the denied batch recorded units: %+v", domain.Algorithms[i], d)
+			t.Fatalf("%s: the denied batch recorded units: %+v", domain.WindowAlgorithms[i], d)
 		}
 	}
 	ds = batch(t, ctx, s, true, rs...)
@@ -540,7 +540,7 @@ func testBatchAlgorithms(t *testing.T, newStore NewStore) {
 		peek := r
 		peek.Cost = 0
 		if d := decide(t, ctx, s, peek); !ds[i].Allowed || d.Remaining != 2 {
-			t.Fatalf("%s: an admitted batch did not record: %+v then %+v", domain.Algorithms[i], ds[i], d)
+			t.Fatalf("%s: an admitted batch did not record: %+v then %+v", domain.WindowAlgorithms[i], ds[i], d)
 		}
 	}
 }
@@ -548,7 +548,7 @@ func testBatchAlgorithms(t *testing.T, newStore NewStore) {
 // testNumericBounds: a limit of 2^53-1 over 31 days, the contract's bounds, decides exactly on every store.
 func testNumericBounds(t *testing.T, newStore NewStore) {
 	s, clock, ctx := setup(t, newStore)
-	for _, alg := range domain.Algorithms {
+	for _, alg := range domain.WindowAlgorithms {
 		r := rule(alg, domain.MaxLimit, domain.MaxWindow)
 		var ref domain.Bucket
 		for i, cost := range []int64{domain.MaxLimit - 1, 1, 1, domain.MaxLimit, 0} {
@@ -578,7 +578,7 @@ func testExpiryRule(t *testing.T, newStore NewStore) {
 			t.Fatalf("%s: the units admitted under the grown window do not count: %+v", alg, d)
 		}
 	}
-	for _, alg := range domain.Algorithms {
+	for _, alg := range domain.WindowAlgorithms {
 		r := rule(alg, 2, time.Hour)
 		decide(t, ctx, s, domain.BucketRequest{Policy: "again", Key: string(alg), Rule: r, Cost: 2})
 		r.Generation = 9

@@ -1,7 +1,7 @@
 // Package churn is the churn test of issue 22: real `sluice serve` replicas on each store (one on memory; three
 // on one PostgreSQL database, on one Redis and on a Redis Cluster, one of the three a stale replica) while admin
 // clients change policies at random through the HTTP API on random replicas (limit 3-8, window 1h or 1d, any
-// algorithm of domain.Algorithms, and delete + re-create) and 20 clients check a handful of keys on random
+// algorithm of domain.WindowAlgorithms, and delete + re-create) and 20 clients check a handful of keys on random
 // replicas (cost 1 or 2, and atomic POST /v1/checks batches). Every admission and every change is recorded with
 // its send and answer times; afterwards each admission is attributed to the policy generations it may belong to
 // and no key may have admitted more under one generation than the bound of bound_test.go (the largest limit in
@@ -155,7 +155,7 @@ func churn(t *testing.T, ctx context.Context, seed uint64, rs []*serveproc.Proc,
 		spec := serveproc.PolicySpec{
 			Limit:     3 + rng.Int64N(6),
 			Window:    windows[rng.IntN(len(windows))],
-			Algorithm: string(domain.Algorithms[rng.IntN(len(domain.Algorithms))]),
+			Algorithm: string(domain.WindowAlgorithms[rng.IntN(len(domain.WindowAlgorithms))]),
 		}
 		c := change{spec: spec, replica: r.Name, sent: time.Now()}
 		c.code, c.err = r.PutPolicy(ctx, client, policies[p], spec)
