@@ -335,7 +335,39 @@ const (
 	OpSettle
 	// OpRenew moves the hold's deadline to now + TTL (at most the window).
 	OpRenew
+	// OpReleaseAnonymous gives back BucketRequest.Cost units of the key's open anonymous holds (the Envoy RLS
+	// front end's, which have no id a caller knows: AnonymousHoldID), the earliest acquired first.
+	OpReleaseAnonymous
 )
+
+// AnonymousHoldID returns the id of an anonymous hold: a NUL byte and 16 random bytes in base64url. No caller's id
+// starts with NUL (ValidateHoldID refuses it), so OpReleaseAnonymous never releases a hold a caller named.
+func AnonymousHoldID() string { return "\x00" + newHoldID() }
+
+// anonymous: h is an anonymous hold (AnonymousHoldID).
+func anonymous(id string) bool { return len(id) > 0 && id[0] == 0 }
+
+// releaseAnonymous gives back up to n units of the open anonymous holds of r's generation under concurrency, the
+// earliest acquired first (a hold larger than what is left keeps the rest), and reports how many it gave back.
+// Released holds stay as records (settled to 0) until their deadline, like any release.
+func (b *Bucket) releaseAnonymous(now int64, r Rule, n int64) int64 {
+	var back int64
+	recs := b.records()
+	for i := range recs {
+		h := &recs[i]
+		if back >= n {
+			break
+		}
+		if h.gen != r.Generation || !anonymous(h.ID) || !holding(h, now) {
+			continue
+		}
+		give := min(h.Amount, n-back)
+		h.Amount -= give
+		h.Settled = h.Amount == 0
+		back += give
+	}
+	return back
+}
 
 // BucketHold is one hold operation as a store sees it: the check it amounts to (policy, key, rule, Stored; Cost is
 // the amount to acquire or settle to), the operation, the hold's id and, for an acquire or renewal, its TTL (0: the
@@ -369,6 +401,18 @@ func (b *Bucket) ApplyHold(now int64, q BucketHold) HoldDecision {
 		out.Hold, out.Overdraft, out.Status = b.Settle(now, q.Rule, q.ID, q.Cost)
 	case OpRenew:
 		out.Hold, out.Status = b.Renew(now, q.Rule, q.ID, q.TTL)
+	case OpReleaseAnonymous:
+		// Only concurrency's units are held until released; a window's were spent. Hold.Amount reports the
+		// units given back; HoldUnknown says there were none to give.
+		if b.stale(q.Rule) || !q.Algorithm.HoldsOnly() || (b.alg != "" && !b.current(q.Rule)) {
+			out.Status = HoldUnknown
+			break
+		}
+		b.pruneHolds(now, q.Rule)
+		out.Hold.Amount = b.releaseAnonymous(now, q.Rule, q.Cost)
+		if out.Hold.Amount == 0 {
+			out.Status = HoldUnknown
+		}
 	default:
 		return HoldDecision{Decision: Decision{Status: StatusInvalidRule, Limit: q.Limit}, Status: HoldUnknown}
 	}

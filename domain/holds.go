@@ -49,6 +49,8 @@ func ValidateHoldID(id string) error {
 		return fmt.Errorf("must be at most %d bytes, got %d", MaxHoldIDBytes, len(id))
 	case !utf8.ValidString(id):
 		return fmt.Errorf("must be valid UTF-8")
+	case anonymous(id):
+		return fmt.Errorf("must not start with a NUL byte (reserved for the anonymous holds of Envoy RLS)")
 	}
 	return nil
 }

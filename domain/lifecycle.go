@@ -2,8 +2,10 @@ package domain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,6 +91,15 @@ func (l *PolicyLifecycle) InstallConfig(ps []Policy) ([]Policy, error) {
 	now := l.clock.Now().UnixMicro()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	v := &ValidationError{}
+	for i, p := range fixed {
+		if old, ok := l.configSeen[p.Name]; ok && kindChanged(old, p) {
+			v.Add("policies["+strconv.Itoa(i)+"].algorithm", kindChangeProblem(old, p))
+		}
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
 	m := make(map[string]Policy, len(fixed))
 	for i, p := range fixed {
 		p.Generation, p.Floor = 0, 0
@@ -188,7 +199,25 @@ func (l *PolicyLifecycle) Put(ctx context.Context, p Policy) (bool, error) {
 			return false, Invalid("name", fmt.Sprintf("names starting with %q are the Envoy RLS front end's policies (%s)", prefix, strings.Join(RLSPolicyPrefixes, ", ")))
 		}
 	}
+	old, err := l.api.GetPolicy(ctx, p.Name)
+	switch {
+	case err == nil && kindChanged(old, p):
+		return false, Invalid("algorithm", kindChangeProblem(old, p))
+	case err != nil && !errors.Is(err, ErrPolicyNotFound):
+		return false, err
+	}
 	return l.api.PutPolicy(ctx, p)
+}
+
+// kindChanged: old and p count different things (units held at once under concurrency, units in a window
+// otherwise), so no state of one means anything under the other: such a change is refused, under one name. (The
+// API checks it against its replica's copy first; a change racing through another replica is still decided
+// safely: a concurrency step counts only hold records, a window step converts a concurrency state's held units
+// as recorded at that instant.)
+func kindChanged(old, p Policy) bool { return old.Algorithm.HoldsOnly() != p.Algorithm.HoldsOnly() }
+
+func kindChangeProblem(old, p Policy) string {
+	return fmt.Sprintf("policy %q cannot change from %s to %s: concurrency counts units held at once, the others units in a window; delete it and create it again, or use a new name", p.Name, old.Algorithm, p.Algorithm)
 }
 
 // RLSPolicyPrefixes start the names of the policies the Envoy RLS front end makes from its config (adapters/
