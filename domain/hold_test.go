@@ -40,8 +40,57 @@ func (hm *holdModel) prune(now int64, r Rule) {
 	hm.order = order
 }
 
+// heldAt is concurrency's count at instant t, summed afresh: the open holds whose deadline is after t.
+func (hm *holdModel) heldAt(t int64) int64 {
+	var n int64
+	for _, h := range hm.holds {
+		if !h.Settled && t < h.Expires {
+			n += h.Amount
+		}
+	}
+	return n
+}
+
+// decideConcurrency is concurrency's decision by brute force: the held count at now, and for retry_after every
+// later deadline tried in turn with the count summed again at it.
+func (hm *holdModel) decideConcurrency(now int64, r Rule, cost int64, acquiring bool) Decision {
+	if cost > 0 && !acquiring {
+		return Decision{Status: StatusInvalidRule, Limit: r.Limit}
+	}
+	need := max(cost, 1)
+	held := hm.heldAt(now)
+	d := Decision{Limit: r.Limit, Allowed: held+need <= r.Limit}
+	var last int64
+	for _, h := range hm.holds {
+		if !h.Settled && now < h.Expires && h.Expires > last {
+			last = h.Expires
+		}
+	}
+	if last > now {
+		d.ResetAfter = time.Duration(last-now) * time.Microsecond
+	}
+	if d.Allowed {
+		d.Remaining = r.Limit - held - need
+		return d
+	}
+	d.Remaining = max(r.Limit-held, 0)
+	best := int64(-1)
+	for _, h := range hm.holds {
+		if !h.Settled && now < h.Expires && hm.heldAt(h.Expires)+need <= r.Limit && (best < 0 || h.Expires < best) {
+			best = h.Expires
+		}
+	}
+	if best >= 0 {
+		d.RetryAfter = time.Duration(best-now) * time.Microsecond
+	}
+	return d
+}
+
 // decide is model.decide, lowering the token bucket holds' bounds to the lag an admission finds.
 func (hm *holdModel) decide(now int64, r Rule, cost int64) Decision {
+	if r.Algorithm == Concurrency {
+		return hm.decideConcurrency(now, r, cost, false)
+	}
 	var lag *big.Rat
 	if r.Algorithm == TokenBucket {
 		lag = new(big.Rat)
@@ -70,9 +119,25 @@ func (hm *holdModel) acquire(now int64, r Rule, id string, amount int64, ttl tim
 		return d, h.Hold, HoldReplayed
 	}
 	if len(hm.holds) >= MaxHolds {
+		var order []string
+		for _, id := range hm.order {
+			if h := hm.holds[id]; h.Settled || (r.Algorithm == Concurrency && now >= h.Expires) {
+				delete(hm.holds, id)
+				continue
+			}
+			order = append(order, id)
+		}
+		hm.order = order
+	}
+	if len(hm.holds) >= MaxHolds {
 		return hm.decide(now, r, 0), Hold{}, HoldsFull
 	}
-	d := hm.decide(now, r, amount)
+	var d Decision
+	if r.Algorithm == Concurrency {
+		d = hm.decideConcurrency(now, r, amount, true)
+	} else {
+		d = hm.decide(now, r, amount)
+	}
 	if !d.Allowed {
 		return d, Hold{}, HoldOK
 	}
@@ -123,6 +188,18 @@ func (hm *holdModel) settle(now int64, r Rule, id string, actual int64) (Hold, i
 	if !ok {
 		return Hold{}, 0, HoldUnknown
 	}
+	if r.Algorithm == Concurrency {
+		switch {
+		case h.Settled && actual == 0:
+			return h.Hold, max(hm.heldAt(now)-r.Limit, 0), HoldReplayed
+		case h.Settled:
+			return h.Hold, 0, HoldConflict
+		case now >= h.Expires:
+			return h.Hold, 0, HoldExpired
+		}
+		h.Amount, h.Settled = actual, actual == 0
+		return h.Hold, max(hm.heldAt(now)-r.Limit, 0), HoldOK
+	}
 	if h.Settled {
 		if h.Amount == actual {
 			return h.Hold, max(hm.outstanding(now, r)-r.Limit, 0), HoldReplayed
@@ -171,6 +248,29 @@ func (hm *holdModel) renew(now int64, r Rule, id string, ttl time.Duration) (Hol
 	return h.Hold, HoldOK
 }
 
+// releaseAnonymous gives back up to n units of the open anonymous holds, the earliest acquired first.
+func (hm *holdModel) releaseAnonymous(now int64, r Rule, n int64) (int64, HoldStatus) {
+	if r.Algorithm != Concurrency {
+		return 0, HoldUnknown
+	}
+	hm.prune(now, r)
+	var back int64
+	for _, id := range hm.order {
+		h := hm.holds[id]
+		if back == n || id[0] != 0 || h.Settled || now >= h.Expires {
+			continue
+		}
+		give := min(h.Amount, n-back)
+		h.Amount -= give
+		h.Settled = h.Amount == 0
+		back += give
+	}
+	if back == 0 {
+		return 0, HoldUnknown
+	}
+	return back, HoldOK
+}
+
 // runHolds drives a Bucket and the model with the same random sequence of checks, acquires (ids reused, so
 // retries and conflicts happen), settles (less, more, the same, 0), renewals and time steps, and requires the
 // same answer to every one, every field.
@@ -193,8 +293,18 @@ func runHolds(t *testing.T, alg Algorithm, limit int64, window time.Duration, st
 			now += w * int64(pick(30)) / 100
 		}
 		id := "h" + strconv.Itoa(pick(6))
+		if alg == Concurrency && pick(3) == 0 {
+			id = "\x00" + id // anonymous (AnonymousHoldID's shape)
+		}
 		where := fmt.Sprintf("%s step %d now %d id %s", alg, step, now, id)
-		switch op := pick(10); {
+		switch op := pick(11); {
+		case op == 10:
+			n := int64(1 + pick(3))
+			got := b.ApplyHold(now, BucketHold{BucketRequest: BucketRequest{Rule: r, Cost: n}, Op: OpReleaseAnonymous})
+			back, st := hm.releaseAnonymous(now, r, n)
+			if got.Hold.Amount != back || got.Status != st {
+				t.Fatalf("%s release %d anonymous:\n got %d %d\nwant %d %d", where, n, got.Hold.Amount, got.Status, back, st)
+			}
 		case op < 3:
 			cost := int64(pick(int(limit) + 1))
 			got, want := b.Decide(now, r, cost), hm.decide(now, r, cost)
@@ -228,7 +338,7 @@ func runHolds(t *testing.T, alg Algorithm, limit int64, window time.Duration, st
 
 // TestHoldsMatchTheModel: holds on every algorithm against the brute-force model, on many seeded sequences.
 func TestHoldsMatchTheModel(t *testing.T) {
-	for _, alg := range WindowAlgorithms {
+	for _, alg := range Algorithms {
 		for seed := uint64(0); seed < 200; seed++ {
 			rng := rand.New(rand.NewPCG(seed, uint64(len(alg))))
 			runHolds(t, alg, int64(1+rng.IntN(12)), time.Duration(1+rng.IntN(60))*time.Second, 300, rng.IntN)
