@@ -144,11 +144,35 @@ func run(t *testing.T, rs []*serveproc.Proc, shared bool) {
 		}
 	}
 
-	// 1. 300 clients acquire and release one key through random replicas.
-	var in, most, admitted, denied, failures atomic.Int64
+	// 1. 300 clients acquire and release one key through random replicas, while an admin client moves the limit
+	// between limit/2 and limit through random replicas: the most held at once may not pass the largest limit in
+	// force (units held under a higher limit stay held when it is lowered; new ones wait).
+	var in, most, admitted, denied, failures, changes atomic.Int64
 	var firstErr atomic.Value
 	stop := time.Now().Add(runFor)
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(7, 23))
+		for time.Now().Before(stop) {
+			l := int64(limit/2 + rng.IntN(limit/2+1))
+			if _, err := rs[rng.IntN(len(rs))].PutPolicy(ctx, c, "streams", serveproc.PolicySpec{Limit: l, Window: "1h", Algorithm: "concurrency"}); err != nil {
+				failures.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+			}
+			changes.Add(1)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond): // an operator's pace, not a clock of the test
+			}
+		}
+		if _, err := rs[0].PutPolicy(ctx, c, "streams", serveproc.PolicySpec{Limit: limit, Window: "1h", Algorithm: "concurrency"}); err != nil {
+			failures.Add(1)
+			firstErr.CompareAndSwap(nil, err)
+		}
+	}()
 	for w := range clients {
 		wg.Add(1)
 		go func() {
@@ -180,8 +204,8 @@ func run(t *testing.T, rs []*serveproc.Proc, shared bool) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("%d clients on %d replicas for %s: %d admitted, %d denied, at most %d held at once (limit %d), %d failed",
-		clients, len(rs), runFor, admitted.Load(), denied.Load(), most.Load(), limit, failures.Load())
+	t.Logf("%d clients on %d replicas for %s, %d limit changes: %d admitted, %d denied, at most %d held at once (largest limit %d), %d failed",
+		clients, len(rs), runFor, changes.Load(), admitted.Load(), denied.Load(), most.Load(), limit, failures.Load())
 	if f := failures.Load(); f > 0 {
 		t.Fatalf("%d requests failed, first: %v", f, firstErr.Load())
 	}
@@ -192,6 +216,7 @@ func run(t *testing.T, rs []*serveproc.Proc, shared bool) {
 		t.Fatalf("%d admitted, %d denied: the key was not contended, the test proves little", admitted.Load(), denied.Load())
 	}
 	for _, r := range rs {
+		// The last change (back to the limit) reaches every replica's copy at its next decision on a shared store.
 		if h := held(t, ctx, c, r, "tenant"); h != 0 {
 			t.Fatalf("after every client released, %s sees %d units held", r.Name, h)
 		}
