@@ -27,7 +27,15 @@ func BenchmarkHolds(b *testing.B) {
 				b.Fatal(err)
 			}
 			ctx := context.Background()
-			key := func(i int) string { return "user:" + strconv.Itoa(i%keys) }
+			names := make([]string, keys)
+			for i := range names {
+				names[i] = "user:" + strconv.Itoa(i)
+			}
+			key := func(i int) string { return names[i%keys] }
+			ids := make([]string, 1<<16) // reused far apart: a hot key keeps 16 settled records
+			for i := range ids {
+				ids[i] = "req-" + strconv.Itoa(i)
+			}
 			if alg != domain.Concurrency {
 				b.Run(string(alg)+"/check/"+shape, func(b *testing.B) {
 					i := 0
@@ -42,7 +50,7 @@ func BenchmarkHolds(b *testing.B) {
 			b.Run(string(alg)+"/acquire+settle/"+shape, func(b *testing.B) {
 				i := 0
 				for b.Loop() {
-					id := strconv.Itoa(i)
+					id := ids[i%len(ids)]
 					res, err := svc.Acquire(ctx, domain.AcquireRequest{Policy: "bench", Key: key(i), ID: id, Amount: 100})
 					if err != nil || !res.Allowed {
 						b.Fatal(res, err)
