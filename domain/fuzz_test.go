@@ -187,7 +187,7 @@ func FuzzHolds(f *testing.F) {
 	f.Add(uint8(0), uint8(5), uint16(10), []byte{2, 3, 1, 4, 0, 7, 2, 1, 5, 6, 3, 3, 2, 8, 1, 4, 0, 2})
 	f.Add(uint8(2), uint8(9), uint16(3600), []byte{1, 1, 4, 4, 4, 2, 2, 7, 7, 0, 3, 9, 9, 1, 0, 6, 6, 6})
 	f.Fuzz(func(t *testing.T, alg8, limit8 uint8, windowS uint16, prog []byte) {
-		alg := WindowAlgorithms[int(alg8)%len(WindowAlgorithms)]
+		alg := Algorithms[int(alg8)%len(Algorithms)]
 		if len(prog) > 3000 {
 			prog = prog[:3000]
 		}

@@ -40,8 +40,57 @@ func (hm *holdModel) prune(now int64, r Rule) {
 	hm.order = order
 }
 
+// heldAt is concurrency's count at instant t, summed afresh: the open holds whose deadline is after t.
+func (hm *holdModel) heldAt(t int64) int64 {
+	var n int64
+	for _, h := range hm.holds {
+		if !h.Settled && t < h.Expires {
+			n += h.Amount
+		}
+	}
+	return n
+}
+
+// decideConcurrency is concurrency's decision by brute force: the held count at now, and for retry_after every
+// later deadline tried in turn with the count summed again at it.
+func (hm *holdModel) decideConcurrency(now int64, r Rule, cost int64, acquiring bool) Decision {
+	if cost > 0 && !acquiring {
+		return Decision{Status: StatusInvalidRule, Limit: r.Limit}
+	}
+	need := max(cost, 1)
+	held := hm.heldAt(now)
+	d := Decision{Limit: r.Limit, Allowed: held+need <= r.Limit}
+	var last int64
+	for _, h := range hm.holds {
+		if !h.Settled && now < h.Expires && h.Expires > last {
+			last = h.Expires
+		}
+	}
+	if last > now {
+		d.ResetAfter = time.Duration(last-now) * time.Microsecond
+	}
+	if d.Allowed {
+		d.Remaining = r.Limit - held - need
+		return d
+	}
+	d.Remaining = max(r.Limit-held, 0)
+	best := int64(-1)
+	for _, h := range hm.holds {
+		if !h.Settled && now < h.Expires && hm.heldAt(h.Expires)+need <= r.Limit && (best < 0 || h.Expires < best) {
+			best = h.Expires
+		}
+	}
+	if best >= 0 {
+		d.RetryAfter = time.Duration(best-now) * time.Microsecond
+	}
+	return d
+}
+
 // decide is model.decide, lowering the token bucket holds' bounds to the lag an admission finds.
 func (hm *holdModel) decide(now int64, r Rule, cost int64) Decision {
+	if r.Algorithm == Concurrency {
+		return hm.decideConcurrency(now, r, cost, false)
+	}
 	var lag *big.Rat
 	if r.Algorithm == TokenBucket {
 		lag = new(big.Rat)
@@ -70,9 +119,25 @@ func (hm *holdModel) acquire(now int64, r Rule, id string, amount int64, ttl tim
 		return d, h.Hold, HoldReplayed
 	}
 	if len(hm.holds) >= MaxHolds {
+		var order []string
+		for _, id := range hm.order {
+			if h := hm.holds[id]; h.Settled || (r.Algorithm == Concurrency && now >= h.Expires) {
+				delete(hm.holds, id)
+				continue
+			}
+			order = append(order, id)
+		}
+		hm.order = order
+	}
+	if len(hm.holds) >= MaxHolds {
 		return hm.decide(now, r, 0), Hold{}, HoldsFull
 	}
-	d := hm.decide(now, r, amount)
+	var d Decision
+	if r.Algorithm == Concurrency {
+		d = hm.decideConcurrency(now, r, amount, true)
+	} else {
+		d = hm.decide(now, r, amount)
+	}
 	if !d.Allowed {
 		return d, Hold{}, HoldOK
 	}
@@ -123,6 +188,20 @@ func (hm *holdModel) settle(now int64, r Rule, id string, actual int64) (Hold, i
 	if !ok {
 		return Hold{}, 0, HoldUnknown
 	}
+	if r.Algorithm == Concurrency {
+		switch {
+		case h.Settled && actual == 0:
+			return h.Hold, max(hm.heldAt(now)-r.Limit, 0), HoldReplayed
+		case h.Settled:
+			return h.Hold, 0, HoldConflict
+		case now >= h.Expires:
+			return h.Hold, 0, HoldExpired
+		}
+		h.Amount, h.Settled = actual, actual == 0
+		out := h.Hold
+		hm.trimSettled()
+		return out, max(hm.heldAt(now)-r.Limit, 0), HoldOK
+	}
 	if h.Settled {
 		if h.Amount == actual {
 			return h.Hold, max(hm.outstanding(now, r)-r.Limit, 0), HoldReplayed
@@ -150,7 +229,9 @@ func (hm *holdModel) settle(now int64, r Rule, id string, actual int64) (Hold, i
 		u.cost = max(u.cost+delta, 0)
 	}
 	h.Amount, h.Settled = actual, true
-	return h.Hold, max(hm.outstanding(now, r)-r.Limit, 0), HoldOK
+	out := h.Hold
+	hm.trimSettled()
+	return out, max(hm.outstanding(now, r)-r.Limit, 0), HoldOK
 }
 
 func (hm *holdModel) renew(now int64, r Rule, id string, ttl time.Duration) (Hold, HoldStatus) {
@@ -169,6 +250,51 @@ func (hm *holdModel) renew(now int64, r Rule, id string, ttl time.Duration) (Hol
 	}
 	h.Expires = now + us(ttl)
 	return h.Hold, HoldOK
+}
+
+// trimSettled drops the settled holds beyond the MaxSettledKept last in acquisition order.
+func (hm *holdModel) trimSettled() {
+	var settled []string
+	for _, id := range hm.order {
+		if hm.holds[id].Settled {
+			settled = append(settled, id)
+		}
+	}
+	for len(settled) > MaxSettledKept {
+		delete(hm.holds, settled[0])
+		settled = settled[1:]
+	}
+	var order []string
+	for _, id := range hm.order {
+		if _, ok := hm.holds[id]; ok {
+			order = append(order, id)
+		}
+	}
+	hm.order = order
+}
+
+// releaseAnonymous gives back up to n units of the open anonymous holds, the earliest acquired first.
+func (hm *holdModel) releaseAnonymous(now int64, r Rule, n int64) (int64, HoldStatus) {
+	if r.Algorithm != Concurrency {
+		return 0, HoldUnknown
+	}
+	hm.prune(now, r)
+	var back int64
+	for _, id := range hm.order {
+		h := hm.holds[id]
+		if back == n || id[0] != 0 || h.Settled || now >= h.Expires {
+			continue
+		}
+		give := min(h.Amount, n-back)
+		h.Amount -= give
+		h.Settled = h.Amount == 0
+		back += give
+	}
+	hm.trimSettled()
+	if back == 0 {
+		return 0, HoldUnknown
+	}
+	return back, HoldOK
 }
 
 // runHolds drives a Bucket and the model with the same random sequence of checks, acquires (ids reused, so
@@ -192,9 +318,19 @@ func runHolds(t *testing.T, alg Algorithm, limit int64, window time.Duration, st
 		default:
 			now += w * int64(pick(30)) / 100
 		}
-		id := "h" + strconv.Itoa(pick(6))
+		id := "h" + strconv.Itoa(pick(6)+pick(2)*pick(20)) // sometimes more ids than MaxSettledKept
+		if alg == Concurrency && pick(3) == 0 {
+			id = "\x00" + id // anonymous (AnonymousHoldID's shape)
+		}
 		where := fmt.Sprintf("%s step %d now %d id %s", alg, step, now, id)
-		switch op := pick(10); {
+		switch op := pick(11); {
+		case op == 10:
+			n := int64(1 + pick(3))
+			got := b.ApplyHold(now, BucketHold{BucketRequest: BucketRequest{Rule: r, Cost: n}, Op: OpReleaseAnonymous})
+			back, st := hm.releaseAnonymous(now, r, n)
+			if got.Hold.Amount != back || got.Status != st {
+				t.Fatalf("%s release %d anonymous:\n got %d %d\nwant %d %d", where, n, got.Hold.Amount, got.Status, back, st)
+			}
 		case op < 3:
 			cost := int64(pick(int(limit) + 1))
 			got, want := b.Decide(now, r, cost), hm.decide(now, r, cost)
@@ -228,7 +364,7 @@ func runHolds(t *testing.T, alg Algorithm, limit int64, window time.Duration, st
 
 // TestHoldsMatchTheModel: holds on every algorithm against the brute-force model, on many seeded sequences.
 func TestHoldsMatchTheModel(t *testing.T) {
-	for _, alg := range WindowAlgorithms {
+	for _, alg := range Algorithms {
 		for seed := uint64(0); seed < 200; seed++ {
 			rng := rand.New(rand.NewPCG(seed, uint64(len(alg))))
 			runHolds(t, alg, int64(1+rng.IntN(12)), time.Duration(1+rng.IntN(60))*time.Second, 300, rng.IntN)
@@ -366,5 +502,45 @@ func TestStaleGenerationHoldsChangeNothing(t *testing.T) {
 	}
 	if hs := b.Holds(now+3, newer); len(hs) != 1 || hs[0].ID != "x" || b.log.used() != 3 {
 		t.Fatalf("the newer generation's hold after stale calls: %+v, %d units", hs, b.log.used())
+	}
+}
+
+// A key keeps its MaxSettledKept last settled records (for retried settles) and drops the older ones; open holds
+// are never dropped for it; a retried settle of a dropped one records nothing.
+func TestSettledRecordsAreBounded(t *testing.T) {
+	for _, alg := range Algorithms {
+		r := ruleFor(alg, 1000, time.Hour, 0)
+		if alg == SlidingWindow {
+			r.Resolution = time.Minute
+		}
+		var b Bucket
+		now := int64(1_700_000_000_000_000)
+		b.Acquire(now, r, "open", 1, 0)
+		actual := int64(5)
+		if alg == Concurrency {
+			actual = 0 // a release: a concurrency hold settled to more stays open
+		}
+		for i := range MaxSettledKept + 4 {
+			id := "s" + strconv.Itoa(i)
+			if _, _, st := b.Acquire(now+int64(i), r, id, 10, 0); st != HoldOK {
+				t.Fatalf("%s: acquire %s: %d", alg, id, st)
+			}
+			b.Settle(now+int64(i), r, id, actual)
+		}
+		later := now + 1000
+		before := b.Decide(later, r, 0)
+		for i := range MaxSettledKept + 4 {
+			id := "s" + strconv.Itoa(i)
+			_, _, st := b.Settle(later, r, id, actual)
+			if want := HoldReplayed; i < 4 && st != HoldUnknown || i >= 4 && st != want {
+				t.Fatalf("%s: retried settle of %s: %d", alg, id, st)
+			}
+		}
+		if after := b.Decide(later, r, 0); after != before {
+			t.Fatalf("%s: retried settles changed the key: %+v → %+v", alg, before, after)
+		}
+		if hs := b.Holds(later, r); len(hs) != MaxSettledKept+1 || hs[0].ID != "open" {
+			t.Fatalf("%s: %d records kept, first %+v", alg, len(hs), hs[0])
+		}
 	}
 }

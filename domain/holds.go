@@ -108,6 +108,11 @@ func (s *Service) Acquire(ctx context.Context, r AcquireRequest) (HoldResult, er
 	if err != nil {
 		return HoldResult{}, err
 	}
+	return s.acquire(ctx, p, r)
+}
+
+// acquire is Acquire with its policy resolved and its request valid.
+func (s *Service) acquire(ctx context.Context, p Policy, r AcquireRequest) (HoldResult, error) {
 	q := BucketHold{BucketRequest: BucketRequest{Policy: p.Name, Key: r.Key, Rule: p.Rule(), Cost: r.Amount, Shadow: p.Shadow,
 		Stored: p.Source == SourceAPI}, Op: OpAcquire, ID: r.ID, TTL: r.TTL}
 	hd, res, err := s.hold(ctx, p, q)
@@ -126,7 +131,16 @@ func (s *Service) Acquire(ctx context.Context, r AcquireRequest) (HoldResult, er
 		// A denial: the key keeps MaxHolds open holds already. Presented like any denial (a value, not an
 		// error); the caller can retry when holds settle or expire.
 		res = s.finish(p, r.Key, Decision{Limit: hd.Limit, Remaining: hd.Remaining, ResetAfter: hd.ResetAfter, RetryAfter: max(hd.ResetAfter, time.Second)})
-	case HoldOK, HoldReplayed, HoldUnknown, HoldExpired, HoldConverted:
+	case HoldReplayed:
+		// The hold exists: the retried acquire is admitted, whatever the key holds now. The store's decision is a
+		// peek (it answers for a cost-1 acquire): what is left now is one more when that would fit.
+		d := hd.Decision
+		if d.Allowed {
+			d.Remaining++
+		}
+		d.Allowed, d.RetryAfter = true, 0
+		res = s.finish(p, r.Key, d)
+	case HoldOK, HoldUnknown, HoldExpired, HoldConverted:
 		res = s.finish(p, r.Key, hd.Decision)
 	}
 	out := HoldResult{Result: res, Hold: hd.Hold, Status: hd.Status}
@@ -134,6 +148,58 @@ func (s *Service) Acquire(ctx context.Context, r AcquireRequest) (HoldResult, er
 		out.Hold = Hold{ID: r.ID, Amount: r.Amount} // denied (or shadow-denied): nothing recorded
 	}
 	return out, nil
+}
+
+// PolicyHold is a hold operation whose policy the caller resolved (the Envoy RLS front end, as CheckPolicies).
+type PolicyHold struct {
+	Policy Policy
+	Key    string
+	Op     HoldOp
+	// ID names the hold (an anonymous one's may come from AnonymousHoldID); none for OpReleaseAnonymous.
+	ID string
+	// Amount to acquire, to settle to, or to give back (OpReleaseAnonymous).
+	Amount int64
+	TTL    time.Duration
+}
+
+// HoldPolicy implements Limiter. For OpReleaseAnonymous, Hold.Amount is the units given back (0 when the key
+// held none: their holds had expired, which is not an error).
+func (s *Service) HoldPolicy(ctx context.Context, h PolicyHold) (HoldResult, error) {
+	v := &ValidationError{}
+	p := h.Policy.WithDefaults()
+	p.validateInto(v, "policy.")
+	if err := ValidateKey(h.Key); err != nil {
+		v.Add("key", err.Error())
+	}
+	switch h.Op {
+	case OpAcquire, OpSettle, OpRenew:
+		if h.ID == "" || len(h.ID) > MaxHoldIDBytes+1 {
+			v.Add("id", fmt.Sprintf("must be 1 to %d bytes, got %d", MaxHoldIDBytes+1, len(h.ID)))
+		}
+	case OpReleaseAnonymous:
+	default:
+		v.Add("op", fmt.Sprintf("unknown hold operation %d", h.Op))
+	}
+	if h.Amount < 0 || h.Amount > p.Limit && h.Op == OpAcquire || h.Amount > MaxLimit {
+		v.Add("amount", fmt.Sprintf("must be from 0 to the limit %d of policy %q, got %d", p.Limit, p.Name, h.Amount))
+	}
+	if err := v.Err(); err != nil {
+		return HoldResult{}, err
+	}
+	switch h.Op {
+	case OpAcquire:
+		return s.acquire(ctx, p, AcquireRequest{Policy: p.Name, Key: h.Key, ID: h.ID, Amount: h.Amount, TTL: h.TTL})
+	case OpReleaseAnonymous:
+		hd, res, err := s.hold(ctx, p, BucketHold{BucketRequest: BucketRequest{Policy: p.Name, Key: h.Key, Rule: p.Rule(), Cost: h.Amount}, Op: OpReleaseAnonymous})
+		if err != nil || res.Degraded {
+			return HoldResult{Result: res}, err
+		}
+		res.Decision = hd.Decision
+		return HoldResult{Result: res, Hold: hd.Hold, Status: hd.Status}, nil
+	case OpSettle, OpRenew:
+	}
+	return s.holdOp(ctx, p, BucketHold{BucketRequest: BucketRequest{Policy: p.Name, Key: h.Key, Rule: p.Rule(), Cost: h.Amount},
+		Op: h.Op, ID: h.ID, TTL: h.TTL}, h.Amount)
 }
 
 // Settle makes the hold charge actual units (0: release).

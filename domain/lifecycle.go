@@ -247,7 +247,10 @@ func (l *PolicyLifecycle) Loaded(ctx context.Context) error {
 //     that had stopped counting never count again; a changed limit keeps the floor;
 //   - an unchanged policy keeps its floor and generation;
 //   - a policy not in force before (removed by an earlier install and back, or new) gets a new generation, so a
-//     removed policy's keys never count against it when it comes back.
+//     removed policy's keys never count against it when it comes back; so does one that changed between
+//     concurrency and a window algorithm (they count different things). On a shared store (generations stay 0)
+//     such a change gets the floor: a concurrency step counts only hold records, a window step converts the
+//     units still held as recorded at that instant.
 //
 // Policies of the first install with any policy have generation 0 and no floor (a restart starts again from
 // there; the memory store's counts are gone then too). With SharedStore set, generations stay 0 (a removed and
@@ -268,6 +271,10 @@ func (l *PolicyLifecycle) InstallRLS(ps []Policy) []Policy {
 			old, ok = again, true // one name twice in a config: one policy, one state
 		}
 		switch {
+		case ok && kindChanged(old, p) && !l.shared:
+			// Concurrency and a window count different things: a new incarnation, as for a removed policy.
+			l.rlsGen++
+			p.Generation, p.Floor = l.rlsGen, 0
 		case ok:
 			p.Generation, p.Floor = old.Generation, old.Floor
 			if p.Window != old.Window || p.Algorithm != old.Algorithm {

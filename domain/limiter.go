@@ -52,6 +52,9 @@ type Limiter interface {
 	// Renew moves a hold's deadline to now + ttl (0: the policy's window, the most it may be). A refusal is a
 	// *HoldError.
 	Renew(ctx context.Context, ref HoldRef, ttl time.Duration) (HoldResult, error)
+	// HoldPolicy applies one hold operation under a policy the caller resolved (the Envoy RLS front end), as
+	// CheckPolicies checks; OpReleaseAnonymous gives back units of the key's anonymous holds.
+	HoldPolicy(ctx context.Context, h PolicyHold) (HoldResult, error)
 	// Reset forgets a key's admitted units and its holds.
 	Reset(ctx context.Context, policy, key string) error
 	ListPolicies(ctx context.Context) ([]Policy, error)

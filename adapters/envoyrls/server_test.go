@@ -118,6 +118,10 @@ func (b *blockingLimiter) CheckPolicies(ctx context.Context, cs []domain.PolicyC
 	return out, true, nil
 }
 
+func (b *blockingLimiter) HoldPolicy(context.Context, domain.PolicyHold) (domain.HoldResult, error) {
+	return domain.HoldResult{}, errors.New("no holds in this test")
+}
+
 // TestServerGracefulStop: Stop lets a call in flight finish (health turns NOT_SERVING first); a drain that
 // outlasts its context is cut short and says so.
 func TestServerGracefulStop(t *testing.T) {

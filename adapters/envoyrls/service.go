@@ -27,6 +27,7 @@ import (
 // Limiter is the part of domain.Limiter this adapter calls.
 type Limiter interface {
 	CheckPolicies(ctx context.Context, cs []domain.PolicyCheck, atomic bool) ([]domain.Result, bool, error)
+	HoldPolicy(ctx context.Context, h domain.PolicyHold) (domain.HoldResult, error)
 }
 
 // PolicyInstaller gives the policies of a loaded config their floors and generations against the config in force
@@ -131,7 +132,12 @@ type descriptorState struct {
 	unlimited bool
 	// oversized: the cost exceeds the limit, so the request can never be admitted.
 	oversized bool
-	check     int // index into the checks sent, or -1
+	// negative: Envoy's is_negative_hits: give cost units back (a concurrency policy's anonymous holds).
+	negative bool
+	// hold: a hit on a concurrency policy, decided as an anonymous hold (holdID) instead of a check.
+	hold   bool
+	holdID string
+	check  int // index into the results, or -1
 }
 
 var unitEnum = map[string]rlsv3.RateLimitResponse_RateLimit_Unit{
@@ -167,9 +173,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	for i, d := range req.Descriptors {
 		st := &ds[i]
 		st.check = -1
-		if d.GetIsNegativeHits() {
-			return nil, status.Errorf(codes.InvalidArgument, "descriptors[%d].is_negative_hits is not supported: sluice never gives units back", i)
-		}
+		st.negative = d.GetIsNegativeHits()
 		// As envoyproxy/ratelimit's GetHitsAddends: a descriptor's own hits_addend wins, and may be 0 (a peek);
 		// otherwise the request's, where 0 (unset) means 1.
 		if h := d.GetHitsAddend(); h != nil {
@@ -214,11 +218,21 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	// replaces: a limit whose name another matched limit replaces is not applied. As envoyproxy/ratelimit, this
 	// runs after every descriptor is resolved, so the order of descriptors does not matter.
 	var checks []domain.PolicyCheck
+	var holds []int // descriptors decided as anonymous holds
 	oversized := false
 	for i := range ds {
 		st := &ds[i]
 		if st.check < 0 || (st.rule != nil && st.name != "" && replacing[st.name]) {
 			st.check = -1
+			continue
+		}
+		concurrency := st.policy.Algorithm.HoldsOnly()
+		if st.negative && !concurrency {
+			return nil, status.Errorf(codes.InvalidArgument, "descriptors[%d].is_negative_hits gives units back under a concurrency policy only; %q counts with %s", i, st.policy.Name, st.policy.Algorithm)
+		}
+		if st.negative || (concurrency && st.cost > 0 && st.cost <= uint64(st.policy.Limit)) {
+			st.hold = !st.negative
+			holds = append(holds, i)
 			continue
 		}
 		st.check = len(checks)
@@ -241,14 +255,37 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			checks[i].Cost = 0
 		}
 	}
+	// Envoy's negative hits first (a stream that ended gives its units back), then the hits on concurrency
+	// policies, each an anonymous hold that expires after the policy's window (a lost negative hit lasts until
+	// then, never longer); if one is denied the request is, and the holds taken for it are released.
+	results, costs, denied, err := s.holdAll(ctx, ds, keys, holds)
+	if err != nil {
+		return nil, err
+	}
+	if denied {
+		for i := range checks {
+			checks[i].Cost = 0 // the request is denied: the window checks record nothing, they report
+		}
+	}
 	// A descriptor admitted as evaluated in a request that was denied recorded nothing: the Limiter presents it as
 	// such (domain.RolledBack: its remaining is its key's units left now), as HTTP /v1/checks does.
-	var results []domain.Result
 	if len(checks) > 0 {
-		var err error
-		results, _, err = s.lim.CheckPolicies(ctx, checks, true)
+		rs, allowed, err := s.lim.CheckPolicies(ctx, checks, true)
 		if err != nil {
+			s.releaseHolds(ds, keys, holds)
 			return nil, grpcError(err)
+		}
+		if !allowed || oversized {
+			s.rollBackHolds(ds, keys, holds, results, costs)
+		}
+		for i := range ds {
+			if ds[i].check >= 0 && !ds[i].hold && !ds[i].negative {
+				ds[i].check += len(results)
+			}
+		}
+		results = append(results, rs...)
+		for _, c := range checks {
+			costs = append(costs, c.Cost)
 		}
 	}
 	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(ds))}
@@ -270,8 +307,11 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		if !r.Degraded {
 			out.DurationUntilReset = durationpb.New(r.ResetAfter)
 		}
-		cost := checks[st.check].Cost
+		cost := costs[st.check]
 		switch {
+		case st.negative:
+			// Units given back: always OK, reporting what the key has left as a peek does.
+			out.LimitRemaining = clamp32(r.Remaining + 1)
 		case st.oversized || !r.Allowed:
 			out.Code = rlsv3.RateLimitResponse_OVER_LIMIT
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
@@ -288,6 +328,76 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		resp.ResponseHeadersToAdd = headersFor(ds, results, resp.Statuses)
 	}
 	return resp, nil
+}
+
+// holdAll gives back the negative hits' units and takes an anonymous hold for every hit on a concurrency policy
+// (ds[i] for i in holds), each with its result at the index it gets in results (costs: what it took, 0 for a
+// release, which then reports like a peek). denied: a hold was refused, and those taken for the request were
+// released.
+func (s *Service) holdAll(ctx context.Context, ds []descriptorState, keys []string, holds []int) (results []domain.Result, costs []int64, denied bool, err error) {
+	for _, i := range holds {
+		st := &ds[i]
+		if !st.negative {
+			continue
+		}
+		res, err := s.lim.HoldPolicy(ctx, domain.PolicyHold{Policy: st.policy, Key: keys[i], Op: domain.OpReleaseAnonymous, Amount: int64(min(st.cost, uint64(domain.MaxLimit)))})
+		if err != nil {
+			return nil, nil, false, grpcError(err)
+		}
+		st.check = len(results)
+		results, costs = append(results, res.Result), append(costs, 0)
+	}
+	for _, i := range holds {
+		st := &ds[i]
+		if st.negative {
+			continue
+		}
+		st.holdID = domain.AnonymousHoldID()
+		res, err := s.lim.HoldPolicy(ctx, domain.PolicyHold{Policy: st.policy, Key: keys[i], Op: domain.OpAcquire, ID: st.holdID, Amount: int64(st.cost)})
+		if err != nil {
+			s.releaseHolds(ds, keys, holds)
+			return nil, nil, false, grpcError(err)
+		}
+		st.check = len(results)
+		results, costs = append(results, res.Result), append(costs, int64(st.cost))
+		if !res.Allowed || res.ShadowDenied || res.Degraded {
+			st.holdID = "" // nothing recorded
+		}
+		if !res.Allowed {
+			denied = true
+		}
+	}
+	if denied {
+		s.rollBackHolds(ds, keys, holds, results, costs)
+	}
+	return results, costs, denied, nil
+}
+
+// rollBackHolds releases the request's holds and presents them as recording nothing (domain.RolledBack's rule:
+// an admitted hold's remaining is its key's units left now).
+func (s *Service) rollBackHolds(ds []descriptorState, keys []string, holds []int, results []domain.Result, costs []int64) {
+	for _, i := range holds {
+		if st := &ds[i]; st.holdID != "" {
+			results[st.check].Remaining += costs[st.check]
+		}
+	}
+	s.releaseHolds(ds, keys, holds)
+}
+
+// releaseHolds releases the anonymous holds taken for a request that is denied after all. It runs on a context of
+// its own: the request's may be what failed, and a hold left behind would count until its deadline.
+func (s *Service) releaseHolds(ds []descriptorState, keys []string, holds []int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, i := range holds {
+		st := &ds[i]
+		if st.holdID == "" {
+			continue
+		}
+		// A failure here leaves the hold to expire after the policy's window, the most a lost release costs.
+		_, _ = s.lim.HoldPolicy(ctx, domain.PolicyHold{Policy: st.policy, Key: keys[i], Op: domain.OpSettle, ID: st.holdID})
+		st.holdID = ""
+	}
 }
 
 // headersFor returns the RateLimit headers of the most restrictive descriptor: of the denied ones, the one whose

@@ -259,7 +259,7 @@ func TestBadRequests(t *testing.T) {
 	for name, req := range map[string]*rlsv3.RateLimitRequest{
 		"no domain":      {Descriptors: []*rlcommon.RateLimitDescriptor{desc("generic_key=foo")}},
 		"no descriptors": {Domain: "contour"},
-		"negative hits":  {Domain: "contour", Descriptors: []*rlcommon.RateLimitDescriptor{{Entries: desc("generic_key=foo").Entries, IsNegativeHits: true}}},
+		"negative hits on a window": {Domain: "contour", Descriptors: []*rlcommon.RateLimitDescriptor{{Entries: desc("generic_key=foo").Entries, IsNegativeHits: true}}},
 	} {
 		if _, err := h.svc.ShouldRateLimit(context.Background(), req); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)
@@ -330,6 +330,9 @@ func (failingStore) Decide(context.Context, domain.BucketRequest) (domain.Decisi
 func (failingStore) DecideBatch(context.Context, []domain.BucketRequest, bool) ([]domain.Decision, error) {
 	return nil, errDown
 }
+func (failingStore) Hold(context.Context, domain.BucketHold) (domain.HoldDecision, error) {
+	return domain.HoldDecision{}, errDown
+}
 func (failingStore) Reset(context.Context, string, string) error { return errDown }
 func (failingStore) DropPolicy(context.Context, string) error    { return errDown }
 func (failingStore) Ping(context.Context) error                  { return errDown }
@@ -377,4 +380,63 @@ func TestGlobalShadow(t *testing.T) {
 	if r := h.ask("ratelimit", o); r.OverallCode != ok {
 		t.Errorf("override in shadow mode: %s", summary(r))
 	}
+}
+
+func concurrencyHarness(t *testing.T) *harness {
+	t.Helper()
+	rules, err := envoyrls.Load([]string{"streams.yaml"}, map[string][]byte{"streams.yaml": []byte(`domain: ai
+descriptors:
+  - key: tenant
+    rate_limit: {unit: minute, requests_per_unit: 2}
+  - key: path
+    rate_limit: {unit: hour, requests_per_unit: 100}
+`)}, envoyrls.LoadOptions{FileAlgorithms: map[string]domain.Algorithm{"streams.yaml": domain.Concurrency}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := clocktest.New(start)
+	store := memory.New(clock, memory.Options{MaxKeys: 1000})
+	lim, err := domain.NewService(nil, memory.NewPolicies(clock), store, nil, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, clock: clock, svc: envoyrls.NewService(lim, rules, envoyrls.ServiceOptions{}), store: store}
+}
+
+func negative(d *rlcommon.RateLimitDescriptor) *rlcommon.RateLimitDescriptor {
+	d.IsNegativeHits = true
+	return d
+}
+
+// TestConcurrencyOverRLS: on a concurrency policy a hit takes an anonymous hold and Envoy's negative hit (stream
+// done) gives it back, so the request/stream-done pair limits streams in flight; a lost negative hit lasts until
+// the window (the longest a hold lives), never longer.
+func TestConcurrencyOverRLS(t *testing.T) {
+	h := concurrencyHarness(t)
+	tenant := func() *rlcommon.RateLimitDescriptor { return desc("tenant=acme") }
+	expect(t, "stream 1", h.ask("ai", tenant()), "OK OK/1")
+	expect(t, "stream 2", h.ask("ai", tenant()), "OK OK/0")
+	expect(t, "stream 3 while two are open", h.ask("ai", tenant()), "OVER_LIMIT OVER_LIMIT/0")
+	expect(t, "stream 1 done", h.ask("ai", negative(tenant())), "OK OK/1")
+	expect(t, "stream 3 again", h.ask("ai", tenant()), "OK OK/0")
+	// Two streams open, their negative hits lost: the units come back at the window's end, not before.
+	h.clock.Advance(time.Minute - time.Millisecond)
+	expect(t, "just before the window", h.ask("ai", tenant()), "OVER_LIMIT OVER_LIMIT/0")
+	h.clock.Advance(time.Millisecond)
+	expect(t, "at the window", h.ask("ai", tenant()), "OK OK/1")
+	// A negative hit with nothing held gives nothing back and is OK; a second one too.
+	h.ask("ai", negative(tenant()))
+	expect(t, "nothing held", h.ask("ai", negative(tenant())), "OK OK/2")
+	expect(t, "nothing held after all", h.ask("ai", tenant()), "OK OK/1")
+}
+
+// A request whose other descriptor is denied records nothing: its anonymous hold is released at once.
+func TestConcurrencyOverRLSAllOrNothing(t *testing.T) {
+	h := concurrencyHarness(t)
+	resp, err := h.svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "ai",
+		Descriptors: []*rlcommon.RateLimitDescriptor{desc("tenant=acme"), withHits(desc("path=/v1/chat"), 101)}})
+	if err != nil || resp.OverallCode != over {
+		t.Fatalf("%v %v", resp, err)
+	}
+	expect(t, "the tenant's units after a denied request", h.ask("ai", withHits(desc("tenant=acme"), 2)), "OK OK/0")
 }
