@@ -95,9 +95,8 @@ func parseTTL(s *string) (time.Duration, error) {
 }
 
 // AcquireHold implements POST /v1/holds: presented as POST /v1/check presents a decision (the same body fields and
-// headers, Retry-After when denied), with the hold when admitted. A replayed acquire (an id already held) is
-// admitted: the domain answers it with the key's state as a peek sees it, which counts the hold's own units, so
-// Allowed and RetryAfter there say whether one more unit would fit, not whether this hold exists.
+// headers, Retry-After when denied), with the hold when admitted (a replayed acquire is admitted: the domain says
+// so).
 func (s *server) AcquireHold(ctx context.Context, req api.AcquireHoldRequestObject) (api.AcquireHoldResponseObject, error) {
 	b := req.Body
 	ttl, err := parseTTL(b.Ttl)
@@ -116,9 +115,6 @@ func (s *server) AcquireHold(ctx context.Context, req api.AcquireHoldRequestObje
 		return nil, err
 	}
 	res := hr.Result
-	if hr.Status == domain.HoldReplayed {
-		res.Allowed, res.RetryAfter = true, 0
-	}
 	d := decisionBody(res)
 	out := api.HoldDecision{Allowed: d.Allowed, Policy: d.Policy, Key: d.Key, Limit: d.Limit, Remaining: d.Remaining,
 		ResetAfterMs: d.ResetAfterMs, RetryAfterMs: d.RetryAfterMs, ShadowDenied: d.ShadowDenied, Degraded: d.Degraded}
