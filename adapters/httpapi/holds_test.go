@@ -293,3 +293,37 @@ func TestHoldHandlesAreNotLogged(t *testing.T) {
 		t.Fatalf("the log lacks the redacted paths:\n%s", out)
 	}
 }
+
+// TestHoldsShadowAndFailureMode: a hold that recorded nothing (shadow mode would have denied; the store failed
+// and failure_mode allow admitted) is admitted without expires_at; failure_mode deny answers 503.
+func TestHoldsShadowAndFailureMode(t *testing.T) {
+	e := newRichEnv(t)
+	// trial: limit 1 per hour, shadow.
+	if _, d := acquire(t, e.env, map[string]any{"policy": "trial", "key": "k", "amount": 1}); d.Hold == nil || d.Hold.ExpiresAt == nil {
+		t.Fatalf("first shadow acquire: %+v", d)
+	}
+	r, d := acquire(t, e.env, map[string]any{"policy": "trial", "key": "k", "amount": 1})
+	if !d.Allowed || d.ShadowDenied == nil || !*d.ShadowDenied || d.Hold == nil || d.Hold.ExpiresAt != nil || r.Header.Get("Retry-After") != "" {
+		t.Fatalf("shadow-denied acquire: %s", r.Body)
+	}
+	wantProblem(t, e.do("DELETE", "/v1/holds/"+d.Hold.Id, nil), 404, "hold-not-found", "")
+
+	_, soft := acquire(t, e.env, map[string]any{"policy": "soft", "key": "k", "amount": 1})
+	_, login := acquire(t, e.env, map[string]any{"policy": "login", "key": "k", "amount": 1})
+	e.flaky.failing.Store(true)
+	// soft: failure_mode allow; login: deny.
+	r, d = acquire(t, e.env, map[string]any{"policy": "soft", "key": "k", "amount": 1})
+	if !d.Allowed || d.Degraded == nil || !*d.Degraded || d.Hold == nil || d.Hold.ExpiresAt != nil || r.Header.Get("RateLimit") != "" {
+		t.Fatalf("degraded acquire: %s", r.Body)
+	}
+	s := holdState(t, e.do("POST", "/v1/holds/"+soft.Hold.Id+"/settle", map[string]any{"amount": 0}))
+	if s.Degraded == nil || !*s.Degraded || s.Hold.Id != soft.Hold.Id {
+		t.Fatalf("degraded settle: %+v", s)
+	}
+	wantProblem(t, e.do("POST", "/v1/holds", map[string]any{"policy": "login", "key": "k", "amount": 1}), 503, "store-unavailable", "")
+	wantProblem(t, e.do("DELETE", "/v1/holds/"+login.Hold.Id, nil), 503, "store-unavailable", "")
+	e.flaky.failing.Store(false)
+	if s := holdState(t, e.do("DELETE", "/v1/holds/"+login.Hold.Id, nil)); s.Hold.Amount != 0 || !s.Hold.Settled {
+		t.Fatalf("release once the store answers: %+v", s)
+	}
+}
