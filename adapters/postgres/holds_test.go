@@ -235,7 +235,7 @@ func TestJanitorKeepsRowsWhoseHoldsMatter(t *testing.T) {
 	apply(keys[4], domain.OpAcquire, "x", 1, 50*time.Second)
 	var deleted int64
 	for _, at := range []time.Duration{0, 10 * time.Second, 20*time.Second - time.Microsecond, 20 * time.Second,
-		30 * time.Second, 50 * time.Second, 60 * time.Second - time.Microsecond, 60 * time.Second,
+		30 * time.Second, 50 * time.Second, 60*time.Second - time.Microsecond, 60 * time.Second,
 		110*time.Second - time.Microsecond, 110 * time.Second} {
 		clock.Set(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC).Add(at))
 		now := clock.Now().UnixMicro()
