@@ -32,7 +32,7 @@ import (
 //
 // A record is kept while it can still matter, and dropped after: until its units leave the window (instant +
 // window), for a settle that reports an excess late; a settled one only until its deadline (a retried settle
-// within it answers the same). At most MaxHolds records per key: an Acquire that finds MaxHolds first drops the
+// within it answers the same), and only while it is among the key's MaxSettledKept last settled ones. At most MaxHolds records per key: an Acquire that finds MaxHolds first drops the
 // records that no longer count (settled ones, and concurrency holds past their deadline: a retried settle of one
 // then answers HoldUnknown and records nothing), and if still full is refused (HoldsFull) and records nothing.
 
@@ -40,6 +40,12 @@ import (
 // retried settle), an unsettled one until both its deadline and its units' window have passed (for a late excess),
 // so the bound is on the holds a key has open or recently closed.
 const MaxHolds = 1024
+
+// MaxSettledKept bounds the settled records of one (policy, key): settling one more drops the settled record that
+// comes first in the key's list (acquisition order), so a retried settle is answered as a replay while its record
+// is among the last MaxSettledKept settled (and its deadline has not passed), and as unknown after (it records
+// nothing either way). An open hold's record is never dropped for it.
+const MaxSettledKept = 16
 
 // Hold is one hold as a caller sees it.
 type Hold struct {
@@ -175,7 +181,9 @@ func (b *Bucket) Settle(now int64, r Rule, id string, actual int64) (Hold, int64
 		algorithmRowOf(h.alg).adjust(b, now, r, h, delta)
 	}
 	h.Amount, h.Settled = actual, true
-	return h.Hold, b.overdraft(now, r), HoldOK
+	out := h.Hold
+	b.trimSettled()
+	return out, b.overdraft(now, r), HoldOK
 }
 
 // settleHeld is Settle under concurrency: the record is the units.
@@ -189,7 +197,36 @@ func (b *Bucket) settleHeld(now int64, r Rule, h *holdRecord, actual int64) (Hol
 		return h.Hold, 0, HoldExpired
 	}
 	h.Amount, h.Settled = actual, actual == 0
-	return h.Hold, b.overdraft(now, r), HoldOK
+	out := h.Hold
+	b.trimSettled()
+	return out, b.overdraft(now, r), HoldOK
+}
+
+// trimSettled keeps the MaxSettledKept settled records that come last in the key's list (acquisition order) and
+// drops the others: a settled record only answers a retried settle, and keeping each until its deadline (an hour
+// under a 1 h window) would make every operation of a busy key walk thousands of them.
+func (b *Bucket) trimSettled() {
+	recs := b.records()
+	n := 0
+	for i := range recs {
+		if recs[i].Settled {
+			n++
+		}
+	}
+	if n <= MaxSettledKept {
+		return
+	}
+	drop := n - MaxSettledKept
+	kept := recs[:0]
+	for _, h := range recs {
+		if h.Settled && drop > 0 {
+			drop--
+			continue
+		}
+		kept = append(kept, h)
+	}
+	clear(recs[len(kept):])
+	b.holds.recs = kept
 }
 
 // dropClosed drops the records that no longer count: settled ones, and concurrency holds past their deadline.
@@ -366,6 +403,7 @@ func (b *Bucket) releaseAnonymous(now int64, r Rule, n int64) int64 {
 		h.Settled = h.Amount == 0
 		back += give
 	}
+	b.trimSettled()
 	return back
 }
 

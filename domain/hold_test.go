@@ -198,7 +198,9 @@ func (hm *holdModel) settle(now int64, r Rule, id string, actual int64) (Hold, i
 			return h.Hold, 0, HoldExpired
 		}
 		h.Amount, h.Settled = actual, actual == 0
-		return h.Hold, max(hm.heldAt(now)-r.Limit, 0), HoldOK
+		out := h.Hold
+		hm.trimSettled()
+		return out, max(hm.heldAt(now)-r.Limit, 0), HoldOK
 	}
 	if h.Settled {
 		if h.Amount == actual {
@@ -227,7 +229,9 @@ func (hm *holdModel) settle(now int64, r Rule, id string, actual int64) (Hold, i
 		u.cost = max(u.cost+delta, 0)
 	}
 	h.Amount, h.Settled = actual, true
-	return h.Hold, max(hm.outstanding(now, r)-r.Limit, 0), HoldOK
+	out := h.Hold
+	hm.trimSettled()
+	return out, max(hm.outstanding(now, r)-r.Limit, 0), HoldOK
 }
 
 func (hm *holdModel) renew(now int64, r Rule, id string, ttl time.Duration) (Hold, HoldStatus) {
@@ -248,6 +252,27 @@ func (hm *holdModel) renew(now int64, r Rule, id string, ttl time.Duration) (Hol
 	return h.Hold, HoldOK
 }
 
+// trimSettled drops the settled holds beyond the MaxSettledKept last in acquisition order.
+func (hm *holdModel) trimSettled() {
+	var settled []string
+	for _, id := range hm.order {
+		if hm.holds[id].Settled {
+			settled = append(settled, id)
+		}
+	}
+	for len(settled) > MaxSettledKept {
+		delete(hm.holds, settled[0])
+		settled = settled[1:]
+	}
+	var order []string
+	for _, id := range hm.order {
+		if _, ok := hm.holds[id]; ok {
+			order = append(order, id)
+		}
+	}
+	hm.order = order
+}
+
 // releaseAnonymous gives back up to n units of the open anonymous holds, the earliest acquired first.
 func (hm *holdModel) releaseAnonymous(now int64, r Rule, n int64) (int64, HoldStatus) {
 	if r.Algorithm != Concurrency {
@@ -265,6 +290,7 @@ func (hm *holdModel) releaseAnonymous(now int64, r Rule, n int64) (int64, HoldSt
 		h.Settled = h.Amount == 0
 		back += give
 	}
+	hm.trimSettled()
 	if back == 0 {
 		return 0, HoldUnknown
 	}
@@ -292,7 +318,7 @@ func runHolds(t *testing.T, alg Algorithm, limit int64, window time.Duration, st
 		default:
 			now += w * int64(pick(30)) / 100
 		}
-		id := "h" + strconv.Itoa(pick(6))
+		id := "h" + strconv.Itoa(pick(6)+pick(2)*pick(20)) // sometimes more ids than MaxSettledKept
 		if alg == Concurrency && pick(3) == 0 {
 			id = "\x00" + id // anonymous (AnonymousHoldID's shape)
 		}
@@ -476,5 +502,45 @@ func TestStaleGenerationHoldsChangeNothing(t *testing.T) {
 	}
 	if hs := b.Holds(now+3, newer); len(hs) != 1 || hs[0].ID != "x" || b.log.used() != 3 {
 		t.Fatalf("the newer generation's hold after stale calls: %+v, %d units", hs, b.log.used())
+	}
+}
+
+// A key keeps its MaxSettledKept last settled records (for retried settles) and drops the older ones; open holds
+// are never dropped for it; a retried settle of a dropped one records nothing.
+func TestSettledRecordsAreBounded(t *testing.T) {
+	for _, alg := range Algorithms {
+		r := ruleFor(alg, 1000, time.Hour, 0)
+		if alg == SlidingWindow {
+			r.Resolution = time.Minute
+		}
+		var b Bucket
+		now := int64(1_700_000_000_000_000)
+		b.Acquire(now, r, "open", 1, 0)
+		actual := int64(5)
+		if alg == Concurrency {
+			actual = 0 // a release: a concurrency hold settled to more stays open
+		}
+		for i := range MaxSettledKept + 4 {
+			id := "s" + strconv.Itoa(i)
+			if _, _, st := b.Acquire(now+int64(i), r, id, 10, 0); st != HoldOK {
+				t.Fatalf("%s: acquire %s: %d", alg, id, st)
+			}
+			b.Settle(now+int64(i), r, id, actual)
+		}
+		later := now + 1000
+		before := b.Decide(later, r, 0)
+		for i := range MaxSettledKept + 4 {
+			id := "s" + strconv.Itoa(i)
+			_, _, st := b.Settle(later, r, id, actual)
+			if want := HoldReplayed; i < 4 && st != HoldUnknown || i >= 4 && st != want {
+				t.Fatalf("%s: retried settle of %s: %d", alg, id, st)
+			}
+		}
+		if after := b.Decide(later, r, 0); after != before {
+			t.Fatalf("%s: retried settles changed the key: %+v → %+v", alg, before, after)
+		}
+		if hs := b.Holds(later, r); len(hs) != MaxSettledKept+1 || hs[0].ID != "open" {
+			t.Fatalf("%s: %d records kept, first %+v", alg, len(hs), hs[0])
+		}
 	}
 }

@@ -38,6 +38,13 @@ func TestLimiterReserveSettle(t *testing.T) {
 	if res, _ := s.Acquire(ctx, domain.AcquireRequest{Policy: "tokens", Key: "tenant-1", Amount: 300}); res.Allowed {
 		t.Fatalf("300 more admitted with 800 of 1000 held: %+v", res)
 	}
+	s.Acquire(ctx, domain.AcquireRequest{Policy: "tokens", Key: "tenant-1", ID: "fill", Amount: 200})
+	// A retried acquire (its answer was lost) is the same hold, admitted, even with the key full now.
+	res, err = s.Acquire(ctx, domain.AcquireRequest{Policy: "tokens", Key: "tenant-1", ID: "req-1", Amount: 800})
+	if err != nil || !res.Allowed || res.Status != domain.HoldReplayed || res.Remaining != 0 || res.Hold.Amount != 800 {
+		t.Fatalf("retried acquire: %+v %v", res, err)
+	}
+	s.Settle(ctx, domain.HoldRef{Policy: "tokens", Key: "tenant-1", ID: "fill"}, 0)
 	res, err = s.Settle(ctx, domain.HoldRef{Policy: "tokens", Key: "tenant-1", ID: "req-1"}, 120)
 	if err != nil || res.Status != domain.HoldOK || res.Remaining != 879 || res.Overdraft != 0 {
 		t.Fatalf("settle 120: %+v %v (want remaining 879: a peek after reports a cost-1 check)", res, err)

@@ -26,6 +26,7 @@ var holdTests = []struct {
 	{"HoldLeaks", testHoldLeaks},
 	{"HoldsResetAndDrop", testHoldsResetAndDrop},
 	{"ConcurrencyCheckRefused", testConcurrencyCheckRefused},
+	{"SettledRecordsBounded", testSettledRecordsBounded},
 }
 
 func applyHold(t *testing.T, ctx context.Context, s domain.BucketStore, q domain.BucketHold) domain.HoldDecision {
@@ -301,5 +302,42 @@ func testConcurrencyCheckRefused(t *testing.T, newStore NewStore) {
 	r.Cost = 0
 	if d := decide(t, ctx, s, r); !d.Allowed || d.Remaining != 2 || d.Status != domain.StatusOK {
 		t.Fatalf("a peek: %+v", d)
+	}
+}
+
+// testSettledRecordsBounded: a key keeps only its domain.MaxSettledKept last settled records; a retried settle of
+// an older one is unknown and records nothing, of a kept one a replay.
+func testSettledRecordsBounded(t *testing.T, newStore NewStore) {
+	s, clock, ctx := setup(t, newStore)
+	for _, alg := range domain.Algorithms {
+		p := domain.Policy{Name: "settled", Limit: 1000, Window: time.Hour, Algorithm: alg}.WithDefaults()
+		key := string(alg)
+		actual := int64(5)
+		if alg.HoldsOnly() {
+			actual = 0
+		}
+		applyHold(t, ctx, s, holdOp(p, key, domain.OpAcquire, "open", 1, 0))
+		n := domain.MaxSettledKept + 3
+		for i := range n {
+			id := fmt.Sprint("s", i)
+			clock.Advance(time.Millisecond)
+			if hd := applyHold(t, ctx, s, holdOp(p, key, domain.OpAcquire, id, 10, 0)); hd.Status != domain.HoldOK {
+				t.Fatalf("%s: acquire %s: %+v", alg, id, hd)
+			}
+			applyHold(t, ctx, s, holdOp(p, key, domain.OpSettle, id, actual, 0))
+		}
+		before := decide(t, ctx, s, domain.BucketRequest{Policy: p.Name, Key: key, Rule: p.Rule()})
+		for i := range n {
+			hd := applyHold(t, ctx, s, holdOp(p, key, domain.OpSettle, fmt.Sprint("s", i), actual, 0))
+			if want := map[bool]domain.HoldStatus{true: domain.HoldUnknown, false: domain.HoldReplayed}[i < 3]; hd.Status != want {
+				t.Fatalf("%s: retried settle of s%d: %+v, want status %d", alg, i, hd, want)
+			}
+		}
+		if after := decide(t, ctx, s, domain.BucketRequest{Policy: p.Name, Key: key, Rule: p.Rule()}); after != before {
+			t.Fatalf("%s: retried settles changed the key: %+v → %+v", alg, before, after)
+		}
+		if hd := applyHold(t, ctx, s, holdOp(p, key, domain.OpRenew, "open", 0, 0)); hd.Status != domain.HoldOK {
+			t.Fatalf("%s: the open hold was dropped: %+v", alg, hd)
+		}
 	}
 }

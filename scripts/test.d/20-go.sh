@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Go checks: generated code current, gofmt, go vet, and every Go test under the race detector but the churn test
-# (22-churn.sh runs it). With CI=true the Postgres tests must run (they fail instead of skipping when the database
+# Go checks: generated code current, gofmt, go vet, and every Go test under the race detector but the churn and
+# holds tests (22-churn.sh runs them). With CI=true the Postgres tests must run (they fail instead of skipping when the database
 # is unreachable).
 set -euo pipefail
 
@@ -27,5 +27,5 @@ echo "--- go vet"
 go vet ./...
 
 echo "--- go test -race"
-# integration/churn runs in its own step, 22-churn.sh, with its log shown.
-go test -race -count=1 -timeout 20m $(go list ./... | grep -v '/integration/churn$')
+# integration/churn and integration/holds run in their own step, 22-churn.sh, with their logs shown.
+go test -race -count=1 -timeout 20m $(go list ./... | grep -v -e '/integration/churn$' -e '/integration/holds$')
