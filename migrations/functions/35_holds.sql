@@ -69,6 +69,30 @@ LANGUAGE sql IMMUTABLE AS $$
         ORDER BY i), '{}')
 $$;
 
+-- sluice_trim_settled is domain.Bucket.trimSettled: the records with only the last 16 (domain.MaxSettledKept)
+-- settled ones in the key's list (acquisition order) kept; the settled records before them are dropped.
+CREATE OR REPLACE FUNCTION sluice_trim_settled(p_holds sluice_hold[]) RETURNS sluice_hold[]
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    h      sluice_hold;
+    v_drop int;
+    v_out  sluice_hold[] := '{}';
+BEGIN
+    SELECT count(*) - 16 INTO v_drop FROM unnest(p_holds) x WHERE x.settled;
+    IF v_drop <= 0 THEN
+        RETURN p_holds;
+    END IF;
+    FOREACH h IN ARRAY p_holds LOOP
+        IF h.settled AND v_drop > 0 THEN
+            v_drop := v_drop - 1;
+        ELSE
+            v_out := v_out || h;
+        END IF;
+    END LOOP;
+    RETURN v_out;
+END
+$$;
+
 -- sluice_hold applies one hold operation (p_op: 1 acquire, 2 settle, 3 renew, 4 release anonymous holds; the
 -- domain.HoldOp codes) to (p_policy, p_key) at p_now_us (NULL: the database clock), exactly as
 -- domain.Bucket.ApplyHold: one statement, one round trip. p_amount is the amount to acquire, settle to, or release;
@@ -83,7 +107,7 @@ $$;
 -- it is after the operation (hold_id .. settled), hold_status (domain.HoldStatus) and the overdraft.
 --
 -- The row is written once at the end: the state (an acquire's admission, a settle's adjust or forced excess), the
--- records (pruned as the domain prunes them, at the same operations) and the janitor's holds_until and holds_at.
+-- records (pruned and trimmed as the domain prunes and trims them, at the same operations) and the janitor's holds_until and holds_at.
 -- A sliding_log key's entries (sluice_log_entries) change in place: an admission or a forced excess writes its
 -- entry (sluice_write_log); a settle moves the cums of its entry and every later one by the difference, and an
 -- entry left with no unit is deleted (domain's adjustLog).
@@ -135,6 +159,7 @@ DECLARE
     v_exp    bigint;
     v_until  bigint;
     v_hat    bigint;
+    v_trim   boolean := false; -- a settle succeeded: the settled records are trimmed (domain.MaxSettledKept)
 BEGIN
     status := 0; allowed := false; lim := coalesce(p_limit, 0); remaining := 0; reset_after_us := 0;
     retry_after_us := 0; hold_status := 0; hold_id := '\x'::bytea; amount := 0; at_us := 0; expires_us := 0;
@@ -271,6 +296,7 @@ BEGIN
                 h.amount := p_amount; h.settled := p_amount = 0;
                 v_holds[k] := h;
                 v_od := true;
+                v_trim := true;
             END IF;
         ELSIF h.settled THEN
             IF h.amount = p_amount THEN
@@ -428,6 +454,7 @@ BEGIN
                 h.amount := p_amount; h.settled := true;
                 v_holds[k] := h;
                 v_od := true;
+                v_trim := true;
             END IF;
         END IF;
     ELSIF p_op = 3 AND k > 0 THEN
@@ -460,6 +487,7 @@ BEGIN
                 v_holds[i] := h;
                 v_back := v_back + v_give;
             END LOOP;
+            v_holds := sluice_trim_settled(v_holds);
             amount := v_back;
             IF v_back = 0 THEN
                 hold_status := 2;
@@ -473,6 +501,9 @@ BEGIN
     IF k > 0 AND hold_status <> 6 AND NOT (p_op = 1 AND NOT allowed AND hold_status = 0) THEN
         h := v_holds[k];
         hold_id := h.id; amount := h.amount; at_us := h.at; expires_us := h.expires; settled := h.settled;
+    END IF;
+    IF v_trim THEN
+        v_holds := sluice_trim_settled(v_holds); -- after the hold is reported: it may be the record dropped
     END IF;
     IF v_od AND st.alg <> '' AND st.gen = v_gen AND st.alg = v_alg
         AND (v_alg <> 'token_bucket' OR (st.c = v_lim AND v_sw = v_win)) AND (v_alg <> 'fixed_window' OR v_sw = v_win) THEN
