@@ -127,6 +127,60 @@ end
 
 local states = {}
 
+-- Hold records (domain/hold.go). A key's records live in its value, after the log entries, as one section: the
+-- records (per record: the id's length "<I4", the id's bytes (any bytes: an anonymous id starts with NUL), then
+-- HR: amount, at, expires (µs), settled (byte), reserved, alg (byte), token_bucket's c, w, mq, mr (the refund
+-- bound mq + mr/c µs), and the generation, NUL-terminated), the records' length in bytes (double), 0 to 15 NUL
+-- pad bytes and the pad count (byte), so that the section's length is 1 mod 16: a value without holds is a whole
+-- number of entries after the header, one with holds is not, and a value written before holds existed reads as
+-- one without. The section is kept as it was read (st.hb) and parsed only when a decision needs the records
+-- (holds: a concurrency check, a token bucket admission lowering refund bounds, a hold op); once parsed, st.hl is
+-- the list, which save packs again.
+local HR = '<dddBdBdddd'
+local acquiring = false -- a hold op's acquire is deciding: the one decision that takes concurrency's units
+local function holds(st)
+  if st.hl then return st.hl end
+  local l, pos, s = {}, 1, st.hb
+  while pos <= #s do
+    local idlen = unpack('<I4', s, pos)
+    local h = { id = string.sub(s, pos + 4, pos + 3 + idlen) }
+    local settled
+    h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.gen, pos =
+      unpack(HR .. 's', s, pos + 4 + idlen)
+    h.settled = settled == 1
+    l[#l + 1] = h
+  end
+  st.hl = l
+  return l
+end
+local function packholds(l)
+  local out = {}
+  for i, h in ipairs(l) do
+    local settled = 0
+    if h.settled then settled = 1 end
+    out[i] = pack('<I4', #h.id) .. h.id ..
+      pack(HR .. 's', h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.gen)
+  end
+  return table.concat(out)
+end
+-- heldunits is concurrencyHeld: the units the records of generation gen hold at t.
+local function heldunits(st, gen, t)
+  local n = 0
+  for _, h in ipairs(holds(st)) do
+    if h.gen == gen and not h.settled and t < h.exp then n = n + h.amount end
+  end
+  return n
+end
+-- notelag is Bucket.noteLag: an admission on a current token bucket found the lag (a - t) + f/c (at least 0);
+-- every open token_bucket hold's refund bound falls to it.
+local function notelag(st, t, a, f)
+  local lq, lr = a - t, f
+  if lq < 0 or (lq == 0 and lr == 0) then lq, lr = 0, 0 end
+  for _, h in ipairs(holds(st)) do
+    if h.alg == 3 and not h.settled and (lq < h.mq or (lq == h.mq and lr < h.mr)) then h.mq, h.mr = lq, lr end
+  end
+end
+
 -- A log's entries are held as st.s, the packed entries 1 .. n-1, and st.la, st.lc, the newest entry's instant and
 -- cumulative count (when n > 0): an admission in the newest entry's instant (the common case under load) changes
 -- two numbers and copies no string, and the newest entry, which every decision reads, is not unpacked again.
@@ -140,13 +194,21 @@ local function load(key)
   if st == nil then
     -- every field in the constructor: the table is sized once, never rehashed as fields are added
     st = { exists = false, seen = 0, w = 0, alg = 0, gen = '', x = 0, y = 0, z = 0, s = '', n = 0, la = 0, lc = 0,
-      dirty = false, grown = 0 }
+      dirty = false, grown = 0, hb = '', hl = false }
     local v = redis.call('GET', key)
     if v then
       local z = string.find(v, '\0', 1, true)
       st.gen = string.sub(v, 1, z - 1)
       st.alg, st.seen, st.w, st.x, st.y, st.z = unpack(HF, v, z + 1)
-      local n = (#v - z - HS) / ES
+      local body = #v
+      if fmod(#v - z - HS, ES) ~= 0 then
+        -- a holds section (see "Hold records" below): its blob, the blob's length (double), pad bytes, pad count
+        local pad = string.byte(v, #v)
+        local len = unpack('<d', v, #v - pad - 8)
+        body = #v - pad - 9 - len
+        st.hb = string.sub(v, body + 1, body + len)
+      end
+      local n = (body - z - HS) / ES
       if n > 0 then
         local last = z + HS + (n - 1) * ES
         st.s = string.sub(v, z + 1 + HS, last)
@@ -309,8 +371,10 @@ local function decide(key, algo, limit, window, res, floorus, cost, q, r, gen)
   if st.alg ~= 0 and not known(st.alg) then return INVALID end
   local t = now
   if st.seen > t then t = st.seen end
+  local conv = false -- the state was converted: Bucket.decide's view, which holds no records while it steps
   if st.alg ~= 0 and (st.gen ~= gen or st.alg ~= algo or --@retune) then
     convert(st, t, algo, limit, window, res, floorus, gen)
+    conv = true
   end
   local need = cost
   if need == 0 then need = 1 end -- a peek reports what a cost-1 check would get
@@ -324,9 +388,24 @@ local function decide(key, algo, limit, window, res, floorus, cost, q, r, gen)
 end
 
 -- ttl is how long, in ms, until nothing in st can count any more (0: nothing counts now).
-local function ttl(st)
+local function stateuntil(st)
   local until_us
   --@expiry
+  return until_us
+end
+local function ttl(st)
+  local until_us = stateuntil(st)
+  if st.alg ~= 0 then
+    -- Bucket.Empty's holdsKept: a record of the state's generation is kept until its deadline (settled) or until
+    -- both its deadline and its units' window (the window the state was last written under) have passed.
+    for _, h in ipairs(holds(st)) do
+      if h.gen == st.gen then
+        local u = h.exp
+        if not h.settled and h.at + st.w > u then u = h.at + st.w end
+        if u > until_us then until_us = u end
+      end
+    end
+  end
   local ms = (until_us - now) / 1000
   ms = ms - fmod(ms, 1) + 1
   if ms < 1 then return 0 end
@@ -341,6 +420,12 @@ local function save(key, st)
   end
   local tail = ''
   if st.n > 0 then tail = pack('<dd', st.la, st.lc) end
+  local hb = st.hb
+  if st.hl then hb = packholds(st.hl) end
+  if hb ~= '' then
+    local pad = fmod(16 - fmod(#hb + 8, 16), 16)
+    tail = tail .. hb .. pack('<d', #hb) .. string.rep('\0', pad) .. string.char(pad)
+  end
   redis.call('SET', key, st.gen .. '\0' .. pack(HF, st.alg, st.seen, st.w, st.x, st.y, st.z) .. st.s .. tail, 'PX', ms + slack)
 end
 
@@ -373,11 +458,289 @@ end
 
 -- A stored record's revision: the last of policy.lua's nine fields (a record of eight fields, written before
 -- records carried one, is revision 0); nil for a deleted policy's "-|<revision>".
+local function unpack_saved(v) return v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11] end
+
 local function revision(rec)
   if string.sub(rec, 1, 2) == '-|' then return nil end
   local v = string.match(rec, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|(%d+)$')
   if v then return tonumber(v) end
   return 0
+end
+
+if mode == 'h' then
+  -- A hold op (domain.Bucket.ApplyHold; Store.Hold in store.go): one key (KEYS[1]; KEYS[2] the policy records'
+  -- hash when ARGV[5] is "1"), ARGV[3] the op (1 acquire, 2 settle, 3 renew, 4 release anonymous), ARGV[4] two
+  -- checks packed as above: the op's (cost: the amount to acquire, settle to or release) and a peek's (cost 0, for
+  -- the decision a settle, renewal or release answers with), ARGV[6] the hold's id (any bytes), ARGV[7] its TTL in
+  -- µs (0: the window). A stored check's revision is fenced as a decision's is ("stale" answers). The op runs in
+  -- this script, not a second one, because it decides (an acquire is a check) and converts exactly as a check
+  -- does: one body keeps them one step. Returns the 9 integers of the decision, then the hold's status
+  -- (domain.HoldStatus), whether a hold is answered (1/0), its amount, at, expires, settled (1/0) and the overdraft;
+  -- a stale generation answers the decision 4 (StatusPolicyNotFound).
+  local op, id, ttlus = tonumber(ARGV[3]), ARGV[6], tonumber(ARGV[7])
+  local c = { unpack(CHECK, ARGV[4], 1) }
+  local pk = { unpack(CHECK, ARGV[4], c[14]) }
+  if ARGV[5] == '1' and c[10] == 1 then
+    local rec = redis.call('HGET', KEYS[2], c[13])
+    if not rec or revision(rec) ~= c[11] then return { 'stale', c[13], rec or '' } end
+  end
+  local key = KEYS[1]
+  local algo, limit, window, res, floorus, amount, gen = c[1], c[2], c[3], c[4], c[5], c[6], c[12]
+  local function peek()
+    return decide(key, pk[1], pk[2], pk[3], pk[4], pk[5], 0, pk[8], pk[9], pk[12])
+  end
+  local st = load(key)
+  local t = now
+  if st.seen > t then t = st.seen end
+  local hdirty = false
+  local recs = holds(st)
+  local function keep(pred)
+    local kept = {}
+    for _, h in ipairs(recs) do
+      if pred(h) then kept[#kept + 1] = h end
+    end
+    if #kept ~= #recs then hdirty = true end
+    recs = kept
+    st.hl = kept
+  end
+  -- pruneHolds: another generation's records, settled ones past their deadline, and those whose units left the
+  -- window and whose deadline passed go.
+  local function prune()
+    keep(function(h)
+      return h.gen == gen and not (h.settled and t >= h.exp) and not (t >= h.at + window and t >= h.exp)
+    end)
+  end
+  -- trimSettled: only the MaxSettledKept (16) settled records that come last in the list are kept.
+  local function trim()
+    local n = 0
+    for _, h in ipairs(recs) do
+      if h.settled then n = n + 1 end
+    end
+    local drop = n - 16
+    if drop <= 0 then return end
+    keep(function(h)
+      if h.settled and drop > 0 then
+        drop = drop - 1
+        return false
+      end
+      return true
+    end)
+  end
+  local function find()
+    for _, h in ipairs(recs) do
+      if h.id == id and h.gen == gen then return h end
+    end
+    return nil
+  end
+  -- current is Bucket.current for the op's rule; holdcurrent Bucket.holdCurrent.
+  local function current()
+    if st.gen ~= gen or st.alg ~= algo then return false end
+    if algo == 3 then return st.z == limit and st.w == window end
+    if algo == 4 then return st.w == window end
+    return true
+  end
+  local function holdcurrent(h)
+    if st.alg ~= h.alg or st.gen ~= h.gen then return false end
+    return h.alg ~= 3 or (st.z == h.c and st.w == h.w)
+  end
+  -- overdraft: the units the key holds over the limit at t (the state's units under the op's rule), changing
+  -- nothing (a log's expiry is undone).
+  local function overdraft()
+    if st.alg == 0 or not current() then return 0 end
+    local s, n, x, la, lc = st.s, st.n, st.x, st.la, st.lc
+    local units = 0
+    local cutoff = t - window
+    if floorus > cutoff then cutoff = floorus end
+    if st.alg == 1 or st.alg == 2 then
+      expire(st, cutoff)
+      units = used(st)
+    elseif st.alg == 3 then
+      if st.x > t or (st.x == t and st.y > 0) then
+        local d = st.x - t
+        if st.y > 0 then d = d + 1 end
+        units = muldivceil(d, st.z, st.w)
+      end
+    elseif st.alg == 4 then
+      if st.x > cutoff and st.x >= t - fmod(t, st.w) then units = st.y end
+    elseif st.alg == 5 then
+      units = heldunits(st, st.gen, t)
+    end
+    st.s, st.n, st.x, st.la, st.lc = s, n, x, la, lc
+    if units > limit then return units - limit end
+    return 0
+  end
+  local function finish(d, status, h, od)
+    if st.dirty or hdirty then
+      st.seen = t
+      save(key, st)
+      st.dirty = false
+    end
+    if d == nil then
+      if st.alg ~= 0 and tonumber(st.gen) > tonumber(gen) then
+        d = { 4, 0, 0, 0, 0, 0, 0, 0, 0 }
+      else
+        d = peek()
+      end
+    end
+    local out = { d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], status, 0, 0, 0, 0, 0, od or 0 }
+    if h then
+      out[11], out[12], out[13], out[14] = 1, h.amount, h.at, h.exp
+      if h.settled then out[15] = 1 end
+    end
+    return out
+  end
+  if not known(algo) then return finish(INVALID, 2) end
+  local stale = st.alg ~= 0 and tonumber(st.gen) > tonumber(gen)
+  if op == 1 then
+    if stale then return finish({ 4, 0, 0, 0, 0, 0, 0, 0, 0 }, 2) end
+    prune()
+    local h = find()
+    if h then
+      if h.reserved ~= amount then return finish(nil, 3, h) end
+      return finish(nil, 1, h)
+    end
+    if #recs >= 1024 then -- domain.MaxHolds: dropClosed, then refuse if still full
+      keep(function(x) return not x.settled and not (x.alg == 5 and t >= x.exp) end)
+      if #recs >= 1024 then return finish(nil, 6) end
+    end
+    -- The acquire decides as a check of cost amount; a denial keeps the state as it was (a conversion made on the
+    -- way is the call's copy only), and records nothing but what the pruning above dropped.
+    local saved = { st.alg, st.gen, st.seen, st.w, st.x, st.y, st.z, st.s, st.n, st.la, st.lc }
+    acquiring = true
+    local d = decide(key, algo, limit, window, res, floorus, amount, c[8], c[9], gen)
+    acquiring = false
+    if d[1] ~= 1 then
+      st.alg, st.gen, st.seen, st.w, st.x, st.y, st.z, st.s, st.n, st.la, st.lc = unpack_saved(saved)
+      st.dirty = false
+      return finish(d, 0)
+    end
+    if ttlus <= 0 or ttlus > window then ttlus = window end
+    local at = t
+    if algo == 2 then at = ceilto(t, res) end
+    h = { id = id, amount = amount, at = at, exp = t + ttlus, settled = false, reserved = amount, alg = algo,
+      c = 0, w = 0, mq = 0, mr = 0, gen = gen }
+    if algo == 3 then h.c, h.w, h.mq = limit, window, CAP end
+    recs[#recs + 1] = h
+    st.hl = recs
+    hdirty = true
+    return finish(d, 0, h)
+  end
+  if op == 4 then
+    -- Release anonymous: only concurrency's units are held until released; Hold.Amount reports those given back.
+    if stale or algo ~= 5 or (st.alg ~= 0 and not current()) then return finish(nil, 2) end
+    prune()
+    local back = 0
+    for _, h in ipairs(recs) do
+      if back >= amount then break end
+      if h.gen == gen and string.byte(h.id, 1) == 0 and not h.settled and t < h.exp then
+        local give = h.amount
+        if amount - back < give then give = amount - back end
+        h.amount = h.amount - give
+        h.settled = h.amount == 0
+        back = back + give
+        hdirty = true
+      end
+    end
+    trim()
+    if back == 0 then return finish(nil, 2) end
+    return finish(nil, 0, { amount = back, at = 0, exp = 0, settled = false }, 0)
+  end
+  if stale then return finish(nil, 2) end
+  prune()
+  local h = find()
+  if not h then return finish(nil, 2) end
+  if op == 3 then
+    if h.settled then return finish(nil, 3, h) end
+    if t >= h.exp then return finish(nil, 4, h) end
+    if ttlus <= 0 or ttlus > window then ttlus = window end
+    h.exp = t + ttlus
+    hdirty = true
+    return finish(nil, 0, h)
+  end
+  -- settle
+  local actual = amount
+  if algo == 5 and holdcurrent(h) then
+    if h.settled and actual == 0 then return finish(nil, 1, h, overdraft()) end
+    if h.settled then return finish(nil, 3, h) end
+    if t >= h.exp then return finish(nil, 4, h) end
+    h.amount, h.settled = actual, actual == 0
+    hdirty = true
+    local out = { amount = h.amount, at = h.at, exp = h.exp, settled = h.settled }
+    trim()
+    return finish(nil, 0, out, overdraft())
+  end
+  if h.settled then
+    if h.amount == actual then return finish(nil, 1, h, overdraft()) end
+    return finish(nil, 3, h)
+  end
+  local delta = actual - h.amount
+  local converted = not holdcurrent(h)
+  if delta < 0 and converted then return finish(nil, 5, h) end
+  if delta < 0 and t >= h.exp then return finish(nil, 4, h) end
+  if delta ~= 0 and converted then
+    -- forceRecord: the excess at t under the rule in force, the state converted to it first
+    if st.alg ~= 0 and not current() then convert(st, t, algo, limit, window, res, floorus, gen) end
+    if algo == 1 then
+      record(st, t, delta)
+    elseif algo == 2 then
+      record(st, ceilto(t, res), delta)
+    elseif algo == 3 then
+      if st.alg ~= 3 or st.x < t or (st.x == t and st.y == 0) then st.x, st.y = t, 0 end
+      local q, r = muldivrem(delta, window, limit)
+      st.x, st.y, st.z = st.x + q, st.y + r, limit
+      if st.y >= limit then st.x, st.y = st.x + 1, st.y - limit end
+    elseif algo == 4 then
+      if st.alg ~= 4 or st.x < t - fmod(t, window) then st.x, st.y = t, 0 end
+      if t > st.x then st.x = t end
+      st.y = st.y + delta
+    end
+    st.alg, st.gen, st.w = algo, gen, window
+    st.dirty = true
+  elseif delta ~= 0 then
+    -- the algorithm's adjust, on the state that recorded the hold (current)
+    if h.alg == 1 or h.alg == 2 then
+      local lo, hi = 1, st.n + 1
+      while lo < hi do
+        local mid = floor((lo + hi) / 2)
+        if at(st, mid) >= h.at then hi = mid else lo = mid + 1 end
+      end
+      if lo <= st.n and at(st, lo) == h.at then
+        local prev = st.x
+        if lo > 1 then prev = cum(st, lo - 1) end
+        local units = cum(st, lo) - prev
+        if delta < -units then delta = -units end
+        local out = { string.sub(entries(st), 1, (lo - 1) * ES) }
+        for j = lo, st.n do
+          if j ~= lo or units + delta > 0 then out[#out + 1] = pack('<dd', at(st, j), cum(st, j) + delta) end
+        end
+        setentries(st, table.concat(out))
+        st.dirty = true
+      end
+    elseif h.alg == 3 then
+      if delta > 0 then
+        local q, r = muldivrem(delta, st.w, st.z)
+        st.x, st.y = st.x + q, st.y + r
+        if st.y >= st.z then st.x, st.y = st.x + 1, st.y - st.z end
+      else
+        local q, r = muldivrem(-delta, st.w, st.z)
+        if h.mq < q or (h.mq == q and h.mr < r) then q, r = h.mq, h.mr end
+        st.x, st.y = st.x - q, st.y - r
+        if st.y < 0 then st.x, st.y = st.x - 1, st.y + st.z end
+      end
+      st.dirty = true
+    elseif h.alg == 4 then
+      local start = t - fmod(t, st.w)
+      if not (h.at < start or st.x < start) then
+        st.y = st.y + delta
+        if st.y < 0 then st.y = 0 end
+        st.dirty = true
+      end
+    end
+  end
+  h.amount, h.settled = actual, true
+  hdirty = true
+  trim()
+  return finish(nil, 0, h, overdraft())
 end
 
 local atomic = ARGV[3] == '1'

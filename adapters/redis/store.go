@@ -482,7 +482,11 @@ func (s *Store) appendCheck(b []byte, r domain.BucketRequest, rev int64) []byte 
 	if r.Algorithm == domain.TokenBucket && r.Limit > 0 {
 		// The emission time of max(cost, 1) units, q + rem/limit µs: a 106-bit product, so computed here.
 		hi, lo := bits.Mul64(uint64(max(r.Cost, 1)), uint64(window))
-		q, rem = bits.Div64(hi, lo, uint64(r.Limit)) // hi < limit: cost ≤ limit keeps q ≤ window
+		if hi < uint64(r.Limit) {
+			q, rem = bits.Div64(hi, lo, uint64(r.Limit)) // cost ≤ limit keeps q ≤ window
+		} else {
+			q = 1<<53 - 1 // a hold's amount far over the limit (a settle's): denied whatever its exact time
+		}
 	}
 	b = append(b, code)
 	for _, v := range [...]int64{r.Limit, window, r.Resolution.Microseconds(), r.Floor, r.Cost} {
@@ -1079,8 +1083,72 @@ func (s *Store) fail(op string, err error) error {
 	return fmt.Errorf("redis %s: %w", op, err)
 }
 
-// Hold implements domain.BucketStore. Not yet on this store (issue 23): every hold operation fails as a store
-// failure, which the policy's failure_mode answers.
-func (s *Store) Hold(context.Context, domain.BucketHold) (domain.HoldDecision, error) {
-	return domain.HoldDecision{}, errors.New("holds are not kept by this store yet")
+// Hold implements domain.BucketStore: one hold operation (domain.Bucket.ApplyHold's step, mirrored by decide.lua's
+// mode "h") as one script call on the key's slot, with the Redis clock (a test clock when set, as for checks). The
+// key's hold records live in its value beside its state, so a check and a hold op of one key are one atomic step
+// each and the key's expiry covers every record that still matters. A stored check's policy is fenced by
+// revision as a decision's is (runGroup): a stale copy costs a round trip per missed change, a policy Redis no
+// longer holds answers StatusPolicyNotFound and HoldUnknown.
+func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
+	key := s.Key(q.Policy, q.Key)
+	p := s.pol.Load()
+	stored := q.Stored && p != nil
+	for attempt := 0; ; attempt++ {
+		r, rev := q.BucketRequest, int64(unchecked)
+		keys := []string{key}
+		isStored := ""
+		if stored {
+			pol, ok := p.held(r.Policy)
+			switch {
+			case ok:
+				r.Rule, rev = pol.Rule(), pol.Revision
+			case attempt > 0:
+				return domain.HoldDecision{Decision: domain.Decision{Status: domain.StatusPolicyNotFound, Limit: r.Limit},
+					Status: domain.HoldUnknown}, nil
+			default:
+				rev = -1
+			}
+			keys, isStored = append(keys, p.recordsKey(Slot(key))), "1"
+		}
+		peek := r
+		peek.Cost = 0
+		b := s.appendCheck(s.appendCheck(make([]byte, 0, 2*(checkSize+24)), r, rev), peek, rev)
+		args := []string{"h", s.instant(), strconv.Itoa(int(q.Op)), string(b), isStored, q.ID,
+			strconv.FormatInt(int64(q.TTL/time.Microsecond), 10)}
+		v, stale, err := s.exec(ctx, keys, args, true)
+		if err != nil {
+			return domain.HoldDecision{}, s.fail("hold", err)
+		}
+		if stale != nil {
+			if attempt == maxStale {
+				return domain.HoldDecision{}, s.fail("hold", fmt.Errorf("the policy %q changed %d times while one hold was sent", stale[0], maxStale+1))
+			}
+			if err := p.resolve(ctx, p.recordsKey(Slot(key)), stale); err != nil {
+				return domain.HoldDecision{}, s.fail("hold", err)
+			}
+			continue
+		}
+		if len(v) != results+7 {
+			return domain.HoldDecision{}, fmt.Errorf("redis hold: %d integers from the script, want %d", len(v), results+7)
+		}
+		var hd domain.HoldDecision
+		switch v[0] {
+		case 4:
+			hd.Decision = domain.Decision{Status: domain.StatusPolicyNotFound, Limit: r.Limit}
+		default:
+			dr := r
+			if q.Op != domain.OpAcquire {
+				dr = peek
+			}
+			hd.Decision = decision(dr, v[:results])
+		}
+		hd.Status, hd.Overdraft = domain.HoldStatus(v[results]), v[results+6]
+		if v[results+1] == 1 {
+			hd.Hold = domain.Hold{Amount: v[results+2], At: v[results+3], Expires: v[results+4], Settled: v[results+5] == 1}
+			if q.Op != domain.OpReleaseAnonymous {
+				hd.Hold.ID = q.ID
+			}
+		}
+		return hd, nil
+	}
 }

@@ -17,6 +17,7 @@ end
 st.z ~= limit or st.w ~= window
 --@step
 local a, f = st.x, st.y
+local ra, rf = a, f -- the lag an admission finds is before the clamp (Bucket.noteLag)
 if st.alg ~= 3 or a < t or (a == t and f == 0) then a, f = t, 0 end
 -- na + nf/limit = a + f/limit + q + r/limit, with the carry taken without forming f + r
 local na, nf = a + q, 0
@@ -25,6 +26,7 @@ local allowed = na - t < window or (na - t == window and nf == 0)
 if allowed then
   local recorded = 0
   if cost > 0 then
+    if not conv and (st.hl or st.hb ~= '') then notelag(st, t, ra, rf) end
     st.x, st.y, st.z = na, nf, limit
     recorded = t
     admit()
