@@ -63,7 +63,7 @@ func BenchmarkClusterMultiCheck(b *testing.B) {
 func BenchmarkDecide(b *testing.B) {
 	s := open(b, []string{redistest.SingleAddr(b)}, nil, redis.Options{Timeout: 5 * time.Second})
 	ctx := context.Background()
-	for _, a := range domain.Algorithms {
+	for _, a := range domain.WindowAlgorithms {
 		b.Run(string(a), func(b *testing.B) {
 			r := rule(a, 1<<40, time.Minute)
 			var n atomic.Int64

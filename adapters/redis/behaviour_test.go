@@ -65,12 +65,13 @@ func get(t *testing.T, s *redis.Store, key string) string {
 	return v
 }
 
-// Every algorithm: denials and peeks run no write command and leave the value as it was.
+// Every window algorithm (concurrency refuses checks of cost > 0: storetest ConcurrencyCheckRefused): denials and
+// peeks run no write command and leave the value as it was.
 func TestDenialsAndPeeksWriteNothing(t *testing.T) {
 	addr := redistest.SingleAddr(t)
 	clock := clocktest.New(epoch)
 	s := open(t, []string{addr}, clock, redis.Options{})
-	for _, a := range domain.Algorithms {
+	for _, a := range domain.WindowAlgorithms {
 		r := domain.BucketRequest{Policy: "p", Key: string(a), Rule: rule(a, 3, time.Minute), Cost: 3}
 		if d := do(t, s, r); !d.Allowed {
 			t.Fatalf("%s: first check denied: %+v", a, d)
@@ -103,7 +104,7 @@ func TestDenialsAndPeeksWriteNothing(t *testing.T) {
 func TestKeysExpire(t *testing.T) {
 	addr := redistest.SingleAddr(t)
 	s := open(t, []string{addr}, nil, redis.Options{}) // the server's clock: the TTL is real time
-	for _, a := range domain.Algorithms {
+	for _, a := range domain.WindowAlgorithms {
 		r := domain.BucketRequest{Policy: "p", Key: string(a), Rule: rule(a, 10, time.Minute), Cost: 1}
 		do(t, s, r)
 		ttl, err := s.Client().Do(context.Background(), s.Client().B().Pttl().Key(s.Key("p", string(a))).Build()).AsInt64()
@@ -158,7 +159,7 @@ func TestNumericBounds(t *testing.T) {
 	clock := clocktest.New(epoch)
 	s := open(t, []string{addr}, clock, redis.Options{})
 	const max = domain.MaxLimit
-	for _, a := range domain.Algorithms {
+	for _, a := range domain.WindowAlgorithms {
 		for _, w := range []time.Duration{time.Second, domain.MaxWindow} {
 			key := string(a) + "/" + w.String()
 			r := domain.BucketRequest{Policy: "big", Key: key, Rule: rule(a, max, w), Cost: max - 1}

@@ -39,7 +39,7 @@ func TestCrossSlotAtomicUndo(t *testing.T) {
 		}
 	}
 	do(t, s, spent)
-	for _, a := range domain.Algorithms {
+	for _, a := range domain.WindowAlgorithms {
 		r := domain.BucketRequest{Policy: "p-" + string(a), Key: "reserved", Rule: rule(a, 7, 10*time.Second), Cost: 2}
 		if redis.Slot(s.Key(r.Policy, r.Key)) >= redis.Slot(s.Key(spent.Policy, spent.Key)) {
 			t.Fatal("the reserved key's slot must come first")

@@ -332,4 +332,3 @@ func TestStoredConcurrencyPolicy(t *testing.T) {
 		})
 	}
 }
-

@@ -49,7 +49,7 @@ func TestScriptTime(t *testing.T) {
 	}
 	srv := redistest.StartServer(t)
 	ctx := context.Background()
-	for _, a := range domain.Algorithms {
+	for _, a := range domain.WindowAlgorithms {
 		for _, batch := range []int{1, 6} {
 			clk := clocktest.New(time.Unix(1_800_000_000, 0))
 			s, err := Open(ctx, Options{Addrs: []string{srv.Addr}, Clock: clk, Timeout: 5 * time.Second})

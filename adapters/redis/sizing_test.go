@@ -38,12 +38,23 @@ func TestBytesPerKey(t *testing.T) {
 		}
 	}
 	base := map[domain.Algorithm]int64{}
-	for i, a := range domain.Algorithms {
+	for i, a := range domain.WindowAlgorithms {
 		key := fmt.Sprintf("user:%07d", i) // 12 bytes
 		fill(a, key, 1, time.Minute, time.Millisecond)
 		base[a] = usage(key)
 		t.Logf("%-14s one unit: %d bytes", a, base[a])
 	}
+	// concurrency: a key is its hold records (decide.lua: 70 bytes per record plus its id and its generation's
+	// digits, and 9 to 24 bytes for the section's length and pad).
+	conc := rule(domain.Concurrency, 1000, time.Minute)
+	for i := range 10 {
+		q := domain.BucketHold{BucketRequest: domain.BucketRequest{Policy: "api", Key: "conc", Rule: conc, Cost: 1},
+			Op: domain.OpAcquire, ID: fmt.Sprintf("hold-%011d", i)} // 16-byte ids
+		if hd, err := s.Hold(context.Background(), q); err != nil || !hd.Allowed {
+			t.Fatalf("concurrency: hold %d: %+v %v", i, hd, err)
+		}
+	}
+	t.Logf("concurrency    10 holds: %d bytes", usage("conc"))
 	// sliding_log with 100 units at 100 distinct instants; sliding_window with 1000 units over 60 buckets.
 	fill(domain.SlidingLog, "log100", 100, time.Minute, 10*time.Millisecond)
 	log100 := usage("log100")
