@@ -1,0 +1,68 @@
+package redis_test
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/adapters/redis"
+	"github.com/sluice-dev/sluice/adapters/redis/redistest"
+	"github.com/sluice-dev/sluice/domain"
+)
+
+// BenchmarkHolds is the cost of holds on the single test Redis beside plain checks: per algorithm, one check per
+// op (window algorithms) against one acquire+settle pair per op (a pair is two script calls: settle to half the
+// amount on the window algorithms, a release on concurrency), on one hot key and uniformly over 1,000 keys, 1 h
+// windows, limits high enough never to deny. docs/benchmarks.md quotes it.
+//
+//	go test -run '^$' -bench BenchmarkHolds -benchtime 2s ./adapters/redis/
+func BenchmarkHolds(b *testing.B) {
+	s := open(b, []string{redistest.SingleAddr(b)}, nil, redis.Options{Prefix: redistest.Prefix(), Timeout: 5 * time.Second})
+	ctx := context.Background()
+	var seq atomic.Int64
+	for _, a := range domain.Algorithms {
+		r := rule(a, 1<<40, time.Hour)
+		for _, spread := range []struct {
+			name string
+			keys int64
+		}{{"hot", 1}, {"uniform", 1000}} {
+			run := func(b *testing.B, f func(key string, n int64) error) {
+				b.SetParallelism(8)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						n := seq.Add(1)
+						if err := f("u"+strconv.FormatInt(n%spread.keys, 10), n); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			if !a.HoldsOnly() {
+				b.Run(string(a)+"/check/"+spread.name, func(b *testing.B) {
+					run(b, func(key string, _ int64) error {
+						_, err := s.Decide(ctx, domain.BucketRequest{Policy: "hb-" + string(a), Key: key, Rule: r, Cost: 2})
+						return err
+					})
+				})
+			}
+			b.Run(string(a)+"/pair/"+spread.name, func(b *testing.B) {
+				run(b, func(key string, n int64) error {
+					q := domain.BucketHold{BucketRequest: domain.BucketRequest{Policy: "hb-" + string(a), Key: key, Rule: r, Cost: 2},
+						Op: domain.OpAcquire, ID: "h" + strconv.FormatInt(n, 10)}
+					if _, err := s.Hold(ctx, q); err != nil {
+						return err
+					}
+					q.Op, q.Cost = domain.OpSettle, 1
+					if a.HoldsOnly() {
+						q.Cost = 0
+					}
+					_, err := s.Hold(ctx, q)
+					return err
+				})
+			})
+		}
+	}
+}
