@@ -10,12 +10,13 @@
 -- falls back to EVAL on NOSCRIPT).
 --
 -- KEYS[i]  the Redis key of check i (every key of one call is in one hash slot).
--- ARGV[1]  mode: "d" decide, "n" decide but record nothing, "u" undo a reservation (see the end).
+-- ARGV[1]  mode: "d" decide, "n" decide but record nothing, "u" undo a reservation (see the end), "h" a hold op
+--          (domain.Bucket.ApplyHold: its own arguments, see "A hold op" below).
 -- ARGV[2]  "" for the server clock (TIME), or (tests) the instant in microseconds since the Unix epoch, with
 --          "+<ms>" to set every expiry that much later (Options.ExpirySlack in store.go).
 -- ARGV[3]  "1" for an atomic call: record nothing unless every non-shadow check is admitted.
 -- ARGV[4]  the checks, one record per key, packed (struct format CHECK, little-endian; appendCheck in store.go):
---   algo (byte: 1 sliding_log, 2 sliding_window, 3 token_bucket, 4 fixed_window), then as doubles limit,
+--   algo (byte: 1 sliding_log, 2 sliding_window, 3 token_bucket, 4 fixed_window, 5 concurrency), then as doubles limit,
 --   window (µs), resolution (µs), floor (µs: units recorded at or before it never count), cost (0 peeks), then
 --   shadow (byte, 1/0), token_bucket's emission time of max(cost, 1) units, q + r/limit µs, as two doubles
 --   (q = floor(max(cost,1) × window / limit), r its remainder: computed in Go, the product needs 106 bits),
@@ -47,7 +48,10 @@
 -- extends the expiry, not this) and a token bucket's units are re-expressed with (with its limit c, conversion
 -- spec v2). x, y, z: logs (base, 0, 0): base is the cumulative count of the units before the first entry;
 -- token_bucket (a, f, c): tat = a + f/c µs, c the limit that wrote it; fixed_window (a, f, 0): the newest
--- admission's instant and the units admitted in its window.
+-- admission's instant and the units admitted in its window; concurrency (0, 0, 0): its units are the hold records.
+-- A key with hold records ends with their section (see "Hold records" below), which every write keeps: a check
+-- on a key with holds preserves them, counts concurrency's, and lowers open token_bucket holds' refund bounds
+-- (Bucket.noteLag) when it admits; the key's expiry covers every record Bucket.Empty would keep.
 --
 -- Returns 9 integers per check: allowed (1 admitted, 0 denied, 3 invalid rule: the check's or the stored state's
 -- algorithm code is outside the table; nothing is decided or written for it, and the Go side answers
@@ -476,7 +480,8 @@ if mode == 'h' then
   -- this script, not a second one, because it decides (an acquire is a check) and converts exactly as a check
   -- does: one body keeps them one step. Returns the 9 integers of the decision, then the hold's status
   -- (domain.HoldStatus), whether a hold is answered (1/0), its amount, at, expires, settled (1/0) and the overdraft;
-  -- a stale generation answers the decision 4 (StatusPolicyNotFound).
+  -- a stale generation answers the decision 4 (StatusPolicyNotFound), a stored acquire over the limit in force 5
+  -- (StatusCostOverLimit, nothing done).
   local op, id, ttlus = tonumber(ARGV[3]), ARGV[6], tonumber(ARGV[7])
   local c = { unpack(CHECK, ARGV[4], 1) }
   local pk = { unpack(CHECK, ARGV[4], c[14]) }
@@ -589,7 +594,13 @@ if mode == 'h' then
     end
     return out
   end
-  if not known(algo) then return finish(INVALID, 2) end
+  if not known(algo) then
+    if op == 1 then return finish(INVALID, 0) end
+    return finish(INVALID, 2)
+  end
+  if c[10] == 1 and op == 1 and amount > limit then
+    return finish({ 5, 0, 0, 0, 0, 0, 0, 0, 0 }, 0) -- a stored acquire over the limit in force: StatusCostOverLimit
+  end
   local stale = st.alg ~= 0 and tonumber(st.gen) > tonumber(gen)
   if op == 1 then
     if stale then return finish({ 4, 0, 0, 0, 0, 0, 0, 0, 0 }, 2) end

@@ -320,13 +320,17 @@ func TestStoredConcurrencyPolicy(t *testing.T) {
 					t.Fatalf("acquire %d: %+v %v, want allowed %v", i, hd, err, want)
 				}
 			}
+			q.ID, q.Cost = "big", 3
+			if hd, err := s.Hold(ctx, q); err != nil || hd.Decision.Status != domain.StatusCostOverLimit || hd.Status != domain.HoldOK || hd.Hold != (domain.Hold{}) {
+				t.Fatalf("acquire over the limit: %+v %v", hd, err)
+			}
 			if err := ps.DeletePolicy(ctx, "slots"); err != nil {
 				t.Fatal(err)
 			}
 			q.ID = "h0"
 			q.Op, q.Cost = domain.OpSettle, 0
 			hd, err := s.Hold(ctx, q)
-			if err != nil || hd.Status != domain.HoldUnknown || hd.Decision.Status != domain.StatusPolicyNotFound {
+			if err != nil || hd.Status != domain.HoldOK || hd.Decision.Status != domain.StatusPolicyNotFound || hd.Hold != (domain.Hold{}) {
 				t.Fatalf("release under a deleted policy: %+v %v", hd, err)
 			}
 		})

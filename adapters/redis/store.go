@@ -36,6 +36,15 @@
 // TestStoredCheckStatuses, TestPolicyChangesAfterDataLoss (Redis losing its data: see Policies). Config-file
 // policies decide with the rule they carry and the floor RegisterConfigPolicies keeps for them.
 //
+// Holds (shared/design.md, "Holds"; Store.Hold): an acquire, settle, renewal or anonymous release is one script
+// call (decide.lua's mode "h") on the key's slot, with the Redis clock, which is domain.Bucket.ApplyHold step for
+// step on every algorithm, concurrency included (algo/5_concurrency.lua). The hold records are stored in the key's
+// value after its state, so a check and a hold op of the key are each one atomic step, Reset and DropPolicy drop
+// them with the key, and its expiry (PX) is the later of its state's and its records' (a crashed holder's
+// concurrency units stop counting at the hold's deadline; the record lives as long as Bucket.Empty keeps it).
+// Tests: the conformance suite's hold tests, TestHoldsModelWithPolicyChanges and FuzzHolds against domain.Bucket,
+// TestConcurrencyAcrossClients, TestConcurrencyHoldExpiry.
+//
 // On a single Redis, `sluice serve` puts the coalescer's lanes in front of this store (app/redis.go, redis.lanes):
 // the checks of several keys that arrive while a lane's call is in flight are one non-atomic DecideBatch, so one
 // script call. A cluster is not laned (one call holds one slot's keys).
@@ -1088,7 +1097,8 @@ func (s *Store) fail(op string, err error) error {
 // key's hold records live in its value beside its state, so a check and a hold op of one key are one atomic step
 // each and the key's expiry covers every record that still matters. A stored check's policy is fenced by
 // revision as a decision's is (runGroup): a stale copy costs a round trip per missed change, a policy Redis no
-// longer holds answers StatusPolicyNotFound and HoldUnknown.
+// longer holds answers StatusPolicyNotFound, an acquire over the limit in force StatusCostOverLimit (both with the
+// zero HoldStatus and nothing done, as the memory and Postgres stores answer them).
 func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
 	key := s.Key(q.Policy, q.Key)
 	p := s.pol.Load()
@@ -1103,8 +1113,7 @@ func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecis
 			case ok:
 				r.Rule, rev = pol.Rule(), pol.Revision
 			case attempt > 0:
-				return domain.HoldDecision{Decision: domain.Decision{Status: domain.StatusPolicyNotFound, Limit: r.Limit},
-					Status: domain.HoldUnknown}, nil
+				return domain.HoldDecision{Decision: domain.Decision{Status: domain.StatusPolicyNotFound, Limit: r.Limit}}, nil
 			default:
 				rev = -1
 			}
@@ -1135,6 +1144,8 @@ func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecis
 		switch v[0] {
 		case 4:
 			hd.Decision = domain.Decision{Status: domain.StatusPolicyNotFound, Limit: r.Limit}
+		case 5:
+			hd.Decision = domain.Decision{Status: domain.StatusCostOverLimit, Limit: r.Limit}
 		default:
 			dr := r
 			if q.Op != domain.OpAcquire {
