@@ -148,9 +148,13 @@ func TestAlgorithmDispatchMatchesTheDomain(t *testing.T) {
 	known := func(stateAlg string, stateGen int64, alg string) bool {
 		t.Helper()
 		var decided bool
+		cost := 1
+		if domain.Algorithm(alg).HoldsOnly() {
+			cost = 0 // a peek: a check of cost > 0 is refused (below)
+		}
 		err := s.Pool().QueryRow(ctx, `SELECT (r).allowed IS NOT NULL FROM sluice_step(
 				ROW($1::text, $2::bigint, '{}'::bigint[], '{}'::bigint[], 0, 5, 3, 7)::sluice_state, 1000000, 'p', 'k'::bytea,
-				1000000000, $3::text, 7, 1000000, 1000, 0, 1, 1) AS r`, stateAlg, stateGen, alg).Scan(&decided)
+				1000000000, $3::text, 7, 1000000, 1000, 0, 1, $4::bigint) AS r`, stateAlg, stateGen, alg, cost).Scan(&decided)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,6 +175,11 @@ func TestAlgorithmDispatchMatchesTheDomain(t *testing.T) {
 		if !known("leaky_bucket", 2, string(alg)) {
 			t.Errorf("sluice_step refused %s over an unknown algorithm's state of another generation (not counted)", alg)
 		}
+	}
+	var refused bool
+	if err := s.Pool().QueryRow(ctx, `SELECT (r).allowed IS NULL FROM sluice_step(ROW('', 0, '{}'::bigint[], '{}'::bigint[], 0, 0, 0, 0)::sluice_state,
+			0, 'p', 'k'::bytea, 1000000000, 'concurrency', 7, 1000000, 0, 0, 1, 1) AS r`).Scan(&refused); err != nil || !refused {
+		t.Errorf("sluice_step decided a check of cost 1 under concurrency (%v)", err)
 	}
 	for _, alg := range []string{"leaky_bucket", "", "SLIDING_LOG"} {
 		if known("", 0, alg) {

@@ -38,7 +38,9 @@ type JanitorOptions struct {
 	Logger     *slog.Logger
 }
 
-// Janitor deletes the rows of keys with nothing left in their window (newest instant + window ≤ now), in bounded
+// Janitor deletes the rows of keys with nothing left in their window (newest instant + window ≤ now) and no hold
+// record that still matters (domain.Bucket.Empty's rule), and drops the hold records that no longer matter from
+// the rows it keeps, in bounded
 // batches that walk the primary key, so a sweep's work is proportional to the table and each statement is short.
 // One replica sweeps at a time (a session advisory lock; the others skip that round), and a Janitor never runs
 // two sweeps at once. Expired rows are harmless to decisions (the decide functions expire entries themselves);
@@ -57,6 +59,8 @@ type SweepResult struct {
 	Skipped bool
 	Scanned int64
 	Deleted int64
+	// Pruned counts the kept rows whose hold records no longer mattered and were dropped.
+	Pruned  int64
 	Batches int
 }
 
@@ -174,6 +178,7 @@ func (j *Janitor) Sweep(ctx context.Context) (SweepResult, error) {
 		res.Batches++
 		res.Scanned += int64(page.Scanned)
 		res.Deleted += int64(page.Deleted)
+		res.Pruned += int64(page.Pruned)
 		j.deleted.Add(float64(page.Deleted))
 		if int(page.Scanned) < j.o.PageSize {
 			break

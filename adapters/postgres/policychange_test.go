@@ -89,7 +89,7 @@ func (rs *replicaSet) put(t *testing.T, p domain.Policy) {
 // under load, though their caches still hold the old policy: no key is ever admitted past the limit in force,
 // and a re-created policy never counts the deleted one's keys (issue 11, finding 1).
 func TestPolicyChangesBindEveryReplicaAtOnce(t *testing.T) {
-	for _, alg := range domain.Algorithms {
+	for _, alg := range domain.WindowAlgorithms { // checks of cost > 0: concurrency takes holds (holds_test.go)
 		t.Run(string(alg), func(t *testing.T) {
 			rs := newReplicaSet(t)
 			p := domain.Policy{Name: "p", Limit: 10, Window: time.Hour, Algorithm: alg}
@@ -186,7 +186,7 @@ func TestDenialsTakeNoLockOnTheLanes(t *testing.T) {
 	rs := newReplicaSet(t)
 	ctx := context.Background()
 	s := rs.stores[0]
-	for i, alg := range domain.Algorithms {
+	for i, alg := range domain.WindowAlgorithms { // concurrency's units are taken by holds, not checks
 		name := fmt.Sprint("nolock-", i)
 		rs.put(t, domain.Policy{Name: name, Limit: 2, Window: time.Hour, Algorithm: alg})
 		if got, _ := rs.load(t, name, "k", 2, nil); got != 2 {

@@ -441,8 +441,50 @@ func redactErr(err error) error {
 	return err
 }
 
-// Hold implements domain.BucketStore. Not yet on this store (issue 23): every hold operation fails as a store
-// failure, which the policy's failure_mode answers.
-func (s *Store) Hold(context.Context, domain.BucketHold) (domain.HoldDecision, error) {
-	return domain.HoldDecision{}, errors.New("holds are not kept by this store yet")
+// Hold implements domain.BucketStore in one round trip: one call of sluice_hold (migrations/functions/35_holds.sql),
+// domain.Bucket.ApplyHold's step on the key's row under the row lock its checks take, with the database clock (a
+// test clock's instant when Options.Clock is set). For an API policy (BucketRequest.Stored) it decides with the
+// policy as the database holds it, as Decide does (StatusPolicyNotFound, StatusCostOverLimit). The hold records
+// live in the key's sluice_buckets row (migration 00005); Reset and DropPolicy drop them with it.
+func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
+	r := q.BucketRequest
+	if !r.Stored {
+		if f, ok := s.configFloors.Load(r.Policy); ok {
+			r.Floor = max(r.Floor, f.(int64))
+		}
+	}
+	p := db.HoldParams{
+		Policy: r.Policy, Key: []byte(r.Key), Op: int16(q.Op), ID: []byte(q.ID), Amount: r.Cost, TtlUs: micros(q.TTL),
+		Alg: string(r.Algorithm), Lim: r.Limit, WindowUs: micros(r.Window), ResUs: micros(r.Resolution),
+		FloorUs: r.Floor, Gen: r.Generation, Stored: r.Stored, NowUs: s.now(),
+	}
+	var row db.HoldRow
+	err := s.run(ctx, func(ctx context.Context, dq *db.Queries) (err error) {
+		row, err = dq.Hold(ctx, p)
+		return err
+	})
+	if err != nil {
+		return domain.HoldDecision{}, s.fail("hold", err)
+	}
+	st, ok := statuses[row.Status]
+	if !ok {
+		return domain.HoldDecision{}, fmt.Errorf("postgres hold: unknown status %d from sluice_hold", row.Status)
+	}
+	if row.HoldStatus < int16(domain.HoldOK) || row.HoldStatus > int16(domain.HoldsFull) {
+		return domain.HoldDecision{}, fmt.Errorf("postgres hold: unknown hold status %d from sluice_hold", row.HoldStatus)
+	}
+	return domain.HoldDecision{
+		Decision: domain.Decision{
+			Status:     st,
+			Allowed:    row.Allowed,
+			Limit:      row.Lim,
+			Remaining:  row.Remaining,
+			ResetAfter: fromMicros(row.ResetAfterUs),
+			RetryAfter: fromMicros(row.RetryAfterUs),
+		},
+		Hold: domain.Hold{ID: string(row.HoldID), Amount: row.Amount, At: row.AtUs, Expires: row.ExpiresUs,
+			Settled: row.Settled},
+		Status:    domain.HoldStatus(row.HoldStatus),
+		Overdraft: row.Overdraft,
+	}, nil
 }

@@ -1,4 +1,106 @@
--- revision: 2
+-- revision: 3
+
+-- sluice_units is the algorithms' units function (domain's algorithmRow.units): the units the state s (of
+-- algorithm s.alg, written under the window p_sw) still counts at p_now under a rule of window p_window and floor
+-- p_floor, and the instant they were recorded at (a log's newest entry; a token bucket's, and concurrency's, p_now;
+-- a fixed window's newest admission). It changes nothing. units is NULL for a state of an algorithm this build
+-- does not know. Conversions (sluice_step) and a settle's overdraft (sluice_hold) take it from here.
+CREATE OR REPLACE FUNCTION sluice_units(s sluice_state, p_sw bigint, p_policy text, p_key bytea, p_now bigint,
+                                        p_window bigint, p_floor bigint, p_holds sluice_hold[],
+                                        OUT units bigint, OUT at bigint)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r      sluice_step;
+    cutoff bigint := sluice_cutoff(p_now, p_window, p_floor);
+    n      int;
+    lo     int;
+    d      bigint;
+BEGIN
+    units := 0;
+    at := 0;
+    CASE s.alg
+        WHEN 'sliding_log' THEN
+            IF s.c = 1 THEN
+                -- The log is in sluice_log_entries: its units still counting, as the step counts them (a peek).
+                r := sluice_step_sliding_log(s, p_policy, p_key, p_now, 0, 9007199254740991, p_window, p_floor);
+                units := 9007199254740991 - 1 - r.remaining;
+                at := s.a;
+            ELSE
+                n := coalesce(cardinality(s.ats), 0);
+                lo := 1;
+                WHILE lo <= n AND s.ats[lo] <= cutoff LOOP lo := lo + 1; END LOOP;
+                IF lo <= n THEN
+                    units := s.cums[n] - CASE WHEN lo > 1 THEN s.cums[lo - 1] ELSE s.base END;
+                    at := s.ats[n];
+                END IF;
+            END IF;
+        WHEN 'sliding_window' THEN
+            n := coalesce(cardinality(s.ats), 0);
+            lo := 1;
+            WHILE lo <= n AND s.ats[lo] <= cutoff LOOP lo := lo + 1; END LOOP;
+            IF lo <= n THEN
+                units := s.cums[n] - CASE WHEN lo > 1 THEN s.cums[lo - 1] ELSE s.base END;
+                at := s.ats[n];
+            END IF;
+        WHEN 'token_bucket' THEN
+            IF s.a > p_now OR (s.a = p_now AND s.f > 0) THEN
+                d := s.a - p_now + (s.f > 0)::int;
+                units := least(div(d::numeric * s.c + p_sw - 1, p_sw), 9007199254740991);
+                at := p_now;
+            END IF;
+        WHEN 'fixed_window' THEN
+            IF s.a > cutoff AND p_now < s.a - s.a % p_sw + p_sw THEN
+                units := s.f;
+                at := s.a;
+            END IF;
+        WHEN 'concurrency' THEN
+            units := sluice_held(p_holds, s.gen, p_now); -- its records hold its units (domain.concurrencyUnits)
+            at := p_now;
+        ELSE
+            units := NULL; -- written by an algorithm this build does not know
+    END CASE;
+END
+$$;
+
+-- sluice_held is the units the hold records of generation p_gen hold at p_now under concurrency
+-- (domain.concurrencyHeld): not released (settled) and before their deadline.
+CREATE OR REPLACE FUNCTION sluice_held(p_holds sluice_hold[], p_gen bigint, p_now bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(sum(h.amount), 0)::bigint FROM unnest(p_holds) h
+    WHERE h.gen = p_gen AND NOT h.settled AND p_now < h.expires
+$$;
+
+-- sluice_step_concurrency is concurrency's step (domain/concurrency.go, stepConcurrency): the units held are the
+-- records' (p_holds, of generation p_gen, not released, before their deadline). It records nothing (sluice_hold
+-- records the hold). reset_us is the time until the latest deadline; retry_us, when denied, the time until enough
+-- deadlines have passed for the cost to fit (a peek: cost 1).
+CREATE OR REPLACE FUNCTION sluice_step_concurrency(s sluice_state, p_holds sluice_hold[], p_now bigint, p_cost bigint,
+                                                   p_limit bigint, p_gen bigint)
+RETURNS sluice_step LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    r    sluice_step;
+    need bigint := greatest(p_cost, 1);
+    held bigint := sluice_held(p_holds, p_gen, p_now);
+    last bigint;
+BEGIN
+    SELECT max(h.expires) INTO last FROM unnest(p_holds) h WHERE h.gen = p_gen AND NOT h.settled AND p_now < h.expires;
+    r.allowed := held <= p_limit - need;
+    r.reset_us := CASE WHEN last > p_now THEN last - p_now ELSE 0 END;
+    r.retry_us := 0;
+    IF r.allowed THEN
+        r.remaining := p_limit - held - need;
+    ELSE
+        r.remaining := greatest(p_limit - held, 0);
+        SELECT u.expires - p_now INTO r.retry_us FROM (
+            SELECT h.expires, held - sum(h.amount) OVER (ORDER BY h.expires ROWS UNBOUNDED PRECEDING) AS left_after
+            FROM unnest(p_holds) h WHERE h.gen = p_gen AND NOT h.settled AND p_now < h.expires) u
+        WHERE u.left_after <= p_limit - need ORDER BY u.expires LIMIT 1;
+        r.retry_us := coalesce(r.retry_us, 0);
+    END IF;
+    r.st := s;
+    RETURN r;
+END
+$$;
 
 -- sluice_step is domain.Bucket.Decide (conversion spec v2 of issue 22): the one algorithm dispatch. It decides one
 -- check on a view of the state and returns the view as the step left it; the caller keeps it only when the check
@@ -12,28 +114,35 @@
 --     algorithm (a fixed window's at p_now; a token bucket's as if emitted back to back from p_now, at most
 --     2^43 µs ahead);
 --   - then the rule's algorithm steps.
+-- Under concurrency the view's units are the hold records (p_holds): those of a state decided as it is (empty, or
+-- current), none of a converted view (as domain.Bucket.decide steps a converted view without the records); a check
+-- of cost > 0 is refused (status 3, domain.StatusInvalidRule: nothing would release it) unless p_acquiring
+-- (sluice_hold's acquire, which records a hold).
 -- A rule of an unknown algorithm (or a sliding_window rule without a resolution in bounds), or a state of the
 -- same generation written by an unknown algorithm, is refused: the result's allowed is NULL, which
 -- sluice_decide_batch reports as status 3 (domain.StatusInvalidRule). Never a default algorithm.
 DROP FUNCTION IF EXISTS sluice_step(sluice_state, text, bytea, bigint, text, bigint, bigint, bigint, bigint, bigint, bigint);
+DROP FUNCTION IF EXISTS sluice_step(sluice_state, bigint, text, bytea, bigint, text, bigint, bigint, bigint, bigint, bigint, bigint);
 CREATE OR REPLACE FUNCTION sluice_step(s sluice_state, p_sw bigint, p_policy text, p_key bytea, p_now bigint,
                                        p_alg text, p_limit bigint, p_window bigint, p_res bigint, p_floor bigint,
-                                       p_gen bigint, p_cost bigint)
+                                       p_gen bigint, p_cost bigint, p_holds sluice_hold[] DEFAULT '{}',
+                                       p_acquiring boolean DEFAULT false)
 RETURNS sluice_step LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r      sluice_step; -- all NULL: refused
     units  bigint := 0;
     at     bigint := 0;
-    cutoff bigint := sluice_cutoff(p_now, p_window, p_floor);
-    n      int;
-    lo     int;
-    d      bigint;
     x      numeric;
+    v_held sluice_hold[] := p_holds; -- the records the concurrency step sees
     q      bigint;
 BEGIN
     CASE p_alg
         WHEN 'sliding_log', 'token_bucket', 'fixed_window' THEN
             NULL;
+        WHEN 'concurrency' THEN
+            IF p_cost > 0 AND NOT p_acquiring THEN
+                RETURN r;
+            END IF;
         WHEN 'sliding_window' THEN
             IF p_res IS NULL OR p_res < 1000 OR p_res > p_window THEN
                 RETURN r;
@@ -43,46 +152,14 @@ BEGIN
     END CASE;
     IF s.alg <> '' AND s.gen <> p_gen THEN
         s := ROW('', 0, '{}'::bigint[], '{}'::bigint[], 0, 0, 0, 0)::sluice_state;
+        v_held := '{}';
     ELSIF s.alg <> '' AND (s.alg <> p_alg OR (s.alg = 'token_bucket' AND (s.c <> p_limit OR p_sw <> p_window))
                            OR (s.alg = 'fixed_window' AND p_sw <> p_window)) THEN
-        CASE s.alg
-            WHEN 'sliding_log' THEN
-                IF s.c = 1 THEN
-                    -- The log is in sluice_log_entries: its units still counting, as the step counts them (a peek).
-                    r := sluice_step_sliding_log(s, p_policy, p_key, p_now, 0, 9007199254740991, p_window, p_floor);
-                    units := 9007199254740991 - 1 - r.remaining;
-                    at := s.a;
-                ELSE
-                    n := coalesce(cardinality(s.ats), 0);
-                    lo := 1;
-                    WHILE lo <= n AND s.ats[lo] <= cutoff LOOP lo := lo + 1; END LOOP;
-                    IF lo <= n THEN
-                        units := s.cums[n] - CASE WHEN lo > 1 THEN s.cums[lo - 1] ELSE s.base END;
-                        at := s.ats[n];
-                    END IF;
-                END IF;
-            WHEN 'sliding_window' THEN
-                n := coalesce(cardinality(s.ats), 0);
-                lo := 1;
-                WHILE lo <= n AND s.ats[lo] <= cutoff LOOP lo := lo + 1; END LOOP;
-                IF lo <= n THEN
-                    units := s.cums[n] - CASE WHEN lo > 1 THEN s.cums[lo - 1] ELSE s.base END;
-                    at := s.ats[n];
-                END IF;
-            WHEN 'token_bucket' THEN
-                IF s.a > p_now OR (s.a = p_now AND s.f > 0) THEN
-                    d := s.a - p_now + (s.f > 0)::int;
-                    units := least(div(d::numeric * s.c + p_sw - 1, p_sw), 9007199254740991);
-                    at := p_now;
-                END IF;
-            WHEN 'fixed_window' THEN
-                IF s.a > cutoff AND p_now < s.a - s.a % p_sw + p_sw THEN
-                    units := s.f;
-                    at := s.a;
-                END IF;
-            ELSE
-                RETURN r; -- written by an algorithm this build does not know
-        END CASE;
+        SELECT u.units, u.at INTO units, at FROM sluice_units(s, p_sw, p_policy, p_key, p_now, p_window, p_floor, p_holds) u;
+        IF units IS NULL THEN
+            RETURN r; -- written by an algorithm this build does not know
+        END IF;
+        v_held := '{}';
         s := ROW('', 0, '{}'::bigint[], '{}'::bigint[], 0, 0, 0, 0)::sluice_state;
         IF units > 0 THEN
             units := least(units, 9007199254740991);
@@ -106,6 +183,8 @@ BEGIN
                     s.c := p_limit;
                 WHEN 'fixed_window' THEN
                     s.a := p_now; s.f := units;
+                WHEN 'concurrency' THEN
+                    NULL; -- its units are records, which a conversion does not make (domain.holdConcurrency)
             END CASE;
         END IF;
     END IF;
@@ -122,6 +201,8 @@ BEGIN
             r := sluice_step_token_bucket(s, p_now, p_cost, p_limit, p_window);
         WHEN 'fixed_window' THEN
             r := sluice_step_fixed_window(s, p_now, p_cost, p_limit, p_window, p_floor);
+        WHEN 'concurrency' THEN
+            r := sluice_step_concurrency(s, v_held, p_now, p_cost, p_limit, p_gen);
     END CASE;
     IF s.alg = '' AND p_cost > 0 AND r.allowed THEN
         r.st.alg := p_alg;
@@ -140,7 +221,7 @@ BEGIN
         newest_us := st.a;
         expires_us := newest_us + p_window;
     ELSIF st.alg = 'sliding_window' THEN
-        newest_us := st.ats[cardinality(st.ats)];
+        newest_us := coalesce(st.ats[cardinality(st.ats)], 0); -- a settle may have emptied the log
         expires_us := newest_us + p_window;
     ELSIF st.alg = 'token_bucket' THEN
         newest_us := st.a + (st.f > 0)::int;
@@ -148,6 +229,9 @@ BEGIN
     ELSIF st.alg = 'fixed_window' THEN
         newest_us := st.a;
         expires_us := st.a - st.a % p_window + p_window;
+    ELSIF st.alg = 'concurrency' THEN
+        newest_us := 0; -- its state is the hold records: the row's holds_until and holds_at (migration 00005)
+        expires_us := 0;
     ELSE
         RAISE EXCEPTION 'sluice_expiry: unknown algorithm %', st.alg; -- sluice_step refuses it before any write
     END IF;

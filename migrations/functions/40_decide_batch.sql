@@ -1,4 +1,4 @@
--- revision: 2
+-- revision: 3
 
 -- sluice_decide_batch is the one routine every decision goes through (a single check is a batch of one): one
 -- statement, one round trip, and no subtransaction. For each check it takes the rule the caller sent, or, for a stored (API) policy,
@@ -79,6 +79,11 @@ DECLARE
     v_sw     bigint;    -- the window the pair's state was last written under (window_us)
     v_fresh  boolean;   -- a stored pair whose state is not its generation's: its policy is re-read under the lock
     v_pgen   bigint;
+    v_holds  sluice_hold[]; -- the pair's hold records (concurrency's units; token_bucket refund bounds)
+    v_lq     bigint;        -- the least lag an admission of the pair's token bucket found (sluice_least_lag)
+    v_lr     bigint;
+    v_lqs    bigint[] := '{}';
+    v_lrs    bigint[] := '{}';
 BEGIN
     IF cardinality(p_keys) <> n OR cardinality(p_algs) <> n OR cardinality(p_limits) <> n
         OR cardinality(p_windows_us) <> n OR cardinality(p_res_us) <> n OR cardinality(p_floors_us) <> n
@@ -156,14 +161,17 @@ BEGIN
         WHILE v_end < n AND p_policies[v_order[v_end + 1]] = p_policies[i] AND p_keys[v_order[v_end + 1]] = p_keys[i] LOOP
             v_end := v_end + 1;
         END LOOP;
-        SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.window_us, b.ctid, b.xmin
-        INTO st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_sw, v_ctid, v_xmin
+        SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.window_us, b.holds, b.ctid, b.xmin
+        INTO st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_sw, v_holds, v_ctid, v_xmin
         FROM sluice_buckets b WHERE b.policy = p_policies[i] AND b.key = p_keys[i];
         v_found := FOUND;
         IF NOT v_found THEN
             st := ROW('', 0, '{}'::bigint[], '{}'::bigint[], 0, 0, 0, 0)::sluice_state;
             v_sw := 0;
+            v_holds := '{}';
         END IF;
+        v_lq := NULL;
+        v_lr := NULL;
         v_now := coalesce(p_now_us, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
         v_writes := false;
         v_fresh := p_stored[i] AND (st.alg = '' OR st.gen <> v_gen[i]);
@@ -177,7 +185,7 @@ BEGIN
                 END IF;
                 CONTINUE;
             END IF;
-            r := sluice_step(st, v_sw, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
+            r := sluice_step(st, v_sw, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i], v_holds);
             IF r.allowed IS NULL THEN
                 status[i] := 3; -- an unknown algorithm, in the rule or in the state: refused, never a default
                 allowed[i] := false; remaining[i] := 0; reset_after_us[i] := 0; retry_after_us[i] := 0;
@@ -190,6 +198,12 @@ BEGIN
             remaining[i] := r.remaining;
             reset_after_us[i] := r.reset_us;
             retry_after_us[i] := r.retry_us;
+            IF r.allowed AND p_costs[i] > 0 AND v_alg[i] = 'token_bucket' AND (st.alg = '' OR (st.gen = v_gen[i]
+                AND st.alg = 'token_bucket' AND st.c = v_lim[i] AND v_sw = v_win[i])) THEN
+                -- An admission on the current token bucket: the lag it found bounds the refunds of the key's
+                -- open holds (domain.Bucket.noteLag); the write applies the least one (sluice_note_lag).
+                SELECT l.q, l.r INTO v_lq, v_lr FROM sluice_least_lag(v_lq, v_lr, st.a - v_now, st.f) l;
+            END IF;
             IF r.allowed AND p_costs[i] > 0 THEN
                 st := r.st; -- only an admission records: a peek or a denial leaves the state (unconverted) as it was
                 v_sw := v_win[i];
@@ -207,7 +221,8 @@ BEGIN
             IF v_found THEN
                 UPDATE sluice_buckets
                 SET alg = st.alg, gen = st.gen, ats = st.ats, cums = st.cums, base = st.base, a = st.a, f = st.f,
-                    c = st.c, newest_us = v_newest, window_us = v_window, expires_us = v_expires
+                    c = st.c, newest_us = v_newest, window_us = v_window, expires_us = v_expires,
+                    holds = sluice_note_lag(holds, v_lq, v_lr)
                 WHERE ctid = v_ctid AND xmin = v_xmin AND policy = p_policies[i] AND key = p_keys[i];
             ELSE
                 INSERT INTO sluice_buckets (policy, key, alg, gen, ats, cums, base, a, f, c, newest_us, window_us, expires_us)
@@ -246,8 +261,8 @@ BEGIN
         IF v_lock[i] THEN
             v_placeholder := false;
             LOOP
-                SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.window_us
-                INTO st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_sw
+                SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.window_us, b.holds
+                INTO st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_sw, v_holds
                 FROM sluice_buckets b WHERE b.policy = p_policies[i] AND b.key = p_keys[i] FOR UPDATE;
                 v_found := FOUND;
                 EXIT WHEN v_found;
@@ -258,11 +273,14 @@ BEGIN
                     v_placeholder := true;
                     st := ROW('', 0, '{}'::bigint[], '{}'::bigint[], 0, 0, 0, 0)::sluice_state;
                     v_sw := 0;
+                    v_holds := '{}';
                     EXIT;
                 END IF;
             END LOOP;
             v_now := coalesce(p_now_us, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
             v_writes := false;
+            v_lq := NULL;
+            v_lr := NULL;
             IF p_stored[i] AND (st.alg = '' OR st.gen <> v_gen[i]) THEN
                 -- The first admission of this generation on the key: its policy is read again now that the row is
                 -- locked. A DELETE of the policy that committed meanwhile has had its keys dropped (or will wait
@@ -290,7 +308,7 @@ BEGIN
                     END IF;
                     CONTINUE;
                 END IF;
-                r := sluice_step(st, v_sw, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i]);
+                r := sluice_step(st, v_sw, p_policies[i], p_keys[i], v_now, v_alg[i], v_lim[i], v_win[i], v_res[i], v_floor[i], v_gen[i], p_costs[i], v_holds);
                 IF r.allowed IS NULL THEN
                     status[i] := 3; -- an unknown algorithm, in the rule or in the state: refused, never a default
                     allowed[i] := false; remaining[i] := 0; reset_after_us[i] := 0; retry_after_us[i] := 0;
@@ -303,6 +321,12 @@ BEGIN
                 remaining[i] := r.remaining;
                 reset_after_us[i] := r.reset_us;
                 retry_after_us[i] := r.retry_us;
+                IF r.allowed AND p_costs[i] > 0 AND v_alg[i] = 'token_bucket' AND (st.alg = '' OR (st.gen = v_gen[i]
+                    AND st.alg = 'token_bucket' AND st.c = v_lim[i] AND v_sw = v_win[i])) THEN
+                    -- An admission on the current token bucket: the lag it found bounds the refunds of the key's
+                    -- open holds (domain.Bucket.noteLag); the write applies the least one (sluice_note_lag).
+                    SELECT l.q, l.r INTO v_lq, v_lr FROM sluice_least_lag(v_lq, v_lr, st.a - v_now, st.f) l;
+                END IF;
                 IF r.allowed AND p_costs[i] > 0 THEN
                     st := r.st; -- only an admission records: a peek or a denial leaves the state (unconverted) as it was
                     v_sw := v_win[i];
@@ -319,6 +343,8 @@ BEGIN
             v_nows[k] := v_now;
             v_wrote[k] := v_writes;
             v_ph[k] := v_placeholder;
+            v_lqs[k] := v_lq;
+            v_lrs[k] := v_lr;
         END IF;
         v_start := v_end + 1;
     END LOOP;
@@ -331,7 +357,8 @@ BEGIN
             SELECT * INTO v_newest, v_expires FROM sluice_expiry(st, v_window);
             UPDATE sluice_buckets
             SET alg = st.alg, gen = st.gen, ats = st.ats, cums = st.cums, base = st.base, a = st.a, f = st.f,
-                c = st.c, newest_us = v_newest, window_us = v_window, expires_us = v_expires
+                c = st.c, newest_us = v_newest, window_us = v_window, expires_us = v_expires,
+                holds = sluice_note_lag(holds, v_lqs[j], v_lrs[j])
             WHERE policy = p_policies[i] AND key = p_keys[i];
             IF v_log.alg = 'sliding_log' THEN
                 PERFORM sluice_write_log(p_policies[i], p_keys[i], v_log, sluice_cutoff(v_nows[j], v_window, v_floor[i]));

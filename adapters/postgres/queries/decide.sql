@@ -22,3 +22,15 @@ WHERE (policy, key) IN (
       AND NOT EXISTS (SELECT 1 FROM sluice_policies p WHERE p.name = b.policy AND p.generation = b.gen)
     ORDER BY b.key LIMIT @page_size
 );
+
+-- name: Hold :one
+-- One hold operation, one round trip (see sluice_hold): op is the domain.HoldOp code; now_us NULL means the
+-- database clock.
+SELECT h.status::smallint AS status, h.allowed::boolean AS allowed, h.lim::bigint AS lim,
+       h.remaining::bigint AS remaining, h.reset_after_us::bigint AS reset_after_us,
+       h.retry_after_us::bigint AS retry_after_us, h.hold_status::smallint AS hold_status, h.hold_id::bytea AS hold_id,
+       h.amount::bigint AS amount, h.at_us::bigint AS at_us, h.expires_us::bigint AS expires_us,
+       h.settled::boolean AS settled, h.overdraft::bigint AS overdraft
+FROM sluice_hold(@policy::text, @key::bytea, @op::smallint, @id::bytea, @amount::bigint, @ttl_us::bigint, @alg::text,
+                 @lim::bigint, @window_us::bigint, @res_us::bigint, @floor_us::bigint, @gen::bigint, @stored::boolean,
+                 sqlc.narg(now_us)::bigint) AS h;

@@ -103,6 +103,88 @@ func (q *Queries) DropPolicyPage(ctx context.Context, arg DropPolicyPageParams) 
 	return result.RowsAffected(), nil
 }
 
+const hold = `-- name: Hold :one
+SELECT h.status::smallint AS status, h.allowed::boolean AS allowed, h.lim::bigint AS lim,
+       h.remaining::bigint AS remaining, h.reset_after_us::bigint AS reset_after_us,
+       h.retry_after_us::bigint AS retry_after_us, h.hold_status::smallint AS hold_status, h.hold_id::bytea AS hold_id,
+       h.amount::bigint AS amount, h.at_us::bigint AS at_us, h.expires_us::bigint AS expires_us,
+       h.settled::boolean AS settled, h.overdraft::bigint AS overdraft
+FROM sluice_hold($1::text, $2::bytea, $3::smallint, $4::bytea, $5::bigint, $6::bigint, $7::text,
+                 $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bigint, $13::boolean,
+                 $14::bigint) AS h
+`
+
+type HoldParams struct {
+	Policy   string
+	Key      []byte
+	Op       int16
+	ID       []byte
+	Amount   int64
+	TtlUs    int64
+	Alg      string
+	Lim      int64
+	WindowUs int64
+	ResUs    int64
+	FloorUs  int64
+	Gen      int64
+	Stored   bool
+	NowUs    pgtype.Int8
+}
+
+type HoldRow struct {
+	Status       int16
+	Allowed      bool
+	Lim          int64
+	Remaining    int64
+	ResetAfterUs int64
+	RetryAfterUs int64
+	HoldStatus   int16
+	HoldID       []byte
+	Amount       int64
+	AtUs         int64
+	ExpiresUs    int64
+	Settled      bool
+	Overdraft    int64
+}
+
+// One hold operation, one round trip (see sluice_hold): op is the domain.HoldOp code; now_us NULL means the
+// database clock.
+func (q *Queries) Hold(ctx context.Context, arg HoldParams) (HoldRow, error) {
+	row := q.db.QueryRow(ctx, hold,
+		arg.Policy,
+		arg.Key,
+		arg.Op,
+		arg.ID,
+		arg.Amount,
+		arg.TtlUs,
+		arg.Alg,
+		arg.Lim,
+		arg.WindowUs,
+		arg.ResUs,
+		arg.FloorUs,
+		arg.Gen,
+		arg.Stored,
+		arg.NowUs,
+	)
+	var i HoldRow
+	err := row.Scan(
+		&i.Status,
+		&i.Allowed,
+		&i.Lim,
+		&i.Remaining,
+		&i.ResetAfterUs,
+		&i.RetryAfterUs,
+		&i.HoldStatus,
+		&i.HoldID,
+		&i.Amount,
+		&i.AtUs,
+		&i.ExpiresUs,
+		&i.Settled,
+		&i.Overdraft,
+	)
+	return i, err
+}
+
 const resetKey = `-- name: ResetKey :exec
 DELETE FROM sluice_buckets WHERE policy = $1 AND key = $2
 `

@@ -9,19 +9,22 @@ import (
 )
 
 type SluiceBucket struct {
-	Policy    string
-	Key       []byte
-	Ats       []int64
-	Cums      []int64
-	Base      int64
-	ExpiresUs int64
-	Alg       string
-	Gen       int64
-	A         int64
-	F         int64
-	C         int64
-	NewestUs  int64
-	WindowUs  int64
+	Policy     string
+	Key        []byte
+	Ats        []int64
+	Cums       []int64
+	Base       int64
+	ExpiresUs  int64
+	Alg        string
+	Gen        int64
+	A          int64
+	F          int64
+	C          int64
+	NewestUs   int64
+	WindowUs   int64
+	Holds      []string
+	HoldsUntil int64
+	HoldsAt    int64
 }
 
 type SluiceConfigPolicy struct {
