@@ -19,7 +19,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkHolds -benchtime 2s ./adapters/redis/
 func BenchmarkHolds(b *testing.B) {
-	s := open(b, []string{redistest.SingleAddr(b)}, nil, redis.Options{Prefix: redistest.Prefix(), Timeout: 5 * time.Second})
+	s := open(b, []string{redistest.SingleAddr(b)}, nil, redis.Options{Timeout: 5 * time.Second})
 	ctx := context.Background()
 	var seq atomic.Int64
 	for _, a := range domain.Algorithms {

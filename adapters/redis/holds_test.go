@@ -120,7 +120,7 @@ func TestHoldsModelWithPolicyChanges(t *testing.T) {
 						data[i] = byte(rng.IntN(256))
 					}
 					clock := clocktest.New(epoch)
-					s := open(t, addrs(t), clock, redis.Options{Prefix: redistest.Prefix(), ExpirySlack: time.Hour})
+					s := open(t, addrs(t), clock, redis.Options{ExpirySlack: time.Hour})
 					holdProgram(t, s, clock, alg, data)
 				})
 			}
@@ -140,7 +140,7 @@ func FuzzHolds(f *testing.F) {
 		}
 		alg := domain.Algorithms[int(data[0])%len(domain.Algorithms)]
 		clock := clocktest.New(epoch)
-		s := open(t, []string{addr}, clock, redis.Options{Prefix: redistest.Prefix(), ExpirySlack: time.Hour})
+		s := open(t, []string{addr}, clock, redis.Options{ExpirySlack: time.Hour})
 		holdProgram(t, s, clock, alg, data[1:])
 	})
 }
@@ -153,8 +153,13 @@ func TestConcurrencyAcrossClients(t *testing.T) {
 	prefix := redistest.Prefix()
 	const limit, clients, workers, rounds = 4, 3, 24, 25
 	var ss []*redis.Store
-	for range clients {
-		ss = append(ss, open(t, addrs[:1], nil, redis.Options{Prefix: prefix}))
+	for range clients { // redis.Open, not open: the clients share one prefix, as replicas share their keys
+		s, err := redis.Open(context.Background(), redis.Options{Addrs: addrs[:1], Prefix: prefix, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		ss = append(ss, s)
 	}
 	p := domain.Policy{Name: "streams", Limit: limit, Window: time.Hour, Algorithm: domain.Concurrency}.WithDefaults()
 	op := func(o domain.HoldOp, id string) domain.BucketHold {
@@ -179,9 +184,21 @@ func TestConcurrencyAcrossClients(t *testing.T) {
 				if !hd.Allowed {
 					continue
 				}
+				if hd.Status != domain.HoldOK {
+					t.Errorf("acquire %s: %+v", id, hd)
+					return
+				}
 				admitted.Add(1)
 				n := in.Add(1)
+				if n > limit {
+					t.Errorf("acquire %s: %+v with %d in", id, hd, n)
+				}
 				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				// The work done while holding: a peek, which must see at most the limit held.
+				d, err := s.Decide(ctx, domain.BucketRequest{Policy: p.Name, Key: "tenant", Rule: p.Rule()})
+				if err != nil || d.Allowed && d.Remaining < 0 || !d.Allowed && d.Remaining != 0 {
+					t.Errorf("a peek while holding: %+v %v", d, err)
 				}
 				in.Add(-1)
 				if hd, err := s.Hold(ctx, op(domain.OpSettle, id)); err != nil || hd.Status != domain.HoldOK {
@@ -195,6 +212,7 @@ func TestConcurrencyAcrossClients(t *testing.T) {
 	if m := most.Load(); m > limit || m < 1 {
 		t.Fatalf("at most %d holders at once, limit %d", m, limit)
 	}
+	t.Logf("%d acquires admitted of %d, at most %d holders at once (limit %d)", admitted.Load(), workers*rounds, most.Load(), limit)
 	if admitted.Load() == 0 {
 		t.Fatal("no acquire admitted")
 	}
@@ -220,7 +238,7 @@ func boolCost(o domain.HoldOp) int64 {
 // end of its units' window, whichever is later), no longer: a renewal moves it.
 func TestConcurrencyHoldExpiry(t *testing.T) {
 	clock := clocktest.New(epoch)
-	s := open(t, []string{redistest.SingleAddr(t)}, clock, redis.Options{Prefix: redistest.Prefix()})
+	s := open(t, []string{redistest.SingleAddr(t)}, clock, redis.Options{})
 	ctx := context.Background()
 	p := domain.Policy{Name: "jobs", Limit: 2, Window: time.Minute, Algorithm: domain.Concurrency}.WithDefaults()
 	acq := func(id string, ttl time.Duration) domain.HoldDecision {
@@ -300,7 +318,7 @@ func TestStoredConcurrencyPolicy(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			s := open(t, addrs(t), nil, redis.Options{Prefix: redistest.Prefix()})
+			s := open(t, addrs(t), nil, redis.Options{})
 			ps := s.NewPolicies(redis.PolicyOptions{})
 			t.Cleanup(ps.Close)
 			if _, err := ps.PutPolicy(ctx, domain.Policy{Name: "slots", Limit: 2, Window: time.Hour, Algorithm: domain.Concurrency}); err != nil {
@@ -345,7 +363,7 @@ func TestMaxHoldsPerKey(t *testing.T) {
 		t.Skip("a thousand round trips")
 	}
 	clock := clocktest.New(epoch)
-	s := open(t, []string{redistest.SingleAddr(t)}, clock, redis.Options{Prefix: redistest.Prefix()})
+	s := open(t, []string{redistest.SingleAddr(t)}, clock, redis.Options{})
 	ctx := context.Background()
 	for _, alg := range []domain.Algorithm{domain.Concurrency, domain.TokenBucket} {
 		p := domain.Policy{Name: fmt.Sprint("full-", alg), Limit: 1_000_000, Window: time.Hour, Algorithm: alg}.WithDefaults()
