@@ -401,11 +401,15 @@ local function ttl(st)
   local until_us = stateuntil(st)
   if st.alg ~= 0 then
     -- Bucket.Empty's holdsKept: a record of the state's generation is kept until its deadline (settled) or until
-    -- both its deadline and its units' window (the window the state was last written under) have passed.
+    -- both its deadline and its units' window have passed: the window the state was last written under, or the
+    -- hold op's when longer (st.hw: a settle or renewal under a grown window writes no state, and must not
+    -- shorten what PutPolicy's extension of the keys' expiries kept).
+    local w = st.w
+    if st.hw and st.hw > w then w = st.hw end
     for _, h in ipairs(holds(st)) do
       if h.gen == st.gen then
         local u = h.exp
-        if not h.settled and h.at + st.w > u then u = h.at + st.w end
+        if not h.settled and h.at + w > u then u = h.at + w end
         if u > until_us then until_us = u end
       end
     end
@@ -576,7 +580,7 @@ if mode == 'h' then
   end
   local function finish(d, status, h, od)
     if st.dirty or hdirty then
-      st.seen = t
+      st.seen, st.hw = t, window
       save(key, st)
       st.dirty = false
     end
