@@ -452,3 +452,59 @@ func TestMaxHoldsPerKey(t *testing.T) {
 		both(holdOp(p, "k", domain.OpSettle, "h3", 0, 0)) // its record was dropped: unknown
 	}
 }
+
+// TestStoredConcurrencyPolicy: an API policy of algorithm concurrency is stored, and holds and peeks sent with a
+// provisional rule (BucketRequest.Stored: another replica created the policy) are decided under the stored one:
+// its units held, a check of cost 1 refused, an acquire over its limit StatusCostOverLimit, and once it is deleted
+// StatusPolicyNotFound, as Decide answers.
+func TestStoredConcurrencyPolicy(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC))
+	s := open(t, postgres.Options{Clock: clock})
+	ctx := context.Background()
+	p := domain.Policy{Name: "api-conc", Limit: 3, Window: time.Minute, Algorithm: domain.Concurrency}.WithDefaults()
+	if _, err := s.PutPolicy(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetPolicy(ctx, p.Name)
+	if err != nil || got.Algorithm != domain.Concurrency || got.Limit != 3 {
+		t.Fatalf("stored policy: %+v, %v", got, err)
+	}
+	provisional := domain.BucketRequest{Policy: p.Name, Key: "k", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 1000, Window: time.Second}, Stored: true}
+	hold := func(op domain.HoldOp, id string, n int64) domain.HoldDecision {
+		t.Helper()
+		r := provisional
+		r.Cost = n
+		hd, err := s.Hold(ctx, domain.BucketHold{BucketRequest: r, Op: op, ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hd
+	}
+	if hd := hold(domain.OpAcquire, "a", 2); !hd.Allowed || hd.Status != domain.HoldOK || hd.Limit != 3 || hd.Remaining != 1 || hd.Hold.Expires != clock.Now().Add(time.Minute).UnixMicro() {
+		t.Fatalf("acquire under the stored policy: %+v", hd)
+	}
+	if hd := hold(domain.OpAcquire, "b", 2); hd.Allowed {
+		t.Fatalf("an acquire past the stored limit: %+v", hd)
+	}
+	if hd := hold(domain.OpAcquire, "c", 4); hd.Status != domain.HoldOK || hd.Decision.Status != domain.StatusCostOverLimit {
+		t.Fatalf("an acquire over the stored limit: %+v", hd)
+	}
+	peek, err := s.Decide(ctx, provisional)
+	if err != nil || !peek.Allowed || peek.Remaining != 0 || peek.Limit != 3 {
+		t.Fatalf("a peek under the stored policy: %+v, %v (want 2 held of 3)", peek, err)
+	}
+	check := provisional
+	check.Cost = 1
+	if d, err := s.Decide(ctx, check); err != nil || d.Status != domain.StatusInvalidRule {
+		t.Fatalf("a check of cost 1 under the stored concurrency policy: %+v, %v", d, err)
+	}
+	if hd := hold(domain.OpSettle, "a", 0); hd.Status != domain.HoldOK || hd.Remaining != 2 {
+		t.Fatalf("release: %+v", hd)
+	}
+	if err := s.DeletePolicy(ctx, p.Name); err != nil {
+		t.Fatal(err)
+	}
+	if hd := hold(domain.OpAcquire, "d", 1); hd.Decision.Status != domain.StatusPolicyNotFound || hd.Allowed {
+		t.Fatalf("an acquire after the policy was deleted: %+v", hd)
+	}
+}
