@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/oapi-codegen/runtime"
@@ -25,6 +26,7 @@ import (
 
 // Defines values for Algorithm.
 const (
+	Concurrency   Algorithm = "concurrency"
 	FixedWindow   Algorithm = "fixed_window"
 	SlidingLog    Algorithm = "sliding_log"
 	SlidingWindow Algorithm = "sliding_window"
@@ -34,6 +36,8 @@ const (
 // Valid indicates whether the value is a known member of the Algorithm enum.
 func (e Algorithm) Valid() bool {
 	switch e {
+	case Concurrency:
+		return true
 	case FixedWindow:
 		return true
 	case SlidingLog:
@@ -215,12 +219,43 @@ func (e TopKeysParamsBy) Valid() bool {
 	}
 }
 
+// AcquireRequest defines model for AcquireRequest.
+type AcquireRequest struct {
+	// Amount Units to reserve (at most the policy's limit).
+	Amount int64 `json:"amount"`
+
+	// Id The caller's id for this acquisition (UTF-8, 1 to 128 bytes), for idempotent retries: an acquire with an
+	// id already held on the key answers that hold. Without one the server makes a random one.
+	Id *HoldIdempotencyID `json:"id,omitempty"`
+
+	// Key Opaque UTF-8, 1 to 512 bytes (the length limit is in bytes, enforced by the server).
+	//
+	// Example: user:42
+	Key Key `json:"key"`
+
+	// Policy Example: login
+	Policy PolicyName `json:"policy"`
+
+	// Ttl Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
+	//
+	// Example: 60s
+	Ttl *Duration `json:"ttl,omitempty"`
+}
+
 // Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
 // interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
 // (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
 // (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
-// (about 2 × limit across a boundary).
+// (about 2 × limit across a boundary). `concurrency`: at most `limit` units held at once by holds
+// (`/v1/holds`), each living at most one `window` unrenewed; a check of cost > 0 on it is a 400 (a peek
+// reports the units held).
 type Algorithm string
+
+// Amount defines model for Amount.
+type Amount = int64
 
 // CheckRequest defines model for CheckRequest.
 type CheckRequest struct {
@@ -319,6 +354,72 @@ type HealthStore string
 // HealthStoreStatus Whether the store answered this probe (on `/readyz` and `/healthz/store`).
 type HealthStoreStatus string
 
+// Hold defines model for Hold.
+type Hold struct {
+	// Amount What the hold charges now (the amount acquired until settled, then the settled amount).
+	Amount int64 `json:"amount"`
+
+	// ExpiresAt The hold's deadline (the store's clock): a refund after it gives nothing back, a `concurrency` hold's
+	// units are back. Absent when nothing was recorded: the policy is in shadow mode and would have denied,
+	// or the store failed and `failure_mode: allow` admitted (`degraded`); there is then nothing to settle.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// Id A hold's handle: opaque, URL-safe (base64url without padding), made by the server from the policy, the
+	// key and the hold's id, so that a settle, renewal or release goes straight to its key. Send it back as
+	// received; a handle this server could not have made is a validation problem naming `id`.
+	Id HoldHandle `json:"id"`
+
+	// Replayed The call repeated an earlier one (same id and amount); nothing was recorded.
+	Replayed bool `json:"replayed"`
+	Settled  bool `json:"settled"`
+}
+
+// HoldDecision A Decision (as `/v1/check` answers it) and, when admitted, the hold.
+type HoldDecision struct {
+	Allowed  bool   `json:"allowed"`
+	Degraded *bool  `json:"degraded,omitempty"`
+	Hold     *Hold  `json:"hold,omitempty"`
+	Key      string `json:"key"`
+	Limit    int64  `json:"limit"`
+
+	// Policy Example: login
+	Policy       PolicyName `json:"policy"`
+	Remaining    int64      `json:"remaining"`
+	ResetAfterMs int64      `json:"reset_after_ms"`
+	RetryAfterMs int64      `json:"retry_after_ms"`
+	ShadowDenied *bool      `json:"shadow_denied,omitempty"`
+}
+
+// HoldHandle A hold's handle: opaque, URL-safe (base64url without padding), made by the server from the policy, the
+// key and the hold's id, so that a settle, renewal or release goes straight to its key. Send it back as
+// received; a handle this server could not have made is a validation problem naming `id`.
+type HoldHandle = string
+
+// HoldIdempotencyID The caller's id for this acquisition (UTF-8, 1 to 128 bytes), for idempotent retries: an acquire with an
+// id already held on the key answers that hold. Without one the server makes a random one.
+type HoldIdempotencyID = string
+
+// HoldState The hold as it stands, and the key's state after the operation as a peek reports it.
+type HoldState struct {
+	// Allowed A cost-1 request (on `concurrency`, a hold of 1) would be admitted now.
+	Allowed bool `json:"allowed"`
+
+	// Degraded The store could not answer and `failure_mode: allow` let the call pass; nothing is known of the hold.
+	Degraded *bool  `json:"degraded,omitempty"`
+	Hold     Hold   `json:"hold"`
+	Key      string `json:"key"`
+	Limit    int64  `json:"limit"`
+
+	// Overdraft After a settle, the units the key holds over its limit (0 when within).
+	Overdraft int64 `json:"overdraft"`
+
+	// Policy Example: login
+	Policy       PolicyName `json:"policy"`
+	Remaining    int64      `json:"remaining"`
+	ResetAfterMs int64      `json:"reset_after_ms"`
+	RetryAfterMs int64      `json:"retry_after_ms"`
+}
+
 // Key Opaque UTF-8, 1 to 512 bytes (the length limit is in bytes, enforced by the server).
 //
 // Example: user:42
@@ -330,7 +431,9 @@ type Policy struct {
 	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
 	// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
 	// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
-	// (about 2 × limit across a boundary).
+	// (about 2 × limit across a boundary). `concurrency`: at most `limit` units held at once by holds
+	// (`/v1/holds`), each living at most one `window` unrenewed; a check of cost > 0 on it is a 400 (a peek
+	// reports the units held).
 	Algorithm   Algorithm         `json:"algorithm"`
 	FailureMode PolicyFailureMode `json:"failure_mode"`
 	Limit       int64             `json:"limit"`
@@ -380,7 +483,9 @@ type PolicySpec struct {
 	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
 	// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
 	// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
-	// (about 2 × limit across a boundary).
+	// (about 2 × limit across a boundary). `concurrency`: at most `limit` units held at once by holds
+	// (`/v1/holds`), each living at most one `window` unrenewed; a check of cost > 0 on it is a 400 (a peek
+	// reports the units held).
 	Algorithm   *Algorithm             `json:"algorithm,omitempty"`
 	FailureMode *PolicySpecFailureMode `json:"failure_mode,omitempty"`
 	Limit       int64                  `json:"limit"`
@@ -418,6 +523,22 @@ type Problem struct {
 	Type     string        `json:"type"`
 }
 
+// RenewRequest defines model for RenewRequest.
+type RenewRequest struct {
+	// Ttl Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
+	//
+	// Example: 60s
+	Ttl *Duration `json:"ttl,omitempty"`
+}
+
+// SettleRequest defines model for SettleRequest.
+type SettleRequest struct {
+	Amount Amount `json:"amount"`
+}
+
 // TopKey defines model for TopKey.
 type TopKey struct {
 	// Count Decisions of the key in the interval, overestimated by at most `error`.
@@ -441,6 +562,11 @@ type TopKeys struct {
 // TopKeysBy defines model for TopKeys.By.
 type TopKeysBy string
 
+// HoldID A hold's handle: opaque, URL-safe (base64url without padding), made by the server from the policy, the
+// key and the hold's id, so that a settle, renewal or release goes straight to its key. Send it back as
+// received; a handle this server could not have made is a validation problem naming `id`.
+type HoldID = HoldHandle
+
 // BadRequest RFC 9457 problem details.
 type BadRequest = Problem
 
@@ -452,6 +578,12 @@ type Error = Problem
 
 // Forbidden RFC 9457 problem details.
 type Forbidden = Problem
+
+// HoldConflict RFC 9457 problem details.
+type HoldConflict = Problem
+
+// HoldNotFound RFC 9457 problem details.
+type HoldNotFound = Problem
 
 // NotFound RFC 9457 problem details.
 type NotFound = Problem
@@ -508,6 +640,15 @@ type CheckJSONRequestBody = CheckRequest
 // CheckManyJSONRequestBody defines body for CheckMany for application/json ContentType.
 type CheckManyJSONRequestBody = ChecksRequest
 
+// AcquireHoldJSONRequestBody defines body for AcquireHold for application/json ContentType.
+type AcquireHoldJSONRequestBody = AcquireRequest
+
+// RenewHoldJSONRequestBody defines body for RenewHold for application/json ContentType.
+type RenewHoldJSONRequestBody = RenewRequest
+
+// SettleHoldJSONRequestBody defines body for SettleHold for application/json ContentType.
+type SettleHoldJSONRequestBody = SettleRequest
+
 // PutPolicyJSONRequestBody defines body for PutPolicy for application/json ContentType.
 type PutPolicyJSONRequestBody = PolicySpec
 
@@ -537,6 +678,18 @@ type ServerInterface interface {
 	// CheckMany Decide several checks at once, optionally all or nothing.
 	// (POST /v1/checks)
 	CheckMany(w http.ResponseWriter, r *http.Request)
+	// AcquireHold Reserve units now, settle the actual amount later (acquire a hold).
+	// (POST /v1/holds)
+	AcquireHold(w http.ResponseWriter, r *http.Request)
+	// ReleaseHold Release a hold (settle it with 0).
+	// (DELETE /v1/holds/{id})
+	ReleaseHold(w http.ResponseWriter, r *http.Request, id HoldID)
+	// RenewHold Move a hold's deadline to now + ttl (default and maximum the policy's window).
+	// (POST /v1/holds/{id}/renew)
+	RenewHold(w http.ResponseWriter, r *http.Request, id HoldID)
+	// SettleHold Make a hold charge the actual amount (0 releases it).
+	// (POST /v1/holds/{id}/settle)
+	SettleHold(w http.ResponseWriter, r *http.Request, id HoldID)
 	// ListPolicies Every policy, from the config file and from the API, sorted by name.
 	// (GET /v1/policies)
 	ListPolicies(w http.ResponseWriter, r *http.Request)
@@ -723,6 +876,98 @@ func (siw *ServerInterfaceWrapper) CheckMany(w http.ResponseWriter, r *http.Requ
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.CheckMany(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AcquireHold operation middleware
+func (siw *ServerInterfaceWrapper) AcquireHold(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AcquireHold(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ReleaseHold operation middleware
+func (siw *ServerInterfaceWrapper) ReleaseHold(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id HoldID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ReleaseHold(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RenewHold operation middleware
+func (siw *ServerInterfaceWrapper) RenewHold(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id HoldID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RenewHold(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SettleHold operation middleware
+func (siw *ServerInterfaceWrapper) SettleHold(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id HoldID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SettleHold(w, r, id)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -1156,6 +1401,10 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/check", wrapper.Check)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/checks", wrapper.CheckMany)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/authorize", wrapper.Authorize)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/holds", wrapper.AcquireHold)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/holds/{id}", wrapper.ReleaseHold)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/holds/{id}/settle", wrapper.SettleHold)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/holds/{id}/renew", wrapper.RenewHold)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies", wrapper.ListPolicies)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}", wrapper.DeletePolicy)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}", wrapper.GetPolicy)
@@ -1181,6 +1430,20 @@ type ConflictApplicationProblemPlusJSONResponse Problem
 type ErrorApplicationProblemPlusJSONResponse Problem
 
 type ForbiddenApplicationProblemPlusJSONResponse Problem
+
+type HoldConflictApplicationProblemPlusJSONResponse Problem
+
+type HoldNotFoundApplicationProblemPlusJSONResponse Problem
+
+type HoldStateResponseHeaders struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+type HoldStateJSONResponse struct {
+	Body HoldState
+
+	Headers HoldStateResponseHeaders
+}
 
 type NotFoundApplicationProblemPlusJSONResponse Problem
 
@@ -1935,6 +2198,704 @@ type CheckManydefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response CheckManydefaultApplicationProblemPlusJSONResponse) VisitCheckManyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AcquireHoldRequestObject struct {
+	Body *AcquireHoldJSONRequestBody
+}
+
+type AcquireHoldResponseObject interface {
+	VisitAcquireHoldResponse(w http.ResponseWriter) error
+}
+
+type AcquireHold200ResponseHeaders struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type AcquireHold200JSONResponse struct {
+	Body    HoldDecision
+	Headers AcquireHold200ResponseHeaders
+}
+
+func (response AcquireHold200JSONResponse) VisitAcquireHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AcquireHold400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AcquireHold400ApplicationProblemPlusJSONResponse) VisitAcquireHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AcquireHold401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response AcquireHold401ApplicationProblemPlusJSONResponse) VisitAcquireHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AcquireHold403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response AcquireHold403ApplicationProblemPlusJSONResponse) VisitAcquireHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AcquireHold404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response AcquireHold404ApplicationProblemPlusJSONResponse) VisitAcquireHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AcquireHold409ApplicationProblemPlusJSONResponse struct {
+	HoldConflictApplicationProblemPlusJSONResponse
+}
+
+func (response AcquireHold409ApplicationProblemPlusJSONResponse) VisitAcquireHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AcquireHold413ApplicationProblemPlusJSONResponse struct {
+	TooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response AcquireHold413ApplicationProblemPlusJSONResponse) VisitAcquireHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AcquireHold415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response AcquireHold415ApplicationProblemPlusJSONResponse) VisitAcquireHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AcquireHold503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AcquireHold503ApplicationProblemPlusJSONResponse) VisitAcquireHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AcquireHolddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AcquireHolddefaultApplicationProblemPlusJSONResponse) VisitAcquireHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReleaseHoldRequestObject struct {
+	Id HoldID `json:"id"`
+}
+
+type ReleaseHoldResponseObject interface {
+	VisitReleaseHoldResponse(w http.ResponseWriter) error
+}
+
+type ReleaseHold200JSONResponse struct{ HoldStateJSONResponse }
+
+func (response ReleaseHold200JSONResponse) VisitReleaseHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReleaseHold400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ReleaseHold400ApplicationProblemPlusJSONResponse) VisitReleaseHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReleaseHold401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response ReleaseHold401ApplicationProblemPlusJSONResponse) VisitReleaseHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReleaseHold403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ReleaseHold403ApplicationProblemPlusJSONResponse) VisitReleaseHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReleaseHold404ApplicationProblemPlusJSONResponse struct {
+	HoldNotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ReleaseHold404ApplicationProblemPlusJSONResponse) VisitReleaseHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReleaseHold409ApplicationProblemPlusJSONResponse struct {
+	HoldConflictApplicationProblemPlusJSONResponse
+}
+
+func (response ReleaseHold409ApplicationProblemPlusJSONResponse) VisitReleaseHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReleaseHold503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ReleaseHold503ApplicationProblemPlusJSONResponse) VisitReleaseHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReleaseHolddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ReleaseHolddefaultApplicationProblemPlusJSONResponse) VisitReleaseHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenewHoldRequestObject struct {
+	Id   HoldID `json:"id"`
+	Body *RenewHoldJSONRequestBody
+}
+
+type RenewHoldResponseObject interface {
+	VisitRenewHoldResponse(w http.ResponseWriter) error
+}
+
+type RenewHold200JSONResponse struct{ HoldStateJSONResponse }
+
+func (response RenewHold200JSONResponse) VisitRenewHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenewHold400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response RenewHold400ApplicationProblemPlusJSONResponse) VisitRenewHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenewHold401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response RenewHold401ApplicationProblemPlusJSONResponse) VisitRenewHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenewHold403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response RenewHold403ApplicationProblemPlusJSONResponse) VisitRenewHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenewHold404ApplicationProblemPlusJSONResponse struct {
+	HoldNotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response RenewHold404ApplicationProblemPlusJSONResponse) VisitRenewHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenewHold409ApplicationProblemPlusJSONResponse struct {
+	HoldConflictApplicationProblemPlusJSONResponse
+}
+
+func (response RenewHold409ApplicationProblemPlusJSONResponse) VisitRenewHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenewHold413ApplicationProblemPlusJSONResponse struct {
+	TooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response RenewHold413ApplicationProblemPlusJSONResponse) VisitRenewHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenewHold415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response RenewHold415ApplicationProblemPlusJSONResponse) VisitRenewHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenewHold503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response RenewHold503ApplicationProblemPlusJSONResponse) VisitRenewHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenewHolddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RenewHolddefaultApplicationProblemPlusJSONResponse) VisitRenewHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SettleHoldRequestObject struct {
+	Id   HoldID `json:"id"`
+	Body *SettleHoldJSONRequestBody
+}
+
+type SettleHoldResponseObject interface {
+	VisitSettleHoldResponse(w http.ResponseWriter) error
+}
+
+type SettleHold200JSONResponse struct{ HoldStateJSONResponse }
+
+func (response SettleHold200JSONResponse) VisitSettleHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SettleHold400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response SettleHold400ApplicationProblemPlusJSONResponse) VisitSettleHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SettleHold401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response SettleHold401ApplicationProblemPlusJSONResponse) VisitSettleHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SettleHold403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response SettleHold403ApplicationProblemPlusJSONResponse) VisitSettleHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SettleHold404ApplicationProblemPlusJSONResponse struct {
+	HoldNotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response SettleHold404ApplicationProblemPlusJSONResponse) VisitSettleHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SettleHold409ApplicationProblemPlusJSONResponse struct {
+	HoldConflictApplicationProblemPlusJSONResponse
+}
+
+func (response SettleHold409ApplicationProblemPlusJSONResponse) VisitSettleHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SettleHold413ApplicationProblemPlusJSONResponse struct {
+	TooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response SettleHold413ApplicationProblemPlusJSONResponse) VisitSettleHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SettleHold415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response SettleHold415ApplicationProblemPlusJSONResponse) VisitSettleHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SettleHold503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response SettleHold503ApplicationProblemPlusJSONResponse) VisitSettleHoldResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SettleHolddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SettleHolddefaultApplicationProblemPlusJSONResponse) VisitSettleHoldResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -3123,6 +4084,18 @@ type StrictServerInterface interface {
 	// CheckMany Decide several checks at once, optionally all or nothing.
 	// (POST /v1/checks)
 	CheckMany(ctx context.Context, request CheckManyRequestObject) (CheckManyResponseObject, error)
+	// AcquireHold Reserve units now, settle the actual amount later (acquire a hold).
+	// (POST /v1/holds)
+	AcquireHold(ctx context.Context, request AcquireHoldRequestObject) (AcquireHoldResponseObject, error)
+	// ReleaseHold Release a hold (settle it with 0).
+	// (DELETE /v1/holds/{id})
+	ReleaseHold(ctx context.Context, request ReleaseHoldRequestObject) (ReleaseHoldResponseObject, error)
+	// RenewHold Move a hold's deadline to now + ttl (default and maximum the policy's window).
+	// (POST /v1/holds/{id}/renew)
+	RenewHold(ctx context.Context, request RenewHoldRequestObject) (RenewHoldResponseObject, error)
+	// SettleHold Make a hold charge the actual amount (0 releases it).
+	// (POST /v1/holds/{id}/settle)
+	SettleHold(ctx context.Context, request SettleHoldRequestObject) (SettleHoldResponseObject, error)
 	// ListPolicies Every policy, from the config file and from the API, sorted by name.
 	// (GET /v1/policies)
 	ListPolicies(ctx context.Context, request ListPoliciesRequestObject) (ListPoliciesResponseObject, error)
@@ -3399,6 +4372,129 @@ func (sh *strictHandler) CheckMany(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// AcquireHold operation middleware
+func (sh *strictHandler) AcquireHold(w http.ResponseWriter, r *http.Request) {
+	var request AcquireHoldRequestObject
+
+	var body AcquireHoldJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AcquireHold(ctx, request.(AcquireHoldRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AcquireHold")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AcquireHoldResponseObject); ok {
+		if err := validResponse.VisitAcquireHoldResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ReleaseHold operation middleware
+func (sh *strictHandler) ReleaseHold(w http.ResponseWriter, r *http.Request, id HoldID) {
+	var request ReleaseHoldRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ReleaseHold(ctx, request.(ReleaseHoldRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ReleaseHold")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ReleaseHoldResponseObject); ok {
+		if err := validResponse.VisitReleaseHoldResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RenewHold operation middleware
+func (sh *strictHandler) RenewHold(w http.ResponseWriter, r *http.Request, id HoldID) {
+	var request RenewHoldRequestObject
+
+	request.Id = id
+
+	var body RenewHoldJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RenewHold(ctx, request.(RenewHoldRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RenewHold")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RenewHoldResponseObject); ok {
+		if err := validResponse.VisitRenewHoldResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SettleHold operation middleware
+func (sh *strictHandler) SettleHold(w http.ResponseWriter, r *http.Request, id HoldID) {
+	var request SettleHoldRequestObject
+
+	request.Id = id
+
+	var body SettleHoldJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SettleHold(ctx, request.(SettleHoldRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SettleHold")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SettleHoldResponseObject); ok {
+		if err := validResponse.VisitSettleHoldResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ListPolicies operation middleware
 func (sh *strictHandler) ListPolicies(w http.ResponseWriter, r *http.Request) {
 	var request ListPoliciesRequestObject
@@ -3648,108 +4744,139 @@ func (sh *strictHandler) TopKeys(w http.ResponseWriter, r *http.Request, name Po
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rchs38u+rdM3ZrZC1Q4qSpewRVamU4tiJTxzbazvlD6aOB5xpkljNADSAEc249Bzngc6L/asbmAup",
-	"oS6OLe+mkg8xPYNLo9Hoy68b449RqoulVqicjcYfowWKDA3/fCkcPpWFdPSXDG1q5NJJraJx9HqBYLAQ",
-	"Ukk1h/eldgKEysBiqlVmoVRO5iAdSAurhc4RxFxIFQMO50NIJlGu51JNohPz3YMT993hQTKM4simCywE",
-	"zebWS4zGkXVGqnl0eRk3xLzQuUzX3SQt+d3VWd5/d3Sy+u7bUQK9zIiZG0h0s8HCuaVYyoERDnMaehAW",
-	"P9gf9W+kB51Zn84cmqukvOEVV7zoGV2qDDMol/3AGLeQFgy+L9E6SHWZZzBFEFkhncNsCM9VvgatIEMl",
-	"RW43aSmkkkVZRONRXNEllcM5muiSKDNol1pZ5D38QWQv/Tz0t1Qrh4p/iuUyl6kgiveWRk9zLP7xb0vk",
-	"f2zN9TeDs2gc/a+9Rkj2/Fu798L38pN2iYdfnrRQiHymTYEZaAMCZhLzjJ5LdSFymZ2Ao73zw4ESBVp+",
-	"wu2G0WUcPdRqlsv03tfg5QlSTSTNjC6YrlSrmZzDTJJYK16JQZENNO/aBRpudfriCdP+yBht7pPwU7UG",
-	"7RZoAGlqJuKxNlOZZajum4NOn6P6xoKhE5FptKC0A5HneuVPgV6i4fmZzmfaPabTcp9kPtNgy3QRNpvJ",
-	"eK31U2Hm+LXOzFRnaxKrnIggcRKKZcqiIfESaYpLZ5nU35Qo3QKVI8Lwvhk3RWHQ+F2O+XQrKNW50isF",
-	"WiEprpZBefPmzeC0Re1VzZn8wAPeYA0u/bovhMzFNL/3XbJOGwxqm6VZ2RXtisq8ImM5+sbCTMi8NPiu",
-	"0BnSbiYZqnVyAoZMBwiyHZCwHRmwIUkqkzGcKJonQydk3lKIqSgtjsHVNGRygwKpwMkCY25RYKHNOjSU",
-	"FmZlnoOeQS4vEM5xbWm/JqoZjMjFDHotQcv1HBbCgnTWK5MTUBoqA9OijEf4xoLIMoPW9ocTtbn1rWXu",
-	"4n5ovdeyrGGnbblcauMw+xUzKV6vl/e+5dWBJGYn7dlolmTIHkEYimY6zefaSLcovITPRJm7aBzZXGZS",
-	"zd/leh5tz/KzXoFoDE6pnIWeRWT2vnx0+uOvj4i/1cDgSPL7Q0hagyZjwA8idTEIB4W2DhL2axKSDKHW",
-	"EyWVQ3MhWBC0QlhJlelVDNYJhzA3emVhJd2CZ+W+rRl84yQIoCiILaXKfIdpcHJ4pInqSWWdoEU03g84",
-	"DYlBq/OSFp0Q9aw53k3L9BxdMoafHr48jUHAtDTWEZHVAgzOZE7iyfa1IX2iemKqSwcH8P//n6eYj8EC",
-	"YaVpDN+MpprJD5g1i8ClThcDkcu5wiw0syAsoLrQ66XRH9Z7tWcYdqRrNpEabS3RTAsVZh2EHxX5aG+3",
-	"Nn2Tl1EctRkQxVGbyOgs3lZ9cfRwgel5y6UTWSaJmyJ/YciWOok2Gs9EbjGOlq1HdGCsu+kcPKQ2l3F0",
-	"juubmv6Ca2q5rP3xa88Xt3omCoy8j/q+lIbM1dtqAD9ns2Q9/Temrl6y/bQ1C6cLmW4cw9Bu22VHBc6U",
-	"GNMZX1BUw25dqg0Lr8rRWsALNGtIiR56XTvsUU31VOschSKyuRkTIR0W9kbOtzf2Mo4K8eGJ77c/GsVR",
-	"IVX113oyYYxYX+FnmPc6Tnr9fVdWktPmPYxN3j1qcWUlbmJLhqm0Uqvbc+bH0CO6rMfrXnlFYXuSTjaE",
-	"g1CLxP62OPymyOQ5DXaJKhvCCJaI5xZ6q4VwIICO0mC/WjN7AnN0J7XsVILDYSTFPsL5MO3bw4i31kdw",
-	"x6PRP/ePjw+ODv95ODo+3o+vDe7iqObEZ9q50zriPAW7EJleVRZI5CuxDltpT8AiQuJbvKOgFLNk1+7O",
-	"jci65vpkzylh8pNarDai524qgva6ojzzCs34pC3Z79qSu6u/OKqRk6tc8oJnncxzqB3c2qKxWQieI3Oh",
-	"kvNuMbtWlgxadO94rHeFvUrJrzLP5Sae49VfqaQDpVdbVJGfmOPMgXSfRI0z62uoGcGKNHSQ5BMf4K6k",
-	"RSiu0smsoSPaga3cnbQNsb8Od/KQRnWQWHZJsr16WIgLBD/GhgCfgHQ3as2dem7Ddlby3RawK/t8hdVd",
-	"CvLH0sfku6AtVRZTNC1XsWSxTbIkhmRB/yvof5Z/0f85kLUOZtJYFwOKdFH7qFqlOIZk/2g04rbJg5FN",
-	"4olKjniQ/cWDkf+R7R8skiE80zAzIiWCLPSS/eHRIunHYOVc2RjsUqRoQZtA0xRz9qxbYkKdRvxfaZN+",
-	"CLZCxLMUxqL1bnS+9js1N6IohIEe76aRDi1kgUO849L1TxoP0iDsAxuPB/uQibUN/uAHUSwpWI2+HVkv",
-	"dE9Rzd0iGh/E0VI4h4Y4/H97b0eD47N/ZP3vw69F/auof9nmme1//7eow1N8TPBZjT5tWgQfWnbqSEbd",
-	"usWcX4EIwWguUTlYGe0QpBtDco5r2ifvf7w9OBvSEaQn3of3+AC8L0mJLIURBTo0w6ukb0m7JyiuaO6S",
-	"159R5G5xR6vI0XSXhK93Rtix10IJv3tnnXClTTi0Lxs4Ihm2vH+Kx3XJnn2Z5/QHR9mdrr0frwMUqYxq",
-	"Aj0dkOFkjyDH9e9JfwMPqAE2JvfEOyiWfBNqJc2GZW3Tqc+jlvHupk4bZlfVxQMMrISsmxv0uiWTdnf3",
-	"d7uW+GaBjFg2S/ErqJQlBfUIvfbCWbcmhBrkbvH7HvdK+u011TsSxVFrf6KzmyQuUNklab9gR+rh+VK8",
-	"LxF+e/148L9j2Kejf7R/ANO1Q+vxlJxPehWfstLgtzGgmmmTYgbTdQvi6w83NEZp0YwPD7yfUmmNo/2D",
-	"DS2y38H1JllyJ3exhV5c59U0MMdlHLUlqy0mBHpFsbdZnZLxBZwyJQq8q0tWwRI3RiOVbaxdg5Yabfmg",
-	"Vpcm7YI4ffog8U6DRG8xdiUQGmn23YiTS9nJxwAa3IF83yP4W7u9IjKWHammzTPDLG88kBrfaOaIW4K1",
-	"JS41J2u2dZ09v2NP5Z1BgIrTt444/Uw3xpv1uLupfRYksTnLnJOMNiz+WzH4nWx5+PPdcHD2cRR/++Cy",
-	"0677gV8tMf0q57qBM8PJ/poH/Y8e221Q6Ooxvuup2hKRrfPQKSgBer6iKV4+fgjHh0f/rFOj3gPidPCt",
-	"3TmG7Tss7nOFgIoSEUs0VSa2SrnGtzsmLQ/zylGJI48AexV4ja9T7/3R8fGm0unacCdd3j2iC2mBWrhK",
-	"I2/0LfltNWp8neF/rZfB9t8JcS1VR/VEBeNYQrhJ1Z/juoqmK4Q+ZkOA1slCOO8e1KA+72lyfSjbeVyw",
-	"igbuGAJ34ylbvPQhqF9yNdVuTto7snK63nIqJGaVttnhsVas7AQUXrd4HbL6nHNJie3klhFMzzBHb4pu",
-	"hcgJTQ9VrXS1cbakyJAgq2os2/8EiOE88ONWpy5IYseJ+3xQ/JT+1+ZfoPHqftJZxrQ00q1f0QRhtziN",
-	"S7neDtDRp4s9eMB1AT5kTKDHf8YhaomBMtvayN8x5hPCqaU+aAMJgSUqgR4jUgy5NgU7rMB5/ub4L5xb",
-	"+tyeVDN9lSablzKtgg7LO83ojNRqDIVY8/y/eDTYI0sPfUWTdRX484KE5Xt44uAccWlBKI8iQEj5cDJ1",
-	"iWaielWZ0jmu+6C9YBnkpCL02nlbXmyVYFLrgLuQ8IXmltAmknd44YOwV/96OpyoifKYfAUPQiqMkSFX",
-	"G/KsNMoti6Ggl9TlVwMvPhTW18+S/kQJlYXo2J/NeCu1LVUoBKuguiYvSOizr3TipIoCbTKphFnDwWgU",
-	"9sTHvBf7e15UeL7WA5ucAHvP/KiWmwR6hcgQZtqQEf0g0fbrTT48OPasYgvJXvguiwu9ZFeKOenTuixC",
-	"QqLGYIDl3Czb1XOpsvFEJcRdO97b83I2zPCiGsTuseXlgRPoHY5G/RiS4XC4V1dNbT4uNws++OV+n/Ay",
-	"ejurCn34+YOqk9JuMCOG8+PDegp0C50N6G1QpPz+KPaHMzmlh0nVOg1VWMlE9Q5Hx9Vjyo0PnNYDBvlo",
-	"gP0HDbF17n5QUPJ+4LnUO9w/qtqQxA1Y5Pz0B8f1algDKZEn0DtqOMBHY9BGXOj1xloZIwiPeZMZpRVu",
-	"4bN6VucXZFNx5qEGr0IAc4tjEL6h0g5yacn2LtCXUByODik5HZ5yK+aTUL7eyrNzog5HRxsMhJ7IrYbk",
-	"50enP8KmgBJuqUjzAL8sSut4Zq9pBIOY/SH8n1fPn1ERQhUukpFL3XiiqmKbAhmRjUNNhlQ1UamwGENW",
-	"evHFqqWvXAtuHyMXPHAjjNUZsDSkVHNfKsIOYsydfTZgKoLXSPpE1IUSBv2ug/AA7xD+xbift87WL3Qa",
-	"5qOjkqJyA1SpJl3pEdNcphjSlD6gj06XIl3g4GA4iuKoNHnQ7HSyVqvVUPDroTbzvdDX7j198vDRs1eP",
-	"uE/jPwaFH8XRBRqfUYv2hyPfRi9RUZA9jh4MR8MHPlZbsF2r4Cb6PUd27eoCticZlXGE91tlmAej0TUl",
-	"K3crVfFTdFb+UW3P0KfhQlzTPVRN217w3ltWPBq/PYuj4NhU+Q2jU7SWa4c4/HBibhk2rBZvozMaZBOO",
-	"a3Fpk1DS62wrtvE+ewJHowfQS66e8X6TbWDkFnpJAFfJFhG6mrBr4AHWpA9SeZENZVQ8n3Q1RjqEx9pA",
-	"oZV0mmTSw9MWRDhcDMlIRcsO6CMnQWvclRMRFSMnamct1Bg6Cqra7ej4+kpNlvpNeXpFjcKOfxWZer29",
-	"QyxfR6MHX6fqbgvh/tzCvguHtj4SYCeHnInG24q5OM6vgRRfWhqDyvWvPSUFkojZnVrk1/D+TjtOaisM",
-	"PHD4wW1y/mrsRm32lrmQ6vqWV3YjUFdFrC+MJsOHpQUaEnzsw8fp+RJV1bo+76dcvRrcUBD23DJLpTuB",
-	"+e9y6Rv6RoNHwSD4xK8lTzHVeY6p07RJwnFCw3KtrJ7Pyd6ozKehdel8YTmbwWA26RRmn1toWgwI/L92",
-	"84N5Ga5Fke+UgOe+EaN8d5KCatRmP7erw3lXTl88gQfDEWQ6LQtU7TqKOrLrPIZV56pj4KlPX0gL01Lm",
-	"2ee3QdJukrqLuV47f4LhYZtD6M8Y9Dlpd2rqtIbVQua4O8fW6len6foTJWd14ootJyl9ix0TB/9POrBO",
-	"eI9JZUBOXVVu5qPFMTUhv78mmN9OlK9BCm5WlUWqK2mSNnybUBzDHum4qabxjmpF+5iL4JKTUKw8ZnNM",
-	"TSZqI57rU7An04W/4COYtCq5yKUP/sDNtBnCk1lYSRXj8vmkDq/QXFDcnZUcwwrPmYnSpRNzjDepH3sl",
-	"kISCCoVcCr9c5uthcBoaz79/47YJlU3UlS3yg/JGSbe5Q7w9g3IZCqS9widoYIowxYVUWesAsPYLSZyJ",
-	"ajI9KtvMw7ZYFTz5PnetqaVn1UB1xmgIdBIdbdhAz2ZjEBNV8TYtHejZDESuFfo7K4GtbKiWiKaqLzJc",
-	"hmGdWNe6vNoQIrSSs+l6ojbF6CR4RNvZV5DKOhQZOA1OnKO/VyHqfdelg16QFQZR9AywWLo1bb5b4ERV",
-	"81P8EirWWRQ2va3dheddLtRLrxK+ivfEc59AUpUKWOL1aqeT0UtI95AA0N73msR//2t4Xc+0d4LXJ9Dy",
-	"o8MS1l/K9RKQa5HBVORCpXT6FnzcLapsU6V64Odaa9AOta+xCYehuCyoxJigoSbaaPCJCjrbxrb4tNSY",
-	"EYfALSSMT+tEtUA/7sAHwBlxgXl1+t63QuQuST6t1xJHdQENrfxjJGkl3D+q0t8NmttAvFzhfFvJ2MCJ",
-	"u6c4x08fn0HsXQMTd6LbjuSL1i/Prhzxw2tKXrfup7Tvul57O6Vu2L6UOnhxLfR+pXNozofucDTa1a85",
-	"P617nNxl/+Yu2zfDuN+Dm/s1dwW5x+HNPepbe9Th4Pg+ddSP/ohtbuZDRokeauWMzjtEwNc2J0oPvN06",
-	"AcFHvkbfpggpjZHd+lby/YpN/EfuUx3dRgja1+s+Uc/Xmv001Mm3UHjoqblUHzjD8y5Uwsbw2gicyXMC",
-	"ZlbCZKTuNuLoVlV/pd55ZF/jYTt0O2kGGHFagSv4PRhTXZezcG05v4c5O66DtBIW/pGdqNDMR6jWgZjq",
-	"C9z0xcNNIqGCm9kqS67uEYs2AMugkMf+u6wBX+YI2het+0Fn68/m0WxeRrm83Nbxl1/Qm2que3RHoJUU",
-	"xA33vMP0n6HS/9DZ/JPZgv1bTFHfteYOR7dZS8d90K+h10hQMwzZW94PaLKgjTPpVQRHX6QZbqPQ7G6N",
-	"9obDdX+tLQTrn3BjLQarOTAjqAezmn6vmDIjpLITVaNnXnXZITxR7V6eCpgKx2Gen8WjchQ90+wiL0ng",
-	"Qk48CVnGinDSej5TFGZL6psLCTOMnGWOy/mSKsfh1WLpzkSqlS2L6tLyI7q4CS+fvqKwVznAZnSO5nN5",
-	"ToEkFZ9MFIXcuU7PMQPpM/B89RKIe4bZk2oVwFwoytzJgd8aUuBKO8hQZDTAEGhLKLQNu5KE+w0V0ycq",
-	"Y0HJQCtelF6pmCelqdhgcEvCEsj7ba7XVnexCBDCNbgV5Y53WYJfhVp/SWtgv5I52Lqz2GEUNmsdmLWV",
-	"PHsWR39p1v9KzWpJG4m8usUQMM4Y9NIXjeV0TzEP1p+9r+t1a7sOuBN1p9riF1WjLyjTrUrm6748Q1Df",
-	"/Qrive/0oxbEHe/+xE794vTFE1LOJpREkr5sb3pTkb2953sfqe2lN6g5Ory6+z/y8xcNanITluA7ZH9G",
-	"/TI6vrlD/VWmr6MiiPcgVIOMr4fwxPsM9pvwRQtpITN6uazyHNLtkJa4WyH8hG6XPHxubXD9N6j+hDJ2",
-	"7yLzXDXc3CEEXagqFf80wCT/8Vkg1bM4WpYdHn5lgHZow43LQlyZxsV4Q3i4EASqzH3lqbSOfm+BD9pU",
-	"17XZIZ8oWR+YhbROm3UrM+gv0FJ+qAkrPHJdKleXvxKBCld+gi7v9EXZPkOf3ztt3Ye5Z9f0NgeX4xRK",
-	"gIk0WIqD0f79U5AaFP8lpuqOludP7go/5I2jgxuEaMvk3cX52avuGezygF6iRfcLrn9Y/yukY252grjP",
-	"X+bpj+80M7K6DhRv3wvayA22Nt1fy7jGf7luO+8PtD1HMkLslP2VefuTCOzWvsIq4GAeleOS2rsK8X36",
-	"X/HHbjmNO6mF1xUqJywku5Tr3sdzXF8mvkiUHng4NECGIdsvCH701wcszgtUbgzJMHzQYEg/uF7JVW/D",
-	"IG9+Pn395if47eVT/5USqheZGr2yXJHwTGdUBzNDly76YLCg9BNeoJooxqM3SuyRv+KR/P3gUTKEh/wh",
-	"DxuusTTDV5gttYLeT/ob22eMsrQhr0ULoGJP7/R9mfKAs2ssmWf2bezZX4bsqxmyE4a8FRUGe5jbItqq",
-	"uIs/HH5Xa/aXGfvLjN2rGfPZpfou5a5ygf5/sEXb1v49Acme/yyst8+s5x8nJ9WxtVctkjcE/OjvB4/o",
-	"L1yqWtLtl50G8ftzXH9X33LrMGEEz7Gdgoq2tuXrt2zLJte+nGlxermzVvChLpXzKUOfLgy3dZdomhu8",
-	"Al4tRYqDV+KCpCdIGugZfHvowRNaOHVpJfh06VJdYH/MycOJ4na0L/X3YHJhHScqneYr6PWNcxr5CAqp",
-	"Sv7eUNK6t11XnEryCnie1lcFrC+69cJPDPTUtb81wJ91898bOAnJZJIX7yu0uuCHFDGzW5fi6xwM7NHa",
-	"KRfqL08O4Uf/TxuAVGleZlh9Na/6Fw/gOYkmXW7GLBTJEl9qJofb+gyCtU8nZ3oLkeF4ooQ93+jkU79N",
-	"4TgK/mR2dWejA7qqPlVwq3JLvjPfvnbR+k6K/1jBHb5ecPUsn4Yd4RrYQqi1P6Y9/tzUt4cxhAkh/OMV",
-	"XSRWXyPpoHJ/1PoMy7eH139JoqPU8vPZ4IrpO/9FgWX4fPlCzhfhH9BQ4dOCf0L37Q/ZtjcLTTpkivwB",
-	"An/HGgabZWksRnW1M8tYOIXQ04bhYMtHi64mqOrjlf5EfW2Ld7ZVUb755Ym3ZySo/uqlJ8bfGd6LLs9q",
-	"wuvLxU3C+DKuH9aYWusZr7T191bZ+eXZ5f8MAA==",
+	"7H3rchvH1eCrnJr9vjJQGYAgRTohWK4UI8mxNrKsSEqpag2tpjHTADocdMPTPYRgFZ9jH2hfbOuc0z0X",
+	"YMCbJSr2Kj9iatDTl9PnfpuPUWqWK6OldjYaf4wWUmSyoD9fCSefq6Vy+I9M2rRQK6eMjsbRm4WEQi6F",
+	"0krP4ZfSOAFCZ2BlanRmodRO5aAcKAvrhckliLlQOgY5nA8hmUS5mSs9ic6K7x6due+Oj5JhFEc2Xcil",
+	"wNXcZiWjcWRdofQ8urqK6828NLlKN91bWtFvu6v88t3J2fq7b0cJ9LJCzNxASTcbLJxbiZUaFMLJHKce",
+	"+MMPDkf9G/cjXbE5nzlZ7G7lLZ04wKJXmFJnMoNy1feAcQtloZC/lNI6SE2ZZzCVILKlck5mQ/hJ5xsw",
+	"GjKplchtey9LpdWyXEbjURz2pbSTc1lEV7izlSjEUjp/iT+YPHv2pBtcC5Nn31hYCJ3lMgZhIXn50+s3",
+	"cHB5eIC/2QSEtmtZyIzuUkOCj4cqo+tSOM9KuEUUR1osaSNZFEd4MFXILBq7opTNrf9XIWfROPofBzXO",
+	"HfCv9gA3+gPthI9RSLsy2ko6xd9E9orBhf9KjXZS059itcpVKvBQB6vCTHO5/NO/LZ7w4y3Xfclv8aJd",
+	"WM63pCwsRT4zxVJmYAoQMFMyz/C50pciV9kZOERBng4QIJae0LhhdBVHj42e5Sp98DMwWUBqcEuzwixp",
+	"X6nRMzWHmULq1HSSQopsYAj5LmVBo85fPqO9Py0KUzzkxs/1BoxbyAIkLk2b+N4UU5VlUj80BJ25kPob",
+	"CwUSdmakBW0ciDw3ayZms5IFrU/7RFz+EpdN5DlI/crJmG5Q0dUuEFnXyi1AaAarWJpSuxjWwoKVzuVy",
+	"zwBTgKqHCJ1NdCo0AmCK9KHlGnkWry0/rJD0/dKewWRSZLnSEhbCwkpYKzPo4SIoPJSFubqUGqYivcC1",
+	"/Iz94UQHWL4w7ntkog8JyxcGbJku6AzQ49Np4wYz3EgyBi2RRETKvC4G5WwgtEIO0kIKh49NgSd29HMF",
+	"ByS3mSnmxjmp+/FEmwK0X8/P0UvqxZqgeO2Ek9fA4W7nr2fcg/h0emGR/VsnUJzh3vFuL+TmG4sPnQSB",
+	"cpCeVnQAvfVCOBCwkvICCrkyhbMkVfdpGF379GMP6oFNVWBQ6wK3etkPp6N+SZTiKyZO8caY56KYyy8l",
+	"1qYm2yAJ5rgJvEKh6R6tLBi9U7lylrb6Ly1Kt5Da4cbkQwNuKkUhC2bERFVCQ6kvtFlrMFpuIdbbt28H",
+	"543d7uo/yd9owhv0zis+96VQuZjmD35L1plCegWRBA5pYxUJMh59Y2EmVF4W8v3SZBJvM8mk3iRnUKCS",
+	"6qkzIY11QCprEpTT4UTjOpl0QuUNnSUVpZXMw3kPmWrtQGlwailjGrGUS1Ns/EBlYVbmOZgZ5OqS2ITF",
+	"+5roejLcLoqABqLlZk7SAdkkyfsz0AaCDtjYGc3wjQWRZYW0llhjm6fUx7yRMdQ6vL9pW66QUcnsR5kp",
+	"8WazevArDwSJwE62GXsyJNvDT4UrnbP8aSjHIssUviDylwVyY6ekjcYzkVsZR6vGo48RC/hd2viXxmtw",
+	"BH+8HugJB0tjXRvryGYilo5qsXBsiHx7HMXRUnxgG+V0NPrz4enp0cnxn49Hp6eHcW2+HO6aL3GkstuI",
+	"rGeZXK6MkzrdPHuCr13IzU3v/UNucOTqWpFRXRKNeiGWEt9xLr/phScli72ITZdgAP0c1uMtxgHk76qz",
+	"m+m/ZUpi7Tyfm0K5xZIvZCbKHEFqc5UpPX+fm3m0jTA/mDVK2KDel9pZ6Fkp6Z5ePT1/8uNTJJUwMThk",
+	"Yv0hJI1JkzHIDyJ1MYRLTuhiEyRyoTcTjddTXAqiaaMlrJXOzDr2sn9emLVlxRFXpXcbK/Bgrw9asUQM",
+	"L7XXNKfeMqaZJrqntHUCD1GbzIiGSSGtyUs8dIK7JyHwflqmFxKV3L8/fnUeg4BpWViHmwwHKORM5chp",
+	"yJqptz7RPTE1pYMj+L//h3dMHG0hYW1wDh6GS83UB5nVh5Arky4GIldzTdoyPrYgLEh9aTarwnzYHFTu",
+	"BH8jXauJtDDW4p7xoKLY4Fqp0WlZFIjVyXjnNkoiSlLjhQOjUwnTDelnuEJS2+z9GKRIF8h+Ub8O8+Dx",
+	"E38QKLXXss9AQLqQqHnPIMVxk3I0eiRhBEZ7B46A49EIeqzKTbTX5Qhc9aY8I5YaSfvnLaxtI0MUR80b",
+	"RP7RgHIURw1ANCglCOU4Oq/41r0Yz6iL8TxGINyPjSLYbuIPj3HMZ2ZU13GeLoZDR7b3FB3OLFXa4lR+",
+	"3LYrTGogNxA0DL5CpqYg+ta5tBbQlNp4PFS2doRF1a6nxuRSkBVEw2gTysmlvRHyzYu9Igx5xu8djkaE",
+	"FeGf1WKiKMRmB55+3esgydrKXUGJXgTWp9uwe9qAylrcBJZMpsoqo28PmSf+jeiqmq/75GGHzUU6weAJ",
+	"oUKJw3ifZmFXUmdDGBFPsZWxiKQ0OAxnJr13Lt1ZhTsBce6vdXQSfwWJT3Rz5+Gm4BzsQmRmHYS0yNdi",
+	"46/SnoGVEhIe8T6TWkn2rHbd7rwQWdda97YTEtp+UqFVyyvdvQvPvXYYch5s+E+nCN5HT6siEvtUWutU",
+	"nkNlzlVCnwRP5cVQFgKed6PZtbhUSCvde5rr/dLu7uRHleeqHSdh9oeyFLRZb+0KraJczhwod6/duGJz",
+	"zW5GsEYO7TH5jD2ua2UlLHf3SaAhJWE3ZnH3rbXQ/rp4DvvYAyER7iJmM3tYiEsJPEcLgc9AuRu55l4+",
+	"t6W1M343EWznnndA3cUgKythT8hIl8upLBraNOtXSZbEkCzw/5b4f5b+wv8nt411MFOFdV7vqxW+VI4h",
+	"OTwZjWhs8mhkk3iikxOa5HDxaMR/ZIdHi2QILwzMCpHihiz0ksPhyQJ1Savm2sZgVyKVFkzh9zSVORkf",
+	"DTTBl0b0v9KSz/JNbd+vRGGlZUsj3/BNzQuxXIoCenSbhXLSQuYhRDeuXP+sVrILCYdAwuPRIWRiY73G",
+	"+UEsVznC+duRZaR7LvXcLaLxEQbDnJMFQvh/934eDU7f/Snr/9X/taj+WlZ/2fqZ7f/1v6IO7fN7jOdU",
+	"4ZC2RGBHSiePpDBQN5rTTyC86yVXUjtYF8ZJUG4MyYXc4D2x/vHz0bshkiA+YcuAvWHwS4lMpAr+DXe3",
+	"voXtvKE47LkLX3+QIneLO0pF8h11Yfhmrz8pZi6U0G/vrROutAk5ssra+ZYMG/aFU0tpSrIdyjzH/5BP",
+	"qdNc4Pk6XIBBqCbQMz7imhxgDGzza9Jveb+qiA9t94wVFIu6CY5SRUuyNvdpLqKG8O7enSkIXOEVdqcR",
+	"E7JuXkjmLZmy+19/v++IbxeSQjn1UaqALpEgurAk9JoHJ96aoI8sd4tfD+itpN88U3UjURw17id6dxPG",
+	"+V12YprJszvi2T7v1VtUJUP0CdIFsUgSrORw5NeqwI0XbT66RQ7N4AH38S4a/4kVTg6T2ffCXRuZrwJG",
+	"vabrM81NetEfg0AHB/pSWHFRjgJptlKWMaCGfpGWY8FPPdHMxpGr4rghnE8t8R08f5gB5WdQuccNVfK2",
+	"EpkjWzuOX8KwJsWMYVsX7dXE2afAOruWXXN3zvhLYkFQ3U4mnBwgg+ji3iq7SyIC4u8qF5t9Ckoq8hwK",
+	"uaJgHwgNUhS58s6mHrm7FJ/Xo9FZJ2y7tW2PgQ1psk9xobQLXiGq32tsfh/J3drw2bJvILwIPcwaQecT",
+	"scSQMGJRduO5PWcP9xpXhDmMdui5tqaut392f12Y/FbX+nuzYX6z6fGbrYXfqtN/aY27Qcy7Vno7AWoM",
+	"ZiV+QU/Vv149H1gxk9CbCiu/PS6LnFRyUzpYIZnoeT+GpcjIBduIYlW5NSERzS3kRF/ITWWK+xVVFoM1",
+	"4NjrwQQbc+aDyDkJIpfCSpgbacG6Qqj5woEzFCC7kJshvJaasrIobUJY9MumUl2yS5dPxDLe7632DhCD",
+	"pt2Tc5eSlzhm30heQhaVYKIX8dal+BCU6sPR0XFLyz5sadk/nw/+lxj8Ohqcvh+8+1OnAr0bwdnLW2VB",
+	"wIKZ8YY5iW2rOMPgX2++H/wlhkOEy+HRX2C6cdL2YxqtwgKOoqBK2jHyZy/2Q6LLRCN7zkn1Yd+60SG7",
+	"oWJldEvEs+CtxwKjZfPel+JCIigLoTOzxF93wXb0l22odQKmyu+4AzvuTNSIb52pgUZyK03Duxpu6+wK",
+	"XruQU0DqZFPnQCWE9mdmcNiH9bbzAJWzT+z26lYvctbXWWyvhLVnTa+0TyaYtWTU70bYYIyLkls7bogu",
+	"veYztWchoDqeyXKYDB/T9qDnnUNIK0r37+Hi+f9NAH5O6eYRr3nRXQLvH7IjN/onEmzQ5Jcnh0fML9m2",
+	"yIkthVgoaff0awxSz0yRyqwt6vrDluultLIYHx+1Wd7J4dGNLK/O4LqT370RKb8Os+qQ+lUcNTlC097G",
+	"XJko5svqNLE/A7FyuvTdyCKEwG+fihD0sW6l2ZqySLsyozgxOGElRkk2EvelBtduAX4NIblSnXD08d07",
+	"bJ/fuJES0et4IzESyGvSq4LN9RpxA7G20KWCZAW2LtrjG3uu7hxNDZC+deguZDLeELir5t2/2xceE2ta",
+	"pqKJqK3UsUb3zv/3/XDw7uMo/vbRVad+xxO/Xsn0i9B1nTrjKftLEvpvJdvt6PouGd+VqrZQZIseOhHF",
+	"Z6ztcIpX3z+G0+OTP1d2A7uS7a7yeI1fnLL9OlyXP2kJUmP+4ooSDslMCcUU8e3IpOGq3yGVOOJsI2aB",
+	"1ziNq7s/OT1tM52uC3fK5d0z8oMGcpWFutFJT7+GWePrPKiv0Hi8XzLHXfPbdtZ+TYrlb01CvJbiedSO",
+	"hrU/ne6NWXld6E6pPJ0u5eDtssE6QJ3Zh2lDdlxMglFap5bkDJxu6hQuwvHkegW6k33IEGa6ox7bbXds",
+	"AY910dR7DXmp/ZC0dwTldLOlZCmZBe67JxQSQNkZqX7TgLWvX6J8xxTBjmoqumXYzT+Vbi0l5YWzEbw2",
+	"4eJsiSFHtIfDXPY+hs2Fh8etuJDHxA4O9OlyvKabqA0/v8fd+yTHcloWym1e4wL+tigbHlPmuwx8Stdj",
+	"nwlVQCXe2duj/8Y+HBYDFgiYQv0qY7YoYyIU8jz0wRSQoMWvE+hRxgMZ3nWhJck12kbNFRfOrThTWumZ",
+	"2d2azUuVyspTgxdOPEgZPYal2ND6/+BsI85ceMyVqNaFUMZLxJm/wjMHF1KuLDnxMUoNPmmRUtNXspjo",
+	"XvDqXchNHwzjF7rYVSqg18yCp8OGHE+98XF9xEE/3GLsBNEeXnKQ7/U/nw8neqI55yukn0AqikL5zHef",
+	"tY6z3LKIFXrJdq0Mho2rZ0l/omsfvQ/ZbBUKKO0LeEMqSJ2ai9lNXKFKjkQNpsiUFsUGjkYjfyccU63C",
+	"A7Re44FNzoCMCnpUoU8CPfJPoiMPk2qVtP3qko+PThlUpDiQcbJPEYFesi9hP+njuayEBFGNgs2W0qNJ",
+	"3bhQOhtPdILQteODA8azYSYvwyT2oPabJtA7Ho36MSTD4fCgKhNtPy7b5TP04yHWftGvs1DZSM8fhZfq",
+	"GjB8fBwebxWjtX5bSrcw/KvntfT7SUz0O9HJOT5NwvCqWBAHnbYWuOanUObX+gVLFwbOmAFlpeBvh4/q",
+	"01elFYOlzJQYMNh7x4cnYQyi8IBwmGc+Oq3AQ5xNizyB3kkNUqK1QTNFAH9uAY88u/4xYQ2lFQm34DRU",
+	"a/JLlNVyxrFx5kkgcyvHIHigNg5yZVGmhzDk8egYfZr+KY1qVU7yHUz08eiEf/BAh57IrYHkh6fnT6CN",
+	"8TFYpZGVAf24LK2jlZl1CfLX9YfwP1//9AJrRIJZjsIzdWMM57L7cikphSj2JTNKV5tKhZUxZCXTgwwj",
+	"ufbXq9fkIaKJd6MC1ocFuJKHFHH2MXP62lR47RwZlKjqWNilLKuk9SH8kxJVWOpbPujUr4e0l0rtBlKn",
+	"Bpkvu9FzlUqfV+vrzM9XIl3IwdFwFMVRWeReVCCprtfroaCfh6aYH/h37cHzZ4+fvnj9lN6p9XQvQaI4",
+	"upQFR0Kjw+GIx5iV1GKlonH0aDgaPmKbeEHyMuRH4N9zSSpj5VB/lmFphv99q5D9aDT6dMWbtERn7TSW",
+	"Xg3Zge7tx+6pqr0deCupoR1E45/fxZFXmEJCXmFSaS2VdpGZ58TcUp5LOLyN3uEk7fyRBpTaG0VBsa4y",
+	"LhoJKvYMTkaPoJfs0ni/To+jVCPoJT4bCIUbpgMlpGtwskHSB6UZZX2VG62nXJXUM4TvTQFLo5UziJOc",
+	"T2VBeOIi15fSeGyfLkNZu1WiEGXOBUBO9N5StTF01Ls1xyH5cq07YX0bn17jIH/jXwSn3mzfEOHXyejR",
+	"lymK3ErJ+tTIvi9xyicSkdaE2kmtvnEFOJ8BGR9Hv1z/WipZSkQxu5eL/Oh/v9ONI9vyEw+c/ODakN+1",
+	"CXHMwSoXSl8/cuc2/O6CJfyyMCj4ZGkBpwS2qYicflpJHUZX9H5OxcVerwVhLyxHbt0ZzH9VKx7IgwZP",
+	"vUDgSJ5F1TM1eS5TR5Fh4Si3yFIps5nPfZIR5U2b0nFrDhKDXmwiFWafGmkaAPDwv/byvXgZbsQy34sB",
+	"P/Eg8qbeCQvCrPV9bskITbdy/vIZPBqOIDNpuZS6mfhfWYydZBheDi96mHKYSFmYlirPPr0MUra91X3A",
+	"Ze58D8FDMge9bGMwF8jdcagzBtYLlcv9SaGN9+rUtYlWsyrTkiTngrptdCzs9T+O37PGpDOKSYf6KDY/",
+	"xziE8uDChunXieaimUZtYKv0oxUQT9AwIo10XAfhWVENex9T1VZy5mvJxySOvQXRNBD7aD2qdMGdnnzm",
+	"pV+LMgOZ4GamGMKzmT9JMJqJPvGF17K4REM+K8koFgyZiTalE3MZ7wnncyKBb8SxWuWboVcaas2/f+O1",
+	"UT+TnSviSemilGvfEF3PoFz5pExm+OhrmEqYyoXSWYMAiPv5YNlE1xE1nbUThxug8pp8n16tdovPwkRV",
+	"ZG4ISIkOL2xgZrMxiIkOsE1LB2Y2A5EbLTkzyYOVW5VIWYSCmILqBqwTm4qXhwvBjQY8m24muo1GZ14j",
+	"2k4XBqWtkyIDZ8CJC8ltL0R176Z0VFPObjwu2pXLldvg5VPOVFgf7RffUIBQoa1t7e8L0KVCvWKW8EW0",
+	"J1r7DJKQ224R1uu9SkYvQd4D1BbGtZJhv4TW9cKwErw5g4Ye7Y+w+Vyql4DciAymIhc6RepbELlbqbM2",
+	"S2VP0rXSoGlqXyMTjrezVY+PTmtro/ZPBF/ctrOMqKVyQpEJ3HCtEbVOdMOLSC8QAbhCXMo8UN8vDRO5",
+	"C5PPq7O02739/JGbstH7dVe2ykt8v85sbf9z9xIX8v7zk3N838QInei2M3GV9dW7HRI/vqZG8z+mJdHx",
+	"aLTvvZp+Gp3w6JXDm1/ZbtxD7z26+b262xq9cXzzG1VTJXzh6PQhedQTJrH2ZT4mL9Fjo11h8g4U4GLc",
+	"RJsByy1MnUWSr7xvUwkpzpHduj3lw6JN/Fva3ZzcBgma3Y/uyecrzn7uC7sbbn3o6bnSHyhy9N4nkMbw",
+	"phBypi7QMbMWRYbsrmVHN8rQA3unmTmXxnbwduQMMAIVUl3ZGRO6GVm4tv6c3Zwd/QsaERB+ZCfaD2ML",
+	"1ToQU3MpOxrnQCq0VzObqbC+E2MrLZucQhxM6JIG1H3Ac19p3d9MtvlkGk27e8LV1TaPv/qM2lTdn6Db",
+	"Ag1YENfQY4XpP4Ol/yba/IPJgsNbLFG1wqMXTm5zlo52XV+CryGiZtKHg+k+OkufmEWQ9YWc4TYMze7n",
+	"aG/JXOc+LN5Yv0eLFSpDQcMMXT0yq/bPjCkrhNJ2oivvGbMuO4RnuvkW7wKmwpGZx6uwVw6tZ1xd5CUi",
+	"nA+yJz40GTaOXM8XH/BqSZUanYSSF7bLqfEU2eHNQrrUaFsuQ0+5p9iMCV49f41mr3Yg69nJms/VBRqS",
+	"mNQy0WhyY0GlzEBxSJ+6EQFCryDwVKUMDpZl7tSArwZ8E1Qq0jRYQhmqQ/ytJL4gPwB9ojNClIxbK5HD",
+	"P6ZFcSkSGDQSfQmo/dYts0LzEHQIyQ24NQaj90mCH4XefE5pYL+QONhqstMhFNrJEwTagM8M4ugrZ/1d",
+	"claL3Ejkoeze+zhjMCtORsuxsU7upT9pX9fzVkpO2s9an3gyDd0qkF/s9ElLOPcwiWsHgW9vl204EM5u",
+	"Pi/hxyBayTIT3cqWYedrxRUpo86X4jc9DLHnlKRrVoeFt01B0yjvEehDrSQBxTTx6MyafQ16aA/qHGZX",
+	"+NuiZXzi67itvPreeGcNBRrLyavO8L5MuypBNO3yxmZxo3J07iGca6o1DEl6VeUf19X5+r2Jrmv6umr5",
+	"YLuUr67f81dDZ2dIh8rotgBqq/DQ62iHXfXEC9kxMWAKDPbs3ym192y7vg9KWaya6ciJph0pGyBCCqy/",
+	"l7NQihi6E4Wcdz4QjdoEYFeNAmbUC4T7AnR6jhhmP3Ap0eeQEVsdSR9YSLSK2m9vN/QqGsYb6X+1I/5D",
+	"pd3o9OYXWs33//gi8pXv0cschvVjYrjMoFNXijzwrlwgq+8FxsnSoOVZYcnYFpQHH1V2xVIyl129tN8E",
+	"Brv7BRF694A3lAQpR5sZw6j9lYBKZDW/B9BrMcGJrrlg7CN7+BLzu/Z3BrRx/lsD/SG8Iv5KoUXM/t0V",
+	"Db1tidDvjiDhNDX33GViN6Omb7f/RyDN1qcZ7kueX4BgWPvwulDPU4tXRmDUSQ87cZaudeshB/6zO1fv",
+	"dgjpgNQgUj7vN2O8R2t9JWclqRA6lW2loPnZjePRabz1rY5+iFEHbSS0PmoOrpKB9xCGluvPqFS0iptu",
+	"r1J8pcavwrJF+z+ay0D4zfZazlBa35/AubzTBuo0gW4lN73s+wz0/lxaW3+wwx/JC3puBIbPMzWbSbRH",
+	"pO8UE2xnYUHVrS5ggaF2KbVvtRI0h4n2M1atbSj95QyWppDBYvIGSer9jJq/eFN1g2en3NoU3MY4M1r2",
+	"mx4/NoVY/FfF5fwmKhRVv4MEm944l9divG15+51uy/aJ3hXuZ3Ab024fA4SX4XxbiDTRVU+23VZs3bz3",
+	"jAuOCHaqTsjxJvs+E7AzQ5gQ7TMy4XaV51cu/JUL35cLi4tK/eL+jB22Sm8UvCLUTO4aZtvsntCZQ4sd",
+	"GV6GQZ/R+dDo/3Ddl/gwce9hMffBb/hpI2E13v/JweqH85fPYrCEmjDl6Efzwus+Ftt3fvARx25Zp+3b",
+	"f0LPX9Y5UDdlBvEL2R8xWnAbZvRFjTOGPcrEKs91M4RnHAG03/guZspCVpjVKmQtK7cHW+JuhvB36fbh",
+	"w6fmBtd/k/MPiGMPjjI/6Rqae5CgK0ey/eFa+s8nSZBEfb3sUNeDANrDDVstlqjOtMdxhccLgSlSc9YT",
+	"lXX491YqkSmCikjh9YlWFcEslHWm2DTy/FnRxmzvWs/kPFTSnn11PG4QwzW0QJe6+bJs0tCn1zYbXYQe",
+	"OIZwG8L17XtXuUi9pDgaHT78DvxnRn8PbOSOkucPrgI/povjYCgh0ZbIu4vycxC6kezTgDBE4P4hN3/b",
+	"/NMnV9+sBNE7X8XTp4nPuNA0KN7uHtTK9G9cOjdvuUZ/ue46Hy4Fs9Fa9mse/R8EYbfutep8zTl2VCB/",
+	"VyR+SP0r/tiNp3HnbqEVu9zHXA8+XsjNVcIl3/iAM2h8AqCv3cEe3L5liJXzJWWpJEOfxDPEP6j60IVf",
+	"/SRvfzh/8/bv2HOcP5KD1V/Twqwt1Re9MBlWtc2kSxd9KOQSHdjoY51oyi5tNczgHJ/kv4+eJkN4TN+R",
+	"sb7LTT19yMDEUdD7u/nG9injsLQ+Sx0PgKXbrPR9nmKfd9dIMgb2beTZV0H2xQTZGcXdNZb5c1qcldKG",
+	"Us1fSuPEXaXZVzH2VYw9qBjjsFTVam1f8U//P1iibXP/noDkgD/czPKZ+Pz3yVkgW7srkVgQ0KP/PnqK",
+	"/6DC8xJ72ewViH+9kJvvqp5VHSIM3XMcCwx7a0q+fkO2tKH2+USLM6u9lb+PTakdFwBw8r9v5reSRd3g",
+	"T8DrlUjl4LWg7yp7TAMzg2+P2XmCB8dXGun6pnSpWcr+mEoBJjrlQGMz0Cn8x5mdoUaVVV9KnPkElkqX",
+	"1KU9aXR3rOrHFWoFtE6j96itPjvyjaV4J++u2ZGUvirIXUnPfGkI4gvrCo1XMDApfYC3bp2ZVe1QD/Ds",
+	"WNnArdCG8IRSnC0oneZlJsMnojjz2fosWbsQBX312xSS4FIBmVa13BKwSZ1Ut7EUmRxPtLAXrZe4kKNu",
+	"AyFFgRcZOrB0uK5CQ9NbFU9TZ81mE5VGd2luaXqHHqe7tHxefVlfWVgKvWEy7VGT/m+PY/ALwiEnJnVt",
+	"MfRw7tjl4ajRvPrb4+v7zXYUTn86GRyAvkcEO7Oik8ewUPOFtP7r6fxlyz+g+vabZNvbhUEeMpXUn5Q7",
+	"JsKgnaRCaFQlSBCOeSqEninIHWyJtLDRiA7fTmWK+tIS791Wf4h2f9qf3yGiciM13gx3ADygZBm/8apV",
+	"YMVCoqu4esgR5MaDysnWeEZHb/y70VXi6t3V/xsA",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -11,7 +11,7 @@ import (
 type Role string
 
 const (
-	// RoleCheck may check, multi-check, authorize and peek at keys.
+	// RoleCheck may check, multi-check, authorize, hold and peek at keys.
 	RoleCheck Role = "check"
 	// RoleAdmin may do everything, including policy changes and key resets.
 	RoleAdmin Role = "admin"
@@ -40,7 +40,7 @@ func BearerTokens(tokens []Token) []bearer.Token {
 }
 
 // checkRoutes are the routes (ServeMux patterns of openapi.yaml) a token with role check may use: check,
-// checks, authorize and a key's state (openapi.yaml's securitySchemes). Every other route under /v1/ needs role
+// checks, authorize, holds and a key's state (openapi.yaml's securitySchemes). Every other route under /v1/ needs role
 // admin; the others (health, metrics, the spec) are public.
 var checkRoutes = map[string]bool{
 	"POST /v1/check":                     true,
@@ -48,6 +48,10 @@ var checkRoutes = map[string]bool{
 	"GET /v1/authorize":                  true,
 	"GET /v1/policies/{name}/keys":       true,
 	"GET /v1/policies/{name}/keys/{key}": true,
+	"POST /v1/holds":                     true,
+	"POST /v1/holds/{id}/settle":         true,
+	"POST /v1/holds/{id}/renew":          true,
+	"DELETE /v1/holds/{id}":              true,
 }
 
 // required reports the role the route pattern needs, or "" for a public one. It is decided on the route the

@@ -57,6 +57,13 @@ func (f *flakyStore) DecideBatch(ctx context.Context, rs []domain.BucketRequest,
 	return f.BucketStore.DecideBatch(ctx, rs, atomic)
 }
 
+func (f *flakyStore) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
+	if f.failing.Load() {
+		return domain.HoldDecision{}, f.fail()
+	}
+	return f.BucketStore.Hold(ctx, q)
+}
+
 func (f *flakyStore) Ping(ctx context.Context) error {
 	if f.failing.Load() {
 		return f.fail()

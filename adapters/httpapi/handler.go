@@ -77,12 +77,12 @@ func NewHandler(o Options) http.Handler {
 		k, fields := classify(err)
 		switch k {
 		case kindInternal:
-			log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			log.Error("request failed", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
 		case kindUnavailable:
 			// At most one line per second (the first at once), with the count of those left out: an outage
 			// fails every check, and must not flood the log pipeline too.
 			if ok, suppressed := unavailable.admit(); ok {
-				log.Warn("store unavailable", "method", r.Method, "path", r.URL.Path, "err", err, "suppressed", suppressed)
+				log.Warn("store unavailable", "method", r.Method, "path", redactPath(r.URL.Path), "err", err, "suppressed", suppressed)
 			}
 		}
 		writeProblem(w, problem(k, detailFor(k, err), fields))
@@ -319,9 +319,10 @@ func accessLog(log *slog.Logger, next http.Handler) http.Handler {
 	})
 }
 
-// redactPath hides the key of /v1/policies/{name}/keys/{key}.
+// redactPath hides the key of /v1/policies/{name}/keys/{key} and the handle of /v1/holds/{id} (which encodes a
+// key).
 func redactPath(p string) string {
-	const prefix = "/v1/policies/"
+	const prefix, holds = "/v1/policies/", "/v1/holds/"
 	if len(p) > len(prefix) && p[:len(prefix)] == prefix {
 		rest := p[len(prefix):]
 		for i := 0; i+6 <= len(rest); i++ {
@@ -329,6 +330,13 @@ func redactPath(p string) string {
 				return prefix + rest[:i+6] + "…"
 			}
 		}
+	}
+	if len(p) > len(holds) && p[:len(holds)] == holds {
+		rest := p[len(holds):]
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			return holds + "…" + rest[i:]
+		}
+		return holds + "…"
 	}
 	return p
 }

@@ -84,10 +84,16 @@ var testPolicies = []domain.Policy{
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
+	return newEnvWith(t, testPolicies, opts...)
+}
+
+// newEnvWith is newEnv with other config policies.
+func newEnvWith(t *testing.T, policies []domain.Policy, opts ...envOption) *env {
+	t.Helper()
 	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	store := memory.New(clock, memory.Options{MaxKeys: 1000})
 	top := topkeys.New(nil, clock, topkeys.Options{})
-	lim, err := domain.NewService(testPolicies, memory.NewPolicies(clock), store, top, clock)
+	lim, err := domain.NewService(policies, memory.NewPolicies(clock), store, top, clock)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,18 +24,22 @@ type kind struct {
 }
 
 var (
-	kindValidation  = kind{http.StatusBadRequest, "validation", "The request has invalid fields"}
-	kindMalformed   = kind{http.StatusBadRequest, "malformed", "The request body is not valid JSON for this operation"}
-	kindUnauthn     = kind{http.StatusUnauthorized, "unauthenticated", "A valid bearer token is required"}
-	kindForbidden   = kind{http.StatusForbidden, "forbidden", "The token's role does not allow this operation"}
-	kindNotFound    = kind{http.StatusNotFound, "not-found", "No such policy"}
-	kindNoRoute     = kind{http.StatusNotFound, "not-found", "No such endpoint"}
-	kindConflict    = kind{http.StatusConflict, "conflict", "The policy is read-only: it comes from the config file"}
-	kindTooLarge    = kind{http.StatusRequestEntityTooLarge, "body-too-large", "The request body is too large"}
-	kindMediaType   = kind{http.StatusUnsupportedMediaType, "unsupported-media-type", "The request body must be application/json"}
-	kindRateLimited = kind{http.StatusTooManyRequests, "rate-limited", "Rate limit exceeded"}
-	kindInternal    = kind{http.StatusInternalServerError, "internal", "Internal error"}
-	kindUnavailable = kind{http.StatusServiceUnavailable, "store-unavailable", "The rate-limit store could not answer"}
+	kindValidation = kind{http.StatusBadRequest, "validation", "The request has invalid fields"}
+	kindMalformed  = kind{http.StatusBadRequest, "malformed", "The request body is not valid JSON for this operation"}
+	kindUnauthn    = kind{http.StatusUnauthorized, "unauthenticated", "A valid bearer token is required"}
+	kindForbidden  = kind{http.StatusForbidden, "forbidden", "The token's role does not allow this operation"}
+	kindNotFound   = kind{http.StatusNotFound, "not-found", "No such policy"}
+	kindNoRoute    = kind{http.StatusNotFound, "not-found", "No such endpoint"}
+	kindConflict   = kind{http.StatusConflict, "conflict", "The policy is read-only: it comes from the config file"}
+	// The hold kinds (domain.HoldError): the detail says which hold and why.
+	kindHoldNotFound = kind{http.StatusNotFound, "hold-not-found", "No such hold"}
+	kindHoldConflict = kind{http.StatusConflict, "hold-conflict", "The hold operation conflicts with an earlier one"}
+	kindHoldExpired  = kind{http.StatusConflict, "hold-expired", "The hold has passed its deadline"}
+	kindTooLarge     = kind{http.StatusRequestEntityTooLarge, "body-too-large", "The request body is too large"}
+	kindMediaType    = kind{http.StatusUnsupportedMediaType, "unsupported-media-type", "The request body must be application/json"}
+	kindRateLimited  = kind{http.StatusTooManyRequests, "rate-limited", "Rate limit exceeded"}
+	kindInternal     = kind{http.StatusInternalServerError, "internal", "Internal error"}
+	kindUnavailable  = kind{http.StatusServiceUnavailable, "store-unavailable", "The rate-limit store could not answer"}
 	// kindClientGone answers a client that disconnected mid-request; nobody reads it, so it only has to be valid.
 	kindClientGone   = kind{http.StatusServiceUnavailable, "store-unavailable", "The request was cancelled"}
 	kindNotReady     = kind{http.StatusServiceUnavailable, "not-ready", "Not ready"}
@@ -54,6 +58,12 @@ func classify(err error) (kind, []domain.FieldError) {
 		return kindTooLarge, nil
 	case errors.Is(err, domain.ErrPolicyNotFound):
 		return kindNotFound, nil
+	case errors.Is(err, domain.ErrHoldNotFound):
+		return kindHoldNotFound, nil
+	case errors.Is(err, domain.ErrHoldConflict):
+		return kindHoldConflict, nil
+	case errors.Is(err, domain.ErrHoldExpired):
+		return kindHoldExpired, nil
 	case errors.Is(err, domain.ErrReadOnlyPolicy):
 		return kindConflict, nil
 	case errors.Is(err, domain.ErrUnavailable):

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -20,6 +21,7 @@ import (
 
 // Defines values for Algorithm.
 const (
+	Concurrency   Algorithm = "concurrency"
 	FixedWindow   Algorithm = "fixed_window"
 	SlidingLog    Algorithm = "sliding_log"
 	SlidingWindow Algorithm = "sliding_window"
@@ -29,6 +31,8 @@ const (
 // Valid indicates whether the value is a known member of the Algorithm enum.
 func (e Algorithm) Valid() bool {
 	switch e {
+	case Concurrency:
+		return true
 	case FixedWindow:
 		return true
 	case SlidingLog:
@@ -210,12 +214,43 @@ func (e TopKeysParamsBy) Valid() bool {
 	}
 }
 
+// AcquireRequest defines model for AcquireRequest.
+type AcquireRequest struct {
+	// Amount Units to reserve (at most the policy's limit).
+	Amount int64 `json:"amount"`
+
+	// Id The caller's id for this acquisition (UTF-8, 1 to 128 bytes), for idempotent retries: an acquire with an
+	// id already held on the key answers that hold. Without one the server makes a random one.
+	Id *HoldIdempotencyID `json:"id,omitempty"`
+
+	// Key Opaque UTF-8, 1 to 512 bytes (the length limit is in bytes, enforced by the server).
+	//
+	// Example: user:42
+	Key Key `json:"key"`
+
+	// Policy Example: login
+	Policy PolicyName `json:"policy"`
+
+	// Ttl Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
+	//
+	// Example: 60s
+	Ttl *Duration `json:"ttl,omitempty"`
+}
+
 // Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
 // interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
 // (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
 // (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
-// (about 2 × limit across a boundary).
+// (about 2 × limit across a boundary). `concurrency`: at most `limit` units held at once by holds
+// (`/v1/holds`), each living at most one `window` unrenewed; a check of cost > 0 on it is a 400 (a peek
+// reports the units held).
 type Algorithm string
+
+// Amount defines model for Amount.
+type Amount = int64
 
 // CheckRequest defines model for CheckRequest.
 type CheckRequest struct {
@@ -314,6 +349,72 @@ type HealthStore string
 // HealthStoreStatus Whether the store answered this probe (on `/readyz` and `/healthz/store`).
 type HealthStoreStatus string
 
+// Hold defines model for Hold.
+type Hold struct {
+	// Amount What the hold charges now (the amount acquired until settled, then the settled amount).
+	Amount int64 `json:"amount"`
+
+	// ExpiresAt The hold's deadline (the store's clock): a refund after it gives nothing back, a `concurrency` hold's
+	// units are back. Absent when nothing was recorded: the policy is in shadow mode and would have denied,
+	// or the store failed and `failure_mode: allow` admitted (`degraded`); there is then nothing to settle.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// Id A hold's handle: opaque, URL-safe (base64url without padding), made by the server from the policy, the
+	// key and the hold's id, so that a settle, renewal or release goes straight to its key. Send it back as
+	// received; a handle this server could not have made is a validation problem naming `id`.
+	Id HoldHandle `json:"id"`
+
+	// Replayed The call repeated an earlier one (same id and amount); nothing was recorded.
+	Replayed bool `json:"replayed"`
+	Settled  bool `json:"settled"`
+}
+
+// HoldDecision A Decision (as `/v1/check` answers it) and, when admitted, the hold.
+type HoldDecision struct {
+	Allowed  bool   `json:"allowed"`
+	Degraded *bool  `json:"degraded,omitempty"`
+	Hold     *Hold  `json:"hold,omitempty"`
+	Key      string `json:"key"`
+	Limit    int64  `json:"limit"`
+
+	// Policy Example: login
+	Policy       PolicyName `json:"policy"`
+	Remaining    int64      `json:"remaining"`
+	ResetAfterMs int64      `json:"reset_after_ms"`
+	RetryAfterMs int64      `json:"retry_after_ms"`
+	ShadowDenied *bool      `json:"shadow_denied,omitempty"`
+}
+
+// HoldHandle A hold's handle: opaque, URL-safe (base64url without padding), made by the server from the policy, the
+// key and the hold's id, so that a settle, renewal or release goes straight to its key. Send it back as
+// received; a handle this server could not have made is a validation problem naming `id`.
+type HoldHandle = string
+
+// HoldIdempotencyID The caller's id for this acquisition (UTF-8, 1 to 128 bytes), for idempotent retries: an acquire with an
+// id already held on the key answers that hold. Without one the server makes a random one.
+type HoldIdempotencyID = string
+
+// HoldState The hold as it stands, and the key's state after the operation as a peek reports it.
+type HoldState struct {
+	// Allowed A cost-1 request (on `concurrency`, a hold of 1) would be admitted now.
+	Allowed bool `json:"allowed"`
+
+	// Degraded The store could not answer and `failure_mode: allow` let the call pass; nothing is known of the hold.
+	Degraded *bool  `json:"degraded,omitempty"`
+	Hold     Hold   `json:"hold"`
+	Key      string `json:"key"`
+	Limit    int64  `json:"limit"`
+
+	// Overdraft After a settle, the units the key holds over its limit (0 when within).
+	Overdraft int64 `json:"overdraft"`
+
+	// Policy Example: login
+	Policy       PolicyName `json:"policy"`
+	Remaining    int64      `json:"remaining"`
+	ResetAfterMs int64      `json:"reset_after_ms"`
+	RetryAfterMs int64      `json:"retry_after_ms"`
+}
+
 // Key Opaque UTF-8, 1 to 512 bytes (the length limit is in bytes, enforced by the server).
 //
 // Example: user:42
@@ -325,7 +426,9 @@ type Policy struct {
 	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
 	// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
 	// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
-	// (about 2 × limit across a boundary).
+	// (about 2 × limit across a boundary). `concurrency`: at most `limit` units held at once by holds
+	// (`/v1/holds`), each living at most one `window` unrenewed; a check of cost > 0 on it is a 400 (a peek
+	// reports the units held).
 	Algorithm   Algorithm         `json:"algorithm"`
 	FailureMode PolicyFailureMode `json:"failure_mode"`
 	Limit       int64             `json:"limit"`
@@ -375,7 +478,9 @@ type PolicySpec struct {
 	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
 	// (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
 	// (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
-	// (about 2 × limit across a boundary).
+	// (about 2 × limit across a boundary). `concurrency`: at most `limit` units held at once by holds
+	// (`/v1/holds`), each living at most one `window` unrenewed; a check of cost > 0 on it is a 400 (a peek
+	// reports the units held).
 	Algorithm   *Algorithm             `json:"algorithm,omitempty"`
 	FailureMode *PolicySpecFailureMode `json:"failure_mode,omitempty"`
 	Limit       int64                  `json:"limit"`
@@ -413,6 +518,22 @@ type Problem struct {
 	Type     string        `json:"type"`
 }
 
+// RenewRequest defines model for RenewRequest.
+type RenewRequest struct {
+	// Ttl Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
+	//
+	// Example: 60s
+	Ttl *Duration `json:"ttl,omitempty"`
+}
+
+// SettleRequest defines model for SettleRequest.
+type SettleRequest struct {
+	Amount Amount `json:"amount"`
+}
+
 // TopKey defines model for TopKey.
 type TopKey struct {
 	// Count Decisions of the key in the interval, overestimated by at most `error`.
@@ -436,6 +557,11 @@ type TopKeys struct {
 // TopKeysBy defines model for TopKeys.By.
 type TopKeysBy string
 
+// HoldID A hold's handle: opaque, URL-safe (base64url without padding), made by the server from the policy, the
+// key and the hold's id, so that a settle, renewal or release goes straight to its key. Send it back as
+// received; a handle this server could not have made is a validation problem naming `id`.
+type HoldID = HoldHandle
+
 // BadRequest RFC 9457 problem details.
 type BadRequest = Problem
 
@@ -447,6 +573,12 @@ type Error = Problem
 
 // Forbidden RFC 9457 problem details.
 type Forbidden = Problem
+
+// HoldConflict RFC 9457 problem details.
+type HoldConflict = Problem
+
+// HoldNotFound RFC 9457 problem details.
+type HoldNotFound = Problem
 
 // NotFound RFC 9457 problem details.
 type NotFound = Problem
@@ -502,6 +634,15 @@ type CheckJSONRequestBody = CheckRequest
 
 // CheckManyJSONRequestBody defines body for CheckMany for application/json ContentType.
 type CheckManyJSONRequestBody = ChecksRequest
+
+// AcquireHoldJSONRequestBody defines body for AcquireHold for application/json ContentType.
+type AcquireHoldJSONRequestBody = AcquireRequest
+
+// RenewHoldJSONRequestBody defines body for RenewHold for application/json ContentType.
+type RenewHoldJSONRequestBody = RenewRequest
+
+// SettleHoldJSONRequestBody defines body for SettleHold for application/json ContentType.
+type SettleHoldJSONRequestBody = SettleRequest
 
 // PutPolicyJSONRequestBody defines body for PutPolicy for application/json ContentType.
 type PutPolicyJSONRequestBody = PolicySpec
@@ -673,6 +814,88 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/checks (the `CheckMany` operationId).
 	CheckMany(ctx context.Context, body CheckManyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AcquireHoldWithBody Reserve units now, settle the actual amount later (acquire a hold).
+	//
+	// Decided exactly like a check of cost `amount`, with the same body fields and headers: a denial is an
+	// ordinary 200 with `allowed: false` and `Retry-After`, and records nothing. When admitted the units are
+	// recorded as a hold that expires after `ttl` (default and maximum: the policy's window); the answer's
+	// `hold.id` is the handle to settle, renew or release it with. An `id` of the caller's makes retries
+	// idempotent: an acquire with an id already held answers the same hold with `replayed: true` and records
+	// nothing (with another amount it is a conflict, 409). On a `concurrency` policy the units count until the
+	// hold is released or expires; on the window algorithms the expiry is the deadline for a refund.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/holds (the `AcquireHold` operationId).
+	AcquireHoldWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AcquireHold Reserve units now, settle the actual amount later (acquire a hold).
+	//
+	// Decided exactly like a check of cost `amount`, with the same body fields and headers: a denial is an
+	// ordinary 200 with `allowed: false` and `Retry-After`, and records nothing. When admitted the units are
+	// recorded as a hold that expires after `ttl` (default and maximum: the policy's window); the answer's
+	// `hold.id` is the handle to settle, renew or release it with. An `id` of the caller's makes retries
+	// idempotent: an acquire with an id already held answers the same hold with `replayed: true` and records
+	// nothing (with another amount it is a conflict, 409). On a `concurrency` policy the units count until the
+	// hold is released or expires; on the window algorithms the expiry is the deadline for a refund.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/holds (the `AcquireHold` operationId).
+	AcquireHold(ctx context.Context, body AcquireHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ReleaseHold Release a hold (settle it with 0).
+	//
+	// The same as `POST /v1/holds/{id}/settle` with `amount: 0`: the hold's units are given back (on the window
+	// algorithms, while its refund deadline has not passed). Releasing again answers the same (`replayed: true`).
+	//
+	// Corresponds with DELETE /v1/holds/{id} (the `ReleaseHold` operationId).
+	ReleaseHold(ctx context.Context, id HoldID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RenewHoldWithBody Move a hold's deadline to now + ttl (default and maximum the policy's window).
+	//
+	// Refused once the deadline has passed (409, `hold-expired`) or the hold is settled (409, `hold-conflict`).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/holds/{id}/renew (the `RenewHold` operationId).
+	RenewHoldWithBody(ctx context.Context, id HoldID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RenewHold Move a hold's deadline to now + ttl (default and maximum the policy's window).
+	//
+	// Refused once the deadline has passed (409, `hold-expired`) or the hold is settled (409, `hold-conflict`).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/holds/{id}/renew (the `RenewHold` operationId).
+	RenewHold(ctx context.Context, id HoldID, body RenewHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SettleHoldWithBody Make a hold charge the actual amount (0 releases it).
+	//
+	// Less than the hold's amount gives the difference back at once, as if the hold had been for the actual
+	// amount from the start; more records the excess even past the limit (the work was done) and reports the
+	// units over the limit as `overdraft`. Settling again with the same amount answers the same
+	// (`replayed: true`); with another amount it is a conflict (409, `hold-conflict`). Past the hold's deadline
+	// a refund gives nothing back (409, `hold-expired`); an excess is still recorded on the window algorithms.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/holds/{id}/settle (the `SettleHold` operationId).
+	SettleHoldWithBody(ctx context.Context, id HoldID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SettleHold Make a hold charge the actual amount (0 releases it).
+	//
+	// Less than the hold's amount gives the difference back at once, as if the hold had been for the actual
+	// amount from the start; more records the excess even past the limit (the work was done) and reports the
+	// units over the limit as `overdraft`. Settling again with the same amount answers the same
+	// (`replayed: true`); with another amount it is a conflict (409, `hold-conflict`). Past the hold's deadline
+	// a refund gives nothing back (409, `hold-expired`); an excess is still recorded on the window algorithms.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/holds/{id}/settle (the `SettleHold` operationId).
+	SettleHold(ctx context.Context, id HoldID, body SettleHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListPolicies Every policy, from the config file and from the API, sorted by name.
 	//
@@ -925,6 +1148,158 @@ func (c *Client) CheckManyWithBody(ctx context.Context, contentType string, body
 // Corresponds with POST /v1/checks (the `CheckMany` operationId).
 func (c *Client) CheckMany(ctx context.Context, body CheckManyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCheckManyRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AcquireHoldWithBody Reserve units now, settle the actual amount later (acquire a hold).
+//
+// Decided exactly like a check of cost `amount`, with the same body fields and headers: a denial is an
+// ordinary 200 with `allowed: false` and `Retry-After`, and records nothing. When admitted the units are
+// recorded as a hold that expires after `ttl` (default and maximum: the policy's window); the answer's
+// `hold.id` is the handle to settle, renew or release it with. An `id` of the caller's makes retries
+// idempotent: an acquire with an id already held answers the same hold with `replayed: true` and records
+// nothing (with another amount it is a conflict, 409). On a `concurrency` policy the units count until the
+// hold is released or expires; on the window algorithms the expiry is the deadline for a refund.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/holds (the `AcquireHold` operationId).
+func (c *Client) AcquireHoldWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAcquireHoldRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AcquireHold Reserve units now, settle the actual amount later (acquire a hold).
+//
+// Decided exactly like a check of cost `amount`, with the same body fields and headers: a denial is an
+// ordinary 200 with `allowed: false` and `Retry-After`, and records nothing. When admitted the units are
+// recorded as a hold that expires after `ttl` (default and maximum: the policy's window); the answer's
+// `hold.id` is the handle to settle, renew or release it with. An `id` of the caller's makes retries
+// idempotent: an acquire with an id already held answers the same hold with `replayed: true` and records
+// nothing (with another amount it is a conflict, 409). On a `concurrency` policy the units count until the
+// hold is released or expires; on the window algorithms the expiry is the deadline for a refund.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/holds (the `AcquireHold` operationId).
+func (c *Client) AcquireHold(ctx context.Context, body AcquireHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAcquireHoldRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ReleaseHold Release a hold (settle it with 0).
+//
+// The same as `POST /v1/holds/{id}/settle` with `amount: 0`: the hold's units are given back (on the window
+// algorithms, while its refund deadline has not passed). Releasing again answers the same (`replayed: true`).
+//
+// Corresponds with DELETE /v1/holds/{id} (the `ReleaseHold` operationId).
+func (c *Client) ReleaseHold(ctx context.Context, id HoldID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReleaseHoldRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RenewHoldWithBody Move a hold's deadline to now + ttl (default and maximum the policy's window).
+//
+// Refused once the deadline has passed (409, `hold-expired`) or the hold is settled (409, `hold-conflict`).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/holds/{id}/renew (the `RenewHold` operationId).
+func (c *Client) RenewHoldWithBody(ctx context.Context, id HoldID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRenewHoldRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RenewHold Move a hold's deadline to now + ttl (default and maximum the policy's window).
+//
+// Refused once the deadline has passed (409, `hold-expired`) or the hold is settled (409, `hold-conflict`).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/holds/{id}/renew (the `RenewHold` operationId).
+func (c *Client) RenewHold(ctx context.Context, id HoldID, body RenewHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRenewHoldRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SettleHoldWithBody Make a hold charge the actual amount (0 releases it).
+//
+// Less than the hold's amount gives the difference back at once, as if the hold had been for the actual
+// amount from the start; more records the excess even past the limit (the work was done) and reports the
+// units over the limit as `overdraft`. Settling again with the same amount answers the same
+// (`replayed: true`); with another amount it is a conflict (409, `hold-conflict`). Past the hold's deadline
+// a refund gives nothing back (409, `hold-expired`); an excess is still recorded on the window algorithms.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/holds/{id}/settle (the `SettleHold` operationId).
+func (c *Client) SettleHoldWithBody(ctx context.Context, id HoldID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSettleHoldRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SettleHold Make a hold charge the actual amount (0 releases it).
+//
+// Less than the hold's amount gives the difference back at once, as if the hold had been for the actual
+// amount from the start; more records the excess even past the limit (the work was done) and reports the
+// units over the limit as `overdraft`. Settling again with the same amount answers the same
+// (`replayed: true`); with another amount it is a conflict (409, `hold-conflict`). Past the hold's deadline
+// a refund gives nothing back (409, `hold-expired`); an excess is still recorded on the window algorithms.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/holds/{id}/settle (the `SettleHold` operationId).
+func (c *Client) SettleHold(ctx context.Context, id HoldID, body SettleHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSettleHoldRequest(c.Server, id, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1367,6 +1742,174 @@ func NewCheckManyRequestWithBody(server string, contentType string, body io.Read
 	}
 
 	operationPath := fmt.Sprintf("/v1/checks")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAcquireHoldRequest calls the generic AcquireHold builder with application/json body
+func NewAcquireHoldRequest(server string, body AcquireHoldJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAcquireHoldRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewAcquireHoldRequestWithBody constructs an http.Request for the AcquireHold method, with any body, and a specified content type
+func NewAcquireHoldRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/holds")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewReleaseHoldRequest constructs an http.Request for the ReleaseHold method
+func NewReleaseHoldRequest(server string, id HoldID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/holds/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewRenewHoldRequest calls the generic RenewHold builder with application/json body
+func NewRenewHoldRequest(server string, id HoldID, body RenewHoldJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewRenewHoldRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewRenewHoldRequestWithBody constructs an http.Request for the RenewHold method, with any body, and a specified content type
+func NewRenewHoldRequestWithBody(server string, id HoldID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/holds/%s/renew", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewSettleHoldRequest calls the generic SettleHold builder with application/json body
+func NewSettleHoldRequest(server string, id HoldID, body SettleHoldJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSettleHoldRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewSettleHoldRequestWithBody constructs an http.Request for the SettleHold method, with any body, and a specified content type
+func NewSettleHoldRequestWithBody(server string, id HoldID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/holds/%s/settle", pathParam0)
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1946,6 +2489,90 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/checks (the `CheckMany` operationId).
 	CheckManyWithResponse(ctx context.Context, body CheckManyJSONRequestBody, reqEditors ...RequestEditorFn) (*CheckManyResponse, error)
+
+	// AcquireHoldWithBodyWithResponse Reserve units now, settle the actual amount later (acquire a hold).
+	//
+	// Decided exactly like a check of cost `amount`, with the same body fields and headers: a denial is an
+	// ordinary 200 with `allowed: false` and `Retry-After`, and records nothing. When admitted the units are
+	// recorded as a hold that expires after `ttl` (default and maximum: the policy's window); the answer's
+	// `hold.id` is the handle to settle, renew or release it with. An `id` of the caller's makes retries
+	// idempotent: an acquire with an id already held answers the same hold with `replayed: true` and records
+	// nothing (with another amount it is a conflict, 409). On a `concurrency` policy the units count until the
+	// hold is released or expires; on the window algorithms the expiry is the deadline for a refund.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/holds (the `AcquireHold` operationId).
+	AcquireHoldWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AcquireHoldResponse, error)
+
+	// AcquireHoldWithResponse Reserve units now, settle the actual amount later (acquire a hold).
+	//
+	// Decided exactly like a check of cost `amount`, with the same body fields and headers: a denial is an
+	// ordinary 200 with `allowed: false` and `Retry-After`, and records nothing. When admitted the units are
+	// recorded as a hold that expires after `ttl` (default and maximum: the policy's window); the answer's
+	// `hold.id` is the handle to settle, renew or release it with. An `id` of the caller's makes retries
+	// idempotent: an acquire with an id already held answers the same hold with `replayed: true` and records
+	// nothing (with another amount it is a conflict, 409). On a `concurrency` policy the units count until the
+	// hold is released or expires; on the window algorithms the expiry is the deadline for a refund.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/holds (the `AcquireHold` operationId).
+	AcquireHoldWithResponse(ctx context.Context, body AcquireHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*AcquireHoldResponse, error)
+
+	// ReleaseHoldWithResponse Release a hold (settle it with 0).
+	//
+	// The same as `POST /v1/holds/{id}/settle` with `amount: 0`: the hold's units are given back (on the window
+	// algorithms, while its refund deadline has not passed). Releasing again answers the same (`replayed: true`).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/holds/{id} (the `ReleaseHold` operationId).
+	ReleaseHoldWithResponse(ctx context.Context, id HoldID, reqEditors ...RequestEditorFn) (*ReleaseHoldResponse, error)
+
+	// RenewHoldWithBodyWithResponse Move a hold's deadline to now + ttl (default and maximum the policy's window).
+	//
+	// Refused once the deadline has passed (409, `hold-expired`) or the hold is settled (409, `hold-conflict`).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/holds/{id}/renew (the `RenewHold` operationId).
+	RenewHoldWithBodyWithResponse(ctx context.Context, id HoldID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RenewHoldResponse, error)
+
+	// RenewHoldWithResponse Move a hold's deadline to now + ttl (default and maximum the policy's window).
+	//
+	// Refused once the deadline has passed (409, `hold-expired`) or the hold is settled (409, `hold-conflict`).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/holds/{id}/renew (the `RenewHold` operationId).
+	RenewHoldWithResponse(ctx context.Context, id HoldID, body RenewHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*RenewHoldResponse, error)
+
+	// SettleHoldWithBodyWithResponse Make a hold charge the actual amount (0 releases it).
+	//
+	// Less than the hold's amount gives the difference back at once, as if the hold had been for the actual
+	// amount from the start; more records the excess even past the limit (the work was done) and reports the
+	// units over the limit as `overdraft`. Settling again with the same amount answers the same
+	// (`replayed: true`); with another amount it is a conflict (409, `hold-conflict`). Past the hold's deadline
+	// a refund gives nothing back (409, `hold-expired`); an excess is still recorded on the window algorithms.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/holds/{id}/settle (the `SettleHold` operationId).
+	SettleHoldWithBodyWithResponse(ctx context.Context, id HoldID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SettleHoldResponse, error)
+
+	// SettleHoldWithResponse Make a hold charge the actual amount (0 releases it).
+	//
+	// Less than the hold's amount gives the difference back at once, as if the hold had been for the actual
+	// amount from the start; more records the excess even past the limit (the work was done) and reports the
+	// units over the limit as `overdraft`. Settling again with the same amount answers the same
+	// (`replayed: true`); with another amount it is a conflict (409, `hold-conflict`). Past the hold's deadline
+	// a refund gives nothing back (409, `hold-expired`); an excess is still recorded on the window algorithms.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/holds/{id}/settle (the `SettleHold` operationId).
+	SettleHoldWithResponse(ctx context.Context, id HoldID, body SettleHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*SettleHoldResponse, error)
 
 	// ListPoliciesWithResponse Every policy, from the config file and from the API, sorted by name.
 	//
@@ -2617,6 +3244,497 @@ func (r CheckManyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r CheckManyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AcquireHoldResponse200Headers the declared response headers of an HTTP 200 response for AcquireHold
+type AcquireHoldResponse200Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+// AcquireHoldResponse401Headers the declared response headers of an HTTP 401 response for AcquireHold
+type AcquireHoldResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// AcquireHoldResponse503Headers the declared response headers of an HTTP 503 response for AcquireHold
+type AcquireHoldResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AcquireHoldResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *HoldDecision
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *HoldConflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *TooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *AcquireHoldResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AcquireHoldResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AcquireHoldResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AcquireHoldResponse) GetJSON200() *HoldDecision {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AcquireHoldResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AcquireHoldResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r AcquireHoldResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AcquireHoldResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r AcquireHoldResponse) GetApplicationproblemJSON409() *HoldConflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r AcquireHoldResponse) GetApplicationproblemJSON413() *TooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AcquireHoldResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AcquireHoldResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AcquireHoldResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AcquireHoldResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AcquireHoldResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AcquireHoldResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AcquireHoldResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ReleaseHoldResponse200Headers the declared response headers of an HTTP 200 response for ReleaseHold
+type ReleaseHoldResponse200Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+// ReleaseHoldResponse401Headers the declared response headers of an HTTP 401 response for ReleaseHold
+type ReleaseHoldResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ReleaseHoldResponse503Headers the declared response headers of an HTTP 503 response for ReleaseHold
+type ReleaseHoldResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ReleaseHoldResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *HoldState
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *HoldNotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *HoldConflict
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ReleaseHoldResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ReleaseHoldResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ReleaseHoldResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ReleaseHoldResponse) GetJSON200() *HoldState {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ReleaseHoldResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ReleaseHoldResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ReleaseHoldResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ReleaseHoldResponse) GetApplicationproblemJSON404() *HoldNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r ReleaseHoldResponse) GetApplicationproblemJSON409() *HoldConflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ReleaseHoldResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ReleaseHoldResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ReleaseHoldResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ReleaseHoldResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ReleaseHoldResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ReleaseHoldResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RenewHoldResponse200Headers the declared response headers of an HTTP 200 response for RenewHold
+type RenewHoldResponse200Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+// RenewHoldResponse401Headers the declared response headers of an HTTP 401 response for RenewHold
+type RenewHoldResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// RenewHoldResponse503Headers the declared response headers of an HTTP 503 response for RenewHold
+type RenewHoldResponse503Headers struct {
+	RetryAfter *int
+}
+
+type RenewHoldResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *HoldState
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *HoldNotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *HoldConflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *TooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *RenewHoldResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *RenewHoldResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RenewHoldResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RenewHoldResponse) GetJSON200() *HoldState {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RenewHoldResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RenewHoldResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r RenewHoldResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RenewHoldResponse) GetApplicationproblemJSON404() *HoldNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r RenewHoldResponse) GetApplicationproblemJSON409() *HoldConflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r RenewHoldResponse) GetApplicationproblemJSON413() *TooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r RenewHoldResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RenewHoldResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RenewHoldResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RenewHoldResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RenewHoldResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RenewHoldResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RenewHoldResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SettleHoldResponse200Headers the declared response headers of an HTTP 200 response for SettleHold
+type SettleHoldResponse200Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+// SettleHoldResponse401Headers the declared response headers of an HTTP 401 response for SettleHold
+type SettleHoldResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// SettleHoldResponse503Headers the declared response headers of an HTTP 503 response for SettleHold
+type SettleHoldResponse503Headers struct {
+	RetryAfter *int
+}
+
+type SettleHoldResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *HoldState
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *HoldNotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *HoldConflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *TooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *SettleHoldResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *SettleHoldResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SettleHoldResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SettleHoldResponse) GetJSON200() *HoldState {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r SettleHoldResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r SettleHoldResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r SettleHoldResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r SettleHoldResponse) GetApplicationproblemJSON404() *HoldNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r SettleHoldResponse) GetApplicationproblemJSON409() *HoldConflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r SettleHoldResponse) GetApplicationproblemJSON413() *TooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r SettleHoldResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r SettleHoldResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SettleHoldResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SettleHoldResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SettleHoldResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SettleHoldResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SettleHoldResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -3657,6 +4775,132 @@ func (c *ClientWithResponses) CheckManyWithResponse(ctx context.Context, body Ch
 	return ParseCheckManyResponse(rsp)
 }
 
+// AcquireHoldWithBodyWithResponse Reserve units now, settle the actual amount later (acquire a hold).
+//
+// Decided exactly like a check of cost `amount`, with the same body fields and headers: a denial is an
+// ordinary 200 with `allowed: false` and `Retry-After`, and records nothing. When admitted the units are
+// recorded as a hold that expires after `ttl` (default and maximum: the policy's window); the answer's
+// `hold.id` is the handle to settle, renew or release it with. An `id` of the caller's makes retries
+// idempotent: an acquire with an id already held answers the same hold with `replayed: true` and records
+// nothing (with another amount it is a conflict, 409). On a `concurrency` policy the units count until the
+// hold is released or expires; on the window algorithms the expiry is the deadline for a refund.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/holds (the `AcquireHold` operationId).
+func (c *ClientWithResponses) AcquireHoldWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AcquireHoldResponse, error) {
+	rsp, err := c.AcquireHoldWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAcquireHoldResponse(rsp)
+}
+
+// AcquireHoldWithResponse Reserve units now, settle the actual amount later (acquire a hold).
+//
+// Decided exactly like a check of cost `amount`, with the same body fields and headers: a denial is an
+// ordinary 200 with `allowed: false` and `Retry-After`, and records nothing. When admitted the units are
+// recorded as a hold that expires after `ttl` (default and maximum: the policy's window); the answer's
+// `hold.id` is the handle to settle, renew or release it with. An `id` of the caller's makes retries
+// idempotent: an acquire with an id already held answers the same hold with `replayed: true` and records
+// nothing (with another amount it is a conflict, 409). On a `concurrency` policy the units count until the
+// hold is released or expires; on the window algorithms the expiry is the deadline for a refund.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/holds (the `AcquireHold` operationId).
+func (c *ClientWithResponses) AcquireHoldWithResponse(ctx context.Context, body AcquireHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*AcquireHoldResponse, error) {
+	rsp, err := c.AcquireHold(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAcquireHoldResponse(rsp)
+}
+
+// ReleaseHoldWithResponse Release a hold (settle it with 0).
+//
+// The same as `POST /v1/holds/{id}/settle` with `amount: 0`: the hold's units are given back (on the window
+// algorithms, while its refund deadline has not passed). Releasing again answers the same (`replayed: true`).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/holds/{id} (the `ReleaseHold` operationId).
+func (c *ClientWithResponses) ReleaseHoldWithResponse(ctx context.Context, id HoldID, reqEditors ...RequestEditorFn) (*ReleaseHoldResponse, error) {
+	rsp, err := c.ReleaseHold(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReleaseHoldResponse(rsp)
+}
+
+// RenewHoldWithBodyWithResponse Move a hold's deadline to now + ttl (default and maximum the policy's window).
+//
+// Refused once the deadline has passed (409, `hold-expired`) or the hold is settled (409, `hold-conflict`).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/holds/{id}/renew (the `RenewHold` operationId).
+func (c *ClientWithResponses) RenewHoldWithBodyWithResponse(ctx context.Context, id HoldID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RenewHoldResponse, error) {
+	rsp, err := c.RenewHoldWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRenewHoldResponse(rsp)
+}
+
+// RenewHoldWithResponse Move a hold's deadline to now + ttl (default and maximum the policy's window).
+//
+// Refused once the deadline has passed (409, `hold-expired`) or the hold is settled (409, `hold-conflict`).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/holds/{id}/renew (the `RenewHold` operationId).
+func (c *ClientWithResponses) RenewHoldWithResponse(ctx context.Context, id HoldID, body RenewHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*RenewHoldResponse, error) {
+	rsp, err := c.RenewHold(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRenewHoldResponse(rsp)
+}
+
+// SettleHoldWithBodyWithResponse Make a hold charge the actual amount (0 releases it).
+//
+// Less than the hold's amount gives the difference back at once, as if the hold had been for the actual
+// amount from the start; more records the excess even past the limit (the work was done) and reports the
+// units over the limit as `overdraft`. Settling again with the same amount answers the same
+// (`replayed: true`); with another amount it is a conflict (409, `hold-conflict`). Past the hold's deadline
+// a refund gives nothing back (409, `hold-expired`); an excess is still recorded on the window algorithms.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/holds/{id}/settle (the `SettleHold` operationId).
+func (c *ClientWithResponses) SettleHoldWithBodyWithResponse(ctx context.Context, id HoldID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SettleHoldResponse, error) {
+	rsp, err := c.SettleHoldWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSettleHoldResponse(rsp)
+}
+
+// SettleHoldWithResponse Make a hold charge the actual amount (0 releases it).
+//
+// Less than the hold's amount gives the difference back at once, as if the hold had been for the actual
+// amount from the start; more records the excess even past the limit (the work was done) and reports the
+// units over the limit as `overdraft`. Settling again with the same amount answers the same
+// (`replayed: true`); with another amount it is a conflict (409, `hold-conflict`). Past the hold's deadline
+// a refund gives nothing back (409, `hold-expired`); an excess is still recorded on the window algorithms.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/holds/{id}/settle (the `SettleHold` operationId).
+func (c *ClientWithResponses) SettleHoldWithResponse(ctx context.Context, id HoldID, body SettleHoldJSONRequestBody, reqEditors ...RequestEditorFn) (*SettleHoldResponse, error) {
+	rsp, err := c.SettleHold(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSettleHoldResponse(rsp)
+}
+
 // ListPoliciesWithResponse Every policy, from the config file and from the API, sorted by name.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -4334,6 +5578,515 @@ func ParseCheckManyResponse(rsp *http.Response) (*CheckManyResponse, error) {
 		response.Headers401 = &headers
 	case rsp.StatusCode == 503:
 		var headers CheckManyResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAcquireHoldResponse parses an HTTP response from a AcquireHoldWithResponse call
+func ParseAcquireHoldResponse(rsp *http.Response) (*AcquireHoldResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AcquireHoldResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest HoldDecision
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest HoldConflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest TooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers AcquireHoldResponse200Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers AcquireHoldResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AcquireHoldResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseReleaseHoldResponse parses an HTTP response from a ReleaseHoldWithResponse call
+func ParseReleaseHoldResponse(rsp *http.Response) (*ReleaseHoldResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ReleaseHoldResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest HoldState
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest HoldNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest HoldConflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ReleaseHoldResponse200Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers ReleaseHoldResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers ReleaseHoldResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRenewHoldResponse parses an HTTP response from a RenewHoldWithResponse call
+func ParseRenewHoldResponse(rsp *http.Response) (*RenewHoldResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RenewHoldResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest HoldState
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest HoldNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest HoldConflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest TooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers RenewHoldResponse200Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers RenewHoldResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers RenewHoldResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSettleHoldResponse parses an HTTP response from a SettleHoldWithResponse call
+func ParseSettleHoldResponse(rsp *http.Response) (*SettleHoldResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SettleHoldResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest HoldState
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest HoldNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest HoldConflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest TooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers SettleHoldResponse200Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers SettleHoldResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers SettleHoldResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

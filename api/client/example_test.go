@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net/http"
@@ -54,11 +55,51 @@ func ExampleClientWithResponses_CheckWithResponse() {
 	// denied, retry in 1m0s (Retry-After: 60)
 }
 
+// WithHold runs a function while units are held: at most two streams at once per tenant ("streams" is a
+// concurrency policy). The hold is settled with what the function returns, and released if it fails, panics or
+// its context is cancelled; a denial runs nothing.
+func ExampleClientWithResponses_WithHold() {
+	baseURL, token, stop := startSluice()
+	defer stop()
+	c, err := client.NewClientWithResponses(baseURL, client.WithRequestEditorFn(
+		func(_ context.Context, req *http.Request) error {
+			req.Header.Set("Authorization", "Bearer "+token)
+			return nil
+		}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	err = c.WithHold(ctx, client.HoldParams{Policy: "streams", Key: "tenant-7", Amount: 1},
+		func(ctx context.Context, h *client.Hold) (int64, error) {
+			fmt.Printf("streaming, %d held\n", h.Amount)
+			// Two more streams do not fit while this one runs.
+			err := c.WithHold(ctx, client.HoldParams{Policy: "streams", Key: "tenant-7", Amount: 2},
+				func(context.Context, *client.Hold) (int64, error) { return 2, nil })
+			var denied *client.DeniedError
+			if errors.As(err, &denied) {
+				fmt.Printf("denied, retry in %s\n", denied.RetryAfter)
+			}
+			return 1, nil
+		})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("done")
+	// Output:
+	// streaming, 1 held
+	// denied, retry in 1m0s
+	// done
+}
+
 // startSluice serves sluice's HTTP API on a loopback port, over a memory store with a clock that stands still
 // (so the output above is exact), with one policy and one token.
 func startSluice() (baseURL, token string, stop func()) {
 	clock := fixedClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	policies := []domain.Policy{{Name: "login", Limit: 5, Window: time.Minute}}
+	policies := []domain.Policy{
+		{Name: "login", Limit: 5, Window: time.Minute},
+		{Name: "streams", Limit: 2, Window: time.Minute, Algorithm: domain.Concurrency},
+	}
 	lim, err := domain.NewService(policies, memory.NewPolicies(clock), memory.New(clock, memory.Options{MaxKeys: 100}), nil, clock)
 	if err != nil {
 		log.Fatal(err)

@@ -11,6 +11,10 @@ export type Policy = S["Policy"];
 export type PolicySpec = S["PolicySpec"];
 export type Problem = S["Problem"];
 export type FieldError = S["FieldError"];
+export type AcquireRequest = S["AcquireRequest"];
+export type HoldDecision = S["HoldDecision"];
+export type HoldState = S["HoldState"];
+export type Hold = S["Hold"];
 
 export type ProblemKind =
   | "validation"
@@ -18,7 +22,10 @@ export type ProblemKind =
   | "unauthenticated"
   | "forbidden"
   | "not-found"
+  | "hold-not-found"
   | "conflict"
+  | "hold-conflict"
+  | "hold-expired"
   | "body-too-large"
   | "unsupported-media-type"
   | "rate-limited"
@@ -44,6 +51,24 @@ export declare class SluiceProblemError extends Error {
   /** Retry-After in seconds, when the response had one (503). */
   readonly retryAfter?: number;
   readonly response: Response;
+}
+
+/** withHold's hold was denied: nothing was recorded and the function did not run. */
+export declare class HoldDeniedError extends Error {
+  constructor(decision: HoldDecision, response: Response);
+  readonly decision: HoldDecision;
+  /** The decision's retry_after_ms. */
+  readonly retryAfterMs: number;
+  /** Retry-After in whole seconds. */
+  readonly retryAfter: number;
+  readonly response: Response;
+}
+
+export interface WithHoldParams extends AcquireRequest {
+  /** Aborting it while the function runs releases the hold (once the function returns or throws). */
+  signal?: AbortSignal;
+  /** Bounds the settle or release that ends the hold (default 5000 ms); it never uses signal. */
+  cleanupTimeoutMs?: number;
 }
 
 export interface SluiceClientOptions {
@@ -77,6 +102,25 @@ export interface SluiceClient {
   /** PUT /v1/policies/{name} (admin): created is true for 201, false when replaced (200). */
   putPolicy(name: string, spec: PolicySpec): Promise<{ policy: Policy; created: boolean }>;
   deletePolicy(name: string): Promise<void>;
+  /**
+   * POST /v1/holds: the decision (a denial is not an error, as for check), with the hold when admitted, and
+   * retryAfter (Retry-After, seconds) when denied.
+   */
+  acquireHold(req: AcquireRequest, options?: { signal?: AbortSignal }): Promise<HoldDecision & { retryAfter?: number; response: Response }>;
+  /** POST /v1/holds/{id}/settle: the hold charges amount (0 releases it). */
+  settleHold(id: string, amount: number, options?: { signal?: AbortSignal }): Promise<HoldState>;
+  /** POST /v1/holds/{id}/renew: the deadline moves to now + ttl (default and maximum: the policy's window). */
+  renewHold(id: string, ttl?: string, options?: { signal?: AbortSignal }): Promise<HoldState>;
+  /** DELETE /v1/holds/{id}: release (settle 0). */
+  releaseHold(id: string, options?: { signal?: AbortSignal }): Promise<HoldState>;
+  /**
+   * Acquires a hold, runs fn, and ends the hold: settled with what fn returns (undefined: the amount held) when fn
+   * resolves and signal is not aborted; released when fn throws or signal was aborted (then it rethrows fn's error
+   * or signal.reason). A denial throws HoldDeniedError without running fn. Resolves to the settle's answer, or
+   * undefined when the acquire recorded nothing (no expires_at: shadow mode, or failure_mode allow on a store
+   * failure) and so nothing was settled.
+   */
+  withHold(params: WithHoldParams, fn: (hold: Hold, signal?: AbortSignal) => Promise<number | void> | number | void): Promise<HoldState | undefined>;
 }
 
 export declare function createSluiceClient(options: SluiceClientOptions): SluiceClient;

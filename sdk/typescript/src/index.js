@@ -13,7 +13,10 @@ export const ProblemTypes = Object.freeze(
       "unauthenticated",
       "forbidden",
       "not-found",
+      "hold-not-found",
       "conflict",
+      "hold-conflict",
+      "hold-expired",
       "body-too-large",
       "unsupported-media-type",
       "rate-limited",
@@ -44,6 +47,22 @@ export class SluiceProblemError extends Error {
     this.detail = problem.detail;
     this.errors = problem.errors ?? [];
     this.retryAfter = retryAfterSeconds(response);
+    this.response = response;
+  }
+}
+
+/** A hold was denied: nothing was recorded and withHold's function did not run. */
+export class HoldDeniedError extends Error {
+  /**
+   * @param {import("./schema.js").components["schemas"]["HoldDecision"]} decision
+   * @param {Response} response
+   */
+  constructor(decision, response) {
+    super(`hold denied by policy ${decision.policy} on key ${JSON.stringify(decision.key)}; retry after ${decision.retry_after_ms} ms`);
+    this.name = "HoldDeniedError";
+    this.decision = decision;
+    this.retryAfterMs = decision.retry_after_ms;
+    this.retryAfter = retryAfterSeconds(response) ?? Math.ceil(decision.retry_after_ms / 1000);
     this.response = response;
   }
 }
@@ -143,6 +162,48 @@ export function createSluiceClient({ baseUrl, token, fetch, headers }) {
     },
     async deletePolicy(name) {
       await ok(api.DELETE("/v1/policies/{name}", { params: { path: { name } } }));
+    },
+    async acquireHold(req, { signal } = {}) {
+      const { data, response } = await ok(api.POST("/v1/holds", { body: req, signal }));
+      return { ...data, retryAfter: data.allowed ? undefined : (retryAfterSeconds(response) ?? 1), response };
+    },
+    async settleHold(id, amount, { signal } = {}) {
+      return (await ok(api.POST("/v1/holds/{id}/settle", { params: { path: { id } }, body: { amount }, signal }))).data;
+    },
+    async renewHold(id, ttl, { signal } = {}) {
+      return (await ok(api.POST("/v1/holds/{id}/renew", { params: { path: { id } }, body: ttl === undefined ? {} : { ttl }, signal }))).data;
+    },
+    async releaseHold(id, { signal } = {}) {
+      return (await ok(api.DELETE("/v1/holds/{id}", { params: { path: { id } }, signal }))).data;
+    },
+    // withHold: acquire, run fn, then settle with what fn returns, or release on every other path. The settle
+    // and the release never use the caller's signal (it may be aborted already): they get their own timeout.
+    async withHold({ signal, cleanupTimeoutMs = 5000, ...req }, fn) {
+      signal?.throwIfAborted();
+      const { data: d, response } = await ok(api.POST("/v1/holds", { body: req, signal }));
+      if (!d.allowed) throw new HoldDeniedError(d, response);
+      const hold = /** @type {NonNullable<typeof d.hold>} */ (d.hold);
+      if (hold.expires_at === undefined) {
+        // Nothing was recorded (shadow mode would have denied, or failure_mode allow admitted a store failure):
+        // there is nothing to settle or release.
+        await fn(hold, signal);
+        return undefined;
+      }
+      const cleanup = () => ({ signal: AbortSignal.timeout(cleanupTimeoutMs) });
+      let actual;
+      try {
+        actual = await fn(hold, signal);
+        signal?.throwIfAborted();
+      } catch (e) {
+        try {
+          await ok(api.DELETE("/v1/holds/{id}", { params: { path: { id: hold.id } }, ...cleanup() }));
+        } catch (releaseError) {
+          throw new AggregateError([e, releaseError], `${e instanceof Error ? e.message : e}; and the release failed: ${releaseError instanceof Error ? releaseError.message : releaseError}`, { cause: e });
+        }
+        throw e;
+      }
+      const amount = actual ?? hold.amount;
+      return (await ok(api.POST("/v1/holds/{id}/settle", { params: { path: { id: hold.id } }, body: { amount }, ...cleanup() }))).data;
     },
   };
 }

@@ -70,6 +70,106 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/holds": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reserve units now, settle the actual amount later (acquire a hold).
+         * @description Decided exactly like a check of cost `amount`, with the same body fields and headers: a denial is an
+         *     ordinary 200 with `allowed: false` and `Retry-After`, and records nothing. When admitted the units are
+         *     recorded as a hold that expires after `ttl` (default and maximum: the policy's window); the answer's
+         *     `hold.id` is the handle to settle, renew or release it with. An `id` of the caller's makes retries
+         *     idempotent: an acquire with an id already held answers the same hold with `replayed: true` and records
+         *     nothing (with another amount it is a conflict, 409). On a `concurrency` policy the units count until the
+         *     hold is released or expires; on the window algorithms the expiry is the deadline for a refund.
+         */
+        post: operations["acquireHold"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/holds/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The hold's handle, as `POST /v1/holds` answered it in `hold.id`. */
+                id: components["parameters"]["HoldID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Release a hold (settle it with 0).
+         * @description The same as `POST /v1/holds/{id}/settle` with `amount: 0`: the hold's units are given back (on the window
+         *     algorithms, while its refund deadline has not passed). Releasing again answers the same (`replayed: true`).
+         */
+        delete: operations["releaseHold"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/holds/{id}/settle": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The hold's handle, as `POST /v1/holds` answered it in `hold.id`. */
+                id: components["parameters"]["HoldID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make a hold charge the actual amount (0 releases it).
+         * @description Less than the hold's amount gives the difference back at once, as if the hold had been for the actual
+         *     amount from the start; more records the excess even past the limit (the work was done) and reports the
+         *     units over the limit as `overdraft`. Settling again with the same amount answers the same
+         *     (`replayed: true`); with another amount it is a conflict (409, `hold-conflict`). Past the hold's deadline
+         *     a refund gives nothing back (409, `hold-expired`); an excess is still recorded on the window algorithms.
+         */
+        post: operations["settleHold"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/holds/{id}/renew": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The hold's handle, as `POST /v1/holds` answered it in `hold.id`. */
+                id: components["parameters"]["HoldID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Move a hold's deadline to now + ttl (default and maximum the policy's window).
+         * @description Refused once the deadline has passed (409, `hold-expired`) or the hold is settled (409, `hold-conflict`).
+         */
+        post: operations["renewHold"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/policies": {
         parameters: {
             query?: never;
@@ -383,15 +483,105 @@ export interface components {
             degraded?: boolean;
         };
         /**
+         * @description A hold's handle: opaque, URL-safe (base64url without padding), made by the server from the policy, the
+         *     key and the hold's id, so that a settle, renewal or release goes straight to its key. Send it back as
+         *     received; a handle this server could not have made is a validation problem naming `id`.
+         */
+        HoldHandle: string;
+        /**
+         * @description The caller's id for this acquisition (UTF-8, 1 to 128 bytes), for idempotent retries: an acquire with an
+         *     id already held on the key answers that hold. Without one the server makes a random one.
+         */
+        HoldIdempotencyID: string;
+        /** Format: int64 */
+        Amount: number;
+        AcquireRequest: {
+            policy: components["schemas"]["PolicyName"];
+            key: components["schemas"]["Key"];
+            /**
+             * Format: int64
+             * @description Units to reserve (at most the policy's limit).
+             */
+            amount: number;
+            ttl?: components["schemas"]["Duration"];
+            id?: components["schemas"]["HoldIdempotencyID"];
+        };
+        SettleRequest: {
+            amount: components["schemas"]["Amount"];
+        };
+        RenewRequest: {
+            ttl?: components["schemas"]["Duration"];
+        };
+        Hold: {
+            id: components["schemas"]["HoldHandle"];
+            /**
+             * Format: int64
+             * @description What the hold charges now (the amount acquired until settled, then the settled amount).
+             */
+            amount: number;
+            /**
+             * Format: date-time
+             * @description The hold's deadline (the store's clock): a refund after it gives nothing back, a `concurrency` hold's
+             *     units are back. Absent when nothing was recorded: the policy is in shadow mode and would have denied,
+             *     or the store failed and `failure_mode: allow` admitted (`degraded`); there is then nothing to settle.
+             */
+            expires_at?: string;
+            settled: boolean;
+            /** @description The call repeated an earlier one (same id and amount); nothing was recorded. */
+            replayed: boolean;
+        };
+        /** @description A Decision (as `/v1/check` answers it) and, when admitted, the hold. */
+        HoldDecision: {
+            allowed: boolean;
+            policy: components["schemas"]["PolicyName"];
+            key: string;
+            /** Format: int64 */
+            limit: number;
+            /** Format: int64 */
+            remaining: number;
+            /** Format: int64 */
+            reset_after_ms: number;
+            /** Format: int64 */
+            retry_after_ms: number;
+            shadow_denied?: boolean;
+            degraded?: boolean;
+            hold?: components["schemas"]["Hold"];
+        };
+        /** @description The hold as it stands, and the key's state after the operation as a peek reports it. */
+        HoldState: {
+            /** @description A cost-1 request (on `concurrency`, a hold of 1) would be admitted now. */
+            allowed: boolean;
+            policy: components["schemas"]["PolicyName"];
+            key: string;
+            /** Format: int64 */
+            limit: number;
+            /** Format: int64 */
+            remaining: number;
+            /** Format: int64 */
+            reset_after_ms: number;
+            /** Format: int64 */
+            retry_after_ms: number;
+            /** @description The store could not answer and `failure_mode: allow` let the call pass; nothing is known of the hold. */
+            degraded?: boolean;
+            hold: components["schemas"]["Hold"];
+            /**
+             * Format: int64
+             * @description After a settle, the units the key holds over its limit (0 when within).
+             */
+            overdraft: number;
+        };
+        /**
          * @description How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
          *     interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
          *     (instants rounded up to `resolution`). `token_bucket`: GCRA, a burst of `limit` refilled over one window
          *     (about 2 × limit in the worst window). `fixed_window`: epoch-aligned windows as envoyproxy/ratelimit counts
-         *     (about 2 × limit across a boundary).
+         *     (about 2 × limit across a boundary). `concurrency`: at most `limit` units held at once by holds
+         *     (`/v1/holds`), each living at most one `window` unrenewed; a check of cost > 0 on it is a 400 (a peek
+         *     reports the units held).
          * @default sliding_log
          * @enum {string}
          */
-        Algorithm: "sliding_log" | "sliding_window" | "token_bucket" | "fixed_window";
+        Algorithm: "sliding_log" | "sliding_window" | "token_bucket" | "fixed_window" | "concurrency";
         PolicySpec: {
             /** Format: int64 */
             limit: number;
@@ -464,6 +654,41 @@ export interface components {
         };
     };
     responses: {
+        /** @description The hold as it stands and the key's state after the operation (what a peek reports). */
+        HoldState: {
+            headers: {
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                RateLimit: components["headers"]["RateLimit"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["HoldState"];
+            };
+        };
+        /**
+         * @description No such hold (`hold-not-found`: never acquired, its policy re-created, or past its deadline and forgotten),
+         *     or no such policy (`not-found`).
+         */
+        HoldNotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /**
+         * @description `hold-conflict`: the id is held with another amount, was settled with another amount, or is settled and
+         *     cannot be renewed. `hold-expired`: the hold's deadline has passed (nothing is given back or renewed).
+         */
+        HoldConflict: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The request is malformed or a field is invalid; the problem names the field. */
         BadRequest: {
             headers: {
@@ -553,7 +778,10 @@ export interface components {
             };
         };
     };
-    parameters: never;
+    parameters: {
+        /** @description The hold's handle, as `POST /v1/holds` answered it in `hold.id`. */
+        HoldID: components["schemas"]["HoldHandle"];
+    };
     requestBodies: never;
     headers: {
         /** @description The policy, e.g. `"login";q=5;w=60` (draft-ietf-httpapi-ratelimit-headers-10). */
@@ -674,6 +902,120 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    acquireHold: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AcquireRequest"];
+            };
+        };
+        responses: {
+            /** @description The decision, admitted (with the hold) or not. */
+            200: {
+                headers: {
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HoldDecision"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["HoldConflict"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    releaseHold: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The hold's handle, as `POST /v1/holds` answered it in `hold.id`. */
+                id: components["parameters"]["HoldID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["HoldState"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["HoldNotFound"];
+            409: components["responses"]["HoldConflict"];
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    settleHold: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The hold's handle, as `POST /v1/holds` answered it in `hold.id`. */
+                id: components["parameters"]["HoldID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SettleRequest"];
+            };
+        };
+        responses: {
+            200: components["responses"]["HoldState"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["HoldNotFound"];
+            409: components["responses"]["HoldConflict"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    renewHold: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The hold's handle, as `POST /v1/holds` answered it in `hold.id`. */
+                id: components["parameters"]["HoldID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RenewRequest"];
+            };
+        };
+        responses: {
+            200: components["responses"]["HoldState"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["HoldNotFound"];
+            409: components["responses"]["HoldConflict"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
             default: components["responses"]["Error"];
         };

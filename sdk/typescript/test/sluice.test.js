@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { createSluiceClient, SluiceProblemError, ProblemTypes } from "../src/index.js";
+import { createSluiceClient, SluiceProblemError, HoldDeniedError, ProblemTypes } from "../src/index.js";
 
 const repo = resolve(fileURLToPath(new URL(".", import.meta.url)), "../../..");
 const CHECK_TOKEN = "ts-sdk-check-token-0123456789";
@@ -44,6 +44,8 @@ policies:
   - {name: login, limit: 5, window: 1m}
   - {name: pair, limit: 2, window: 1h}
   - {name: trial, limit: 1, window: 1h, shadow: true}
+  - {name: slots, limit: 3, window: 1m, algorithm: concurrency}
+  - {name: quota, limit: 10, window: 1h}
 `,
   );
   const tokens = join(dir, "tokens.yaml");
@@ -201,4 +203,95 @@ test("errors: validation names the field; 401, 403, 404", async () => {
   await rejectsWith(() => c.resetKey("login", "k"), 403, "forbidden");
   await rejectsWith(() => c.check({ policy: "nope", key: "k" }), 404, "not-found");
   await rejectsWith(() => c.getKey("nope", "k"), 404, "not-found");
+});
+
+/** The units a peek says are free: what a hold (or check) of 1 would see, plus that 1; 0 when it would be denied. */
+async function free(c, policy, key) {
+  const d = await c.getKey(policy, key);
+  return d.allowed ? d.remaining + 1 : 0;
+}
+
+test("holds: acquire, settle, renew, release; a denial is a value with Retry-After", async () => {
+  const c = checker();
+  const a = await c.acquireHold({ policy: "slots", key: "raw", amount: 2, ttl: "30s", id: "job-1" });
+  assert.equal(a.allowed, true);
+  assert.equal(a.hold.amount, 2);
+  assert.match(a.hold.id, /^[A-Za-z0-9_-]+$/);
+  assert.equal(a.response.headers.get("RateLimit-Policy"), '"slots";q=3;w=60');
+  const again = await c.acquireHold({ policy: "slots", key: "raw", amount: 2, ttl: "30s", id: "job-1" });
+  assert.equal(again.hold.replayed, true);
+  assert.equal(again.hold.id, a.hold.id);
+  const denied = await c.acquireHold({ policy: "slots", key: "raw", amount: 2 });
+  assert.equal(denied.allowed, false);
+  assert.equal(denied.hold, undefined);
+  assert.ok(denied.retryAfter >= 1 && denied.retryAfter <= 30, `retryAfter ${denied.retryAfter}`);
+  const renewed = await c.renewHold(a.hold.id, "1m");
+  assert.ok(Date.parse(renewed.hold.expires_at) > Date.parse(a.hold.expires_at));
+  const settled = await c.settleHold(a.hold.id, 1);
+  assert.equal(settled.hold.amount, 1);
+  assert.equal(settled.overdraft, 0);
+  assert.equal(await free(c, "slots", "raw"), 2);
+  assert.equal((await c.releaseHold(a.hold.id)).hold.amount, 0);
+  assert.equal(await free(c, "slots", "raw"), 3);
+  await rejectsWith(() => c.settleHold(a.hold.id, 2), 409, "hold-conflict");
+  await rejectsWith(() => c.releaseHold("AAAA"), 400, "validation");
+  await rejectsWith(() => c.check({ policy: "slots", key: "raw" }), 400, "validation");
+});
+
+test("withHold settles with fn's amount on success", async () => {
+  const c = checker();
+  const state = await c.withHold({ policy: "quota", key: "ok", amount: 6 }, async (hold) => {
+    assert.equal(hold.amount, 6);
+    assert.equal(await free(c, "quota", "ok"), 4);
+    return 2;
+  });
+  assert.equal(state.hold.amount, 2);
+  assert.equal(state.hold.settled, true);
+  assert.equal(await free(c, "quota", "ok"), 8);
+});
+
+test("withHold releases when fn throws", async () => {
+  const c = checker();
+  await assert.rejects(
+    c.withHold({ policy: "slots", key: "throws", amount: 2 }, async () => {
+      assert.equal(await free(c, "slots", "throws"), 1);
+      throw new Error("boom");
+    }),
+    /boom/,
+  );
+  assert.equal(await free(c, "slots", "throws"), 3);
+});
+
+test("withHold releases when the signal aborts mid-flight", async () => {
+  const c = checker();
+  for (const fnHonoursSignal of [true, false]) {
+    const ctl = new AbortController();
+    const key = `abort-${fnHonoursSignal}`;
+    await assert.rejects(
+      c.withHold({ policy: "slots", key, amount: 3, signal: ctl.signal }, async (hold, signal) => {
+        assert.equal(await free(c, "slots", key), 0);
+        ctl.abort(new Error("caller gave up"));
+        if (fnHonoursSignal) signal?.throwIfAborted();
+        return 3; // fn ignored the abort: still released, the caller gave up
+      }),
+      /caller gave up/,
+    );
+    assert.equal(await free(c, "slots", key), 3, `units back (fn honours the signal: ${fnHonoursSignal})`);
+  }
+});
+
+test("withHold: a denial throws HoldDeniedError and runs nothing", async () => {
+  const c = checker();
+  await c.acquireHold({ policy: "slots", key: "full", amount: 3 });
+  let ran = false;
+  const err = await c
+    .withHold({ policy: "slots", key: "full", amount: 1 }, () => {
+      ran = true;
+      return 1;
+    })
+    .then(() => assert.fail("admitted"), (e) => e);
+  assert.ok(err instanceof HoldDeniedError, `not a HoldDeniedError: ${err}`);
+  assert.equal(ran, false);
+  assert.ok(err.retryAfterMs > 0 && err.retryAfter >= 1, `retry ${err.retryAfterMs} ms, ${err.retryAfter} s`);
+  assert.equal(await free(c, "slots", "full"), 0);
 });

@@ -1,5 +1,5 @@
 // Compile-only: the README's TypeScript usage type-checks against index.d.ts and the generated schema.
-import { createSluiceClient, SluiceProblemError, type Decision } from "../src/index.js";
+import { createSluiceClient, SluiceProblemError, HoldDeniedError, type Decision, type HoldState } from "../src/index.js";
 
 export async function example(): Promise<void> {
   const sluice = createSluiceClient({ baseUrl: "http://127.0.0.1:8080", token: "a-token-of-16-chars-or-more" });
@@ -11,6 +11,16 @@ export async function example(): Promise<void> {
     await sluice.check({ policy: "login", key: "user:42", cost: 99 });
   } catch (e) {
     if (e instanceof SluiceProblemError && e.kind === "validation") console.log(e.errors[0]?.field);
+  }
+  try {
+    const s: HoldState | undefined = await sluice.withHold({ policy: "streams", key: "tenant:7", amount: 1 }, async (hold, signal) => {
+      signal?.throwIfAborted();
+      console.log(hold.id);
+      return 1;
+    });
+    console.log(s?.remaining);
+  } catch (e) {
+    if (e instanceof HoldDeniedError) console.log(`retry in ${e.retryAfterMs} ms`);
   }
   // @ts-expect-error: cost is a number
   await sluice.check({ policy: "login", key: "k", cost: "1" });
