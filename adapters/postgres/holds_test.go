@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -506,5 +507,54 @@ func TestStoredConcurrencyPolicy(t *testing.T) {
 	}
 	if hd := hold(domain.OpAcquire, "d", 1); hd.Decision.Status != domain.StatusPolicyNotFound || hd.Allowed {
 		t.Fatalf("an acquire after the policy was deleted: %+v", hd)
+	}
+}
+
+// TestDeniedAcquireTakesNoLock: an acquire the key's committed state denies is answered from a lock-free read (the
+// row's xmin, xmax and ctid stay put), and a replayed settle or an unknown renewal (nothing to change) writes
+// nothing (xmin and ctid stay).
+func TestDeniedAcquireTakesNoLock(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC))
+	s := open(t, postgres.Options{Clock: clock})
+	ctx := context.Background()
+	version := func(policy string) (v string) {
+		t.Helper()
+		if err := s.Pool().QueryRow(ctx, "SELECT xmin::text || '/' || xmax::text || '/' || ctid::text FROM sluice_buckets WHERE policy = $1", policy).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, alg := range domain.Algorithms {
+		p := domain.Policy{Name: fmt.Sprint("nolock-", alg), Limit: 2, Window: time.Hour, Algorithm: alg}.WithDefaults()
+		b := &domain.Bucket{}
+		both := func(q domain.BucketHold) domain.HoldDecision {
+			t.Helper()
+			got, err := s.Hold(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := b.ApplyHold(clock.Now().UnixMicro(), q); got != want {
+				t.Fatalf("%s %+v:\n got %+v\nwant %+v", alg, q, got, want)
+			}
+			return got
+		}
+		both(holdOp(p, "k", domain.OpAcquire, "a", 2, 0))
+		both(holdOp(p, "k", domain.OpSettle, "a", 2, 0))
+		before := version(p.Name)
+		if hd := both(holdOp(p, "k", domain.OpAcquire, "b", 1, 0)); hd.Allowed {
+			t.Fatalf("%s: an acquire past the limit: %+v", alg, hd)
+		}
+		if after := version(p.Name); after != before {
+			t.Fatalf("%s: a denied acquire changed or locked the row: %s → %s", alg, before, after)
+		}
+		// A replay is decided under the row lock (xmax moves) but writes nothing (xmin and ctid stay).
+		if hd := both(holdOp(p, "k", domain.OpSettle, "a", 2, 0)); hd.Status != domain.HoldReplayed && !alg.HoldsOnly() {
+			t.Fatalf("%s: a repeated settle: %+v", alg, hd)
+		}
+		both(holdOp(p, "k", domain.OpRenew, "zz", 0, 0)) // unknown: nothing to change
+		written := func(v string) string { x := strings.Split(v, "/"); return x[0] + "/" + x[2] }
+		if after := version(p.Name); written(after) != written(before) {
+			t.Fatalf("%s: a replay wrote the row: %s → %s", alg, before, after)
+		}
 	}
 }
