@@ -60,6 +60,24 @@ func holdProgram(t *testing.T, s domain.BucketStore, clock *clocktest.Clock, nam
 				cost = 0
 			}
 			r := domain.BucketRequest{Policy: p.Name, Key: key, Rule: p.Rule(), Cost: cost}
+			if op == 1 && b&0x10 != 0 {
+				// A non-atomic batch of two checks of the key (its second pair of a token bucket's lags, the
+				// batch's phase 2 when the first admits): decided in order, as two Decides.
+				r2 := r
+				r2.Cost = (a >> 4) % (p.Limit + 1)
+				if p.Algorithm.HoldsOnly() {
+					r2.Cost = 0
+				}
+				got, err := s.DecideBatch(ctx, []domain.BucketRequest{r, r2}, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := []domain.Decision{bk.Decide(now, r.Rule, r.Cost), bk.Decide(now, r2.Rule, r2.Cost)}
+				if got[0] != want[0] || got[1] != want[1] {
+					t.Fatalf("%s batch %d, %d:\n got %+v\nwant %+v", where, r.Cost, r2.Cost, got, want)
+				}
+				continue
+			}
 			got, err := s.Decide(ctx, r)
 			if err != nil {
 				t.Fatal(err)
