@@ -20,7 +20,7 @@ const handleVersion = 1
 
 // encodeHandle is the handle of hold id on key of policy: base64url (no padding) of the version byte, then the
 // policy and the key each preceded by its length as a uvarint, then the id. The longest (a 64-byte policy name, a
-// 512-byte key, a 128-byte id) is 947 characters.
+// 512-byte key, a 128-byte id: 708 bytes) is 944 characters.
 func encodeHandle(policy, key, id string) string {
 	b := make([]byte, 0, 1+2*binary.MaxVarintLen16+len(policy)+len(key)+len(id))
 	b = append(b, handleVersion)
@@ -33,7 +33,8 @@ func encodeHandle(policy, key, id string) string {
 }
 
 // decodeHandle is encodeHandle's inverse. A handle that encodeHandle could not have made (not canonical
-// base64url, another version, lengths that do not fit, or parts the domain would refuse) is a validation error
+// base64url, another version, lengths that do not fit or are not written in the fewest bytes, or parts the
+// domain would refuse) is a validation error
 // naming the path parameter id: the client is told its handle is broken, not that a policy or key it never sent
 // is invalid.
 func decodeHandle(h string) (domain.HoldRef, error) {
@@ -68,6 +69,9 @@ func decodeHandle(h string) (domain.HoldRef, error) {
 	ref := domain.HoldRef{Policy: policy, Key: key, ID: string(rest)}
 	if domain.ValidatePolicyName(ref.Policy) != nil || domain.ValidateKey(ref.Key) != nil || domain.ValidateHoldID(ref.ID) != nil {
 		return bad("its parts are not a policy, a key and an id")
+	}
+	if encodeHandle(ref.Policy, ref.Key, ref.ID) != h {
+		return bad("not in its canonical form") // one hold, one handle
 	}
 	return ref, nil
 }

@@ -201,6 +201,7 @@ func TestHoldHandles(t *testing.T) {
 		base64.RawURLEncoding.EncodeToString([]byte("\x01\x05SLOTS\x01kid")),     // not a policy name
 		httpapi.EncodeHandle("slots", "k", "\xff"),                               // an id of invalid UTF-8
 		base64.URLEncoding.EncodeToString([]byte("\x01\x05slots\x01kid")) + "==", // padded
+		base64.RawURLEncoding.EncodeToString([]byte("\x01\x85\x00slots\x01kid")), // a length not in the fewest bytes
 	} {
 		wantProblem(t, e.do("DELETE", "/v1/holds/"+bad, nil, invalidRequest()), 400, "validation", "id")
 		wantProblem(t, e.do("POST", "/v1/holds/"+bad+"/settle", map[string]any{"amount": 0}, invalidRequest()), 400, "validation", "id")

@@ -15,13 +15,14 @@ import (
 )
 
 // holdServer serves sluice over a memory store and a fake clock, with a concurrency policy "slots" (3 held at
-// once) and a window policy "quota" (10 per minute).
+// once), a window policy "quota" (10 per minute) and a shadow policy "trial" (1 per minute).
 func holdServer(t *testing.T) (*client.ClientWithResponses, *clocktest.Clock) {
 	t.Helper()
 	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	policies := []domain.Policy{
 		{Name: "slots", Limit: 3, Window: time.Minute, Algorithm: domain.Concurrency},
 		{Name: "quota", Limit: 10, Window: time.Minute},
+		{Name: "trial", Limit: 1, Window: time.Minute, Shadow: true},
 	}
 	lim, err := domain.NewService(policies, memory.NewPolicies(clock), memory.New(clock, memory.Options{MaxKeys: 100}), nil, clock)
 	if err != nil {
@@ -196,5 +197,30 @@ func TestWithHoldAcquireProblem(t *testing.T) {
 	var pe *client.ProblemError
 	if !errors.As(err, &pe) || pe.Op != "acquire" || pe.StatusCode != 404 || pe.Problem.Type != "https://sluice.dev/problems/not-found" {
 		t.Fatalf("WithHold: %v, want a 404 acquire", err)
+	}
+}
+
+// TestWithHoldRecordedNothing: a shadow policy that would have denied admits without recording a hold (no
+// expires_at): fn runs, and nothing is settled (a settle would answer 404).
+func TestWithHoldRecordedNothing(t *testing.T) {
+	c, _ := holdServer(t)
+	ran := 0
+	err := c.WithHold(context.Background(), client.HoldParams{Policy: "trial", Key: "k", Amount: 1},
+		func(ctx context.Context, h *client.Hold) (int64, error) {
+			ran++
+			if h.ExpiresAt == nil {
+				t.Errorf("the first hold recorded nothing: %+v", h)
+			}
+			return 1, c.WithHold(ctx, client.HoldParams{Policy: "trial", Key: "k", Amount: 1},
+				func(_ context.Context, h *client.Hold) (int64, error) {
+					ran++
+					if h.ExpiresAt != nil {
+						t.Errorf("a shadow-denied hold has a deadline: %+v", h)
+					}
+					return 1, nil
+				})
+		})
+	if err != nil || ran != 2 {
+		t.Fatalf("WithHold: %v (ran %d times, want 2)", err, ran)
 	}
 }
