@@ -563,7 +563,10 @@ BEGIN
 
     -- The row, written once when anything changed: or the placeholder deleted when nothing is kept.
     IF v_found AND st IS NOT DISTINCT FROM v_st0 AND v_sw IS NOT DISTINCT FROM v_sw0 AND v_holds IS NOT DISTINCT FROM v_h0 THEN
-        RETURN; -- a replay, a conflict, a denial that pruned nothing: the row stays as it is
+        -- A replay, a conflict, a denial that pruned nothing: the row stays as it is. The transaction only locked
+        -- it, so its commit need not wait for the WAL flush (nothing it did must survive a crash).
+        PERFORM set_config('synchronous_commit', 'off', true);
+        RETURN;
     END IF;
     IF st.alg = '' AND cardinality(v_holds) = 0 THEN
         IF v_ph THEN
