@@ -107,6 +107,7 @@ $$;
 -- it is after the operation (hold_id .. settled), hold_status (domain.HoldStatus) and the overdraft.
 --
 -- An acquire that the key's committed state denies is answered from a lock-free read (no lock, nothing written).
+-- The store runs each call as its own transaction: one that changes nothing sets synchronous_commit off for it.
 -- The row is written once at the end, and only when anything changed: the state (an acquire's admission, a settle's adjust or forced excess), the
 -- records (pruned and trimmed as the domain prunes and trims them, at the same operations) and the janitor's holds_until and holds_at.
 -- A sliding_log key's entries (sluice_log_entries) change in place: an admission or a forced excess writes its
