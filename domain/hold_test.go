@@ -135,6 +135,13 @@ func (hm *holdModel) acquire(now int64, r Rule, id string, amount int64, ttl tim
 	var d Decision
 	if r.Algorithm == Concurrency {
 		d = hm.decideConcurrency(now, r, amount, true)
+		if d.Allowed {
+			tt := ttl
+			if tt <= 0 || tt > r.Window {
+				tt = r.Window
+			}
+			d.ResetAfter = max(d.ResetAfter, tt.Truncate(time.Microsecond))
+		}
 	} else {
 		d = hm.decide(now, r, amount)
 	}

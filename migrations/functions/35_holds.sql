@@ -321,6 +321,9 @@ BEGIN
                     END IF;
                     v_holds := v_holds || h;
                     k := cardinality(v_holds);
+                    IF v_alg = 'concurrency' THEN
+                        reset_after_us := greatest(reset_after_us, v_ttl); -- the new hold's units are back then
+                    END IF;
                 END IF;
             END IF;
         END IF;
