@@ -15,9 +15,10 @@ import (
 
 // TestAlgorithmTableAcrossRuntimes holds every place outside Go that names the algorithms to domain's algorithm
 // table (domain.Algorithms is derived from it): the OpenAPI enum (and so the generated server and SDKs), the
-// TypeScript SDK's schema, and the Helm chart's values schema (policies and the RLS front end). The SQL and Lua
-// steps are held to it by behaviour: the conformance suite (domain/storetest) runs every algorithm of the table
-// on every store, and an algorithm a store does not know is StatusInvalidRule there, never a default.
+// TypeScript SDK's schema, the Helm chart's values schema (policies and the RLS front end), and the names the SQL
+// runtime accepts (sluice_step's dispatch, sluice_hold). The SQL and Lua steps are also held to it by behaviour: the
+// conformance suite (domain/storetest) runs every algorithm of the table on every store, and an algorithm a store
+// does not know is StatusInvalidRule there, never a default.
 func TestAlgorithmTableAcrossRuntimes(t *testing.T) {
 	want := make([]string, len(domain.Algorithms))
 	for i, a := range domain.Algorithms {
@@ -89,6 +90,42 @@ func TestAlgorithmTableAcrossRuntimes(t *testing.T) {
 	walk("", schema)
 	if found < 2 {
 		t.Errorf("values.schema.json: %d algorithm enums found, want the policies' and the RLS front end's", found)
+	}
+
+	// The SQL runtime: the algorithms sluice_step (the one dispatch of the Postgres store) accepts in a rule (its
+	// first CASE p_alg; any other is refused), and those sluice_hold accepts. Their behaviour is held to the domain
+	// by adapters/postgres (TestAlgorithmDispatchMatchesTheDomain, the conformance suite).
+	dispatch, err := os.ReadFile("migrations/functions/30_dispatch.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := regexp.MustCompile(`(?s)CREATE OR REPLACE FUNCTION sluice_step\(.*?CASE p_alg\n(.*?)END CASE;`).FindSubmatch(dispatch)
+	if step == nil {
+		t.Fatal("migrations/functions/30_dispatch.sql: no CASE p_alg in sluice_step")
+	}
+	var sqlNames []string
+	for _, when := range regexp.MustCompile(`WHEN ('[a-z_]+'(?:, '[a-z_]+')*) THEN`).FindAllSubmatch(step[1], -1) {
+		for _, n := range strings.Split(string(when[1]), ", ") {
+			sqlNames = append(sqlNames, strings.Trim(n, "'"))
+		}
+	}
+	if got := slices.Sorted(slices.Values(sqlNames)); !slices.Equal(got, sorted) {
+		t.Errorf("sluice_step (30_dispatch.sql) accepts %v, want %v", got, sorted)
+	}
+	holds, err := os.ReadFile("migrations/functions/35_holds.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := regexp.MustCompile(`v_alg NOT IN \(([^)]*)\)`).FindSubmatch(holds)
+	if in == nil {
+		t.Fatal("migrations/functions/35_holds.sql: no algorithm list in sluice_hold")
+	}
+	var holdNames []string
+	for _, n := range strings.Split(string(in[1]), ",") {
+		holdNames = append(holdNames, strings.Trim(strings.TrimSpace(n), "'"))
+	}
+	if got := slices.Sorted(slices.Values(holdNames)); !slices.Equal(got, sorted) {
+		t.Errorf("sluice_hold (35_holds.sql) accepts %v, want %v", got, sorted)
 	}
 }
 

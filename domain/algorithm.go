@@ -255,12 +255,22 @@ type Mark struct {
 	a, f, c, w int64
 	log        windowLog // the log as it was: restored whole if Decide replaced it (a conversion)
 	lm         logMark
+	// lags are the hold records' refund bounds (mq, mr), which a token bucket's admission lowers (noteLag): a
+	// rolled-back batch gives them back too (a batch adds and drops no record). Nil for a key without holds.
+	lags [][2]int64
 }
 
 // Mark returns the state's current point, for Rollback; Release ends it when the batch commits instead.
 func (b *Bucket) Mark() Mark {
 	b.marked, b.replaced = true, nil
-	return Mark{alg: b.alg, gen: b.gen, a: b.a, f: b.f, c: b.c, w: b.w, log: b.log, lm: b.log.mark()}
+	m := Mark{alg: b.alg, gen: b.gen, a: b.a, f: b.f, c: b.c, w: b.w, log: b.log, lm: b.log.mark()}
+	if recs := b.records(); len(recs) > 0 {
+		m.lags = make([][2]int64, len(recs))
+		for i, h := range recs {
+			m.lags[i] = [2]int64{h.mq, h.mr}
+		}
+	}
+	return m
 }
 
 // Release ends the Mark taken last without rolling back (the batch committed), so a later conversion keeps no
@@ -287,6 +297,11 @@ func (b *Bucket) Rollback(m Mark) {
 	}
 	b.log.rollback(m.lm)
 	b.alg, b.gen, b.a, b.f, b.c, b.w = m.alg, m.gen, m.a, m.f, m.c, m.w
+	if recs := b.records(); len(recs) == len(m.lags) {
+		for i := range recs {
+			recs[i].mq, recs[i].mr = m.lags[i][0], m.lags[i][1]
+		}
+	}
 	b.marked, b.replaced = false, nil
 }
 

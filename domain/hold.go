@@ -143,6 +143,10 @@ func (b *Bucket) Acquire(now int64, r Rule, id string, amount int64, ttl time.Du
 		b.holds = &holdBook{}
 	}
 	b.holds.recs = append(b.holds.recs, h)
+	if row := algorithmRowOf(r.Algorithm); row.holdsOnly {
+		// The step decided before the hold existed: every unit is back at the latest deadline, now maybe this one.
+		d.ResetAfter = max(d.ResetAfter, micros(h.Expires-now))
+	}
 	return d, h.Hold, HoldOK
 }
 

@@ -135,6 +135,13 @@ func (hm *holdModel) acquire(now int64, r Rule, id string, amount int64, ttl tim
 	var d Decision
 	if r.Algorithm == Concurrency {
 		d = hm.decideConcurrency(now, r, amount, true)
+		if d.Allowed {
+			tt := ttl
+			if tt <= 0 || tt > r.Window {
+				tt = r.Window
+			}
+			d.ResetAfter = max(d.ResetAfter, tt.Truncate(time.Microsecond))
+		}
 	} else {
 		d = hm.decide(now, r, amount)
 	}
@@ -542,5 +549,29 @@ func TestSettledRecordsAreBounded(t *testing.T) {
 		if hs := b.Holds(later, r); len(hs) != MaxSettledKept+1 || hs[0].ID != "open" {
 			t.Fatalf("%s: %d records kept, first %+v", alg, len(hs), hs[0])
 		}
+	}
+}
+
+// A rolled-back all-or-nothing batch gives back what its token bucket admissions lowered of an open hold's refund
+// bound, so the key's records are as if the batch never ran (as on Postgres, where such a batch writes nothing).
+// (No decision has been found that the lowered bound would change, since a bound an admission found at an
+// earlier instant never moves a tat below now; the state is kept identical all the same.)
+func TestRollbackRestoresRefundBounds(t *testing.T) {
+	r := ruleFor(TokenBucket, 10, 10*time.Second, 0)
+	now := int64(1_700_000_000_000_000)
+	var with, without Bucket
+	for _, b := range []*Bucket{&with, &without} {
+		b.Acquire(now, r, "h", 6, 0)
+	}
+	m := with.Mark()
+	if d := with.Decide(now+1, r, 4); !d.Allowed {
+		t.Fatalf("the batch's check: %+v", d)
+	}
+	if with.records()[0].mq == without.records()[0].mq {
+		t.Fatal("the batch's admission did not lower the bound: the test proves nothing")
+	}
+	with.Rollback(m)
+	if g, w := with.records()[0], without.records()[0]; g.mq != w.mq || g.mr != w.mr {
+		t.Fatalf("after a rolled-back batch the refund bound is %d+%d, want %d+%d", g.mq, g.mr, w.mq, w.mr)
 	}
 }

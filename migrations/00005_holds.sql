@@ -14,8 +14,10 @@
 -- holds_until and holds_at are the janitor's inputs (domain.Bucket.Empty's holdsKept rule): a record of the
 -- row's generation is kept while now < its deadline, and an unsettled one also while now < at + window. So the row
 -- is kept while now < holds_until (the latest deadline) or now < holds_at (the newest unsettled record's instant)
--- + the window in force. Both are written with holds by sluice_hold; a check that moves the row to another
--- generation leaves them as they were (the janitor then keeps the row a little longer, never shorter).
+-- + the window in force. Both are written with holds by sluice_hold (and cleared with them by the janitor when no
+-- record matters any more); a check that moves the row to another generation leaves them as they were (the
+-- janitor then keeps the row a little longer, never shorter). sluice_decide_batch reads holds only where
+-- concurrency counts them, and writes them only to lower open token_bucket holds' refund bound.
 CREATE TYPE sluice_hold AS (id bytea, amount bigint, at bigint, expires bigint, settled boolean, reserved bigint,
                             gen bigint, alg text, c bigint, w bigint, mq bigint, mr bigint);
 ALTER TABLE sluice_buckets

@@ -257,8 +257,8 @@ func TestLimitOverride(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	h := newHarness(t, "testdata/contour", envoyrls.ServiceOptions{})
 	for name, req := range map[string]*rlsv3.RateLimitRequest{
-		"no domain":      {Descriptors: []*rlcommon.RateLimitDescriptor{desc("generic_key=foo")}},
-		"no descriptors": {Domain: "contour"},
+		"no domain":                 {Descriptors: []*rlcommon.RateLimitDescriptor{desc("generic_key=foo")}},
+		"no descriptors":            {Domain: "contour"},
 		"negative hits on a window": {Domain: "contour", Descriptors: []*rlcommon.RateLimitDescriptor{{Entries: desc("generic_key=foo").Entries, IsNegativeHits: true}}},
 	} {
 		if _, err := h.svc.ShouldRateLimit(context.Background(), req); status.Code(err) != codes.InvalidArgument {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -59,6 +60,24 @@ func holdProgram(t *testing.T, s domain.BucketStore, clock *clocktest.Clock, nam
 				cost = 0
 			}
 			r := domain.BucketRequest{Policy: p.Name, Key: key, Rule: p.Rule(), Cost: cost}
+			if op == 1 && b&0x10 != 0 {
+				// A non-atomic batch of two checks of the key (its second pair of a token bucket's lags, the
+				// batch's phase 2 when the first admits): decided in order, as two Decides.
+				r2 := r
+				r2.Cost = (a >> 4) % (p.Limit + 1)
+				if p.Algorithm.HoldsOnly() {
+					r2.Cost = 0
+				}
+				got, err := s.DecideBatch(ctx, []domain.BucketRequest{r, r2}, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := []domain.Decision{bk.Decide(now, r.Rule, r.Cost), bk.Decide(now, r2.Rule, r2.Cost)}
+				if got[0] != want[0] || got[1] != want[1] {
+					t.Fatalf("%s batch %d, %d:\n got %+v\nwant %+v", where, r.Cost, r2.Cost, got, want)
+				}
+				continue
+			}
 			got, err := s.Decide(ctx, r)
 			if err != nil {
 				t.Fatal(err)
@@ -450,5 +469,110 @@ func TestMaxHoldsPerKey(t *testing.T) {
 			t.Fatalf("%s: an acquire after a settle freed a record: %+v", alg, hd)
 		}
 		both(holdOp(p, "k", domain.OpSettle, "h3", 0, 0)) // its record was dropped: unknown
+	}
+}
+
+// TestStoredConcurrencyPolicy: an API policy of algorithm concurrency is stored, and holds and peeks sent with a
+// provisional rule (BucketRequest.Stored: another replica created the policy) are decided under the stored one:
+// its units held, a check of cost 1 refused, an acquire over its limit StatusCostOverLimit, and once it is deleted
+// StatusPolicyNotFound, as Decide answers.
+func TestStoredConcurrencyPolicy(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC))
+	s := open(t, postgres.Options{Clock: clock})
+	ctx := context.Background()
+	p := domain.Policy{Name: "api-conc", Limit: 3, Window: time.Minute, Algorithm: domain.Concurrency}.WithDefaults()
+	if _, err := s.PutPolicy(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetPolicy(ctx, p.Name)
+	if err != nil || got.Algorithm != domain.Concurrency || got.Limit != 3 {
+		t.Fatalf("stored policy: %+v, %v", got, err)
+	}
+	provisional := domain.BucketRequest{Policy: p.Name, Key: "k", Rule: domain.Rule{Algorithm: domain.SlidingLog, Limit: 1000, Window: time.Second}, Stored: true}
+	hold := func(op domain.HoldOp, id string, n int64) domain.HoldDecision {
+		t.Helper()
+		r := provisional
+		r.Cost = n
+		hd, err := s.Hold(ctx, domain.BucketHold{BucketRequest: r, Op: op, ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hd
+	}
+	if hd := hold(domain.OpAcquire, "a", 2); !hd.Allowed || hd.Status != domain.HoldOK || hd.Limit != 3 || hd.Remaining != 1 || hd.Hold.Expires != clock.Now().Add(time.Minute).UnixMicro() {
+		t.Fatalf("acquire under the stored policy: %+v", hd)
+	}
+	if hd := hold(domain.OpAcquire, "b", 2); hd.Allowed {
+		t.Fatalf("an acquire past the stored limit: %+v", hd)
+	}
+	if hd := hold(domain.OpAcquire, "c", 4); hd.Status != domain.HoldOK || hd.Decision.Status != domain.StatusCostOverLimit {
+		t.Fatalf("an acquire over the stored limit: %+v", hd)
+	}
+	peek, err := s.Decide(ctx, provisional)
+	if err != nil || !peek.Allowed || peek.Remaining != 0 || peek.Limit != 3 {
+		t.Fatalf("a peek under the stored policy: %+v, %v (want 2 held of 3)", peek, err)
+	}
+	check := provisional
+	check.Cost = 1
+	if d, err := s.Decide(ctx, check); err != nil || d.Status != domain.StatusInvalidRule {
+		t.Fatalf("a check of cost 1 under the stored concurrency policy: %+v, %v", d, err)
+	}
+	if hd := hold(domain.OpSettle, "a", 0); hd.Status != domain.HoldOK || hd.Remaining != 2 {
+		t.Fatalf("release: %+v", hd)
+	}
+	if err := s.DeletePolicy(ctx, p.Name); err != nil {
+		t.Fatal(err)
+	}
+	if hd := hold(domain.OpAcquire, "d", 1); hd.Decision.Status != domain.StatusPolicyNotFound || hd.Allowed {
+		t.Fatalf("an acquire after the policy was deleted: %+v", hd)
+	}
+}
+
+// TestDeniedAcquireTakesNoLock: an acquire the key's committed state denies is answered from a lock-free read (the
+// row's xmin, xmax and ctid stay put), and a replayed settle or an unknown renewal (nothing to change) writes
+// nothing (xmin and ctid stay).
+func TestDeniedAcquireTakesNoLock(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC))
+	s := open(t, postgres.Options{Clock: clock})
+	ctx := context.Background()
+	version := func(policy string) (v string) {
+		t.Helper()
+		if err := s.Pool().QueryRow(ctx, "SELECT xmin::text || '/' || xmax::text || '/' || ctid::text FROM sluice_buckets WHERE policy = $1", policy).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, alg := range domain.Algorithms {
+		p := domain.Policy{Name: fmt.Sprint("nolock-", alg), Limit: 2, Window: time.Hour, Algorithm: alg}.WithDefaults()
+		b := &domain.Bucket{}
+		both := func(q domain.BucketHold) domain.HoldDecision {
+			t.Helper()
+			got, err := s.Hold(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := b.ApplyHold(clock.Now().UnixMicro(), q); got != want {
+				t.Fatalf("%s %+v:\n got %+v\nwant %+v", alg, q, got, want)
+			}
+			return got
+		}
+		both(holdOp(p, "k", domain.OpAcquire, "a", 2, 0))
+		both(holdOp(p, "k", domain.OpSettle, "a", 2, 0))
+		before := version(p.Name)
+		if hd := both(holdOp(p, "k", domain.OpAcquire, "b", 1, 0)); hd.Allowed {
+			t.Fatalf("%s: an acquire past the limit: %+v", alg, hd)
+		}
+		if after := version(p.Name); after != before {
+			t.Fatalf("%s: a denied acquire changed or locked the row: %s → %s", alg, before, after)
+		}
+		// A replay is decided under the row lock (xmax moves) but writes nothing (xmin and ctid stay).
+		if hd := both(holdOp(p, "k", domain.OpSettle, "a", 2, 0)); hd.Status != domain.HoldReplayed && !alg.HoldsOnly() {
+			t.Fatalf("%s: a repeated settle: %+v", alg, hd)
+		}
+		both(holdOp(p, "k", domain.OpRenew, "zz", 0, 0)) // unknown: nothing to change
+		written := func(v string) string { x := strings.Split(v, "/"); return x[0] + "/" + x[2] }
+		if after := version(p.Name); written(after) != written(before) {
+			t.Fatalf("%s: a replay wrote the row: %s → %s", alg, before, after)
+		}
 	}
 }

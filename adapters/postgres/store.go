@@ -5,7 +5,8 @@
 // (migrations/functions/40_decide_batch.sql) through a prepared statement, for one check or many. It decides with the
 // database's clock and, for API policies (BucketRequest.Stored), with the policy as the database holds it at that
 // statement, so a policy created, changed or deleted through any replica binds every replica at its next
-// decision. Each algorithm is one SQL step function mirroring the domain's. A pair of (policy, key) whose checks
+// decision. Each algorithm is one SQL step function mirroring the domain's. A hold operation (Hold) is one
+// round trip too: sluice_hold (migrations/functions/35_holds.sql), on the key's row and under its lock. A pair of (policy, key) whose checks
 // are all peeks or denials is decided from a lock-free read and writes nothing (no row lock, no transaction id);
 // the pairs that admit are locked in byte order of (policy, key) and written once each, the lock lasting only for
 // that statement. DecideBatchBounded (for the coalescer's lanes) is the same with a short bound on waiting for

@@ -106,7 +106,9 @@ $$;
 -- results are the decision (status and the fields; for a settle, renewal or release, a peek after it), the hold as
 -- it is after the operation (hold_id .. settled), hold_status (domain.HoldStatus) and the overdraft.
 --
--- The row is written once at the end: the state (an acquire's admission, a settle's adjust or forced excess), the
+-- An acquire that the key's committed state denies is answered from a lock-free read (no lock, nothing written).
+-- The store runs each call as its own transaction: one that changes nothing sets synchronous_commit off for it.
+-- The row is written once at the end, and only when anything changed: the state (an acquire's admission, a settle's adjust or forced excess), the
 -- records (pruned and trimmed as the domain prunes and trims them, at the same operations) and the janitor's holds_until and holds_at.
 -- A sliding_log key's entries (sluice_log_entries) change in place: an admission or a forced excess writes its
 -- entry (sluice_write_log); a settle moves the cums of its entry and every later one by the difference, and an
@@ -159,6 +161,9 @@ DECLARE
     v_exp    bigint;
     v_until  bigint;
     v_hat    bigint;
+    v_st0    sluice_state;  -- the row as read under the lock: written back only if anything changed
+    v_sw0    bigint;
+    v_h0     sluice_hold[];
     v_trim   boolean := false; -- a settle succeeded: the settled records are trimmed (domain.MaxSettledKept)
 BEGIN
     status := 0; allowed := false; lim := coalesce(p_limit, 0); remaining := 0; reset_after_us := 0;
@@ -168,6 +173,41 @@ BEGIN
         OR p_amount IS NULL OR p_amount < 0 OR (p_op = 1 AND p_amount < 1) THEN
         status := 3; hold_status := 2; -- domain.ApplyHold's answer to an operation it does not know
         RETURN;
+    END IF;
+
+    IF p_op = 1 THEN
+        -- A lock-free read first: an acquire that the key's committed state denies is answered from it, taking no
+        -- lock and writing nothing, as sluice_decide_batch answers a denial (a denial from committed state is the
+        -- decision at that state; the records it would prune are pruned by the next operation that writes, as
+        -- pruning changes no decision). Anything else is decided again under the row lock below.
+        SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.window_us, b.holds
+        INTO st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_sw, v_holds
+        FROM sluice_buckets b WHERE b.policy = p_policy AND b.key = p_key;
+        v_found := FOUND;
+        IF v_found AND p_stored THEN
+            SELECT p.algorithm, p.quota, p.window_ms, p.resolution_ms, p.floor_us, p.generation INTO pr
+            FROM sluice_policies p WHERE p.name = p_policy;
+            v_found := FOUND;
+            IF v_found THEN
+                v_alg := pr.algorithm; v_lim := pr.quota; v_win := pr.window_ms * 1000;
+                v_res := pr.resolution_ms * 1000; v_floor := pr.floor_us; v_gen := pr.generation;
+            END IF;
+        END IF;
+        IF v_found AND v_lim BETWEEN 1 AND 9007199254740991 AND v_win BETWEEN 1000000 AND 2678400000000
+            AND v_win % 1000 = 0 AND v_floor IS NOT NULL AND v_gen IS NOT NULL AND p_amount <= v_lim
+            AND NOT (st.alg <> '' AND st.gen > v_gen) THEN
+            v_holds := sluice_prune_holds(v_holds, v_now, v_win, v_gen);
+            IF cardinality(v_holds) < 1024
+                AND NOT EXISTS (SELECT 1 FROM unnest(v_holds) x WHERE x.id = p_id AND x.gen = v_gen) THEN
+                r := sluice_step(st, v_sw, p_policy, p_key, v_now, v_alg, v_lim, v_win, v_res, v_floor, v_gen, p_amount,
+                                 v_holds, true);
+                IF NOT r.allowed THEN
+                    lim := v_lim; remaining := r.remaining; reset_after_us := r.reset_us; retry_after_us := r.retry_us;
+                    RETURN;
+                END IF;
+            END IF;
+        END IF;
+        v_found := false;
     END IF;
 
     -- The row, locked: an acquire of a key without one inserts a placeholder (deleted below if nothing is kept).
@@ -190,6 +230,9 @@ BEGIN
         v_sw := 0;
         v_holds := '{}';
     END IF;
+    v_st0 := st;
+    v_sw0 := v_sw;
+    v_h0 := v_holds;
 
     -- The stored policy, read once the row is locked (a DELETE that committed before has dropped its keys or
     -- waits for this lock).
@@ -278,6 +321,9 @@ BEGIN
                     END IF;
                     v_holds := v_holds || h;
                     k := cardinality(v_holds);
+                    IF v_alg = 'concurrency' THEN
+                        reset_after_us := greatest(reset_after_us, v_ttl); -- the new hold's units are back then
+                    END IF;
                 END IF;
             END IF;
         END IF;
@@ -519,7 +565,13 @@ BEGIN
         END IF;
     END IF;
 
-    -- The row, written once: or the placeholder deleted when nothing is kept.
+    -- The row, written once when anything changed: or the placeholder deleted when nothing is kept.
+    IF v_found AND st IS NOT DISTINCT FROM v_st0 AND v_sw IS NOT DISTINCT FROM v_sw0 AND v_holds IS NOT DISTINCT FROM v_h0 THEN
+        -- A replay, a conflict, a denial that pruned nothing: the row stays as it is. The transaction only locked
+        -- it, so its commit need not wait for the WAL flush (nothing it did must survive a crash).
+        PERFORM set_config('synchronous_commit', 'off', true);
+        RETURN;
+    END IF;
     IF st.alg = '' AND cardinality(v_holds) = 0 THEN
         IF v_ph THEN
             DELETE FROM sluice_buckets WHERE policy = p_policy AND key = p_key;

@@ -79,7 +79,8 @@ DECLARE
     v_sw     bigint;    -- the window the pair's state was last written under (window_us)
     v_fresh  boolean;   -- a stored pair whose state is not its generation's: its policy is re-read under the lock
     v_pgen   bigint;
-    v_holds  sluice_hold[]; -- the pair's hold records (concurrency's units; token_bucket refund bounds)
+    v_holds  sluice_hold[]; -- the pair's hold records, read only where concurrency counts them (below)
+    v_conc   boolean;       -- a check of the batch is decided under concurrency (the rules in force)
     v_lq     bigint;        -- the least lag an admission of the pair's token bucket found (sluice_least_lag)
     v_lr     bigint;
     v_lqs    bigint[] := '{}';
@@ -146,6 +147,7 @@ BEGIN
     IF NOT v_commit THEN
         RETURN; -- an atomic batch with a refused check records nothing
     END IF;
+    v_conc := coalesce('concurrency' = ANY(v_alg), false);
     IF n = 1 THEN
         v_order := ARRAY[1];
     ELSE
@@ -161,7 +163,8 @@ BEGIN
         WHILE v_end < n AND p_policies[v_order[v_end + 1]] = p_policies[i] AND p_keys[v_order[v_end + 1]] = p_keys[i] LOOP
             v_end := v_end + 1;
         END LOOP;
-        SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.window_us, b.holds, b.ctid, b.xmin
+        SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.window_us,
+               CASE WHEN v_conc OR b.alg = 'concurrency' THEN b.holds ELSE '{}' END, b.ctid, b.xmin
         INTO st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_sw, v_holds, v_ctid, v_xmin
         FROM sluice_buckets b WHERE b.policy = p_policies[i] AND b.key = p_keys[i];
         v_found := FOUND;
@@ -222,7 +225,7 @@ BEGIN
                 UPDATE sluice_buckets
                 SET alg = st.alg, gen = st.gen, ats = st.ats, cums = st.cums, base = st.base, a = st.a, f = st.f,
                     c = st.c, newest_us = v_newest, window_us = v_window, expires_us = v_expires,
-                    holds = sluice_note_lag(holds, v_lq, v_lr)
+                    holds = CASE WHEN v_lq IS NULL THEN holds ELSE sluice_note_lag(holds, v_lq, v_lr) END
                 WHERE ctid = v_ctid AND xmin = v_xmin AND policy = p_policies[i] AND key = p_keys[i];
             ELSE
                 INSERT INTO sluice_buckets (policy, key, alg, gen, ats, cums, base, a, f, c, newest_us, window_us, expires_us)
@@ -261,7 +264,8 @@ BEGIN
         IF v_lock[i] THEN
             v_placeholder := false;
             LOOP
-                SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.window_us, b.holds
+                SELECT b.alg, b.gen, b.ats, b.cums, b.base, b.a, b.f, b.c, b.window_us,
+                       CASE WHEN v_conc OR b.alg = 'concurrency' THEN b.holds ELSE '{}' END
                 INTO st.alg, st.gen, st.ats, st.cums, st.base, st.a, st.f, st.c, v_sw, v_holds
                 FROM sluice_buckets b WHERE b.policy = p_policies[i] AND b.key = p_keys[i] FOR UPDATE;
                 v_found := FOUND;
@@ -358,7 +362,7 @@ BEGIN
             UPDATE sluice_buckets
             SET alg = st.alg, gen = st.gen, ats = st.ats, cums = st.cums, base = st.base, a = st.a, f = st.f,
                 c = st.c, newest_us = v_newest, window_us = v_window, expires_us = v_expires,
-                holds = sluice_note_lag(holds, v_lqs[j], v_lrs[j])
+                holds = CASE WHEN v_lqs[j] IS NULL THEN holds ELSE sluice_note_lag(holds, v_lqs[j], v_lrs[j]) END
             WHERE policy = p_policies[i] AND key = p_keys[i];
             IF v_log.alg = 'sliding_log' THEN
                 PERFORM sluice_write_log(p_policies[i], p_keys[i], v_log, sluice_cutoff(v_nows[j], v_window, v_floor[i]));
