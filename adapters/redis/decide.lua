@@ -638,6 +638,9 @@ if mode == 'h' then
     recs[#recs + 1] = h
     st.hl = recs
     hdirty = true
+    -- concurrency's step decided before the hold existed: every unit is back at the latest deadline, now maybe
+    -- this one's (domain.Bucket.Acquire)
+    if algo == 5 and h.exp - t > d[3] then d[3] = h.exp - t end
     return finish(d, 0, h)
   end
   if op == 4 then
