@@ -68,6 +68,29 @@ func holdProgram(t testing.TB, s *redis.Store, clock *clocktest.Clock, alg domai
 		r := domain.BucketRequest{Policy: p.Name, Key: key, Rule: p.Rule()}
 		var q domain.BucketHold
 		switch k := op % 12; {
+		case k == 1 && !p.Algorithm.HoldsOnly():
+			// Two checks of the key in one batch (one script): each admission lowers the open token_bucket holds'
+			// refund bounds in turn; an atomic batch that is refused records nothing, bounds included (Rollback).
+			atomic := z%2 == 1
+			r.Cost = int64(z) % (p.Limit + 1)
+			r2 := r
+			r2.Cost = int64(y) % (p.Limit + 1)
+			got, err := s.DecideBatch(ctx, []domain.BucketRequest{r, r2}, atomic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := b.Mark()
+			want := []domain.Decision{b.Decide(now, r.Rule, r.Cost), b.Decide(now, r2.Rule, r2.Cost)}
+			if atomic && (!want[0].Allowed || !want[1].Allowed) {
+				b.Rollback(m)
+			} else {
+				b.Release()
+			}
+			if got[0] != want[0] || got[1] != want[1] {
+				t.Fatalf("step %d %s batch (atomic %v) %d, %d under %+v:\n got %+v\nwant %+v", step, key, atomic, r.Cost,
+					r2.Cost, p, got, want)
+			}
+			continue
 		case k < 2:
 			r.Cost = int64(z) % (p.Limit + 1)
 			if p.Algorithm.HoldsOnly() {
