@@ -134,13 +134,15 @@ local states = {}
 -- Hold records (domain/hold.go). A key's records live in its value, after the log entries, as one section: the
 -- records (per record: the id's length "<I4", the id's bytes (any bytes: an anonymous id starts with NUL), then
 -- HR: amount, at, expires (µs), settled (byte), reserved, alg (byte), token_bucket's c, w, mq, mr (the refund
--- bound mq + mr/c µs), and the generation, NUL-terminated), the records' length in bytes (double), 0 to 15 NUL
+-- bound mq + mr/c µs), ut, um, ur (the bound as it was before the admissions at instant ut lowered it: a
+-- cross-slot reservation's undo gives it back, as domain.Bucket.Rollback does, unless a later admission lowered it
+-- again), and the generation, NUL-terminated), the records' length in bytes (double), 0 to 15 NUL
 -- pad bytes and the pad count (byte), so that the section's length is 1 mod 16: a value without holds is a whole
 -- number of entries after the header, one with holds is not, and a value written before holds existed reads as
 -- one without. The section is kept as it was read (st.hb) and parsed only when a decision needs the records
 -- (holds: a concurrency check, a token bucket admission lowering refund bounds, a hold op); once parsed, st.hl is
 -- the list, which save packs again.
-local HR = '<dddBdBdddd'
+local HR = '<dddBdBddddddd'
 local acquiring = false -- a hold op's acquire is deciding: the one decision that takes concurrency's units
 local function holds(st)
   if st.hl then return st.hl end
@@ -149,7 +151,7 @@ local function holds(st)
     local idlen = unpack('<I4', s, pos)
     local h = { id = string.sub(s, pos + 4, pos + 3 + idlen) }
     local settled
-    h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.gen, pos =
+    h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen, pos =
       unpack(HR .. 's', s, pos + 4 + idlen)
     h.settled = settled == 1
     l[#l + 1] = h
@@ -163,7 +165,7 @@ local function packholds(l)
     local settled = 0
     if h.settled then settled = 1 end
     out[i] = pack('<I4', #h.id) .. h.id ..
-      pack(HR .. 's', h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.gen)
+      pack(HR .. 's', h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen)
   end
   return table.concat(out)
 end
@@ -181,7 +183,10 @@ local function notelag(st, t, a, f)
   local lq, lr = a - t, f
   if lq < 0 or (lq == 0 and lr == 0) then lq, lr = 0, 0 end
   for _, h in ipairs(holds(st)) do
-    if h.alg == 3 and not h.settled and (lq < h.mq or (lq == h.mq and lr < h.mr)) then h.mq, h.mr = lq, lr end
+    if h.alg == 3 and not h.settled and (lq < h.mq or (lq == h.mq and lr < h.mr)) then
+      if h.ut ~= t then h.ut, h.um, h.ur = t, h.mq, h.mr end -- the bound before the admissions at t, for an undo
+      h.mq, h.mr = lq, lr
+    end
   end
 end
 
@@ -633,7 +638,7 @@ if mode == 'h' then
     local at = t
     if algo == 2 then at = ceilto(t, res) end
     h = { id = id, amount = amount, at = at, exp = t + ttlus, settled = false, reserved = amount, alg = algo,
-      c = 0, w = 0, mq = 0, mr = 0, gen = gen }
+      c = 0, w = 0, mq = 0, mr = 0, ut = 0, um = 0, ur = 0, gen = gen }
     if algo == 3 then h.c, h.w, h.mq = limit, window, CAP end
     recs[#recs + 1] = h
     st.hl = recs

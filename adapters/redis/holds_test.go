@@ -432,3 +432,54 @@ func TestMaxHoldsPerKey(t *testing.T) {
 		both(domain.OpSettle, "h3", 0, 0) // its record was dropped: unknown
 	}
 }
+
+// TestCrossSlotUndoGivesBoundsBack: on a cluster, an atomic batch across slots reserves slot by slot; when a later
+// slot refuses, the undo gives back what the reserved token bucket admission lowered of an open hold's refund
+// bound, as domain.Bucket.Rollback does, so a later settle refunds what the domain refunds.
+func TestCrossSlotUndoGivesBoundsBack(t *testing.T) {
+	clock := clocktest.New(epoch)
+	s := open(t, redistest.ClusterAddrs(t)[:1], clock, redis.Options{})
+	ctx := context.Background()
+	p := domain.Policy{Name: "tb", Limit: 10, Window: 10 * time.Second, Algorithm: domain.TokenBucket}.WithDefaults()
+	spent := domain.BucketRequest{Policy: "spent", Rule: rule(domain.FixedWindow, 1, time.Hour), Cost: 1}
+	for i := 0; spent.Key == ""; i++ {
+		if k := fmt.Sprint("other", i); redis.Slot(s.Key(spent.Policy, k)) > redis.Slot(s.Key(p.Name, "held")) {
+			spent.Key = k
+		}
+	}
+	do(t, s, spent)
+	b := &domain.Bucket{}
+	hold := func(op domain.HoldOp, id string, n int64) {
+		t.Helper()
+		q := domain.BucketHold{BucketRequest: domain.BucketRequest{Policy: p.Name, Key: "held", Rule: p.Rule(), Cost: n}, Op: op, ID: id}
+		got, err := s.Hold(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := b.ApplyHold(clock.Now().UnixMicro(), q); got != want {
+			t.Fatalf("op %d %d:\n got %+v\nwant %+v", op, n, got, want)
+		}
+	}
+	// h's bound is 5 s (h2's acquire found that lag); 5 s later the batch's admission finds a lag of 1 s. After
+	// the undo, h2's excess moves tat 9 s later without lowering any bound, so h's refund of 5 units (5 s) is
+	// bounded by 5 s, not 1 s: the peek after it tells them apart.
+	hold(domain.OpAcquire, "h", 5)
+	hold(domain.OpAcquire, "h2", 1)
+	clock.Advance(5 * time.Second)
+	r := domain.BucketRequest{Policy: p.Name, Key: "held", Rule: p.Rule(), Cost: 1}
+	ds, err := s.DecideBatch(ctx, []domain.BucketRequest{r, spent}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := b.Mark()
+	if want := b.Decide(clock.Now().UnixMicro(), r.Rule, 1); ds[0] != want || ds[1].Allowed {
+		t.Fatalf("batch: %+v, want %+v then a denial", ds, want)
+	}
+	b.Rollback(m)
+	hold(domain.OpSettle, "h2", 10)
+	hold(domain.OpSettle, "h", 0)
+	want := b.Decide(clock.Now().UnixMicro(), r.Rule, 0)
+	if got := do(t, s, domain.BucketRequest{Policy: p.Name, Key: "held", Rule: p.Rule()}); got != want {
+		t.Fatalf("after the settle a peek: %+v, want %+v", got, want)
+	}
+}

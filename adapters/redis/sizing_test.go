@@ -44,7 +44,7 @@ func TestBytesPerKey(t *testing.T) {
 		base[a] = usage(key)
 		t.Logf("%-14s one unit: %d bytes", a, base[a])
 	}
-	// concurrency: a key is its hold records (decide.lua: 70 bytes per record plus its id and its generation's
+	// concurrency: a key is its hold records (decide.lua: 94 bytes per record plus its id and its generation's
 	// digits, and 9 to 24 bytes for the section's length and pad).
 	conc := rule(domain.Concurrency, 1000, time.Minute)
 	for i := range 10 {

@@ -55,4 +55,10 @@ if st.z == limit then
   if f >= r then f = f - r else a, f = a - 1, f + (limit - r) end
   st.x, st.y = a, f
   done = true
+  -- the open holds' refund bounds the reserved admission lowered (its instant rec) are given back
+  if st.hl or st.hb ~= '' then
+    for _, h in ipairs(holds(st)) do
+      if h.alg == 3 and h.ut == rec then h.mq, h.mr, h.ut = h.um, h.ur, 0 end
+    end
+  end
 end
