@@ -21,7 +21,7 @@ func BenchmarkHolds(b *testing.B) {
 				shape = "uniform-" + strconv.Itoa(keys)
 			}
 			clock := &stepClock{step: 10 * time.Microsecond}
-			svc, err := domain.NewService([]domain.Policy{{Name: "bench", Limit: 1_000_000_000, Window: time.Hour, Algorithm: alg}},
+			svc, err := domain.NewService([]domain.Policy{{Name: "bench", Limit: 1 << 50, Window: time.Hour, Algorithm: alg}},
 				memory.NewPolicies(clock), memory.New(clock, memory.Options{}), domain.NopObserver{}, clock)
 			if err != nil {
 				b.Fatal(err)
