@@ -92,8 +92,8 @@ func (s *Service) Acquire(ctx context.Context, r AcquireRequest) (HoldResult, er
 	if r.ID == "" {
 		r.ID = newHoldID()
 	}
-	v := &ValidationError{}
-	p, err := s.resolveHold(ctx, r.Policy, r.Key, r.ID, v)
+	var v ValidationError // on the stack: a pointer returned on every call would move it to the heap
+	p, err := s.resolveHold(ctx, r.Policy, r.Key, r.ID, &v)
 	if r.Amount < 1 {
 		v.Add("amount", fmt.Sprintf("must be ≥ 1, got %d", r.Amount))
 	} else if err == nil && p.Name != "" && r.Amount > p.Limit {
@@ -102,8 +102,8 @@ func (s *Service) Acquire(ctx context.Context, r AcquireRequest) (HoldResult, er
 	if r.TTL < 0 {
 		v.Add("ttl", "must not be negative")
 	}
-	if err := v.Err(); err != nil {
-		return HoldResult{}, err
+	if len(v.Fields) > 0 {
+		return HoldResult{}, &ValidationError{Fields: v.Fields}
 	}
 	if err != nil {
 		return HoldResult{}, err
@@ -204,13 +204,13 @@ func (s *Service) HoldPolicy(ctx context.Context, h PolicyHold) (HoldResult, err
 
 // Settle makes the hold charge actual units (0: release).
 func (s *Service) Settle(ctx context.Context, ref HoldRef, actual int64) (HoldResult, error) {
-	v := &ValidationError{}
-	p, err := s.resolveHold(ctx, ref.Policy, ref.Key, ref.ID, v)
+	var v ValidationError
+	p, err := s.resolveHold(ctx, ref.Policy, ref.Key, ref.ID, &v)
 	if actual < 0 || actual > MaxLimit {
 		v.Add("amount", fmt.Sprintf("must be an integer from 0 to 9007199254740991 (2^53-1), got %d", actual))
 	}
-	if err := v.Err(); err != nil {
-		return HoldResult{}, err
+	if len(v.Fields) > 0 {
+		return HoldResult{}, &ValidationError{Fields: v.Fields}
 	}
 	if err != nil {
 		return HoldResult{}, err
@@ -221,13 +221,13 @@ func (s *Service) Settle(ctx context.Context, ref HoldRef, actual int64) (HoldRe
 
 // Renew moves the hold's deadline to now + ttl (0 or past the window: the window).
 func (s *Service) Renew(ctx context.Context, ref HoldRef, ttl time.Duration) (HoldResult, error) {
-	v := &ValidationError{}
-	p, err := s.resolveHold(ctx, ref.Policy, ref.Key, ref.ID, v)
+	var v ValidationError
+	p, err := s.resolveHold(ctx, ref.Policy, ref.Key, ref.ID, &v)
 	if ttl < 0 {
 		v.Add("ttl", "must not be negative")
 	}
-	if err := v.Err(); err != nil {
-		return HoldResult{}, err
+	if len(v.Fields) > 0 {
+		return HoldResult{}, &ValidationError{Fields: v.Fields}
 	}
 	if err != nil {
 		return HoldResult{}, err
