@@ -130,7 +130,7 @@ func TestRLSValidation(t *testing.T) {
 	_, _, err := Load(cfgPath, []string{"SLUICE_RLS_LISTEN=0.0.0.0:8081", "SLUICE_RLS_CONFIG_DIR=" + dir})
 	got := fmt.Sprint(err)
 	for _, want := range []string{
-		`rls.algorithm (line 2): must be one of sliding_log, sliding_window, token_bucket, fixed_window; got "leaky"`,
+		`rls.algorithm (line 2): must be one of ` + domain.AlgorithmNames() + `; got "leaky"`,
 		`rls.failure_mode (line 3): must be one of deny, allow; got "open"`,
 		`SLUICE_RLS_LISTEN="0.0.0.0:8081": "0.0.0.0:8081" is not a loopback address and no client authentication is configured`,
 		"config.yaml:4: descriptors[0].rate_limit.unit: YEAR (365 days)",

@@ -124,8 +124,9 @@ func (m *model) decide(now int64, r Rule, cost int64) Decision {
 		}
 		d.RetryAfter = micros(ceilRat(new(big.Rat).Sub(lag, new(big.Rat).SetInt64(w))))
 		return d
+	case Concurrency: // its units are held by holds: holdModel.decideConcurrency (hold_test.go) models it
 	}
-	panic("unknown algorithm " + r.Algorithm)
+	panic("no check model for algorithm " + r.Algorithm)
 }
 
 func floorRat(x *big.Rat) int64 {

@@ -148,7 +148,8 @@ func (p Policy) validateInto(v *ValidationError, prefix string) {
 	}
 }
 
-// AlgorithmNames lists the algorithms for messages: "sliding_log, sliding_window, token_bucket, fixed_window".
+// AlgorithmNames lists the algorithms for messages: "sliding_log, sliding_window, token_bucket, fixed_window,
+// concurrency".
 func AlgorithmNames() string {
 	names := make([]string, len(Algorithms))
 	for i, a := range Algorithms {
