@@ -1,5 +1,5 @@
 // Command sluice is a self-hosted rate-limit decision service: exact limits (sliding log and window, token bucket,
-// fixed window) over HTTP and Envoy's Rate Limit Service, on one replica in memory or on any number of replicas
+// fixed window), concurrency limits and holds, over HTTP and Envoy's Rate Limit Service, on one replica in memory or on any number of replicas
 // sharing PostgreSQL or Redis. See README.md.
 package main
 
