@@ -57,7 +57,7 @@ type BucketRequest struct {
 	Stored bool
 }
 
-// BucketStore holds the sliding logs. Every method is atomic per (policy, key): read state, decide, write, as one
+// BucketStore holds every key's state and holds. Every method is atomic per (policy, key): read state, decide, write, as one
 // step, so two concurrent callers (goroutines or replicas) can never both take the last unit. Implementations
 // are held to domain/storetest's conformance suite.
 type BucketStore interface {
