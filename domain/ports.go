@@ -57,9 +57,9 @@ type BucketRequest struct {
 	Stored bool
 }
 
-// BucketStore holds every key's state and holds. Every method is atomic per (policy, key): read state, decide, write, as one
-// step, so two concurrent callers (goroutines or replicas) can never both take the last unit. Implementations
-// are held to domain/storetest's conformance suite.
+// BucketStore holds every key's state and hold records. Every method is atomic per (policy, key): read state,
+// decide, write, as one step, so two concurrent callers (goroutines or replicas) can never both take the last
+// unit. Implementations are held to domain/storetest's conformance suite.
 type BucketStore interface {
 	// Decide applies one check. A denial and a peek record nothing.
 	Decide(ctx context.Context, r BucketRequest) (Decision, error)
