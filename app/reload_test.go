@@ -24,9 +24,15 @@ const (
 	reloadTokenB = "token-b-0123456789abcdef"
 )
 
+// rewrite replaces path's contents at once (a new file renamed over it, as a ConfigMap update or an editor's save
+// does): a watcher's tick that races the rewrite reads the old file or the new one, never a truncated one.
 func rewrite(t *testing.T, path, text string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }
