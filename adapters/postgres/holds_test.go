@@ -420,59 +420,6 @@ func TestHoldsConverted(t *testing.T) {
 	}
 }
 
-// TestMaxHoldsPerKey: a key holds at most domain.MaxHolds records; an acquire that finds it full drops the
-// records that no longer count and is refused (HoldsFull) when none can go, every answer as domain.Bucket's.
-func TestMaxHoldsPerKey(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a thousand round trips")
-	}
-	clock := clocktest.New(time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC))
-	s := open(t, postgres.Options{Clock: clock})
-	ctx := context.Background()
-	for _, alg := range []domain.Algorithm{domain.Concurrency, domain.TokenBucket} {
-		p := domain.Policy{Name: fmt.Sprint("full-", alg), Limit: 1_000_000, Window: time.Hour, Algorithm: alg}.WithDefaults()
-		b := &domain.Bucket{}
-		both := func(q domain.BucketHold) domain.HoldDecision {
-			t.Helper()
-			got, err := s.Hold(ctx, q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := b.ApplyHold(clock.Now().UnixMicro(), q); got != want {
-				t.Fatalf("%s %+v:\n got %+v\nwant %+v", alg, q, got, want)
-			}
-			return got
-		}
-		for i := range domain.MaxHolds {
-			if i%100 == 0 {
-				clock.Advance(time.Millisecond)
-			}
-			// A concurrency hold of 1 ms expires early: an acquire that finds the key full drops it.
-			ttl := time.Duration(0)
-			if i == 7 && alg == domain.Concurrency {
-				ttl = time.Millisecond
-			}
-			both(holdOp(p, "k", domain.OpAcquire, fmt.Sprint("h", i), 1, ttl))
-		}
-		clock.Advance(time.Second)
-		want := domain.HoldOK
-		if alg != domain.Concurrency {
-			want = domain.HoldsFull
-		}
-		if hd := both(holdOp(p, "k", domain.OpAcquire, "one more", 1, 0)); hd.Status != want {
-			t.Fatalf("%s: an acquire on a full key: %+v", alg, hd)
-		}
-		if hd := both(holdOp(p, "k", domain.OpAcquire, "and another", 1, 0)); hd.Status != domain.HoldsFull {
-			t.Fatalf("%s: an acquire on a full key: %+v", alg, hd)
-		}
-		both(holdOp(p, "k", domain.OpSettle, "h3", 0, 0))
-		if hd := both(holdOp(p, "k", domain.OpAcquire, "after a settle", 1, 0)); hd.Status != domain.HoldOK || !hd.Allowed {
-			t.Fatalf("%s: an acquire after a settle freed a record: %+v", alg, hd)
-		}
-		both(holdOp(p, "k", domain.OpSettle, "h3", 0, 0)) // its record was dropped: unknown
-	}
-}
-
 // TestStoredConcurrencyPolicy: an API policy of algorithm concurrency is stored, and holds and peeks sent with a
 // provisional rule (BucketRequest.Stored: another replica created the policy) are decided under the stored one:
 // its units held, a check of cost 1 refused, an acquire over its limit StatusCostOverLimit, and once it is deleted

@@ -378,61 +378,6 @@ func TestStoredConcurrencyPolicy(t *testing.T) {
 	}
 }
 
-// TestMaxHoldsPerKey: a key holds at most domain.MaxHolds records; an acquire that finds it full first drops the
-// closed ones (dropClosed: a concurrency hold past its deadline here, a settled one later) and is refused
-// (HoldsFull) if still full, every answer as domain.Bucket's, on a concurrency key and a token bucket.
-func TestMaxHoldsPerKey(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a thousand round trips")
-	}
-	clock := clocktest.New(epoch)
-	s := open(t, []string{redistest.SingleAddr(t)}, clock, redis.Options{})
-	ctx := context.Background()
-	for _, alg := range []domain.Algorithm{domain.Concurrency, domain.TokenBucket} {
-		p := domain.Policy{Name: fmt.Sprint("full-", alg), Limit: 1_000_000, Window: time.Hour, Algorithm: alg}.WithDefaults()
-		b := &domain.Bucket{}
-		both := func(op domain.HoldOp, id string, n int64, ttl time.Duration) domain.HoldDecision {
-			t.Helper()
-			q := domain.BucketHold{BucketRequest: domain.BucketRequest{Policy: p.Name, Key: "k", Rule: p.Rule(), Cost: n},
-				Op: op, ID: id, TTL: ttl}
-			got, err := s.Hold(ctx, q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := b.ApplyHold(clock.Now().UnixMicro(), q); got != want {
-				t.Fatalf("%s %+v:\n got %+v\nwant %+v", alg, q, got, want)
-			}
-			return got
-		}
-		for i := range domain.MaxHolds {
-			if i%100 == 0 {
-				clock.Advance(time.Millisecond)
-			}
-			ttl := time.Duration(0)
-			if i == 7 && alg == domain.Concurrency {
-				ttl = time.Millisecond // expires early: an acquire that finds the key full drops it
-			}
-			both(domain.OpAcquire, fmt.Sprint("h", i), 1, ttl)
-		}
-		clock.Advance(time.Second)
-		want := domain.HoldOK
-		if alg != domain.Concurrency {
-			want = domain.HoldsFull
-		}
-		if hd := both(domain.OpAcquire, "one more", 1, 0); hd.Status != want {
-			t.Fatalf("%s: an acquire on a full key: %+v", alg, hd)
-		}
-		if hd := both(domain.OpAcquire, "and another", 1, 0); hd.Status != domain.HoldsFull {
-			t.Fatalf("%s: an acquire on a full key: %+v", alg, hd)
-		}
-		both(domain.OpSettle, "h3", 0, 0)
-		if hd := both(domain.OpAcquire, "after a settle", 1, 0); hd.Status != domain.HoldOK || !hd.Allowed {
-			t.Fatalf("%s: an acquire after a settle freed a record: %+v", alg, hd)
-		}
-		both(domain.OpSettle, "h3", 0, 0) // its record was dropped: unknown
-	}
-}
-
 // TestCrossSlotUndoGivesBoundsBack: on a cluster, an atomic batch across slots reserves slot by slot; when a later
 // slot refuses, the undo gives back what the reserved token bucket admission lowered of an open hold's refund
 // bound, as domain.Bucket.Rollback does, so a later settle refunds what the domain refunds.

@@ -27,6 +27,7 @@ var holdTests = []struct {
 	{"HoldsResetAndDrop", testHoldsResetAndDrop},
 	{"ConcurrencyCheckRefused", testConcurrencyCheckRefused},
 	{"SettledRecordsBounded", testSettledRecordsBounded},
+	{"MaxHoldsPerKey", testMaxHoldsPerKey},
 }
 
 func applyHold(t *testing.T, ctx context.Context, s domain.BucketStore, q domain.BucketHold) domain.HoldDecision {
@@ -339,5 +340,53 @@ func testSettledRecordsBounded(t *testing.T, newStore NewStore) {
 		if hd := applyHold(t, ctx, s, holdOp(p, key, domain.OpRenew, "open", 0, 0)); hd.Status != domain.HoldOK {
 			t.Fatalf("%s: the open hold was dropped: %+v", alg, hd)
 		}
+	}
+}
+
+// testMaxHoldsPerKey: a key holds at most domain.MaxHolds records; an acquire that finds it full first drops the
+// closed ones (a concurrency hold past its deadline here, a settled one later) and is refused (HoldsFull) if still
+// full, every answer as domain.Bucket's, on a concurrency key and a token bucket.
+func testMaxHoldsPerKey(t *testing.T, newStore NewStore) {
+	if testing.Short() {
+		t.Skip("two thousand hold operations")
+	}
+	s, clock, ctx := setup(t, newStore)
+	for _, alg := range []domain.Algorithm{domain.Concurrency, domain.TokenBucket} {
+		p := domain.Policy{Name: fmt.Sprint("full-", alg), Limit: 1_000_000, Window: time.Hour, Algorithm: alg}.WithDefaults()
+		b := &domain.Bucket{}
+		both := func(q domain.BucketHold) domain.HoldDecision {
+			t.Helper()
+			got := applyHold(t, ctx, s, q)
+			if want := b.ApplyHold(clock.Now().UnixMicro(), q); got != want {
+				t.Fatalf("%s %+v:\n got %+v\nwant %+v", alg, q, got, want)
+			}
+			return got
+		}
+		for i := range domain.MaxHolds {
+			if i%100 == 0 {
+				clock.Advance(time.Millisecond)
+			}
+			ttl := time.Duration(0)
+			if i == 7 && alg == domain.Concurrency {
+				ttl = time.Millisecond // expires early: an acquire that finds the key full drops it
+			}
+			both(holdOp(p, "k", domain.OpAcquire, fmt.Sprint("h", i), 1, ttl))
+		}
+		clock.Advance(time.Second)
+		want := domain.HoldOK
+		if alg != domain.Concurrency {
+			want = domain.HoldsFull
+		}
+		if hd := both(holdOp(p, "k", domain.OpAcquire, "one more", 1, 0)); hd.Status != want {
+			t.Fatalf("%s: an acquire on a full key: %+v", alg, hd)
+		}
+		if hd := both(holdOp(p, "k", domain.OpAcquire, "and another", 1, 0)); hd.Status != domain.HoldsFull {
+			t.Fatalf("%s: an acquire on a full key: %+v", alg, hd)
+		}
+		both(holdOp(p, "k", domain.OpSettle, "h3", 0, 0))
+		if hd := both(holdOp(p, "k", domain.OpAcquire, "after a settle", 1, 0)); hd.Status != domain.HoldOK || !hd.Allowed {
+			t.Fatalf("%s: an acquire after a settle freed a record: %+v", alg, hd)
+		}
+		both(holdOp(p, "k", domain.OpSettle, "h3", 0, 0)) // its record was dropped: unknown
 	}
 }
