@@ -370,8 +370,11 @@ func (b *Bucket) holdsKept(now, w int64) bool {
 type HoldOp uint8
 
 const (
+	// OpCheck is no hold operation: a plain check of BucketRequest.Cost, decided as Decide decides it. It lets a
+	// store apply checks and hold operations in one batch (a lane of the coalescer carries both).
+	OpCheck HoldOp = iota
 	// OpAcquire decides a hold of BucketRequest.Cost units and records it when admitted.
-	OpAcquire HoldOp = iota + 1
+	OpAcquire
 	// OpSettle makes the hold charge BucketRequest.Cost units (0: release).
 	OpSettle
 	// OpRenew moves the hold's deadline to now + TTL (at most the window).
@@ -431,11 +434,14 @@ type HoldDecision struct {
 	Overdraft int64
 }
 
-// ApplyHold applies one hold operation at now: the step every store runs (the memory store under the key's lock;
+// ApplyHold applies one hold operation (or, for OpCheck, one check) at now: the step every store runs (the memory store under the key's lock;
 // the Postgres and Redis steps mirror it). A stale generation is refused as Decide refuses it.
 func (b *Bucket) ApplyHold(now int64, q BucketHold) HoldDecision {
 	var out HoldDecision
 	switch q.Op {
+	case OpCheck:
+		out.Decision = b.Decide(now, q.Rule, q.Cost)
+		return out
 	case OpAcquire:
 		out.Decision, out.Hold, out.Status = b.Acquire(now, q.Rule, q.ID, q.Cost, q.TTL)
 		return out

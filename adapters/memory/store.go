@@ -447,3 +447,22 @@ func (s *Store) RunSweeper(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// ApplyBatch applies checks (domain.OpCheck) and hold operations one after another, each under its key's lock as
+// Decide and Hold apply them. The memory store has no round trip to save; it offers the batch so the conformance
+// suite's mixed batches (storetest.OpBatcher, what the coalescer's lanes send a laned store) run on every store.
+func (s *Store) ApplyBatch(ctx context.Context, ops []domain.BucketHold) ([]domain.HoldDecision, error) {
+	out := make([]domain.HoldDecision, len(ops))
+	for i, q := range ops {
+		var err error
+		if q.Op == domain.OpCheck {
+			out[i].Decision, err = s.Decide(ctx, q.BucketRequest)
+		} else {
+			out[i], err = s.Hold(ctx, q)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
