@@ -153,6 +153,10 @@ var unitEnum = map[string]rlsv3.RateLimitResponse_RateLimit_Unit{
 	"MONTH":  rlsv3.RateLimitResponse_RateLimit_MONTH,
 }
 
+// OverrideMetric is the one policy label the decisions of every limit override carry (their policies are one per
+// request domain and unit, which clients choose: as labels they would let any client add metric series).
+const OverrideMetric = "rls-override"
+
 // MaxDescriptors bounds the descriptors of one request: each is a check of the request's one all-or-nothing call,
 // and Envoy's rate limit actions make a handful. A request with more is refused whole (INVALID_ARGUMENT), rather
 // than holding a store's locks for thousands of keys until its deadline.
@@ -199,6 +203,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			st.policy = domain.Policy{
 				Name: overridePolicyName(req.Domain, unit.String()), Limit: int64(o.GetRequestsPerUnit()), Window: window,
 				Algorithm: s.overrideAlg, FailureMode: s.overrideFailure, Shadow: s.overrideShadow, Source: domain.SourceConfig,
+				Metric: OverrideMetric,
 			}.WithDefaults()
 			st.unit, st.rpu, st.check = unit, o.GetRequestsPerUnit(), 0
 			keys[i] = Key(entries, nil)
