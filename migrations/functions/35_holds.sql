@@ -496,7 +496,9 @@ BEGIN
                         v_pwin := v_win; v_pgen := v_gen; v_prunable := false;
                     END IF;
                     n := cardinality(v_holds);
-                    FOR i IN 1..n LOOP
+                    -- The pruned records are all of v_gen, so an id is held at most once: searched from the newest,
+                    -- which a settle or renewal most often names.
+                    FOR i IN REVERSE n..1 LOOP
                         IF (v_holds[i]).id = v_id AND (v_holds[i]).gen = v_gen THEN
                             k := i;
                             EXIT;
