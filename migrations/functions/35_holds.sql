@@ -311,6 +311,13 @@ DECLARE
     v_pwin   bigint;   -- the key's records are pruned at v_now under window v_pwin and generation v_pgen
     v_pgen   bigint;
     v_prunable boolean; -- an operation since then left a record pruning drops
+    hh       sluice_hold;
+    v_lq     bigint;   -- the lag an admission found (domain.Bucket.noteLag)
+    v_lr     bigint;
+    v_nlq    bigint;   -- every open token_bucket record's refund bound is at most v_nlq + v_nlr/c, but for the
+    v_nlr    bigint;   -- v_nltail records appended since (NULL: not known)
+    v_nltail int;
+    v_from   int;
     o_status smallint;
     o_allowed boolean;
     o_lim    bigint;
@@ -399,6 +406,7 @@ BEGIN
         v_h0 := v_holds;
         v_dirty := false;
         v_pwin := NULL; v_pgen := NULL; v_prunable := false;
+        v_nlq := NULL; v_nlr := NULL; v_nltail := 0;
         v_now := coalesce(p_now_us, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
         -- The stored policy, read once the row is locked (a DELETE that committed before has dropped its keys or
         -- waits for this lock).
@@ -458,10 +466,26 @@ BEGIN
                     IF r.allowed AND v_amount > 0 THEN
                         IF v_alg = 'token_bucket' AND cardinality(v_holds) > 0 AND (st.alg = '' OR (st.gen = v_gen
                             AND st.alg = 'token_bucket' AND st.c = v_lim AND v_sw = v_win)) THEN
-                            -- The lag this admission found bounds the refunds of the key's open holds
-                            -- (domain.Bucket.noteLag).
-                            SELECT sluice_note_lag(v_holds, l.q, l.r) INTO v_holds
-                            FROM sluice_least_lag(NULL, NULL, st.a - v_now, st.f) l;
+                            -- domain.Bucket.noteLag: the lag this admission found (sluice_least_lag)
+                            -- lowers the refund bound of the open token_bucket records (sluice_note_lag).
+                            -- Every bound is at most the lag noted last (v_nlq, v_nlr) but those of the
+                            -- records appended since (v_nltail): a lag no lower can lower only those.
+                            v_lq := greatest(st.a - v_now, 0);
+                            v_lr := CASE WHEN st.a < v_now THEN 0 ELSE st.f END;
+                            IF v_nlq IS NULL OR v_lq < v_nlq OR (v_lq = v_nlq AND v_lr < v_nlr) THEN
+                                v_from := 1;
+                            ELSE
+                                v_from := cardinality(v_holds) - v_nltail + 1;
+                            END IF;
+                            v_nlq := v_lq; v_nlr := v_lr; v_nltail := 0;
+                            FOR i IN greatest(v_from, 1)..coalesce(cardinality(v_holds), 0) LOOP
+                                hh := v_holds[i];
+                                IF hh.alg = 'token_bucket' AND NOT hh.settled
+                                    AND (v_lq < hh.mq OR (v_lq = hh.mq AND v_lr < hh.mr)) THEN
+                                    hh.mq := v_lq; hh.mr := v_lr;
+                                    v_holds[i] := hh;
+                                END IF;
+                            END LOOP;
                         END IF;
                         st := r.st; -- only an admission records: a peek or a denial leaves the state as it was
                         v_sw := v_win;
@@ -530,8 +554,26 @@ BEGIN
                             IF r.allowed THEN
                                 IF v_alg = 'token_bucket' AND (st.alg = '' OR (st.gen = v_gen AND st.alg = 'token_bucket'
                                                                AND st.c = v_lim AND v_sw = v_win)) THEN
-                                    SELECT sluice_note_lag(v_holds, l.q, l.r) INTO v_holds
-                                    FROM sluice_least_lag(NULL, NULL, st.a - v_now, st.f) l;
+                                    -- domain.Bucket.noteLag: the lag this admission found (sluice_least_lag)
+                                    -- lowers the refund bound of the open token_bucket records (sluice_note_lag).
+                                    -- Every bound is at most the lag noted last (v_nlq, v_nlr) but those of the
+                                    -- records appended since (v_nltail): a lag no lower can lower only those.
+                                    v_lq := greatest(st.a - v_now, 0);
+                                    v_lr := CASE WHEN st.a < v_now THEN 0 ELSE st.f END;
+                                    IF v_nlq IS NULL OR v_lq < v_nlq OR (v_lq = v_nlq AND v_lr < v_nlr) THEN
+                                        v_from := 1;
+                                    ELSE
+                                        v_from := cardinality(v_holds) - v_nltail + 1;
+                                    END IF;
+                                    v_nlq := v_lq; v_nlr := v_lr; v_nltail := 0;
+                                    FOR i IN greatest(v_from, 1)..coalesce(cardinality(v_holds), 0) LOOP
+                                        hh := v_holds[i];
+                                        IF hh.alg = 'token_bucket' AND NOT hh.settled
+                                            AND (v_lq < hh.mq OR (v_lq = hh.mq AND v_lr < hh.mr)) THEN
+                                            hh.mq := v_lq; hh.mr := v_lr;
+                                            v_holds[i] := hh;
+                                        END IF;
+                                    END LOOP;
                                 END IF;
                                 st := r.st;
                                 v_sw := v_win;
@@ -549,6 +591,7 @@ BEGIN
                                     h.c := v_lim; h.w := v_win; h.mq := 8796093022208; -- past any window (domain.maxTatLead)
                                 END IF;
                                 v_holds := v_holds || h;
+                                v_nltail := v_nltail + 1;
                                 k := cardinality(v_holds);
                                 IF v_alg = 'concurrency' THEN
                                     o_reset_after_us := greatest(o_reset_after_us, v_ttl); -- the new hold's units are back then
@@ -830,8 +873,18 @@ BEGIN
             IF st.alg <> '' THEN
                 SELECT e.newest_us, e.expires_us INTO v_newest, v_exp FROM sluice_expiry(st, v_sw) e;
             END IF;
-            SELECT coalesce(max(x.expires), 0), coalesce(max(x.at) FILTER (WHERE NOT x.settled), 0) INTO v_until, v_hat
-            FROM unnest(v_holds) x WHERE x.gen = st.gen;
+            v_until := NULL;
+            v_hat := NULL;
+            FOREACH hh IN ARRAY v_holds LOOP
+                IF hh.gen = st.gen THEN
+                    v_until := greatest(v_until, hh.expires);
+                    IF NOT hh.settled THEN
+                        v_hat := greatest(v_hat, hh.at);
+                    END IF;
+                END IF;
+            END LOOP;
+            v_until := coalesce(v_until, 0);
+            v_hat := coalesce(v_hat, 0);
             UPDATE sluice_buckets
             SET alg = st.alg, gen = st.gen, ats = st.ats, cums = st.cums, base = st.base, a = st.a, f = st.f, c = st.c,
                 newest_us = v_newest, window_us = v_sw, expires_us = v_exp, holds = v_holds, holds_until = v_until,
