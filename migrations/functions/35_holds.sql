@@ -318,6 +318,10 @@ DECLARE
     v_nlr    bigint;   -- v_nltail records appended since (NULL: not known)
     v_nltail int;
     v_from   int;
+    v_nset   int;      -- the key's settled records (NULL: not counted since the records were last rebuilt)
+    v_wasset boolean;  -- the record the operation names was settled before it
+    v_cutout sluice_hold[];
+    v_ex     record;
     o_status smallint;
     o_allowed boolean;
     o_lim    bigint;
@@ -407,6 +411,7 @@ BEGIN
         v_dirty := false;
         v_pwin := NULL; v_pgen := NULL; v_prunable := false;
         v_nlq := NULL; v_nlr := NULL; v_nltail := 0;
+        v_nset := NULL;
         v_now := coalesce(p_now_us, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
         -- The stored policy, read once the row is locked (a DELETE that committed before has dropped its keys or
         -- waits for this lock).
@@ -425,7 +430,7 @@ BEGIN
             o_status := 0; o_allowed := false; o_lim := coalesce(v_lim, 0); o_remaining := 0; o_reset_after_us := 0;
             o_retry_after_us := 0; o_hold_status := 0; o_hold_id := '\x'::bytea; o_amount := 0; o_at_us := 0;
             o_expires_us := 0; o_settled := false; o_overdraft := 0;
-            k := 0; v_peek := true; v_od := false; v_trim := false;
+            k := 0; v_peek := true; v_od := false; v_trim := false; v_wasset := false;
             <<op>>
             BEGIN
                 IF v_op IS NULL OR v_op NOT IN (0, 1, 2, 3, 4) OR v_policy IS NULL OR v_key IS NULL
@@ -517,6 +522,7 @@ BEGIN
                 IF v_op <> 4 THEN
                     IF v_prunable OR v_pwin IS DISTINCT FROM v_win OR v_pgen IS DISTINCT FROM v_gen THEN
                         v_holds := sluice_prune_holds(v_holds, v_now, v_win, v_gen);
+                        v_nset := NULL;
                         v_pwin := v_win; v_pgen := v_gen; v_prunable := false;
                     END IF;
                     n := cardinality(v_holds);
@@ -525,6 +531,7 @@ BEGIN
                     FOR i IN REVERSE n..1 LOOP
                         IF (v_holds[i]).id = v_id AND (v_holds[i]).gen = v_gen THEN
                             k := i;
+                            v_wasset := (v_holds[i]).settled;
                             EXIT;
                         END IF;
                     END LOOP;
@@ -538,6 +545,7 @@ BEGIN
                     ELSE
                         IF cardinality(v_holds) >= 1024 THEN -- domain.MaxHolds
                             v_holds := sluice_drop_closed(v_holds, v_now);
+                            v_nset := NULL;
                         END IF;
                         IF cardinality(v_holds) >= 1024 THEN
                             o_hold_status := 6;
@@ -794,6 +802,7 @@ BEGIN
                     ELSE
                         IF v_prunable OR v_pwin IS DISTINCT FROM v_win OR v_pgen IS DISTINCT FROM v_gen THEN
                             v_holds := sluice_prune_holds(v_holds, v_now, v_win, v_gen);
+                            v_nset := NULL;
                             v_pwin := v_win; v_pgen := v_gen; v_prunable := false;
                         END IF;
                         v_back := 0;
@@ -809,6 +818,7 @@ BEGIN
                             v_back := v_back + v_give;
                         END LOOP;
                         v_holds := sluice_trim_settled(v_holds);
+                        v_nset := NULL;
                         o_amount := v_back;
                         IF v_back = 0 THEN
                             o_hold_status := 2;
@@ -827,11 +837,39 @@ BEGIN
                     o_hold_id := h.id; o_amount := h.amount; o_at_us := h.at; o_expires_us := h.expires; o_settled := h.settled;
                 END IF;
                 IF v_trim THEN
-                    v_holds := sluice_trim_settled(v_holds); -- after the hold is reported: it may be the record dropped
+                    -- The settled records trimmed to the last 16 (sluice_trim_settled), after the hold is reported:
+                    -- it may be the record dropped. The key's count of settled records is kept (v_nset) while only
+                    -- settles change it, so a settle costs no count of them.
+                    n := cardinality(v_holds);
+                    IF v_nset IS NULL THEN
+                        v_nset := 0;
+                        FOR i IN 1..n LOOP
+                            IF (v_holds[i]).settled THEN
+                                v_nset := v_nset + 1;
+                            END IF;
+                        END LOOP;
+                    ELSIF (v_holds[k]).settled AND NOT v_wasset THEN
+                        v_nset := v_nset + 1;
+                    END IF;
+                    IF v_nset > 16 THEN -- domain.MaxSettledKept
+                        v_back := v_nset - 16;
+                        v_nset := 16;
+                        v_q := 1;
+                        v_cutout := '{}';
+                        FOR i IN 1..n LOOP
+                            IF (v_holds[i]).settled THEN
+                                v_cutout := v_cutout || v_holds[v_q:i - 1];
+                                v_q := i + 1;
+                                v_back := v_back - 1;
+                                EXIT WHEN v_back = 0;
+                            END IF;
+                        END LOOP;
+                        v_holds := v_cutout || v_holds[v_q:n];
+                    END IF;
                 END IF;
                 IF v_od AND st.alg <> '' AND st.gen = v_gen AND st.alg = v_alg
                     AND (v_alg <> 'token_bucket' OR (st.c = v_lim AND v_sw = v_win)) AND (v_alg <> 'fixed_window' OR v_sw = v_win) THEN
-                    SELECT u.units INTO v_units FROM sluice_units(st, v_sw, v_policy, v_key, v_now, v_win, v_floor, v_holds) u;
+                    v_units := (sluice_units(st, v_sw, v_policy, v_key, v_now, v_win, v_floor, v_holds)).units;
                     o_overdraft := greatest(coalesce(v_units, 0) - v_lim, 0);
                 END IF;
                 IF v_peek THEN
@@ -871,7 +909,9 @@ BEGIN
             v_newest := 0;
             v_exp := 0;
             IF st.alg <> '' THEN
-                SELECT e.newest_us, e.expires_us INTO v_newest, v_exp FROM sluice_expiry(st, v_sw) e;
+                v_ex := sluice_expiry(st, v_sw); -- an expression, not a query
+                v_newest := v_ex.newest_us;
+                v_exp := v_ex.expires_us;
             END IF;
             v_until := NULL;
             v_hat := NULL;
