@@ -229,10 +229,10 @@ $$;
 -- equals applying them in request order), and written once, only when anything changed: the state (an admission,
 -- a settle's adjust or forced excess), the records (pruned and trimmed as the domain prunes and trims them, at the
 -- same operations) and the janitor's holds_until and holds_at. The clock is read once per key, after its lock.
--- A sliding_log key's entries (sluice_log_entries) change in place: an acquire's admission or a forced excess
--- writes its entry (sluice_write_log) at once; a check's admissions are written before the key's next hold
--- operation and at its end (as sluice_decide_batch writes them); a settle moves the cums of its entry and every
--- later one by the difference, and an entry left with no unit is deleted (domain's adjustLog). A batch that
+-- A sliding_log key's entries (sluice_log_entries) change in place: an admission's entry (a check's or an
+-- acquire's) is written (sluice_write_log) before the key's next settle and at its end, as sluice_decide_batch
+-- writes them, a forced excess's at once; a settle moves the cums of its entry and every later one by the
+-- difference, and an entry left with no unit is deleted (domain's adjustLog). A batch that
 -- changes nothing (replays, conflicts, denials, peeks) sets synchronous_commit off for its transaction: it only
 -- locked rows, and nothing it did must survive a crash.
 --
@@ -502,8 +502,10 @@ BEGIN
                     EXIT op;
                 END IF;
 
-                -- A hold operation (domain.Bucket.ApplyHold) on the key's log as written.
-                IF v_dirty THEN
+                -- A hold operation (domain.Bucket.ApplyHold). A settle reads and moves the key's log entries in
+                -- sluice_log_entries: they are written first. The other operations read the log as a check does
+                -- (sluice_step: the newest entry may be the state's alone).
+                IF v_dirty AND v_op = 2 THEN
                     PERFORM sluice_write_log(v_policy, v_key, st, v_cut);
                     st := sluice_stored_state(st);
                     v_dirty := false;
@@ -586,8 +588,9 @@ BEGIN
                                 st := r.st;
                                 v_sw := v_win;
                                 IF st.alg = 'sliding_log' THEN
-                                    PERFORM sluice_write_log(v_policy, v_key, st, sluice_cutoff(v_now, v_win, v_floor));
-                                    st := sluice_stored_state(st);
+                                    -- The entry is written before the key's next settle, or at its end.
+                                    v_dirty := true;
+                                    v_cut := sluice_cutoff(v_now, v_win, v_floor);
                                 END IF;
                                 v_ttl := CASE WHEN v_ttlp <= 0 OR v_ttlp > v_win THEN v_win ELSE v_ttlp END;
                                 v_at := v_now;
