@@ -230,8 +230,8 @@ $$;
 -- a settle's adjust or forced excess), the records (pruned and trimmed as the domain prunes and trims them, at the
 -- same operations) and the janitor's holds_until and holds_at. The clock is read once per key, after its lock.
 -- A sliding_log key's entries (sluice_log_entries) change in place: an admission's entry (a check's or an
--- acquire's) is written (sluice_write_log) before the key's next settle and at its end, as sluice_decide_batch
--- writes them, a forced excess's at once; a settle moves the cums of its entry and every later one by the
+-- acquire's) is written (sluice_write_log) at the key's end, as sluice_decide_batch writes them, or before a
+-- settle that reads or moves it; a forced excess's at once; a settle moves the cums of its entry and every later one by the
 -- difference, and an entry left with no unit is deleted (domain's adjustLog). A batch that
 -- changes nothing (replays, conflicts, denials, peeks) sets synchronous_commit off for its transaction: it only
 -- locked rows, and nothing it did must survive a crash.
@@ -502,14 +502,9 @@ BEGIN
                     EXIT op;
                 END IF;
 
-                -- A hold operation (domain.Bucket.ApplyHold). A settle reads and moves the key's log entries in
-                -- sluice_log_entries: they are written first. The other operations read the log as a check does
-                -- (sluice_step: the newest entry may be the state's alone).
-                IF v_dirty AND v_op = 2 THEN
-                    PERFORM sluice_write_log(v_policy, v_key, st, v_cut);
-                    st := sluice_stored_state(st);
-                    v_dirty := false;
-                END IF;
+                -- A hold operation (domain.Bucket.ApplyHold). The operations read the log as a check does
+                -- (sluice_step: the newest entry may be the state's alone); a settle writes it first (below) unless
+                -- it moves only entries before the newest.
                 IF v_lim IS NULL OR v_lim < 1 OR v_lim > 9007199254740991 OR v_win IS NULL OR v_win < 1000000
                     OR v_win > 2678400000000 OR v_win % 1000 <> 0 OR v_floor IS NULL OR v_gen IS NULL
                     OR v_alg NOT IN ('sliding_log', 'sliding_window', 'token_bucket', 'fixed_window', 'concurrency') THEN
@@ -614,6 +609,14 @@ BEGIN
                     -- Settle (domain.Bucket.Settle).
                     h := v_holds[k];
                     v_cur := st.alg = h.alg AND st.gen = h.gen AND (h.alg <> 'token_bucket' OR (st.c = h.c AND v_sw = h.w));
+                    IF v_dirty AND NOT (v_cur AND h.alg = 'sliding_log' AND st.c = 1 AND h.at < st.a) THEN
+                        -- The settle reads or writes the newest entry, or converts: the log is written first. A
+                        -- settle of an earlier entry moves it and the later ones in the table and the newest one
+                        -- in the state (st.f), which is written with its new cum.
+                        PERFORM sluice_write_log(v_policy, v_key, st, v_cut);
+                        st := sluice_stored_state(st);
+                        v_dirty := false;
+                    END IF;
                     IF v_alg = 'concurrency' AND v_cur THEN
                         IF h.settled AND v_amount = 0 THEN
                             o_hold_status := 1; v_od := true;
