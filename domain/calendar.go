@@ -2,6 +2,7 @@ package domain
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,6 +35,20 @@ type Calendar struct {
 	Unit     CalendarUnit
 	Location *time.Location
 	Anchor   time.Time
+	// memo remembers the last period a step found (Bounds costs about 2 µs, a step 40 ns), shared by the
+	// copies of one policy's Calendar; Policy.WithDefaults gives each Calendar its own. Nil: none kept.
+	memo *periodMemo
+}
+
+// periodMemo is a Calendar's last period, with the calendar it was computed for (a copy of a Calendar whose
+// fields were changed afterwards never takes another's period).
+type periodMemo struct{ p atomic.Pointer[memoEntry] }
+
+type memoEntry struct {
+	unit       CalendarUnit
+	loc        *time.Location
+	anchor     time.Time
+	start, end int64
 }
 
 // Validate reports a unit outside day, week and month, a missing location, or an anchor that is not a whole
@@ -100,10 +115,19 @@ func LoadTimeZone(name string) (*time.Location, error) {
 	return loc, nil
 }
 
-// periodMicros is Bounds at now (unix µs), in unix µs.
-func (c Calendar) periodMicros(now int64) (start, end int64) {
+// periodMicros is Bounds at now (unix µs), in unix µs, from the memo when it holds now's period.
+func (c *Calendar) periodMicros(now int64) (start, end int64) {
+	if c.memo != nil {
+		if e := c.memo.p.Load(); e != nil && e.start <= now && now < e.end && e.unit == c.Unit && e.loc == c.Location && e.anchor.Equal(c.Anchor) {
+			return e.start, e.end
+		}
+	}
 	s, e := c.Bounds(time.UnixMicro(now))
-	return s.UnixMicro(), e.UnixMicro()
+	start, end = s.UnixMicro(), e.UnixMicro()
+	if c.memo != nil {
+		c.memo.p.Store(&memoEntry{unit: c.Unit, loc: c.Location, anchor: c.Anchor, start: start, end: end})
+	}
+	return start, end
 }
 
 // Bounds returns the period holding t: start ≤ t < end. c must be valid.

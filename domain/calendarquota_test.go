@@ -310,3 +310,22 @@ func hasField(err error, field string) bool {
 	}
 	return false
 }
+
+// The memo of a Calendar's last period (a step's fast path) never answers for another calendar: a copy whose
+// anchor was changed after WithDefaults shares the memo but finds its own period; backwards in time too.
+func TestCalendarMemoFollowsItsCalendar(t *testing.T) {
+	p := calendarPolicy(t, 1, CalendarMonth, "UTC", "2026-01-31 00:00:00")
+	at := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC).UnixMicro()
+	if _, end := p.Period.periodMicros(at); end != time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC).UnixMicro() {
+		t.Fatalf("end %s", time.UnixMicro(end))
+	}
+	copied := *p.Period
+	copied.Anchor = time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC)
+	if _, end := copied.periodMicros(at); end != time.Date(2026, 3, 15, 0, 0, 0, 0, time.UTC).UnixMicro() {
+		t.Fatalf("the copy with another anchor got the period ending %s", time.UnixMicro(end))
+	}
+	earlier := time.Date(2025, 12, 1, 0, 0, 0, 0, time.UTC).UnixMicro()
+	if start, _ := p.Period.periodMicros(earlier); start != time.Date(2025, 11, 30, 0, 0, 0, 0, time.UTC).UnixMicro() {
+		t.Fatalf("an earlier instant: start %s", time.UnixMicro(start))
+	}
+}

@@ -112,6 +112,7 @@ func (p Policy) WithDefaults() Policy {
 		if c.Anchor.IsZero() {
 			c.Anchor = DefaultAnchor(c.Location)
 		}
+		c.memo = &periodMemo{}
 		p.Period = &c
 		if p.Window == 0 {
 			p.Window = c.Bound()
