@@ -329,3 +329,38 @@ func TestCalendarMemoFollowsItsCalendar(t *testing.T) {
 		t.Fatalf("an earlier instant: start %s", time.UnixMicro(start))
 	}
 }
+
+// Holds on a calendar quota: a refund gives units back within the period the hold was acquired in, an excess is
+// recorded past the limit; after the period's boundary the count starts again and a late settle changes nothing.
+func TestCalendarHolds(t *testing.T) {
+	ny := mustZone(t, "America/New_York")
+	r := calendarPolicy(t, 10, CalendarMonth, "America/New_York", "2026-01-31 00:00:00").Rule()
+	var b Bucket
+	now := time.Date(2026, 4, 29, 12, 0, 0, 0, ny).UnixMicro() // the period ends April 30, 00:00
+	if _, _, st := b.Acquire(now, r, "job", 8, 0); st != HoldOK {
+		t.Fatalf("acquire: %d", st)
+	}
+	if _, od, st := b.Settle(now+1, r, "job", 5); st != HoldOK || od != 0 {
+		t.Fatalf("settle 5: %d overdraft %d", st, od)
+	}
+	if d := b.Decide(now+2, r, 5); !d.Allowed || d.Remaining != 0 {
+		t.Fatalf("after 3 given back, 5 more: %+v", d)
+	}
+	if d, _, st := b.Acquire(now+3, r, "more", 1, 0); st != HoldOK || d.Allowed {
+		t.Fatalf("acquire with 10 of 10 counted: %d %+v, want a denial", st, d)
+	}
+	var c Bucket
+	c.Acquire(now, r, "big", 6, 0)
+	if _, od, st := c.Settle(now+1, r, "big", 13); st != HoldOK || od != 3 {
+		t.Fatalf("settle 13 of a 6 hold: %d overdraft %d, want 3", st, od)
+	}
+	var late Bucket
+	late.Acquire(now, r, "x", 9, 0)
+	next := time.Date(2026, 4, 30, 0, 0, 0, 0, ny).UnixMicro()
+	if _, od, st := late.Settle(next+1, r, "x", 12); st != HoldOK || od != 0 {
+		t.Fatalf("an excess after the period ended: %d overdraft %d", st, od)
+	}
+	if d := late.Decide(next+2, r, 10); !d.Allowed {
+		t.Fatalf("the new period's whole limit: %+v", d)
+	}
+}

@@ -82,18 +82,16 @@ func fixedWindowEmpty(b *Bucket, now, _ int64) bool {
 
 // adjustFixedWindow changes the count by delta while h's window is still the current one (and the state's): the
 // units of a window that ended count nothing, so a refund or an excess there changes nothing. The count never
-// goes below 0. For a calendar count, h's units are in it when r's period holding h's instant ends where the
-// count's does; when that cannot be told (the period changed since), an excess is still recorded and nothing is
-// given back.
+// goes below 0. A calendar count (w = 0) is adjusted alike while it is the count of r's period holding now and h
+// was recorded in that period (only now's period is needed, which a store without a time zone database gets
+// from the boundaries its check carries); under a window rule it is not adjusted.
 func adjustFixedWindow(b *Bucket, now int64, r Rule, h *holdRecord, delta int64) {
 	if b.w == 0 {
-		if now >= b.c {
+		if r.Period == nil {
 			return
 		}
-		if r.Period == nil || periodEnd(r, h.At) != b.c {
-			if delta > 0 && (r.Period == nil || periodEnd(r, h.At) > now) {
-				b.f += delta
-			}
+		start, end := r.Period.periodMicros(now)
+		if b.c != end || h.At < start {
 			return
 		}
 		b.f = max(b.f+delta, 0)
