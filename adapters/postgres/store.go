@@ -273,6 +273,17 @@ func (s *Store) DecideBatchBounded(ctx context.Context, rs []domain.BucketReques
 	return ds, false, err
 }
 
+// algName is the algorithm a check is sent with. A calendar period (Rule.Period) is not decided by this store
+// yet: it is sent as no algorithm, which the SQL dispatch answers as an invalid rule (a store error to the
+// Limiter, nothing recorded), never decided as a window. (PutPolicy and the config loader refuse such policies
+// first; this keeps any other path from a silent wrong decision.)
+func algName(r domain.Rule) string {
+	if r.Period != nil {
+		return ""
+	}
+	return string(r.Algorithm)
+}
+
 // decide sends rs to sluice_decide_batch.
 func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bool, lockWait pgtype.Int4) ([]domain.Decision, error) {
 	p := db.DecideBatchParams{
@@ -297,7 +308,7 @@ func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bo
 				r.Floor = max(r.Floor, f.(int64))
 			}
 		}
-		p.Policies[i], p.Keys[i], p.Algs[i], p.Limits[i] = r.Policy, []byte(r.Key), string(r.Algorithm), r.Limit
+		p.Policies[i], p.Keys[i], p.Algs[i], p.Limits[i] = r.Policy, []byte(r.Key), algName(r.Rule), r.Limit
 		p.WindowsUs[i], p.ResUs[i], p.FloorsUs[i], p.Gens[i] = micros(r.Window), micros(r.Resolution), r.Floor, r.Generation
 		p.Costs[i], p.Shadows[i], p.Stored[i] = r.Cost, r.Shadow, r.Stored
 	}
@@ -460,7 +471,7 @@ func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecis
 	}
 	p := db.HoldParams{
 		Policy: r.Policy, Key: []byte(r.Key), Op: int16(q.Op), ID: []byte(q.ID), Amount: r.Cost, TtlUs: micros(q.TTL),
-		Alg: string(r.Algorithm), Lim: r.Limit, WindowUs: micros(r.Window), ResUs: micros(r.Resolution),
+		Alg: algName(r.Rule), Lim: r.Limit, WindowUs: micros(r.Window), ResUs: micros(r.Resolution),
 		FloorUs: r.Floor, Gen: r.Generation, Stored: r.Stored, NowUs: s.now(),
 	}
 	var row db.HoldRow
