@@ -560,7 +560,7 @@ func (s *Store) applyBatch(ctx context.Context, ops []domain.BucketHold, lockWai
 			}
 		}
 		p.Policies[i], p.Keys[i], p.Ops[i], p.Ids[i] = r.Policy, []byte(r.Key), int16(q.Op), []byte(q.ID)
-		p.Amounts[i], p.TtlsUs[i], p.Algs[i], p.Limits[i] = r.Cost, micros(q.TTL), string(r.Algorithm), r.Limit
+		p.Amounts[i], p.TtlsUs[i], p.Algs[i], p.Limits[i] = r.Cost, micros(q.TTL), algName(r.Rule), r.Limit
 		p.WindowsUs[i], p.ResUs[i], p.FloorsUs[i], p.Gens[i] = micros(r.Window), micros(r.Resolution), r.Floor, r.Generation
 		p.Stored[i] = r.Stored
 	}
