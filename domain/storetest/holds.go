@@ -128,9 +128,7 @@ func testConcurrencyRace(t *testing.T, newStore NewStore) {
 					continue
 				}
 				admitted.Add(1)
-				n := in.Add(1)
-				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-				}
+				countIn(&in, &most)
 				in.Add(-1)
 				if hd, err := s.Hold(ctx, holdOp(p, "tenant", domain.OpSettle, id, 0, 0)); err != nil || hd.Status != domain.HoldOK {
 					errs <- fmt.Errorf("release %s: %+v %v", id, hd, err)
@@ -144,13 +142,27 @@ func testConcurrencyRace(t *testing.T, newStore NewStore) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if most.Load() > p.Limit {
-		t.Fatalf("%d held at once, limit %d", most.Load(), p.Limit)
+	requireHeldAtMostTheLimit(t, ctx, s, p, "tenant", most.Load(), admitted.Load())
+}
+
+// countIn counts one more holder in and keeps in most the highest count seen.
+func countIn(in, most *atomic.Int64) {
+	n := in.Add(1)
+	for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 	}
-	if admitted.Load() < p.Limit {
-		t.Fatalf("only %d acquisitions admitted: the test proves little", admitted.Load())
+}
+
+// requireHeldAtMostTheLimit ends a race of holders of p's key: never more than the limit held at once, enough
+// acquisitions admitted for that to mean something, and every unit back after the last release.
+func requireHeldAtMostTheLimit(t *testing.T, ctx context.Context, s domain.BucketStore, p domain.Policy, key string, most, admitted int64) {
+	t.Helper()
+	if most > p.Limit {
+		t.Fatalf("%d held at once, limit %d", most, p.Limit)
 	}
-	if d := decide(t, ctx, s, domain.BucketRequest{Policy: p.Name, Key: "tenant", Rule: p.Rule()}); d.Remaining != p.Limit-1 {
+	if admitted < p.Limit {
+		t.Fatalf("only %d acquisitions admitted: the test proves little", admitted)
+	}
+	if d := decide(t, ctx, s, domain.BucketRequest{Policy: p.Name, Key: key, Rule: p.Rule()}); d.Remaining != p.Limit-1 {
 		t.Fatalf("after every release a peek reports %+v, want remaining %d", d, p.Limit-1)
 	}
 }
