@@ -10,8 +10,8 @@
 -- falls back to EVAL on NOSCRIPT).
 --
 -- KEYS[i]  the Redis key of check i (every key of one call is in one hash slot).
--- ARGV[1]  mode: "d" decide, "n" decide but record nothing, "u" undo a reservation (see the end), "h" a hold op
---          (domain.Bucket.ApplyHold: its own arguments, see "A hold op" below).
+-- ARGV[1]  mode: "d" decide, "n" decide but record nothing, "u" undo a reservation (see the end), "b" a batch
+--          of checks and hold ops (domain.Bucket.ApplyHold: its own arguments, see "A batch" below).
 -- ARGV[2]  "" for the server clock (TIME), or (tests) the instant in microseconds since the Unix epoch, with
 --          "+<ms>" to set every expiry that much later (Options.ExpirySlack in store.go).
 -- ARGV[3]  "1" for an atomic call: record nothing unless every non-shadow check is admitted.
@@ -140,32 +140,59 @@ local states = {}
 -- pad bytes and the pad count (byte), so that the section's length is 1 mod 16: a value without holds is a whole
 -- number of entries after the header, one with holds is not, and a value written before holds existed reads as
 -- one without. The section is kept as it was read (st.hb) and parsed only when a decision needs the records
--- (holds: a concurrency check, a token bucket admission lowering refund bounds, a hold op); once parsed, st.hl is
--- the list, which save packs again.
+-- (holds: a concurrency check, a token bucket admission lowering refund bounds, a hold op, a write's expiry); once
+-- parsed, st.hl is the list, parsed once per call however many ops of the call use it, and save packs it again.
+-- Each parsed record remembers where its bytes are in st.hb (p0, p1) until something changes it (changed clears
+-- p0), so save copies the unchanged records' bytes, runs of them at a time, and packs only new and changed ones.
 local HR = '<dddBdBddddddd'
+local HL = 90 -- bytes of HR
 local acquiring = false -- a hold op's acquire is deciding: the one decision that takes concurrency's units
 local function holds(st)
   if st.hl then return st.hl end
-  local l, pos, s = {}, 1, st.hb
+  local l, pos, s, n = {}, 1, st.hb, 0
+  local sub = string.sub
   while pos <= #s do
     local idlen = unpack('<I4', s, pos)
-    local h = { id = string.sub(s, pos + 4, pos + 3 + idlen) }
-    local settled
-    h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen, pos =
-      unpack(HR .. 's', s, pos + 4 + idlen)
-    h.settled = settled == 1
-    l[#l + 1] = h
+    local p = pos + 4 + idlen
+    local amount, at, exp, settled, reserved, alg, c, w, mq, mr, ut, um, ur, gen, nxt = unpack(HR .. 's', s, p)
+    n = n + 1
+    -- one constructor: the table is sized once
+    l[n] = { id = sub(s, pos + 4, p - 1), amount = amount, at = at, exp = exp, settled = settled == 1,
+      reserved = reserved, alg = alg, c = c, w = w, mq = mq, mr = mr, ut = ut, um = um, ur = ur, gen = gen,
+      p0 = pos, p1 = nxt - 1 }
+    pos = nxt
   end
   st.hl = l
   return l
 end
-local function packholds(l)
-  local out = {}
-  for i, h in ipairs(l) do
-    local settled = 0
-    if h.settled then settled = 1 end
-    out[i] = pack('<I4', #h.id) .. h.id ..
-      pack(HR .. 's', h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen)
+-- changed marks a parsed record as changed: save packs it anew.
+local function changed(h) h.p0 = false end
+local function packholds(st)
+  local out, n, s = {}, 0, st.hb
+  local r0, r1 = 0, -1 -- the run of unchanged records' bytes being copied
+  for _, h in ipairs(st.hl) do
+    if h.p0 and h.p0 == r1 + 1 then
+      r1 = h.p1
+    else
+      if r1 >= r0 then
+        n = n + 1
+        out[n] = string.sub(s, r0, r1)
+      end
+      r0, r1 = 0, -1
+      if h.p0 then
+        r0, r1 = h.p0, h.p1
+      else
+        local settled = 0
+        if h.settled then settled = 1 end
+        n = n + 1
+        out[n] = pack('<I4', #h.id) .. h.id ..
+          pack(HR .. 's', h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen)
+      end
+    end
+  end
+  if r1 >= r0 then
+    n = n + 1
+    out[n] = string.sub(s, r0, r1)
   end
   return table.concat(out)
 end
@@ -186,6 +213,7 @@ local function notelag(st, t, a, f)
     if h.alg == 3 and not h.settled and (lq < h.mq or (lq == h.mq and lr < h.mr)) then
       if h.ut ~= t then h.ut, h.um, h.ur = t, h.mq, h.mr end -- the bound before the admissions at t, for an undo
       h.mq, h.mr = lq, lr
+      changed(h)
     end
   end
 end
@@ -434,7 +462,7 @@ local function save(key, st)
   local tail = ''
   if st.n > 0 then tail = pack('<dd', st.la, st.lc) end
   local hb = st.hb
-  if st.hl then hb = packholds(st.hl) end
+  if st.hl then hb = packholds(st) end
   if hb ~= '' then
     local pad = fmod(16 - fmod(#hb + 8, 16), 16)
     tail = tail .. hb .. pack('<d', #hb) .. string.rep('\0', pad) .. string.char(pad)
@@ -471,8 +499,6 @@ end
 
 -- A stored record's revision: the last of policy.lua's nine fields (a record of eight fields, written before
 -- records carried one, is revision 0); nil for a deleted policy's "-|<revision>".
-local function unpack_saved(v) return v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11] end
-
 local function revision(rec)
   if string.sub(rec, 1, 2) == '-|' then return nil end
   local v = string.match(rec, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|(%d+)$')
@@ -480,42 +506,75 @@ local function revision(rec)
   return 0
 end
 
-if mode == 'h' then
-  -- A hold op (domain.Bucket.ApplyHold; Store.Hold in store.go): one key (KEYS[1]; KEYS[2] the policy records'
-  -- hash when ARGV[5] is "1"), ARGV[3] the op (1 acquire, 2 settle, 3 renew, 4 release anonymous), ARGV[4] two
-  -- checks packed as above: the op's (cost: the amount to acquire, settle to or release) and a peek's (cost 0, for
-  -- the decision a settle, renewal or release answers with), ARGV[6] the hold's id (any bytes), ARGV[7] its TTL in
-  -- µs (0: the window). A stored check's revision is fenced as a decision's is ("stale" answers). The op runs in
-  -- this script, not a second one, because it decides (an acquire is a check) and converts exactly as a check
-  -- does: one body keeps them one step. Returns the 9 integers of the decision, then the hold's status
-  -- (domain.HoldStatus), whether a hold is answered (1/0), its amount, at, expires, settled (1/0) and the overdraft;
-  -- a stale generation answers the decision 4 (StatusPolicyNotFound), a stored acquire over the limit in force 5
-  -- (StatusCostOverLimit, nothing done).
-  local op, id, ttlus = tonumber(ARGV[3]), ARGV[6], tonumber(ARGV[7])
-  local c = { unpack(CHECK, ARGV[4], 1) }
-  local pk = { unpack(CHECK, ARGV[4], c[14]) }
-  if ARGV[5] == '1' and c[10] == 1 then
-    local rec = redis.call('HGET', KEYS[2], c[13])
-    if not rec or revision(rec) ~= c[11] then return { 'stale', c[13], rec or '' } end
+-- snapshot and restore: the call's copy of a state's fields a decision may change (a conversion, a log's expiry,
+-- an admission), so a decision that must record nothing leaves the copy as it found it for the ops after it.
+local function snapshot(st) return { st.alg, st.gen, st.seen, st.w, st.x, st.y, st.z, st.s, st.n, st.la, st.lc } end
+local function restore(st, v)
+  st.alg, st.gen, st.seen, st.w, st.x, st.y, st.z, st.s, st.n, st.la, st.lc =
+    v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]
+end
+
+-- stalegen: the state is of a newer generation than gen (the op's policy was deleted and re-created since).
+local function stalegen(st, gen) return st.alg ~= 0 and tonumber(st.gen) > tonumber(gen) end
+
+-- batchcheck is a check of a batch (mode "b"): domain.Bucket.Decide, so a decision that records nothing changes
+-- nothing the later ops of the call see, and a stale generation is refused (4: StatusPolicyNotFound) unless the
+-- rule is invalid (3).
+local function batchcheck(key, algo, limit, window, res, floorus, cost, q, r, gen)
+  local st = load(key)
+  local v = snapshot(st)
+  local was = st.dirty
+  st.dirty = false
+  local stale = stalegen(st, gen)
+  local d = decide(key, algo, limit, window, res, floorus, cost, q, r, gen)
+  if stale or not st.dirty then
+    restore(st, v)
+    if stale and d[1] ~= 3 then d = { 4, 0, 0, 0, 0, 0, 0, 0, 0 } end
+    -- A key not written whose window grew since its expiry was set: its units must outlive the old expiry.
+    if st.exists and not was and window > st.grown and window > st.w then st.grown = window end
+    st.dirty = was
+  else
+    st.hw = nil -- this write's expiry is the state's window's, as a check's own call would set it
   end
-  local key = KEYS[1]
+  return d
+end
+
+-- holdop is a hold op (domain.Bucket.ApplyHold; Store.ApplyBatch and Store.Hold in store.go) on key: op (1
+-- acquire, 2 settle, 3 renew, 4 release anonymous), c the op's check as unpacked from CHECK (cost: the amount to
+-- acquire, settle to or release), pq, pr token_bucket's emission time of 1 unit (for the peek a settle, renewal or
+-- release answers with), id the hold's id (any bytes), ttlus its TTL in µs (0: the window). The op runs in this
+-- script, not a second one, because it decides (an acquire is a check) and converts exactly as a check does: one
+-- body keeps them one step. It changes the call's copy of the state (written at the end of the call). Returns the
+-- 9 integers of the decision, then the hold's status (domain.HoldStatus), whether a hold is answered (1/0), its
+-- amount, at, expires, settled (1/0) and the overdraft; a stale generation answers the decision 4
+-- (StatusPolicyNotFound), a stored acquire over the limit in force 5 (StatusCostOverLimit, nothing done).
+local function holdop(key, op, c, pq, pr, id, ttlus)
   local algo, limit, window, res, floorus, amount, gen = c[1], c[2], c[3], c[4], c[5], c[6], c[12]
-  local function peek()
-    return decide(key, pk[1], pk[2], pk[3], pk[4], pk[5], 0, pk[8], pk[9], pk[12])
-  end
   local st = load(key)
   local t = now
   if st.seen > t then t = st.seen end
+  local wasdirty = st.dirty
+  st.dirty = false -- this op's own writes, from here to finish
   local hdirty = false
   local recs = holds(st)
   local function keep(pred)
-    local kept = {}
-    for _, h in ipairs(recs) do
-      if pred(h) then kept[#kept + 1] = h end
+    local kept, k = nil, 0
+    for i, h in ipairs(recs) do
+      if pred(h) then
+        if kept then
+          k = k + 1
+          kept[k] = h
+        end
+      elseif not kept then
+        kept, k = {}, i - 1 -- the first record dropped: the ones before it are kept
+        for j = 1, k do kept[j] = recs[j] end
+      end
     end
-    if #kept ~= #recs then hdirty = true end
-    recs = kept
-    st.hl = kept
+    if kept then
+      hdirty = true
+      recs = kept
+      st.hl = kept
+    end
   end
   -- pruneHolds: another generation's records, settled ones past their deadline, and those whose units left the
   -- window and whose deadline passed go.
@@ -584,16 +643,17 @@ if mode == 'h' then
     return 0
   end
   local function finish(d, status, h, od)
-    if st.dirty or hdirty then
-      st.seen, st.hw = t, window
-      save(key, st)
-      st.dirty = false
-    end
+    local mine = st.dirty or hdirty
+    if mine then st.seen, st.hw = t, window end
+    st.dirty = wasdirty or mine
     if d == nil then
-      if st.alg ~= 0 and tonumber(st.gen) > tonumber(gen) then
+      if stalegen(st, gen) then
         d = { 4, 0, 0, 0, 0, 0, 0, 0, 0 }
       else
-        d = peek()
+        -- the peek a settle, renewal or release answers with, on the state as the op left it (unchanged by it)
+        local v = snapshot(st)
+        d = decide(key, algo, limit, window, res, floorus, 0, pq, pr, gen)
+        restore(st, v)
       end
     end
     local out = { d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], status, 0, 0, 0, 0, 0, od or 0 }
@@ -610,7 +670,7 @@ if mode == 'h' then
   if c[10] == 1 and op == 1 and amount > limit then
     return finish({ 5, 0, 0, 0, 0, 0, 0, 0, 0 }, 0) -- a stored acquire over the limit in force: StatusCostOverLimit
   end
-  local stale = st.alg ~= 0 and tonumber(st.gen) > tonumber(gen)
+  local stale = stalegen(st, gen)
   if op == 1 then
     if stale then return finish({ 4, 0, 0, 0, 0, 0, 0, 0, 0 }, 2) end
     prune()
@@ -624,13 +684,13 @@ if mode == 'h' then
       if #recs >= 1024 then return finish(nil, 6) end
     end
     -- The acquire decides as a check of cost amount; a denial keeps the state as it was (a conversion made on the
-    -- way is the call's copy only), and records nothing but what the pruning above dropped.
-    local saved = { st.alg, st.gen, st.seen, st.w, st.x, st.y, st.z, st.s, st.n, st.la, st.lc }
+    -- way is undone), and records nothing but what the pruning above dropped.
+    local saved = snapshot(st)
     acquiring = true
     local d = decide(key, algo, limit, window, res, floorus, amount, c[8], c[9], gen)
     acquiring = false
     if d[1] ~= 1 then
-      st.alg, st.gen, st.seen, st.w, st.x, st.y, st.z, st.s, st.n, st.la, st.lc = unpack_saved(saved)
+      restore(st, saved)
       st.dirty = false
       return finish(d, 0)
     end
@@ -638,7 +698,7 @@ if mode == 'h' then
     local at = t
     if algo == 2 then at = ceilto(t, res) end
     h = { id = id, amount = amount, at = at, exp = t + ttlus, settled = false, reserved = amount, alg = algo,
-      c = 0, w = 0, mq = 0, mr = 0, ut = 0, um = 0, ur = 0, gen = gen }
+      c = 0, w = 0, mq = 0, mr = 0, ut = 0, um = 0, ur = 0, gen = gen, p0 = false, p1 = 0 }
     if algo == 3 then h.c, h.w, h.mq = limit, window, CAP end
     recs[#recs + 1] = h
     st.hl = recs
@@ -660,6 +720,7 @@ if mode == 'h' then
         if amount - back < give then give = amount - back end
         h.amount = h.amount - give
         h.settled = h.amount == 0
+        changed(h)
         back = back + give
         hdirty = true
       end
@@ -677,6 +738,7 @@ if mode == 'h' then
     if t >= h.exp then return finish(nil, 4, h) end
     if ttlus <= 0 or ttlus > window then ttlus = window end
     h.exp = t + ttlus
+    changed(h)
     hdirty = true
     return finish(nil, 0, h)
   end
@@ -687,6 +749,7 @@ if mode == 'h' then
     if h.settled then return finish(nil, 3, h) end
     if t >= h.exp then return finish(nil, 4, h) end
     h.amount, h.settled = actual, actual == 0
+    changed(h)
     hdirty = true
     local out = { amount = h.amount, at = h.at, exp = h.exp, settled = h.settled }
     trim()
@@ -761,9 +824,68 @@ if mode == 'h' then
     end
   end
   h.amount, h.settled = actual, true
+  changed(h)
   hdirty = true
   trim()
   return finish(nil, 0, h, overdraft())
+end
+
+if mode == 'b' then
+  -- A batch (domain.BucketHold; Store.ApplyBatch and Store.Hold in store.go): KEYS[i] the key of op i (every key
+  -- in one slot; the last key the policy records' hash when ARGV[5] is "1"), ARGV[4] the ops' checks packed as
+  -- above (a check's cost; a hold op's amount), ARGV[6] per op "<BdddI4" and the id's bytes: the op (0 a check, 1
+  -- acquire, 2 settle, 3 renew, 4 release anonymous), the TTL in µs (0: the window), token_bucket's emission
+  -- time of 1 unit (q, r: a hold op's peek), the id's length. The ops run in order, each on the state the ops
+  -- before it left (a check is Decide, a hold op holdop), and the states are written once, at the end: not one
+  -- step for the domain's contract (storetest.OpBatcher), but atomic anyway, as every script. Every stored op's
+  -- revision is fenced first, as in mode "d" ("stale" answers: nothing decided or written). Returns per op its
+  -- integers: a check's 9 (decide's, 4 for a stale generation), a hold op's 16 (holdop's).
+  local nops, pk = n, nil
+  if ARGV[5] == '1' then
+    nops, pk = n - 1, KEYS[n]
+  end
+  local checks, held, stale, pos = {}, {}, nil, 1
+  for i = 1, nops do
+    local c = { unpack(CHECK, ARGV[4], pos) }
+    pos = c[14]
+    checks[i] = c
+    if pk and c[10] == 1 and held[c[13]] == nil then
+      local rec = redis.call('HGET', pk, c[13])
+      held[c[13]] = true
+      if not rec or revision(rec) ~= c[11] then
+        stale = stale or { 'stale' }
+        stale[#stale + 1] = c[13]
+        stale[#stale + 1] = rec or ''
+      end
+    end
+  end
+  if stale then return stale end
+  local out, k, opos, ops = {}, 0, 1, ARGV[6]
+  for i = 1, nops do
+    local c = checks[i]
+    local op, ttlus, pq, pr, idlen
+    op, ttlus, pq, pr, idlen, opos = unpack('<BdddI4', ops, opos)
+    if op == 0 then
+      local d = batchcheck(KEYS[i], c[1], c[2], c[3], c[4], c[5], c[6], c[8], c[9], c[12])
+      for j = 1, 9 do out[k + j] = d[j] end
+      k = k + 9
+    else
+      local id = string.sub(ops, opos, opos + idlen - 1)
+      opos = opos + idlen
+      local v = holdop(KEYS[i], op, c, pq, pr, id, ttlus)
+      for j = 1, 16 do out[k + j] = v[j] end
+      k = k + 16
+    end
+  end
+  for key, st in pairs(states) do
+    if st.dirty then save(key, st) end
+    if st.grown > 0 then
+      -- Only the expiry moves: to at least now plus the grown window (see the end of the script).
+      local ms = floor(st.grown / 1000) + 1 + slack
+      if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+    end
+  end
+  return out
 end
 
 local atomic = ARGV[3] == '1'

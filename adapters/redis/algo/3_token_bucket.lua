@@ -58,7 +58,10 @@ if st.z == limit then
   -- the open holds' refund bounds the reserved admission lowered (its instant rec) are given back
   if st.hl or st.hb ~= '' then
     for _, h in ipairs(holds(st)) do
-      if h.alg == 3 and h.ut == rec then h.mq, h.mr, h.ut = h.um, h.ur, 0 end
+      if h.alg == 3 and h.ut == rec then
+        h.mq, h.mr, h.ut = h.um, h.ur, 0
+        changed(h)
+      end
     end
   end
 end

@@ -1,7 +1,7 @@
 -- concurrency (code 5): limit is the units held at once, window the longest a hold lives unrenewed
 -- (domain/concurrency.go). The state is nothing but the key's hold records (decide.lua's holds section): a record of
 -- the check's generation counts its amount from acquisition until released or until its deadline passes. A check
--- of cost > 0 has nothing to release and is INVALID; only an acquire (mode "h", acquiring) takes units, and the
+-- of cost > 0 has nothing to release and is INVALID; only an acquire (holdop, acquiring) takes units, and the
 -- hold op records the hold itself. A peek reports the units held.
 --@helpers
 -- concstep is stepConcurrency: remaining after the decision, reset_after to the latest deadline, retry_after (when
