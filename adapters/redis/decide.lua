@@ -132,75 +132,135 @@ end
 local states = {}
 
 -- Hold records (domain/hold.go). A key's records live in its value, after the log entries, as one section: the
--- records (per record: the id's length "<I4", the id's bytes (any bytes: an anonymous id starts with NUL), then
--- HR: amount, at, expires (µs), settled (byte), reserved, alg (byte), token_bucket's c, w, mq, mr (the refund
--- bound mq + mr/c µs), ut, um, ur (the bound as it was before the admissions at instant ut lowered it: a
--- cross-slot reservation's undo gives it back, as domain.Bucket.Rollback does, unless a later admission lowered it
--- again), and the generation, NUL-terminated), the records' length in bytes (double), 0 to 15 NUL
--- pad bytes and the pad count (byte), so that the section's length is 1 mod 16: a value without holds is a whole
--- number of entries after the header, one with holds is not, and a value written before holds existed reads as
--- one without. The section is kept as it was read (st.hb) and parsed only when a decision needs the records
--- (holds: a concurrency check, a token bucket admission lowering refund bounds, a hold op, a write's expiry); once
--- parsed, st.hl is the list, parsed once per call however many ops of the call use it, and save packs it again.
--- Each parsed record remembers where its bytes are in st.hb (p0, p1) until something changes it (changed clears
--- p0), so save copies the unchanged records' bytes, runs of them at a time, and packs only new and changed ones.
-local HR = '<dddBdBddddddd'
-local HL = 90 -- bytes of HR
+-- records, then the records' length in bytes (double), 0 to 15 NUL pad bytes and the pad count (byte), so that
+-- the section's length is 1 mod 16: a value without holds is a whole number of entries after the header, one with
+-- holds is not, and a value written before holds existed reads as one without. A record is RH: the id's length,
+-- settled (byte), amount, at, expires (µs); the id's bytes (any bytes: an anonymous id starts with NUL); RT:
+-- reserved, alg (byte), token_bucket's c, w, mq, mr (the refund bound mq + mr/c µs), ut, um, ur (the bound as it
+-- was before the admissions at instant ut lowered it: a cross-slot reservation's undo gives it back, as
+-- domain.Bucket.Rollback does, unless a later admission lowered it again); and the generation, NUL-terminated.
+--
+-- The section is kept as it was read (st.hb) and read only when a decision needs the records (a concurrency
+-- check, a token bucket admission on a key with holds, a hold op, a write's expiry), once per call however
+-- many of the call's ops use it, without a Lua table per record: recs(st) walks it once into arrays of what the
+-- scans read (offsets, id length, settled, amount, at, expires, generation), and holdrec()
+-- unpacks one record whole, as a table, only for the records an op finds or changes (a settle's, a renewal's, an
+-- open token_bucket hold's bound). A record dropped is marked dead. save writes the section back only when a
+-- record was added, changed or dropped, copying the unchanged records' bytes a run at a time.
+local RH, RT = '<I4Bddd', '<dBddddddd'
+local RHL, RTL = 29, 65 -- bytes of RH and RT
 local acquiring = false -- a hold op's acquire is deciding: the one decision that takes concurrency's units
-local function holds(st)
-  if st.hl then return st.hl end
-  local l, pos, s, n = {}, 1, st.hb, 0
-  local sub = string.sub
-  while pos <= #s do
-    local idlen = unpack('<I4', s, pos)
-    local p = pos + 4 + idlen
-    local amount, at, exp, settled, reserved, alg, c, w, mq, mr, ut, um, ur, gen, nxt = unpack(HR .. 's', s, p)
+local sub, find = string.sub, string.find
+local function recs(st)
+  local R = st.hr
+  if R then return R end
+  R = { n = 0, live = 0, nset = 0, g1 = nil, mexp = MAX, s = st.hb, dirty = false, p0 = {}, p1 = {}, il = {},
+    set = {}, amt = {}, at = {}, exp = {}, gen = {}, dead = {}, obj = {} }
+  local s, pos, n, len, nset, g1, mexp = st.hb, 1, 0, #st.hb, 0, nil, MAX
+  local p0, p1, il, set, amt, ats, exp, gens, dead = R.p0, R.p1, R.il, R.set, R.amt, R.at, R.exp, R.gen, R.dead
+  while pos <= len do
+    local idlen, settled, amount, at, e = unpack(RH, s, pos)
+    local q = pos + RHL + idlen + RTL
+    local z = find(s, '\0', q, true)
+    local g = sub(s, q, z - 1) -- interned: records of one generation share one string
     n = n + 1
-    -- one constructor: the table is sized once
-    l[n] = { id = sub(s, pos + 4, p - 1), amount = amount, at = at, exp = exp, settled = settled == 1,
-      reserved = reserved, alg = alg, c = c, w = w, mq = mq, mr = mr, ut = ut, um = um, ur = ur, gen = gen,
-      p0 = pos, p1 = nxt - 1 }
-    pos = nxt
+    p0[n], p1[n], il[n], set[n], amt[n], ats[n], exp[n], gens[n], dead[n] = pos, z, idlen, settled == 1, amount, at, e, g, false
+    if settled == 1 then nset = nset + 1 end
+    if e < mexp then mexp = e end
+    if n == 1 then g1 = g elseif g1 ~= g then g1 = false end
+    pos = z + 1
   end
-  st.hl = l
-  return l
+  R.n, R.live, R.nset, R.g1, R.mexp = n, n, nset, g1, mexp
+  st.hr = R
+  return R
 end
--- changed marks a parsed record as changed: save packs it anew.
-local function changed(h) h.p0 = false end
+-- R.nset counts the live settled records; R.g1 is the generation of every record (false: they differ; nil: none);
+-- R.mexp is at most the earliest deadline of a live record (a drop leaves it lower than need be).
+-- holdrec is record i as a table (unpacked once), with its index.
+local function holdrec(R, i)
+  local o = R.obj[i]
+  if o then return o end
+  local s, pos, idlen = R.s, R.p0[i], R.il[i]
+  local p = pos + RHL
+  local reserved, alg, c, w, mq, mr, ut, um, ur = unpack(RT, s, p + idlen)
+  o = { i = i, id = sub(s, p, p + idlen - 1), amount = R.amt[i], at = R.at[i], exp = R.exp[i], settled = R.set[i],
+    reserved = reserved, alg = alg, c = c, w = w, mq = mq, mr = mr, ut = ut, um = um, ur = ur, gen = R.gen[i] }
+  R.obj[i] = o
+  return o
+end
+-- changed: the record o (from holdrec) changed: the scans' arrays follow it and save packs it anew.
+local function changed(R, o)
+  local i = o.i
+  if o.settled and not R.set[i] then R.nset = R.nset + 1 elseif R.set[i] and not o.settled then R.nset = R.nset - 1 end
+  if o.exp < R.mexp then R.mexp = o.exp end
+  R.set[i], R.amt[i], R.at[i], R.exp[i], R.p0[i] = o.settled, o.amount, o.at, o.exp, false
+  R.dirty = true
+end
+-- addrec appends the new record o.
+local function addrec(R, o)
+  local i = R.n + 1
+  o.i = i
+  R.n, R.live, R.obj[i], R.dead[i], R.il[i], R.gen[i], R.set[i] = i, R.live + 1, o, false, #o.id, o.gen, false
+  if R.g1 == nil then R.g1 = o.gen elseif R.g1 ~= o.gen then R.g1 = false end
+  changed(R, o)
+end
+local function droprec(R, i)
+  R.dead[i] = true
+  R.live = R.live - 1
+  if R.set[i] then R.nset = R.nset - 1 end
+  R.dirty = true
+end
+-- idat: record i's id is id.
+local function idat(R, i, id)
+  local o = R.obj[i]
+  if o then return o.id == id end
+  local n = #id
+  if R.il[i] ~= n then return false end
+  if n == 0 then return true end
+  local p = R.p0[i] + RHL
+  -- the last byte first: ids of one key often differ only at their end (a counter)
+  return string.byte(R.s, p + n - 1) == string.byte(id, n) and sub(R.s, p, p + n - 1) == id
+end
 local function packholds(st)
-  local out, n, s = {}, 0, st.hb
+  local R = st.hr
+  local out, k, s = {}, 0, R.s
   local r0, r1 = 0, -1 -- the run of unchanged records' bytes being copied
-  for _, h in ipairs(st.hl) do
-    if h.p0 and h.p0 == r1 + 1 then
-      r1 = h.p1
-    else
-      if r1 >= r0 then
-        n = n + 1
-        out[n] = string.sub(s, r0, r1)
-      end
-      r0, r1 = 0, -1
-      if h.p0 then
-        r0, r1 = h.p0, h.p1
+  for i = 1, R.n do
+    if not R.dead[i] then
+      local p = R.p0[i]
+      if p and p == r1 + 1 then
+        r1 = R.p1[i]
       else
-        local settled = 0
-        if h.settled then settled = 1 end
-        n = n + 1
-        out[n] = pack('<I4', #h.id) .. h.id ..
-          pack(HR .. 's', h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen)
+        if r1 >= r0 then
+          k = k + 1
+          out[k] = sub(s, r0, r1)
+        end
+        r0, r1 = 0, -1
+        if p then
+          r0, r1 = p, R.p1[i]
+        else
+          local h = R.obj[i]
+          local settled = 0
+          if h.settled then settled = 1 end
+          k = k + 1
+          out[k] = pack(RH, #h.id, settled, h.amount, h.at, h.exp) .. h.id ..
+            pack(RT .. 's', h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen)
+        end
       end
     end
   end
   if r1 >= r0 then
-    n = n + 1
-    out[n] = string.sub(s, r0, r1)
+    k = k + 1
+    out[k] = sub(s, r0, r1)
   end
   return table.concat(out)
 end
 -- heldunits is concurrencyHeld: the units the records of generation gen hold at t.
 local function heldunits(st, gen, t)
+  local R = recs(st)
   local n = 0
-  for _, h in ipairs(holds(st)) do
-    if h.gen == gen and not h.settled and t < h.exp then n = n + h.amount end
+  for i = 1, R.n do
+    if not R.dead[i] and not R.set[i] and t < R.exp[i] and R.gen[i] == gen then n = n + R.amt[i] end
   end
   return n
 end
@@ -209,11 +269,16 @@ end
 local function notelag(st, t, a, f)
   local lq, lr = a - t, f
   if lq < 0 or (lq == 0 and lr == 0) then lq, lr = 0, 0 end
-  for _, h in ipairs(holds(st)) do
-    if h.alg == 3 and not h.settled and (lq < h.mq or (lq == h.mq and lr < h.mr)) then
-      if h.ut ~= t then h.ut, h.um, h.ur = t, h.mq, h.mr end -- the bound before the admissions at t, for an undo
-      h.mq, h.mr = lq, lr
-      changed(h)
+  local R = recs(st)
+  if R.live == R.nset then return end -- no open hold
+  for i = 1, R.n do
+    if not R.dead[i] and not R.set[i] then
+      local h = holdrec(R, i)
+      if h.alg == 3 and (lq < h.mq or (lq == h.mq and lr < h.mr)) then
+        if h.ut ~= t then h.ut, h.um, h.ur = t, h.mq, h.mr end -- the bound before the admissions at t, for an undo
+        h.mq, h.mr = lq, lr
+        changed(R, h)
+      end
     end
   end
 end
@@ -231,7 +296,7 @@ local function load(key)
   if st == nil then
     -- every field in the constructor: the table is sized once, never rehashed as fields are added
     st = { exists = false, seen = 0, w = 0, alg = 0, gen = '', x = 0, y = 0, z = 0, s = '', n = 0, la = 0, lc = 0,
-      dirty = false, grown = 0, hb = '', hl = false }
+      dirty = false, grown = 0, hb = '', hr = false }
     local v = redis.call('GET', key)
     if v then
       local z = string.find(v, '\0', 1, true)
@@ -439,11 +504,14 @@ local function ttl(st)
     -- shorten what PutPolicy's extension of the keys' expiries kept).
     local w = st.w
     if st.hw and st.hw > w then w = st.hw end
-    for _, h in ipairs(holds(st)) do
-      if h.gen == st.gen then
-        local u = h.exp
-        if not h.settled and h.at + w > u then u = h.at + w end
-        if u > until_us then until_us = u end
+    if st.hb ~= '' or st.hr then
+      local R = recs(st)
+      for i = 1, R.n do
+        if not R.dead[i] and R.gen[i] == st.gen then
+          local u = R.exp[i]
+          if not R.set[i] and R.at[i] + w > u then u = R.at[i] + w end
+          if u > until_us then until_us = u end
+        end
       end
     end
   end
@@ -462,7 +530,7 @@ local function save(key, st)
   local tail = ''
   if st.n > 0 then tail = pack('<dd', st.la, st.lc) end
   local hb = st.hb
-  if st.hl then hb = packholds(st) end
+  if st.hr and st.hr.dirty then hb = packholds(st) end
   if hb ~= '' then
     local pad = fmod(16 - fmod(#hb + 8, 16), 16)
     tail = tail .. hb .. pack('<d', #hb) .. string.rep('\0', pad) .. string.char(pad)
@@ -556,52 +624,41 @@ local function holdop(key, op, c, pq, pr, id, ttlus)
   local wasdirty = st.dirty
   st.dirty = false -- this op's own writes, from here to finish
   local hdirty = false
-  local recs = holds(st)
-  local function keep(pred)
-    local kept, k = nil, 0
-    for i, h in ipairs(recs) do
-      if pred(h) then
-        if kept then
-          k = k + 1
-          kept[k] = h
+  local R = recs(st)
+  local dead, set, exp, ats, gens = R.dead, R.set, R.exp, R.at, R.gen
+  -- pruneHolds: another generation's records, settled ones past their deadline, and those whose units left the
+  -- window and whose deadline passed go (none when every record is of gen and no deadline has passed).
+  local function prune()
+    if R.g1 == gen and t < R.mexp then return end
+    local mexp = MAX
+    for i = 1, R.n do
+      if not dead[i] then
+        if gens[i] ~= gen or (set[i] and t >= exp[i]) or (t >= ats[i] + window and t >= exp[i]) then
+          droprec(R, i)
+          hdirty = true
+        elseif exp[i] < mexp then
+          mexp = exp[i]
         end
-      elseif not kept then
-        kept, k = {}, i - 1 -- the first record dropped: the ones before it are kept
-        for j = 1, k do kept[j] = recs[j] end
       end
     end
-    if kept then
-      hdirty = true
-      recs = kept
-      st.hl = kept
-    end
-  end
-  -- pruneHolds: another generation's records, settled ones past their deadline, and those whose units left the
-  -- window and whose deadline passed go.
-  local function prune()
-    keep(function(h)
-      return h.gen == gen and not (h.settled and t >= h.exp) and not (t >= h.at + window and t >= h.exp)
-    end)
+    R.mexp = mexp
+    if R.live > 0 then R.g1 = gen else R.g1 = nil end
   end
   -- trimSettled: only the MaxSettledKept (16) settled records that come last in the list are kept.
   local function trim()
-    local n = 0
-    for _, h in ipairs(recs) do
-      if h.settled then n = n + 1 end
-    end
-    local drop = n - 16
-    if drop <= 0 then return end
-    keep(function(h)
-      if h.settled and drop > 0 then
+    local drop = R.nset - 16
+    for i = 1, R.n do
+      if drop <= 0 then return end
+      if not dead[i] and set[i] then
+        droprec(R, i)
+        hdirty = true
         drop = drop - 1
-        return false
       end
-      return true
-    end)
+    end
   end
   local function find()
-    for _, h in ipairs(recs) do
-      if h.id == id and h.gen == gen then return h end
+    for i = 1, R.n do
+      if not dead[i] and idat(R, i, id) and gens[i] == gen then return holdrec(R, i) end
     end
     return nil
   end
@@ -679,9 +736,14 @@ local function holdop(key, op, c, pq, pr, id, ttlus)
       if h.reserved ~= amount then return finish(nil, 3, h) end
       return finish(nil, 1, h)
     end
-    if #recs >= 1024 then -- domain.MaxHolds: dropClosed, then refuse if still full
-      keep(function(x) return not x.settled and not (x.alg == 5 and t >= x.exp) end)
-      if #recs >= 1024 then return finish(nil, 6) end
+    if R.live >= 1024 then -- domain.MaxHolds: dropClosed, then refuse if still full
+      for i = 1, R.n do
+        if not dead[i] and (set[i] or (t >= exp[i] and holdrec(R, i).alg == 5)) then
+          droprec(R, i)
+          hdirty = true
+        end
+      end
+      if R.live >= 1024 then return finish(nil, 6) end
     end
     -- The acquire decides as a check of cost amount; a denial keeps the state as it was (a conversion made on the
     -- way is undone), and records nothing but what the pruning above dropped.
@@ -697,11 +759,10 @@ local function holdop(key, op, c, pq, pr, id, ttlus)
     if ttlus <= 0 or ttlus > window then ttlus = window end
     local at = t
     if algo == 2 then at = ceilto(t, res) end
-    h = { id = id, amount = amount, at = at, exp = t + ttlus, settled = false, reserved = amount, alg = algo,
-      c = 0, w = 0, mq = 0, mr = 0, ut = 0, um = 0, ur = 0, gen = gen, p0 = false, p1 = 0 }
+    h = { i = 0, id = id, amount = amount, at = at, exp = t + ttlus, settled = false, reserved = amount, alg = algo,
+      c = 0, w = 0, mq = 0, mr = 0, ut = 0, um = 0, ur = 0, gen = gen }
     if algo == 3 then h.c, h.w, h.mq = limit, window, CAP end
-    recs[#recs + 1] = h
-    st.hl = recs
+    addrec(R, h)
     hdirty = true
     -- concurrency's step decided before the hold existed: every unit is back at the latest deadline, now maybe
     -- this one's (domain.Bucket.Acquire)
@@ -713,16 +774,19 @@ local function holdop(key, op, c, pq, pr, id, ttlus)
     if stale or algo ~= 5 or (st.alg ~= 0 and not current()) then return finish(nil, 2) end
     prune()
     local back = 0
-    for _, h in ipairs(recs) do
+    for i = 1, R.n do
       if back >= amount then break end
-      if h.gen == gen and string.byte(h.id, 1) == 0 and not h.settled and t < h.exp then
-        local give = h.amount
-        if amount - back < give then give = amount - back end
-        h.amount = h.amount - give
-        h.settled = h.amount == 0
-        changed(h)
-        back = back + give
-        hdirty = true
+      if not dead[i] and not set[i] and t < exp[i] and gens[i] == gen then
+        local h = holdrec(R, i)
+        if string.byte(h.id, 1) == 0 then
+          local give = h.amount
+          if amount - back < give then give = amount - back end
+          h.amount = h.amount - give
+          h.settled = h.amount == 0
+          changed(R, h)
+          back = back + give
+          hdirty = true
+        end
       end
     end
     trim()
@@ -738,7 +802,7 @@ local function holdop(key, op, c, pq, pr, id, ttlus)
     if t >= h.exp then return finish(nil, 4, h) end
     if ttlus <= 0 or ttlus > window then ttlus = window end
     h.exp = t + ttlus
-    changed(h)
+    changed(R, h)
     hdirty = true
     return finish(nil, 0, h)
   end
@@ -749,7 +813,7 @@ local function holdop(key, op, c, pq, pr, id, ttlus)
     if h.settled then return finish(nil, 3, h) end
     if t >= h.exp then return finish(nil, 4, h) end
     h.amount, h.settled = actual, actual == 0
-    changed(h)
+    changed(R, h)
     hdirty = true
     local out = { amount = h.amount, at = h.at, exp = h.exp, settled = h.settled }
     trim()
@@ -824,7 +888,7 @@ local function holdop(key, op, c, pq, pr, id, ttlus)
     end
   end
   h.amount, h.settled = actual, true
-  changed(h)
+  changed(R, h)
   hdirty = true
   trim()
   return finish(nil, 0, h, overdraft())
