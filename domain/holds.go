@@ -196,7 +196,7 @@ func (s *Service) HoldPolicy(ctx context.Context, h PolicyHold) (HoldResult, err
 		}
 		res.Decision = hd.Decision
 		return HoldResult{Result: res, Hold: hd.Hold, Status: hd.Status}, nil
-	case OpSettle, OpRenew:
+	default: // OpSettle, OpRenew: OpCheck was refused above
 	}
 	return s.holdOp(ctx, p, BucketHold{BucketRequest: BucketRequest{Policy: p.Name, Key: h.Key, Rule: p.Rule(), Cost: h.Amount},
 		Op: h.Op, ID: h.ID, TTL: h.TTL}, h.Amount)

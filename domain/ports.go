@@ -68,7 +68,7 @@ type BucketStore interface {
 	// evaluated in order. Keys are locked in one fixed order, so concurrent batches cannot deadlock.
 	DecideBatch(ctx context.Context, rs []BucketRequest, atomic bool) ([]Decision, error)
 	// Hold applies one hold operation (Bucket.ApplyHold's step) atomically with the key's state: the hold's units
-	// and its record change in the same step as any check of the key.
+	// and its record change in the same step as any check of the key. An OpCheck is applied as Decide applies it.
 	Hold(ctx context.Context, q BucketHold) (HoldDecision, error)
 	// Reset forgets the key's admitted units and its holds.
 	Reset(ctx context.Context, policy, key string) error

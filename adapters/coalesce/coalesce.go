@@ -32,8 +32,13 @@
 // store allows). A locked key then costs the others of its lane at most the short lock wait and a second round
 // trip, never a failure.
 //
-// Hold, Reset, DropPolicy, Ping and DecideBatch pass straight through to the wrapped store (a hold is never
-// coalesced: it is rare beside checks, and the wrapped store applies it atomically with the key's checks).
+// Hold operations (acquire, settle, renew, release) ride the same queues when the wrapped store applies mixed
+// batches (OpBatcher; in lane mode with a bounded store, BoundedOpBatcher): a batch holding any hold operation is
+// sent as one ApplyBatch, in arrival order, each operation atomic on its key as Hold applies it, so a pair of
+// hold operations costs a share of a round trip and a commit as checks do. A store without them gets each hold
+// straight through (its own call, outside the queues). A batch of checks alone is still one DecideBatch.
+//
+// Reset, DropPolicy, Ping and DecideBatch pass straight through to the wrapped store.
 package coalesce
 
 import (
@@ -71,14 +76,33 @@ type BoundedBatcher interface {
 	DecideBatchBounded(ctx context.Context, rs []domain.BucketRequest) (ds []domain.Decision, busy bool, err error)
 }
 
+// OpBatcher is what carrying hold operations in the queues needs from a store: checks (domain.OpCheck) and hold
+// operations applied in order, each atomically on its key exactly as Decide or Hold would apply it, each seeing
+// what the ones before it recorded; the batch as a whole is not atomic, and one operation's own outcome (a
+// denial, an unknown hold, a stale generation) is its result, never the batch's error.
+type OpBatcher interface {
+	ApplyBatch(ctx context.Context, ops []domain.BucketHold) ([]domain.HoldDecision, error)
+}
+
+// BoundedOpBatcher is OpBatcher's ApplyBatch bounded as BoundedBatcher bounds DecideBatch: it gives up, recording
+// nothing and reporting busy, when a row stays locked by another session beyond a short wait. In lane mode over a
+// BoundedBatcher, hold operations ride the lanes only when the store offers this too (else one locked key could
+// stall its lane through a hold).
+type BoundedOpBatcher interface {
+	ApplyBatchBounded(ctx context.Context, ops []domain.BucketHold) (hds []domain.HoldDecision, busy bool, err error)
+}
+
 // Store wraps a domain.BucketStore. Safe for concurrent use.
 type Store struct {
 	domain.BucketStore
 	maxBatch int
 	lanes    uint64
 	bounded  BoundedBatcher // in lane mode, when the store implements it
-	seed     maphash.Seed
-	shards   [shardCount]shard
+	// ops applies mixed batches (nil: holds pass straight through); boundedOps in lane mode over a bounded store.
+	ops        OpBatcher
+	boundedOps BoundedOpBatcher
+	seed       maphash.Seed
+	shards     [shardCount]shard
 
 	batches   atomic.Int64
 	coalesced atomic.Int64
@@ -105,7 +129,7 @@ type queue struct {
 	pending []*batch
 }
 
-// batch is a group of checks of one key that will be sent as one DecideBatch.
+// batch is a group of operations of one queue (a key, or a lane) that will be sent as one batch (sendBatch).
 type batch struct {
 	members []*waiter
 	live    int     // members still wanting a decision (not cancelled before the send)
@@ -118,11 +142,11 @@ type batch struct {
 }
 
 type waiter struct {
-	req       domain.BucketRequest
-	cancelled bool // left before the send
-	done      bool // d and err are set, or busy
-	busy      bool // the lane's call gave up on a locked row: nothing recorded, send again per key
-	d         domain.Decision
+	op        domain.BucketHold // a check (domain.OpCheck) or a hold operation
+	cancelled bool              // left before the send
+	done      bool              // hd and err are set, or busy
+	busy      bool              // the lane's call gave up on a locked row: nothing recorded, send again per key
+	hd        domain.HoldDecision
 	err       error
 	// wake carries one signal: "you lead, send now" or "your decision is in" (done says which).
 	wake chan struct{}
@@ -137,16 +161,23 @@ func New(store domain.BucketStore, o Options) *Store {
 	if bb, ok := store.(BoundedBatcher); ok && s.lanes > 0 {
 		s.bounded = bb
 	}
+	if ob, ok := store.(OpBatcher); ok {
+		bo, boundedOK := store.(BoundedOpBatcher)
+		if s.bounded == nil || boundedOK {
+			s.ops, s.boundedOps = ob, bo
+		}
+	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[bucketKey]*queue)
 	}
 	return s
 }
 
-// Batches reports how many DecideBatch calls the decorator sent on behalf of coalesced checks.
+// Batches reports how many batch calls (DecideBatch or ApplyBatch) the decorator sent on behalf of coalesced
+// operations.
 func (s *Store) Batches() int64 { return s.batches.Load() }
 
-// Coalesced reports how many checks were sent inside those batches.
+// Coalesced reports how many checks and hold operations were sent inside those batches.
 func (s *Store) Coalesced() int64 { return s.coalesced.Load() }
 
 // Busy reports how many lane calls gave up on a row locked by another session, their checks then re-sent per key.
@@ -170,21 +201,36 @@ func (s *Store) queueOf(policy, key string, perKey bool) (bucketKey, *shard) {
 // Decide implements domain.BucketStore: the check is sent at once when no call for its key is in flight, and
 // otherwise joins the next batch for that key.
 func (s *Store) Decide(ctx context.Context, r domain.BucketRequest) (domain.Decision, error) {
-	d, busy, err := s.decide(ctx, r, false)
-	if busy {
-		// The lane's call gave up on a locked row and recorded nothing: go again in this key's own queue.
-		d, _, err = s.decide(ctx, r, true)
-	}
-	return d, err
+	hd, err := s.apply(ctx, domain.BucketHold{BucketRequest: r, Op: domain.OpCheck})
+	return hd.Decision, err
 }
 
-// decide runs r through its lane's queue or, with perKey (or in key mode), its key's. busy is true only for a
-// lane call that gave up on a locked row (see BoundedBatcher); nothing was recorded for r then.
-func (s *Store) decide(ctx context.Context, r domain.BucketRequest, perKey bool) (domain.Decision, bool, error) {
-	if err := ctx.Err(); err != nil {
-		return domain.Decision{}, false, err
+// Hold implements domain.BucketStore: through the queues as a check goes when the store applies mixed batches,
+// else straight to the store.
+func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
+	if s.ops == nil {
+		return s.BucketStore.Hold(ctx, q)
 	}
-	k, sh := s.queueOf(r.Policy, r.Key, perKey)
+	return s.apply(ctx, q)
+}
+
+// apply runs op through its lane's queue and, if that lane's call gave up on a locked row (recording nothing),
+// again through its key's own queue.
+func (s *Store) apply(ctx context.Context, op domain.BucketHold) (domain.HoldDecision, error) {
+	hd, busy, err := s.run(ctx, op, false)
+	if busy {
+		hd, _, err = s.run(ctx, op, true)
+	}
+	return hd, err
+}
+
+// run runs op through its lane's queue or, with perKey (or in key mode), its key's. busy is true only for a lane
+// call that gave up on a locked row (see BoundedBatcher); nothing was recorded for op then.
+func (s *Store) run(ctx context.Context, op domain.BucketHold, perKey bool) (domain.HoldDecision, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return domain.HoldDecision{}, false, err
+	}
+	k, sh := s.queueOf(op.Policy, op.Key, perKey)
 	bounded := s.bounded != nil && !perKey
 	sh.mu.Lock()
 	q, inFlight := sh.m[k]
@@ -192,21 +238,24 @@ func (s *Store) decide(ctx context.Context, r domain.BucketRequest, perKey bool)
 		q = &queue{}
 		sh.m[k] = q
 		sh.mu.Unlock()
-		var d domain.Decision
+		var hd domain.HoldDecision
 		var busy bool
 		var err error
-		if bounded {
-			var ds []domain.Decision
-			if ds, busy, err = s.sendBatch(ctx, []domain.BucketRequest{r}, true); err == nil && !busy {
-				d = ds[0]
+		switch {
+		case bounded:
+			var hds []domain.HoldDecision
+			if hds, busy, err = s.sendBatch(ctx, []domain.BucketHold{op}, true); err == nil && !busy {
+				hd = hds[0]
 			}
-		} else {
-			d, err = s.BucketStore.Decide(ctx, r)
+		case op.Op == domain.OpCheck:
+			hd.Decision, err = s.BucketStore.Decide(ctx, op.BucketRequest)
+		default:
+			hd, err = s.BucketStore.Hold(ctx, op)
 		}
 		sh.mu.Lock()
 		s.advanceLocked(sh, k, q)
 		sh.mu.Unlock()
-		return d, busy, err
+		return hd, busy, err
 	}
 	var b *batch
 	if n := len(q.pending); n > 0 && len(q.pending[n-1].members) < s.maxBatch {
@@ -215,7 +264,7 @@ func (s *Store) decide(ctx context.Context, r domain.BucketRequest, perKey bool)
 		b = &batch{}
 		q.pending = append(q.pending, b)
 	}
-	w := &waiter{req: r, wake: make(chan struct{}, 1)}
+	w := &waiter{op: op, wake: make(chan struct{}, 1)}
 	b.members = append(b.members, w)
 	b.live++
 	if b.leader == nil {
@@ -229,12 +278,12 @@ func (s *Store) decide(ctx context.Context, r domain.BucketRequest, perKey bool)
 		sh.mu.Lock()
 		if w.done { // the decision came in meanwhile
 			sh.mu.Unlock()
-			return w.d, w.busy, w.err
+			return w.hd, w.busy, w.err
 		}
 		if !b.sent { // leave the batch (handing over the lead if it was ours, even if we were just woken)
 			s.leaveLocked(sh, k, q, b, w)
 			sh.mu.Unlock()
-			return domain.Decision{}, false, ctx.Err()
+			return domain.HoldDecision{}, false, ctx.Err()
 		}
 		// Sent: give up on the decision; the last member to give up cancels the batch.
 		b.waiting--
@@ -242,12 +291,12 @@ func (s *Store) decide(ctx context.Context, r domain.BucketRequest, perKey bool)
 			b.cancel()
 		}
 		sh.mu.Unlock()
-		return domain.Decision{}, false, ctx.Err()
+		return domain.HoldDecision{}, false, ctx.Err()
 	}
 	sh.mu.Lock()
 	if w.done {
 		sh.mu.Unlock()
-		return w.d, w.busy, w.err
+		return w.hd, w.busy, w.err
 	}
 	// Woken to lead: the previous call returned and this batch is next.
 	return s.send(ctx, sh, k, q, b, w, bounded)
@@ -280,16 +329,16 @@ func (s *Store) leaveLocked(sh *shard, k bucketKey, q *queue, b *batch, w *waite
 	s.advanceLocked(sh, k, q)
 }
 
-// send sends b, led by w, as one DecideBatch (DecideBatchBounded when bounded) and hands each member its decision,
-// or tells every member it is busy. Called with sh.mu held; it releases it.
-func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *batch, w *waiter, bounded bool) (domain.Decision, bool, error) {
+// send sends b, led by w, as one batch (sendBatch) and hands each member its decision, or tells every member it
+// is busy. Called with sh.mu held; it releases it.
+func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *batch, w *waiter, bounded bool) (domain.HoldDecision, bool, error) {
 	b.sent = true
 	members := make([]*waiter, 0, b.live)
-	reqs := make([]domain.BucketRequest, 0, b.live)
+	ops := make([]domain.BucketHold, 0, b.live)
 	for _, m := range b.members {
 		if !m.cancelled {
 			members = append(members, m)
-			reqs = append(reqs, m.req)
+			ops = append(ops, m.op)
 		}
 	}
 	b.waiting = len(members)
@@ -309,11 +358,11 @@ func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *b
 		sh.mu.Unlock()
 	})
 
-	ds, busy, err := s.sendBatch(bctx, reqs, bounded)
+	hds, busy, err := s.sendBatch(bctx, ops, bounded)
 	stop()
 	cancel()
 	s.batches.Add(1)
-	s.coalesced.Add(int64(len(reqs)))
+	s.coalesced.Add(int64(len(ops)))
 
 	sh.mu.Lock()
 	for i, m := range members {
@@ -324,7 +373,7 @@ func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *b
 		case err != nil:
 			m.err = err
 		default:
-			m.d = ds[i]
+			m.hd = hds[i]
 		}
 		if m != w {
 			m.wake <- struct{}{}
@@ -333,29 +382,53 @@ func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *b
 	s.advanceLocked(sh, k, q)
 	sh.mu.Unlock()
 	if err != nil && ctx.Err() != nil {
-		return domain.Decision{}, false, ctx.Err()
+		return domain.HoldDecision{}, false, ctx.Err()
 	}
-	return w.d, w.busy, w.err
+	return w.hd, w.busy, w.err
 }
 
-// sendBatch sends reqs as one non-atomic batch, through the store's BoundedBatcher when bounded. Unless busy (a
-// bounded call gave up, recording nothing: counted in Busy), a nil error comes with one decision per check.
-func (s *Store) sendBatch(ctx context.Context, reqs []domain.BucketRequest, bounded bool) ([]domain.Decision, bool, error) {
-	var ds []domain.Decision
-	var err error
-	if bounded {
-		var busy bool
-		if ds, busy, err = s.bounded.DecideBatchBounded(ctx, reqs); busy && err == nil {
-			s.busy.Add(1)
-			return nil, true, nil
-		}
-	} else {
-		ds, err = s.BucketStore.DecideBatch(ctx, reqs, false)
+// sendBatch sends ops as one non-atomic batch: checks alone as one DecideBatch (DecideBatchBounded when bounded),
+// a batch with any hold operation as one ApplyBatch (ApplyBatchBounded). Unless busy (a bounded call gave up,
+// recording nothing: counted in Busy), a nil error comes with one decision per operation.
+func (s *Store) sendBatch(ctx context.Context, ops []domain.BucketHold, bounded bool) ([]domain.HoldDecision, bool, error) {
+	checks := true
+	for i := range ops {
+		checks = checks && ops[i].Op == domain.OpCheck
 	}
-	if err == nil && len(ds) != len(reqs) {
+	var hds []domain.HoldDecision
+	var busy bool
+	var err error
+	switch {
+	case !checks && bounded:
+		hds, busy, err = s.boundedOps.ApplyBatchBounded(ctx, ops)
+	case !checks:
+		hds, err = s.ops.ApplyBatch(ctx, ops)
+	default:
+		reqs := make([]domain.BucketRequest, len(ops))
+		for i := range ops {
+			reqs[i] = ops[i].BucketRequest
+		}
+		var ds []domain.Decision
+		if bounded {
+			ds, busy, err = s.bounded.DecideBatchBounded(ctx, reqs)
+		} else {
+			ds, err = s.BucketStore.DecideBatch(ctx, reqs, false)
+		}
+		if err == nil && !busy && len(ds) == len(reqs) {
+			hds = make([]domain.HoldDecision, len(ds))
+			for i := range ds {
+				hds[i].Decision = ds[i]
+			}
+		}
+	}
+	if busy && err == nil {
+		s.busy.Add(1)
+		return nil, true, nil
+	}
+	if err == nil && len(hds) != len(ops) {
 		err = errShortBatch
 	}
-	return ds, false, err
+	return hds, false, err
 }
 
 // advanceLocked is called when the in-flight call for k returned: the next batch with a live member gets the
@@ -378,7 +451,7 @@ func (s *Store) advanceLocked(sh *shard, k bucketKey, q *queue) {
 type shortBatchError struct{}
 
 func (shortBatchError) Error() string {
-	return "coalesce: the store returned fewer decisions than checks"
+	return "coalesce: the store returned fewer decisions than operations"
 }
 
 var errShortBatch error = shortBatchError{}

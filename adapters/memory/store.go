@@ -195,10 +195,14 @@ func (s *Store) decideLocked(sh *shard, now int64, r domain.BucketRequest, undo 
 }
 
 // Hold implements domain.BucketStore: the hold's step (domain.Bucket.ApplyHold) under the key's shard lock, as
-// Decide's. A settle or renewal of a key the store does not hold finds no hold and stores nothing.
+// Decide's (an OpCheck is Decide's). A settle or renewal of a key the store does not hold finds no hold and stores nothing.
 func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
 	if err := ctx.Err(); err != nil {
 		return domain.HoldDecision{}, err
+	}
+	if q.Op == domain.OpCheck {
+		d, err := s.Decide(ctx, q.BucketRequest)
+		return domain.HoldDecision{Decision: d}, err
 	}
 	sh := &s.shards[s.shardIndex(q.Policy, q.Key)]
 	now := s.now()
@@ -455,12 +459,7 @@ func (s *Store) ApplyBatch(ctx context.Context, ops []domain.BucketHold) ([]doma
 	out := make([]domain.HoldDecision, len(ops))
 	for i, q := range ops {
 		var err error
-		if q.Op == domain.OpCheck {
-			out[i].Decision, err = s.Decide(ctx, q.BucketRequest)
-		} else {
-			out[i], err = s.Hold(ctx, q)
-		}
-		if err != nil {
+		if out[i], err = s.Hold(ctx, q); err != nil {
 			return nil, err
 		}
 	}
