@@ -155,7 +155,7 @@ local function recs(st)
   local R = st.hr
   if R then return R end
   R = { n = 0, live = 0, nset = 0, g1 = nil, mexp = MAX, s = st.hb, dirty = false, p0 = {}, p1 = {}, il = {},
-    set = {}, amt = {}, at = {}, exp = {}, gen = {}, dead = {}, obj = {} }
+    set = {}, amt = {}, at = {}, exp = {}, gen = {}, dead = {}, obj = {}, ixs = nil, ix = nil }
   local s, pos, n, len, nset, g1, mexp = st.hb, 1, 0, #st.hb, 0, nil, MAX
   local p0, p1, il, set, amt, ats, exp, gens, dead = R.p0, R.p1, R.il, R.set, R.amt, R.at, R.exp, R.gen, R.dead
   while pos <= len do
@@ -201,17 +201,55 @@ local function addrec(R, o)
   local i = R.n + 1
   o.i = i
   R.n, R.live, R.obj[i], R.dead[i], R.il[i], R.gen[i], R.set[i] = i, R.live + 1, o, false, #o.id, o.gen, false
+  if R.ixs == 2 then R.ix[o.id] = i end
   if R.g1 == nil then R.g1 = o.gen elseif R.g1 ~= o.gen then R.g1 = false end
   changed(R, o)
 end
 local function droprec(R, i)
+  if R.ixs == 2 then
+    local k = holdrec(R, i).id
+    if R.ix[k] == i then R.ix[k] = nil end
+  end
   R.dead[i] = true
   R.live = R.live - 1
   if R.set[i] then R.nset = R.nset - 1 end
   R.dirty = true
 end
+-- findrec is the index of the live record with id and generation gen, or nil. The first lookup of a call walks
+-- the records; a second one (several ops of one key in a call) builds an index of the live records' ids, kept as
+-- records come and go, unless two live records share an id (of two generations: then every lookup walks).
+local idat
+local function findrec(R, id, gen)
+  local s = R.ixs -- nil: no lookup yet; 1: one; 2: R.ix is the index; 3: no index (an id twice)
+  if s == nil then
+    R.ixs = 1
+  elseif s == 1 then
+    local x = {}
+    s = 2
+    for i = 1, R.n do
+      if not R.dead[i] then
+        local k = holdrec(R, i).id
+        if x[k] then
+          s = 3
+          break
+        end
+        x[k] = i
+      end
+    end
+    R.ixs, R.ix = s, x
+  end
+  if s == 2 then
+    local i = R.ix[id]
+    if i and R.gen[i] == gen then return i end
+    return nil
+  end
+  for i = 1, R.n do
+    if not R.dead[i] and idat(R, i, id) and R.gen[i] == gen then return i end
+  end
+  return nil
+end
 -- idat: record i's id is id.
-local function idat(R, i, id)
+function idat(R, i, id)
   local o = R.obj[i]
   if o then return o.id == id end
   local n = #id
@@ -607,6 +645,113 @@ local function batchcheck(key, algo, limit, window, res, floorus, cost, q, r, ge
   return d
 end
 
+-- The hold op being applied (holdop sets them; the helpers below read them, so that no closure is made per op):
+-- its key's state and records, rule, instant, id, peek's emission time, and whether it dropped or changed a record.
+local hst, hR, hkey, halgo, hlimit, hwindow, hres, hfloor, hgen, ht, hpq, hpr, hwas
+local hdirty = false
+-- hprune is pruneHolds: another generation's records, settled ones past their deadline, and those whose units left
+-- the window and whose deadline passed go (none when every record is of gen and no deadline has passed).
+local function hprune()
+  local R, gen, t, window = hR, hgen, ht, hwindow
+  if R.g1 == gen and t < R.mexp then return end
+  local dead, set, exp, ats, gens = R.dead, R.set, R.exp, R.at, R.gen
+  local mexp = MAX
+  for i = 1, R.n do
+    if not dead[i] then
+      if gens[i] ~= gen or (set[i] and t >= exp[i]) or (t >= ats[i] + window and t >= exp[i]) then
+        droprec(R, i)
+        hdirty = true
+      elseif exp[i] < mexp then
+        mexp = exp[i]
+      end
+    end
+  end
+  R.mexp = mexp
+  if R.live > 0 then R.g1 = gen else R.g1 = nil end
+end
+-- htrim is trimSettled: only the MaxSettledKept (16) settled records that come last in the list are kept.
+local function htrim()
+  local R = hR
+  local drop = R.nset - 16
+  for i = 1, R.n do
+    if drop <= 0 then return end
+    if not R.dead[i] and R.set[i] then
+      droprec(R, i)
+      hdirty = true
+      drop = drop - 1
+    end
+  end
+end
+-- hcurrent is Bucket.current for the op's rule; hholdcurrent Bucket.holdCurrent.
+local function hcurrent()
+  local st = hst
+  if st.gen ~= hgen or st.alg ~= halgo then return false end
+  if halgo == 3 then return st.z == hlimit and st.w == hwindow end
+  if halgo == 4 then return st.w == hwindow end
+  return true
+end
+local function hholdcurrent(h)
+  local st = hst
+  if st.alg ~= h.alg or st.gen ~= h.gen then return false end
+  return h.alg ~= 3 or (st.z == h.c and st.w == h.w)
+end
+-- hoverdraft: the units the key holds over the limit at t (the state's units under the op's rule), changing
+-- nothing (a log's expiry is undone).
+local function hoverdraft()
+  local st, t = hst, ht
+  if st.alg == 0 or not hcurrent() then return 0 end
+  local s, n, x, la, lc = st.s, st.n, st.x, st.la, st.lc
+  local units = 0
+  local cutoff = t - hwindow
+  if hfloor > cutoff then cutoff = hfloor end
+  if st.alg == 1 or st.alg == 2 then
+    expire(st, cutoff)
+    units = used(st)
+  elseif st.alg == 3 then
+    if st.x > t or (st.x == t and st.y > 0) then
+      local d = st.x - t
+      if st.y > 0 then d = d + 1 end
+      units = muldivceil(d, st.z, st.w)
+    end
+  elseif st.alg == 4 then
+    if st.x > cutoff and st.x >= t - fmod(t, st.w) then units = st.y end
+  elseif st.alg == 5 then
+    units = heldunits(st, st.gen, t)
+  end
+  st.s, st.n, st.x, st.la, st.lc = s, n, x, la, lc
+  if units > hlimit then return units - hlimit end
+  return 0
+end
+-- hfind is the op's generation's record with id, or nil.
+local function hfind(id)
+  local i = findrec(hR, id, hgen)
+  if i then return holdrec(hR, i) end
+  return nil
+end
+-- hfinish ends the op: its writes marked for the end of the call, and its 16 integers (d nil: a peek's decision).
+local function hfinish(d, status, h, od)
+  local st = hst
+  local mine = st.dirty or hdirty
+  if mine then st.seen, st.hw = ht, hwindow end
+  st.dirty = hwas or mine
+  if d == nil then
+    if stalegen(st, hgen) then
+      d = { 4, 0, 0, 0, 0, 0, 0, 0, 0 }
+    else
+      -- the peek a settle, renewal or release answers with, on the state as the op left it (unchanged by it)
+      local v = snapshot(st)
+      d = decide(hkey, halgo, hlimit, hwindow, hres, hfloor, 0, hpq, hpr, hgen)
+      restore(st, v)
+    end
+  end
+  local out = { d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], status, 0, 0, 0, 0, 0, od or 0 }
+  if h then
+    out[11], out[12], out[13], out[14] = 1, h.amount, h.at, h.exp
+    if h.settled then out[15] = 1 end
+  end
+  return out
+end
+
 -- holdop is a hold op (domain.Bucket.ApplyHold; Store.ApplyBatch and Store.Hold in store.go) on key: op (1
 -- acquire, 2 settle, 3 renew, 4 release anonymous), c the op's check as unpacked from CHECK (cost: the amount to
 -- acquire, settle to or release), pq, pr token_bucket's emission time of 1 unit (for the peek a settle, renewal or
@@ -621,105 +766,13 @@ local function holdop(key, op, c, pq, pr, id, ttlus)
   local st = load(key)
   local t = now
   if st.seen > t then t = st.seen end
-  local wasdirty = st.dirty
-  st.dirty = false -- this op's own writes, from here to finish
-  local hdirty = false
   local R = recs(st)
-  local dead, set, exp, ats, gens = R.dead, R.set, R.exp, R.at, R.gen
-  -- pruneHolds: another generation's records, settled ones past their deadline, and those whose units left the
-  -- window and whose deadline passed go (none when every record is of gen and no deadline has passed).
-  local function prune()
-    if R.g1 == gen and t < R.mexp then return end
-    local mexp = MAX
-    for i = 1, R.n do
-      if not dead[i] then
-        if gens[i] ~= gen or (set[i] and t >= exp[i]) or (t >= ats[i] + window and t >= exp[i]) then
-          droprec(R, i)
-          hdirty = true
-        elseif exp[i] < mexp then
-          mexp = exp[i]
-        end
-      end
-    end
-    R.mexp = mexp
-    if R.live > 0 then R.g1 = gen else R.g1 = nil end
-  end
-  -- trimSettled: only the MaxSettledKept (16) settled records that come last in the list are kept.
-  local function trim()
-    local drop = R.nset - 16
-    for i = 1, R.n do
-      if drop <= 0 then return end
-      if not dead[i] and set[i] then
-        droprec(R, i)
-        hdirty = true
-        drop = drop - 1
-      end
-    end
-  end
-  local function find()
-    for i = 1, R.n do
-      if not dead[i] and idat(R, i, id) and gens[i] == gen then return holdrec(R, i) end
-    end
-    return nil
-  end
-  -- current is Bucket.current for the op's rule; holdcurrent Bucket.holdCurrent.
-  local function current()
-    if st.gen ~= gen or st.alg ~= algo then return false end
-    if algo == 3 then return st.z == limit and st.w == window end
-    if algo == 4 then return st.w == window end
-    return true
-  end
-  local function holdcurrent(h)
-    if st.alg ~= h.alg or st.gen ~= h.gen then return false end
-    return h.alg ~= 3 or (st.z == h.c and st.w == h.w)
-  end
-  -- overdraft: the units the key holds over the limit at t (the state's units under the op's rule), changing
-  -- nothing (a log's expiry is undone).
-  local function overdraft()
-    if st.alg == 0 or not current() then return 0 end
-    local s, n, x, la, lc = st.s, st.n, st.x, st.la, st.lc
-    local units = 0
-    local cutoff = t - window
-    if floorus > cutoff then cutoff = floorus end
-    if st.alg == 1 or st.alg == 2 then
-      expire(st, cutoff)
-      units = used(st)
-    elseif st.alg == 3 then
-      if st.x > t or (st.x == t and st.y > 0) then
-        local d = st.x - t
-        if st.y > 0 then d = d + 1 end
-        units = muldivceil(d, st.z, st.w)
-      end
-    elseif st.alg == 4 then
-      if st.x > cutoff and st.x >= t - fmod(t, st.w) then units = st.y end
-    elseif st.alg == 5 then
-      units = heldunits(st, st.gen, t)
-    end
-    st.s, st.n, st.x, st.la, st.lc = s, n, x, la, lc
-    if units > limit then return units - limit end
-    return 0
-  end
-  local function finish(d, status, h, od)
-    local mine = st.dirty or hdirty
-    if mine then st.seen, st.hw = t, window end
-    st.dirty = wasdirty or mine
-    if d == nil then
-      if stalegen(st, gen) then
-        d = { 4, 0, 0, 0, 0, 0, 0, 0, 0 }
-      else
-        -- the peek a settle, renewal or release answers with, on the state as the op left it (unchanged by it)
-        local v = snapshot(st)
-        d = decide(key, algo, limit, window, res, floorus, 0, pq, pr, gen)
-        restore(st, v)
-      end
-    end
-    local out = { d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], status, 0, 0, 0, 0, 0, od or 0 }
-    if h then
-      out[11], out[12], out[13], out[14] = 1, h.amount, h.at, h.exp
-      if h.settled then out[15] = 1 end
-    end
-    return out
-  end
+  hst, hR, hkey, halgo, hlimit, hwindow, hres, hfloor, hgen, ht, hpq, hpr, hwas =
+    st, R, key, algo, limit, window, res, floorus, gen, t, pq, pr, st.dirty
+  st.dirty = false -- this op's own writes, from here to hfinish
+  hdirty = false
+  local dead, set, exp, gens = R.dead, R.set, R.exp, R.gen
+  local finish, prune, trim, current, holdcurrent, overdraft = hfinish, hprune, htrim, hcurrent, hholdcurrent, hoverdraft
   if not known(algo) then
     if op == 1 then return finish(INVALID, 0) end
     return finish(INVALID, 2)
@@ -731,7 +784,7 @@ local function holdop(key, op, c, pq, pr, id, ttlus)
   if op == 1 then
     if stale then return finish({ 4, 0, 0, 0, 0, 0, 0, 0, 0 }, 2) end
     prune()
-    local h = find()
+    local h = hfind(id)
     if h then
       if h.reserved ~= amount then return finish(nil, 3, h) end
       return finish(nil, 1, h)
@@ -795,7 +848,7 @@ local function holdop(key, op, c, pq, pr, id, ttlus)
   end
   if stale then return finish(nil, 2) end
   prune()
-  local h = find()
+  local h = hfind(id)
   if not h then return finish(nil, 2) end
   if op == 3 then
     if h.settled then return finish(nil, 3, h) end
