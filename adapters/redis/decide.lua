@@ -155,16 +155,16 @@ local function recs(st)
   local R = st.hr
   if R then return R end
   R = { n = 0, live = 0, nset = 0, g1 = nil, mexp = MAX, s = st.hb, dirty = false, p0 = {}, p1 = {}, il = {},
-    set = {}, amt = {}, at = {}, exp = {}, gen = {}, dead = {}, obj = {}, ixs = nil, ix = nil }
+    set = {}, amt = {}, at = {}, exp = {}, gen = {}, dead = {}, obj = {}, ixs = nil, ix = nil, q0 = {}, rt = {} }
   local s, pos, n, len, nset, g1, mexp = st.hb, 1, 0, #st.hb, 0, nil, MAX
-  local p0, p1, il, set, amt, ats, exp, gens, dead = R.p0, R.p1, R.il, R.set, R.amt, R.at, R.exp, R.gen, R.dead
+  local p0, p1, il, set, amt, ats, exp, gens, dead, q0 = R.p0, R.p1, R.il, R.set, R.amt, R.at, R.exp, R.gen, R.dead, R.q0
   while pos <= len do
     local idlen, settled, amount, at, e = unpack(RH, s, pos)
     local q = pos + RHL + idlen + RTL
     local z = find(s, '\0', q, true)
     local g = sub(s, q, z - 1) -- interned: records of one generation share one string
     n = n + 1
-    p0[n], p1[n], il[n], set[n], amt[n], ats[n], exp[n], gens[n], dead[n] = pos, z, idlen, settled == 1, amount, at, e, g, false
+    p0[n], p1[n], il[n], set[n], amt[n], ats[n], exp[n], gens[n], dead[n], q0[n] = pos, z, idlen, settled == 1, amount, at, e, g, false, pos
     if settled == 1 then nset = nset + 1 end
     if e < mexp then mexp = e end
     if n == 1 then g1 = g elseif g1 ~= g then g1 = false end
@@ -188,9 +188,18 @@ local function holdrec(R, i)
   R.obj[i] = o
   return o
 end
--- changed: the record o (from holdrec) changed: the scans' arrays follow it and save packs it anew.
-local function changed(R, o)
+-- recid is record i's id.
+local function recid(R, i)
+  local o = R.obj[i]
+  if o then return o.id end
+  local p = R.p0[i] + RHL
+  return sub(R.s, p, p + R.il[i] - 1)
+end
+-- changed: the record o (from holdrec) changed (tail: in RT's fields too): the scans' arrays follow it and save
+-- packs it anew (only its RH when RT's fields did not change).
+local function changed(R, o, tail)
   local i = o.i
+  if tail then R.rt[i] = true end
   if o.settled and not R.set[i] then R.nset = R.nset + 1 elseif R.set[i] and not o.settled then R.nset = R.nset - 1 end
   if o.exp < R.mexp then R.mexp = o.exp end
   R.set[i], R.amt[i], R.at[i], R.exp[i], R.p0[i] = o.settled, o.amount, o.at, o.exp, false
@@ -207,7 +216,7 @@ local function addrec(R, o)
 end
 local function droprec(R, i)
   if R.ixs == 2 then
-    local k = holdrec(R, i).id
+    local k = recid(R, i)
     if R.ix[k] == i then R.ix[k] = nil end
   end
   R.dead[i] = true
@@ -228,7 +237,7 @@ local function findrec(R, id, gen)
     s = 2
     for i = 1, R.n do
       if not R.dead[i] then
-        local k = holdrec(R, i).id
+        local k = recid(R, i)
         if x[k] then
           s = 3
           break
@@ -281,8 +290,13 @@ local function packholds(st)
           local settled = 0
           if h.settled then settled = 1 end
           k = k + 1
-          out[k] = pack(RH, #h.id, settled, h.amount, h.at, h.exp) .. h.id ..
-            pack(RT .. 's', h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen)
+          local q = R.q0[i]
+          if q and not R.rt[i] then -- the id, RT and the generation as they were read
+            out[k] = pack(RH, #h.id, settled, h.amount, h.at, h.exp) .. sub(s, q + RHL, R.p1[i])
+          else
+            out[k] = pack(RH, #h.id, settled, h.amount, h.at, h.exp) .. h.id ..
+              pack(RT .. 's', h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen)
+          end
         end
       end
     end
@@ -315,7 +329,7 @@ local function notelag(st, t, a, f)
       if h.alg == 3 and (lq < h.mq or (lq == h.mq and lr < h.mr)) then
         if h.ut ~= t then h.ut, h.um, h.ur = t, h.mq, h.mr end -- the bound before the admissions at t, for an undo
         h.mq, h.mr = lq, lr
-        changed(R, h)
+        changed(R, h, true)
       end
     end
   end

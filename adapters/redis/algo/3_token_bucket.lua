@@ -63,7 +63,7 @@ if st.z == limit then
         local h = holdrec(R, i)
         if h.alg == 3 and h.ut == rec then
           h.mq, h.mr, h.ut = h.um, h.ur, 0
-          changed(R, h)
+          changed(R, h, true)
         end
       end
     end
