@@ -48,7 +48,8 @@
 //
 // On a single Redis, `sluice serve` puts the coalescer's lanes in front of this store (app/redis.go, redis.lanes):
 // the checks of several keys that arrive while a lane's call is in flight are one non-atomic DecideBatch, so one
-// script call. A cluster is not laned (one call holds one slot's keys).
+// script call, and when hold ops arrive among them the lane's batch is one ApplyBatch, again one script call. A
+// cluster is not laned (one call holds one slot's keys).
 //
 // Multi-checks whose keys share a slot (any multi-check on a single Redis) are one script call, atomic as any
 // script. Atomic multi-checks across slots of a cluster are reserved slot by slot, in slot order, and the
