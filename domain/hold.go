@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"math"
 	"time"
 )
 
@@ -79,8 +80,23 @@ const (
 	HoldsFull
 )
 
-// holdBook is a key's hold records.
-type holdBook struct{ recs []holdRecord }
+// holdBook is a key's hold records, in acquisition order, and when pruneHolds may next drop one: no record of
+// generation gen can be gone under a window of window µs before next (a bound: it may come earlier than needed).
+type holdBook struct {
+	recs              []holdRecord
+	gen, window, next int64
+}
+
+// pruneAt is when pruneHolds's rule drops h under a window of w µs (its generation current).
+func pruneAt(h *holdRecord, w int64) int64 {
+	if h.Settled {
+		return h.Expires
+	}
+	return max(h.At+w, h.Expires)
+}
+
+// settledBy notes that a record settled, with deadline expires: it may go from then on.
+func (k *holdBook) settledBy(expires int64) { k.next = min(k.next, expires) }
 
 // records is b's hold records (nil when none).
 func (b *Bucket) records() []holdRecord {
@@ -93,6 +109,7 @@ func (b *Bucket) records() []holdRecord {
 // holdRecord is one hold in a Bucket.
 type holdRecord struct {
 	Hold
+	sum      uint32    // idSum(ID): compared before the id itself
 	reserved int64     // the amount acquired
 	gen      int64     // the generation that recorded it
 	alg      Algorithm // the algorithm that recorded it
@@ -108,8 +125,7 @@ func (b *Bucket) Acquire(now int64, r Rule, id string, amount int64, ttl time.Du
 	if b.stale(r) {
 		return Decision{Status: StatusPolicyNotFound, Limit: r.Limit}, Hold{}, HoldUnknown
 	}
-	b.pruneHolds(now, r)
-	if h := b.hold(id, r); h != nil {
+	if h := b.pruneFind(now, r, id); h != nil {
 		d := b.Decide(now, r, 0)
 		if h.reserved != amount {
 			return d, h.Hold, HoldConflict
@@ -135,14 +151,15 @@ func (b *Bucket) Acquire(now int64, r Rule, id string, amount int64, ttl time.Du
 		at = ceilTo(now, int64(r.Resolution/time.Microsecond))
 	}
 	h := holdRecord{Hold: Hold{ID: id, Amount: amount, At: at, Expires: now + int64(ttl/time.Microsecond)},
-		reserved: amount, gen: r.Generation, alg: r.Algorithm}
+		sum: idSum(id), reserved: amount, gen: r.Generation, alg: r.Algorithm}
 	if r.Algorithm == TokenBucket {
 		h.c, h.w, h.mq = r.Limit, window, maxTatLead
 	}
 	if b.holds == nil {
-		b.holds = &holdBook{}
+		b.holds = &holdBook{gen: r.Generation, window: window, next: pruneAt(&h, window)}
 	}
 	b.holds.recs = append(b.holds.recs, h)
+	b.holds.next = min(b.holds.next, pruneAt(&h, window))
 	if row := algorithmRowOf(r.Algorithm); row.holdsOnly {
 		// The step decided before the hold existed: every unit is back at the latest deadline, now maybe this one.
 		d.ResetAfter = max(d.ResetAfter, micros(h.Expires-now))
@@ -153,30 +170,38 @@ func (b *Bucket) Acquire(now int64, r Rule, id string, amount int64, ttl time.Du
 // Settle makes the hold id charge actual (≥ 0) units at now under r (see the package comment) and returns the
 // hold as settled and the overdraft: the units the key holds over r's limit after the settle (0 when within).
 func (b *Bucket) Settle(now int64, r Rule, id string, actual int64) (Hold, int64, HoldStatus) {
-	if b.stale(r) {
-		return Hold{}, 0, HoldUnknown
+	h, st := b.settle(now, r, id, actual)
+	if st != HoldOK && st != HoldReplayed {
+		return h, 0, st
 	}
-	b.pruneHolds(now, r)
-	h := b.hold(id, r)
+	return h, b.overdraft(now, r), st
+}
+
+// settle is Settle without the overdraft, which ApplyHold works out only when its peek finds the key full.
+func (b *Bucket) settle(now int64, r Rule, id string, actual int64) (Hold, HoldStatus) {
+	if b.stale(r) {
+		return Hold{}, HoldUnknown
+	}
+	h := b.pruneFind(now, r, id)
 	if h == nil {
-		return Hold{}, 0, HoldUnknown
+		return Hold{}, HoldUnknown
 	}
 	if r.Algorithm.HoldsOnly() && b.holdCurrent(h) {
-		return b.settleHeld(now, r, h, actual)
+		return b.settleHeld(now, h, actual)
 	}
 	if h.Settled {
 		if h.Amount == actual {
-			return h.Hold, b.overdraft(now, r), HoldReplayed
+			return h.Hold, HoldReplayed
 		}
-		return h.Hold, 0, HoldConflict
+		return h.Hold, HoldConflict
 	}
 	delta := actual - h.Amount
 	converted := !b.holdCurrent(h)
 	switch {
 	case delta < 0 && converted:
-		return h.Hold, 0, HoldConverted
+		return h.Hold, HoldConverted
 	case delta < 0 && now >= h.Expires:
-		return h.Hold, 0, HoldExpired
+		return h.Hold, HoldExpired
 	case delta != 0 && converted:
 		// The units were converted: the excess is recorded at now under the rule in force (b holds r's state
 		// when the hold's generation is current; an empty state starts one).
@@ -185,52 +210,57 @@ func (b *Bucket) Settle(now int64, r Rule, id string, actual int64) (Hold, int64
 		algorithmRowOf(h.alg).adjust(b, now, r, h, delta)
 	}
 	h.Amount, h.Settled = actual, true
+	b.holds.settledBy(h.Expires)
 	out := h.Hold
 	b.trimSettled()
-	return out, b.overdraft(now, r), HoldOK
+	return out, HoldOK
 }
 
-// settleHeld is Settle under concurrency: the record is the units.
-func (b *Bucket) settleHeld(now int64, r Rule, h *holdRecord, actual int64) (Hold, int64, HoldStatus) {
+// settleHeld is settle under concurrency: the record is the units.
+func (b *Bucket) settleHeld(now int64, h *holdRecord, actual int64) (Hold, HoldStatus) {
 	switch {
 	case h.Settled && actual == 0:
-		return h.Hold, b.overdraft(now, r), HoldReplayed
+		return h.Hold, HoldReplayed
 	case h.Settled:
-		return h.Hold, 0, HoldConflict
+		return h.Hold, HoldConflict
 	case now >= h.Expires:
-		return h.Hold, 0, HoldExpired
+		return h.Hold, HoldExpired
 	}
 	h.Amount, h.Settled = actual, actual == 0
+	if h.Settled {
+		b.holds.settledBy(h.Expires)
+	}
 	out := h.Hold
 	b.trimSettled()
-	return out, b.overdraft(now, r), HoldOK
+	return out, HoldOK
 }
 
 // trimSettled keeps the MaxSettledKept settled records that come last in the key's list (acquisition order) and
 // drops the others: a settled record only answers a retried settle, and keeping each until its deadline (an hour
-// under a 1 h window) would make every operation of a busy key walk thousands of them.
+// under a 1 h window) would make every operation of a busy key walk thousands of them. A busy key settles one
+// record at a time, so this usually drops one: the list closes over it in place.
 func (b *Bucket) trimSettled() {
-	recs := b.records()
+	if b.holds == nil {
+		return
+	}
+	recs := b.holds.recs
 	n := 0
 	for i := range recs {
 		if recs[i].Settled {
 			n++
 		}
 	}
-	if n <= MaxSettledKept {
-		return
-	}
-	drop := n - MaxSettledKept
-	kept := recs[:0]
-	for _, h := range recs {
-		if h.Settled && drop > 0 {
-			drop--
-			continue
+	for ; n > MaxSettledKept; n-- {
+		for i := range recs {
+			if recs[i].Settled {
+				copy(recs[i:], recs[i+1:])
+				recs[len(recs)-1] = holdRecord{}
+				recs = recs[:len(recs)-1]
+				break
+			}
 		}
-		kept = append(kept, h)
 	}
-	clear(recs[len(kept):])
-	b.holds.recs = kept
+	b.holds.recs = recs
 }
 
 // dropClosed drops the records that no longer count: settled ones, and concurrency holds past their deadline.
@@ -256,8 +286,7 @@ func (b *Bucket) Renew(now int64, r Rule, id string, ttl time.Duration) (Hold, H
 	if b.stale(r) {
 		return Hold{}, HoldUnknown
 	}
-	b.pruneHolds(now, r)
-	h := b.hold(id, r)
+	h := b.pruneFind(now, r, id)
 	switch {
 	case h == nil:
 		return Hold{}, HoldUnknown
@@ -270,6 +299,7 @@ func (b *Bucket) Renew(now int64, r Rule, id string, ttl time.Duration) (Hold, H
 		ttl = r.Window
 	}
 	h.Expires = now + int64(ttl/time.Microsecond)
+	b.holds.next = min(b.holds.next, pruneAt(h, int64(r.Window/time.Microsecond))) // a shorter ttl may bring it nearer
 	return h.Hold, HoldOK
 }
 
@@ -290,14 +320,29 @@ func (b *Bucket) Holds(now int64, r Rule) []Hold {
 // resolved it): nothing is decided or pruned, as Decide refuses such a check.
 func (b *Bucket) stale(r Rule) bool { return b.alg != "" && b.gen > r.Generation }
 
-func (b *Bucket) hold(id string, r Rule) *holdRecord {
-	recs := b.records()
-	for i := range recs {
-		if recs[i].ID == id && recs[i].gen == r.Generation {
+// pruneFind prunes the records (pruneHolds) and returns the one of r's generation with the given id, if kept.
+func (b *Bucket) pruneFind(now int64, r Rule, id string) *holdRecord {
+	b.pruneHolds(now, r)
+	if b.holds == nil {
+		return nil
+	}
+	// Latest first: a settle or renewal usually names a recent acquisition. pruneHolds left only r's generation.
+	sum, recs := idSum(id), b.holds.recs
+	for i := len(recs) - 1; i >= 0; i-- {
+		if recs[i].sum == sum && recs[i].ID == id {
 			return &recs[i]
 		}
 	}
 	return nil
+}
+
+// idSum is a hold id's FNV-1a hash: a key's records are searched by it before their ids are compared.
+func idSum(id string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return h
 }
 
 // holdCurrent: the state still holds h's units where h recorded them (same generation, algorithm and, for a
@@ -310,27 +355,33 @@ func (b *Bucket) holdCurrent(h *holdRecord) bool {
 }
 
 // pruneHolds drops the records that can no longer matter at now: another generation's, a settled one past its
-// deadline, and any whose units have left r's window.
+// deadline, and any whose units have left r's window. The list is rewritten only when one goes.
 func (b *Bucket) pruneHolds(now int64, r Rule) {
-	window := int64(r.Window / time.Microsecond)
 	if b.holds == nil {
 		return
 	}
-	kept := b.holds.recs[:0]
-	for _, h := range b.holds.recs {
-		switch {
-		case h.gen != r.Generation:
-		case h.Settled && now >= h.Expires:
-		case now >= h.At+window && now >= h.Expires:
-		default:
-			kept = append(kept, h)
+	window := int64(r.Window / time.Microsecond)
+	k := b.holds
+	if k.gen == r.Generation && k.window == window && now < k.next {
+		return // nothing can be gone yet
+	}
+	gone := func(h *holdRecord) bool {
+		return h.gen != r.Generation || (h.Settled && now >= h.Expires) || (now >= h.At+window && now >= h.Expires)
+	}
+	kept := k.recs[:0]
+	next := int64(math.MaxInt64)
+	for i := range k.recs {
+		if h := &k.recs[i]; !gone(h) {
+			next = min(next, pruneAt(h, window))
+			kept = append(kept, *h)
 		}
 	}
-	clear(b.holds.recs[len(kept):])
-	b.holds.recs = kept
+	clear(k.recs[len(kept):])
 	if len(kept) == 0 {
 		b.holds = nil
+		return
 	}
+	k.recs, k.gen, k.window, k.next = kept, r.Generation, window, next
 }
 
 // overdraft is how many units the key holds over r's limit at now: the units a cost-1 peek sees beyond the limit.
@@ -408,6 +459,9 @@ func (b *Bucket) releaseAnonymous(now int64, r Rule, n int64) int64 {
 		give := min(h.Amount, n-back)
 		h.Amount -= give
 		h.Settled = h.Amount == 0
+		if h.Settled {
+			b.holds.settledBy(h.Expires)
+		}
 		back += give
 	}
 	b.trimSettled()
@@ -446,7 +500,7 @@ func (b *Bucket) ApplyHold(now int64, q BucketHold) HoldDecision {
 		out.Decision, out.Hold, out.Status = b.Acquire(now, q.Rule, q.ID, q.Cost, q.TTL)
 		return out
 	case OpSettle:
-		out.Hold, out.Overdraft, out.Status = b.Settle(now, q.Rule, q.ID, q.Cost)
+		out.Hold, out.Status = b.settle(now, q.Rule, q.ID, q.Cost)
 	case OpRenew:
 		out.Hold, out.Status = b.Renew(now, q.Rule, q.ID, q.TTL)
 	case OpReleaseAnonymous:
@@ -469,5 +523,9 @@ func (b *Bucket) ApplyHold(now int64, q BucketHold) HoldDecision {
 		return out
 	}
 	out.Decision = b.Decide(now, q.Rule, 0)
+	if q.Op == OpSettle && (out.Status == HoldOK || out.Status == HoldReplayed) && !out.Allowed {
+		// Only a key with no room for one more unit can hold more than its limit.
+		out.Overdraft = b.overdraft(now, q.Rule)
+	}
 	return out
 }

@@ -210,10 +210,10 @@ func callerGone(ctx context.Context) bool { return errors.Is(ctx.Err(), context.
 // failed applies the policy's failure_mode to a store error.
 func (s *Service) failed(p Policy, key string, err error) (Result, error) {
 	if p.FailureMode == FailAllow {
-		s.obs.Decided(p.Name, key, OutcomeDegraded)
+		s.obs.Decided(p.metric(), key, OutcomeDegraded)
 		return Result{Decision: Decision{Allowed: true, Limit: p.Limit}, Policy: p, Key: key, Degraded: true}, nil
 	}
-	s.obs.Decided(p.Name, key, OutcomeError)
+	s.obs.Decided(p.metric(), key, OutcomeError)
 	return Result{}, &UnavailableError{Policy: p.Name, Err: err}
 }
 
@@ -224,12 +224,12 @@ func (s *Service) finish(p Policy, key string, d Decision) Result {
 	res := Result{Decision: d, Policy: p, Key: key}
 	switch {
 	case d.Allowed:
-		s.obs.Decided(p.Name, key, OutcomeAllowed)
+		s.obs.Decided(p.metric(), key, OutcomeAllowed)
 	case p.Shadow:
 		res.Allowed, res.ShadowDenied, res.RetryAfter = true, true, 0
-		s.obs.Decided(p.Name, key, OutcomeShadowDenied)
+		s.obs.Decided(p.metric(), key, OutcomeShadowDenied)
 	default:
-		s.obs.Decided(p.Name, key, OutcomeDenied)
+		s.obs.Decided(p.metric(), key, OutcomeDenied)
 	}
 	return res
 }

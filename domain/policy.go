@@ -83,6 +83,18 @@ type Policy struct {
 	// Revision is the store's version of this policy's record (the Redis store's checks carry it, and the store
 	// refuses to decide with another: see adapters/redis); 0 where the store keeps none.
 	Revision int64
+	// Metric is the policy label the Observer gets for its decisions; empty: Name. A front end that makes policies
+	// per request (the Envoy RLS front end's limit overrides: one per request domain and unit) gives them one
+	// shared label, so that no client can add metric series.
+	Metric string
+}
+
+// metric is p's label for the Observer.
+func (p Policy) metric() string {
+	if p.Metric != "" {
+		return p.Metric
+	}
+	return p.Name
 }
 
 // Rule is what a store needs to decide under p.

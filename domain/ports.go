@@ -111,8 +111,9 @@ const (
 )
 
 // Observer receives what the Limiter saw, for metrics and the top keys. Implementations must be cheap and safe for
-// concurrent use. key is the decision's key, for in-process consumers only (adapters/topkeys counts keys in fixed
-// memory): it is never a metric label.
+// concurrent use. policy is the policy's label (Policy.Metric, else its name: bounded by the policies configured,
+// whatever clients send). key is the decision's key, for in-process consumers only (adapters/topkeys counts keys in
+// fixed memory): it is never a metric label.
 type Observer interface {
 	Decided(policy, key string, o Outcome)
 	StoreCall(op string, d time.Duration, err error)

@@ -56,6 +56,9 @@ type Rule struct {
 	Name      string
 	Replaces  []string
 	Unlimited bool
+	// QuotaMode (quota_mode: true): a soft limit, as envoyproxy/ratelimit defines it: this descriptor over its
+	// limit fails the request only when every quota-mode descriptor of the request is over (and no other is).
+	QuotaMode bool
 	// Path is "file: descriptors[0].descriptors[1]" for messages.
 	Path string
 }
@@ -384,7 +387,7 @@ func (l *loader) descriptors(dom string, parent *node, n *yaml.Node, path, idPat
 		}
 		// The node's identity: the chain of key/value pairs from the domain down (wildcards as written).
 		id := idPath + strconv.Itoa(len(key)) + ":" + key + "=" + strconv.Itoa(len(value)) + ":" + value + ";"
-		var shadow, share bool
+		var shadow, share, quota bool
 		for _, b := range []string{"shadow_mode", "detailed_metric", "value_to_metric"} {
 			if f[b] != nil {
 				v := l.boolean(f[b], p+"."+b)
@@ -393,8 +396,8 @@ func (l *loader) descriptors(dom string, parent *node, n *yaml.Node, path, idPat
 				}
 			}
 		}
-		if f["quota_mode"] != nil && l.boolean(f["quota_mode"], p+".quota_mode") {
-			l.errs.add(l.file, f["quota_mode"], p+".quota_mode", "quota_mode is not supported by sluice (an over-limit descriptor would be answered OK and reported in dynamic metadata); remove it, or use shadow_mode to decide without enforcing")
+		if f["quota_mode"] != nil {
+			quota = l.boolean(f["quota_mode"], p+".quota_mode")
 		}
 		if f["share_threshold"] != nil {
 			share = l.boolean(f["share_threshold"], p+".share_threshold")
@@ -407,6 +410,9 @@ func (l *loader) descriptors(dom string, parent *node, n *yaml.Node, path, idPat
 		}
 		if f["rate_limit"] != nil {
 			child.rule = l.rateLimit(dom, id, f["rate_limit"], p+".rate_limit", shadow)
+			if child.rule != nil {
+				child.rule.QuotaMode = quota
+			}
 		}
 		if f["descriptors"] != nil {
 			l.descriptors(dom, child, f["descriptors"], p+".descriptors", id)

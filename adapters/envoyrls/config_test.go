@@ -32,7 +32,7 @@ func TestConfigErrors(t *testing.T) {
 		{"zero rpu", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: 0}\n", "requests_per_unit: must be at least 1"},
 		{"negative rpu", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: -1}\n", "requests_per_unit: must be an integer from 1 to 4294967295"},
 		{"unlimited with unit", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, unlimited: true}\n", "must not be set when unlimited is true"},
-		{"quota_mode", "domain: d\ndescriptors:\n  - key: a\n    quota_mode: true\n    rate_limit: {unit: second, requests_per_unit: 1}\n", "quota_mode is not supported"},
+		{"quota_mode", "domain: d\ndescriptors:\n  - key: a\n    quota_mode: maybe\n    rate_limit: {unit: second, requests_per_unit: 1}\n", "quota_mode"},
 		{"empty domain", "descriptors: []\n", "domain: must not be empty"},
 		{"empty key", "domain: d\ndescriptors:\n  - value: x\n", "descriptors[0].key: must not be empty"},
 		{"duplicate descriptor", "domain: d\ndescriptors:\n  - key: a\n  - key: a\n", `descriptors[1]: duplicate descriptor "a"`},

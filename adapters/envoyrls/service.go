@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-dev/sluice/adapters/ratelimitheader"
 	"github.com/sluice-dev/sluice/domain"
@@ -138,6 +139,9 @@ type descriptorState struct {
 	hold   bool
 	holdID string
 	check  int // index into the results, or -1
+	// quota: the rule is in quota_mode; quotaOver: it was over its limit: from then on it is checked as a shadow
+	// peek (it reports, records nothing and never fails the all-or-nothing call) and answered OVER_LIMIT.
+	quota, quotaOver bool
 }
 
 var unitEnum = map[string]rlsv3.RateLimitResponse_RateLimit_Unit{
@@ -148,6 +152,10 @@ var unitEnum = map[string]rlsv3.RateLimitResponse_RateLimit_Unit{
 	"WEEK":   rlsv3.RateLimitResponse_RateLimit_WEEK,
 	"MONTH":  rlsv3.RateLimitResponse_RateLimit_MONTH,
 }
+
+// OverrideMetric is the one policy label the decisions of every limit override carry (their policies are one per
+// request domain and unit, which clients choose: as labels they would let any client add metric series).
+const OverrideMetric = "rls-override"
 
 // MaxDescriptors bounds the descriptors of one request: each is a check of the request's one all-or-nothing call,
 // and Envoy's rate limit actions make a handful. A request with more is refused whole (INVALID_ARGUMENT), rather
@@ -195,6 +203,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			st.policy = domain.Policy{
 				Name: overridePolicyName(req.Domain, unit.String()), Limit: int64(o.GetRequestsPerUnit()), Window: window,
 				Algorithm: s.overrideAlg, FailureMode: s.overrideFailure, Shadow: s.overrideShadow, Source: domain.SourceConfig,
+				Metric: OverrideMetric,
 			}.WithDefaults()
 			st.unit, st.rpu, st.check = unit, o.GetRequestsPerUnit(), 0
 			keys[i] = Key(entries, nil)
@@ -204,7 +213,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		if r == nil {
 			continue // no limit: OK without touching the store
 		}
-		st.rule, st.name = r, r.Name
+		st.rule, st.name, st.quota = r, r.Name, r.QuotaMode
 		for _, n := range r.Replaces {
 			replacing[n] = true
 		}
@@ -231,7 +240,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			return nil, status.Errorf(codes.InvalidArgument, "descriptors[%d].is_negative_hits gives units back under a concurrency policy only; %q counts with %s", i, st.policy.Name, st.policy.Algorithm)
 		}
 		if st.negative || (concurrency && st.cost > 0 && st.cost <= uint64(st.policy.Limit)) {
-			st.hold = !st.negative
+			st.hold, st.quota = !st.negative, false // holds are not soft: quota_mode applies to window limits
 			holds = append(holds, i)
 			continue
 		}
@@ -239,6 +248,10 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		cost := st.cost
 		switch {
 		case cost <= uint64(st.policy.Limit):
+		case st.quota:
+			// Over whatever the key holds: this quota descriptor is over, which fails the request only if every
+			// quota descriptor is (decideQuotas).
+			st.quotaOver, cost = true, 0
 		case st.policy.Shadow:
 			// Would be denied, but shadow_mode answers OK: peek, to report the state without recording.
 			cost = 0
@@ -246,10 +259,14 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			st.oversized, oversized = true, true
 			cost = 0
 		}
-		checks = append(checks, domain.PolicyCheck{Policy: st.policy, Key: keys[i], Cost: int64(cost)})
+		pc := domain.PolicyCheck{Policy: st.policy, Key: keys[i], Cost: int64(cost)}
+		pc.Policy.Shadow = pc.Policy.Shadow || st.quotaOver
+		checks = append(checks, pc)
 	}
-	if oversized {
-		// A cost above its limit can never be admitted: the request is denied, so nothing may be recorded. Every
+	quotaDenied := quotasOver(ds)
+	if oversized || quotaDenied {
+		// A cost above its limit can never be admitted (a quota descriptor's only makes it over; every one over
+		// denies the request): the request is denied, so nothing may be recorded. Every
 		// descriptor is peeked, to report its state.
 		for i := range checks {
 			checks[i].Cost = 0
@@ -271,11 +288,14 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	// such (domain.RolledBack: its remaining is its key's units left now), as HTTP /v1/checks does.
 	if len(checks) > 0 {
 		rs, allowed, err := s.lim.CheckPolicies(ctx, checks, true)
+		if err == nil && !denied && !oversized && !quotaDenied {
+			rs, allowed, quotaDenied, err = s.decideQuotas(ctx, ds, checks, rs, allowed)
+		}
 		if err != nil {
 			s.releaseHolds(ds, keys, holds)
 			return nil, grpcError(err)
 		}
-		if !allowed || oversized {
+		if !allowed || oversized || quotaDenied {
 			s.rollBackHolds(ds, keys, holds, results, costs)
 		}
 		for i := range ds {
@@ -289,6 +309,9 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		}
 	}
 	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(ds))}
+	if quotaDenied {
+		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+	}
 	for i := range ds {
 		st := &ds[i]
 		switch {
@@ -312,6 +335,8 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		case st.negative:
 			// Units given back: always OK, reporting what the key has left as a peek does.
 			out.LimitRemaining = clamp32(r.Remaining + 1)
+		case st.quotaOver:
+			out.Code = rlsv3.RateLimitResponse_OVER_LIMIT // the request's code is decideQuotas's
 		case st.oversized || !r.Allowed:
 			out.Code = rlsv3.RateLimitResponse_OVER_LIMIT
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
@@ -325,9 +350,85 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		resp.Statuses[i] = out
 	}
 	if s.headers {
-		resp.ResponseHeadersToAdd = headersFor(ds, results, resp.Statuses)
+		resp.ResponseHeadersToAdd = headersFor(ds, results, resp.Statuses, resp.OverallCode)
 	}
+	resp.DynamicMetadata = quotaMetadata(req.GetDomain(), ds, resp.Statuses)
 	return resp, nil
+}
+
+// decideQuotas applies quota_mode to a request whose window checks were decided (rs, allowed; not denied by a
+// hold or an oversized cost): while the only denials are of quota descriptors and some quota descriptor is not
+// over, the denied ones are marked over and the request is decided again with them as shadow peeks, one atomic
+// call each time (each counted in the decision metrics), so what is finally recorded was admitted as one all-or-nothing call (each limit stays exact); a
+// quota descriptor over its limit records nothing. quotaDenied: every quota descriptor is over, so the request is
+// denied although no other limit was (what envoyproxy/ratelimit answers; its counters would count it anyway,
+// sluice's record nothing for a denied request).
+func (s *Service) decideQuotas(ctx context.Context, ds []descriptorState, checks []domain.PolicyCheck, rs []domain.Result, allowed bool) (_ []domain.Result, _ bool, quotaDenied bool, err error) {
+	quotas, over := quotaCounts(ds)
+	if quotas == 0 {
+		return rs, allowed, false, nil
+	}
+	for {
+		if allowed {
+			return rs, true, false, nil
+		}
+		again := false
+		for i := range ds {
+			st := &ds[i]
+			if st.check < 0 || st.hold || st.negative || st.quotaOver || rs[st.check].Allowed {
+				continue
+			}
+			if !st.quota {
+				return rs, false, false, nil // a limit that is not a quota fails the request
+			}
+			st.quotaOver, again = true, true
+			checks[st.check].Cost, checks[st.check].Policy.Shadow = 0, true
+			over++
+		}
+		if !again || over == quotas {
+			return rs, allowed, over == quotas, nil
+		}
+		if rs, allowed, err = s.lim.CheckPolicies(ctx, checks, true); err != nil {
+			return nil, false, false, err
+		}
+	}
+}
+
+// quotaCounts counts the request's quota descriptors that are checked, and those of them over their limit.
+func quotaCounts(ds []descriptorState) (quotas, over int) {
+	for i := range ds {
+		if ds[i].check >= 0 && ds[i].quota {
+			quotas++
+			if ds[i].quotaOver {
+				over++
+			}
+		}
+	}
+	return quotas, over
+}
+
+// quotasOver: the request has quota descriptors and every one is over already (a cost above its limit).
+func quotasOver(ds []descriptorState) bool {
+	quotas, over := quotaCounts(ds)
+	return quotas > 0 && over == quotas
+}
+
+// quotaMetadata is the response's dynamic metadata when the request has quota-mode descriptors: the domain, and
+// passedDescriptors, the indices of the descriptors with a limit that passed (Envoy can route on them).
+func quotaMetadata(dom string, ds []descriptorState, statuses []*rlsv3.RateLimitResponse_DescriptorStatus) *structpb.Struct {
+	quota := false
+	var passed []any
+	for i := range ds {
+		quota = quota || (ds[i].check >= 0 && ds[i].quota)
+		if ds[i].check >= 0 && statuses[i].GetCode() == rlsv3.RateLimitResponse_OK {
+			passed = append(passed, float64(i))
+		}
+	}
+	if !quota {
+		return nil
+	}
+	m, _ := structpb.NewStruct(map[string]any{"domain": dom, "passedDescriptors": passed}) // strings and numbers: never fails
+	return m
 }
 
 // holdAll gives back the negative hits' units and takes an anonymous hold for every hit on a concurrency policy
@@ -403,12 +504,12 @@ func (s *Service) releaseHolds(ds []descriptorState, keys []string, holds []int)
 // headersFor returns the RateLimit headers of the most restrictive descriptor: of the denied ones, the one whose
 // Retry-After is longest (with Retry-After); else the one with the fewest units left (the first on a tie).
 // Unlimited, unmatched and degraded descriptors have no quota to report.
-func headersFor(ds []descriptorState, results []domain.Result, statuses []*rlsv3.RateLimitResponse_DescriptorStatus) []*corev3.HeaderValue {
+func headersFor(ds []descriptorState, results []domain.Result, statuses []*rlsv3.RateLimitResponse_DescriptorStatus, overall rlsv3.RateLimitResponse_Code) []*corev3.HeaderValue {
 	best := -1
 	bestDenied := false
 	for i, st := range ds {
-		if st.check < 0 || results[st.check].Degraded {
-			continue
+		if st.check < 0 || results[st.check].Degraded || (st.quotaOver && overall == rlsv3.RateLimitResponse_OK) {
+			continue // a quota descriptor over its limit in a request that passed restricts nothing
 		}
 		r := results[st.check]
 		isDenied := statuses[i].Code == rlsv3.RateLimitResponse_OVER_LIMIT

@@ -3,9 +3,12 @@ package envoyrls_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -439,4 +442,67 @@ func TestConcurrencyOverRLSAllOrNothing(t *testing.T) {
 		t.Fatalf("%v %v", resp, err)
 	}
 	expect(t, "the tenant's units after a denied request", h.ask("ai", withHits(desc("tenant=acme"), 2)), "OK OK/0")
+}
+
+// labels records the policy labels an Observer is given.
+type labels struct {
+	domain.NopObserver
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (l *labels) Decided(policy, _ string, _ domain.Outcome) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen[policy]++
+}
+
+// TestLimitOverridesMintNoMetricSeries: 2,000 limit overrides with random domains (a client's choice) reach the
+// Observer, hence sluice_decisions_total, under the one label envoyrls.OverrideMetric, while each domain keeps a
+// counter of its own.
+func TestLimitOverridesMintNoMetricSeries(t *testing.T) {
+	rules, err := envoyrls.LoadDir("testdata/contour", envoyrls.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := clocktest.New(start)
+	obs := &labels{seen: map[string]int{}}
+	lim, err := domain.NewService(nil, memory.NewPolicies(clock), memory.New(clock, memory.Options{MaxKeys: 10_000}), obs, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := envoyrls.NewService(lim, rules, envoyrls.ServiceOptions{})
+	rng := rand.New(rand.NewPCG(1132, 24))
+	ask := func(dom string) rlsv3.RateLimitResponse_Code {
+		d := desc("generic_key=foo")
+		d.Limit = &rlcommon.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 1, Unit: typev3.RateLimitUnit_HOUR}
+		resp, err := svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: dom, Descriptors: []*rlcommon.RateLimitDescriptor{d}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.OverallCode
+	}
+	for i := range 2000 {
+		dom := fmt.Sprintf("tenant-%d-%x", i, rng.Uint64())
+		if got := ask(dom); got != ok {
+			t.Fatalf("first request of domain %s: %v", dom, got)
+		}
+		if i%100 == 0 && ask(dom) != over {
+			t.Fatalf("second request of domain %s within its 1 per hour: admitted", dom)
+		}
+	}
+	if len(obs.seen) != 1 || obs.seen[envoyrls.OverrideMetric] != 2020 {
+		t.Fatalf("policy labels seen: %d distinct (%v...), want only %q, 2,020 times", len(obs.seen), firstKeys(obs.seen, 3), envoyrls.OverrideMetric)
+	}
+}
+
+func firstKeys(m map[string]int, n int) []string {
+	var out []string
+	for k := range m {
+		if len(out) == n {
+			break
+		}
+		out = append(out, k)
+	}
+	return out
 }
