@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	_ "time/tzdata" // Go's time zone database (~450 kB): calendar periods load their zones without the host's tzdata
 
 	"github.com/sluice-dev/sluice/app"
 )

@@ -55,6 +55,32 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
+// Calendar periods name IANA zones: the binary embeds Go's time zone database (time/tzdata), so a container
+// without tzdata (distroless, scratch) loads them, and `config check` reads a calendar policy; on a store that does
+// not decide calendar periods yet, the setting is named.
+func TestCalendarPolicyConfigAndEmbeddedZones(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	if !strings.Contains("\n"+string(out), "\ntime/tzdata\n") {
+		t.Fatal("the sluice binary does not embed time/tzdata: calendar periods would need the host's zone files")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "sluice.yaml")
+	config := "policies:\n  - name: monthly\n    limit: 1000\n    period: month\n    time_zone: America/New_York\n    anchor: 2026-01-31T00:00:00-05:00\n"
+	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := sluice(t, nil, "config", "check", file).CombinedOutput(); err != nil || !strings.Contains(string(out), ": ok (store memory, 1 policies") {
+		t.Fatalf("%v: %s", err, out)
+	}
+	out, err = sluice(t, []string{"SLUICE_STORE=redis", "SLUICE_REDIS_ADDRS=127.0.0.1:6379"}, "config", "check", file).CombinedOutput()
+	if code := exitCode(err); code != 1 || !strings.Contains(string(out), "policies[0].period (line 4): calendar periods are not decided by the redis store yet") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+}
+
 // Flags come before or after a command's words, as the usage line, README and operator guide show them.
 func TestFlagsAfterTheSubcommand(t *testing.T) {
 	url := pgtest.NewDatabase(t)

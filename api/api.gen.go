@@ -51,6 +51,27 @@ func (e Algorithm) Valid() bool {
 	}
 }
 
+// Defines values for CalendarPeriod.
+const (
+	PeriodDay   CalendarPeriod = "day"
+	PeriodMonth CalendarPeriod = "month"
+	PeriodWeek  CalendarPeriod = "week"
+)
+
+// Valid indicates whether the value is a known member of the CalendarPeriod enum.
+func (e CalendarPeriod) Valid() bool {
+	switch e {
+	case PeriodDay:
+		return true
+	case PeriodMonth:
+		return true
+	case PeriodWeek:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthCause.
 const (
 	Failed  HealthCause = "failed"
@@ -257,6 +278,22 @@ type Algorithm string
 // Amount defines model for Amount.
 type Amount = int64
 
+// Anchor A `period`'s anchor (RFC 3339, whole seconds): a billing instant whose wall clock in `time_zone` gives
+// every boundary's time of day, weekday (week) or day of the month (month). Default: midnight of Monday
+// 2001-01-01 in `time_zone` (days at midnight, weeks on Mondays, months on the 1st).
+//
+// Example: 2026-01-31T00:00:00-05:00
+type Anchor = string
+
+// CalendarPeriod Count per calendar period instead of a window (`fixed_window` only): a civil day, week or month in
+// `time_zone`, each starting at `anchor`'s wall-clock time of day, weeks on the anchor's weekday, months on
+// the anchor's day of the month, or on the month's last day when it is shorter (anchored on the 31st: April
+// 30, then May 31). A civil day lasts 23 to 25 hours across a DST change; a wall-clock time a change skips
+// starts the period at the instant the offset before the change gives (02:30 on a spring-forward night in
+// New York is 03:30 EDT), one a change repeats at the earlier instant. All of `limit` is back at each
+// boundary; `reset_after_ms` is exact to it. Decided with the store's clock.
+type CalendarPeriod string
+
 // CheckRequest defines model for CheckRequest.
 type CheckRequest struct {
 	// Cost Units to spend. 0 peeks (what a cost-1 check would get; nothing recorded).
@@ -298,13 +335,18 @@ type Decision struct {
 	Key      string `json:"key"`
 	Limit    int64  `json:"limit"`
 
+	// PeriodMs For a calendar period: the length of the period that decided (a civil day is 23 to 25 hours); absent
+	// for a window.
+	PeriodMs *int64 `json:"period_ms,omitempty"`
+
 	// Policy Example: login
 	Policy PolicyName `json:"policy"`
 
 	// Remaining Units still available in the window after this decision.
 	Remaining int64 `json:"remaining"`
 
-	// ResetAfterMs Milliseconds until every unit now in the window has left it.
+	// ResetAfterMs Milliseconds until every unit now in the window has left it; for a calendar period, until the period's
+	// end (the next boundary), exact.
 	ResetAfterMs int64 `json:"reset_after_ms"`
 
 	// RetryAfterMs 0 when allowed; otherwise milliseconds until this cost could be admitted.
@@ -434,12 +476,29 @@ type Policy struct {
 	// (about 2 × limit across a boundary). `concurrency`: at most `limit` units held at once by holds
 	// (`/v1/holds`), each living at most one `window` unrenewed; a check of cost > 0 on it is a 400 (a peek
 	// reports the units held).
-	Algorithm   Algorithm         `json:"algorithm"`
+	Algorithm Algorithm `json:"algorithm"`
+
+	// Anchor A `period`'s anchor (RFC 3339, whole seconds): a billing instant whose wall clock in `time_zone` gives
+	// every boundary's time of day, weekday (week) or day of the month (month). Default: midnight of Monday
+	// 2001-01-01 in `time_zone` (days at midnight, weeks on Mondays, months on the 1st).
+	//
+	//
+	// Example: 2026-01-31T00:00:00-05:00
+	Anchor      *Anchor           `json:"anchor,omitempty"`
 	FailureMode PolicyFailureMode `json:"failure_mode"`
 	Limit       int64             `json:"limit"`
 
 	// Name Example: login
 	Name PolicyName `json:"name"`
+
+	// Period Count per calendar period instead of a window (`fixed_window` only): a civil day, week or month in
+	// `time_zone`, each starting at `anchor`'s wall-clock time of day, weeks on the anchor's weekday, months on
+	// the anchor's day of the month, or on the month's last day when it is shorter (anchored on the 31st: April
+	// 30, then May 31). A civil day lasts 23 to 25 hours across a DST change; a wall-clock time a change skips
+	// starts the period at the instant the offset before the change gives (02:30 on a spring-forward night in
+	// New York is 03:30 EDT), one a change repeats at the earlier instant. All of `limit` is back at each
+	// boundary; `reset_after_ms` is exact to it. Decided with the store's clock.
+	Period *CalendarPeriod `json:"period,omitempty"`
 
 	// Resolution Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
 	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
@@ -453,14 +512,23 @@ type Policy struct {
 	// Source `config` policies are read-only over the API.
 	Source PolicySource `json:"source"`
 
+	// TimeZone An IANA time zone (`America/New_York`, `Europe/Paris`, `UTC`) for `period`; default `UTC`.
+	//
+	// Example: America/New_York
+	TimeZone *TimeZone `json:"time_zone,omitempty"`
+
 	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
 	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
 	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
 	//
 	//
 	// Example: 60s
-	Window   Duration `json:"window"`
-	WindowMs int64    `json:"window_ms"`
+	Window Duration `json:"window"`
+
+	// WindowMs The window; for a calendar `period`, the longest a period can last (`2d` for a day, `8d` for a week,
+	// `32d` for a month), which bounds hold deadlines and the expiry rule. The period that decided a check is
+	// its `period_ms` and RateLimit-Policy's `w`.
+	WindowMs int64 `json:"window_ms"`
 }
 
 // PolicyFailureMode defines model for Policy.FailureMode.
@@ -477,7 +545,9 @@ type PolicyList struct {
 // PolicyName Example: login
 type PolicyName = string
 
-// PolicySpec defines model for PolicySpec.
+// PolicySpec A policy counts over a `window`, or (with `fixed_window`, the default then) per calendar `period`: give
+// exactly one of the two (a 400 names `window` otherwise). A period with any other algorithm is a 400
+// naming `period`.
 type PolicySpec struct {
 	// Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
 	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
@@ -486,9 +556,26 @@ type PolicySpec struct {
 	// (about 2 × limit across a boundary). `concurrency`: at most `limit` units held at once by holds
 	// (`/v1/holds`), each living at most one `window` unrenewed; a check of cost > 0 on it is a 400 (a peek
 	// reports the units held).
-	Algorithm   *Algorithm             `json:"algorithm,omitempty"`
+	Algorithm *Algorithm `json:"algorithm,omitempty"`
+
+	// Anchor A `period`'s anchor (RFC 3339, whole seconds): a billing instant whose wall clock in `time_zone` gives
+	// every boundary's time of day, weekday (week) or day of the month (month). Default: midnight of Monday
+	// 2001-01-01 in `time_zone` (days at midnight, weeks on Mondays, months on the 1st).
+	//
+	//
+	// Example: 2026-01-31T00:00:00-05:00
+	Anchor      *Anchor                `json:"anchor,omitempty"`
 	FailureMode *PolicySpecFailureMode `json:"failure_mode,omitempty"`
 	Limit       int64                  `json:"limit"`
+
+	// Period Count per calendar period instead of a window (`fixed_window` only): a civil day, week or month in
+	// `time_zone`, each starting at `anchor`'s wall-clock time of day, weeks on the anchor's weekday, months on
+	// the anchor's day of the month, or on the month's last day when it is shorter (anchored on the 31st: April
+	// 30, then May 31). A civil day lasts 23 to 25 hours across a DST change; a wall-clock time a change skips
+	// starts the period at the instant the offset before the change gives (02:30 on a spring-forward night in
+	// New York is 03:30 EDT), one a change repeats at the earlier instant. All of `limit` is back at each
+	// boundary; `reset_after_ms` is exact to it. Decided with the store's clock.
+	Period *CalendarPeriod `json:"period,omitempty"`
 
 	// Resolution Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
 	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
@@ -499,13 +586,18 @@ type PolicySpec struct {
 	Resolution *Duration `json:"resolution,omitempty"`
 	Shadow     *bool     `json:"shadow,omitempty"`
 
+	// TimeZone An IANA time zone (`America/New_York`, `Europe/Paris`, `UTC`) for `period`; default `UTC`.
+	//
+	// Example: America/New_York
+	TimeZone *TimeZone `json:"time_zone,omitempty"`
+
 	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
 	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
 	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
 	//
 	//
 	// Example: 60s
-	Window Duration `json:"window"`
+	Window *Duration `json:"window,omitempty"`
 }
 
 // PolicySpecFailureMode defines model for PolicySpec.FailureMode.
@@ -538,6 +630,11 @@ type RenewRequest struct {
 type SettleRequest struct {
 	Amount Amount `json:"amount"`
 }
+
+// TimeZone An IANA time zone (`America/New_York`, `Europe/Paris`, `UTC`) for `period`; default `UTC`.
+//
+// Example: America/New_York
+type TimeZone = string
 
 // TopKey defines model for TopKey.
 type TopKey struct {
@@ -4744,139 +4841,155 @@ func (sh *strictHandler) TopKeys(w http.ResponseWriter, r *http.Request, name Po
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rcttG1uCrnMJ+X4WsASlKljIjqlJTGtuZeMdxPLanXLWh12gCTbJHYDeDbohmXHqOfaB9sa1zTjcu",
-	"JKhbbHmSdX7EFNBAd58+9xs+RqlZroyW2tlo/DFaSJHJgn6+Ek4+V0vl8I9M2rRQK6eMjsbRm4WEQi6F",
-	"0krP4ZfSOAFCZ2BlanRmodRO5aAcKAvrhckliLlQOgY5nA8hmUS5mSs9ic6K7x6due+Oj5JhFEc2Xcil",
-	"wNncZiWjcWRdofQ8urqK68W8NLlKN91LWtG93Vl++e7kbP3dt6MEelkhZm6gpJsNFs6txEoNCuFkjq8e",
-	"+M0PDkf9G9cjXbE5nzlZ7C7lLe04wKJXmFJnMoNy1feAcQtloZC/lNI6SE2ZZzCVILKlck5mQ/hJ5xsw",
-	"GjKplchtey1LpdWyXEbjURzWpbSTc1lEV7iylSjEUjp/iD+YPHv2pBtcC5Nn31hYCJ3lMgZhIXn50+s3",
-	"cHB5eID3bAJC27UsZEZnqSHBy0OV0XEpfM9KuEUUR1osaSFZFEe4MVXILBq7opTNpf9XIWfROPofBzXO",
-	"HfBde4AL/YFWwtsopF0ZbSXt4m8ie8Xgwr9So53U9FOsVrlKBW7qYFWYaS6Xf/q3xR1+vOW8L/kpnrQL",
-	"y/mUlIWlyGemWMoMTAECZkrmGV5X+lLkKjsDhyjIrwMEiKUrNG4YXcXRY6NnuUoffA9MFpAaXNKsMEta",
-	"V2r0TM1hppA6Ne2kkCIbGEK+S1nQqPOXz2jtT4vCFA+58HO9AeMWsgCJU9MivjfFVGWZ1A8NQWcupP7G",
-	"QoGEnRlpQRsHIs/NmonZrGRB89M6EZe/xGETeQ5SP3MyphNUdLQLRNa1cgsQmsEqlqbULoa1sGClc7nc",
-	"M8AUoOohQmcTnQqNAJgifWi5Rp7Fc8sPKyR9P7VnMJkUWa60hIWwsBLWygx6OAkKD2Vhri6lhqlIL3Au",
-	"/8b+cKIDLF8Y9z0y0YeE5QsDtkwXtAfo8e60cYMZLiQZg5ZIIiJlXheDcjYQWiEHaSGFw8umwB07ul3B",
-	"AcltZoq5cU7qfjzRpgDt5/Pv6CX1ZE1QvHbCyWvgcLf912/cg/i0e2GR/VsnUJzh2vFsL+TmG4sXnQSB",
-	"cpCuVnQAvfVCOBCwkvICCrkyhbMkVfdpGF3r9GMP6oFNVWBQ6wK3etgPp61+SZTiIyZO8caY56KYyy8l",
-	"1qYm2yAJ5rgIPEKh6RytLBi9U7lylpb6Ly1Kt5Da4cLkQwNuKkUhC2bERFVCQ6kvtFlrMFpuIdbbt28H",
-	"543V7uo/yd/ohTfonVe870uhcjHNH/yUrDOF9AoiCRzSxioSZDz6xsJMqLws5PulySSeZpJJvUnOoEAl",
-	"1VNnQhrrgFTWJCinw4nGeTLphMobOksqSiuZh/MaMtVagdLg1FLGNGIpl6bY+IHKwqzMczAzyNUlsQmL",
-	"5zXR9ctwuSgCGoiWmzlJB2STJO/PQBsIOmBjZfSGbyyILCuktcQa2zyl3uaNjKHW4f1J23KFjEpmP8pM",
-	"iTeb1YMfeSBIBHayzdiTIdke/lU40znLn4ZyLLJM4QMif1kgN3ZK2mg8E7mVcbRqXPoYsYDfpY1/aTwG",
-	"R/DH44GecLA01rWxjmwmYumoFgvHhsi3x1EcLcUHtlFOR6M/H56eHp0c//l4dHp6GNfmy+Gu+RJHKruN",
-	"yHqWyeXKOKnTzbMn+NiF3Nz03D/kBkeurhUZ1SHRqBdiKfEZ5/KbHnhSstiL2HQJBtDPYT5eYhxA/q7a",
-	"u5n+W6Yk1s7zuSmUWyz5QGaizBGkNleZ0vP3uZlH2wjzg1mjhA3qfamdhZ6Vks7p1dPzJz8+RVIJLwaH",
-	"TKw/hKTx0mQM8oNIXQzhkBM62ASJXOjNROPxFJeCaNpoCWulM7OOveyfF2ZtWXHEWenZxgw82OuDViwR",
-	"w0vtNc2pt4zpTRPdU9o6gZuoTWZEw6SQ1uQlbjrB1ZMQeD8t0wuJSu7fH786j0HAtCysw0WGDRRypnLk",
-	"NGTN1Euf6J6YmtLBEfzf/8MrJo62kLA2+A4ehlPN1AeZ1ZuQK5MuBiJXc03aMl62ICxIfWk2q8J82BxU",
-	"7gR/Il2zibQw1uKacaOi2OBcqdFpWRSI1cl45zRKIkpS44UDo1MJ0w3pZzhDUtvs/RikSBfIflG/Du/B",
-	"7Sd+I1Bqr2WfgYB0IVHznkGK4yblaPRIwgiM9g4cAcejEfRYlZtor8sRuOpFeUYsNZL2z1tY20aGKI6a",
-	"J4j8owHlKI4agGhQShDKcXRe8a17MZ5RF+N5jEC4HxtFsN3EHx7jmM/MqK7jPF0Mh7Zs7yk6nFmqtMWp",
-	"/LhtV5jUQG4gaBh8hUxNQfStc2ktoCm18XiobO0Ii6pVT43JpSAriIbRIpSTS3sj5JsHe0UY8oyfOxyN",
-	"CCvCn9VkoijEZgeeft7rIMnayl1BiV4E1qfbsHvagMpa3ASWTKbKKqNvD5kn/onoqnpf987DCpuTdILB",
-	"E0KFEofxPs3CrqTOhjAinmIrYxFJaXAY9kx671y6swp3AuLcX+voJP4KEp/o5M7DScE52IXIzDoIaZGv",
-	"xcYfpT0DKyUkPOJ9JrWS7FntOt15IbKuue5tJyS0/KRCq5ZXunsVnnvtMOQ82PCfThG8j55WRST2qbTW",
-	"qTyHypyrhD4JnsqLoSwEPO9Gs2txqZBWuvf0rvdLu7uSH1Weq3achNkfylLQZr21KrSKcjlzoNy9VuOK",
-	"zTWrGcEaObTH5DP2uK6VlbDcXSeBhpSE3ZjF3ZfWQvvr4jnsYw+ERLiLmM3sYSEuJfA7Wgh8BsrdyDX3",
-	"8rktrZ3xu4lgO+e8A+ouBllZCXtCRrpcTmXR0KZZv0qyJIZkgf9b4v8s/cL/k9vGOpipwjqv99UKXyrH",
-	"kByejEY0Nnk0skk80ckJveRw8WjEP7LDo0UyhBcGZoVIcUEWesnh8GSBuqRVc21jsCuRSgum8GuaypyM",
-	"jwaa4EMj+q+05LN8U9v3K1FYadnSyDd8UvNCLJeigB6dZqGctJB5CNGJK9c/q5XsQsIhkPB4dAiZ2Fiv",
-	"cX4Qy1WOcP52ZBnpnks9d4tofITBMOdkgRD+372fR4PTd3/K+n/1vxbVr2X1y9bXbP+v/xV1aJ/fYzyn",
-	"Coe0JQI7Ujp5JIWButGcboHwrpdcSe1gXRgnQbkxJBdyg+fE+sfPR++GSIJ4hS0D9obBLyUykSr4N9xd",
-	"+ha284LisOYufP1Bitwt7igVyXfUheGbvf6kmLlQQvfeWydcaRNyZJW18y0ZNuwLp5bSlGQ7lHmO/5BP",
-	"qdNc4Pd1uACDUE2gZ3zENTnAGNjm16Tf8n5VER9a7hkrKBZ1ExylipZkba7TXEQN4d29OlMQuMIj7E4j",
-	"JmTdvJDMWzJl9z/+ft8W3y4khXLqrVQBXSJBdGFJ6DU3Trw1QR9Z7ha/HtBTSb+5p+pEojhqnE/07iaM",
-	"86vsxDSTZ3fEs33eq7eoSoboE6QLYpEkWMnhyI9VgRsv2nx0ixyawQPu4100/hMrnBwms++FuzYyXwWM",
-	"ek3XZ5qb9KI/BoEODvSlsOKiHAXSbKUsY0AN/SItx4J/9UQzG0euiuOGcD61xHdw/+ENKD+Dyj1uqJK3",
-	"lcgc2dpx/BKGNSlmDNu6aK8mzj4F1tm17Jqrc8YfEguC6nQy4eQAGUQX91bZXRIREH9XudjsU1BSkedQ",
-	"yBUF+0BokKLIlXc29cjdpXi/Ho3OOmHbrW17DGxIk32KC6Vd8AxR/Vxj8ftI7taGz5Z9A+FB6GHWCDqf",
-	"iCWGhBGLshv37Tl7ONe4IsxhtEPPtTV1vf2ze3dh8lsd6+/NhvnNpsdvthZ+q07/pTXuBjHvWuntBKgx",
-	"mJX4BT1V/3r1fGDFTEJvKqz89rgsclLJTelghWSi5/0YliIjF2wjilXl1oRENLeQE30hN5Up7mdUWQzW",
-	"gGOvBxNszJkPIuckiFwKK2FupAXrCqHmCwfOUIDsQm6G8FpqysqitAlh0S+bSnXJLl3eEct4v7baO0AM",
-	"mlZPzl1KXuKYfSN5CVlUgolexFuX4kNQqg9HR8ctLfuwpWX/fD74X2Lw62hw+n7w7k+dCvRuBGcvb5UF",
-	"AQtmxhvmJLat4gyDf735fvCXGA4RLodHf4Hpxknbj2m0ChM4ioIqacfIn73YD4kuE43sOSfVh33rRofs",
-	"hoqV0SkRz4K3HguMls1zX4oLiaAshM7MEu/ugu3oL9tQ6wRMld9xB3bcmagR3zpTA43kVpqGdzXc1tkV",
-	"vHYhp4DUyabOgUoIrc/M4LAP623nASpnn9jt1a1e5Kyvs9heCWvPml5pn0wwa8mo342wwRgXJbd2nBAd",
-	"es1nas9CQHXck+UwGV6m5UHPO4eQVpTu38PF8/+bAPyc0s0jXvOguwTeP2RHbvRPJNigyS9PDo+YX7Jt",
-	"kRNbCrFQ0u7pbgxSz0yRyqwt6vrDluultLIYHx+1Wd7J4dGNLK/O4LqT370RKb8Os+qQ+lUcNTlC097G",
-	"XJko5sPqNLE/A7FyuvTdyCKEwG+fihD0sW6l2ZqySLsyozgxOGElRkk2EvelBtduAX4MIblSnXD08d07",
-	"LJ+fuJES0et4IzESyGvSq4LN9RxxA7G20KWCZAW2LtrjE3uu7hxNDZC+deguZDLeELir3rt/tS88Jta0",
-	"TEUTUVupY43unf/3/XDw7uMo/vbRVad+xy9+vZLpF6HrOnXGU/aXJPTfSrbb0fVdMr4rVW2hyBY9dCKK",
-	"z1jb4RSvvn8Mp8cnf67sBnYl213l8Rq/OGX7dbguf9ISpMb8xRUlHJKZEoop4tuRScNVv0MqccTZRswC",
-	"r3EaV2d/cnraZjpdB+6Uy7vfyBcayFUW6kYnPd0Nb42v86C+QuPxfskcd81v25n7NSmWvzUJ8VqK51E7",
-	"Gtb+dLo3ZuV1oTul8nS6lIO3ywbrAHVmH6YN2XExCUZpnVqSM3C6qVO4CMeT6xXoTvYhQ5jpjnpst92x",
-	"BTzWRVPvNeSp9kPS3hGU082WkqVkFrjvnlBIAGVnpPpNA9a+fonyHVMEO6qp6JZhN/9UurWUlBfORvDa",
-	"hIOzJYYc0R4O77L3MWwuPDxuxYU8JnZwoE+X4zXdRG34+TXunic5ltOyUG7zGifwp0XZ8Jgy32XgU7oe",
-	"+0yoAirxzt4e/Rv7cFgMWCBgCvWrjNmijIlQyPPQB1NAgha/TqBHGQ9keNeFliTXaBk1V1w4t+JMaaVn",
-	"ZndpNi9VKitPDR448SBl9BiWYkPz/4OzjThz4TFXoloXQhkvEWf+Cs8cXEi5suTExyg1+KRFSk1fyWKi",
-	"e8GrdyE3fTCMX+hiV6mAXjMLnjYbcjz1xsf1EQf9cIuxE0R7eMlBvtf/fD6c6InmnK+QfgKpKArlM999",
-	"1jq+5ZZFrNBLtmtlMGxcXUv6E1376H3IZqtQQGlfwBtSQerUXMxu4gpVciRqMEWmtCg2cDQa+TPhmGoV",
-	"HsD0g+ov62ONWzWnZ0BmBo2rECqBHnks0bWHabZK2n517MdHpww8UiXIXNmnmkAv2ZfCn/Rxp1ZCgshH",
-	"4WdLCdOkgFwonY0nOkF42/HBAWPeMJOX4SX2oPakJtA7Ho36MSTD4fCgKhxtXy7bBTV08xCrwejuLNQ6",
-	"0vVH4aG6KgwvH4fLW+VprXtL6RaG73ruS/dPYqLoiU7O8WoShlflgzjotDXBNbdC4V/rDhYzDJwxA8pT",
-	"wXuHj+rdV8UWg6XMlBgw2HvHhydhDCL1gLCa33x0WoGHeJ0WeQK9kxqkRH2DZtIA3m4Bj3y9/jJhDSUa",
-	"CbfgxFRr8kuU3nLG0XLmUiBzK8cgeKA2DnJlUcqHwOTx6Bi9nP4qjWrVUvIZTPTx6IRveKBDT+TWQPLD",
-	"0/Mn0Mb4GKzSyNyAbi5L62hmZmaCPHj9IfzP1z+9wKqRYKijOE3dGAO87NBcSkoqin0RjdLVolJhZQxZ",
-	"yfQgw0iuBvYKN/mM6MW7cQLrAwVc20OqOXudOaFtKry+jixLVJUt7GSWVRr7EP5JqSusB1je6NTPh7SX",
-	"Su0GUqcG2TE71nOVSp9p6yvPz1ciXcjB0XAUxVFZ5F54IKmu1+uhoNtDU8wP/LP24Pmzx09fvH5Kz9Sa",
-	"u5cpURxdyoJjo9HhcMRjzEpqsVLROHo0HA0fsZW8IAkaMibw91ySElm52J9lWKzh72+Vth+NRp+unJOm",
-	"6KymxmKsIbvUvUXZ/apqbQfebmroC9H453dx5FWokKJXmFRaS8VeZPg5MbeU+RI2b6N3+JJ2RkkDSu2F",
-	"ouhYVzkYjZQVewYno0fQS3ZpvF8nzFHyEfQSnx+E4g4ThBLSPjj9IOmD0oyyvu6N5lOuSvMZwvemgKXR",
-	"yhnESc6wsiA8cZEzTGnctk+goTzeKnWIcukCICd6b/HaGDoq4JrjkHy5+p2wvo1Pr3GQP/EvglNvtk+I",
-	"8Otk9OjLlEluJWl9amTfl0rlU4tIj0LtpFbouCac94CMj+Nhrn8tlSwlopjdy0V+9PfvdOLItvyLB05+",
-	"cG3I71qJOOZglQulrx+5cxp+dcE2flkYFHyytICvBLayiJx+WkkdRlf0fk7lxl7TBWEvLMdy3RnMf1Ur",
-	"HsiDBk+9QODYnkVlNDV5LlNHsWLhKNvIUnGzmc992hFlUpvScbMOEoNebCIVZp8aaRoA8PC/9vC9eBlu",
-	"xDLfiwE/8SDyr94JC8Jb6/PckhGaTuX85TN4NBxBZtJyKXWzFKCyITvJMDwcHvQw5cCRsjAtVZ59ehmk",
-	"bHup+4DL3PkegodkDvrdxmAukLvjUGcMrBcql/vTRBvP1clsE61mVe4lSc4F9d/omNjrfxzRZ41JZxSl",
-	"DhVTbJCOcQhlxoUF092J5jKaRrVgqxikFSJP0DAijXRch+VZUQ1rH1MdV3Lmq8vHJI69BdE0GftoT6p0",
-	"wb2ffC6mn4tyBZngZqYYwrOZ30kwo4k+8YHXsrhE0z4ryUwWDJmJNqUTcxnvCfBzaoFvzbFa5ZuhVxpq",
-	"zb9/47FRh5OdI+KX0kEp1z4hOp5BufJpmszw0fswlTCVC6WzBgEQ9/Phs4muY2w6a6cSN0DlNfk+PVqt",
-	"Fq+FF1WxuiEgJTo8sIGZzcYgJjrANi0dmNkMRG605FwlD1ZuXiJlEUpkCqoksE5sKl4eDgQXGvBsupno",
-	"NhqdeY1oO4EYlLZOigycAScuJDfCENW5m9JRlTk79riMVy5XboOHT1lUYX60X3yLAUKFtra1v1NAlwr1",
-	"ilnCF9GeaO4zSEK2u0VYr/cqGb0EeQ9QoxjXSo/9ElrXC8NK8OYMGnq038Lmc6leAnIjMpiKXOgUqW9B",
-	"5G6lztosld1L10qDpql9jUw43s5fPT46ra2N2j8RvHPb7jOilsoJRSZww9lG1DrRDb8iPUAE4ApxKfNA",
-	"fb80TOQuTD6v9tJuAPfzR27TRs/Xfdoqv/H9erW1PdLdU1zI+7+f3OX7XozQiW77Jq67vnq3Q+LH11Rt",
-	"/sc0KToejfY9V9NPozcePXJ48yPbrXzouUc3P1f3X6Mnjm9+omqzhA8cnT4kj3rCJNY+zMfkJXpstCtM",
-	"3oECXJ6baDNguYXJtEjylfdtKiHFd2S3blj5sGgT/5YGOCe3QYJmP6R78vmKs5/7Uu+GWx96eq70B4ol",
-	"vfcppTG8KYScqQt0zKxFkSG7a9nRjcL0wN7pzZxdYzt4O3IGGIEKya/sjAn9jSxcW5HObs6OjgaNmAhf",
-	"shPth7GFah2IqbmUHa10IBXaq5nN5Fjfm7GVqE1OIQ4mdEkD6kfgua+07m8m23wyjabdT+HqapvHX31G",
-	"baruWNBtgQYsiGvoscL0n8HSfxNt/sFkweEtpqia49EDJ7fZS0cDry/B1xBRM+kDxHQencVQzCLI+kLO",
-	"cBuGZvdztLdkrnNnFm+s36PpChWmoGGGrh6ZVetnxpQVQmk70ZX3jFmXHcIz3XyKVwFT4cjM41nYK4fW",
-	"M84u8hIRzofdEx+aDAtHrufLEXi2pEqWTkIRDNvl1IqK7PBmaV1qtC2XocvcU2zPBK+ev0azVzuQ9dvJ",
-	"ms/VBRqSmOYy0WhyY4mlzEBxkJ/6EwFCryDwVMUNDpZl7tSAjwZ8W1Qq2zRYVBnqRfypJL5EPwB9ojNC",
-	"lIybLZHDP6ZJcSoSGDQSfQmo/dZNtEI7EXQIyQ24NQaj90mCH4XefE5pYL+QONhqu9MhFNrpFATagM8M",
-	"4ugrZ/1dclaL3EjkoRDf+zhjMCtOT8ux1U7upT9pX9fzVko92c9an3gyDf0rkF/sdE5LOBsxiWsHgW94",
-	"l204EM5uPi/hxyBa6TMT3cqfYedrxRUpx84nzDQ9DLHnlKRrVpuFt01B0yj4EehDrSQBxTRx68yafVV6",
-	"aBjqHGZX+NOiaXwq7LitvPpueWcNBRoLzKte8b5wuypKNO2Cx2a5o3K07yGca6o+DGl7VS0gV9r5ir6J",
-	"rqv8uqr7YLu4r67o80dDe2dIh1rptgBqq/DQ62iQXXXJC9kxMWAKDHbx3ym+92y7Pg9KYqza68iJphUp",
-	"GyBCCqw/l7NQnBj6FYUseN4QjdoEYFetA2bUHYQ7BXR6jhhmP3Bx0eeQEVs9Sh9YSLTK3G9vN/QqGsYT",
-	"6X+1I/5Dpd3o9OYHWu34//gi8pXv2sschvVjYrjMoFNXijzwrlwgq+8FxsnSoOVZYcnYFpQHH1V2xVIy",
-	"l13dtd8EBrv7TRF69oAXlAQpR4sZw6j93YBKZDW/ENBrMcGJrrlg7CN7+BDzu/aXB7Rx/usD/SG8Iv5K",
-	"oUXMB94VDb1tidDvjiDha2ruucvEbkZN34D/j0CarY813Jc8vwDBsPbhdaGepxavjMCokx524ixd89ZD",
-	"DvyHeK7e7RDSAalBpHze743xHq31lZyVpELoVLaVguaHOI5Hp/HW1zv6IUYdtJHQDKk5uEoG3kMYWq4/",
-	"o1LRKne6vUrxlRq/CssW7f9oLgPhNxtuOUNpfX8C5/JOG6jTBLqV3PSy7zPQ+3Npbf0JD78lL+i5NRhe",
-	"z9RsJtEekb53TLCdhQVVN7+ABYbapdS++UrQHCbav7FqdkPpL2ewNIUMFpM3SFLvZ9T8DZyqPzw75dam",
-	"4MbGmdGy3/T4sSnE4r8qN+cnUaGoOiAk2AbHubwW423L2690W7ZP9K5wP4PbmHb7GCC8DPvbQqSJrrq0",
-	"7TZn6+a9Z1yCRLBTdUKON9n3mYCdGcKEaJ+RCbfrPr9y4a9c+L5cWFxU6hd3bOywVXqj4BWh9nLXMNtm",
-	"P4XOHFrs0fAyDPqMzodGR4jrvs2HiXsPi7kPfsJPGwmr8f6PEFY3zl8+i8ESasKUox/NA687W2yf+cFH",
-	"HLtlnbZP/wldf1nnQN2UGcQPZH/EaMFtmNEXNc4Y9igTqzzXzRCecQTQfuP7mikLWWFWq5C1rNwebIm7",
-	"GcLfpduHD5+aG1z/lc4/II49OMr8pGto7kGCrhzJ9qds6Z9PkiCJ+nrZoa4HAbSHG7aaLlGdaY/jCo8X",
-	"AlOk5qwnKuvw91YqkSmCikjh9YlWFcEslHWm2DTy/FnRxmzvWs/kPFTSnn29PC4QwzU0QZe6+bJs0tCn",
-	"1zYbfYUeOIZwG8L1DX1XuUi9pDgaHT78CvyHR38PbOSOkucPrgI/poPjYCgh0ZbIu4vycxD6k+zTgDBE",
-	"4P4hN3/b/NMnV9+sBNEzX8XTp4nPuNBGKN7uJ9TK9G8cOrdzuUZ/ue44Hy4Fs9Fs9mse/R8EYbfOteqF",
-	"zTl2VCB/VyR+SP0r/tiNp3HnaqEVu9zHXA8+XsjNVcIl33iBM2h8AqCv3cGu3L5liJXzJWWpJEOfxDPE",
-	"H1R96MJd/5K3P5y/eft37ELOn83B6q9pYdaW6otemAyr2mbSpYs+FHKJDmz0sU40ZZe2GmZwjk/y30dP",
-	"kyE8pi/LWN/lpn59yMDEUdD7u/nG9injsLQ+Sx03gKXbrPR9nmKfd9dIMgb2beTZV0H2xQTZGcXdNZb5",
-	"c1qcldKGUs1fSuPEXaXZVzH2VYw9qBjjsFTVfG1f8U//P1iibXP/noDkgD/lzPKZ+Pz3yVkgW7srkVgQ",
-	"0KX/PnqKf1DheYm9bPYKxL9eyM13Vc+qDhGG7jmOBYa1NSVfvyFb2lD7fKLFmdXeyt/HptSOCwA4+d+3",
-	"91vJom75J+D1SqRy8FrQl5Y9poGZwbfH7DzBjeMjjXR9U7rULGV/TKUAE51yoLEZ6BT+c83OUOvKqlMl",
-	"vvkElkqX1Lc9afR7rOrHFWoFNE+jG6mtPkTyjaV4J6+u2aOUvjPIfUrPfGkI4gvrCo1HMDApfYC3bqaZ",
-	"VQ1SD3DvWNnArdCG8IRSnC0oneZlJsNHozjz2fosWbsQBX0H3BSS4FIBmWa13BKwSZ1Ut7EUmRxPtLAX",
-	"rYe4kKNuAyFFgQcZOrB0uK5Ci9NbFU9Tr81mE5VGv2lucnqHrqe7tHxefWtfWVgKvWEy7VHb/m+PY/AT",
-	"wiEnJnUtMXR17ljl4ajRzvrb4+s70HYUTn86GRyAvkcEO7OincewUPOFtP576vytyz+g+vabZNvbhUEe",
-	"MpXUsZQ7JsKgnaRCaFQlSBCOeSqEninIHWyJtLDRiA5fU2WK+tIS791Wf4h2x9qf3yGiciM1Xgx3ADyg",
-	"ZBm/8KpVYMVCoqu4usgR5MaFysnWuEZbb/zd6Cpx9e7q/w0A",
+	"7H2Lchs3tuCvnOLeWyZrmhT1yoypmprS2M7EO4njsZVy7Q29bqgbFHHVBBgALZpx6Tv2g/bHbp1zgH6Q",
+	"TT0cW86kPDUVU91oNIDzfvaHXmYWS6Ol9q43+dCbS5FLSz9fCS+/Vwvl8Y9cusyqpVdG9ya9s7kEKxdC",
+	"aaUv4JfSeAFC5+BkZnTuoNReFaA8KAeruSkkiAuhdAJydDGCdNorzIXS096J/evhif/r0UE66iU9l83l",
+	"QuDb/Hope5Oe81bpi971dVIv5qUpVLbuXtKS7m2/5Ze/Hp+s/vrNOIV+bsXMD5X0s+Hc+6VYqqEVXhY4",
+	"9TBsfrg/Hty6Hunt+nTmpd1eyhvacTyLvjWlzmUO5XIQDsbPlQMrfyml85CZssjhXILIF8p7mY/gR12s",
+	"wWjIpVaicO21LJRWi3LRm4yTuC6lvbyQtneNK1sKKxbSByB+Z4r8+dPu45qbIn/kYC50XsgEhIP05Y+v",
+	"z2Dvan8P77kUhHYraWVOsNSQ4uWRyglcCudZCj/vJT0tFrSQvJf0cGPKyrw38baUzaX/h5Wz3qT3v/Zq",
+	"nNvju24PF/odrYS3YaVbGu0k7eLvIn/Fx4V/ZUZ7qemnWC4LlQnc1N7SmvNCLv703w53+OGO733JT/FL",
+	"u7CcoaQcLEQxM3YhczAWBMyULHK8rvSVKFR+Ah5RkKcDPBBHV2jcqHed9J4YPStU9uB7YLKAzOCSZtYs",
+	"aF2Z0TN1ATOF1KlpJ1aKfGgI+a6kpVGnL5/T2p9Za+xDLvxUr8H4ubQg8dW0iG+NPVd5LvVDn6A3l1I/",
+	"cmCRsHMjHWjjQRSFWTExm6W09H5aJ+LylwA2kecwC29OJwRBRaCdI7KulJ+D0HysYmFK7RNYCQdOel/I",
+	"HQOMBVUPETqf6kxoPIBzpA8tV8iz+N3y/RJJP7w6MJhcirxQWsJcOFgK52QOfXwJCg/l4EJdSQ3nIrvE",
+	"d4UZB6Opjmf5wvhvkYk+5Fm+MODKbE57gD7vThs/nOFC0gloiSQiMuZ1CSjvIqFZOcysFB4vG4s79nS7",
+	"Ogckt5mxF8Z7qQfJVBsLOrwvzNFP65c1j+K1F17ecA7323894w7Ep90Lh+zfeYHiDNeOsL2U60cOL3oJ",
+	"AuUgXa3oAPqrufAgYCnlJVi5NNY7kqq7NIyudYaxe/XApiowrHWBOz0chtNWvyRKMYiJU5wZ872wF/JL",
+	"ibVzk6+RBAtcBIJQaIKjk5bRO5NL72ipP2lR+rnUHhcmH/rgzqWw0jIjJqoSGkp9qc1Kg9FyA7HevHkz",
+	"PG2sdlv/Sf9OE96id17zvq+EKsR58eBQct5YGRREEjikjVUkyHj0yMFMqKK08t3C5BKhmeZSr9MTsKik",
+	"BupMSWMdksqaRuV0NNX4nlx6oYqGzpKJ0knm4byGXLVWoDR4tZAJjVjIhbHrMFA5mJVFAWYGhboiNuEQ",
+	"XlNdT4bLRRHQQLTCXJB0QDZJ8v4EtIGoAzZWRjM8ciDy3ErniDW2eUq9zVsZQ63DB0i7comMSuY/yFyJ",
+	"s/XywUEeCRIPO91k7OmIbI8wFb7plOVPQzkWea7wAVG8tMiNvZKuN5mJwsmkt2xc+tBjAb9NGz9pBIOn",
+	"80fwQF94WBjn21hHNhOxdFSLhWdD5JujXtJbiPdsozwej/+8//jxwfHRn4/Gjx/vJ7X5sr9tviRoQNxB",
+	"ZD3P5WJpvNTZ+vlTfOxSrm977p9yjSOXN4qMCkg06gUaNddJz/vitgeeliz2emy6RAPo5/g+XmISj/xt",
+	"tXdz/t8yI7F2WlwYq/x8wQCZibLAI3WFypW+eFeYi94mwnxnVihho3pfau+g76QkOL16dvr0h2dIKnFi",
+	"8MjEBiNIG5OmE5DvReYTiEBOCbApErnQ66lG8NgrQTRttISV0rlZJUH2X1izcqw44lvp2cYbeHDQB51Y",
+	"IIaXOmia58Eyppmmuq+08wI3UZvMiIaplc4UJW46xdWTEHh3XmaXEpXcfzx5dZqAgPPSOo+LjBuwcqYK",
+	"5DRkzdRLn+q+ODelhwP4//+PV0wcbS5hZXAOHoavmqn3Mq83IZcmmw9FoS40act42YFwIPWVWS+teb/e",
+	"q9wJASJdbxOZNc7hmnGjwq7xXZnRWWktYnU62YJGSURJarzwYHQm4XxN+hm+Ia1t9kECUmRzZL+oX8d5",
+	"cPtp2AiUOmjZJyAgm0vUvGeQ4bhpOR4fShiD0cGBI+BoPIY+q3JTHXQ5Oq56UYERS42k/fMG1raRoZf0",
+	"mhBE/tE45V7SaxxEg1KiUE56pxXf+ijGM+5iPKc6m5sOX84ppEtplclTpCQaBP1X3z6Bw8PDx0lwbgVp",
+	"OpggRFVRkF3DuIwjnISVKArICpNdkhsFhee7X42WKRk/bkrWxLpCh0eO5CsCJRfrBFZSXuZiDX38MQBj",
+	"8TLeJflrtJ9Dn/4ZjOAps44JLFSu1cWcSOIHo3OxnuqD8Xh/SP/fXEc/F2tH2BIe47c6xAN+2iX8KrqE",
+	"L953PoL9vVgsUT/qHYwPvsEXHO6fjccT+v9wfDwZjxk430t94ee9ydGYABL/PBh3gPmJKCSexks6/23Q",
+	"PEEsgKW0kIWRwKCis5cix42LQKXQb9MyoJuDAJapK1XUx4yHyyeq9FQ3TiiQlfPC+kBYKSMEogYCeMgA",
+	"3oJcdWA8/JGL8Gwc6FS3BmyCl1Reo+sLKH+F8zRwNZeRVt3cWC8t9HkmmceHDvedn8Dp0qpiqg/HpLlp",
+	"+EGs4XB/MILT+hhoXgcHh+ANHBzD3JTW1Rzr6eszyOZCX0jkHZvbFuEeuEu1dFNNp8W8IsBGsBYRyQN/",
+	"m9nMSfQmzIxl2RUmIdqA/vhgckj8SIBbInYMZ8auhM2B8RsB9UKu4P8Ye4mHMD7E8c+eng0SYnvVoqxc",
+	"SuFdXIMUtlDSxrWM4JQV10oAOnZKCE+gn+pInickkqR/R6r1u4WjsSRG8dBQAD6VmcqjR6WpuNJhtZll",
+	"LlA1QJxAIkHobrO9pPd+iOOHV8KSNowPMmU8pcf59xuehP/4gadCUkIW/3FKIgqF27SfJzjmM6thN+lV",
+	"XeoUbdl9pGLszUJlLT0sjNt09EsN5OSGhjvLysxY0l50IZ0DZu0sZZWr3fy9atXnxhRSkI+HhtEilJcL",
+	"d+vJNwF7TSz2OT+3P2YWG/+sXiasFeut8wzvvekk2Ra771Gij1R2cO9njVNZiduOJZeZcsrou5/M0/BE",
+	"77qar3vncYXNl3QeQyCECiX2k112k1tKnY9gTBqTq1xhSErD/bhnsuovpD+pcCcizsfbVJ2qTXUSnwhy",
+	"pxFScApuLlC4BhNEFCtSInCAOwEnJaQ84l0utZIcN+qC7oUVede7PtoLktLy0wqtWjG37lUE7rWlhxTR",
+	"Q/npzFyWhe8WbnvH31JwaUOjYfOpIG0p6gV8B112HvIgbfoNdQbUphAfnIA4d1L7qZ7RW1gXYmG0vbkb",
+	"kepj7OgqYrzL5eC8Kgqo3G2VUUbLrLzMykGk1NH9F94W3Nsr+QH193Ycmxk42jqgzWpjVei1KuTMg/In",
+	"MOsCXlJFfSPQHqHCr4MHTMv3vrYDE1YjPgom5O67YWtj1hQDYZ9weG2lnITF9qbpnMki3A5Q339pLS5w",
+	"U/CeA6qRrxApI6Ezt5yLKwk8R4ueT0D5W4XITra/4aJhcm9i6xbSbB11l7yoXEI78gN0uTiXtuE6YWM6",
+	"zdME0jn+Z4H/cfQL/0s+eudhpqzzwRqprftMTiDdPx6PaWx6OHZpMtXpMU2yPz8c8498/2CejuCFgZkV",
+	"GS7IQT/dHx3P0XHg1IV2CbilyKQDY8OazmVBnqYGmuBDY/pf6ShAdVY7c5fCOhn04WLNkLqwYrEQZJjk",
+	"sLLKSwd5OCGCuPKDk9qjYiXsA8nSw31kZm7Tzvxm7HptExIzH7yXFk/4//Z/Hg8fv/1TPvhb+DWvfi2q",
+	"X66+5gZ/+49ehw36LQbvq9h3W0Cy17xTZFDMvxvN6RaI4GcvlEQfgTVegvITSC/lGuHE6tjPB29HSIJ4",
+	"hW0SDn3ALyVypCrTY7S99A1s5wUlcc1d+PqdFIWf31NJoEBBF4avdwYPEuZCKd1757zwJdtPaVlHWkhR",
+	"iPYRWpamJEdRWRT4DwUQOn1DPF9HvCfqGCn0TUivSfesFPn613TQCnVU4X1a7gnraw5VNRylbEvRaK7T",
+	"XPYaukz36oyl44qPcOyEmJDzF1Yyb8mV2/34u11bfDOXFLevt1Jl7xAJYrxCQr+5ceKtKQZECj//dY+e",
+	"SgfNPVUQ6SW9Bnx6b2/DuLDKTkwzRX5PPNsVqngzD7Y8BaqzObFIktIkW/mxKkofRFtIZQg+EDouvhLG",
+	"f2L9m3Mi3Dvhb0zDqrID+lvuAvJTWTlDxzlrQcoH50i0HdBRgU7wlhc5TD3VzMaRq+K4EZySGsiEGGdA",
+	"+RktkElDs76rROY0hq0oH2FYk2ImsKma92viHFAWFccRfXN13gQgbWhGufByiAyii3ur/D5ZZ4i/y0Ks",
+	"dykoGfpw2YVE+6r8RwaBRrENxfsNaHTSebbdxkfAwIY02aW4UI5doIf6ucbid5Hcne3ATQ94fBD6mCKI",
+	"kQZiiTE70KHsxn0Hzh7hmlSEOept0XNtXN5sDm7fnZviTmB9aJPutxpEv9mO+c3Wwm/V6b+0xt0g5o44",
+	"TivbdQJmKX5Bx91Pr74fOjGT0D8XTn5zVNqCVHJTelgimeiLQQILkVO8rZGyUCVSxqxjP5dTfSnXlWci",
+	"vFHlCTjDhroIXCzhNDdRcMZbIYWTcGGkA+etIK82OZIdJlCM4LXUlILL7miHQbhMqiuO3/GOWMaHtdXO",
+	"EmLQtHqK5FGmKidoNTJVkUWlmNU71e0wzf744KilZe+3tOyfT4f/JYa/joeP3w3f/qlTgd4O1+/krdLS",
+	"YZERTZshse0Up5P9dPbt8C8J7OO57B/8Bc7XXrpBQqNVfIGnlBcl3QT5cxD7MatxqpE9F6T6cCA1xEYY",
+	"ZszKCErEs+BNwAKjZRPuC3Ep8Sit0LlZ4N3tYzv4y+apdR5Mlcx3D3bcmZWX3DktD43kVk4eRit6d/f9",
+	"RSdmTCAjdbKpc6ASQuszM9gfwGrTeYDK2Sf2AnarFwXr6yy2l8K5k6aTPmSOzVoy6t9G2GBCA1UydECI",
+	"gF7zmdqzEFEd9+Q4JwIv0/KgH5xDSCtKD0ZfwCP4byYAP6d0C4jXBHSXwPun7CiE+ZEEGzT55fH+AfNL",
+	"6Df8yAx41u7pbgJSz4zNZN4WdYNRy/VSOmknRwdtlne8f3Ary6vTde8VhmikRd2EWXX+1HXSE1U6x42P",
+	"8KjrpNfkIE37PJcaYUjA7TTJPwNxcy3NfchoWWVI3BgrbOdTMAmFvKq757dFva9bOXemtFlXui1Xm6Ss",
+	"LCnJxuiuepPa/cCPIQSWqvP8q/yM23Zwphbyv3DcddILmUb32DM/0elVP6tiAVv+/5g6xFy4MJr8tyKG",
+	"bjKhOYmjnx7kaXiY0kLSv1R/Y1oAOnIP6yGc6YPWlspCEp1jmRt9CHWaPjkf1mDLQo7gbEfYSFTR6Sn7",
+	"oKv4FHuINjPuHzlIV+ltMQr0D9/KNgnZayZZ5YDVB540WMAGoVa4WCFeF5fkNX+v7p0GEHH1zjHnWGBw",
+	"S8S5mnf3al8EHlBzXapl7LXVb9a934Z/342Gbz+Mk28Orzs1cZ749VJm93YAtDNMiVZFlUxILuk+6djt",
+	"FCvG+hAux9960M7WiuQxIV/WVMeAgdEyamZ+ZaDPCYicA55W+VsxeEXZSwGrg6YfK8cqxKnSGKc6mjvh",
+	"3YzEvweRU6f8BqHzJWXQl5Iom/k22xLmQRj+BsHyAXdSa8jm35IKmCL6+Oj4z5WZzZEXt21r3RBGokqI",
+	"DpHzo5YgtccQEKWvkVUfC02Tu/GqRmRri18lPU6JY0l+Q4ylwq/jx4/bnL8LqbzyRfeMPlRaVAhcWnVr",
+	"TIvuxlmTmwIOr9DX8nGpYPfN/d9692uyw35rgcaNLIVHbRkku0sNKtLYth41PD99ccrJnL+SYzs9XUir",
+	"MrH3Qq7eYYolRiOflbjQvZfCKgo3/3T2JB2QehIZ60nF+elm24TYnLJtS3xzdKspcWaWwfi5VypjZwwp",
+	"urddFDpoJIckj1j7kJDUk86rBXn/z9d1gj5RaXqzxdzJZGWMK9/TcO12NGyAn43PLIQJ+FWduEAn6e55",
+	"lOfrDStJyTzKqB2xz3iUO5XoOCBUp5OukeGxo12KfliO651Lv5JSc2avzklFCIBz5WLB2fNxLvcxnozL",
+	"cB534qMBEzt46KfLcT3H/zTPL6xxG54UScpKq/z6Nb4gQItqHbEgssujR8UYrDpRfXsaojt9+jcJ8e8E",
+	"sPzTWPWrTNiFlBChkKuRShJSdPHpFPqUL0WetrqNBklxWkbN1+feL7kOTumZ2V6aK0qVyco1iwAnLqqM",
+	"nsBCrOn9/+RsS05VesJ9RpyPKutLxJm/wXMPl1IuHUXtKE07lKRQ4eFS2qnuRzf+pVwPwDB+WUkFeNBv",
+	"1jjSZmM+vF6HRB7EwTDcYbAU0R5eclT/9b++H031VHPOa0xeg0xYq0JdY6hJxFnu2KIE+ummXYacuLqW",
+	"Dqa6DsqFGO1GGajS7QqWRuEVatXcf4SUZw3G5koLu4aD8TjAhJMoqnggmqnVX8F03OwockKFF/xUhVAp",
+	"9ClEgfIDi6iUdIMK7EcHj/nwSBkiv8Eu5Qr66a4CzXQQKnFSRD7KN3FUDkcq1KXS+WSqUzxvN9nbY8wb",
+	"5fIqTuL26tBJCv2j8XiQQDoajfaqtiDty2W7XJpu7mOtP92dxU4WdP0wPlTX/OPlo3h5o/lA695C+rnh",
+	"u4H70v3jhCh6qtNTvJrG4VVzCBz0uPWCG27Ftg6tO1iqOvTGDCkxDe/tH9a7r0pphwuZKzHkY+8f7R/H",
+	"MYjUQ8JqnvngcXU8xOu0KFLoH9dHStQ3bGYJ4e3W4VFwJ1wmrCGXh/BzTsx3priSeaw0EZq5FMjCyQkI",
+	"HqiNh0I5lPIxE+FofIRhjXCVRrU6ZTAMpvpofMw3wqFDXxTOQPrds9On0Mb4BJzSyNyAbi5K5+nNzMwE",
+	"uewHI/jfr398gTXB0WOG4jTzE8zo4AjGQlIWYRLMY6WrRWXCyQTykulBxpFEldFkICcxTbwdGHQhMsiV",
+	"SWRccJgplKqJYHFwlVWsW+aokqyKFEfwL8pVYz3A8UbPw/uQ9jKp/VDqzCA7Zmu8UJkMlQahr9DpUmRz",
+	"OTwYYRlZaYsgPJBUV6vVSNDtkbEXe+FZt/f98yfPXrx+Rs/UtkeQKb2kdyUtJ0P09kdjHmOWUqOfcdI7",
+	"HI1Hh+xsmZMEjSlS+PtCkhJZxdSe51iKG+5vNC46GI8/XbMOekVnrxwstR9xDC3Yz91TVWvbC5ZfQ1/o",
+	"TX5+m/SCChVzcq3JpHNUyk+mqxcXVHlUbd713uIk7RSyxim1F4qiY1UlXTVy1NwJHI8PoZ9u0/igzpCl",
+	"bEPopyEhEMUdZgSmpH1wvlE6oHIwX3c1iNVxMa9vBN9yiZ/yBnGSUyodiEBc5JVWGrcdMuaojqHKFaTk",
+	"2XiQ5E/qbk0wgY7+Bs1xSL7c24iwvo1Pr3FQgPgXwamzTQgRfh2PD79ME4yNrMxPjey7cidDLiHpUaid",
+	"1Aodd/zhPSDj4wC4H9xIJQuJKOZ2cpEfwv17QRzZVph46OV73z75bSsRx+wtC6H0zSO3oBFWF23jl9ag",
+	"4JOlA5wS2MoicvpxKXUcXdH7KTWTCZouCHfp6EixbuLiV7XkgTxo+CwIBA7mOypQNUUhM0/JIcJTeqHD",
+	"gy/MxUXIM6Q6DFN6bsVGYjCITaTC/FMjTeMAwvnfCPwgXkZrsSh2YsCPPIjc9PfCgjhrDc8tzw7Offry",
+	"ORyOxpCbrFxI3SyFqmzITjKMD8cHw5lypBgrZUtV5J9eBinXXuquw2Xu/BGCh2QOeg4nYC6Ru+NQbwxG",
+	"1wq5Oy+88VydvTrValYlW5PknFN3tY4XB/2PU3hYY9I5paXEilE2SCc4hFJh44Lp7lRzyK7RC6JVDNfK",
+	"iUnRMCKNdFLn4bCiGtc+oTrW9CT0DpqQOA4WRNNkrMKO1NkzJF+Hd1FyMBPczNgRPJ+FnUQzmugTH3gt",
+	"7RWa9nlJZrLgk5lqU3pxIZMdGT2cSxQary2XxXoUlIZa8x/cCjbqX7cFIp6UAKV8G0IEnmG5DHnZzPDR",
+	"+3Au4VzOlc4bBEDcL8Sxp7oOduu8XTvQOKqgyQ/o0Wq1eC1OVAXNOYLrEWBDM5tNQEx1PNus9FhID6Iw",
+	"WnJyYjhWbk0npY0FdjY2MlhXvDwCBBca8ex8PdVtNDoJGtFmxUDVcMEb8OJScpszUcHdlJ56CLFjj5u0",
+	"yMXSrxH4lDYZ34/2S2ggRajQ1rZ294HqUqFeMUv4ItoTvfsE0lje4vCsVzuVjH6KvAcRAGHfzIf/ElrX",
+	"C8NK8PoEGnp02ML6c6leAgojcjgXhdAZUt+cyN1JnbdZKruXbpQGTVP7BplwtJmwfnTwuLY2av9E9M5t",
+	"us+IWionFJnADWcbUetUN/yK9AARgLfiShaR+n5pmMhdmHxa7aXd3vfnD9yEl56vu/BWfuOP68Tb9kh3",
+	"v+JSfvz85C7fNTGeTu+uM3Hfieu3WyR+dEPV+u+mBeXReLzruZp+Gp2P6ZH92x/ZbNRIzx3e/lzdXZee",
+	"OLr9iaqJJj5w8PghedRTJrE2MJ+Ql+iJ0d6aogMFuD1Bqs2Q5RZmzyPJV963cwkZzpHfuR35w6JN8lva",
+	"Gx7fBQma3S4/ks9XnP00pJU13PrQ1xdKv6dY0ruQQ57AmRVypi7hW27rg+yuZUc3GnNE9k4zc5KW8129",
+	"oZyHMaiY7T4J/Ze4e6WDGztysJuzo6NLIybCl9xUh2FsoToP4txcyY5GiZTtx2pmMxs+dN5uVWaQU4iD",
+	"CV3SgPqxBO4rnf+7ydefTKNp95O5vt7k8defUZuqO7Z0W6ARC5L69Fhh+n2w9N9Em38wWbB/h1dUrY/p",
+	"geO77KWjPeuX4Gvc2ysEiAkendWPzCLI+kLOcBeG5nZztDdkrnNnqmCsf0TTKapEE2AlunpkXq2fGVNu",
+	"hdJuqivvGbMuN4LnuvkUrwLOhSczj9/CXjm0nvHtoigR4ULYPQ2hybhw5Hqh/ojfllbVEWmsemO7nBqN",
+	"kh3erKXNjHblIvYQfobNN+HV96/R7NUeZD07WfOFukRDEtNcplpYCVhTLXNQHOSnpFXA07N0PFU1k4dF",
+	"WXg1ZNBAaHpPOdbYw60qEAtQiR0C61zqmF9NrTTJ4Z/QS/FVJDBoJPoSUPutW6TGdkroEJJr8CsMRu+S",
+	"BD8Ivf6c0sB9IXGw0XasQyi00ynoaCM+8xH3vnLWf0vO6pAbiSJ23gg+zgTMktPTijW6BIP0J+3rZt5K",
+	"qSe7WWvs1Rjzz5FfbPXFTTmfMk0aLR25nXG+5kA4u/mChJ+AaKXPTHUrf4adrxVXpBy7kDDT9DAkgVOS",
+	"rlltFt40BU2jwk+gD7WSBBTTxK0zaw5tKGI7eO8xuyJAi14TknknbeU19EI+aSjQ2FGi+hJQ6NRQVSGb",
+	"doVzs75Zedr3CE41lRvHtL2q+JdLa0MJ71TXZb1d5bywWc1bl/AG0NDe+aRjc4S2AGqr8KGIof35k6oH",
+	"csyOSQBTYPAbTVvdNgLbruFBSYx196+pphUpF0+EFNgAl5NYjRy7ncXaAtes4wmHXfUK4YIgbg3S6Tni",
+	"M/uOqwk/h4zY6ED/wEKi1dfi7nZDv6JhhMjgqx3xO5V248e3P9D62NIfX0S+Ct9kYA7D+jExXGbQmS9F",
+	"EXlXIbgXdGCcLA1anhWWjG1BufdB5dcsJQvZ9e2Us8hgt78YR8/u8YLSKOVoMRMYt78KVYms5vef+i0m",
+	"ONU1F0xCZA8fYn7X/q6UNj58W2owglfEXym0iPnA26KhvykRBt0RJJym5p7bTOx21AyfV/ojkGbrU1wf",
+	"S55fgGBY+wi6UD9QS1BGYNxJD1txlq731kP2wmcWr99uEdIeqUGkfH7cjMkOrfWVnJWkQuhMtpWC5mfW",
+	"jsaPk41vsw1ijDpqI7H7WXNwlQy8gzC0XH1GpaJVsHV3leIrNX4Vli3a/8FcRcJvdtjzhtL6/gTeF502",
+	"UKcJdCe5GWTfZ6D376Vz9QfawpaCoOdegHg9V7OZtJJSgkSdH0Rfd1V1txuYY6hdSh26LUXNYarDjFV3",
+	"K0p/OYGFsbIyRNkgyYKfUfMXDquv/7BTbmUsN3bPjZaDpsePTSEW/1XfB34SFYqq5UmKfa+8L2ox3ra8",
+	"w0o3ZftUbwv3E7iLabeLAcLLuL8NRJrqqi3jdjfGbt57wiVIdHaqTsgJJvsuE7AzQ5gQ7TMy4Xbl6lcu",
+	"/JULfywXFpeV+sUtWjtslf44ekWon+QNzLbZlqMzhxZbfbyMgz6j86HRWOSmLy9j4t7DYu6DQ/hZI2E1",
+	"2f2J6erG6cvnCThCTTjn6EcT4HWDlE2Y733AsRvWaRv6T+n6yzoH6rbMIH4g/yNGC+7CjL6occZnjzKx",
+	"ynNdj+A5RwDdo9DIUDnIrVkuY9ay8juwJelmCP+Qfhc+fGpucPM32P+AOPbgKPOjrk9zBxJ05UhiKV+d",
+	"Zkj/fJIESdTXyw51PQqgHdyw1f2M6kz7HFd4gp8qI5UX9UTl6FtzG6lExkYVkcLr3LSLCWaunDd23cjz",
+	"Z0XbebGu9UzOQyXtOdTL85dIVvH7nfUqqnZNUx2aLPVxPpw14Q4h9DHmbG4sORZie4bqw3shSZafpfx2",
+	"b8ykESVpf8/G2KkOTyqqRb2wlPTbCKUoCvHTZ4UTdn/EYF00UEqdS1vtKcolxWH4ENyv9lOdZsIhs/Cx",
+	"OCpr5dwAvl1ZgrSLLpX8ZdnkM59eI2+08HrgOMtdmFvocr4sRBak6cF4/+FXED69/+/Aau8pnf/gZsIT",
+	"AhwHjAmJNtSC+yiIe7GHyy4tEcMo/p9y/ff1v0IC+u2KIj3zVYR/mhiWj62Wks2eS61qiAbQueXNDTre",
+	"TeB8uDTVRgfur7UGfxCE3YBr9YEAzkOkJgL3ReKH1FGTD914mnSuFlrx3V3Mde/DpVxfp1wWjxc4yygk",
+	"SYb6JvxUQWir4uTFgjJ50lFIdBrhD6rQ9PFumOTNd6dnb/6Bn2bgb4lhhdy5NStHNVgvTI6VfzPps/kA",
+	"rFygkx/90FNNGbitpiKcB5X+58GzdARP6HNbLnQCqqePWao4Cvr/MI/cgLIySxcy+XEDM2MXrPR9noKo",
+	"tzdIMj7su8izr4LsiwmyE7Iu6HOObI04KV0sZ/2lNF7cV5p9FWNfxdiDijEO3VUN6nYVSA1+xxJtk/v3",
+	"BaR7KReWk3wmPv9tehLJ1m1LJBYEdOk/D57hH1ScXzoZOtx18ei/Xcr1X6u+Xh0iLLdmyfHSuLam5Bs0",
+	"ZEv71D6faPFmubM6+okpteciCXaChBaIS2nrtogCXi9FJoevxRViT8A0MDP45ohdNrhxfKRR0mBKn5mF",
+	"HEzCV/UzDsY2g8HChc/uGGrvWXXzxJmPYaF0SR+zSBs9Masae4VaAb2n0bHVVV9neuQoJsyra/Zxpcb3",
+	"3Mv1JJTPIL6wrtB4BIO3MgTB64ajedVEdg/3jtUf3C5uBE8pDdyB0llR5jJ+SY+zw13IJHZzYWUe2gLg",
+	"uVSHHLuu62INTeqk2paFyOVkqoW7bD3ExS51qwwpLAIydqnpcF3FNrB3KjCnfqTNRjONzuXcCPYenWG3",
+	"afk0QISq/hdCr5lM+/Qtk2+Okqqz8D4nb3UtMX5QoGOV++NGY/TQa3hnl96O4vJPJ4Pjoe8Qwd4saecJ",
+	"zNXFXPKnmHX4APAfUH37TbLtzdwgDzmX1NWVu0rCsJ3IQ2hUJZEQjgUqhL6x5DJ3RFrYjEXHT0wzRX1p",
+	"ifd2o4dGu6vvz28RUbnZHC+GuyTuUUJRWHjVTrEukblOqoscZW9cqJxsjWu09cbfjc4b12+v/2cA",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

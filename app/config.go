@@ -173,9 +173,15 @@ type PolicyConfig struct {
 	Window    Duration `yaml:"window"`
 	Algorithm string   `yaml:"algorithm"`
 	// Resolution is sliding_window's bucket width (default window/60); other algorithms have none.
-	Resolution  Duration `yaml:"resolution"`
-	FailureMode string   `yaml:"failure_mode"`
-	Shadow      bool     `yaml:"shadow"`
+	Resolution Duration `yaml:"resolution"`
+	// Period counts per calendar period (day, week or month) instead of a window: fixed_window only (the
+	// default algorithm then), with TimeZone (an IANA name, default UTC) and Anchor (RFC 3339, whole seconds;
+	// default midnight of Monday 2001-01-01 in the zone). Give a window or a period, not both.
+	Period      string `yaml:"period"`
+	TimeZone    string `yaml:"time_zone"`
+	Anchor      string `yaml:"anchor"`
+	FailureMode string `yaml:"failure_mode"`
+	Shadow      bool   `yaml:"shadow"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("250ms", "5m") in YAML and environment variables.

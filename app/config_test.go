@@ -72,7 +72,7 @@ tokens:
 		`log (line 5): want a mapping of settings (level, format), got a list`,
 		`postgres.max_conns (line 7): want an integer from 1 to 1000, got a list`,
 		`postgres.migrate_on_start (line 8): want true or false, got "maybe"`,
-		`policies (line 9): want a list of mappings (name, limit, window, algorithm, resolution, failure_mode, shadow), got a mapping`,
+		`policies (line 9): want a list of mappings (name, limit, window, algorithm, resolution, period, time_zone, anchor, failure_mode, shadow), got a mapping`,
 		`tokens[0] (line 12): want a mapping of settings (name, token, role), got "just-a-string"`,
 	}
 	if !slices.Equal(probs, want) {

@@ -577,7 +577,27 @@ func (l *loader) validate(c Config) {
 	validateHTTPTLS(c, l.add)
 	validateRLS(c, l.add)
 	policies := make([]domain.Policy, len(c.Policies))
+	driver, _ := storeDriverNamed(c.Store)
 	for i, pc := range c.Policies {
+		at := fmt.Sprintf("policies[%d]", i)
+		if pc.Period != "" || pc.TimeZone != "" || pc.Anchor != "" {
+			switch {
+			case pc.Period == "":
+				l.add(at+".period", "time_zone and anchor apply to a calendar period: set period (day, week or month)")
+			case pc.Window != 0:
+				l.add(at+".window", "give either a window or a period, not both")
+			case !driver.Calendars:
+				l.add(at+".period", "calendar periods are not decided by the %s store yet (the memory store decides them)", c.Store)
+			}
+			if _, err := domain.LoadTimeZone(pc.TimeZone); err != nil {
+				l.add(at+".time_zone", "%v", err)
+			}
+			if pc.Anchor != "" {
+				if _, err := time.Parse(time.RFC3339, pc.Anchor); err != nil {
+					l.add(at+".anchor", "must be an RFC 3339 instant such as 2026-01-31T00:00:00-05:00, got %q", pc.Anchor)
+				}
+			}
+		}
 		policies[i] = pc.domain()
 	}
 	if _, err := domain.ConfigPolicies(policies); err != nil {
@@ -662,9 +682,9 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// domain converts a config policy.
+// domain converts a config policy (checked by the loader first: a period's zone and anchor read back).
 func (pc PolicyConfig) domain() domain.Policy {
-	return domain.Policy{
+	p := domain.Policy{
 		Name:        pc.Name,
 		Limit:       pc.Limit,
 		Window:      time.Duration(pc.Window),
@@ -674,4 +694,11 @@ func (pc PolicyConfig) domain() domain.Policy {
 		Shadow:      pc.Shadow,
 		Source:      domain.SourceConfig,
 	}
+	if pc.Period != "" {
+		c := &domain.Calendar{Unit: domain.CalendarUnit(pc.Period)}
+		c.Location, _ = domain.LoadTimeZone(pc.TimeZone)
+		c.Anchor, _ = time.Parse(time.RFC3339, pc.Anchor)
+		p.Period = c
+	}
+	return p
 }

@@ -27,6 +27,9 @@ type storeDriver struct {
 	// AtomicAcrossKeys: an atomic multi-check is decided in one atomic step whatever its keys (false: the store
 	// keeps the promise another way, documented with its DecideBatch, e.g. reserve and undo across slots).
 	AtomicAcrossKeys bool
+	// Calendars: the store decides calendar periods (a policy's period); a config policy with one on another
+	// store is refused at start-up naming policies[i].period, and the store's PolicyStore refuses an API one.
+	Calendars bool
 	// Replicas is what the start-up log line says about running several replicas on this store.
 	Replicas string
 	// Validate adds the store's own problems when it is selected (nil: none beyond the common checks).
@@ -37,7 +40,7 @@ type storeDriver struct {
 
 var storeDrivers = []storeDriver{
 	{
-		Name: "memory", Shared: false, AtomicAcrossKeys: true,
+		Name: "memory", Shared: false, AtomicAcrossKeys: true, Calendars: true,
 		Replicas: "state lives in this process: run exactly one replica (each replica would enforce its own limit)",
 		Module:   memoryModule,
 	},

@@ -159,7 +159,7 @@ func (b *Bucket) decide(now int64, r Rule, cost int64, acquiring bool) Decision 
 		// check alike, and Redis's revision fence never lets one reach its state.
 		return Decision{Status: StatusPolicyNotFound, Limit: r.Limit}
 	}
-	if b.alg == "" || b.current(r) {
+	if b.alg == "" || b.current(now, r) {
 		a, f := b.a, b.f
 		d := row.step(b, now, r, cost)
 		if b.holds != nil && d.Allowed && cost > 0 && r.Algorithm == TokenBucket {
@@ -188,8 +188,9 @@ func (b *Bucket) decide(now int64, r Rule, cost int64, acquiring bool) Decision 
 }
 
 // current reports whether the (non-empty) state was written under r's generation and algorithm, for a token
-// bucket at r's rate and for a fixed window under r's window: r's step applies to it as it is.
-func (b *Bucket) current(r Rule) bool {
+// bucket at r's rate and for a fixed window under r's window, or under r's calendar period (a count whose
+// period has ended, or the count of the period holding now: r's step applies to it as it is).
+func (b *Bucket) current(now int64, r Rule) bool {
 	if b.gen != r.Generation || b.alg != r.Algorithm {
 		return false
 	}
@@ -197,6 +198,9 @@ func (b *Bucket) current(r Rule) bool {
 	case TokenBucket:
 		return b.c == r.Limit && b.w == int64(r.Window/time.Microsecond)
 	case FixedWindow:
+		if r.Period != nil {
+			return b.w == 0 && (b.c <= now || b.c == periodEnd(r, now))
+		}
 		return b.w == int64(r.Window/time.Microsecond)
 	case SlidingLog, SlidingWindow: // a log holds its units' instants: any window steps it
 	case Concurrency: // its records hold their own deadlines
@@ -380,8 +384,11 @@ type Decision struct {
 	// Remaining is what is left after this decision: whole units that would still be admitted now.
 	Remaining int64
 	// ResetAfter is the time until the state is empty again (every unit has left the window, the bucket is full,
-	// or the fixed window ends).
+	// or the fixed window or calendar period ends).
 	ResetAfter time.Duration
+	// Period is the length of the calendar period that decided (its end minus its start: a civil day is 23 to
+	// 25 hours), for RateLimit-Policy's w; 0 under a window.
+	Period time.Duration
 	// RetryAfter is 0 when admitted; otherwise the time until this cost could be admitted.
 	RetryAfter time.Duration
 }

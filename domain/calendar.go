@@ -2,12 +2,14 @@ package domain
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
 // Calendar periods (shared/design.md, "Overrides and calendar quotas"; issue 24): a quota counted per civil day,
 // week or month in an IANA time zone, from an anchor (a billing instant). This file is the period arithmetic
-// (which civil period holds an instant, where it starts and ends); no policy uses it yet.
+// (which civil period holds an instant, where it starts and ends); a fixed_window policy with a Period counts per
+// calendar period instead of per epoch-aligned window (fixedwindow.go, Policy.Period).
 //
 // Boundaries fall at the anchor's wall-clock time of day: every civil day (day), every seventh civil day from the
 // anchor's date (week: the anchor's weekday), or every month on the anchor's day of the month, clamped to the
@@ -33,9 +35,24 @@ type Calendar struct {
 	Unit     CalendarUnit
 	Location *time.Location
 	Anchor   time.Time
+	// memo remembers the last period a step found (Bounds costs about 2 µs, a step 40 ns), shared by the
+	// copies of one policy's Calendar; Policy.WithDefaults gives each Calendar its own. Nil: none kept.
+	memo *periodMemo
 }
 
-// Validate reports a unit outside day, week and month, or a missing location.
+// periodMemo is a Calendar's last period, with the calendar it was computed for (a copy of a Calendar whose
+// fields were changed afterwards never takes another's period).
+type periodMemo struct{ p atomic.Pointer[memoEntry] }
+
+type memoEntry struct {
+	unit       CalendarUnit
+	loc        *time.Location
+	anchor     time.Time
+	start, end int64
+}
+
+// Validate reports a unit outside day, week and month, a missing location, or an anchor that is not a whole
+// second.
 func (c Calendar) Validate() error {
 	switch c.Unit {
 	case CalendarDay, CalendarWeek, CalendarMonth:
@@ -45,7 +62,72 @@ func (c Calendar) Validate() error {
 	if c.Location == nil {
 		return fmt.Errorf("needs a time zone")
 	}
+	if c.Anchor.Nanosecond() != 0 {
+		return fmt.Errorf("the anchor must be a whole second, got %s", c.Anchor.Format(time.RFC3339Nano))
+	}
 	return nil
+}
+
+// DefaultAnchor is the anchor of a period given none: midnight of Monday 1 January 2001 in loc, so days start at
+// midnight, weeks on Mondays and months on the 1st.
+func DefaultAnchor(loc *time.Location) time.Time {
+	return civilInstant(2001, time.January, 1, 0, 0, 0, 0, loc)
+}
+
+// Bound is the longest a period of c's unit can last (its policy's Window, which the expiry rule, hold deadlines
+// and a change of policy use): 2 days, 8 days or 32 days. A civil day lasts 23 to 25 hours across a DST change
+// (a few zones' historic changes moved clocks by more, never by a day), a week 7 days ± 1 hour, a month 28 to 31
+// days ± 1 hour.
+func (c Calendar) Bound() time.Duration {
+	switch c.Unit {
+	case CalendarMonth:
+		return 32 * 24 * time.Hour
+	case CalendarWeek:
+		return 8 * 24 * time.Hour
+	default:
+		return 2 * 24 * time.Hour
+	}
+}
+
+// Equal reports whether c and o are the same periods: the same unit, the same zone (by name) and the same anchor
+// instant.
+func (c *Calendar) Equal(o *Calendar) bool {
+	if c == nil || o == nil {
+		return c == o
+	}
+	return c.Unit == o.Unit && c.Location.String() == o.Location.String() && c.Anchor.Equal(o.Anchor)
+}
+
+// LoadTimeZone loads an IANA time zone by name ("" is UTC). "Local" is refused: the host's zone would make
+// replicas in different zones count different periods. The binary embeds Go's time zone database (main imports
+// time/tzdata), so a container without tzdata loads every zone.
+func LoadTimeZone(name string) (*time.Location, error) {
+	if name == "" {
+		return time.UTC, nil
+	}
+	if name == "Local" {
+		return nil, fmt.Errorf("must be an IANA time zone such as Europe/Paris or UTC, not Local")
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("unknown IANA time zone %q", name)
+	}
+	return loc, nil
+}
+
+// periodMicros is Bounds at now (unix µs), in unix µs, from the memo when it holds now's period.
+func (c *Calendar) periodMicros(now int64) (start, end int64) {
+	if c.memo != nil {
+		if e := c.memo.p.Load(); e != nil && e.start <= now && now < e.end && e.unit == c.Unit && e.loc == c.Location && e.anchor.Equal(c.Anchor) {
+			return e.start, e.end
+		}
+	}
+	s, e := c.Bounds(time.UnixMicro(now))
+	start, end = s.UnixMicro(), e.UnixMicro()
+	if c.memo != nil {
+		c.memo.p.Store(&memoEntry{unit: c.Unit, loc: c.Location, anchor: c.Anchor, start: start, end: end})
+	}
+	return start, end
 }
 
 // Bounds returns the period holding t: start ≤ t < end. c must be valid.

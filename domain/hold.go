@@ -386,7 +386,7 @@ func (b *Bucket) pruneHolds(now int64, r Rule) {
 
 // overdraft is how many units the key holds over r's limit at now: the units a cost-1 peek sees beyond the limit.
 func (b *Bucket) overdraft(now int64, r Rule) int64 {
-	if b.alg == "" || !b.current(r) {
+	if b.alg == "" || !b.current(now, r) {
 		return 0
 	}
 	n, _ := algorithmRowOf(r.Algorithm).units(b, now, r)
@@ -397,7 +397,7 @@ func (b *Bucket) overdraft(now int64, r Rule) int64 {
 // were converted): the state is converted to r first, as an admission would.
 func (b *Bucket) forceRecord(now int64, r Rule, n int64) {
 	row := algorithmRowOf(r.Algorithm)
-	if b.alg != "" && !b.current(r) {
+	if b.alg != "" && !b.current(now, r) {
 		view := b.converted(now, r, row)
 		view.holds = b.holds
 		*b = view
@@ -506,7 +506,7 @@ func (b *Bucket) ApplyHold(now int64, q BucketHold) HoldDecision {
 	case OpReleaseAnonymous:
 		// Only concurrency's units are held until released; a window's were spent. Hold.Amount reports the
 		// units given back; HoldUnknown says there were none to give.
-		if b.stale(q.Rule) || !q.Algorithm.HoldsOnly() || (b.alg != "" && !b.current(q.Rule)) {
+		if b.stale(q.Rule) || !q.Algorithm.HoldsOnly() || (b.alg != "" && !b.current(now, q.Rule)) {
 			out.Status = HoldUnknown
 			break
 		}

@@ -130,7 +130,7 @@ func (s *Service) acquire(ctx context.Context, p Policy, r AcquireRequest) (Hold
 	case HoldsFull:
 		// A denial: the key keeps MaxHolds open holds already. Presented like any denial (a value, not an
 		// error); the caller can retry when holds settle or expire.
-		res = s.finish(p, r.Key, Decision{Limit: hd.Limit, Remaining: hd.Remaining, ResetAfter: hd.ResetAfter, RetryAfter: max(hd.ResetAfter, time.Second)})
+		res = s.finish(p, r.Key, Decision{Limit: hd.Limit, Remaining: hd.Remaining, ResetAfter: hd.ResetAfter, Period: hd.Period, RetryAfter: max(hd.ResetAfter, time.Second)})
 	case HoldReplayed:
 		// The hold exists: the retried acquire is admitted, whatever the key holds now. The store's decision is a
 		// peek (it answers for a cost-1 acquire): what is left now is one more when that would fit.

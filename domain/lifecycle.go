@@ -75,7 +75,7 @@ func NewPolicyLifecycle(config []Policy, api PolicyStore, clock Clock, o Lifecyc
 // InstallConfig makes ps (the policies of a reloaded config file) the config policies in force, all at once, and
 // returns them as installed (with defaults, floors and generation 0), sorted by name. ps is checked whole first
 // (ConfigPolicies): on an error nothing changes. Against every config policy in force since start:
-//   - a policy whose window or algorithm changed gets the floor NextFloor gives at this instant, so units that had
+//   - a policy whose window, algorithm or calendar period changed gets the floor NextFloor gives at this instant, so units that had
 //     stopped counting never count again; a changed limit keeps the floor; an unchanged policy keeps its floor;
 //   - a policy removed by an earlier reload and back is compared with what it was when removed: its keys keep
 //     their counts (generation 0, as on a restart of a shared store: it counts more, never less);
@@ -105,7 +105,7 @@ func (l *PolicyLifecycle) InstallConfig(ps []Policy) ([]Policy, error) {
 		p.Generation, p.Floor = 0, 0
 		if old, ok := l.configSeen[p.Name]; ok {
 			p.Floor = old.Floor
-			if p.Window != old.Window || p.Algorithm != old.Algorithm {
+			if CountingChanged(old, p) {
 				p.Floor = NextFloor(old, now)
 			}
 		}
@@ -243,7 +243,7 @@ func (l *PolicyLifecycle) Loaded(ctx context.Context) error {
 
 // InstallRLS makes ps (every policy of a loaded RLS config: files or an xDS version) the RLS policies in force and
 // returns them with their Floor and Generation set, in the same order. Against the RLS policies in force before:
-//   - a policy whose window (unit) or algorithm changed gets the floor NextFloor gives at this instant, so units
+//   - a policy whose window (unit), algorithm or calendar period changed gets the floor NextFloor gives at this instant, so units
 //     that had stopped counting never count again; a changed limit keeps the floor;
 //   - an unchanged policy keeps its floor and generation;
 //   - a policy not in force before (removed by an earlier install and back, or new) gets a new generation, so a
@@ -277,7 +277,7 @@ func (l *PolicyLifecycle) InstallRLS(ps []Policy) []Policy {
 			p.Generation, p.Floor = l.rlsGen, 0
 		case ok:
 			p.Generation, p.Floor = old.Generation, old.Floor
-			if p.Window != old.Window || p.Algorithm != old.Algorithm {
+			if CountingChanged(old, p) {
 				p.Floor = NextFloor(old, now)
 			}
 		case first || l.shared:

@@ -408,3 +408,43 @@ func TestAPIPoliciesCannotTakeRLSNames(t *testing.T) {
 		t.Fatalf("rlsx: %v", err)
 	}
 }
+
+// A config reload compares calendar periods by value: the same period, zone and anchor read again keep the floor
+// (0), another anchor (or zone, or unit) is a change of counting and gets a floor; an API policy alike.
+func TestCalendarChangesRaiseTheFloor(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	monthly := func(day int) domain.Policy {
+		return domain.Policy{Name: "billing", Limit: 100, Period: &domain.Calendar{Unit: domain.CalendarMonth, Location: ny,
+			Anchor: time.Date(2026, 1, day, 0, 0, 0, 0, ny)}}
+	}
+	l, err := domain.NewPolicyLifecycle([]domain.Policy{monthly(31)}, memory.NewPolicies(clock), clock, domain.LifecycleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	got, err := l.InstallConfig([]domain.Policy{monthly(31)})
+	if err != nil || got[0].Floor != 0 {
+		t.Fatalf("the same period read again: floor %d, %v", got[0].Floor, err)
+	}
+	got, err = l.InstallConfig([]domain.Policy{monthly(15)})
+	if err != nil || got[0].Floor != domain.NextFloor(got[0], clock.Now().UnixMicro()) || got[0].Floor == 0 {
+		t.Fatalf("another anchor: floor %d, %v", got[0].Floor, err)
+	}
+	api := memory.NewPolicies(clock)
+	a := monthly(31)
+	a.Name = "api-billing"
+	if _, err := api.PutPolicy(context.Background(), a.WithDefaults()); err != nil {
+		t.Fatal(err)
+	}
+	a.Period = &domain.Calendar{Unit: domain.CalendarWeek, Location: ny}
+	if _, err := api.PutPolicy(context.Background(), a.WithDefaults()); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := api.GetPolicy(context.Background(), "api-billing"); p.Floor == 0 {
+		t.Fatal("an API policy changed from month to week got no floor")
+	}
+}

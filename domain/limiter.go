@@ -207,11 +207,17 @@ func refused(p Policy, cost int64, d Decision, prefix string) error {
 // store's fault: it is neither counted as a store error nor decided by failure_mode; nobody reads the answer.
 func callerGone(ctx context.Context) bool { return errors.Is(ctx.Err(), context.Canceled) }
 
-// failed applies the policy's failure_mode to a store error.
+// failed applies the policy's failure_mode to a store error. A calendar policy's degraded result reports the
+// length of the period holding this replica's now (no store answered), for RateLimit-Policy's w.
 func (s *Service) failed(p Policy, key string, err error) (Result, error) {
 	if p.FailureMode == FailAllow {
 		s.obs.Decided(p.metric(), key, OutcomeDegraded)
-		return Result{Decision: Decision{Allowed: true, Limit: p.Limit}, Policy: p, Key: key, Degraded: true}, nil
+		d := Decision{Allowed: true, Limit: p.Limit}
+		if p.Period != nil {
+			start, end := p.Period.Bounds(s.clock.Now())
+			d.Period = end.Sub(start)
+		}
+		return Result{Decision: d, Policy: p, Key: key, Degraded: true}, nil
 	}
 	s.obs.Decided(p.metric(), key, OutcomeError)
 	return Result{}, &UnavailableError{Policy: p.Name, Err: err}

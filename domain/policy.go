@@ -71,7 +71,11 @@ type Policy struct {
 	Window    time.Duration
 	Algorithm Algorithm
 	// Resolution is sliding_window's bucket width (0 = Window/60, at least 1ms); other algorithms have none.
-	Resolution  time.Duration
+	Resolution time.Duration
+	// Period, when set (fixed_window only), counts per calendar period (day, week or month in a time zone, from
+	// an anchor) instead of per Window: Window is then the period's Bound (WithDefaults sets it), the longest a
+	// period lasts, which the expiry rule and hold deadlines use. Nil: epoch-aligned windows.
+	Period      *Calendar
 	FailureMode FailureMode
 	// Shadow policies decide and count as usual but always admit: for trying a limit on live traffic.
 	Shadow bool
@@ -99,11 +103,36 @@ func (p Policy) metric() string {
 
 // Rule is what a store needs to decide under p.
 func (p Policy) Rule() Rule {
-	return Rule{Algorithm: p.Algorithm, Limit: p.Limit, Window: p.Window, Resolution: p.Resolution, Floor: p.Floor, Generation: p.Generation}
+	return Rule{Algorithm: p.Algorithm, Limit: p.Limit, Window: p.Window, Resolution: p.Resolution, Period: p.Period, Floor: p.Floor, Generation: p.Generation}
 }
 
-// WithDefaults fills the optional fields: sliding_log and failure_mode deny.
+// CountingChanged reports whether p counts units over other spans of time than old: another window, algorithm or
+// calendar period (unit, zone or anchor). Such a change raises the policy's floor (NextFloor); a change of limit
+// alone does not.
+func CountingChanged(old, p Policy) bool {
+	return p.Window != old.Window || p.Algorithm != old.Algorithm || !p.Period.Equal(old.Period)
+}
+
+// WithDefaults fills the optional fields: sliding_log (fixed_window with a Period) and failure_mode deny; a
+// Period's zone (UTC), anchor (DefaultAnchor) and the Window it implies (its Bound).
 func (p Policy) WithDefaults() Policy {
+	if p.Period != nil {
+		c := *p.Period
+		if c.Location == nil {
+			c.Location = time.UTC
+		}
+		if c.Anchor.IsZero() {
+			c.Anchor = DefaultAnchor(c.Location)
+		}
+		c.memo = &periodMemo{}
+		p.Period = &c
+		if p.Window == 0 {
+			p.Window = c.Bound()
+		}
+		if p.Algorithm == "" {
+			p.Algorithm = FixedWindow
+		}
+	}
 	if p.Algorithm == "" {
 		p.Algorithm = SlidingLog
 	}
@@ -137,7 +166,17 @@ func (p Policy) validateInto(v *ValidationError, prefix string) {
 	if p.Limit < 1 || p.Limit > MaxLimit {
 		v.Add(prefix+"limit", fmt.Sprintf("must be an integer from 1 to 9007199254740991 (2^53-1), got %d", p.Limit))
 	}
-	if p.Window < MinWindow || p.Window > MaxWindow {
+	switch {
+	case p.Period != nil:
+		if err := p.Period.Validate(); err != nil {
+			v.Add(prefix+"period", err.Error())
+		} else if p.Window != p.Period.Bound() {
+			v.Add(prefix+"window", "give either a window or a period, not both")
+		}
+		if p.Algorithm != FixedWindow {
+			v.Add(prefix+"period", fmt.Sprintf("a calendar period applies to fixed_window only, not to %s", p.Algorithm))
+		}
+	case p.Window < MinWindow || p.Window > MaxWindow:
 		v.Add(prefix+"window", fmt.Sprintf("must be between 1s and 31d, got %s", FormatDuration(p.Window)))
 	}
 	if p.Window%time.Millisecond != 0 {

@@ -28,9 +28,12 @@ type Rule struct {
 	Window time.Duration
 	// Resolution is sliding_window's bucket width (whole milliseconds, 1ms to Window); 0 for other algorithms.
 	Resolution time.Duration
+	// Period (fixed_window only; nil: none) counts per calendar period instead of per Window, which is then the
+	// period's Bound. The step finds the period holding the store's now with Calendar.Bounds.
+	Period *Calendar
 	// Floor (unix microseconds; 0 = none) is the expiry rule's memory: a unit recorded at or before Floor never
-	// counts again. A change of window or algorithm raises it to the newest instant whose units had already stopped
-	// counting (NextFloor: the API PolicyStore at the change, PolicyLifecycle.InstallRLS at an RLS reload, the
+	// counts again. A change of window, algorithm or calendar period (CountingChanged) raises it to the newest
+	// instant whose units had already stopped counting (NextFloor: the API PolicyStore at the change, PolicyLifecycle.InstallRLS at an RLS reload, the
 	// shared stores' RegisterConfigPolicies for config policies), so growing a window never brings them back.
 	Floor int64
 	// Generation tells incarnations of one policy name apart (0 for config-file policies; RLS policies get theirs

@@ -529,7 +529,7 @@ func headersFor(ds []descriptorState, results []domain.Result, statuses []*rlsv3
 	r := results[ds[best].check]
 	r.Remaining = int64(statuses[best].LimitRemaining)
 	h := []*corev3.HeaderValue{
-		{Key: ratelimitheader.PolicyHeader, Value: ratelimitheader.Policy(r.Policy)},
+		{Key: ratelimitheader.PolicyHeader, Value: ratelimitheader.Policy(r)},
 		{Key: ratelimitheader.RateLimitHeader, Value: ratelimitheader.RateLimit(r)},
 	}
 	if bestDenied {

@@ -41,7 +41,7 @@ func (c checkResponse) VisitCheckResponse(w http.ResponseWriter) error {
 	// The header values are formatted into one buffer and become one string, sliced; the four one-value
 	// slices share one array.
 	var a [256]byte
-	hb := ratelimitheader.AppendPolicy(a[:0], r.Policy)
+	hb := ratelimitheader.AppendPolicy(a[:0], r)
 	ends := [3]int{len(hb), len(hb), len(hb)} // the ends of RateLimit-Policy, RateLimit and Retry-After
 	if !r.Degraded {
 		hb = ratelimitheader.AppendRateLimit(hb, r)
@@ -92,6 +92,10 @@ func appendDecision(b []byte, d api.Decision) ([]byte, error) {
 	}
 	b = append(b, `,"limit":`...)
 	b = strconv.AppendInt(b, d.Limit, 10)
+	if d.PeriodMs != nil {
+		b = append(b, `,"period_ms":`...)
+		b = strconv.AppendInt(b, *d.PeriodMs, 10)
+	}
 	b = append(b, `,"policy":`...)
 	if b, err = appendString(b, d.Policy); err != nil {
 		return nil, err

@@ -13,7 +13,7 @@ import (
 
 // generatedCheck200 is what the generated code wrote for a 200 check before checkResponse: the reference.
 func generatedCheck200(res domain.Result) api.Check200JSONResponse {
-	policy := rateLimitPolicy(res.Policy)
+	policy := rateLimitPolicy(res)
 	h := api.Check200ResponseHeaders{RateLimitPolicy: &policy}
 	if !res.Degraded {
 		rl := rateLimit(res)

@@ -8,7 +8,7 @@ import (
 // The RateLimit header formatting lives in adapters/ratelimitheader, shared with the Envoy RLS front end; these
 // names keep the handlers' call sites as they were.
 
-func rateLimitPolicy(p domain.Policy) string { return ratelimitheader.Policy(p) }
+func rateLimitPolicy(r domain.Result) string { return ratelimitheader.Policy(r) }
 
 func rateLimit(r domain.Result) string { return ratelimitheader.RateLimit(r) }
 

@@ -125,7 +125,7 @@ func (s *server) AcquireHold(ctx context.Context, req api.AcquireHoldRequestObje
 	if res.Allowed {
 		out.Hold = holdBody(res.Policy.Name, res.Key, hr.Hold, hr.Status)
 	}
-	policy := rateLimitPolicy(res.Policy)
+	policy := rateLimitPolicy(res)
 	h := api.AcquireHold200ResponseHeaders{RateLimitPolicy: &policy}
 	if !res.Degraded {
 		rl := rateLimit(res)
@@ -192,7 +192,7 @@ func holdState(ref domain.HoldRef, hr domain.HoldResult) api.HoldStateJSONRespon
 	body := api.HoldState{Allowed: d.Allowed, Policy: ref.Policy, Key: ref.Key, Limit: d.Limit, Remaining: d.Remaining,
 		ResetAfterMs: d.ResetAfterMs, RetryAfterMs: d.RetryAfterMs, Degraded: d.Degraded,
 		Hold: *holdBody(ref.Policy, ref.Key, hold, hr.Status), Overdraft: hr.Overdraft}
-	policy := rateLimitPolicy(hr.Policy)
+	policy := rateLimitPolicy(hr.Result)
 	h := api.HoldStateResponseHeaders{RateLimitPolicy: &policy}
 	if !hr.Degraded {
 		rl := rateLimit(hr.Result)

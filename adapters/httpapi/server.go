@@ -4,6 +4,8 @@
 package httpapi
 
 import (
+	"time"
+
 	"bytes"
 	"context"
 	"errors"
@@ -52,6 +54,10 @@ func decisionBody(r domain.Result) api.Decision {
 	if r.Degraded {
 		v := true
 		d.Degraded = &v
+	}
+	if r.Period > 0 {
+		v := r.Period.Milliseconds()
+		d.PeriodMs = &v
 	}
 	return d
 }
@@ -107,7 +113,7 @@ func (s *server) Authorize(ctx context.Context, req api.AuthorizeRequestObject) 
 	if err != nil {
 		return nil, err
 	}
-	policy := rateLimitPolicy(res.Policy)
+	policy := rateLimitPolicy(res)
 	var rl *string
 	if !res.Degraded {
 		v := rateLimit(res)
@@ -126,6 +132,9 @@ func (s *server) Authorize(ctx context.Context, req api.AuthorizeRequestObject) 
 }
 
 func formatQuota(p domain.Policy) string {
+	if p.Period != nil {
+		return itoa(p.Limit) + " per " + string(p.Period.Unit) + " (" + p.Period.Location.String() + ")"
+	}
 	return itoa(p.Limit) + " per " + domain.FormatDuration(p.Window)
 }
 
@@ -143,6 +152,10 @@ func policyBody(p domain.Policy) api.Policy {
 	if p.Resolution > 0 {
 		r := domain.FormatDuration(p.Resolution)
 		b.Resolution = &r
+	}
+	if c := p.Period; c != nil {
+		unit, zone, anchor := api.CalendarPeriod(c.Unit), c.Location.String(), c.Anchor.In(c.Location).Format(time.RFC3339)
+		b.Period, b.TimeZone, b.Anchor = &unit, &zone, &anchor
 	}
 	return b
 }
@@ -205,11 +218,22 @@ func (s *server) TopKeys(ctx context.Context, req api.TopKeysRequestObject) (api
 func (s *server) PutPolicy(ctx context.Context, req api.PutPolicyRequestObject) (api.PutPolicyResponseObject, error) {
 	b := req.Body
 	unparsed := &domain.ValidationError{}
-	window, err := domain.ParseDuration(b.Window)
-	if err != nil {
-		unparsed.Add("window", err.Error())
+	var window time.Duration
+	switch {
+	case b.Window != nil && b.Period != nil:
+		unparsed.Add("window", "give either a window or a period, not both")
+	case b.Window != nil:
+		var err error
+		if window, err = domain.ParseDuration(*b.Window); err != nil {
+			unparsed.Add("window", err.Error())
+		}
+	case b.Period == nil:
+		unparsed.Add("window", "give a window, or a calendar period")
 	}
 	p := domain.Policy{Name: req.Name, Limit: b.Limit, Window: window}
+	if b.Period != nil || b.TimeZone != nil || b.Anchor != nil {
+		p.Period = calendarOf(b.Period, b.TimeZone, b.Anchor, unparsed, "")
+	}
 	if b.Algorithm != nil {
 		p.Algorithm = domain.Algorithm(*b.Algorithm)
 	}
@@ -247,6 +271,33 @@ func (s *server) PutPolicy(ctx context.Context, req api.PutPolicyRequestObject) 
 	return api.PutPolicy200JSONResponse(policyBody(stored)), nil
 }
 
+// calendarOf reads a policy's period, time_zone and anchor (any of them given) into a Calendar; what does not
+// parse is added to v under prefix + the field's name. time_zone or anchor without a period is a problem of
+// period.
+func calendarOf(period *api.CalendarPeriod, zone *string, anchor *string, v *domain.ValidationError, prefix string) *domain.Calendar {
+	c := &domain.Calendar{}
+	if period == nil {
+		v.Add(prefix+"period", "time_zone and anchor apply to a calendar period: give period (day, week or month)")
+	} else {
+		c.Unit = domain.CalendarUnit(*period)
+	}
+	if zone != nil {
+		loc, err := domain.LoadTimeZone(*zone)
+		if err != nil {
+			v.Add(prefix+"time_zone", err.Error())
+		}
+		c.Location = loc
+	}
+	if anchor != nil {
+		a, err := time.Parse(time.RFC3339, *anchor)
+		if err != nil {
+			v.Add(prefix+"anchor", fmt.Sprintf("must be an RFC 3339 instant such as 2026-01-31T00:00:00-05:00, got %q", *anchor))
+		}
+		c.Anchor = a
+	}
+	return c
+}
+
 // DeletePolicy implements DELETE /v1/policies/{name}.
 func (s *server) DeletePolicy(ctx context.Context, req api.DeletePolicyRequestObject) (api.DeletePolicyResponseObject, error) {
 	if err := s.lim.DeletePolicy(ctx, req.Name); err != nil {
@@ -261,7 +312,7 @@ func (s *server) GetKey(ctx context.Context, req api.GetKeyRequestObject) (api.G
 	if err != nil {
 		return nil, err
 	}
-	policy := rateLimitPolicy(res.Policy)
+	policy := rateLimitPolicy(res)
 	h := api.GetKey200ResponseHeaders{RateLimitPolicy: &policy}
 	if !res.Degraded {
 		rl := rateLimit(res)
@@ -276,7 +327,7 @@ func (s *server) GetKeyByQuery(ctx context.Context, req api.GetKeyByQueryRequest
 	if err != nil {
 		return nil, err
 	}
-	policy := rateLimitPolicy(res.Policy)
+	policy := rateLimitPolicy(res)
 	h := api.GetKeyByQuery200ResponseHeaders{RateLimitPolicy: &policy}
 	if !res.Degraded {
 		rl := rateLimit(res)

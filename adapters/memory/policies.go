@@ -11,8 +11,8 @@ import (
 // Policies is the in-memory domain.PolicyStore: API policies of a memory-store replica, lost on restart (as its
 // counters are). Safe for concurrent use.
 //
-// It keeps each policy's Floor and Generation (domain.Rule): a change of window or algorithm raises the floor to
-// domain.NextFloor at the change, and every creation takes a new generation, so a re-created policy never counts
+// It keeps each policy's Floor and Generation (domain.Rule): a change of window, algorithm or calendar period
+// (domain.CountingChanged) raises the floor to domain.NextFloor at the change, and every creation takes a new generation, so a re-created policy never counts
 // the keys of the one deleted before it.
 type Policies struct {
 	mu  sync.RWMutex
@@ -72,7 +72,7 @@ func (p *Policies) PutPolicy(_ context.Context, pol domain.Policy) (bool, error)
 	old, existed := p.m[pol.Name]
 	if existed {
 		pol.Generation, pol.Floor = old.Generation, old.Floor
-		if pol.Window != old.Window || pol.Algorithm != old.Algorithm {
+		if domain.CountingChanged(old, pol) {
 			pol.Floor = domain.NextFloor(old, p.now())
 		}
 	} else {

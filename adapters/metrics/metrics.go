@@ -47,7 +47,7 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 		}, []string{"policy", "outcome"}),
 		storeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sluice_store_duration_seconds",
-			Help:    "Latency of store calls by operation (decide, decide_batch).",
+			Help:    "Latency of store calls by operation (decide, decide_batch, hold).",
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}, []string{"op"}),
 		storeErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -61,7 +61,7 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 		}
 	}
 	// Start the error series at 0, so dashboards and rate() see them before the first failure.
-	for _, op := range []string{"decide", "decide_batch"} {
+	for _, op := range []string{"decide", "decide_batch", "hold"} {
 		for _, r := range []string{domain.CauseTimeout, domain.CauseFull, domain.CauseFailed} {
 			o.storeErrs.WithLabelValues(op, r)
 		}
@@ -185,6 +185,12 @@ func NewRLS(reg prometheus.Registerer) (*RLS, error) {
 	for _, c := range []prometheus.Collector{r.requests, r.duration, r.reloads} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
+		}
+	}
+	// Start the reload series at 0, so an alert on increase(...{result="failed"}) sees the first failure.
+	for _, source := range []string{"files", "xds"} {
+		for _, result := range []string{"ok", "failed"} {
+			r.reloads.WithLabelValues(source, result)
 		}
 	}
 	return r, nil

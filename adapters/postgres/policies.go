@@ -100,8 +100,12 @@ func (s *Store) GetPolicy(_ context.Context, name string) (domain.Policy, error)
 // Loaded implements domain.PolicyLoader: nil once a reload of the API policies succeeded.
 func (s *Store) Loaded(ctx context.Context) error { return s.policies.Loaded(ctx) }
 
-// PutPolicy implements domain.PolicyStore.
+// PutPolicy implements domain.PolicyStore. A calendar period is refused (a validation problem naming period):
+// this store does not decide them yet.
 func (s *Store) PutPolicy(ctx context.Context, p domain.Policy) (bool, error) {
+	if p.Period != nil {
+		return false, domain.Invalid("period", "calendar periods are not decided by the postgres store yet (the memory store decides them)")
+	}
 	p = p.WithDefaults()
 	p.Source = domain.SourceAPI
 	ctx, cancel := s.call(ctx)

@@ -6,7 +6,9 @@
 // database's clock and, for API policies (BucketRequest.Stored), with the policy as the database holds it at that
 // statement, so a policy created, changed or deleted through any replica binds every replica at its next
 // decision. Each algorithm is one SQL step function mirroring the domain's. A hold operation (Hold) is one
-// round trip too: sluice_hold (migrations/functions/35_holds.sql), on the key's row and under its lock. A pair of (policy, key) whose checks
+// round trip too: sluice_hold (migrations/functions/35_holds.sql), on the key's row and under its lock; ApplyBatch
+// applies checks and hold operations together (sluice_apply_batch), one round trip and one transaction for many,
+// which is how the coalescer's lanes send them. A pair of (policy, key) whose checks
 // are all peeks or denials is decided from a lock-free read and writes nothing (no row lock, no transaction id);
 // the pairs that admit are locked in byte order of (policy, key) and written once each, the lock lasting only for
 // that statement. DecideBatchBounded (for the coalescer's lanes) is the same with a short bound on waiting for
@@ -271,6 +273,17 @@ func (s *Store) DecideBatchBounded(ctx context.Context, rs []domain.BucketReques
 	return ds, false, err
 }
 
+// algName is the algorithm a check is sent with. A calendar period (Rule.Period) is not decided by this store
+// yet: it is sent as no algorithm, which the SQL dispatch answers as an invalid rule (a store error to the
+// Limiter, nothing recorded), never decided as a window. (PutPolicy and the config loader refuse such policies
+// first; this keeps any other path from a silent wrong decision.)
+func algName(r domain.Rule) string {
+	if r.Period != nil {
+		return ""
+	}
+	return string(r.Algorithm)
+}
+
 // decide sends rs to sluice_decide_batch.
 func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bool, lockWait pgtype.Int4) ([]domain.Decision, error) {
 	p := db.DecideBatchParams{
@@ -295,7 +308,7 @@ func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bo
 				r.Floor = max(r.Floor, f.(int64))
 			}
 		}
-		p.Policies[i], p.Keys[i], p.Algs[i], p.Limits[i] = r.Policy, []byte(r.Key), string(r.Algorithm), r.Limit
+		p.Policies[i], p.Keys[i], p.Algs[i], p.Limits[i] = r.Policy, []byte(r.Key), algName(r.Rule), r.Limit
 		p.WindowsUs[i], p.ResUs[i], p.FloorsUs[i], p.Gens[i] = micros(r.Window), micros(r.Resolution), r.Floor, r.Generation
 		p.Costs[i], p.Shadows[i], p.Stored[i] = r.Cost, r.Shadow, r.Stored
 	}
@@ -442,11 +455,13 @@ func redactErr(err error) error {
 	return err
 }
 
-// Hold implements domain.BucketStore in one round trip: one call of sluice_hold (migrations/functions/35_holds.sql),
-// domain.Bucket.ApplyHold's step on the key's row under the row lock its checks take, with the database clock (a
-// test clock's instant when Options.Clock is set). For an API policy (BucketRequest.Stored) it decides with the
-// policy as the database holds it, as Decide does (StatusPolicyNotFound, StatusCostOverLimit). The hold records
-// live in the key's sluice_buckets row (migration 00005); Reset and DropPolicy drop them with it.
+// Hold implements domain.BucketStore in one round trip: one call of sluice_hold (migrations/functions/35_holds.sql;
+// an acquire its key's committed state denies is answered from a lock-free read, anything else is a batch of one
+// through sluice_apply_batch), domain.Bucket.ApplyHold's step on the key's row under the row lock its checks take,
+// with the database clock (a test clock's instant when Options.Clock is set). For an API policy
+// (BucketRequest.Stored) it decides with the policy as the database holds it, as Decide does
+// (StatusPolicyNotFound, StatusCostOverLimit). The hold records live in the key's sluice_buckets row (migration
+// 00005, lz4-compressed since 00006 where the server has lz4); Reset and DropPolicy drop them with it.
 func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
 	r := q.BucketRequest
 	if !r.Stored {
@@ -456,7 +471,7 @@ func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecis
 	}
 	p := db.HoldParams{
 		Policy: r.Policy, Key: []byte(r.Key), Op: int16(q.Op), ID: []byte(q.ID), Amount: r.Cost, TtlUs: micros(q.TTL),
-		Alg: string(r.Algorithm), Lim: r.Limit, WindowUs: micros(r.Window), ResUs: micros(r.Resolution),
+		Alg: algName(r.Rule), Lim: r.Limit, WindowUs: micros(r.Window), ResUs: micros(r.Resolution),
 		FloorUs: r.Floor, Gen: r.Generation, Stored: r.Stored, NowUs: s.now(),
 	}
 	var row db.HoldRow
@@ -488,4 +503,104 @@ func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecis
 		Status:    domain.HoldStatus(row.HoldStatus),
 		Overdraft: row.Overdraft,
 	}, nil
+}
+
+// ApplyBatch applies checks (domain.OpCheck) and hold operations in one round trip and one transaction: one call
+// of sluice_apply_batch (migrations/functions/35_holds.sql). Each op is applied atomically on its key exactly as
+// Decide (a check) or Hold would apply it, and sees what the ops before it recorded; the batch as a whole is not
+// atomic, and one op's own outcome (a denial, an unknown hold, a stale generation, an invalid rule) is its result,
+// never the batch's error. The keys are locked in the byte order DecideBatch locks in, so concurrent batches and
+// decide batches never deadlock. adapters/coalesce's lanes send hold operations this way (ApplyBatchBounded).
+func (s *Store) ApplyBatch(ctx context.Context, ops []domain.BucketHold) ([]domain.HoldDecision, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	return s.applyBatch(ctx, ops, pgtype.Int4{})
+}
+
+// ApplyBatchBounded is ApplyBatch waiting at most Options.LockWait for a row another session holds locked, as
+// DecideBatchBounded is DecideBatch: when that wait runs out it returns busy = true and no error, nothing was
+// recorded, and the caller may send the ops again, per key, with ApplyBatch or Hold.
+func (s *Store) ApplyBatchBounded(ctx context.Context, ops []domain.BucketHold) (hds []domain.HoldDecision, busy bool, err error) {
+	if len(ops) == 0 {
+		return nil, false, nil
+	}
+	hds, err = s.applyBatch(ctx, ops, pgtype.Int4{Int32: int32(max(s.lockWait.Milliseconds(), 1)), Valid: true})
+	if pgErrCode(err) == codeLockNotAvailable {
+		return nil, true, nil
+	}
+	return hds, false, err
+}
+
+// applyBatch sends ops to sluice_apply_batch.
+func (s *Store) applyBatch(ctx context.Context, ops []domain.BucketHold, lockWait pgtype.Int4) ([]domain.HoldDecision, error) {
+	n := len(ops)
+	p := db.ApplyBatchParams{
+		Policies:   make([]string, n),
+		Keys:       make([][]byte, n),
+		Ops:        make([]int16, n),
+		Ids:        make([][]byte, n),
+		Amounts:    make([]int64, n),
+		TtlsUs:     make([]int64, n),
+		Algs:       make([]string, n),
+		Limits:     make([]int64, n),
+		WindowsUs:  make([]int64, n),
+		ResUs:      make([]int64, n),
+		FloorsUs:   make([]int64, n),
+		Gens:       make([]int64, n),
+		Stored:     make([]bool, n),
+		NowUs:      s.now(),
+		LockWaitMs: lockWait,
+	}
+	for i, q := range ops {
+		r := q.BucketRequest
+		if !r.Stored {
+			if f, ok := s.configFloors.Load(r.Policy); ok {
+				r.Floor = max(r.Floor, f.(int64))
+			}
+		}
+		p.Policies[i], p.Keys[i], p.Ops[i], p.Ids[i] = r.Policy, []byte(r.Key), int16(q.Op), []byte(q.ID)
+		p.Amounts[i], p.TtlsUs[i], p.Algs[i], p.Limits[i] = r.Cost, micros(q.TTL), string(r.Algorithm), r.Limit
+		p.WindowsUs[i], p.ResUs[i], p.FloorsUs[i], p.Gens[i] = micros(r.Window), micros(r.Resolution), r.Floor, r.Generation
+		p.Stored[i] = r.Stored
+	}
+	var row db.ApplyBatchRow
+	err := s.run(ctx, func(ctx context.Context, q *db.Queries) (err error) {
+		row, err = q.ApplyBatch(ctx, p)
+		return err
+	})
+	if err != nil {
+		return nil, s.fail("apply batch", err)
+	}
+	if len(row.Status) != n || len(row.Allowed) != n || len(row.Lim) != n || len(row.Remaining) != n ||
+		len(row.ResetAfterUs) != n || len(row.RetryAfterUs) != n || len(row.HoldStatus) != n || len(row.HoldID) != n ||
+		len(row.Amount) != n || len(row.AtUs) != n || len(row.ExpiresUs) != n || len(row.Settled) != n ||
+		len(row.Overdraft) != n {
+		return nil, fmt.Errorf("postgres apply batch: %d results for %d ops", len(row.Status), n)
+	}
+	hds := make([]domain.HoldDecision, n)
+	for i := range ops {
+		st, ok := statuses[row.Status[i]]
+		if !ok {
+			return nil, fmt.Errorf("postgres apply batch: op %d: unknown status %d from sluice_apply_batch", i, row.Status[i])
+		}
+		if row.HoldStatus[i] < int16(domain.HoldOK) || row.HoldStatus[i] > int16(domain.HoldsFull) {
+			return nil, fmt.Errorf("postgres apply batch: op %d: unknown hold status %d from sluice_apply_batch", i, row.HoldStatus[i])
+		}
+		hds[i] = domain.HoldDecision{
+			Decision: domain.Decision{
+				Status:     st,
+				Allowed:    row.Allowed[i],
+				Limit:      row.Lim[i],
+				Remaining:  row.Remaining[i],
+				ResetAfter: fromMicros(row.ResetAfterUs[i]),
+				RetryAfter: fromMicros(row.RetryAfterUs[i]),
+			},
+			Hold: domain.Hold{ID: string(row.HoldID[i]), Amount: row.Amount[i], At: row.AtUs[i], Expires: row.ExpiresUs[i],
+				Settled: row.Settled[i]},
+			Status:    domain.HoldStatus(row.HoldStatus[i]),
+			Overdraft: row.Overdraft[i],
+		}
+	}
+	return hds, nil
 }

@@ -27,21 +27,33 @@ func CeilSeconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
 }
 
-// Policy formats the RateLimit-Policy field: "name";q=limit;w=window-seconds. Policy names are [a-z0-9_.-], safe
-// inside an sf-string; keys never appear in headers.
-func Policy(p domain.Policy) string {
+// Policy formats the RateLimit-Policy field of r's policy: "name";q=limit;w=window-seconds, where the window of
+// a calendar period is the length of the period that decided r (a civil day is 23 to 25 hours, a month 28 to 31
+// days), not the policy's Window (the longest a period can last). Policy names are [a-z0-9_.-], safe inside an
+// sf-string; keys never appear in headers.
+func Policy(r domain.Result) string {
 	var a [112]byte // a policy name (at most 64 bytes) and two int64s fit: one allocation, the string
-	return string(AppendPolicy(a[:0], p))
+	return string(AppendPolicy(a[:0], r))
 }
 
 // AppendPolicy appends what Policy returns to b.
-func AppendPolicy(b []byte, p domain.Policy) []byte {
+func AppendPolicy(b []byte, r domain.Result) []byte {
+	p := r.Policy
 	b = append(b, '"')
 	b = append(b, p.Name...)
 	b = append(b, `";q=`...)
 	b = strconv.AppendInt(b, p.Limit, 10)
 	b = append(b, ";w="...)
-	return strconv.AppendInt(b, CeilSeconds(p.Window), 10)
+	return strconv.AppendInt(b, CeilSeconds(Window(r)), 10)
+}
+
+// Window is the window r's policy counts over: its Window, or for a calendar period the length of the period
+// that decided r (Decision.Period).
+func Window(r domain.Result) time.Duration {
+	if r.Period > 0 {
+		return r.Period
+	}
+	return r.Policy.Window
 }
 
 // RateLimit formats the RateLimit field: "name";r=remaining;t=seconds-until-the-quota-is-whole.

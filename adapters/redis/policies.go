@@ -511,6 +511,9 @@ func (p *Policies) CheckPolicy(_ context.Context, name string) (domain.Policy, e
 // window as soon as PutPolicy returns, and a check that does not write extends its key's expiry for the grown
 // window itself (decide.lua), so the second pass only covers writes that raced the change.
 func (p *Policies) PutPolicy(ctx context.Context, pol domain.Policy) (bool, error) {
+	if pol.Period != nil { // not decided by this store yet: a validation problem naming period
+		return false, domain.Invalid("period", "calendar periods are not decided by the redis store yet (the memory store decides them)")
+	}
 	pol = pol.WithDefaults()
 	grow := time.Duration(0)
 	rec, err := p.c.Do(ctx, p.c.B().Hget().Key(p.hash).Field(pol.Name).Build()).ToString()

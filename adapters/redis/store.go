@@ -475,8 +475,8 @@ const checkSize = 1 + 5*8 + 1 + 2*8 + 1 + 8 + 2
 // little-endian doubles, exact since the Limiter keeps every one below 2^53, and the generation and the policy's
 // name, NUL-terminated. A config policy's check decides with the floor RegisterConfigPolicies keeps for it, when
 // higher. rev ≥ -1 marks a stored check and is the revision of the replica's copy of its policy (-1: not held);
-// rev < -1 an unchecked one. An algorithm outside algoCode is sent as code 0, which the script answers as an
-// invalid rule (never a silent default).
+// rev < -1 an unchecked one. An algorithm outside algoCode, or a calendar period (Rule.Period, which this store
+// does not decide yet), is sent as code 0, which the script answers as an invalid rule (never a silent default).
 func (s *Store) appendCheck(b []byte, r domain.BucketRequest, rev int64) []byte {
 	if !r.Stored {
 		if f, ok := s.configFloors.Load(r.Policy); ok {
@@ -484,6 +484,9 @@ func (s *Store) appendCheck(b []byte, r domain.BucketRequest, rev int64) []byte 
 		}
 	}
 	code := algoCode[r.Algorithm]
+	if r.Period != nil {
+		code = 0 // a calendar period is not decided by this store yet: an invalid rule, never a window's decision
+	}
 	var shadow byte
 	if r.Shadow {
 		shadow = 1

@@ -46,6 +46,27 @@ func (e Algorithm) Valid() bool {
 	}
 }
 
+// Defines values for CalendarPeriod.
+const (
+	PeriodDay   CalendarPeriod = "day"
+	PeriodMonth CalendarPeriod = "month"
+	PeriodWeek  CalendarPeriod = "week"
+)
+
+// Valid indicates whether the value is a known member of the CalendarPeriod enum.
+func (e CalendarPeriod) Valid() bool {
+	switch e {
+	case PeriodDay:
+		return true
+	case PeriodMonth:
+		return true
+	case PeriodWeek:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthCause.
 const (
 	Failed  HealthCause = "failed"
@@ -252,6 +273,22 @@ type Algorithm string
 // Amount defines model for Amount.
 type Amount = int64
 
+// Anchor A `period`'s anchor (RFC 3339, whole seconds): a billing instant whose wall clock in `time_zone` gives
+// every boundary's time of day, weekday (week) or day of the month (month). Default: midnight of Monday
+// 2001-01-01 in `time_zone` (days at midnight, weeks on Mondays, months on the 1st).
+//
+// Example: 2026-01-31T00:00:00-05:00
+type Anchor = string
+
+// CalendarPeriod Count per calendar period instead of a window (`fixed_window` only): a civil day, week or month in
+// `time_zone`, each starting at `anchor`'s wall-clock time of day, weeks on the anchor's weekday, months on
+// the anchor's day of the month, or on the month's last day when it is shorter (anchored on the 31st: April
+// 30, then May 31). A civil day lasts 23 to 25 hours across a DST change; a wall-clock time a change skips
+// starts the period at the instant the offset before the change gives (02:30 on a spring-forward night in
+// New York is 03:30 EDT), one a change repeats at the earlier instant. All of `limit` is back at each
+// boundary; `reset_after_ms` is exact to it. Decided with the store's clock.
+type CalendarPeriod string
+
 // CheckRequest defines model for CheckRequest.
 type CheckRequest struct {
 	// Cost Units to spend. 0 peeks (what a cost-1 check would get; nothing recorded).
@@ -293,13 +330,18 @@ type Decision struct {
 	Key      string `json:"key"`
 	Limit    int64  `json:"limit"`
 
+	// PeriodMs For a calendar period: the length of the period that decided (a civil day is 23 to 25 hours); absent
+	// for a window.
+	PeriodMs *int64 `json:"period_ms,omitempty"`
+
 	// Policy Example: login
 	Policy PolicyName `json:"policy"`
 
 	// Remaining Units still available in the window after this decision.
 	Remaining int64 `json:"remaining"`
 
-	// ResetAfterMs Milliseconds until every unit now in the window has left it.
+	// ResetAfterMs Milliseconds until every unit now in the window has left it; for a calendar period, until the period's
+	// end (the next boundary), exact.
 	ResetAfterMs int64 `json:"reset_after_ms"`
 
 	// RetryAfterMs 0 when allowed; otherwise milliseconds until this cost could be admitted.
@@ -429,12 +471,29 @@ type Policy struct {
 	// (about 2 × limit across a boundary). `concurrency`: at most `limit` units held at once by holds
 	// (`/v1/holds`), each living at most one `window` unrenewed; a check of cost > 0 on it is a 400 (a peek
 	// reports the units held).
-	Algorithm   Algorithm         `json:"algorithm"`
+	Algorithm Algorithm `json:"algorithm"`
+
+	// Anchor A `period`'s anchor (RFC 3339, whole seconds): a billing instant whose wall clock in `time_zone` gives
+	// every boundary's time of day, weekday (week) or day of the month (month). Default: midnight of Monday
+	// 2001-01-01 in `time_zone` (days at midnight, weeks on Mondays, months on the 1st).
+	//
+	//
+	// Example: 2026-01-31T00:00:00-05:00
+	Anchor      *Anchor           `json:"anchor,omitempty"`
 	FailureMode PolicyFailureMode `json:"failure_mode"`
 	Limit       int64             `json:"limit"`
 
 	// Name Example: login
 	Name PolicyName `json:"name"`
+
+	// Period Count per calendar period instead of a window (`fixed_window` only): a civil day, week or month in
+	// `time_zone`, each starting at `anchor`'s wall-clock time of day, weeks on the anchor's weekday, months on
+	// the anchor's day of the month, or on the month's last day when it is shorter (anchored on the 31st: April
+	// 30, then May 31). A civil day lasts 23 to 25 hours across a DST change; a wall-clock time a change skips
+	// starts the period at the instant the offset before the change gives (02:30 on a spring-forward night in
+	// New York is 03:30 EDT), one a change repeats at the earlier instant. All of `limit` is back at each
+	// boundary; `reset_after_ms` is exact to it. Decided with the store's clock.
+	Period *CalendarPeriod `json:"period,omitempty"`
 
 	// Resolution Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
 	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
@@ -448,14 +507,23 @@ type Policy struct {
 	// Source `config` policies are read-only over the API.
 	Source PolicySource `json:"source"`
 
+	// TimeZone An IANA time zone (`America/New_York`, `Europe/Paris`, `UTC`) for `period`; default `UTC`.
+	//
+	// Example: America/New_York
+	TimeZone *TimeZone `json:"time_zone,omitempty"`
+
 	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
 	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
 	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
 	//
 	//
 	// Example: 60s
-	Window   Duration `json:"window"`
-	WindowMs int64    `json:"window_ms"`
+	Window Duration `json:"window"`
+
+	// WindowMs The window; for a calendar `period`, the longest a period can last (`2d` for a day, `8d` for a week,
+	// `32d` for a month), which bounds hold deadlines and the expiry rule. The period that decided a check is
+	// its `period_ms` and RateLimit-Policy's `w`.
+	WindowMs int64 `json:"window_ms"`
 }
 
 // PolicyFailureMode defines model for Policy.FailureMode.
@@ -472,7 +540,9 @@ type PolicyList struct {
 // PolicyName Example: login
 type PolicyName = string
 
-// PolicySpec defines model for PolicySpec.
+// PolicySpec A policy counts over a `window`, or (with `fixed_window`, the default then) per calendar `period`: give
+// exactly one of the two (a 400 names `window` otherwise). A period with any other algorithm is a 400
+// naming `period`.
 type PolicySpec struct {
 	// Algorithm How a policy counts (see the README's algorithm table). `sliding_log`: exact, at most `limit` in any
 	// interval of one window, state grows with the limit. `sliding_window`: the same bound with bounded state
@@ -481,9 +551,26 @@ type PolicySpec struct {
 	// (about 2 × limit across a boundary). `concurrency`: at most `limit` units held at once by holds
 	// (`/v1/holds`), each living at most one `window` unrenewed; a check of cost > 0 on it is a 400 (a peek
 	// reports the units held).
-	Algorithm   *Algorithm             `json:"algorithm,omitempty"`
+	Algorithm *Algorithm `json:"algorithm,omitempty"`
+
+	// Anchor A `period`'s anchor (RFC 3339, whole seconds): a billing instant whose wall clock in `time_zone` gives
+	// every boundary's time of day, weekday (week) or day of the month (month). Default: midnight of Monday
+	// 2001-01-01 in `time_zone` (days at midnight, weeks on Mondays, months on the 1st).
+	//
+	//
+	// Example: 2026-01-31T00:00:00-05:00
+	Anchor      *Anchor                `json:"anchor,omitempty"`
 	FailureMode *PolicySpecFailureMode `json:"failure_mode,omitempty"`
 	Limit       int64                  `json:"limit"`
+
+	// Period Count per calendar period instead of a window (`fixed_window` only): a civil day, week or month in
+	// `time_zone`, each starting at `anchor`'s wall-clock time of day, weeks on the anchor's weekday, months on
+	// the anchor's day of the month, or on the month's last day when it is shorter (anchored on the 31st: April
+	// 30, then May 31). A civil day lasts 23 to 25 hours across a DST change; a wall-clock time a change skips
+	// starts the period at the instant the offset before the change gives (02:30 on a spring-forward night in
+	// New York is 03:30 EDT), one a change repeats at the earlier instant. All of `limit` is back at each
+	// boundary; `reset_after_ms` is exact to it. Decided with the store's clock.
+	Period *CalendarPeriod `json:"period,omitempty"`
 
 	// Resolution Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
 	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
@@ -494,13 +581,18 @@ type PolicySpec struct {
 	Resolution *Duration `json:"resolution,omitempty"`
 	Shadow     *bool     `json:"shadow,omitempty"`
 
+	// TimeZone An IANA time zone (`America/New_York`, `Europe/Paris`, `UTC`) for `period`; default `UTC`.
+	//
+	// Example: America/New_York
+	TimeZone *TimeZone `json:"time_zone,omitempty"`
+
 	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
 	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
 	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
 	//
 	//
 	// Example: 60s
-	Window Duration `json:"window"`
+	Window *Duration `json:"window,omitempty"`
 }
 
 // PolicySpecFailureMode defines model for PolicySpec.FailureMode.
@@ -533,6 +625,11 @@ type RenewRequest struct {
 type SettleRequest struct {
 	Amount Amount `json:"amount"`
 }
+
+// TimeZone An IANA time zone (`America/New_York`, `Europe/Paris`, `UTC`) for `period`; default `UTC`.
+//
+// Example: America/New_York
+type TimeZone = string
 
 // TopKey defines model for TopKey.
 type TopKey struct {
@@ -915,7 +1012,10 @@ type ClientInterface interface {
 	// PutPolicyWithBody Create or replace an API policy.
 	//
 	// Policies from the config file are read-only here (409). Changing an existing policy's limit or window keeps
-	// its keys' history: admitted units stay recorded and count against the new limit.
+	// its keys' history: admitted units stay recorded and count against the new limit. Changing a calendar
+	// period (its unit, zone or anchor) or between a window and a period does too: the units of the period or
+	// window in progress count until it ends, or, once a check records under the new policy, in its current
+	// period or window, as a change of a fixed window's window does.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -925,7 +1025,10 @@ type ClientInterface interface {
 	// PutPolicy Create or replace an API policy.
 	//
 	// Policies from the config file are read-only here (409). Changing an existing policy's limit or window keeps
-	// its keys' history: admitted units stay recorded and count against the new limit.
+	// its keys' history: admitted units stay recorded and count against the new limit. Changing a calendar
+	// period (its unit, zone or anchor) or between a window and a period does too: the units of the period or
+	// window in progress count until it ends, or, once a check records under the new policy, in its current
+	// period or window, as a change of a fixed window's window does.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1358,7 +1461,10 @@ func (c *Client) GetPolicy(ctx context.Context, name PolicyName, reqEditors ...R
 // PutPolicyWithBody Create or replace an API policy.
 //
 // Policies from the config file are read-only here (409). Changing an existing policy's limit or window keeps
-// its keys' history: admitted units stay recorded and count against the new limit.
+// its keys' history: admitted units stay recorded and count against the new limit. Changing a calendar
+// period (its unit, zone or anchor) or between a window and a period does too: the units of the period or
+// window in progress count until it ends, or, once a check records under the new policy, in its current
+// period or window, as a change of a fixed window's window does.
 //
 // Takes any type of body and a specified content type.
 //
@@ -1378,7 +1484,10 @@ func (c *Client) PutPolicyWithBody(ctx context.Context, name PolicyName, content
 // PutPolicy Create or replace an API policy.
 //
 // Policies from the config file are read-only here (409). Changing an existing policy's limit or window keeps
-// its keys' history: admitted units stay recorded and count against the new limit.
+// its keys' history: admitted units stay recorded and count against the new limit. Changing a calendar
+// period (its unit, zone or anchor) or between a window and a period does too: the units of the period or
+// window in progress count until it ends, or, once a check records under the new policy, in its current
+// period or window, as a change of a fixed window's window does.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2598,7 +2707,10 @@ type ClientWithResponsesInterface interface {
 	// PutPolicyWithBodyWithResponse Create or replace an API policy.
 	//
 	// Policies from the config file are read-only here (409). Changing an existing policy's limit or window keeps
-	// its keys' history: admitted units stay recorded and count against the new limit.
+	// its keys' history: admitted units stay recorded and count against the new limit. Changing a calendar
+	// period (its unit, zone or anchor) or between a window and a period does too: the units of the period or
+	// window in progress count until it ends, or, once a check records under the new policy, in its current
+	// period or window, as a change of a fixed window's window does.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -2608,7 +2720,10 @@ type ClientWithResponsesInterface interface {
 	// PutPolicyWithResponse Create or replace an API policy.
 	//
 	// Policies from the config file are read-only here (409). Changing an existing policy's limit or window keeps
-	// its keys' history: admitted units stay recorded and count against the new limit.
+	// its keys' history: admitted units stay recorded and count against the new limit. Changing a calendar
+	// period (its unit, zone or anchor) or between a window and a period does too: the units of the period or
+	// window in progress count until it ends, or, once a check records under the new policy, in its current
+	// period or window, as a change of a fixed window's window does.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4943,7 +5058,10 @@ func (c *ClientWithResponses) GetPolicyWithResponse(ctx context.Context, name Po
 // PutPolicyWithBodyWithResponse Create or replace an API policy.
 //
 // Policies from the config file are read-only here (409). Changing an existing policy's limit or window keeps
-// its keys' history: admitted units stay recorded and count against the new limit.
+// its keys' history: admitted units stay recorded and count against the new limit. Changing a calendar
+// period (its unit, zone or anchor) or between a window and a period does too: the units of the period or
+// window in progress count until it ends, or, once a check records under the new policy, in its current
+// period or window, as a change of a fixed window's window does.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -4959,7 +5077,10 @@ func (c *ClientWithResponses) PutPolicyWithBodyWithResponse(ctx context.Context,
 // PutPolicyWithResponse Create or replace an API policy.
 //
 // Policies from the config file are read-only here (409). Changing an existing policy's limit or window keeps
-// its keys' history: admitted units stay recorded and count against the new limit.
+// its keys' history: admitted units stay recorded and count against the new limit. Changing a calendar
+// period (its unit, zone or anchor) or between a window and a period does too: the units of the period or
+// window in progress count until it ends, or, once a check records under the new policy, in its current
+// period or window, as a change of a fixed window's window does.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //

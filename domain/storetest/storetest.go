@@ -54,7 +54,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ChangesKeepUnits", testChangesKeepUnits},
 		{"UnknownAlgorithmIsNotDecided", testUnknownAlgorithm},
 	}
-	for _, tc := range append(append(tests, holdTests...), batchOpTests...) {
+	for _, tc := range append(append(append(tests, holdTests...), batchOpTests...), calendarTests...) {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore) })
 	}
 }

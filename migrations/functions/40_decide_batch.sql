@@ -1,4 +1,4 @@
--- revision: 3
+-- revision: 4
 
 -- sluice_decide_batch is the one routine every decision goes through (a single check is a batch of one): one
 -- statement, one round trip, and no subtransaction. For each check it takes the rule the caller sent, or, for a stored (API) policy,
@@ -21,9 +21,15 @@
 -- denials is done then: no row lock, no transaction id, nothing written (a denial from committed state is exact:
 -- concurrent transactions can only add units, or reset the key, ordering the denial before the reset). With
 -- p_atomic, a non-shadow denial (or a refused check) there ends the batch after this read: every check is
--- decided, nothing is locked or written. The pairs that admit are then locked in byte order
--- of (policy, key), the one order every caller uses, so concurrent batches cannot deadlock; decided again on the
--- locked row, with the clock read again; and written once each. A pair with no row gets a placeholder inserted in
+-- decided, nothing is locked or written. In a non-atomic batch a pair that admits is written straight from that
+-- read when its row is still the version read (the UPDATE takes the row lock; a pair without a row is inserted).
+-- The first pair that cannot be (its row changed meanwhile, or a stored pair's state is not its generation's) and
+-- every admitting pair after it, and in an atomic batch every admitting pair, are then locked in byte order of
+-- (policy, key), the one order every caller uses (sluice_apply_batch too), so concurrent batches cannot deadlock:
+-- the rows written from the read all come before them in that order. (Writing later pairs from the read after one
+-- was deferred took their locks before its: a batch holding a later key then waited for an earlier one, and mixed
+-- batches locking in byte order met it in a deadlock, TestApplyBatchOppositeOrdersDoNotDeadlock.) The locked pairs
+-- are decided again on the locked row, with the clock read again, and written once each. A pair with no row gets a placeholder inserted in
 -- that order (deleted again if nothing is recorded). With p_atomic, a non-shadow denial among them (or a refused
 -- check) means nothing is written: the rows stay locked from the decision to the write, so there is nothing to
 -- undo; the decisions returned are as evaluated. With p_lock_wait_ms, a row locked by
@@ -78,6 +84,7 @@ DECLARE
     v_nows   bigint[] := '{}';
     v_sw     bigint;    -- the window the pair's state was last written under (window_us)
     v_fresh  boolean;   -- a stored pair whose state is not its generation's: its policy is re-read under the lock
+    v_later  boolean := false; -- a pair went to phase 2: the pairs after it do too (the lock order, see the header)
     v_pgen   bigint;
     v_holds  sluice_hold[]; -- the pair's hold records, read only where concurrency counts them (below)
     v_conc   boolean;       -- a check of the batch is decided under concurrency (the rules in force)
@@ -216,7 +223,7 @@ BEGIN
                 v_commit := false;
             END IF;
         END LOOP;
-        IF v_writes AND NOT p_atomic AND NOT v_fresh THEN
+        IF v_writes AND NOT p_atomic AND NOT v_fresh AND NOT v_later THEN
             i := v_order[v_start];
             v_log := st;
             st := sluice_stored_state(v_log);
@@ -240,6 +247,7 @@ BEGIN
         END IF;
         IF v_writes THEN
             v_any := true;
+            v_later := true;
             FOR j IN v_start..v_end LOOP
                 v_lock[v_order[j]] := true;
             END LOOP;

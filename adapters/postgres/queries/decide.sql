@@ -34,3 +34,17 @@ SELECT h.status::smallint AS status, h.allowed::boolean AS allowed, h.lim::bigin
 FROM sluice_hold(@policy::text, @key::bytea, @op::smallint, @id::bytea, @amount::bigint, @ttl_us::bigint, @alg::text,
                  @lim::bigint, @window_us::bigint, @res_us::bigint, @floor_us::bigint, @gen::bigint, @stored::boolean,
                  sqlc.narg(now_us)::bigint) AS h;
+
+-- name: ApplyBatch :one
+-- Checks and hold operations in one round trip and one transaction (see sluice_apply_batch): ops are the
+-- domain.HoldOp codes (0: a check). now_us NULL means the database clock, lock_wait_ms NULL means waiting for row
+-- locks up to the statement timeout.
+SELECT b.status::smallint[] AS status, b.allowed::boolean[] AS allowed, b.lim::bigint[] AS lim,
+       b.remaining::bigint[] AS remaining, b.reset_after_us::bigint[] AS reset_after_us,
+       b.retry_after_us::bigint[] AS retry_after_us, b.hold_status::smallint[] AS hold_status,
+       b.hold_id::bytea[] AS hold_id, b.amount::bigint[] AS amount, b.at_us::bigint[] AS at_us,
+       b.expires_us::bigint[] AS expires_us, b.settled::boolean[] AS settled, b.overdraft::bigint[] AS overdraft
+FROM sluice_apply_batch(@policies::text[], @keys::bytea[], @ops::smallint[], @ids::bytea[], @amounts::bigint[],
+                        @ttls_us::bigint[], @algs::text[], @limits::bigint[], @windows_us::bigint[], @res_us::bigint[],
+                        @floors_us::bigint[], @gens::bigint[], @stored::boolean[], sqlc.narg(now_us)::bigint,
+                        sqlc.narg(lock_wait_ms)::integer) AS b;

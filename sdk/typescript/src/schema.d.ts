@@ -201,7 +201,10 @@ export interface paths {
         /**
          * Create or replace an API policy.
          * @description Policies from the config file are read-only here (409). Changing an existing policy's limit or window keeps
-         *     its keys' history: admitted units stay recorded and count against the new limit.
+         *     its keys' history: admitted units stay recorded and count against the new limit. Changing a calendar
+         *     period (its unit, zone or anchor) or between a window and a period does too: the units of the period or
+         *     window in progress count until it ends, or, once a check records under the new policy, in its current
+         *     period or window, as a change of a fixed window's window does.
          */
         put: operations["putPolicy"];
         post?: never;
@@ -469,9 +472,16 @@ export interface components {
             remaining: number;
             /**
              * Format: int64
-             * @description Milliseconds until every unit now in the window has left it.
+             * @description Milliseconds until every unit now in the window has left it; for a calendar period, until the period's
+             *     end (the next boundary), exact.
              */
             reset_after_ms: number;
+            /**
+             * Format: int64
+             * @description For a calendar period: the length of the period that decided (a civil day is 23 to 25 hours); absent
+             *     for a window.
+             */
+            period_ms?: number;
             /**
              * Format: int64
              * @description 0 when allowed; otherwise milliseconds until this cost could be admitted.
@@ -582,10 +592,41 @@ export interface components {
          * @enum {string}
          */
         Algorithm: "sliding_log" | "sliding_window" | "token_bucket" | "fixed_window" | "concurrency";
+        /**
+         * @description Count per calendar period instead of a window (`fixed_window` only): a civil day, week or month in
+         *     `time_zone`, each starting at `anchor`'s wall-clock time of day, weeks on the anchor's weekday, months on
+         *     the anchor's day of the month, or on the month's last day when it is shorter (anchored on the 31st: April
+         *     30, then May 31). A civil day lasts 23 to 25 hours across a DST change; a wall-clock time a change skips
+         *     starts the period at the instant the offset before the change gives (02:30 on a spring-forward night in
+         *     New York is 03:30 EDT), one a change repeats at the earlier instant. All of `limit` is back at each
+         *     boundary; `reset_after_ms` is exact to it. Decided with the store's clock.
+         * @enum {string}
+         */
+        CalendarPeriod: "day" | "week" | "month";
+        /**
+         * @description An IANA time zone (`America/New_York`, `Europe/Paris`, `UTC`) for `period`; default `UTC`.
+         * @example America/New_York
+         */
+        TimeZone: string;
+        /**
+         * @description A `period`'s anchor (RFC 3339, whole seconds): a billing instant whose wall clock in `time_zone` gives
+         *     every boundary's time of day, weekday (week) or day of the month (month). Default: midnight of Monday
+         *     2001-01-01 in `time_zone` (days at midnight, weeks on Mondays, months on the 1st).
+         * @example 2026-01-31T00:00:00-05:00
+         */
+        Anchor: string;
+        /**
+         * @description A policy counts over a `window`, or (with `fixed_window`, the default then) per calendar `period`: give
+         *     exactly one of the two (a 400 names `window` otherwise). A period with any other algorithm is a 400
+         *     naming `period`.
+         */
         PolicySpec: {
             /** Format: int64 */
             limit: number;
-            window: components["schemas"]["Duration"];
+            window?: components["schemas"]["Duration"];
+            period?: components["schemas"]["CalendarPeriod"];
+            time_zone?: components["schemas"]["TimeZone"];
+            anchor?: components["schemas"]["Anchor"];
             algorithm?: components["schemas"]["Algorithm"];
             resolution?: components["schemas"]["Duration"];
             /**
@@ -601,8 +642,16 @@ export interface components {
             /** Format: int64 */
             limit: number;
             window: components["schemas"]["Duration"];
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description The window; for a calendar `period`, the longest a period can last (`2d` for a day, `8d` for a week,
+             *     `32d` for a month), which bounds hold deadlines and the expiry rule. The period that decided a check is
+             *     its `period_ms` and RateLimit-Policy's `w`.
+             */
             window_ms: number;
+            period?: components["schemas"]["CalendarPeriod"];
+            time_zone?: components["schemas"]["TimeZone"];
+            anchor?: components["schemas"]["Anchor"];
             algorithm: components["schemas"]["Algorithm"];
             resolution?: components["schemas"]["Duration"];
             /** @enum {string} */

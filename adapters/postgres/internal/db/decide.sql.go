@@ -11,6 +11,92 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const applyBatch = `-- name: ApplyBatch :one
+SELECT b.status::smallint[] AS status, b.allowed::boolean[] AS allowed, b.lim::bigint[] AS lim,
+       b.remaining::bigint[] AS remaining, b.reset_after_us::bigint[] AS reset_after_us,
+       b.retry_after_us::bigint[] AS retry_after_us, b.hold_status::smallint[] AS hold_status,
+       b.hold_id::bytea[] AS hold_id, b.amount::bigint[] AS amount, b.at_us::bigint[] AS at_us,
+       b.expires_us::bigint[] AS expires_us, b.settled::boolean[] AS settled, b.overdraft::bigint[] AS overdraft
+FROM sluice_apply_batch($1::text[], $2::bytea[], $3::smallint[], $4::bytea[], $5::bigint[],
+                        $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
+                        $11::bigint[], $12::bigint[], $13::boolean[], $14::bigint,
+                        $15::integer) AS b
+`
+
+type ApplyBatchParams struct {
+	Policies   []string
+	Keys       [][]byte
+	Ops        []int16
+	Ids        [][]byte
+	Amounts    []int64
+	TtlsUs     []int64
+	Algs       []string
+	Limits     []int64
+	WindowsUs  []int64
+	ResUs      []int64
+	FloorsUs   []int64
+	Gens       []int64
+	Stored     []bool
+	NowUs      pgtype.Int8
+	LockWaitMs pgtype.Int4
+}
+
+type ApplyBatchRow struct {
+	Status       []int16
+	Allowed      []bool
+	Lim          []int64
+	Remaining    []int64
+	ResetAfterUs []int64
+	RetryAfterUs []int64
+	HoldStatus   []int16
+	HoldID       [][]byte
+	Amount       []int64
+	AtUs         []int64
+	ExpiresUs    []int64
+	Settled      []bool
+	Overdraft    []int64
+}
+
+// Checks and hold operations in one round trip and one transaction (see sluice_apply_batch): ops are the
+// domain.HoldOp codes (0: a check). now_us NULL means the database clock, lock_wait_ms NULL means waiting for row
+// locks up to the statement timeout.
+func (q *Queries) ApplyBatch(ctx context.Context, arg ApplyBatchParams) (ApplyBatchRow, error) {
+	row := q.db.QueryRow(ctx, applyBatch,
+		arg.Policies,
+		arg.Keys,
+		arg.Ops,
+		arg.Ids,
+		arg.Amounts,
+		arg.TtlsUs,
+		arg.Algs,
+		arg.Limits,
+		arg.WindowsUs,
+		arg.ResUs,
+		arg.FloorsUs,
+		arg.Gens,
+		arg.Stored,
+		arg.NowUs,
+		arg.LockWaitMs,
+	)
+	var i ApplyBatchRow
+	err := row.Scan(
+		&i.Status,
+		&i.Allowed,
+		&i.Lim,
+		&i.Remaining,
+		&i.ResetAfterUs,
+		&i.RetryAfterUs,
+		&i.HoldStatus,
+		&i.HoldID,
+		&i.Amount,
+		&i.AtUs,
+		&i.ExpiresUs,
+		&i.Settled,
+		&i.Overdraft,
+	)
+	return i, err
+}
+
 const decideBatch = `-- name: DecideBatch :one
 SELECT d.status::smallint[] AS status, d.allowed::boolean[] AS allowed, d.lim::bigint[] AS lim,
        d.remaining::bigint[] AS remaining, d.reset_after_us::bigint[] AS reset_after_us,

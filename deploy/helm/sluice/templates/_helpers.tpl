@@ -245,7 +245,16 @@ refuses them too; it is not in values.schema.json, so only a render with --skip-
 {{- $names := dict }}
 {{- range $i, $p := .Values.policies }}
 {{- $at := printf "policies[%d]" $i }}
+{{- if $p.period }}
+{{- if ne ($p.algorithm | default "fixed_window") "fixed_window" }}
+{{- fail (printf "%s.period: a calendar period applies to fixed_window only, not to %s" $at $p.algorithm) }}
+{{- end }}
+{{- if ne (toString $.Values.store) "memory" }}
+{{- fail (printf "%s.period: calendar periods are not decided by the %s store yet (the memory store decides them)" $at $.Values.store) }}
+{{- end }}
+{{- else }}
 {{- include "sluice.checkDuration" (dict "path" (printf "%s.window" $at) "value" $p.window "min" "1s" "max" "31d" "wholeMs" true) }}
+{{- end }}
 {{- if hasKey $names $p.name }}
 {{- fail (printf "%s.name: duplicate policy name %q (also policies[%d]); each policy needs its own name" $at $p.name (get $names $p.name)) }}
 {{- end }}
