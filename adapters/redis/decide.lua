@@ -10,8 +10,8 @@
 -- falls back to EVAL on NOSCRIPT).
 --
 -- KEYS[i]  the Redis key of check i (every key of one call is in one hash slot).
--- ARGV[1]  mode: "d" decide, "n" decide but record nothing, "u" undo a reservation (see the end), "h" a hold op
---          (domain.Bucket.ApplyHold: its own arguments, see "A hold op" below).
+-- ARGV[1]  mode: "d" decide, "n" decide but record nothing, "u" undo a reservation (see the end), "b" a batch
+--          of checks and hold ops (domain.Bucket.ApplyHold: its own arguments, see "A batch" below).
 -- ARGV[2]  "" for the server clock (TIME), or (tests) the instant in microseconds since the Unix epoch, with
 --          "+<ms>" to set every expiry that much later (Options.ExpirySlack in store.go).
 -- ARGV[3]  "1" for an atomic call: record nothing unless every non-shadow check is admitted.
@@ -132,48 +132,187 @@ end
 local states = {}
 
 -- Hold records (domain/hold.go). A key's records live in its value, after the log entries, as one section: the
--- records (per record: the id's length "<I4", the id's bytes (any bytes: an anonymous id starts with NUL), then
--- HR: amount, at, expires (µs), settled (byte), reserved, alg (byte), token_bucket's c, w, mq, mr (the refund
--- bound mq + mr/c µs), ut, um, ur (the bound as it was before the admissions at instant ut lowered it: a
--- cross-slot reservation's undo gives it back, as domain.Bucket.Rollback does, unless a later admission lowered it
--- again), and the generation, NUL-terminated), the records' length in bytes (double), 0 to 15 NUL
--- pad bytes and the pad count (byte), so that the section's length is 1 mod 16: a value without holds is a whole
--- number of entries after the header, one with holds is not, and a value written before holds existed reads as
--- one without. The section is kept as it was read (st.hb) and parsed only when a decision needs the records
--- (holds: a concurrency check, a token bucket admission lowering refund bounds, a hold op); once parsed, st.hl is
--- the list, which save packs again.
-local HR = '<dddBdBddddddd'
+-- records, then the records' length in bytes (double), 0 to 15 NUL pad bytes and the pad count (byte), so that
+-- the section's length is 1 mod 16: a value without holds is a whole number of entries after the header, one with
+-- holds is not, and a value written before holds existed reads as one without. A record is RH: the id's length,
+-- settled (byte), amount, at, expires (µs); the id's bytes (any bytes: an anonymous id starts with NUL); RT:
+-- reserved, alg (byte), token_bucket's c, w, mq, mr (the refund bound mq + mr/c µs), ut, um, ur (the bound as it
+-- was before the admissions at instant ut lowered it: a cross-slot reservation's undo gives it back, as
+-- domain.Bucket.Rollback does, unless a later admission lowered it again); and the generation, NUL-terminated.
+--
+-- The section is kept as it was read (st.hb) and read only when a decision needs the records (a concurrency
+-- check, a token bucket admission on a key with holds, a hold op, a write's expiry), once per call however
+-- many of the call's ops use it, without a Lua table per record: recs(st) walks it once into arrays of what the
+-- scans read (offsets, id length, settled, amount, at, expires, generation), and holdrec()
+-- unpacks one record whole, as a table, only for the records an op finds or changes (a settle's, a renewal's, an
+-- open token_bucket hold's bound). A record dropped is marked dead. save writes the section back only when a
+-- record was added, changed or dropped, copying the unchanged records' bytes a run at a time.
+local RH, RT = '<I4Bddd', '<dBddddddd'
+local RHL, RTL = 29, 65 -- bytes of RH and RT
 local acquiring = false -- a hold op's acquire is deciding: the one decision that takes concurrency's units
-local function holds(st)
-  if st.hl then return st.hl end
-  local l, pos, s = {}, 1, st.hb
-  while pos <= #s do
-    local idlen = unpack('<I4', s, pos)
-    local h = { id = string.sub(s, pos + 4, pos + 3 + idlen) }
-    local settled
-    h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen, pos =
-      unpack(HR .. 's', s, pos + 4 + idlen)
-    h.settled = settled == 1
-    l[#l + 1] = h
+local sub, find = string.sub, string.find
+local function recs(st)
+  local R = st.hr
+  if R then return R end
+  R = { n = 0, live = 0, nset = 0, g1 = nil, mexp = MAX, s = st.hb, dirty = false, p0 = {}, p1 = {}, il = {},
+    set = {}, amt = {}, at = {}, exp = {}, gen = {}, dead = {}, obj = {}, ixs = nil, ix = nil, q0 = {}, rt = {} }
+  local s, pos, n, len, nset, g1, mexp = st.hb, 1, 0, #st.hb, 0, nil, MAX
+  local p0, p1, il, set, amt, ats, exp, gens, dead, q0 = R.p0, R.p1, R.il, R.set, R.amt, R.at, R.exp, R.gen, R.dead, R.q0
+  while pos <= len do
+    local idlen, settled, amount, at, e = unpack(RH, s, pos)
+    local q = pos + RHL + idlen + RTL
+    local z = find(s, '\0', q, true)
+    local g = sub(s, q, z - 1) -- interned: records of one generation share one string
+    n = n + 1
+    p0[n], p1[n], il[n], set[n], amt[n], ats[n], exp[n], gens[n], dead[n], q0[n] = pos, z, idlen, settled == 1, amount, at, e, g, false, pos
+    if settled == 1 then nset = nset + 1 end
+    if e < mexp then mexp = e end
+    if n == 1 then g1 = g elseif g1 ~= g then g1 = false end
+    pos = z + 1
   end
-  st.hl = l
-  return l
+  R.n, R.live, R.nset, R.g1, R.mexp = n, n, nset, g1, mexp
+  st.hr = R
+  return R
 end
-local function packholds(l)
-  local out = {}
-  for i, h in ipairs(l) do
-    local settled = 0
-    if h.settled then settled = 1 end
-    out[i] = pack('<I4', #h.id) .. h.id ..
-      pack(HR .. 's', h.amount, h.at, h.exp, settled, h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen)
+-- R.nset counts the live settled records; R.g1 is the generation of every record (false: they differ; nil: none);
+-- R.mexp is at most the earliest deadline of a live record (a drop leaves it lower than need be).
+-- holdrec is record i as a table (unpacked once), with its index.
+local function holdrec(R, i)
+  local o = R.obj[i]
+  if o then return o end
+  local s, pos, idlen = R.s, R.p0[i], R.il[i]
+  local p = pos + RHL
+  local reserved, alg, c, w, mq, mr, ut, um, ur = unpack(RT, s, p + idlen)
+  o = { i = i, id = sub(s, p, p + idlen - 1), amount = R.amt[i], at = R.at[i], exp = R.exp[i], settled = R.set[i],
+    reserved = reserved, alg = alg, c = c, w = w, mq = mq, mr = mr, ut = ut, um = um, ur = ur, gen = R.gen[i] }
+  R.obj[i] = o
+  return o
+end
+-- recid is record i's id.
+local function recid(R, i)
+  local o = R.obj[i]
+  if o then return o.id end
+  local p = R.p0[i] + RHL
+  return sub(R.s, p, p + R.il[i] - 1)
+end
+-- changed: the record o (from holdrec) changed (tail: in RT's fields too): the scans' arrays follow it and save
+-- packs it anew (only its RH when RT's fields did not change).
+local function changed(R, o, tail)
+  local i = o.i
+  if tail then R.rt[i] = true end
+  if o.settled and not R.set[i] then R.nset = R.nset + 1 elseif R.set[i] and not o.settled then R.nset = R.nset - 1 end
+  if o.exp < R.mexp then R.mexp = o.exp end
+  R.set[i], R.amt[i], R.at[i], R.exp[i], R.p0[i] = o.settled, o.amount, o.at, o.exp, false
+  R.dirty = true
+end
+-- addrec appends the new record o.
+local function addrec(R, o)
+  local i = R.n + 1
+  o.i = i
+  R.n, R.live, R.obj[i], R.dead[i], R.il[i], R.gen[i], R.set[i] = i, R.live + 1, o, false, #o.id, o.gen, false
+  if R.ixs == 2 then R.ix[o.id] = i end
+  if R.g1 == nil then R.g1 = o.gen elseif R.g1 ~= o.gen then R.g1 = false end
+  changed(R, o)
+end
+local function droprec(R, i)
+  if R.ixs == 2 then
+    local k = recid(R, i)
+    if R.ix[k] == i then R.ix[k] = nil end
+  end
+  R.dead[i] = true
+  R.live = R.live - 1
+  if R.set[i] then R.nset = R.nset - 1 end
+  R.dirty = true
+end
+-- findrec is the index of the live record with id and generation gen, or nil. The first lookup of a call walks
+-- the records; a second one (several ops of one key in a call) builds an index of the live records' ids, kept as
+-- records come and go, unless two live records share an id (of two generations: then every lookup walks).
+local idat
+local function findrec(R, id, gen)
+  local s = R.ixs -- nil: no lookup yet; 1: one; 2: R.ix is the index; 3: no index (an id twice)
+  if s == nil then
+    R.ixs = 1
+  elseif s == 1 then
+    local x = {}
+    s = 2
+    for i = 1, R.n do
+      if not R.dead[i] then
+        local k = recid(R, i)
+        if x[k] then
+          s = 3
+          break
+        end
+        x[k] = i
+      end
+    end
+    R.ixs, R.ix = s, x
+  end
+  if s == 2 then
+    local i = R.ix[id]
+    if i and R.gen[i] == gen then return i end
+    return nil
+  end
+  for i = 1, R.n do
+    if not R.dead[i] and idat(R, i, id) and R.gen[i] == gen then return i end
+  end
+  return nil
+end
+-- idat: record i's id is id.
+function idat(R, i, id)
+  local o = R.obj[i]
+  if o then return o.id == id end
+  local n = #id
+  if R.il[i] ~= n then return false end
+  if n == 0 then return true end
+  local p = R.p0[i] + RHL
+  -- the last byte first: ids of one key often differ only at their end (a counter)
+  return string.byte(R.s, p + n - 1) == string.byte(id, n) and sub(R.s, p, p + n - 1) == id
+end
+local function packholds(st)
+  local R = st.hr
+  local out, k, s = {}, 0, R.s
+  local r0, r1 = 0, -1 -- the run of unchanged records' bytes being copied
+  for i = 1, R.n do
+    if not R.dead[i] then
+      local p = R.p0[i]
+      if p and p == r1 + 1 then
+        r1 = R.p1[i]
+      else
+        if r1 >= r0 then
+          k = k + 1
+          out[k] = sub(s, r0, r1)
+        end
+        r0, r1 = 0, -1
+        if p then
+          r0, r1 = p, R.p1[i]
+        else
+          local h = R.obj[i]
+          local settled = 0
+          if h.settled then settled = 1 end
+          k = k + 1
+          local q = R.q0[i]
+          if q and not R.rt[i] then -- the id, RT and the generation as they were read
+            out[k] = pack(RH, #h.id, settled, h.amount, h.at, h.exp) .. sub(s, q + RHL, R.p1[i])
+          else
+            out[k] = pack(RH, #h.id, settled, h.amount, h.at, h.exp) .. h.id ..
+              pack(RT .. 's', h.reserved, h.alg, h.c, h.w, h.mq, h.mr, h.ut, h.um, h.ur, h.gen)
+          end
+        end
+      end
+    end
+  end
+  if r1 >= r0 then
+    k = k + 1
+    out[k] = sub(s, r0, r1)
   end
   return table.concat(out)
 end
 -- heldunits is concurrencyHeld: the units the records of generation gen hold at t.
 local function heldunits(st, gen, t)
+  local R = recs(st)
   local n = 0
-  for _, h in ipairs(holds(st)) do
-    if h.gen == gen and not h.settled and t < h.exp then n = n + h.amount end
+  for i = 1, R.n do
+    if not R.dead[i] and not R.set[i] and t < R.exp[i] and R.gen[i] == gen then n = n + R.amt[i] end
   end
   return n
 end
@@ -182,10 +321,16 @@ end
 local function notelag(st, t, a, f)
   local lq, lr = a - t, f
   if lq < 0 or (lq == 0 and lr == 0) then lq, lr = 0, 0 end
-  for _, h in ipairs(holds(st)) do
-    if h.alg == 3 and not h.settled and (lq < h.mq or (lq == h.mq and lr < h.mr)) then
-      if h.ut ~= t then h.ut, h.um, h.ur = t, h.mq, h.mr end -- the bound before the admissions at t, for an undo
-      h.mq, h.mr = lq, lr
+  local R = recs(st)
+  if R.live == R.nset then return end -- no open hold
+  for i = 1, R.n do
+    if not R.dead[i] and not R.set[i] then
+      local h = holdrec(R, i)
+      if h.alg == 3 and (lq < h.mq or (lq == h.mq and lr < h.mr)) then
+        if h.ut ~= t then h.ut, h.um, h.ur = t, h.mq, h.mr end -- the bound before the admissions at t, for an undo
+        h.mq, h.mr = lq, lr
+        changed(R, h, true)
+      end
     end
   end
 end
@@ -203,7 +348,7 @@ local function load(key)
   if st == nil then
     -- every field in the constructor: the table is sized once, never rehashed as fields are added
     st = { exists = false, seen = 0, w = 0, alg = 0, gen = '', x = 0, y = 0, z = 0, s = '', n = 0, la = 0, lc = 0,
-      dirty = false, grown = 0, hb = '', hl = false }
+      dirty = false, grown = 0, hb = '', hr = false }
     local v = redis.call('GET', key)
     if v then
       local z = string.find(v, '\0', 1, true)
@@ -411,11 +556,14 @@ local function ttl(st)
     -- shorten what PutPolicy's extension of the keys' expiries kept).
     local w = st.w
     if st.hw and st.hw > w then w = st.hw end
-    for _, h in ipairs(holds(st)) do
-      if h.gen == st.gen then
-        local u = h.exp
-        if not h.settled and h.at + w > u then u = h.at + w end
-        if u > until_us then until_us = u end
+    if st.hb ~= '' or st.hr then
+      local R = recs(st)
+      for i = 1, R.n do
+        if not R.dead[i] and R.gen[i] == st.gen then
+          local u = R.exp[i]
+          if not R.set[i] and R.at[i] + w > u then u = R.at[i] + w end
+          if u > until_us then until_us = u end
+        end
       end
     end
   end
@@ -434,7 +582,7 @@ local function save(key, st)
   local tail = ''
   if st.n > 0 then tail = pack('<dd', st.la, st.lc) end
   local hb = st.hb
-  if st.hl then hb = packholds(st.hl) end
+  if st.hr and st.hr.dirty then hb = packholds(st) end
   if hb ~= '' then
     local pad = fmod(16 - fmod(#hb + 8, 16), 16)
     tail = tail .. hb .. pack('<d', #hb) .. string.rep('\0', pad) .. string.char(pad)
@@ -471,8 +619,6 @@ end
 
 -- A stored record's revision: the last of policy.lua's nine fields (a record of eight fields, written before
 -- records carried one, is revision 0); nil for a deleted policy's "-|<revision>".
-local function unpack_saved(v) return v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11] end
-
 local function revision(rec)
   if string.sub(rec, 1, 2) == '-|' then return nil end
   local v = string.match(rec, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|(%d+)$')
@@ -480,129 +626,167 @@ local function revision(rec)
   return 0
 end
 
-if mode == 'h' then
-  -- A hold op (domain.Bucket.ApplyHold; Store.Hold in store.go): one key (KEYS[1]; KEYS[2] the policy records'
-  -- hash when ARGV[5] is "1"), ARGV[3] the op (1 acquire, 2 settle, 3 renew, 4 release anonymous), ARGV[4] two
-  -- checks packed as above: the op's (cost: the amount to acquire, settle to or release) and a peek's (cost 0, for
-  -- the decision a settle, renewal or release answers with), ARGV[6] the hold's id (any bytes), ARGV[7] its TTL in
-  -- µs (0: the window). A stored check's revision is fenced as a decision's is ("stale" answers). The op runs in
-  -- this script, not a second one, because it decides (an acquire is a check) and converts exactly as a check
-  -- does: one body keeps them one step. Returns the 9 integers of the decision, then the hold's status
-  -- (domain.HoldStatus), whether a hold is answered (1/0), its amount, at, expires, settled (1/0) and the overdraft;
-  -- a stale generation answers the decision 4 (StatusPolicyNotFound), a stored acquire over the limit in force 5
-  -- (StatusCostOverLimit, nothing done).
-  local op, id, ttlus = tonumber(ARGV[3]), ARGV[6], tonumber(ARGV[7])
-  local c = { unpack(CHECK, ARGV[4], 1) }
-  local pk = { unpack(CHECK, ARGV[4], c[14]) }
-  if ARGV[5] == '1' and c[10] == 1 then
-    local rec = redis.call('HGET', KEYS[2], c[13])
-    if not rec or revision(rec) ~= c[11] then return { 'stale', c[13], rec or '' } end
+-- snapshot and restore: the call's copy of a state's fields a decision may change (a conversion, a log's expiry,
+-- an admission), so a decision that must record nothing leaves the copy as it found it for the ops after it.
+local function snapshot(st) return { st.alg, st.gen, st.seen, st.w, st.x, st.y, st.z, st.s, st.n, st.la, st.lc } end
+local function restore(st, v)
+  st.alg, st.gen, st.seen, st.w, st.x, st.y, st.z, st.s, st.n, st.la, st.lc =
+    v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]
+end
+
+-- stalegen: the state is of a newer generation than gen (the op's policy was deleted and re-created since).
+local function stalegen(st, gen) return st.alg ~= 0 and tonumber(st.gen) > tonumber(gen) end
+
+-- batchcheck is a check of a batch (mode "b"): domain.Bucket.Decide, so a decision that records nothing changes
+-- nothing the later ops of the call see, and a stale generation is refused (4: StatusPolicyNotFound) unless the
+-- rule is invalid (3).
+local function batchcheck(key, algo, limit, window, res, floorus, cost, q, r, gen)
+  local st = load(key)
+  local v = snapshot(st)
+  local was = st.dirty
+  st.dirty = false
+  local stale = stalegen(st, gen)
+  local d = decide(key, algo, limit, window, res, floorus, cost, q, r, gen)
+  if stale or not st.dirty then
+    restore(st, v)
+    if stale and d[1] ~= 3 then d = { 4, 0, 0, 0, 0, 0, 0, 0, 0 } end
+    -- A key not written whose window grew since its expiry was set: its units must outlive the old expiry.
+    if st.exists and not was and window > st.grown and window > st.w then st.grown = window end
+    st.dirty = was
+  else
+    st.hw = nil -- this write's expiry is the state's window's, as a check's own call would set it
   end
-  local key = KEYS[1]
+  return d
+end
+
+-- The hold op being applied (holdop sets them; the helpers below read them, so that no closure is made per op):
+-- its key's state and records, rule, instant, id, peek's emission time, and whether it dropped or changed a record.
+local hst, hR, hkey, halgo, hlimit, hwindow, hres, hfloor, hgen, ht, hpq, hpr, hwas
+local hdirty = false
+-- hprune is pruneHolds: another generation's records, settled ones past their deadline, and those whose units left
+-- the window and whose deadline passed go (none when every record is of gen and no deadline has passed).
+local function hprune()
+  local R, gen, t, window = hR, hgen, ht, hwindow
+  if R.g1 == gen and t < R.mexp then return end
+  local dead, set, exp, ats, gens = R.dead, R.set, R.exp, R.at, R.gen
+  local mexp = MAX
+  for i = 1, R.n do
+    if not dead[i] then
+      if gens[i] ~= gen or (set[i] and t >= exp[i]) or (t >= ats[i] + window and t >= exp[i]) then
+        droprec(R, i)
+        hdirty = true
+      elseif exp[i] < mexp then
+        mexp = exp[i]
+      end
+    end
+  end
+  R.mexp = mexp
+  if R.live > 0 then R.g1 = gen else R.g1 = nil end
+end
+-- htrim is trimSettled: only the MaxSettledKept (16) settled records that come last in the list are kept.
+local function htrim()
+  local R = hR
+  local drop = R.nset - 16
+  for i = 1, R.n do
+    if drop <= 0 then return end
+    if not R.dead[i] and R.set[i] then
+      droprec(R, i)
+      hdirty = true
+      drop = drop - 1
+    end
+  end
+end
+-- hcurrent is Bucket.current for the op's rule; hholdcurrent Bucket.holdCurrent.
+local function hcurrent()
+  local st = hst
+  if st.gen ~= hgen or st.alg ~= halgo then return false end
+  if halgo == 3 then return st.z == hlimit and st.w == hwindow end
+  if halgo == 4 then return st.w == hwindow end
+  return true
+end
+local function hholdcurrent(h)
+  local st = hst
+  if st.alg ~= h.alg or st.gen ~= h.gen then return false end
+  return h.alg ~= 3 or (st.z == h.c and st.w == h.w)
+end
+-- hoverdraft: the units the key holds over the limit at t (the state's units under the op's rule), changing
+-- nothing (a log's expiry is undone).
+local function hoverdraft()
+  local st, t = hst, ht
+  if st.alg == 0 or not hcurrent() then return 0 end
+  local s, n, x, la, lc = st.s, st.n, st.x, st.la, st.lc
+  local units = 0
+  local cutoff = t - hwindow
+  if hfloor > cutoff then cutoff = hfloor end
+  if st.alg == 1 or st.alg == 2 then
+    expire(st, cutoff)
+    units = used(st)
+  elseif st.alg == 3 then
+    if st.x > t or (st.x == t and st.y > 0) then
+      local d = st.x - t
+      if st.y > 0 then d = d + 1 end
+      units = muldivceil(d, st.z, st.w)
+    end
+  elseif st.alg == 4 then
+    if st.x > cutoff and st.x >= t - fmod(t, st.w) then units = st.y end
+  elseif st.alg == 5 then
+    units = heldunits(st, st.gen, t)
+  end
+  st.s, st.n, st.x, st.la, st.lc = s, n, x, la, lc
+  if units > hlimit then return units - hlimit end
+  return 0
+end
+-- hfind is the op's generation's record with id, or nil.
+local function hfind(id)
+  local i = findrec(hR, id, hgen)
+  if i then return holdrec(hR, i) end
+  return nil
+end
+-- hfinish ends the op: its writes marked for the end of the call, and its 16 integers (d nil: a peek's decision).
+local function hfinish(d, status, h, od)
+  local st = hst
+  local mine = st.dirty or hdirty
+  if mine then st.seen, st.hw = ht, hwindow end
+  st.dirty = hwas or mine
+  if d == nil then
+    if stalegen(st, hgen) then
+      d = { 4, 0, 0, 0, 0, 0, 0, 0, 0 }
+    else
+      -- the peek a settle, renewal or release answers with, on the state as the op left it (unchanged by it)
+      local v = snapshot(st)
+      d = decide(hkey, halgo, hlimit, hwindow, hres, hfloor, 0, hpq, hpr, hgen)
+      restore(st, v)
+    end
+  end
+  local out = { d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], status, 0, 0, 0, 0, 0, od or 0 }
+  if h then
+    out[11], out[12], out[13], out[14] = 1, h.amount, h.at, h.exp
+    if h.settled then out[15] = 1 end
+  end
+  return out
+end
+
+-- holdop is a hold op (domain.Bucket.ApplyHold; Store.ApplyBatch and Store.Hold in store.go) on key: op (1
+-- acquire, 2 settle, 3 renew, 4 release anonymous), c the op's check as unpacked from CHECK (cost: the amount to
+-- acquire, settle to or release), pq, pr token_bucket's emission time of 1 unit (for the peek a settle, renewal or
+-- release answers with), id the hold's id (any bytes), ttlus its TTL in µs (0: the window). The op runs in this
+-- script, not a second one, because it decides (an acquire is a check) and converts exactly as a check does: one
+-- body keeps them one step. It changes the call's copy of the state (written at the end of the call). Returns the
+-- 9 integers of the decision, then the hold's status (domain.HoldStatus), whether a hold is answered (1/0), its
+-- amount, at, expires, settled (1/0) and the overdraft; a stale generation answers the decision 4
+-- (StatusPolicyNotFound), a stored acquire over the limit in force 5 (StatusCostOverLimit, nothing done).
+local function holdop(key, op, c, pq, pr, id, ttlus)
   local algo, limit, window, res, floorus, amount, gen = c[1], c[2], c[3], c[4], c[5], c[6], c[12]
-  local function peek()
-    return decide(key, pk[1], pk[2], pk[3], pk[4], pk[5], 0, pk[8], pk[9], pk[12])
-  end
   local st = load(key)
   local t = now
   if st.seen > t then t = st.seen end
-  local hdirty = false
-  local recs = holds(st)
-  local function keep(pred)
-    local kept = {}
-    for _, h in ipairs(recs) do
-      if pred(h) then kept[#kept + 1] = h end
-    end
-    if #kept ~= #recs then hdirty = true end
-    recs = kept
-    st.hl = kept
-  end
-  -- pruneHolds: another generation's records, settled ones past their deadline, and those whose units left the
-  -- window and whose deadline passed go.
-  local function prune()
-    keep(function(h)
-      return h.gen == gen and not (h.settled and t >= h.exp) and not (t >= h.at + window and t >= h.exp)
-    end)
-  end
-  -- trimSettled: only the MaxSettledKept (16) settled records that come last in the list are kept.
-  local function trim()
-    local n = 0
-    for _, h in ipairs(recs) do
-      if h.settled then n = n + 1 end
-    end
-    local drop = n - 16
-    if drop <= 0 then return end
-    keep(function(h)
-      if h.settled and drop > 0 then
-        drop = drop - 1
-        return false
-      end
-      return true
-    end)
-  end
-  local function find()
-    for _, h in ipairs(recs) do
-      if h.id == id and h.gen == gen then return h end
-    end
-    return nil
-  end
-  -- current is Bucket.current for the op's rule; holdcurrent Bucket.holdCurrent.
-  local function current()
-    if st.gen ~= gen or st.alg ~= algo then return false end
-    if algo == 3 then return st.z == limit and st.w == window end
-    if algo == 4 then return st.w == window end
-    return true
-  end
-  local function holdcurrent(h)
-    if st.alg ~= h.alg or st.gen ~= h.gen then return false end
-    return h.alg ~= 3 or (st.z == h.c and st.w == h.w)
-  end
-  -- overdraft: the units the key holds over the limit at t (the state's units under the op's rule), changing
-  -- nothing (a log's expiry is undone).
-  local function overdraft()
-    if st.alg == 0 or not current() then return 0 end
-    local s, n, x, la, lc = st.s, st.n, st.x, st.la, st.lc
-    local units = 0
-    local cutoff = t - window
-    if floorus > cutoff then cutoff = floorus end
-    if st.alg == 1 or st.alg == 2 then
-      expire(st, cutoff)
-      units = used(st)
-    elseif st.alg == 3 then
-      if st.x > t or (st.x == t and st.y > 0) then
-        local d = st.x - t
-        if st.y > 0 then d = d + 1 end
-        units = muldivceil(d, st.z, st.w)
-      end
-    elseif st.alg == 4 then
-      if st.x > cutoff and st.x >= t - fmod(t, st.w) then units = st.y end
-    elseif st.alg == 5 then
-      units = heldunits(st, st.gen, t)
-    end
-    st.s, st.n, st.x, st.la, st.lc = s, n, x, la, lc
-    if units > limit then return units - limit end
-    return 0
-  end
-  local function finish(d, status, h, od)
-    if st.dirty or hdirty then
-      st.seen, st.hw = t, window
-      save(key, st)
-      st.dirty = false
-    end
-    if d == nil then
-      if st.alg ~= 0 and tonumber(st.gen) > tonumber(gen) then
-        d = { 4, 0, 0, 0, 0, 0, 0, 0, 0 }
-      else
-        d = peek()
-      end
-    end
-    local out = { d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], status, 0, 0, 0, 0, 0, od or 0 }
-    if h then
-      out[11], out[12], out[13], out[14] = 1, h.amount, h.at, h.exp
-      if h.settled then out[15] = 1 end
-    end
-    return out
-  end
+  local R = recs(st)
+  hst, hR, hkey, halgo, hlimit, hwindow, hres, hfloor, hgen, ht, hpq, hpr, hwas =
+    st, R, key, algo, limit, window, res, floorus, gen, t, pq, pr, st.dirty
+  st.dirty = false -- this op's own writes, from here to hfinish
+  hdirty = false
+  local dead, set, exp, gens = R.dead, R.set, R.exp, R.gen
+  local finish, prune, trim, current, holdcurrent, overdraft = hfinish, hprune, htrim, hcurrent, hholdcurrent, hoverdraft
   if not known(algo) then
     if op == 1 then return finish(INVALID, 0) end
     return finish(INVALID, 2)
@@ -610,38 +794,42 @@ if mode == 'h' then
   if c[10] == 1 and op == 1 and amount > limit then
     return finish({ 5, 0, 0, 0, 0, 0, 0, 0, 0 }, 0) -- a stored acquire over the limit in force: StatusCostOverLimit
   end
-  local stale = st.alg ~= 0 and tonumber(st.gen) > tonumber(gen)
+  local stale = stalegen(st, gen)
   if op == 1 then
     if stale then return finish({ 4, 0, 0, 0, 0, 0, 0, 0, 0 }, 2) end
     prune()
-    local h = find()
+    local h = hfind(id)
     if h then
       if h.reserved ~= amount then return finish(nil, 3, h) end
       return finish(nil, 1, h)
     end
-    if #recs >= 1024 then -- domain.MaxHolds: dropClosed, then refuse if still full
-      keep(function(x) return not x.settled and not (x.alg == 5 and t >= x.exp) end)
-      if #recs >= 1024 then return finish(nil, 6) end
+    if R.live >= 1024 then -- domain.MaxHolds: dropClosed, then refuse if still full
+      for i = 1, R.n do
+        if not dead[i] and (set[i] or (t >= exp[i] and holdrec(R, i).alg == 5)) then
+          droprec(R, i)
+          hdirty = true
+        end
+      end
+      if R.live >= 1024 then return finish(nil, 6) end
     end
     -- The acquire decides as a check of cost amount; a denial keeps the state as it was (a conversion made on the
-    -- way is the call's copy only), and records nothing but what the pruning above dropped.
-    local saved = { st.alg, st.gen, st.seen, st.w, st.x, st.y, st.z, st.s, st.n, st.la, st.lc }
+    -- way is undone), and records nothing but what the pruning above dropped.
+    local saved = snapshot(st)
     acquiring = true
     local d = decide(key, algo, limit, window, res, floorus, amount, c[8], c[9], gen)
     acquiring = false
     if d[1] ~= 1 then
-      st.alg, st.gen, st.seen, st.w, st.x, st.y, st.z, st.s, st.n, st.la, st.lc = unpack_saved(saved)
+      restore(st, saved)
       st.dirty = false
       return finish(d, 0)
     end
     if ttlus <= 0 or ttlus > window then ttlus = window end
     local at = t
     if algo == 2 then at = ceilto(t, res) end
-    h = { id = id, amount = amount, at = at, exp = t + ttlus, settled = false, reserved = amount, alg = algo,
+    h = { i = 0, id = id, amount = amount, at = at, exp = t + ttlus, settled = false, reserved = amount, alg = algo,
       c = 0, w = 0, mq = 0, mr = 0, ut = 0, um = 0, ur = 0, gen = gen }
     if algo == 3 then h.c, h.w, h.mq = limit, window, CAP end
-    recs[#recs + 1] = h
-    st.hl = recs
+    addrec(R, h)
     hdirty = true
     -- concurrency's step decided before the hold existed: every unit is back at the latest deadline, now maybe
     -- this one's (domain.Bucket.Acquire)
@@ -653,15 +841,19 @@ if mode == 'h' then
     if stale or algo ~= 5 or (st.alg ~= 0 and not current()) then return finish(nil, 2) end
     prune()
     local back = 0
-    for _, h in ipairs(recs) do
+    for i = 1, R.n do
       if back >= amount then break end
-      if h.gen == gen and string.byte(h.id, 1) == 0 and not h.settled and t < h.exp then
-        local give = h.amount
-        if amount - back < give then give = amount - back end
-        h.amount = h.amount - give
-        h.settled = h.amount == 0
-        back = back + give
-        hdirty = true
+      if not dead[i] and not set[i] and t < exp[i] and gens[i] == gen then
+        local h = holdrec(R, i)
+        if string.byte(h.id, 1) == 0 then
+          local give = h.amount
+          if amount - back < give then give = amount - back end
+          h.amount = h.amount - give
+          h.settled = h.amount == 0
+          changed(R, h)
+          back = back + give
+          hdirty = true
+        end
       end
     end
     trim()
@@ -670,13 +862,14 @@ if mode == 'h' then
   end
   if stale then return finish(nil, 2) end
   prune()
-  local h = find()
+  local h = hfind(id)
   if not h then return finish(nil, 2) end
   if op == 3 then
     if h.settled then return finish(nil, 3, h) end
     if t >= h.exp then return finish(nil, 4, h) end
     if ttlus <= 0 or ttlus > window then ttlus = window end
     h.exp = t + ttlus
+    changed(R, h)
     hdirty = true
     return finish(nil, 0, h)
   end
@@ -687,6 +880,7 @@ if mode == 'h' then
     if h.settled then return finish(nil, 3, h) end
     if t >= h.exp then return finish(nil, 4, h) end
     h.amount, h.settled = actual, actual == 0
+    changed(R, h)
     hdirty = true
     local out = { amount = h.amount, at = h.at, exp = h.exp, settled = h.settled }
     trim()
@@ -761,9 +955,68 @@ if mode == 'h' then
     end
   end
   h.amount, h.settled = actual, true
+  changed(R, h)
   hdirty = true
   trim()
   return finish(nil, 0, h, overdraft())
+end
+
+if mode == 'b' then
+  -- A batch (domain.BucketHold; Store.ApplyBatch and Store.Hold in store.go): KEYS[i] the key of op i (every key
+  -- in one slot; the last key the policy records' hash when ARGV[5] is "1"), ARGV[4] the ops' checks packed as
+  -- above (a check's cost; a hold op's amount), ARGV[6] per op "<BdddI4" and the id's bytes: the op (0 a check, 1
+  -- acquire, 2 settle, 3 renew, 4 release anonymous), the TTL in µs (0: the window), token_bucket's emission
+  -- time of 1 unit (q, r: a hold op's peek), the id's length. The ops run in order, each on the state the ops
+  -- before it left (a check is Decide, a hold op holdop), and the states are written once, at the end: not one
+  -- step for the domain's contract (storetest.OpBatcher), but atomic anyway, as every script. Every stored op's
+  -- revision is fenced first, as in mode "d" ("stale" answers: nothing decided or written). Returns per op its
+  -- integers: a check's 9 (decide's, 4 for a stale generation), a hold op's 16 (holdop's).
+  local nops, pk = n, nil
+  if ARGV[5] == '1' then
+    nops, pk = n - 1, KEYS[n]
+  end
+  local checks, held, stale, pos = {}, {}, nil, 1
+  for i = 1, nops do
+    local c = { unpack(CHECK, ARGV[4], pos) }
+    pos = c[14]
+    checks[i] = c
+    if pk and c[10] == 1 and held[c[13]] == nil then
+      local rec = redis.call('HGET', pk, c[13])
+      held[c[13]] = true
+      if not rec or revision(rec) ~= c[11] then
+        stale = stale or { 'stale' }
+        stale[#stale + 1] = c[13]
+        stale[#stale + 1] = rec or ''
+      end
+    end
+  end
+  if stale then return stale end
+  local out, k, opos, ops = {}, 0, 1, ARGV[6]
+  for i = 1, nops do
+    local c = checks[i]
+    local op, ttlus, pq, pr, idlen
+    op, ttlus, pq, pr, idlen, opos = unpack('<BdddI4', ops, opos)
+    if op == 0 then
+      local d = batchcheck(KEYS[i], c[1], c[2], c[3], c[4], c[5], c[6], c[8], c[9], c[12])
+      for j = 1, 9 do out[k + j] = d[j] end
+      k = k + 9
+    else
+      local id = string.sub(ops, opos, opos + idlen - 1)
+      opos = opos + idlen
+      local v = holdop(KEYS[i], op, c, pq, pr, id, ttlus)
+      for j = 1, 16 do out[k + j] = v[j] end
+      k = k + 16
+    end
+  end
+  for key, st in pairs(states) do
+    if st.dirty then save(key, st) end
+    if st.grown > 0 then
+      -- Only the expiry moves: to at least now plus the grown window (see the end of the script).
+      local ms = floor(st.grown / 1000) + 1 + slack
+      if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+    end
+  end
+  return out
 end
 
 local atomic = ARGV[3] == '1'

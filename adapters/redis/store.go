@@ -36,18 +36,20 @@
 // TestStoredCheckStatuses, TestPolicyChangesAfterDataLoss (Redis losing its data: see Policies). Config-file
 // policies decide with the rule they carry and the floor RegisterConfigPolicies keeps for them.
 //
-// Holds (shared/design.md, "Holds"; Store.Hold): an acquire, settle, renewal or anonymous release is one script
-// call (decide.lua's mode "h") on the key's slot, with the Redis clock, which is domain.Bucket.ApplyHold step for
-// step on every algorithm, concurrency included (algo/5_concurrency.lua). The hold records are stored in the key's
+// Holds (shared/design.md, "Holds"; Store.Hold, Store.ApplyBatch): an acquire, settle, renewal or anonymous release
+// is decide.lua's holdop, run by a script call in mode "b" on the key's slot (one op, or a batch of checks and hold
+// ops: ApplyBatch), with the Redis clock, which is domain.Bucket.ApplyHold step for step on every algorithm,
+// concurrency included (algo/5_concurrency.lua). The hold records are stored in the key's
 // value after its state, so a check and a hold op of the key are each one atomic step, Reset and DropPolicy drop
 // them with the key, and its expiry (PX) is the later of its state's and its records' (a crashed holder's
 // concurrency units stop counting at the hold's deadline; the record lives as long as Bucket.Empty keeps it).
-// Tests: the conformance suite's hold tests, TestHoldsModelWithPolicyChanges and FuzzHolds against domain.Bucket,
-// TestConcurrencyAcrossClients, TestConcurrencyHoldExpiry.
+// Tests: the conformance suite's hold and batch tests, TestHoldsModelWithPolicyChanges and FuzzHolds against
+// domain.Bucket, TestConcurrencyAcrossClients, TestConcurrencyHoldExpiry.
 //
 // On a single Redis, `sluice serve` puts the coalescer's lanes in front of this store (app/redis.go, redis.lanes):
 // the checks of several keys that arrive while a lane's call is in flight are one non-atomic DecideBatch, so one
-// script call. A cluster is not laned (one call holds one slot's keys).
+// script call, and when hold ops arrive among them the lane's batch is one ApplyBatch, again one script call. A
+// cluster is not laned (one call holds one slot's keys).
 //
 // Multi-checks whose keys share a slot (any multi-check on a single Redis) are one script call, atomic as any
 // script. Atomic multi-checks across slots of a cluster are reserved slot by slot, in slot order, and the
@@ -1096,73 +1098,17 @@ func (s *Store) fail(op string, err error) error {
 }
 
 // Hold implements domain.BucketStore: one hold operation (domain.Bucket.ApplyHold's step, mirrored by decide.lua's
-// mode "h") as one script call on the key's slot, with the Redis clock (a test clock when set, as for checks). The
-// key's hold records live in its value beside its state, so a check and a hold op of one key are one atomic step
-// each and the key's expiry covers every record that still matters. A stored check's policy is fenced by
-// revision as a decision's is (runGroup): a stale copy costs a round trip per missed change, a policy Redis no
-// longer holds answers StatusPolicyNotFound, an acquire over the limit in force StatusCostOverLimit (both with the
-// zero HoldStatus and nothing done, as the memory and Postgres stores answer them).
+// holdop) as one script call on the key's slot (a batch of one: ApplyBatch), with the Redis clock (a test clock
+// when set, as for checks). The key's hold records live in its value beside its state, so a check and a hold op of
+// one key are one atomic step each and the key's expiry covers every record that still matters. A stored check's
+// policy is fenced by revision as a decision's is (runGroup): a stale copy costs a round trip per missed change, a
+// policy Redis no longer holds answers StatusPolicyNotFound, an acquire over the limit in force
+// StatusCostOverLimit (both with the zero HoldStatus and nothing done, as the memory and Postgres stores answer
+// them).
 func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
-	key := s.Key(q.Policy, q.Key)
-	p := s.pol.Load()
-	stored := q.Stored && p != nil
-	for attempt := 0; ; attempt++ {
-		r, rev := q.BucketRequest, int64(unchecked)
-		keys := []string{key}
-		isStored := ""
-		if stored {
-			pol, ok := p.held(r.Policy)
-			switch {
-			case ok:
-				r.Rule, rev = pol.Rule(), pol.Revision
-			case attempt > 0:
-				return domain.HoldDecision{Decision: domain.Decision{Status: domain.StatusPolicyNotFound, Limit: r.Limit}}, nil
-			default:
-				rev = -1
-			}
-			keys, isStored = append(keys, p.recordsKey(Slot(key))), "1"
-		}
-		peek := r
-		peek.Cost = 0
-		b := s.appendCheck(s.appendCheck(make([]byte, 0, 2*(checkSize+24)), r, rev), peek, rev)
-		args := []string{"h", s.instant(), strconv.Itoa(int(q.Op)), string(b), isStored, q.ID,
-			strconv.FormatInt(int64(q.TTL/time.Microsecond), 10)}
-		v, stale, err := s.exec(ctx, keys, args, true)
-		if err != nil {
-			return domain.HoldDecision{}, s.fail("hold", err)
-		}
-		if stale != nil {
-			if attempt == maxStale {
-				return domain.HoldDecision{}, s.fail("hold", fmt.Errorf("the policy %q changed %d times while one hold was sent", stale[0], maxStale+1))
-			}
-			if err := p.resolve(ctx, p.recordsKey(Slot(key)), stale); err != nil {
-				return domain.HoldDecision{}, s.fail("hold", err)
-			}
-			continue
-		}
-		if len(v) != results+7 {
-			return domain.HoldDecision{}, fmt.Errorf("redis hold: %d integers from the script, want %d", len(v), results+7)
-		}
-		var hd domain.HoldDecision
-		switch v[0] {
-		case 4:
-			hd.Decision = domain.Decision{Status: domain.StatusPolicyNotFound, Limit: r.Limit}
-		case 5:
-			hd.Decision = domain.Decision{Status: domain.StatusCostOverLimit, Limit: r.Limit}
-		default:
-			dr := r
-			if q.Op != domain.OpAcquire {
-				dr = peek
-			}
-			hd.Decision = decision(dr, v[:results])
-		}
-		hd.Status, hd.Overdraft = domain.HoldStatus(v[results]), v[results+6]
-		if v[results+1] == 1 {
-			hd.Hold = domain.Hold{Amount: v[results+2], At: v[results+3], Expires: v[results+4], Settled: v[results+5] == 1}
-			if q.Op != domain.OpReleaseAnonymous {
-				hd.Hold.ID = q.ID
-			}
-		}
-		return hd, nil
+	hds, err := s.ApplyBatch(ctx, []domain.BucketHold{q})
+	if err != nil {
+		return domain.HoldDecision{}, err
 	}
+	return hds[0], nil
 }

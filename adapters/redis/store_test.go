@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/sluice-dev/sluice/adapters/coalesce"
 	"github.com/sluice-dev/sluice/adapters/redis"
 	"github.com/sluice-dev/sluice/adapters/redis/redistest"
 	"github.com/sluice-dev/sluice/domain"
@@ -58,3 +59,6 @@ func TestConformanceSentinel(t *testing.T) {
 		return s
 	})
 }
+
+// The coalescer's lanes carry hold ops to the store in mixed batches (app/redis.go puts them in front of it).
+var _ coalesce.OpBatcher = (*redis.Store)(nil)

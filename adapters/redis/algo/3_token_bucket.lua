@@ -26,7 +26,7 @@ local allowed = na - t < window or (na - t == window and nf == 0)
 if allowed then
   local recorded = 0
   if cost > 0 then
-    if not conv and (st.hl or st.hb ~= '') then notelag(st, t, ra, rf) end
+    if not conv and (st.hr or st.hb ~= '') then notelag(st, t, ra, rf) end
     st.x, st.y, st.z = na, nf, limit
     recorded = t
     admit()
@@ -56,9 +56,16 @@ if st.z == limit then
   st.x, st.y = a, f
   done = true
   -- the open holds' refund bounds the reserved admission lowered (its instant rec) are given back
-  if st.hl or st.hb ~= '' then
-    for _, h in ipairs(holds(st)) do
-      if h.alg == 3 and h.ut == rec then h.mq, h.mr, h.ut = h.um, h.ur, 0 end
+  if st.hr or st.hb ~= '' then
+    local R = recs(st)
+    for i = 1, R.n do
+      if not R.dead[i] then
+        local h = holdrec(R, i)
+        if h.alg == 3 and h.ut == rec then
+          h.mq, h.mr, h.ut = h.um, h.ur, 0
+          changed(R, h, true)
+        end
+      end
     end
   end
 end
