@@ -340,6 +340,7 @@ var toolVariables = []string{
 	"SLUICE_TEST_BENCH_REDIS_LANES",  // adapters/redis: TestSideBySide's extra redis.lanes values (comma-separated)
 	"SLUICE_TEST_BENCH_REDIS_ROUNDS", // adapters/redis: TestSideBySide's rounds (default 10)
 	"SLUICE_TEST_SCRIPT_TIME",        // adapters/redis: TestScriptTime's scripts to compare with decide.lua
+	"SLUICE_TEST_HOLD_TIME",          // adapters/redis: TestHoldScriptTime runs when set
 	"SLUICE_TEST_POLICY_COST",        // adapters/redis: TestPolicyCost runs when set
 	"SLUICE_TEST_REDIS_SPEC_SEED",    // adapters/redis: TestConversionSpecModel's seed (replays a failure)
 	"SLUICE_TEST_RATELIMIT_BIN",      // adapters/redis: a prebuilt envoyproxy/ratelimit service_cmd

@@ -355,7 +355,8 @@ func (b *Bucket) holdCurrent(h *holdRecord) bool {
 }
 
 // pruneHolds drops the records that can no longer matter at now: another generation's, a settled one past its
-// deadline, and any whose units have left r's window. The list is rewritten only when one goes.
+// deadline, and any whose units have left r's window. It walks them only once the book's horizon (holdBook.next)
+// has come or the generation or window differs from the last walk's, and then sets the horizon anew.
 func (b *Bucket) pruneHolds(now int64, r Rule) {
 	if b.holds == nil {
 		return

@@ -16,7 +16,8 @@ import (
 // (adapters/coalesce): ops applied in order, each atomically on its key exactly as Decide (domain.OpCheck) or
 // Hold would apply it, each seeing what the ones before it recorded, the batch as a whole not atomic. One op's
 // own outcome (a denial, an unknown hold, a stale generation, an invalid rule) is its result, never the batch's
-// error. Stores without it (memory, which is never laned) skip these tests.
+// error. Every store offers it (the memory store applies a batch one op at a time); a store without it skips these
+// tests, saying so.
 type OpBatcher interface {
 	ApplyBatch(ctx context.Context, ops []domain.BucketHold) ([]domain.HoldDecision, error)
 }
@@ -33,7 +34,7 @@ func opBatcher(t *testing.T, s domain.BucketStore) OpBatcher {
 	t.Helper()
 	b, ok := s.(OpBatcher)
 	if !ok {
-		t.Skipf("%T applies no mixed batches of checks and holds (it is never laned)", s)
+		t.Skipf("%T applies no mixed batches of checks and holds (storetest.OpBatcher)", s)
 	}
 	return b
 }
