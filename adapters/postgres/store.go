@@ -455,7 +455,7 @@ func redactErr(err error) error {
 	return err
 }
 
-// Hold implements domain.BucketStore in one round trip: one call of sluice_hold (migrations/functions/35_holds.sql;
+// Hold implements domain.BucketStore in one round trip (an OpCheck is Decide's): one call of sluice_hold (migrations/functions/35_holds.sql;
 // an acquire its key's committed state denies is answered from a lock-free read, anything else is a batch of one
 // through sluice_apply_batch), domain.Bucket.ApplyHold's step on the key's row under the row lock its checks take,
 // with the database clock (a test clock's instant when Options.Clock is set). For an API policy
@@ -463,6 +463,10 @@ func redactErr(err error) error {
 // (StatusPolicyNotFound, StatusCostOverLimit). The hold records live in the key's sluice_buckets row (migration
 // 00005, lz4-compressed since 00006 where the server has lz4); Reset and DropPolicy drop them with it.
 func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
+	if q.Op == domain.OpCheck { // sluice_hold takes hold operations only; a check is Decide's, as the port says
+		d, err := s.Decide(ctx, q.BucketRequest)
+		return domain.HoldDecision{Decision: d}, err
+	}
 	r := q.BucketRequest
 	if !r.Stored {
 		if f, ok := s.configFloors.Load(r.Policy); ok {

@@ -28,6 +28,7 @@ var holdTests = []struct {
 	{"ConcurrencyCheckRefused", testConcurrencyCheckRefused},
 	{"SettledRecordsBounded", testSettledRecordsBounded},
 	{"MaxHoldsPerKey", testMaxHoldsPerKey},
+	{"HoldOfACheckIsDecide", testHoldOfACheckIsDecide},
 }
 
 func applyHold(t *testing.T, ctx context.Context, s domain.BucketStore, q domain.BucketHold) domain.HoldDecision {
@@ -400,5 +401,28 @@ func testMaxHoldsPerKey(t *testing.T, newStore NewStore) {
 			t.Fatalf("%s: an acquire after a settle freed a record: %+v", alg, hd)
 		}
 		both(holdOp(p, "k", domain.OpSettle, "h3", 0, 0)) // its record was dropped: unknown
+	}
+}
+
+// testHoldOfACheckIsDecide: Hold given an OpCheck applies it as Decide would (the port's contract): a check records,
+// a peek does not, a denial does not, on a window algorithm; a check of cost > 0 on concurrency is refused.
+func testHoldOfACheckIsDecide(t *testing.T, newStore NewStore) {
+	s, clock, ctx := setup(t, newStore)
+	p := domain.Policy{Name: "checks", Limit: 3, Window: time.Minute, Algorithm: domain.SlidingWindow}.WithDefaults()
+	b := &domain.Bucket{}
+	for i, cost := range []int64{2, 0, 2, 1, 0, 1} {
+		clock.Advance(time.Second)
+		q := holdOp(p, "k", domain.OpCheck, "", cost, 0)
+		got, want := applyHold(t, ctx, s, q), b.ApplyHold(clock.Now().UnixMicro(), q)
+		if got != want {
+			t.Fatalf("check %d of cost %d through Hold:\n got %+v\nwant %+v", i, cost, got, want)
+		}
+	}
+	if d := decide(t, ctx, s, domain.BucketRequest{Policy: p.Name, Key: "k", Rule: p.Rule()}); d.Allowed {
+		t.Fatalf("after 3 units checked in through Hold a peek is admitted: %+v", d)
+	}
+	c := domain.Policy{Name: "streams", Limit: 2, Window: time.Minute, Algorithm: domain.Concurrency}.WithDefaults()
+	if hd := applyHold(t, ctx, s, holdOp(c, "k", domain.OpCheck, "", 1, 0)); hd.Decision.Status != domain.StatusInvalidRule {
+		t.Fatalf("a check of cost 1 on concurrency through Hold: %+v, want StatusInvalidRule", hd)
 	}
 }
