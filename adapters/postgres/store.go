@@ -455,13 +455,13 @@ func redactErr(err error) error {
 	return err
 }
 
-// Hold implements domain.BucketStore in one round trip (an OpCheck is Decide's): one call of sluice_hold (migrations/functions/35_holds.sql;
-// an acquire its key's committed state denies is answered from a lock-free read, anything else is a batch of one
-// through sluice_apply_batch), domain.Bucket.ApplyHold's step on the key's row under the row lock its checks take,
-// with the database clock (a test clock's instant when Options.Clock is set). For an API policy
-// (BucketRequest.Stored) it decides with the policy as the database holds it, as Decide does
-// (StatusPolicyNotFound, StatusCostOverLimit). The hold records live in the key's sluice_buckets row (migration
-// 00005, lz4-compressed since 00006 where the server has lz4); Reset and DropPolicy drop them with it.
+// Hold implements domain.BucketStore in one round trip (an OpCheck is Decide's): one call of sluice_hold
+// (migrations/functions/35_holds.sql; an acquire its key's committed state denies is answered from a lock-free read,
+// anything else is a batch of one through sluice_apply_batch), domain.Bucket.ApplyHold's step on the key's row under
+// the row lock its checks take, with the database clock (a test clock's instant when Options.Clock is set). For an API
+// policy (BucketRequest.Stored) it decides with the policy as the database holds it, as Decide does
+// (StatusPolicyNotFound, StatusCostOverLimit). The hold records live in the key's sluice_buckets row (migration 00005,
+// lz4-compressed since 00006 where the server has lz4); Reset and DropPolicy drop them with it.
 func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
 	if q.Op == domain.OpCheck { // sluice_hold takes hold operations only; a check is Decide's, as the port says
 		d, err := s.Decide(ctx, q.BucketRequest)
