@@ -242,6 +242,12 @@ func (s *Store) run(ctx context.Context, op domain.BucketHold, perKey bool) (dom
 		var busy bool
 		var err error
 		switch {
+		case bounded && op.Op == domain.OpCheck:
+			// The common path of a lane over Postgres: a batch of one check, sent as checks always were.
+			var ds []domain.Decision
+			if ds, busy, err = s.sendChecks(ctx, []domain.BucketRequest{op.BucketRequest}, true); err == nil && !busy {
+				hd.Decision = ds[0]
+			}
 		case bounded:
 			var hds []domain.HoldDecision
 			if hds, busy, err = s.sendBatch(ctx, []domain.BucketHold{op}, true); err == nil && !busy {
@@ -408,18 +414,15 @@ func (s *Store) sendBatch(ctx context.Context, ops []domain.BucketHold, bounded 
 		for i := range ops {
 			reqs[i] = ops[i].BucketRequest
 		}
-		var ds []domain.Decision
-		if bounded {
-			ds, busy, err = s.bounded.DecideBatchBounded(ctx, reqs)
-		} else {
-			ds, err = s.BucketStore.DecideBatch(ctx, reqs, false)
+		ds, busy, err := s.sendChecks(ctx, reqs, bounded) // counts busy itself
+		if err != nil || busy {
+			return nil, busy, err
 		}
-		if err == nil && !busy && len(ds) == len(reqs) {
-			hds = make([]domain.HoldDecision, len(ds))
-			for i := range ds {
-				hds[i].Decision = ds[i]
-			}
+		hds = make([]domain.HoldDecision, len(ds))
+		for i := range ds {
+			hds[i].Decision = ds[i]
 		}
+		return hds, false, nil
 	}
 	if busy && err == nil {
 		s.busy.Add(1)
@@ -429,6 +432,26 @@ func (s *Store) sendBatch(ctx context.Context, ops []domain.BucketHold, bounded 
 		err = errShortBatch
 	}
 	return hds, false, err
+}
+
+// sendChecks sends checks as one non-atomic DecideBatch (DecideBatchBounded when bounded). Unless busy (counted
+// in Busy), a nil error comes with one decision per check.
+func (s *Store) sendChecks(ctx context.Context, reqs []domain.BucketRequest, bounded bool) ([]domain.Decision, bool, error) {
+	var ds []domain.Decision
+	var err error
+	if bounded {
+		var busy bool
+		if ds, busy, err = s.bounded.DecideBatchBounded(ctx, reqs); busy && err == nil {
+			s.busy.Add(1)
+			return nil, true, nil
+		}
+	} else {
+		ds, err = s.BucketStore.DecideBatch(ctx, reqs, false)
+	}
+	if err == nil && len(ds) != len(reqs) {
+		err = errShortBatch
+	}
+	return ds, false, err
 }
 
 // advanceLocked is called when the in-flight call for k returned: the next batch with a live member gets the
