@@ -663,35 +663,44 @@ func TestBoundedBatchesKeepLimitsExact(t *testing.T) {
 		l := newRowLocks()
 		s := New(l, Options{Lanes: 2, MaxBatch: 8})
 		const limit, workers, tries, keys = 40, 32, 30, 4
-		stop := make(chan struct{})
-		go func() { // drain: waiters report here, nobody needs the signal
-			for {
-				select {
-				case <-l.waiting:
-				case <-stop:
-					return
-				}
-			}
-		}()
-		var churn sync.WaitGroup
-		churn.Add(1)
-		go func() {
-			defer churn.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				release := l.lock(fmt.Sprint("k", i%keys))
-				runtime.Gosched()
-				release()
-			}
-		}()
+		stop := churnLocks(l, func(i int) string { return fmt.Sprint("k", i%keys) })
 		admitted := admitPerKey(t, s, workers, tries, keys, limit)
-		close(stop)
-		churn.Wait()
+		stop()
 		requireExactPerKey(t, admitted, limit)
 		t.Logf("%d lane calls, %d gave up on a locked row", l.bounded.Load(), s.Busy())
 	})
+}
+
+// churnLocks locks and releases l's rows key(0), key(1), ... one after another until stop is called (it returns
+// once the churn has ended), draining the waiters' reports meanwhile.
+func churnLocks(l *rowLocks, key func(int) string) (stop func()) {
+	done := make(chan struct{})
+	go func() { // drain: waiters report here, nobody needs the signal
+		for {
+			select {
+			case <-l.waiting:
+			case <-done:
+				return
+			}
+		}
+	}()
+	var churn sync.WaitGroup
+	churn.Add(1)
+	go func() {
+		defer churn.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			release := l.lock(key(i))
+			runtime.Gosched()
+			release()
+		}
+	}()
+	return func() {
+		close(done)
+		churn.Wait()
+	}
 }

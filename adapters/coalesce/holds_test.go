@@ -234,38 +234,14 @@ func TestBoundedHoldsKeepLimitsExact(t *testing.T) {
 		if s.ops == nil || s.boundedOps == nil {
 			t.Fatal("a store with ApplyBatch and ApplyBatchBounded must carry holds in its lanes")
 		}
-		stop := make(chan struct{})
-		go func() { // drain: waiters report here, nobody needs the signal
-			for {
-				select {
-				case <-l.waiting:
-				case <-stop:
-					return
-				}
+		stop := churnLocks(l, func(i int) string {
+			if i%2 == 1 {
+				return fmt.Sprint("k", i%3)
 			}
-		}()
-		var churn sync.WaitGroup
-		churn.Add(1)
-		go func() {
-			defer churn.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				key := "hot"
-				if i%2 == 1 {
-					key = fmt.Sprint("k", i%3)
-				}
-				release := l.lock(key)
-				runtime.Gosched()
-				release()
-			}
-		}()
+			return "hot"
+		})
 		holdRace(t, s, 32, 20)
-		close(stop)
-		churn.Wait()
+		stop()
 		t.Logf("%d bounded calls, %d gave up on a locked row", l.bounded.Load(), s.Busy())
 	})
 }
