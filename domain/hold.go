@@ -489,8 +489,8 @@ type HoldDecision struct {
 	Overdraft int64
 }
 
-// ApplyHold applies one hold operation (or, for OpCheck, one check) at now: the step every store runs (the memory store under the key's lock;
-// the Postgres and Redis steps mirror it). A stale generation is refused as Decide refuses it.
+// ApplyHold applies one hold operation (or, for OpCheck, one check) at now: the step every store runs (the memory store
+// under the key's lock; the Postgres and Redis steps mirror it). A stale generation is refused as Decide refuses it.
 func (b *Bucket) ApplyHold(now int64, q BucketHold) HoldDecision {
 	var out HoldDecision
 	switch q.Op {

@@ -356,12 +356,12 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	return resp, nil
 }
 
-// decideQuotas applies quota_mode to a request whose window checks were decided (rs, allowed; not denied by a
-// hold or an oversized cost): while the only denials are of quota descriptors and some quota descriptor is not
-// over, the denied ones are marked over and the request is decided again with them as shadow peeks, one atomic
-// call each time (each counted in the decision metrics), so what is finally recorded was admitted as one all-or-nothing call (each limit stays exact); a
-// quota descriptor over its limit records nothing. quotaDenied: every quota descriptor is over, so the request is
-// denied although no other limit was (what envoyproxy/ratelimit answers; its counters would count it anyway,
+// decideQuotas applies quota_mode to a request whose window checks were decided (rs, allowed; not denied by a hold or
+// an oversized cost): while the only denials are of quota descriptors and some quota descriptor is not over, the denied
+// ones are marked over and the request is decided again with them as shadow peeks, one atomic call each time (each
+// counted in the decision metrics), so what is finally recorded was admitted as one all-or-nothing call (each limit
+// stays exact); a quota descriptor over its limit records nothing. quotaDenied: every quota descriptor is over, so the
+// request is denied although no other limit was (what envoyproxy/ratelimit answers; its counters would count it anyway,
 // sluice's record nothing for a denied request).
 func (s *Service) decideQuotas(ctx context.Context, ds []descriptorState, checks []domain.PolicyCheck, rs []domain.Result, allowed bool) (_ []domain.Result, _ bool, quotaDenied bool, err error) {
 	quotas, over := quotaCounts(ds)

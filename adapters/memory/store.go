@@ -194,8 +194,8 @@ func (s *Store) decideLocked(sh *shard, now int64, r domain.BucketRequest, undo 
 	return d, nil
 }
 
-// Hold implements domain.BucketStore: the hold's step (domain.Bucket.ApplyHold) under the key's shard lock, as
-// Decide's (an OpCheck is Decide's). A settle or renewal of a key the store does not hold finds no hold and stores nothing.
+// Hold implements domain.BucketStore: the hold's step (domain.Bucket.ApplyHold) under the key's shard lock, as Decide's
+// (an OpCheck is Decide's). A settle or renewal of a key the store does not hold finds no hold and stores nothing.
 func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecision, error) {
 	if err := ctx.Err(); err != nil {
 		return domain.HoldDecision{}, err
