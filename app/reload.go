@@ -20,7 +20,8 @@ import (
 )
 
 // Live reload (issue 27). SIGHUP, and a change of the config file or the tokens file (read again every
-// reload_interval; a Kubernetes ConfigMap or Secret volume swaps a symlink, which reading the path follows), load
+// reload_interval, taken once it reads the same twice in a row; a Kubernetes ConfigMap or Secret volume swaps a
+// symlink, which reading the path follows), load
 // the whole configuration again with the same loader as start-up. A configuration that does not load keeps
 // everything in force, is logged with every problem and counted (sluice_config_reloads_total{result="invalid"});
 // `sluice config check` gives the same verdict. A good one replaces, at once:
@@ -50,6 +51,9 @@ type reloader struct {
 
 	mu      sync.Mutex
 	running Config // the configuration in force: the start-up one with the live settings of the last reload
+
+	// Used by the watch goroutine alone: the files' fingerprint when last loaded, and at the previous tick.
+	seen, pending [32]byte
 }
 
 func newTokenSet(cfg Config) *bearer.Set { return bearer.New(httpapi.BearerTokens(httpTokens(cfg))) }
@@ -106,24 +110,40 @@ func startReloader(lc fx.Lifecycle, cfg Config, policies *domain.PolicyLifecycle
 	return nil
 }
 
-// watch reloads on every signal from hup and, at every tick (the reload interval; nil: never), when the files'
-// contents changed.
+// watch reloads on every signal from hup and calls poll at every tick (the reload interval; nil: never).
 func (r *reloader) watch(ctx context.Context, hup <-chan os.Signal, tick <-chan time.Time) {
-	seen := r.fingerprint()
+	r.settle()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
 			r.reload(ctx, "SIGHUP")
-			seen = r.fingerprint()
+			r.settle()
 		case <-tick:
-			if now := r.fingerprint(); now != seen {
-				seen = now
-				r.reload(ctx, "file changed")
-			}
+			r.poll(ctx)
 		}
 	}
+}
+
+// settle records the files as they read now as loaded.
+func (r *reloader) settle() {
+	r.seen = r.fingerprint()
+	r.pending = r.seen
+}
+
+// poll reloads when the files' contents changed and have settled: they read the same now as at the previous poll.
+// A file written in place (an editor or a tool that truncates, then writes) can be read empty or half written; an
+// empty config file is a valid one with no policies, so reloading the first new contents seen could drop every
+// policy for an interval. The price is one interval more before a change takes effect; SIGHUP still reloads at
+// once.
+func (r *reloader) poll(ctx context.Context) {
+	now := r.fingerprint()
+	if now != r.seen && now == r.pending {
+		r.seen = now
+		r.reload(ctx, "file changed")
+	}
+	r.pending = now
 }
 
 // fingerprint digests the config file and the tokens file as they read now (an unreadable file digests its

@@ -169,7 +169,8 @@ func counted(t *testing.T, c *prometheus.CounterVec, result string) float64 {
 	return 0
 }
 
-// A changed file reloads at the next tick of the reload interval, with no signal; an unchanged one does not.
+// A changed file reloads, with no signal, at the tick of the reload interval that reads it the same as the tick
+// before; an unchanged one does not reload.
 func TestFileChangeReloads(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath, tokPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "tokens.yaml")
@@ -191,11 +192,9 @@ func TestFileChangeReloads(t *testing.T) {
 	tokens := newTokenSet(cfg)
 	r := &reloader{policies: lc, tokens: tokens, log: slog.New(slog.DiscardHandler), running: cfg,
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reloads"}, []string{"result"})}
-	ctx, cancel := context.WithCancel(context.Background())
-	tick := make(chan time.Time)
-	done := make(chan struct{})
-	go func() { defer close(done); r.watch(ctx, nil, tick) }()
-	step := func() { tick <- time.Time{}; tick <- time.Time{} } // the second send returns once the first was handled
+	ctx := context.Background()
+	r.settle()
+	step := func() { r.poll(ctx); r.poll(ctx) } // two ticks of the reload interval
 
 	step()
 	if n := counted(t, r.reloads, "ok"); n != 0 {
@@ -226,6 +225,26 @@ func TestFileChangeReloads(t *testing.T) {
 	if n := counted(t, r.reloads, "ok"); n != 2 {
 		t.Fatalf("reloads ok %v, want 2", n)
 	}
-	cancel()
-	<-done
+
+	// A file written in place (truncated, then written: os.WriteFile, many tools) and read between the two: the
+	// empty file, a valid configuration with no policies, is not taken; the whole one is, once it reads the same at
+	// two ticks in a row. (This is how CI once saw every policy vanish for a tick: 404s under load.)
+	if err := os.WriteFile(cfgPath, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.poll(ctx)
+	if err := os.WriteFile(cfgPath, []byte(strings.Replace(reloadConfig("4", ""), "TOKENS", tokPath, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.poll(ctx)
+	if n := counted(t, r.reloads, "ok"); n != 2 || !lc.IsConfig("q") {
+		t.Fatalf("a torn read was reloaded: reloads ok %v, q config %v", n, lc.IsConfig("q"))
+	}
+	step()
+	if p, err := lc.Get(ctx, "p"); err != nil || p.Limit != 4 || lc.IsConfig("q") {
+		t.Fatalf("the settled file: p %+v %v, q config %v", p, err, lc.IsConfig("q"))
+	}
+	if n := counted(t, r.reloads, "ok"); n != 3 {
+		t.Fatalf("reloads ok %v, want 3", n)
+	}
 }

@@ -385,29 +385,48 @@ func runRLSXDS(ctx context.Context, svc *envoyrls.Service, rc RLSConfig, opts en
 	_ = (&envoyrls.XDSClient{Conn: cc, NodeID: node, Service: svc, Load: opts, Log: log}).Run(ctx)
 }
 
-// reloadRLS calls reloadRLSOnce every reload_interval until ctx ends.
+// reloadRLS calls rlsReload.once every reload_interval until ctx ends.
 func reloadRLS(ctx context.Context, svc *envoyrls.Service, rc RLSConfig, opts envoyrls.LoadOptions, log *slog.Logger) {
 	if rc.ReloadInterval <= 0 {
 		return
 	}
 	t := time.NewTicker(time.Duration(rc.ReloadInterval))
 	defer t.Stop()
+	var r rlsReload
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		reloadRLSOnce(svc, rc, opts, log)
+		r.once(svc, rc, opts, log)
 	}
 }
 
-// reloadRLSOnce reads the config directory again and swaps in the rules if the files changed (their policies get
-// floors and generations from the PolicyLifecycle: envoyrls.Service.SetRules). A broken change is
-// logged and the rules in force are kept (a half-written ConfigMap update never takes effect). It reports whether
-// new rules took effect.
-func reloadRLSOnce(svc *envoyrls.Service, rc RLSConfig, opts envoyrls.LoadOptions, log *slog.Logger) bool {
+// rlsReload remembers what the config directory read as at the previous tick.
+type rlsReload struct {
+	last string // the rules' fingerprint, or the load error, at the previous tick
+}
+
+// once reads the config directory again and swaps in the rules if the files changed and have settled: they read
+// the same as at the previous call (their policies get floors and generations from the PolicyLifecycle:
+// envoyrls.Service.SetRules). A file written in place can be read half written, which may still parse; a kubelet
+// ConfigMap update (a symlink swap) never is, and takes effect one interval later for it. A broken directory that
+// stays broken is logged and counted at every call and the rules in force are kept. It reports whether new rules
+// took effect.
+func (r *rlsReload) once(svc *envoyrls.Service, rc RLSConfig, opts envoyrls.LoadOptions, log *slog.Logger) bool {
 	rules, err := loadRLSRules(rc, opts)
+	var read string
+	if err != nil {
+		read = "error: " + err.Error()
+	} else {
+		read = rules.Fingerprint
+	}
+	last := r.last
+	r.last = read
+	if read != last && read != svc.Rules().Fingerprint {
+		return false // changed since the previous call: not settled yet
+	}
 	if err != nil {
 		log.Error("rls config reload failed; keeping the rules in force", "config_dir", rc.ConfigDir, "err", err)
 		svc.Reloaded("files", false)

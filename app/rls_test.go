@@ -202,15 +202,21 @@ func TestRLSReload(t *testing.T) {
 	}
 	svc := envoyrls.NewService(nil, rules, envoyrls.ServiceOptions{Observer: obs})
 	log := slog.New(slog.DiscardHandler)
-	if reloadRLSOnce(svc, rc, opts, log) {
+	var r rlsReload
+	if r.once(svc, rc, opts, log) {
 		t.Error("reloaded an unchanged directory")
 	}
+	// A change takes effect once the directory reads the same twice in a row: a file written in place and read half
+	// written is not taken.
 	version("..v2", strings.Replace(istioYAML, "domain: ratelimit", "domain: v2", 1))
-	if !reloadRLSOnce(svc, rc, opts, log) || !svc.Rules().HasDomain("v2") {
+	if r.once(svc, rc, opts, log) || svc.Rules().HasDomain("v2") {
+		t.Error("a change took effect before it had settled")
+	}
+	if !r.once(svc, rc, opts, log) || !svc.Rules().HasDomain("v2") {
 		t.Error("the swapped ConfigMap did not take effect")
 	}
 	version("..v3", "domain: v3\ndescriptors:\n  - key: a\n    rate_limit: {unit: year, requests_per_unit: 1}\n")
-	if reloadRLSOnce(svc, rc, opts, log) || !svc.Rules().HasDomain("v2") {
+	if r.once(svc, rc, opts, log) || r.once(svc, rc, opts, log) || !svc.Rules().HasDomain("v2") {
 		t.Error("a broken update replaced the rules in force")
 	}
 	// Both reloads are counted: a broken ConfigMap shows in /metrics, not only in the log (issue 27).
