@@ -31,11 +31,14 @@ import (
 //   - Renew moves the refund deadline to now + min(ttl, window) while it has not passed (a settled hold has
 //     nothing left to renew: a conflict).
 //
-// A record is kept while it can still matter, and dropped after: until its units leave the window (instant +
-// window), for a settle that reports an excess late; a settled one only until its deadline (a retried settle
-// within it answers the same), and only while it is among the key's MaxSettledKept last settled ones. At most MaxHolds records per key: an Acquire that finds MaxHolds first drops the
-// records that no longer count (settled ones, and concurrency holds past their deadline: a retried settle of one
-// then answers HoldUnknown and records nothing), and if still full is refused (HoldsFull) and records nothing.
+// A record is kept while it can still matter, and dropped after: until its deadline and until its units stop
+// counting (instant + window, or at once when a change of window or algorithm put the floor past its instant), for
+// a settle that reports an excess late; a settled one only until its deadline (a retried settle within it answers
+// the same), and only while it is among the key's MaxSettledKept last settled ones. Whether a record is dropped
+// depends on the instant and the rule in force alone, never on which operations ran before (pruneHolds). At most
+// MaxHolds records per key: an Acquire that finds MaxHolds first drops the records that no longer count (settled
+// ones, and concurrency holds past their deadline: a retried settle of one then answers HoldUnknown and records
+// nothing), and if still full is refused (HoldsFull) and records nothing.
 
 // MaxHolds bounds the hold records of one (policy, key). A settled hold's record lives until its deadline (for a
 // retried settle), an unsettled one until both its deadline and its units' window have passed (for a late excess),
@@ -81,18 +84,19 @@ const (
 )
 
 // holdBook is a key's hold records, in acquisition order, and when pruneHolds may next drop one: no record of
-// generation gen can be gone under a window of window µs before next (a bound: it may come earlier than needed).
+// generation gen can be gone under a window of window µs and a floor of floor before next (a bound: it may come
+// earlier than needed).
 type holdBook struct {
-	recs              []holdRecord
-	gen, window, next int64
+	recs                     []holdRecord
+	gen, window, floor, next int64
 }
 
-// pruneAt is when pruneHolds's rule drops h under a window of w µs (its generation current).
-func pruneAt(h *holdRecord, w int64) int64 {
-	if h.Settled {
+// pruneAt is when pruneHolds's rule drops h under r (its generation current).
+func pruneAt(h *holdRecord, r Rule) int64 {
+	if h.Settled || h.At <= r.Floor {
 		return h.Expires
 	}
-	return max(h.At+w, h.Expires)
+	return max(h.At+int64(r.Window/time.Microsecond), h.Expires)
 }
 
 // settledBy notes that a record settled, with deadline expires: it may go from then on.
@@ -156,10 +160,10 @@ func (b *Bucket) Acquire(now int64, r Rule, id string, amount int64, ttl time.Du
 		h.c, h.w, h.mq = r.Limit, window, maxTatLead
 	}
 	if b.holds == nil {
-		b.holds = &holdBook{gen: r.Generation, window: window, next: pruneAt(&h, window)}
+		b.holds = &holdBook{gen: r.Generation, window: window, floor: r.Floor, next: pruneAt(&h, r)}
 	}
 	b.holds.recs = append(b.holds.recs, h)
-	b.holds.next = min(b.holds.next, pruneAt(&h, window))
+	b.holds.next = min(b.holds.next, pruneAt(&h, r))
 	if row := algorithmRowOf(r.Algorithm); row.holdsOnly {
 		// The step decided before the hold existed: every unit is back at the latest deadline, now maybe this one.
 		d.ResetAfter = max(d.ResetAfter, micros(h.Expires-now))
@@ -299,7 +303,7 @@ func (b *Bucket) Renew(now int64, r Rule, id string, ttl time.Duration) (Hold, H
 		ttl = r.Window
 	}
 	h.Expires = now + int64(ttl/time.Microsecond)
-	b.holds.next = min(b.holds.next, pruneAt(h, int64(r.Window/time.Microsecond))) // a shorter ttl may bring it nearer
+	b.holds.next = min(b.holds.next, pruneAt(h, r)) // a shorter ttl may bring it nearer
 	return h.Hold, HoldOK
 }
 
@@ -354,26 +358,28 @@ func (b *Bucket) holdCurrent(h *holdRecord) bool {
 	return h.alg != TokenBucket || (b.c == h.c && b.w == h.w)
 }
 
-// pruneHolds drops the records that can no longer matter at now: another generation's, a settled one past its
-// deadline, and any whose units have left r's window. It walks them only once the book's horizon (holdBook.next)
-// has come or the generation or window differs from the last walk's, and then sets the horizon anew.
+// pruneHolds drops the records that can no longer matter at now: another generation's, and, once its deadline has
+// passed, a settled one and any whose units no longer count under r: they have left r's window, or r's floor
+// stopped them (a change of window or algorithm). The rule depends on now and r alone, not on which operations ran
+// before: a record gone under one rule is gone under every later one (a window may grow back, but the floor rose
+// past the record when it changed), so a store that writes nothing for a denied acquire or a peek (Postgres
+// answers those from a lock-free read) keeps the same records as one that pruned on every operation. It walks
+// them only once the book's horizon (holdBook.next) has come or the generation, window or floor differs from the
+// last walk's, and then sets the horizon anew.
 func (b *Bucket) pruneHolds(now int64, r Rule) {
 	if b.holds == nil {
 		return
 	}
 	window := int64(r.Window / time.Microsecond)
 	k := b.holds
-	if k.gen == r.Generation && k.window == window && now < k.next {
+	if k.gen == r.Generation && k.window == window && k.floor == r.Floor && now < k.next {
 		return // nothing can be gone yet
-	}
-	gone := func(h *holdRecord) bool {
-		return h.gen != r.Generation || (h.Settled && now >= h.Expires) || (now >= h.At+window && now >= h.Expires)
 	}
 	kept := k.recs[:0]
 	next := int64(math.MaxInt64)
 	for i := range k.recs {
-		if h := &k.recs[i]; !gone(h) {
-			next = min(next, pruneAt(h, window))
+		if h := &k.recs[i]; h.gen == r.Generation && now < pruneAt(h, r) {
+			next = min(next, pruneAt(h, r))
 			kept = append(kept, *h)
 		}
 	}
@@ -382,7 +388,7 @@ func (b *Bucket) pruneHolds(now int64, r Rule) {
 		b.holds = nil
 		return
 	}
-	k.recs, k.gen, k.window, k.next = kept, r.Generation, window, next
+	k.recs, k.gen, k.window, k.floor, k.next = kept, r.Generation, window, r.Floor, next
 }
 
 // overdraft is how many units the key holds over r's limit at now: the units a cost-1 peek sees beyond the limit.
@@ -407,8 +413,8 @@ func (b *Bucket) forceRecord(now int64, r Rule, n int64) {
 	b.alg, b.gen = r.Algorithm, r.Generation
 }
 
-// pruneHolds's rule without changing anything: a record of the state's generation is kept at now under a window
-// of w µs.
+// holdsKept: a record of the state's generation is kept at now under a window of w µs, by pruneHolds's rule
+// without the floor (Empty knows no rule): it may report a record pruneHolds would drop, never the other way.
 func (b *Bucket) holdsKept(now, w int64) bool {
 	for _, h := range b.records() {
 		if h.gen == b.gen && !(h.Settled && now >= h.Expires) && !(now >= h.At+w && now >= h.Expires) {

@@ -31,7 +31,7 @@ func (hm *holdModel) prune(now int64, r Rule) {
 	var order []string
 	for _, id := range hm.order {
 		h := hm.holds[id]
-		if (h.Settled && now >= h.Expires) || (now >= h.At+w && now >= h.Expires) {
+		if now >= h.Expires && (h.Settled || now >= h.At+w || h.At <= r.Floor) {
 			delete(hm.holds, id)
 			continue
 		}
@@ -574,4 +574,83 @@ func TestRollbackRestoresRefundBounds(t *testing.T) {
 	if g, w := with.records()[0], without.records()[0]; g.mq != w.mq || g.mr != w.mr {
 		t.Fatalf("after a rolled-back batch the refund bound is %d+%d, want %d+%d", g.mq, g.mr, w.mq, w.mr)
 	}
+}
+
+// runPruneTiming drives two Buckets with the same random checks and hold operations under a policy whose limit,
+// window and algorithm change on the way (with the floor the policy stores set: NextFloor), and prunes the second
+// one's hold records (Holds) at random extra instants; every answer must be the same. A store that writes nothing
+// for a denied acquire or a peek (Postgres answers them from a lock-free read) prunes less often than one that
+// writes every operation, so pruning may not change any answer: a record dropped under a short window used to
+// come back to life in the other store when the window grew again (a conflict there, a new hold here).
+func runPruneTiming(t *testing.T, steps int, pick func(n int) int) {
+	t.Helper()
+	windows := []time.Duration{2 * time.Second, 4 * time.Second, 6 * time.Second}
+	p := Policy{Name: "p", Limit: 5, Window: 4 * time.Second, Algorithm: Algorithms[pick(len(Algorithms))]}.WithDefaults()
+	var a, b Bucket
+	now := int64(1_700_000_000_000_000)
+	for step := 0; step < steps; step++ {
+		now += int64(pick(400)) * 1000
+		switch pick(12) {
+		case 0:
+			p.Limit = int64(2 + pick(6))
+		case 1, 2:
+			old := p
+			if pick(2) == 0 {
+				p.Window = windows[pick(len(windows))]
+			} else {
+				p.Algorithm = Algorithms[pick(len(Algorithms))]
+			}
+			p.Resolution = 0
+			p = p.WithDefaults()
+			p.Floor = NextFloor(old, now)
+		}
+		r := p.Rule()
+		if pick(2) == 0 {
+			b.Holds(now, r)
+		}
+		q := BucketHold{BucketRequest: BucketRequest{Rule: r}, ID: "h" + strconv.Itoa(pick(6)), TTL: time.Duration(pick(7)) * time.Second}
+		switch op := pick(10); {
+		case op < 3:
+			q.Op, q.Cost = OpCheck, int64(pick(int(min(p.Limit, 4))+1)) // Decide's contract: cost ≤ limit
+			if p.Algorithm.HoldsOnly() {
+				q.Cost = 0 // concurrency is only peeked at
+			}
+		case op < 6:
+			q.Op, q.Cost = OpAcquire, int64(1+pick(int(p.Limit)))
+		case op < 9:
+			q.Op, q.Cost = OpSettle, int64(pick(int(2*p.Limit)+1))
+		default:
+			q.Op = OpRenew
+		}
+		if got, want := b.ApplyHold(now, q), a.ApplyHold(now, q); got != want {
+			t.Fatalf("step %d %s/%s/%d floor %d op %d id %s amount %d ttl %s: pruned more often\n got %+v\nwant %+v",
+				step, p.Algorithm, p.Window, p.Limit, p.Floor, q.Op, q.ID, q.Cost, q.TTL, got, want)
+		}
+	}
+}
+
+// TestHoldPruningIsHistoryIndependent: runPruneTiming on many seeded sequences.
+func TestHoldPruningIsHistoryIndependent(t *testing.T) {
+	for seed := range uint64(200) {
+		rng := rand.New(rand.NewPCG(seed, 26))
+		runPruneTiming(t, 600, func(n int) int { return rng.IntN(n) })
+	}
+}
+
+// FuzzHoldPruningTiming: runPruneTiming on the fuzzer's sequences.
+func FuzzHoldPruningTiming(f *testing.F) {
+	f.Add([]byte{1, 2, 0, 3, 1, 4, 2, 9, 0, 3, 5, 1, 1, 7, 2, 0, 6, 3, 1, 2, 8, 4})
+	f.Fuzz(func(t *testing.T, prog []byte) {
+		if len(prog) > 4000 {
+			prog = prog[:4000]
+		}
+		i := 0
+		runPruneTiming(t, len(prog)/4, func(n int) int {
+			if n <= 1 || i >= len(prog) {
+				return 0
+			}
+			i++
+			return int(prog[i-1]) % n
+		})
+	})
 }

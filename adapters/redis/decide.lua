@@ -541,21 +541,25 @@ local function decide(key, algo, limit, window, res, floorus, cost, q, r, gen)
   --@step
 end
 
--- ttl is how long, in ms, until nothing in st can count any more (0: nothing counts now).
-local function stateuntil(st)
+-- stateuntil is the instant from which nothing in st's state counts any more, its units counted under a window of w
+-- µs (a log's or a hold record's; a fixed window's units stop at the end of the window that admitted them).
+local function stateuntil(st, w)
   local until_us
   --@expiry
   return until_us
 end
+-- ttl is how long, in ms, until nothing in st can count any more (0: nothing counts now).
 local function ttl(st)
-  local until_us = stateuntil(st)
+  -- The window the state was last written under, or the hold op's when longer (st.hw): a hold op that writes (a
+  -- settle, a renewal, a prune) under a grown window records no units under it, yet the state's units and its
+  -- records count under the grown window, so its expiry must not shorten what PutPolicy's extension of the keys'
+  -- expiries kept (a denied acquire that pruned a record once deleted a key whose log still counted).
+  local w = st.w
+  if st.hw and st.hw > w then w = st.hw end
+  local until_us = stateuntil(st, w)
   if st.alg ~= 0 then
     -- Bucket.Empty's holdsKept: a record of the state's generation is kept until its deadline (settled) or until
-    -- both its deadline and its units' window have passed: the window the state was last written under, or the
-    -- hold op's when longer (st.hw: a settle or renewal under a grown window writes no state, and must not
-    -- shorten what PutPolicy's extension of the keys' expiries kept).
-    local w = st.w
-    if st.hw and st.hw > w then w = st.hw end
+    -- both its deadline and its units' window w have passed.
     if st.hb ~= '' or st.hr then
       local R = recs(st)
       for i = 1, R.n do
@@ -663,16 +667,17 @@ end
 -- its key's state and records, rule, instant, id, peek's emission time, and whether it dropped or changed a record.
 local hst, hR, hkey, halgo, hlimit, hwindow, hres, hfloor, hgen, ht, hpq, hpr, hwas
 local hdirty = false
--- hprune is pruneHolds: another generation's records, settled ones past their deadline, and those whose units left
--- the window and whose deadline passed go (none when every record is of gen and no deadline has passed).
+-- hprune is pruneHolds: another generation's records go, and once its deadline has passed a settled one and one whose
+-- units left the window or were stopped by the floor (none when every record is of gen and no deadline has passed).
+-- The rule depends on the instant and the rule alone, as the domain's does.
 local function hprune()
-  local R, gen, t, window = hR, hgen, ht, hwindow
+  local R, gen, t, window, fl = hR, hgen, ht, hwindow, hfloor
   if R.g1 == gen and t < R.mexp then return end
   local dead, set, exp, ats, gens = R.dead, R.set, R.exp, R.at, R.gen
   local mexp = MAX
   for i = 1, R.n do
     if not dead[i] then
-      if gens[i] ~= gen or (set[i] and t >= exp[i]) or (t >= ats[i] + window and t >= exp[i]) then
+      if gens[i] ~= gen or (t >= exp[i] and (set[i] or t >= ats[i] + window or ats[i] <= fl)) then
         droprec(R, i)
         hdirty = true
       elseif exp[i] < mexp then

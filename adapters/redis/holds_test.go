@@ -428,3 +428,46 @@ func TestCrossSlotUndoGivesBoundsBack(t *testing.T) {
 		t.Fatalf("after the settle a peek: %+v, want %+v", got, want)
 	}
 }
+
+// TestHoldOpUnderAGrownWindowKeepsTheLog: a sliding log written under a 10 s window, the window grown to a minute (a
+// rule that travels with the request: no PutPolicy extends the key), then a hold op that writes the key without
+// recording units (a settle of a hold past its deadline, for its own amount). The key's expiry follows the grown
+// window, as the domain counts the log's units under it: it used to follow the window the log was written under,
+// and a write past that instant deleted the key (conformance: HoldsUnderPolicyChanges).
+func TestHoldOpUnderAGrownWindowKeepsTheLog(t *testing.T) {
+	clock := clocktest.New(epoch)
+	s := open(t, []string{redistest.SingleAddr(t)}, clock, redis.Options{})
+	ctx := context.Background()
+	p := domain.Policy{Name: "grown", Limit: 5, Window: 10 * time.Second, Algorithm: domain.SlidingLog}.WithDefaults()
+	hold := func(op domain.HoldOp, id string, amount int64, ttl time.Duration) domain.HoldDecision {
+		hd, err := s.Hold(ctx, domain.BucketHold{BucketRequest: domain.BucketRequest{Policy: p.Name, Key: "k", Rule: p.Rule(), Cost: amount},
+			Op: op, ID: id, TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hd
+	}
+	if hd := hold(domain.OpAcquire, "a", 4, time.Second); !hd.Allowed {
+		t.Fatalf("acquire: %+v", hd)
+	}
+	clock.Advance(5 * time.Second)
+	old := p
+	p.Window = time.Minute
+	p.Floor = domain.NextFloor(old, clock.Now().UnixMicro())
+	clock.Advance(6 * time.Second) // past the old window's end: the 4 units count under the minute alone
+	if hd := hold(domain.OpSettle, "a", 4, 0); hd.Status != domain.HoldOK || !hd.Hold.Settled || hd.Remaining != 0 {
+		t.Fatalf("settle past the deadline: %+v, want settled with 4 units counted", hd)
+	}
+	ms, err := s.Client().Do(ctx, s.Client().B().Pttl().Key(s.Key(p.Name, "k")).Build()).AsInt64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := time.Duration(ms) * time.Millisecond; left < 49*time.Second {
+		t.Fatalf("the key expires in %s; its units count for another 49 s", left)
+	}
+	clock.Advance(48 * time.Second)
+	d, err := s.Decide(ctx, domain.BucketRequest{Policy: p.Name, Key: "k", Rule: p.Rule(), Cost: 0})
+	if err != nil || d.Remaining != 0 {
+		t.Fatalf("59 s after: %+v %v, want the 4 units still counted", d, err)
+	}
+}

@@ -1,4 +1,4 @@
--- revision: 2
+-- revision: 3
 
 -- Holds (shared/design.md, "Holds"; domain/hold.go): sluice_apply_batch is domain.Bucket.ApplyHold (and, for a
 -- check, Decide) over a batch of operations, one statement, each on its key's sluice_buckets row (its state and its
@@ -48,10 +48,14 @@ END
 $$;
 
 -- sluice_prune_holds is domain.Bucket.pruneHolds: the records that can still matter at p_now under a window of
--- p_window µs and generation p_gen, in their order (another generation's go; a settled one past its deadline; any
--- whose units have left the window and whose deadline has passed). One pass finds whether any goes: usually none,
--- and then the array is returned as it is, not rebuilt.
-CREATE OR REPLACE FUNCTION sluice_prune_holds(p_holds sluice_hold[], p_now bigint, p_window bigint, p_gen bigint)
+-- p_window µs, a floor of p_floor and generation p_gen, in their order (another generation's go; once its deadline
+-- has passed, a settled one, and any whose units have left the window or were stopped by the floor). The rule
+-- depends on p_now and the rule alone, so an operation that writes nothing (a denial answered from the lock-free
+-- read) leaves no record another store would have dropped. One pass finds whether any goes: usually none, and then
+-- the array is returned as it is, not rebuilt.
+DROP FUNCTION IF EXISTS sluice_prune_holds(sluice_hold[], bigint, bigint, bigint);
+CREATE OR REPLACE FUNCTION sluice_prune_holds(p_holds sluice_hold[], p_now bigint, p_window bigint, p_floor bigint,
+    p_gen bigint)
 RETURNS sluice_hold[] LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     h      sluice_hold;
@@ -62,7 +66,7 @@ BEGIN
         RETURN '{}';
     END IF;
     FOREACH h IN ARRAY p_holds LOOP
-        IF h.gen <> p_gen OR (h.settled AND p_now >= h.expires) OR (p_now >= h.at + p_window AND p_now >= h.expires) THEN
+        IF h.gen <> p_gen OR (p_now >= h.expires AND (h.settled OR p_now >= h.at + p_window OR h.at <= p_floor)) THEN
             v_drop := true;
             EXIT;
         END IF;
@@ -71,7 +75,7 @@ BEGIN
         RETURN p_holds;
     END IF;
     FOREACH h IN ARRAY p_holds LOOP
-        IF NOT (h.gen <> p_gen OR (h.settled AND p_now >= h.expires) OR (p_now >= h.at + p_window AND p_now >= h.expires)) THEN
+        IF NOT (h.gen <> p_gen OR (p_now >= h.expires AND (h.settled OR p_now >= h.at + p_window OR h.at <= p_floor))) THEN
             v_out := v_out || h;
         END IF;
     END LOOP;
@@ -187,7 +191,7 @@ BEGIN
         IF v_found AND v_lim BETWEEN 1 AND 9007199254740991 AND v_win BETWEEN 1000000 AND 2678400000000
             AND v_win % 1000 = 0 AND v_floor IS NOT NULL AND v_gen IS NOT NULL AND p_amount <= v_lim
             AND NOT (st.alg <> '' AND st.gen > v_gen) THEN
-            v_holds := sluice_prune_holds(v_holds, v_now, v_win, v_gen);
+            v_holds := sluice_prune_holds(v_holds, v_now, v_win, v_floor, v_gen);
             IF cardinality(v_holds) < 1024
                 AND NOT EXISTS (SELECT 1 FROM unnest(v_holds) x WHERE x.id = p_id AND x.gen = v_gen) THEN
                 r := sluice_step(st, v_sw, p_policy, p_key, v_now, v_alg, v_lim, v_win, v_res, v_floor, v_gen, p_amount,
@@ -308,7 +312,8 @@ DECLARE
     v_sw0    bigint;
     v_h0     sluice_hold[];
     v_trim   boolean;  -- a settle succeeded: the settled records are trimmed (domain.MaxSettledKept)
-    v_pwin   bigint;   -- the key's records are pruned at v_now under window v_pwin and generation v_pgen
+    v_pwin   bigint;   -- the key's records are pruned at v_now under window v_pwin, floor v_pfl and generation v_pgen
+    v_pfl    bigint;
     v_pgen   bigint;
     v_prunable boolean; -- an operation since then left a record pruning drops
     hh       sluice_hold;
@@ -409,7 +414,7 @@ BEGIN
         v_sw0 := v_sw;
         v_h0 := v_holds;
         v_dirty := false;
-        v_pwin := NULL; v_pgen := NULL; v_prunable := false;
+        v_pwin := NULL; v_pfl := NULL; v_pgen := NULL; v_prunable := false;
         v_nlq := NULL; v_nlr := NULL; v_nltail := 0;
         v_nset := NULL;
         v_now := coalesce(p_now_us, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
@@ -517,10 +522,11 @@ BEGIN
                 EXIT op WHEN o_status <> 0;
 
                 IF v_op <> 4 THEN
-                    IF v_prunable OR v_pwin IS DISTINCT FROM v_win OR v_pgen IS DISTINCT FROM v_gen THEN
-                        v_holds := sluice_prune_holds(v_holds, v_now, v_win, v_gen);
+                    IF v_prunable OR v_pwin IS DISTINCT FROM v_win OR v_pfl IS DISTINCT FROM v_floor
+                        OR v_pgen IS DISTINCT FROM v_gen THEN
+                        v_holds := sluice_prune_holds(v_holds, v_now, v_win, v_floor, v_gen);
                         v_nset := NULL;
-                        v_pwin := v_win; v_pgen := v_gen; v_prunable := false;
+                        v_pwin := v_win; v_pfl := v_floor; v_pgen := v_gen; v_prunable := false;
                     END IF;
                     n := cardinality(v_holds);
                     -- The pruned records are all of v_gen, so an id is held at most once: searched from the newest,
@@ -806,10 +812,11 @@ BEGIN
                     IF v_alg <> 'concurrency' OR (st.alg <> '' AND NOT (st.alg = 'concurrency' AND st.gen = v_gen)) THEN
                         o_hold_status := 2;
                     ELSE
-                        IF v_prunable OR v_pwin IS DISTINCT FROM v_win OR v_pgen IS DISTINCT FROM v_gen THEN
-                            v_holds := sluice_prune_holds(v_holds, v_now, v_win, v_gen);
+                        IF v_prunable OR v_pwin IS DISTINCT FROM v_win OR v_pfl IS DISTINCT FROM v_floor
+                        OR v_pgen IS DISTINCT FROM v_gen THEN
+                            v_holds := sluice_prune_holds(v_holds, v_now, v_win, v_floor, v_gen);
                             v_nset := NULL;
-                            v_pwin := v_win; v_pgen := v_gen; v_prunable := false;
+                            v_pwin := v_win; v_pfl := v_floor; v_pgen := v_gen; v_prunable := false;
                         END IF;
                         v_back := 0;
                         FOR i IN 1..coalesce(cardinality(v_holds), 0) LOOP

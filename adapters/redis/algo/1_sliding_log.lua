@@ -9,6 +9,6 @@ if st.n > 0 then units, t_at = used(st), st.la end
 record(st, t_at, units)
 --@expiry
 if st.n == 0 then return 0 end
-until_us = st.la + st.w
+until_us = st.la + w
 --@undo
 done = logundo(st, cost, rec)
