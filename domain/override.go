@@ -102,6 +102,14 @@ type ovEntry struct {
 
 func (e *ovEntry) tomb() bool { return e.limit == 0 }
 
+// newEntry is the entry of match, not yet an override (a tombstone until its limit is set).
+func newEntry(match string) *ovEntry {
+	if pre, ok := (Override{Match: match}).Prefix(); ok {
+		return &ovEntry{s: pre}
+	}
+	return &ovEntry{s: match, exact: true}
+}
+
 func (e *ovEntry) match() string {
 	if e.exact {
 		return e.s
@@ -237,11 +245,7 @@ func (s *OverrideSet) Put(o Override, now int64) bool {
 	e := s.lookup(o.Match)
 	created := e == nil || e.tomb()
 	if e == nil {
-		pre, isPrefix := o.Prefix()
-		e = &ovEntry{s: o.Match, exact: !isPrefix}
-		if isPrefix {
-			e.s = pre
-		}
+		e = newEntry(o.Match)
 		// Its keys resolved to its parent until now: they share the parent's history.
 		e.effLimit, e.effWindow, e.floor = s.eff(s.parentOf(e))
 		s.insert(e)
@@ -267,27 +271,69 @@ func (s *OverrideSet) Delete(match string, now int64) bool {
 	return true
 }
 
-// PolicyChanged makes p (the policy as changed at now, its floor already raised by NextFloor when its counting
-// changed) the policy of the set: the entries that inherit from it follow, and every entry's keys get the floor
-// the change means for them (another algorithm or calendar period changes every key's counting; another window,
-// the keys that inherit it).
-func (s *OverrideSet) PolicyChanged(p Policy, now int64) {
+// PolicyChanged makes p, the policy as changed at now (its floor already raised by NextFloor when its counting
+// changed), the policy of the set: Apply with no override changed.
+func (s *OverrideSet) PolicyChanged(p Policy, now int64) { s.Apply(p, nil, nil, now) }
+
+// Apply makes p the policy of the set and puts and deletes overrides (each validated, no match twice), all at the
+// one instant now (a reloaded config file changes them together). Every key whose window or counting (the policy's
+// algorithm or calendar period) changed gets its floor raised once, by the window it had before all of them: a
+// window it had only between two of the changes never counted. It walks every entry.
+func (s *OverrideSet) Apply(p Policy, puts []Override, deletes []string, now int64) {
+	before := make(map[*ovEntry]time.Duration, s.sorted.len())
+	s.sorted.ascendFrom(nil, func(e *ovEntry) bool {
+		before[e] = e.effWindow
+		return true
+	})
+	// A new entry's keys had what its parent in the set as it is gives them: found before any entry is added.
+	var created []*ovEntry
+	for _, o := range puts {
+		if s.lookup(o.Match) == nil {
+			e := newEntry(o.Match)
+			e.effLimit, e.effWindow, e.floor = s.eff(s.parentOf(e))
+			before[e] = e.effWindow
+			created = append(created, e)
+		}
+	}
+	for _, e := range created {
+		s.insert(e)
+	}
+	for _, o := range puts {
+		e := s.lookup(o.Match)
+		if e.tomb() {
+			s.live++
+		}
+		e.limit, e.window = o.Limit, o.Window
+	}
+	for _, m := range deletes {
+		if e := s.lookup(m); e != nil && !e.tomb() {
+			s.live--
+			e.limit, e.window = 0, 0
+		}
+	}
 	old := s.policy
 	s.policy = p
 	all := p.Algorithm != old.Algorithm || !p.Period.Equal(old.Period)
+	var tombs []*ovEntry
+	// In ovLess order a prefix comes before every entry under it: each parent is current before its children.
 	s.sorted.ascendFrom(nil, func(e *ovEntry) bool {
-		if all {
-			e.floor = max(e.floor, now-int64(e.effWindow/time.Microsecond))
+		pl, pw, _ := s.eff(s.parentOf(e))
+		e.effLimit, e.effWindow = e.limit, e.window
+		if e.limit == 0 {
+			e.effLimit = pl
+			tombs = append(tombs, e)
+		}
+		if e.window == 0 {
+			e.effWindow = pw
+		}
+		if all || e.effWindow != before[e] {
+			e.floor = max(e.floor, now-int64(before[e]/time.Microsecond))
 		}
 		return true
 	})
-	// The entries right under the policy, and everything inheriting through them, follow its limit and window.
-	s.sorted.ascendFrom(nil, func(e *ovEntry) bool {
-		if s.parentOf(e) == nil {
-			s.refresh(e, now)
-		}
-		return true
-	})
+	for _, e := range tombs {
+		s.drop(e, now)
+	}
 }
 
 // refresh recomputes e's effective values from its own and its parent's and, when they changed, its
@@ -399,6 +445,14 @@ func (s *OverrideSet) remove(e *ovEntry) {
 type ovIndex struct{ blocks [][]*ovEntry }
 
 const ovBlock = 512
+
+func (x *ovIndex) len() int {
+	n := 0
+	for _, b := range x.blocks {
+		n += len(b)
+	}
+	return n
+}
 
 // find returns the block that holds x or would, and x's position in it (the first entry not less than x).
 func (x *ovIndex) find(e *ovEntry) (int, int) {

@@ -149,6 +149,46 @@ func runOverrides(t *testing.T, steps int, pick func(n int) int) {
 			s.PolicyChanged(p, now)
 			m.p = p
 			what = fmt.Sprintf("policy %s/%s/%d", p.Algorithm, p.Window, p.Limit)
+		case op < 10 && pick(2) == 0:
+			// A reload: the policy and some overrides changed at one instant (Apply).
+			old := p
+			p.Window = windows[pick(3)]
+			if pick(3) == 0 {
+				p.Algorithm = WindowAlgorithms[pick(len(WindowAlgorithms))]
+			}
+			p.Resolution = 0
+			p = p.WithDefaults()
+			if CountingChanged(old, p) {
+				p.Floor = NextFloor(old, now)
+			}
+			var puts []Override
+			var dels []string
+			seen := map[string]bool{}
+			for range 1 + pick(4) {
+				k := m.keys[pick(len(m.keys))]
+				match := k
+				if pick(2) == 0 && len(k) < 3 {
+					match = k + "*"
+				}
+				if seen[match] {
+					continue
+				}
+				seen[match] = true
+				if _, ok := m.ovs[match]; ok && pick(2) == 0 {
+					dels = append(dels, match)
+					delete(m.ovs, match)
+					continue
+				}
+				o := Override{Match: match, Limit: int64(1 + pick(9))}
+				if w := pick(4); w > 0 {
+					o.Window = windows[w-1]
+				}
+				puts = append(puts, o)
+				m.ovs[match] = o
+			}
+			s.Apply(p, puts, dels, now)
+			m.p = p
+			what = fmt.Sprintf("apply policy %s/%s puts %v deletes %v", p.Algorithm, p.Window, puts, dels)
 		default:
 			s.Compact(now)
 			what = "compact"
