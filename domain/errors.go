@@ -12,6 +12,8 @@ var (
 	ErrInvalid = errors.New("invalid")
 	// ErrPolicyNotFound: no policy has that name.
 	ErrPolicyNotFound = errors.New("policy not found")
+	// ErrOverrideNotFound: the policy has no override with that match.
+	ErrOverrideNotFound = errors.New("override not found")
 	// ErrReadOnlyPolicy: the policy comes from the config file and cannot be changed over the API.
 	ErrReadOnlyPolicy = errors.New("policy is read-only: it comes from the config file")
 	// ErrUnavailable: the store could not answer (down, timed out, or full) and the policy's failure_mode is deny.

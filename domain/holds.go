@@ -84,7 +84,7 @@ func (s *Service) resolveHold(ctx context.Context, policy, key, id string, v *Va
 		}
 		return Policy{}, &UnavailableError{Policy: policy, Err: err}
 	}
-	return p, nil
+	return s.policies.ForKey(p, key), nil
 }
 
 // Acquire decides a hold of r.Amount units like a check of that cost and, when admitted, records it.

@@ -50,6 +50,9 @@ type PolicyLifecycle struct {
 	rls        map[string]Policy // RLS policies in force, by name, as InstallRLS stamped them
 	rlsHad     bool              // an install had at least one policy
 	rlsGen     int64             // the newest RLS generation handed out
+
+	ovMu sync.RWMutex             // guards ovs; taken after mu when both are
+	ovs  map[string]*overrideBook // every policy's overrides, by policy name (overrides.go)
 }
 
 // NewPolicyLifecycle returns the lifecycle of the config file's policies (checked with ConfigPolicies) and the API
@@ -60,7 +63,7 @@ func NewPolicyLifecycle(config []Policy, api PolicyStore, clock Clock, o Lifecyc
 		return nil, err
 	}
 	l := &PolicyLifecycle{api: api, clock: clock, shared: o.SharedStore, rls: map[string]Policy{},
-		configSeen: make(map[string]Policy, len(fixed))}
+		configSeen: make(map[string]Policy, len(fixed)), ovs: map[string]*overrideBook{}}
 	l.checkPol, _ = api.(CheckPolicyGetter)
 	l.loader, _ = api.(PolicyLoader)
 	m := make(map[string]Policy, len(fixed))
@@ -83,7 +86,11 @@ func NewPolicyLifecycle(config []Policy, api PolicyStore, clock Clock, o Lifecyc
 //
 // The keys' state is untouched: the memory store's counters survive every reload. On a shared store the app
 // registers the installed policies (RegisterConfigPolicies), which keeps one floor per name for every replica.
-func (l *PolicyLifecycle) InstallConfig(ps []Policy) ([]Policy, error) {
+func (l *PolicyLifecycle) InstallConfig(ps []Policy) ([]Policy, error) { return l.InstallConfigWith(ps, nil) }
+
+// InstallConfigWith is InstallConfig with the config policies' overrides (by policy name; a policy not named has
+// none): each policy and its overrides change at the same instant (OverrideSet.Apply).
+func (l *PolicyLifecycle) InstallConfigWith(ps []Policy, ovs map[string][]Override) ([]Policy, error) {
 	fixed, err := ConfigPolicies(ps)
 	if err != nil {
 		return nil, err
@@ -92,6 +99,7 @@ func (l *PolicyLifecycle) InstallConfig(ps []Policy) ([]Policy, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	v := &ValidationError{}
+	l.validateConfigOverrides(fixed, ovs, v)
 	for i, p := range fixed {
 		if old, ok := l.configSeen[p.Name]; ok && kindChanged(old, p) {
 			v.Add("policies["+strconv.Itoa(i)+"].algorithm", kindChangeProblem(old, p))
@@ -113,6 +121,7 @@ func (l *PolicyLifecycle) InstallConfig(ps []Policy) ([]Policy, error) {
 		m[p.Name] = p
 		l.configSeen[p.Name] = p
 	}
+	l.installConfigOverrides(fixed, ovs, now)
 	l.fixed.Store(&m)
 	sort.Slice(fixed, func(i, j int) bool { return fixed[i].Name < fixed[j].Name })
 	return fixed, nil
@@ -206,7 +215,12 @@ func (l *PolicyLifecycle) Put(ctx context.Context, p Policy) (bool, error) {
 	case err != nil && !errors.Is(err, ErrPolicyNotFound):
 		return false, err
 	}
-	return l.api.PutPolicy(ctx, p)
+	now := l.clock.Now().UnixMicro()
+	created, err := l.api.PutPolicy(ctx, p)
+	if err != nil {
+		return false, err
+	}
+	return created, l.syncOverrides(ctx, p.Name, now)
 }
 
 // kindChanged: old and p count different things (units held at once under concurrency, units in a window
@@ -229,7 +243,15 @@ func (l *PolicyLifecycle) Delete(ctx context.Context, name string) error {
 	if l.IsConfig(name) {
 		return fmt.Errorf("%w: %q", ErrReadOnlyPolicy, name)
 	}
-	return l.api.DeletePolicy(ctx, name)
+	if err := l.api.DeletePolicy(ctx, name); err != nil {
+		return err
+	}
+	l.ovMu.Lock()
+	if b := l.ovs[name]; b != nil && !b.config {
+		delete(l.ovs, name) // a deleted policy drops its overrides
+	}
+	l.ovMu.Unlock()
+	return nil
 }
 
 // Loaded reports whether the API policies are loaded: nil once the PolicyStore can tell for any name whether an

@@ -57,6 +57,16 @@ type Limiter interface {
 	HoldPolicy(ctx context.Context, h PolicyHold) (HoldResult, error)
 	// Reset forgets a key's admitted units and its holds.
 	Reset(ctx context.Context, policy, key string) error
+	// PutOverride creates or replaces a policy's override (override.go) and reports whether it is new; a config
+	// policy's are read-only (ErrReadOnlyPolicy).
+	PutOverride(ctx context.Context, policy string, o Override) (created bool, err error)
+	// GetOverride returns the override of policy with the given match (ErrOverrideNotFound when none).
+	GetOverride(ctx context.Context, policy, match string) (Override, error)
+	// DeleteOverride deletes a policy's override (ErrOverrideNotFound when none).
+	DeleteOverride(ctx context.Context, policy, match string) error
+	// ListOverrides returns up to n of a policy's overrides in order after the match after ("": from the first),
+	// and whether more follow.
+	ListOverrides(ctx context.Context, policy, after string, n int) (overrides []Override, more bool, err error)
 	ListPolicies(ctx context.Context) ([]Policy, error)
 	GetPolicy(ctx context.Context, name string) (Policy, error)
 	// PutPolicy creates or replaces an API policy; config policies are read-only (ErrReadOnlyPolicy).
@@ -145,6 +155,7 @@ func (s *Service) prepare(ctx context.Context, r CheckRequest, prefix string, v 
 		}
 		return Policy{}, BucketRequest{}, &UnavailableError{Policy: r.Policy, Err: err}
 	}
+	p = s.policies.ForKey(p, r.Key)
 	if r.Cost > p.Limit {
 		v.Add(prefix+"cost", fmt.Sprintf("%d exceeds the limit %d of policy %q: it can never be admitted", r.Cost, p.Limit, p.Name))
 	}

@@ -87,6 +87,9 @@ type Policy struct {
 	// Revision is the store's version of this policy's record (the Redis store's checks carry it, and the store
 	// refuses to decide with another: see adapters/redis); 0 where the store keeps none.
 	Revision int64
+	// Override is the match of the override whose limit (and window) this policy value carries: set only on the
+	// policy PolicyLifecycle.ForKey returns for one key (a Result's), empty when no override applied.
+	Override string
 	// Metric is the policy label the Observer gets for its decisions; empty: Name. A front end that makes policies
 	// per request (the Envoy RLS front end's limit overrides: one per request domain and unit) gives them one
 	// shared label, so that no client can add metric series.
