@@ -86,7 +86,9 @@ func NewPolicyLifecycle(config []Policy, api PolicyStore, clock Clock, o Lifecyc
 //
 // The keys' state is untouched: the memory store's counters survive every reload. On a shared store the app
 // registers the installed policies (RegisterConfigPolicies), which keeps one floor per name for every replica.
-func (l *PolicyLifecycle) InstallConfig(ps []Policy) ([]Policy, error) { return l.InstallConfigWith(ps, nil) }
+func (l *PolicyLifecycle) InstallConfig(ps []Policy) ([]Policy, error) {
+	return l.InstallConfigWith(ps, nil)
+}
 
 // InstallConfigWith is InstallConfig with the config policies' overrides (by policy name; a policy not named has
 // none): each policy and its overrides change at the same instant (OverrideSet.Apply).
