@@ -335,6 +335,13 @@ type Decision struct {
 	Key      string `json:"key"`
 	Limit    int64  `json:"limit"`
 
+	// Override An exact key, or a key prefix followed by `*` (every key starting with the prefix; `*` alone is refused:
+	// change the policy). A key's override is its exact one, else the one of its longest prefix.
+	//
+	//
+	// Example: tenant:42:*
+	Override *OverrideMatch `json:"override,omitempty"`
+
 	// PeriodMs For a calendar period: the length of the period that decided (a civil day is 23 to 25 hours); absent
 	// for a window.
 	PeriodMs *int64 `json:"period_ms,omitempty"`
@@ -466,6 +473,48 @@ type HoldState struct {
 //
 // Example: user:42
 type Key = string
+
+// Override defines model for Override.
+type Override struct {
+	Limit int64 `json:"limit"`
+
+	// Match An exact key, or a key prefix followed by `*` (every key starting with the prefix; `*` alone is refused:
+	// change the policy). A key's override is its exact one, else the one of its longest prefix.
+	//
+	//
+	// Example: tenant:42:*
+	Match OverrideMatch `json:"match"`
+
+	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
+	//
+	// Example: 60s
+	Window *Duration `json:"window,omitempty"`
+}
+
+// OverrideMatch An exact key, or a key prefix followed by `*` (every key starting with the prefix; `*` alone is refused:
+// change the policy). A key's override is its exact one, else the one of its longest prefix.
+//
+// Example: tenant:42:*
+type OverrideMatch = string
+
+// OverridePage defines model for OverridePage.
+type OverridePage struct {
+	// Next Present when more overrides follow; pass it as `after`.
+	Next      *string    `json:"next,omitempty"`
+	Overrides []Override `json:"overrides"`
+}
+
+// OverrideSpec defines model for OverrideSpec.
+type OverrideSpec struct {
+	Limit int64 `json:"limit"`
+
+	// Window The keys' window (1 s to 31 days). Absent: the window they would have without this override (the next
+	// matching override's, else the policy's), following its changes. Not for a calendar quota.
+	Window *Duration `json:"window,omitempty"`
+}
 
 // Policy defines model for Policy.
 type Policy struct {
@@ -720,6 +769,12 @@ type GetKeyByQueryParams struct {
 	Key Key `form:"key" json:"key"`
 }
 
+// ListOverridesParams defines parameters for ListOverrides.
+type ListOverridesParams struct {
+	After *string `form:"after,omitempty" json:"after,omitempty"`
+	Limit *int    `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
 // TopKeysParams defines parameters for TopKeys.
 type TopKeysParams struct {
 	By *TopKeysParamsBy `form:"by,omitempty" json:"by,omitempty"`
@@ -748,6 +803,9 @@ type SettleHoldJSONRequestBody = SettleRequest
 
 // PutPolicyJSONRequestBody defines body for PutPolicy for application/json ContentType.
 type PutPolicyJSONRequestBody = PolicySpec
+
+// PutOverrideJSONRequestBody defines body for PutOverride for application/json ContentType.
+type PutOverrideJSONRequestBody = OverrideSpec
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -811,6 +869,18 @@ type ServerInterface interface {
 	// GetKey The key's state without consuming (the decision a cost-1 check would get).
 	// (GET /v1/policies/{name}/keys/{key})
 	GetKey(w http.ResponseWriter, r *http.Request, name PolicyName, key Key)
+	// ListOverrides The policy's overrides, a page at a time.
+	// (GET /v1/policies/{name}/overrides)
+	ListOverrides(w http.ResponseWriter, r *http.Request, name PolicyName, params ListOverridesParams)
+	// DeleteOverride Delete an override; its keys get what the next matching override, or the policy, gives them.
+	// (DELETE /v1/policies/{name}/overrides/{match})
+	DeleteOverride(w http.ResponseWriter, r *http.Request, name PolicyName, match OverrideMatch)
+	// GetOverride One override.
+	// (GET /v1/policies/{name}/overrides/{match})
+	GetOverride(w http.ResponseWriter, r *http.Request, name PolicyName, match OverrideMatch)
+	// PutOverride Create or replace an override of an API policy.
+	// (PUT /v1/policies/{name}/overrides/{match})
+	PutOverride(w http.ResponseWriter, r *http.Request, name PolicyName, match OverrideMatch)
 	// TopKeys Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
 	// (GET /v1/policies/{name}/top)
 	TopKeys(w http.ResponseWriter, r *http.Request, name PolicyName, params TopKeysParams)
@@ -1320,6 +1390,166 @@ func (siw *ServerInterfaceWrapper) GetKey(w http.ResponseWriter, r *http.Request
 	handler.ServeHTTP(w, r)
 }
 
+// ListOverrides operation middleware
+func (siw *ServerInterfaceWrapper) ListOverrides(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PolicyName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListOverridesParams
+
+	// ------------- Optional query parameter "after" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "after", r.URL.Query(), &params.After, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "after"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "after", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListOverrides(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteOverride operation middleware
+func (siw *ServerInterfaceWrapper) DeleteOverride(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PolicyName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "match" -------------
+	var match OverrideMatch
+
+	err = runtime.BindStyledParameterWithOptions("simple", "match", r.PathValue("match"), &match, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "match", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteOverride(w, r, name, match)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetOverride operation middleware
+func (siw *ServerInterfaceWrapper) GetOverride(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PolicyName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "match" -------------
+	var match OverrideMatch
+
+	err = runtime.BindStyledParameterWithOptions("simple", "match", r.PathValue("match"), &match, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "match", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetOverride(w, r, name, match)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PutOverride operation middleware
+func (siw *ServerInterfaceWrapper) PutOverride(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PolicyName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "match" -------------
+	var match OverrideMatch
+
+	err = runtime.BindStyledParameterWithOptions("simple", "match", r.PathValue("match"), &match, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "match", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PutOverride(w, r, name, match)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // TopKeys operation middleware
 func (siw *ServerInterfaceWrapper) TopKeys(w http.ResponseWriter, r *http.Request) {
 
@@ -1506,6 +1736,10 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}", wrapper.DeletePolicy)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}", wrapper.GetPolicy)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/policies/{name}", wrapper.PutPolicy)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}/overrides", wrapper.ListOverrides)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}/overrides/{match}", wrapper.DeleteOverride)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}/overrides/{match}", wrapper.GetOverride)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/policies/{name}/overrides/{match}", wrapper.PutOverride)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}/top", wrapper.TopKeys)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{name}/keys", wrapper.ResetKeyByQuery)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{name}/keys", wrapper.GetKeyByQuery)
@@ -4048,6 +4282,583 @@ func (response GetKeydefaultApplicationProblemPlusJSONResponse) VisitGetKeyRespo
 	return err
 }
 
+type ListOverridesRequestObject struct {
+	Name   PolicyName `json:"name"`
+	Params ListOverridesParams
+}
+
+type ListOverridesResponseObject interface {
+	VisitListOverridesResponse(w http.ResponseWriter) error
+}
+
+type ListOverrides200JSONResponse OverridePage
+
+func (response ListOverrides200JSONResponse) VisitListOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListOverrides400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListOverrides400ApplicationProblemPlusJSONResponse) VisitListOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListOverrides401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response ListOverrides401ApplicationProblemPlusJSONResponse) VisitListOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListOverrides403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListOverrides403ApplicationProblemPlusJSONResponse) VisitListOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListOverrides404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListOverrides404ApplicationProblemPlusJSONResponse) VisitListOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListOverrides503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListOverrides503ApplicationProblemPlusJSONResponse) VisitListOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListOverridesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListOverridesdefaultApplicationProblemPlusJSONResponse) VisitListOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteOverrideRequestObject struct {
+	Name  PolicyName    `json:"name"`
+	Match OverrideMatch `json:"match"`
+}
+
+type DeleteOverrideResponseObject interface {
+	VisitDeleteOverrideResponse(w http.ResponseWriter) error
+}
+
+type DeleteOverride204Response struct {
+}
+
+func (response DeleteOverride204Response) VisitDeleteOverrideResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteOverride400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteOverride400ApplicationProblemPlusJSONResponse) VisitDeleteOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteOverride401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteOverride401ApplicationProblemPlusJSONResponse) VisitDeleteOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteOverride403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteOverride403ApplicationProblemPlusJSONResponse) VisitDeleteOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteOverride404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteOverride404ApplicationProblemPlusJSONResponse) VisitDeleteOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteOverride409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteOverride409ApplicationProblemPlusJSONResponse) VisitDeleteOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteOverride503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteOverride503ApplicationProblemPlusJSONResponse) VisitDeleteOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteOverridedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteOverridedefaultApplicationProblemPlusJSONResponse) VisitDeleteOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOverrideRequestObject struct {
+	Name  PolicyName    `json:"name"`
+	Match OverrideMatch `json:"match"`
+}
+
+type GetOverrideResponseObject interface {
+	VisitGetOverrideResponse(w http.ResponseWriter) error
+}
+
+type GetOverride200JSONResponse Override
+
+func (response GetOverride200JSONResponse) VisitGetOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOverride400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetOverride400ApplicationProblemPlusJSONResponse) VisitGetOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOverride401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response GetOverride401ApplicationProblemPlusJSONResponse) VisitGetOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOverride403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetOverride403ApplicationProblemPlusJSONResponse) VisitGetOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOverride404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetOverride404ApplicationProblemPlusJSONResponse) VisitGetOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOverride503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetOverride503ApplicationProblemPlusJSONResponse) VisitGetOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOverridedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetOverridedefaultApplicationProblemPlusJSONResponse) VisitGetOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutOverrideRequestObject struct {
+	Name  PolicyName    `json:"name"`
+	Match OverrideMatch `json:"match"`
+	Body  *PutOverrideJSONRequestBody
+}
+
+type PutOverrideResponseObject interface {
+	VisitPutOverrideResponse(w http.ResponseWriter) error
+}
+
+type PutOverride200JSONResponse Override
+
+func (response PutOverride200JSONResponse) VisitPutOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutOverride201JSONResponse Override
+
+func (response PutOverride201JSONResponse) VisitPutOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutOverride400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response PutOverride400ApplicationProblemPlusJSONResponse) VisitPutOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutOverride401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response PutOverride401ApplicationProblemPlusJSONResponse) VisitPutOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutOverride403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response PutOverride403ApplicationProblemPlusJSONResponse) VisitPutOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutOverride404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response PutOverride404ApplicationProblemPlusJSONResponse) VisitPutOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutOverride409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response PutOverride409ApplicationProblemPlusJSONResponse) VisitPutOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutOverride413ApplicationProblemPlusJSONResponse struct {
+	TooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response PutOverride413ApplicationProblemPlusJSONResponse) VisitPutOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutOverride415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response PutOverride415ApplicationProblemPlusJSONResponse) VisitPutOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutOverride503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response PutOverride503ApplicationProblemPlusJSONResponse) VisitPutOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutOverridedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response PutOverridedefaultApplicationProblemPlusJSONResponse) VisitPutOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type TopKeysRequestObject struct {
 	Name   PolicyName `json:"name"`
 	Params TopKeysParams
@@ -4217,6 +5028,18 @@ type StrictServerInterface interface {
 	// GetKey The key's state without consuming (the decision a cost-1 check would get).
 	// (GET /v1/policies/{name}/keys/{key})
 	GetKey(ctx context.Context, request GetKeyRequestObject) (GetKeyResponseObject, error)
+	// ListOverrides The policy's overrides, a page at a time.
+	// (GET /v1/policies/{name}/overrides)
+	ListOverrides(ctx context.Context, request ListOverridesRequestObject) (ListOverridesResponseObject, error)
+	// DeleteOverride Delete an override; its keys get what the next matching override, or the policy, gives them.
+	// (DELETE /v1/policies/{name}/overrides/{match})
+	DeleteOverride(ctx context.Context, request DeleteOverrideRequestObject) (DeleteOverrideResponseObject, error)
+	// GetOverride One override.
+	// (GET /v1/policies/{name}/overrides/{match})
+	GetOverride(ctx context.Context, request GetOverrideRequestObject) (GetOverrideResponseObject, error)
+	// PutOverride Create or replace an override of an API policy.
+	// (PUT /v1/policies/{name}/overrides/{match})
+	PutOverride(ctx context.Context, request PutOverrideRequestObject) (PutOverrideResponseObject, error)
 	// TopKeys Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
 	// (GET /v1/policies/{name}/top)
 	TopKeys(ctx context.Context, request TopKeysRequestObject) (TopKeysResponseObject, error)
@@ -4809,6 +5632,121 @@ func (sh *strictHandler) GetKey(w http.ResponseWriter, r *http.Request, name Pol
 	}
 }
 
+// ListOverrides operation middleware
+func (sh *strictHandler) ListOverrides(w http.ResponseWriter, r *http.Request, name PolicyName, params ListOverridesParams) {
+	var request ListOverridesRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListOverrides(ctx, request.(ListOverridesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListOverrides")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListOverridesResponseObject); ok {
+		if err := validResponse.VisitListOverridesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteOverride operation middleware
+func (sh *strictHandler) DeleteOverride(w http.ResponseWriter, r *http.Request, name PolicyName, match OverrideMatch) {
+	var request DeleteOverrideRequestObject
+
+	request.Name = name
+	request.Match = match
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteOverride(ctx, request.(DeleteOverrideRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteOverride")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteOverrideResponseObject); ok {
+		if err := validResponse.VisitDeleteOverrideResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetOverride operation middleware
+func (sh *strictHandler) GetOverride(w http.ResponseWriter, r *http.Request, name PolicyName, match OverrideMatch) {
+	var request GetOverrideRequestObject
+
+	request.Name = name
+	request.Match = match
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetOverride(ctx, request.(GetOverrideRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetOverride")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetOverrideResponseObject); ok {
+		if err := validResponse.VisitGetOverrideResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// PutOverride operation middleware
+func (sh *strictHandler) PutOverride(w http.ResponseWriter, r *http.Request, name PolicyName, match OverrideMatch) {
+	var request PutOverrideRequestObject
+
+	request.Name = name
+	request.Match = match
+
+	var body PutOverrideJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.PutOverride(ctx, request.(PutOverrideRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PutOverride")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(PutOverrideResponseObject); ok {
+		if err := validResponse.VisitPutOverrideResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // TopKeys operation middleware
 func (sh *strictHandler) TopKeys(w http.ResponseWriter, r *http.Request, name PolicyName, params TopKeysParams) {
 	var request TopKeysRequestObject
@@ -4841,155 +5779,168 @@ func (sh *strictHandler) TopKeys(w http.ResponseWriter, r *http.Request, name Po
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H2Lchs3tuCvnOLeWyZrmhT1yoypmprS2M7EO4njsZVy7Q29bqgbFHHVBBgALZpx6Tv2g/bHbp1zgH6Q",
-	"TT0cW86kPDUVU91oNIDzfvaHXmYWS6Ol9q43+dCbS5FLSz9fCS+/Vwvl8Y9cusyqpVdG9ya9s7kEKxdC",
-	"aaUv4JfSeAFC5+BkZnTuoNReFaA8KAeruSkkiAuhdAJydDGCdNorzIXS096J/evhif/r0UE66iU9l83l",
-	"QuDb/Hope5Oe81bpi971dVIv5qUpVLbuXtKS7m2/5Ze/Hp+s/vrNOIV+bsXMD5X0s+Hc+6VYqqEVXhY4",
-	"9TBsfrg/Hty6Hunt+nTmpd1eyhvacTyLvjWlzmUO5XIQDsbPlQMrfyml85CZssjhXILIF8p7mY/gR12s",
-	"wWjIpVaicO21LJRWi3LRm4yTuC6lvbyQtneNK1sKKxbSByB+Z4r8+dPu45qbIn/kYC50XsgEhIP05Y+v",
-	"z2Dvan8P77kUhHYraWVOsNSQ4uWRyglcCudZCj/vJT0tFrSQvJf0cGPKyrw38baUzaX/h5Wz3qT3v/Zq",
-	"nNvju24PF/odrYS3YaVbGu0k7eLvIn/Fx4V/ZUZ7qemnWC4LlQnc1N7SmvNCLv703w53+OGO733JT/FL",
-	"u7CcoaQcLEQxM3YhczAWBMyULHK8rvSVKFR+Ah5RkKcDPBBHV2jcqHed9J4YPStU9uB7YLKAzOCSZtYs",
-	"aF2Z0TN1ATOF1KlpJ1aKfGgI+a6kpVGnL5/T2p9Za+xDLvxUr8H4ubQg8dW0iG+NPVd5LvVDn6A3l1I/",
-	"cmCRsHMjHWjjQRSFWTExm6W09H5aJ+LylwA2kecwC29OJwRBRaCdI7KulJ+D0HysYmFK7RNYCQdOel/I",
-	"HQOMBVUPETqf6kxoPIBzpA8tV8iz+N3y/RJJP7w6MJhcirxQWsJcOFgK52QOfXwJCg/l4EJdSQ3nIrvE",
-	"d4UZB6Opjmf5wvhvkYk+5Fm+MODKbE57gD7vThs/nOFC0gloiSQiMuZ1CSjvIqFZOcysFB4vG4s79nS7",
-	"Ogckt5mxF8Z7qQfJVBsLOrwvzNFP65c1j+K1F17ecA7323894w7Ep90Lh+zfeYHiDNeOsL2U60cOL3oJ",
-	"AuUgXa3oAPqrufAgYCnlJVi5NNY7kqq7NIyudYaxe/XApiowrHWBOz0chtNWvyRKMYiJU5wZ872wF/JL",
-	"ibVzk6+RBAtcBIJQaIKjk5bRO5NL72ipP2lR+rnUHhcmH/rgzqWw0jIjJqoSGkp9qc1Kg9FyA7HevHkz",
-	"PG2sdlv/Sf9OE96id17zvq+EKsR58eBQct5YGRREEjikjVUkyHj0yMFMqKK08t3C5BKhmeZSr9MTsKik",
-	"BupMSWMdksqaRuV0NNX4nlx6oYqGzpKJ0knm4byGXLVWoDR4tZAJjVjIhbHrMFA5mJVFAWYGhboiNuEQ",
-	"XlNdT4bLRRHQQLTCXJB0QDZJ8v4EtIGoAzZWRjM8ciDy3ErniDW2eUq9zVsZQ63DB0i7comMSuY/yFyJ",
-	"s/XywUEeCRIPO91k7OmIbI8wFb7plOVPQzkWea7wAVG8tMiNvZKuN5mJwsmkt2xc+tBjAb9NGz9pBIOn",
-	"80fwQF94WBjn21hHNhOxdFSLhWdD5JujXtJbiPdsozwej/+8//jxwfHRn4/Gjx/vJ7X5sr9tviRoQNxB",
-	"ZD3P5WJpvNTZ+vlTfOxSrm977p9yjSOXN4qMCkg06gUaNddJz/vitgeeliz2emy6RAPo5/g+XmISj/xt",
-	"tXdz/t8yI7F2WlwYq/x8wQCZibLAI3WFypW+eFeYi94mwnxnVihho3pfau+g76QkOL16dvr0h2dIKnFi",
-	"8MjEBiNIG5OmE5DvReYTiEBOCbApErnQ66lG8NgrQTRttISV0rlZJUH2X1izcqw44lvp2cYbeHDQB51Y",
-	"IIaXOmia58Eyppmmuq+08wI3UZvMiIaplc4UJW46xdWTEHh3XmaXEpXcfzx5dZqAgPPSOo+LjBuwcqYK",
-	"5DRkzdRLn+q+ODelhwP4//+PV0wcbS5hZXAOHoavmqn3Mq83IZcmmw9FoS40act42YFwIPWVWS+teb/e",
-	"q9wJASJdbxOZNc7hmnGjwq7xXZnRWWktYnU62YJGSURJarzwYHQm4XxN+hm+Ia1t9kECUmRzZL+oX8d5",
-	"cPtp2AiUOmjZJyAgm0vUvGeQ4bhpOR4fShiD0cGBI+BoPIY+q3JTHXQ5Oq56UYERS42k/fMG1raRoZf0",
-	"mhBE/tE45V7SaxxEg1KiUE56pxXf+ijGM+5iPKc6m5sOX84ppEtplclTpCQaBP1X3z6Bw8PDx0lwbgVp",
-	"OpggRFVRkF3DuIwjnISVKArICpNdkhsFhee7X42WKRk/bkrWxLpCh0eO5CsCJRfrBFZSXuZiDX38MQBj",
-	"8TLeJflrtJ9Dn/4ZjOAps44JLFSu1cWcSOIHo3OxnuqD8Xh/SP/fXEc/F2tH2BIe47c6xAN+2iX8KrqE",
-	"L953PoL9vVgsUT/qHYwPvsEXHO6fjccT+v9wfDwZjxk430t94ee9ydGYABL/PBh3gPmJKCSexks6/23Q",
-	"PEEsgKW0kIWRwKCis5cix42LQKXQb9MyoJuDAJapK1XUx4yHyyeq9FQ3TiiQlfPC+kBYKSMEogYCeMgA",
-	"3oJcdWA8/JGL8Gwc6FS3BmyCl1Reo+sLKH+F8zRwNZeRVt3cWC8t9HkmmceHDvedn8Dp0qpiqg/HpLlp",
-	"+EGs4XB/MILT+hhoXgcHh+ANHBzD3JTW1Rzr6eszyOZCX0jkHZvbFuEeuEu1dFNNp8W8IsBGsBYRyQN/",
-	"m9nMSfQmzIxl2RUmIdqA/vhgckj8SIBbInYMZ8auhM2B8RsB9UKu4P8Ye4mHMD7E8c+eng0SYnvVoqxc",
-	"SuFdXIMUtlDSxrWM4JQV10oAOnZKCE+gn+pInickkqR/R6r1u4WjsSRG8dBQAD6VmcqjR6WpuNJhtZll",
-	"LlA1QJxAIkHobrO9pPd+iOOHV8KSNowPMmU8pcf59xuehP/4gadCUkIW/3FKIgqF27SfJzjmM6thN+lV",
-	"XeoUbdl9pGLszUJlLT0sjNt09EsN5OSGhjvLysxY0l50IZ0DZu0sZZWr3fy9atXnxhRSkI+HhtEilJcL",
-	"d+vJNwF7TSz2OT+3P2YWG/+sXiasFeut8wzvvekk2Ra771Gij1R2cO9njVNZiduOJZeZcsrou5/M0/BE",
-	"77qar3vncYXNl3QeQyCECiX2k112k1tKnY9gTBqTq1xhSErD/bhnsuovpD+pcCcizsfbVJ2qTXUSnwhy",
-	"pxFScApuLlC4BhNEFCtSInCAOwEnJaQ84l0utZIcN+qC7oUVede7PtoLktLy0wqtWjG37lUE7rWlhxTR",
-	"Q/npzFyWhe8WbnvH31JwaUOjYfOpIG0p6gV8B112HvIgbfoNdQbUphAfnIA4d1L7qZ7RW1gXYmG0vbkb",
-	"kepj7OgqYrzL5eC8Kgqo3G2VUUbLrLzMykGk1NH9F94W3Nsr+QH193Ycmxk42jqgzWpjVei1KuTMg/In",
-	"MOsCXlJFfSPQHqHCr4MHTMv3vrYDE1YjPgom5O67YWtj1hQDYZ9weG2lnITF9qbpnMki3A5Q339pLS5w",
-	"U/CeA6qRrxApI6Ezt5yLKwk8R4ueT0D5W4XITra/4aJhcm9i6xbSbB11l7yoXEI78gN0uTiXtuE6YWM6",
-	"zdME0jn+Z4H/cfQL/0s+eudhpqzzwRqprftMTiDdPx6PaWx6OHZpMtXpMU2yPz8c8498/2CejuCFgZkV",
-	"GS7IQT/dHx3P0XHg1IV2CbilyKQDY8OazmVBnqYGmuBDY/pf6ShAdVY7c5fCOhn04WLNkLqwYrEQZJjk",
-	"sLLKSwd5OCGCuPKDk9qjYiXsA8nSw31kZm7Tzvxm7HptExIzH7yXFk/4//Z/Hg8fv/1TPvhb+DWvfi2q",
-	"X66+5gZ/+49ehw36LQbvq9h3W0Cy17xTZFDMvxvN6RaI4GcvlEQfgTVegvITSC/lGuHE6tjPB29HSIJ4",
-	"hW0SDn3ALyVypCrTY7S99A1s5wUlcc1d+PqdFIWf31NJoEBBF4avdwYPEuZCKd1757zwJdtPaVlHWkhR",
-	"iPYRWpamJEdRWRT4DwUQOn1DPF9HvCfqGCn0TUivSfesFPn613TQCnVU4X1a7gnraw5VNRylbEvRaK7T",
-	"XPYaukz36oyl44qPcOyEmJDzF1Yyb8mV2/34u11bfDOXFLevt1Jl7xAJYrxCQr+5ceKtKQZECj//dY+e",
-	"SgfNPVUQ6SW9Bnx6b2/DuLDKTkwzRX5PPNsVqngzD7Y8BaqzObFIktIkW/mxKkofRFtIZQg+EDouvhLG",
-	"f2L9m3Mi3Dvhb0zDqrID+lvuAvJTWTlDxzlrQcoH50i0HdBRgU7wlhc5TD3VzMaRq+K4EZySGsiEGGdA",
-	"+RktkElDs76rROY0hq0oH2FYk2ImsKma92viHFAWFccRfXN13gQgbWhGufByiAyii3ur/D5ZZ4i/y0Ks",
-	"dykoGfpw2YVE+6r8RwaBRrENxfsNaHTSebbdxkfAwIY02aW4UI5doIf6ucbid5Hcne3ATQ94fBD6mCKI",
-	"kQZiiTE70KHsxn0Hzh7hmlSEOept0XNtXN5sDm7fnZviTmB9aJPutxpEv9mO+c3Wwm/V6b+0xt0g5o44",
-	"TivbdQJmKX5Bx91Pr74fOjGT0D8XTn5zVNqCVHJTelgimeiLQQILkVO8rZGyUCVSxqxjP5dTfSnXlWci",
-	"vFHlCTjDhroIXCzhNDdRcMZbIYWTcGGkA+etIK82OZIdJlCM4LXUlILL7miHQbhMqiuO3/GOWMaHtdXO",
-	"EmLQtHqK5FGmKidoNTJVkUWlmNU71e0wzf744KilZe+3tOyfT4f/JYa/joeP3w3f/qlTgd4O1+/krdLS",
-	"YZERTZshse0Up5P9dPbt8C8J7OO57B/8Bc7XXrpBQqNVfIGnlBcl3QT5cxD7MatxqpE9F6T6cCA1xEYY",
-	"ZszKCErEs+BNwAKjZRPuC3Ep8Sit0LlZ4N3tYzv4y+apdR5Mlcx3D3bcmZWX3DktD43kVk4eRit6d/f9",
-	"RSdmTCAjdbKpc6ASQuszM9gfwGrTeYDK2Sf2AnarFwXr6yy2l8K5k6aTPmSOzVoy6t9G2GBCA1UydECI",
-	"gF7zmdqzEFEd9+Q4JwIv0/KgH5xDSCtKD0ZfwCP4byYAP6d0C4jXBHSXwPun7CiE+ZEEGzT55fH+AfNL",
-	"6Df8yAx41u7pbgJSz4zNZN4WdYNRy/VSOmknRwdtlne8f3Ary6vTde8VhmikRd2EWXX+1HXSE1U6x42P",
-	"8KjrpNfkIE37PJcaYUjA7TTJPwNxcy3NfchoWWVI3BgrbOdTMAmFvKq757dFva9bOXemtFlXui1Xm6Ss",
-	"LCnJxuiuepPa/cCPIQSWqvP8q/yM23Zwphbyv3DcddILmUb32DM/0elVP6tiAVv+/5g6xFy4MJr8tyKG",
-	"bjKhOYmjnx7kaXiY0kLSv1R/Y1oAOnIP6yGc6YPWlspCEp1jmRt9CHWaPjkf1mDLQo7gbEfYSFTR6Sn7",
-	"oKv4FHuINjPuHzlIV+ltMQr0D9/KNgnZayZZ5YDVB540WMAGoVa4WCFeF5fkNX+v7p0GEHH1zjHnWGBw",
-	"S8S5mnf3al8EHlBzXapl7LXVb9a934Z/342Gbz+Mk28Orzs1cZ749VJm93YAtDNMiVZFlUxILuk+6djt",
-	"FCvG+hAux9960M7WiuQxIV/WVMeAgdEyamZ+ZaDPCYicA55W+VsxeEXZSwGrg6YfK8cqxKnSGKc6mjvh",
-	"3YzEvweRU6f8BqHzJWXQl5Iom/k22xLmQRj+BsHyAXdSa8jm35IKmCL6+Oj4z5WZzZEXt21r3RBGokqI",
-	"DpHzo5YgtccQEKWvkVUfC02Tu/GqRmRri18lPU6JY0l+Q4ylwq/jx4/bnL8LqbzyRfeMPlRaVAhcWnVr",
-	"TIvuxlmTmwIOr9DX8nGpYPfN/d9692uyw35rgcaNLIVHbRkku0sNKtLYth41PD99ccrJnL+SYzs9XUir",
-	"MrH3Qq7eYYolRiOflbjQvZfCKgo3/3T2JB2QehIZ60nF+elm24TYnLJtS3xzdKspcWaWwfi5VypjZwwp",
-	"urddFDpoJIckj1j7kJDUk86rBXn/z9d1gj5RaXqzxdzJZGWMK9/TcO12NGyAn43PLIQJ+FWduEAn6e55",
-	"lOfrDStJyTzKqB2xz3iUO5XoOCBUp5OukeGxo12KfliO651Lv5JSc2avzklFCIBz5WLB2fNxLvcxnozL",
-	"cB534qMBEzt46KfLcT3H/zTPL6xxG54UScpKq/z6Nb4gQItqHbEgssujR8UYrDpRfXsaojt9+jcJ8e8E",
-	"sPzTWPWrTNiFlBChkKuRShJSdPHpFPqUL0WetrqNBklxWkbN1+feL7kOTumZ2V6aK0qVyco1iwAnLqqM",
-	"nsBCrOn9/+RsS05VesJ9RpyPKutLxJm/wXMPl1IuHUXtKE07lKRQ4eFS2qnuRzf+pVwPwDB+WUkFeNBv",
-	"1jjSZmM+vF6HRB7EwTDcYbAU0R5eclT/9b++H031VHPOa0xeg0xYq0JdY6hJxFnu2KIE+ummXYacuLqW",
-	"Dqa6DsqFGO1GGajS7QqWRuEVatXcf4SUZw3G5koLu4aD8TjAhJMoqnggmqnVX8F03OwockKFF/xUhVAp",
-	"9ClEgfIDi6iUdIMK7EcHj/nwSBkiv8Eu5Qr66a4CzXQQKnFSRD7KN3FUDkcq1KXS+WSqUzxvN9nbY8wb",
-	"5fIqTuL26tBJCv2j8XiQQDoajfaqtiDty2W7XJpu7mOtP92dxU4WdP0wPlTX/OPlo3h5o/lA695C+rnh",
-	"u4H70v3jhCh6qtNTvJrG4VVzCBz0uPWCG27Ftg6tO1iqOvTGDCkxDe/tH9a7r0pphwuZKzHkY+8f7R/H",
-	"MYjUQ8JqnvngcXU8xOu0KFLoH9dHStQ3bGYJ4e3W4VFwJ1wmrCGXh/BzTsx3priSeaw0EZq5FMjCyQkI",
-	"HqiNh0I5lPIxE+FofIRhjXCVRrU6ZTAMpvpofMw3wqFDXxTOQPrds9On0Mb4BJzSyNyAbi5K5+nNzMwE",
-	"uewHI/jfr398gTXB0WOG4jTzE8zo4AjGQlIWYRLMY6WrRWXCyQTykulBxpFEldFkICcxTbwdGHQhMsiV",
-	"SWRccJgplKqJYHFwlVWsW+aokqyKFEfwL8pVYz3A8UbPw/uQ9jKp/VDqzCA7Zmu8UJkMlQahr9DpUmRz",
-	"OTwYYRlZaYsgPJBUV6vVSNDtkbEXe+FZt/f98yfPXrx+Rs/UtkeQKb2kdyUtJ0P09kdjHmOWUqOfcdI7",
-	"HI1Hh+xsmZMEjSlS+PtCkhJZxdSe51iKG+5vNC46GI8/XbMOekVnrxwstR9xDC3Yz91TVWvbC5ZfQ1/o",
-	"TX5+m/SCChVzcq3JpHNUyk+mqxcXVHlUbd713uIk7RSyxim1F4qiY1UlXTVy1NwJHI8PoZ9u0/igzpCl",
-	"bEPopyEhEMUdZgSmpH1wvlE6oHIwX3c1iNVxMa9vBN9yiZ/yBnGSUyodiEBc5JVWGrcdMuaojqHKFaTk",
-	"2XiQ5E/qbk0wgY7+Bs1xSL7c24iwvo1Pr3FQgPgXwamzTQgRfh2PD79ME4yNrMxPjey7cidDLiHpUaid",
-	"1Aodd/zhPSDj4wC4H9xIJQuJKOZ2cpEfwv17QRzZVph46OV73z75bSsRx+wtC6H0zSO3oBFWF23jl9ag",
-	"4JOlA5wS2MoicvpxKXUcXdH7KTWTCZouCHfp6EixbuLiV7XkgTxo+CwIBA7mOypQNUUhM0/JIcJTeqHD",
-	"gy/MxUXIM6Q6DFN6bsVGYjCITaTC/FMjTeMAwvnfCPwgXkZrsSh2YsCPPIjc9PfCgjhrDc8tzw7Offry",
-	"ORyOxpCbrFxI3SyFqmzITjKMD8cHw5lypBgrZUtV5J9eBinXXuquw2Xu/BGCh2QOeg4nYC6Ru+NQbwxG",
-	"1wq5Oy+88VydvTrValYlW5PknFN3tY4XB/2PU3hYY9I5paXEilE2SCc4hFJh44Lp7lRzyK7RC6JVDNfK",
-	"iUnRMCKNdFLn4bCiGtc+oTrW9CT0DpqQOA4WRNNkrMKO1NkzJF+Hd1FyMBPczNgRPJ+FnUQzmugTH3gt",
-	"7RWa9nlJZrLgk5lqU3pxIZMdGT2cSxQary2XxXoUlIZa8x/cCjbqX7cFIp6UAKV8G0IEnmG5DHnZzPDR",
-	"+3Au4VzOlc4bBEDcL8Sxp7oOduu8XTvQOKqgyQ/o0Wq1eC1OVAXNOYLrEWBDM5tNQEx1PNus9FhID6Iw",
-	"WnJyYjhWbk0npY0FdjY2MlhXvDwCBBca8ex8PdVtNDoJGtFmxUDVcMEb8OJScpszUcHdlJ56CLFjj5u0",
-	"yMXSrxH4lDYZ34/2S2ggRajQ1rZ294HqUqFeMUv4ItoTvfsE0lje4vCsVzuVjH6KvAcRAGHfzIf/ElrX",
-	"C8NK8PoEGnp02ML6c6leAgojcjgXhdAZUt+cyN1JnbdZKruXbpQGTVP7BplwtJmwfnTwuLY2av9E9M5t",
-	"us+IWionFJnADWcbUetUN/yK9AARgLfiShaR+n5pmMhdmHxa7aXd3vfnD9yEl56vu/BWfuOP68Tb9kh3",
-	"v+JSfvz85C7fNTGeTu+uM3Hfieu3WyR+dEPV+u+mBeXReLzruZp+Gp2P6ZH92x/ZbNRIzx3e/lzdXZee",
-	"OLr9iaqJJj5w8PghedRTJrE2MJ+Ql+iJ0d6aogMFuD1Bqs2Q5RZmzyPJV963cwkZzpHfuR35w6JN8lva",
-	"Gx7fBQma3S4/ks9XnP00pJU13PrQ1xdKv6dY0ruQQ57AmRVypi7hW27rg+yuZUc3GnNE9k4zc5KW8129",
-	"oZyHMaiY7T4J/Ze4e6WDGztysJuzo6NLIybCl9xUh2FsoToP4txcyY5GiZTtx2pmMxs+dN5uVWaQU4iD",
-	"CV3SgPqxBO4rnf+7ydefTKNp95O5vt7k8defUZuqO7Z0W6ARC5L69Fhh+n2w9N9Em38wWbB/h1dUrY/p",
-	"geO77KWjPeuX4Gvc2ysEiAkendWPzCLI+kLOcBeG5nZztDdkrnNnqmCsf0TTKapEE2AlunpkXq2fGVNu",
-	"hdJuqivvGbMuN4LnuvkUrwLOhSczj9/CXjm0nvHtoigR4ULYPQ2hybhw5Hqh/ojfllbVEWmsemO7nBqN",
-	"kh3erKXNjHblIvYQfobNN+HV96/R7NUeZD07WfOFukRDEtNcplpYCVhTLXNQHOSnpFXA07N0PFU1k4dF",
-	"WXg1ZNBAaHpPOdbYw60qEAtQiR0C61zqmF9NrTTJ4Z/QS/FVJDBoJPoSUPutW6TGdkroEJJr8CsMRu+S",
-	"BD8Ivf6c0sB9IXGw0XasQyi00ynoaCM+8xH3vnLWf0vO6pAbiSJ23gg+zgTMktPTijW6BIP0J+3rZt5K",
-	"qSe7WWvs1Rjzz5FfbPXFTTmfMk0aLR25nXG+5kA4u/mChJ+AaKXPTHUrf4adrxVXpBy7kDDT9DAkgVOS",
-	"rlltFt40BU2jwk+gD7WSBBTTxK0zaw5tKGI7eO8xuyJAi14TknknbeU19EI+aSjQ2FGi+hJQ6NRQVSGb",
-	"doVzs75Zedr3CE41lRvHtL2q+JdLa0MJ71TXZb1d5bywWc1bl/AG0NDe+aRjc4S2AGqr8KGIof35k6oH",
-	"csyOSQBTYPAbTVvdNgLbruFBSYx196+pphUpF0+EFNgAl5NYjRy7ncXaAtes4wmHXfUK4YIgbg3S6Tni",
-	"M/uOqwk/h4zY6ED/wEKi1dfi7nZDv6JhhMjgqx3xO5V248e3P9D62NIfX0S+Ct9kYA7D+jExXGbQmS9F",
-	"EXlXIbgXdGCcLA1anhWWjG1BufdB5dcsJQvZ9e2Us8hgt78YR8/u8YLSKOVoMRMYt78KVYms5vef+i0m",
-	"ONU1F0xCZA8fYn7X/q6UNj58W2owglfEXym0iPnA26KhvykRBt0RJJym5p7bTOx21AyfV/ojkGbrU1wf",
-	"S55fgGBY+wi6UD9QS1BGYNxJD1txlq731kP2wmcWr99uEdIeqUGkfH7cjMkOrfWVnJWkQuhMtpWC5mfW",
-	"jsaPk41vsw1ijDpqI7H7WXNwlQy8gzC0XH1GpaJVsHV3leIrNX4Vli3a/8FcRcJvdtjzhtL6/gTeF502",
-	"UKcJdCe5GWTfZ6D376Vz9QfawpaCoOdegHg9V7OZtJJSgkSdH0Rfd1V1txuYY6hdSh26LUXNYarDjFV3",
-	"K0p/OYGFsbIyRNkgyYKfUfMXDquv/7BTbmUsN3bPjZaDpsePTSEW/1XfB34SFYqq5UmKfa+8L2ox3ra8",
-	"w0o3ZftUbwv3E7iLabeLAcLLuL8NRJrqqi3jdjfGbt57wiVIdHaqTsgJJvsuE7AzQ5gQ7TMy4Xbl6lcu",
-	"/JULfywXFpeV+sUtWjtslf44ekWon+QNzLbZlqMzhxZbfbyMgz6j86HRWOSmLy9j4t7DYu6DQ/hZI2E1",
-	"2f2J6erG6cvnCThCTTjn6EcT4HWDlE2Y733AsRvWaRv6T+n6yzoH6rbMIH4g/yNGC+7CjL6occZnjzKx",
-	"ynNdj+A5RwDdo9DIUDnIrVkuY9ay8juwJelmCP+Qfhc+fGpucPM32P+AOPbgKPOjrk9zBxJ05UhiKV+d",
-	"Zkj/fJIESdTXyw51PQqgHdyw1f2M6kz7HFd4gp8qI5UX9UTl6FtzG6lExkYVkcLr3LSLCWaunDd23cjz",
-	"Z0XbebGu9UzOQyXtOdTL85dIVvH7nfUqqnZNUx2aLPVxPpw14Q4h9DHmbG4sORZie4bqw3shSZafpfx2",
-	"b8ykESVpf8/G2KkOTyqqRb2wlPTbCKUoCvHTZ4UTdn/EYF00UEqdS1vtKcolxWH4ENyv9lOdZsIhs/Cx",
-	"OCpr5dwAvl1ZgrSLLpX8ZdnkM59eI2+08HrgOMtdmFvocr4sRBak6cF4/+FXED69/+/Aau8pnf/gZsIT",
-	"AhwHjAmJNtSC+yiIe7GHyy4tEcMo/p9y/ff1v0IC+u2KIj3zVYR/mhiWj62Wks2eS61qiAbQueXNDTre",
-	"TeB8uDTVRgfur7UGfxCE3YBr9YEAzkOkJgL3ReKH1FGTD914mnSuFlrx3V3Mde/DpVxfp1wWjxc4yygk",
-	"SYb6JvxUQWir4uTFgjJ50lFIdBrhD6rQ9PFumOTNd6dnb/6Bn2bgb4lhhdy5NStHNVgvTI6VfzPps/kA",
-	"rFygkx/90FNNGbitpiKcB5X+58GzdARP6HNbLnQCqqePWao4Cvr/MI/cgLIySxcy+XEDM2MXrPR9noKo",
-	"tzdIMj7su8izr4LsiwmyE7Iu6HOObI04KV0sZ/2lNF7cV5p9FWNfxdiDijEO3VUN6nYVSA1+xxJtk/v3",
-	"BaR7KReWk3wmPv9tehLJ1m1LJBYEdOk/D57hH1ScXzoZOtx18ei/Xcr1X6u+Xh0iLLdmyfHSuLam5Bs0",
-	"ZEv71D6faPFmubM6+okpteciCXaChBaIS2nrtogCXi9FJoevxRViT8A0MDP45ohdNrhxfKRR0mBKn5mF",
-	"HEzCV/UzDsY2g8HChc/uGGrvWXXzxJmPYaF0SR+zSBs9Masae4VaAb2n0bHVVV9neuQoJsyra/Zxpcb3",
-	"3Mv1JJTPIL6wrtB4BIO3MgTB64ajedVEdg/3jtUf3C5uBE8pDdyB0llR5jJ+SY+zw13IJHZzYWUe2gLg",
-	"uVSHHLuu62INTeqk2paFyOVkqoW7bD3ExS51qwwpLAIydqnpcF3FNrB3KjCnfqTNRjONzuXcCPYenWG3",
-	"afk0QISq/hdCr5lM+/Qtk2+Okqqz8D4nb3UtMX5QoGOV++NGY/TQa3hnl96O4vJPJ4Pjoe8Qwd4saecJ",
-	"zNXFXPKnmHX4APAfUH37TbLtzdwgDzmX1NWVu0rCsJ3IQ2hUJZEQjgUqhL6x5DJ3RFrYjEXHT0wzRX1p",
-	"ifd2o4dGu6vvz28RUbnZHC+GuyTuUUJRWHjVTrEukblOqoscZW9cqJxsjWu09cbfjc4b12+v/2cA",
+	"7H2Lktu4teCvnNLelKUbSq1+TWJ1pVIdPzLejB+xPeXaO/KaaBKScJsCNATUssbV37EftD+2dc4BQFKi",
+	"+jV2e2bWqdRYTQIgHuf9wqdOZuYLo6V2tjP61JlJkcuSfr4WTv6g5srhH7m0WakWThndGXXeziSUci6U",
+	"VnoKPy+NEyB0DlZmRucWltqpApQDZWE1M4UEMRVKJyAH0wGk405hpkqPOyfl3w5P3N+ODtJBJ+nYbCbn",
+	"Ar/m1gvZGXWsK5Wedi4vk2oyr0yhsnX7lBb0bvsrP//t+GT1t++GKXTzUkxcX0k36c+cW4iF6pfCyQKH",
+	"7vvF9/eHvWvnI125Pp04WW5P5R2tOOxFtzRLncscloue3xg3UxZK+fNSWgeZWRY5nEkQ+Vw5J/MBvNTF",
+	"GoyGXGolCtucy1xpNV/OO6NhEualtJNTWXYucWYLUYq5dP4QvzdF/uxx+3bNTJE/sDATOi9kAsJC+url",
+	"m7ewd7G/h+9sCkLblSxlTmepIcXHA5XTcSkcZyHcrJN0tJjTRPJO0sGFqVLmnZErl7I+9f8o5aQz6vyP",
+	"vQrm9vit3cOJfk8z4WWU0i6MtpJW8Q+Rv+btwr8yo53U9FMsFoXKBC5qb1Gas0LO//zfFlf46YbffcW9",
+	"+KNtUM6npCzMRTEx5VzmYEoQMFGyyPG50heiUPkJOARBHg5wQyw9oXaDzmXSeWT0pFDZva+B0QIyg1Oa",
+	"lGZO88qMnqgpTBRip6aVlFLkfUPAdyFLanX66hnN/UlZmvI+J36q12DcTJYg8dM0iaemPFN5LvV976Az",
+	"51I/sFAiYudGWtDGgSgKs2JkNgtZ0vdpngjLX+OwCT37mf9yOqITVHS0MwTWlXIzEJq3VczNUrsEVsKC",
+	"lc4VckcDU4Kqmgidj3UmNG7AGeKHliukWfxt+XGBqO8/7QlMLkVeKC1hJiwshLUyhy5+BJmHsjBVF1LD",
+	"mcjO8Vt+xN5grMNevjDuKRLR+9zLFwbsMpvRGqDLq9PG9Sc4kXQEWiKKiIxpXQLK2YBopexnpRQOH5sS",
+	"V+zoddwHRLeJKafGOal7yVibErT/nh+jm1Yfq2/FGyecvGIfbrf+asQdgE+rFxaUA+sEsjOcO57tuVw/",
+	"sPjQSRDIB+lpxAPormbCgYCFlOdQyoUpnSWuukvCaJunb7tXNayLAv1KFrhRZ9+clvo1QYqPmCjFW2N+",
+	"EOVUfi22dmbyNaJggZPAIxSaztHKksE7kwtnaao/arF0M6kdTkze98adSVHKkgkxYZXQsNTn2qw0GC03",
+	"AOvdu3f909pst+Wf9B804DVy5yWv+0KoQpwV935K1plSegGRGA5JYxEFGY4eWJgIVSxL+WFucomnmeZS",
+	"r9MTKFFI9diZksTaJ5E1DcLpYKzxO7l0QhU1mSUTSyuZhvMcctWYgdLg1Fwm1GIu56Zc+4bKwmRZFGAm",
+	"UKgLIhMWz2usq8FwusgCaoBWmClxB+Us8/sT0AaCDFibGY3wwILI81JaS6SxSVOqZV5LGCoZ3p+0XS6Q",
+	"UMn8ucyVeLte3PuRB4TEzU43CXs6IN3DD4VfOmX+UxOORZ4r7CCKVyVSY6ek7YwmorAy6Sxqjz51mMFv",
+	"48aPGo/B0f7j8UBXOJgb65pQRzoTkXQUi4VjReS7o07SmYuPrKM8HA7/sv/w4cHx0V+Ohg8f7ieV+rK/",
+	"rb4kHZXfhGU9y+V8YZzU2frZY+x2LtfX9fuXXGPLxZUsIx4StXqBSs1l0nGuuK7D4yWzvQ6rLkEB+il8",
+	"j6eYhC1/H9duzv5bZsTWToupKZWbzflAJmJZ4JbaQuVKTz8UZtrZBJjvzQo5bBDvl9pZ6Fop6ZxePzl9",
+	"/PwJokoYGBwSsd4A0tqg6QjkR5G5BMIhp3SwKSK50OuxxuMpLwThtNESVkrnZpV43j8tzcqy4Ihfpb61",
+	"L3BjLw9aMUcIX2ovaZ55zZhGGuuu0tYJXESlMiMYpqW0pljiolOcPTGBD2fL7FyikPvPR69PExBwtiyt",
+	"w0mGBZRyogqkNKTNVFMf6644M0sHB/B//w/PmCjaTMLK4BjcDD81UR9lXi1CLkw264tCTTVJy/jYgrAg",
+	"9YVZL0rzcb0XzQn+RNq+JrLSWItzxoWKco3fyozOlmWJUJ2Otk5jSUhJYrxwYHQm4WxN8hl+Ia109l4C",
+	"UmQzJL8oX4dxcPmpXwgstZeyT0BANpMoeU8gw3bj5XB4KGEIRnsDjoCj4RC6LMqNtZflaLuqSXlCLDWi",
+	"9k8bUNsEhk7SqZ8g0o/aLneSTm0japgSmHLSOY10606EZ9hGeE51NjMttpxTSBeyVCZPEZOoEXRfP30E",
+	"h4eHDxNv3PLctDfCE1VFQXoNwzK2sBJWoiggK0x2TmYUZJ4ffjFapqT82DFpE+sIDg8s8Vc8lFysE1hJ",
+	"eZ6LNXTxRw9MiY/xLfFfo90MuvRPbwCPmXSMYK5yraYzQonnRudiPdYHw+F+n/6/OY9uLtaWoMV3469a",
+	"hAPubRP+FD3CD+9bF479o5gvUD7qHAwPvsMPHO6/HQ5H9P/+8Hg0HPLh/CD11M06o6MhHUj482DYcsyP",
+	"RCFxN17R/m8fzSOEAljIEjLfEvioaO+lyHHhwmMpdJu4DGjmoAPL1IUqqm3GzeUdVXqsazvk0co6UTqP",
+	"WCkDBIIGHnCfD3jr5OKGcfMHNpxnbUPHutFg83hJ5DW6eoD8V1hHDVczGXDVzkzpZAldHknmodPhvnUj",
+	"OF2UqhjrwyFJbhqeizUc7vcGcFptA41r4eAQnIGDY5iZZWkrivX4zVvIZkJPJdKOzWUL/w7suVrYsabd",
+	"Ylrhz0awFBHQA3+bycRKtCZMTMm8yw9CuAHd4cHokOiRALtA6OhPTLkSZQ4M33hQL+QK/pcpz3EThofY",
+	"/snjt72EyF6cVCkXUjgb5iBFWShZhrkM4JQF18gALRslhKOjH+uAnifEkqT7QKL1h7mltsRGcdOQAT6W",
+	"mcqDRaUuuNJmNYllLlA0QJhAJMHT3SZ7SedjH9v3L0RJ0jB2ZMx4TN359zsehP94zkMhKiGJv5uQiEzh",
+	"OunnEbb5wmLYVXJVmzhFS7Z3FIydmausIYf5dpuGfqmBjNxQM2eVMjMlSS+6kNYCk3bmsspWZv5OnPWZ",
+	"MYUUZOOhZjQJ5eTcXrvz9YO9JBL7jPvtD5nEhj/jx0RZivXWfvrvXrWTrIvddivRRipbqPeT2q6sxHXb",
+	"kstMWWX0zXfmse/RuYzjta88zLD+kdZt8IgQQWI/2aU32YXU+QCGJDHZaApDVOrvhzWTVj+V7iTCTgCc",
+	"u+tUraJN3InPdHKn4aTgFOxMIHP1KogoViREYAN7AlZKSLnFh1xqJdlv1Ha601Lkbd+6sxUkpemnEawa",
+	"Prf2WXjqtSWHFMFC+fnUXFRISpXL64D4pW/3XLhshh2ZiX6Y2+2tekpeqQ1RiPWugsSsIFDwG7T1Ocg9",
+	"m+rW5CBQm9y/dwLizErtxnpCX2EhirnY9q5cCY13UcCjq3mXrcI6VRQQ7XRRm6NpRvO0shBQfHD7iTc5",
+	"/vZMnqPg33SAM+VHJQm0WW3MCs1dhZw4UO4EJm2Hl0R3cTi0B6gpaG860/KjqxTIhOWPO50J2QmvWNqQ",
+	"RUxPEU7YL7dSVsJ8e9G0z6RKbnu2bz+1Bvm4yuvPnthAkIgGIIVgMjsTFxJ4jAYhOAHlruU+O/nFhm2H",
+	"6UQdWreAZmur2xhNtCXtCCzQy/mZLGs2F9bC0zxNIJ3hf+b4H0u/8L9k3LcOJqq0zqsxlVkgkyNI94+H",
+	"Q2qbHg5tmox1ekyD7M8Oh/wj3z+YpQN4YWBSigwnZKGb7g+OZ2hxsGqqbQJ2ITJpwZR+TmeyIBNVDUyw",
+	"05D+t7Tk2XpbWYEXorTSC9LFmk9qWor5XJBGk8OqVE5ayP0O0Ykr1zupTDGlhH0gJny4j8TMbiqo3w1t",
+	"p6l7YsiEc7LEHf7f3Z+G/Yfv/5z3/u5/zeKvefxlq2e29/f/6LQor0+VLPLoNG9yVja3t/IaChZoB3N6",
+	"BcIb6Asl0bhQGidBuRGk53KN58Ry3E8H7weIgviElRn2mcDPS6RIMURksD31DWjnCSVhzm3w+r0UhZvd",
+	"UrogD0MbhK93eh0SpkIpvftgnXBLVrzSZeWiIQkjKFZOzaVZkoVpWRT4D3keWo1KPF6LoygIJyl0jY/L",
+	"SfdKKfL1L2mv4SOJcQE03RMW9CzKeNhKlQ0JpT5Pc96pCUHtszMlbVfowk4XIkLWTUvJtCVXdnf3D7uW",
+	"+G4myeFfLSWG/RAKoqNDQre+cKKtKXpSCjf7ZY96pb36muKJdJJO7Xw676+DOD/LVkgzRX5LONvl43g3",
+	"80YA8nBnMyKRxKWJt3K36N73rM3HQHjjCW0XP/HtP7PgzsEU9oNwV8ZvxbCC7padgQxcpZygxZ2lIOW8",
+	"VSUoHWjhQOt5w/zshx5rJuNIVbHdAE5JDGREDCMg/wyqy6gmkt+UI3P8w5Z7kCCsjjEj2JTpuxVy9ij8",
+	"ih2Qrj47Z/whbUhGuXCyjwSijXqr/Dbhagi/i0KsdwkoGRp/2fZE64qGJ4OHRk4Rxev1YHTSurftWouH",
+	"wBo32SW4UHCex4eqX23yu1Duxgrkpuk8dIQuxhaii4JIYggrtMi7cd2esodzTSJiDjpb+FxppVfrkdtv",
+	"Z6a40bHesy74qxWiX63H/Gpt4dfK9F9b4q4hc4sDqBEmOwKzED+jxe/H1z/0rZhI6J4JK787WpYFieRm",
+	"6WCBaKKnvQTmIidHXS3WIUZghnBlN5NjfS7X0aThv6jyBKxhRV14KpZwfJwoOFSukMJKmBppwbpSkDmc",
+	"LNAWIy8G8EZqit1lO7ZF710m1QU7/nhFzOP93CorCxFomj25ACnElSO7aiGuSKJSDAce66Z/Z394cNSQ",
+	"svcbUvZPp/3/Ev1fhv2HH/rv/9wqQG/7+XfSVlnSZpESTYshtm0Vx6H9+PZp/68J7OO+7B/8Fc7WTtpe",
+	"Qq1V+ICjWBkl7Qjps2f7IRxyrJE8FyT6sAfWO1X4zJiU0SkRzYJ3HgqMlvVzn4tziVtZCp2bOb7d3raD",
+	"v27uWuvGxCjAW5Dj1nC+5MbxfKgkN4L50M3RubnRMFg/Q+QZiZN1mQOFEJqfmcB+D1abxgMUzj6z+bBd",
+	"vChYXme2vRDWntSt+z7kbNLgUb8bZoOGR0qBaDkhOvSKzlSWhQDquCbLwRT4mKYHXW8cQlxRujf4ChbB",
+	"3xkD/JLczQNe/aDbGN6/ZEsGzUtibFCnl8f7B0wvoVuzI/PBs3RPbxOQaBjOZN5kdb1Bw/SytLIcHR00",
+	"Sd7x/sG1JO9lzVx+C93vC+DPnAzxt7Xa+8iWu8aQ8UcDQLSdZ/OL26itvXP6XK69IQjxeVHKifoIE8MQ",
+	"iGeX/mcKXTZbY4sY7BBtjdznhBqKwmjJHs/J0sp8NNbe0V5JNxRbwLwlOD2wB8V50pSMlgnIwnInHNBM",
+	"6HVhNFkt+YubZjwntdBudHQw+s+7w9MrMb0tTKHRfXuDX5Wy0ovnyG/CYq3f3hPiJKAcpVkRvqaDNrkn",
+	"dryxpzNix3Wezmroq2DozUJmXx/RKpQRRfFy0hn9dFPked8m+GAY8oMYCtS0EPeCWWNUd8+4mVzXbRVB",
+	"tOd0nwDK0REz1oSliCvh5QNbA+zgpewlHiCwJYI5Y4xFy7rbdANRYiUlf2yc5G5KUKVE3MrVWws9vWqX",
+	"qxjVy6QjYsjclV241WXSqQtbdVNmLjWFxuKutFovvwB4cb7ibSSORYxCuzIeoxmzxtKGj129Of0PKnK7",
+	"HcOaZZm1pTRwRl/KsKYk2+125fRVllruhiewUK37H2PgrlvBWzWX/4Xt7sDzQo9WB+TbiJdbrtIQnskC",
+	"a2AaIni5M6E5UK6bHuSp70yhd+lf498YeoU+r8OqCUdTomFKZT5Q2bJ6EsytVSoU2WnXUC4LOYC3Ozzs",
+	"IkYAjdldF135bEzfzGp6YCFdpde5c9GVdq2EScBeyZMxzrba8KRGAjYQNcJiBLzdZOcHdetQqwCrN+Z2",
+	"IYnrGl4Xx9092xeeBlRCBeWLd5qWCjZTvPf/fhj0338aJt8dXrYaLXjgG3HQTfW4GcVPuCpiwDYJbV0S",
+	"wpphrAz1PiQJf+teMyI2oMeIzP5jHXyrXtDC3m5loMtB3pxnk8YY2eDnJynOQ7U3ioTs3Ag4MVR8rINl",
+	"yH+bgfi3wHKqtArPdL4mD/paHGUzpnGbw9wLwb+5SOMzpra4AobhPzw6/ku0SLKT2m6bpa7wuFO2WQvL",
+	"eaklSO3QW04hwmQADcn8yc1oVS0IYIteJR0OO2ZOfoU7OsLX8cOHTcrfBlROuaJ9ROez2SIAL0t1rfuf",
+	"3oZRk6t8s6/RLH23cNvb5ldtffsNmax+bRLclSSFW23Zbnanc0XUaNPGn52+OOWA+V/IB5iezmWpMrH3",
+	"Qq4+YBg7Bm48WeJE916JUlFkzo9vH6U9Ek8CYT2JlJ9eNq0tm0M21eTvjq7Vkt+ahbcT3SpcvNXdHjyB",
+	"NjAdtC74eLiQX5YQ15PWqTk5Ss/WVRIUYWl6tXGxlcjKEIJzSxtfu0124/jZTpd5jyp/qhUWaCftLbfy",
+	"bL2hJSmZBx61I0wkbOVOITo08BVASNbIcNsTkBpdVhwCcSbdSkrN2RM6JxHBH5xdYjgWiqdhLHsXo++5",
+	"348b0VEPiS009PPlEZzhf+r75+e4fZ7kdM+WpXLrN/gBf1qUT45J523OD0p4Y9GJaoik3hHepX8THyqU",
+	"AKbYm1L9IhO2tifBDOckpX2l6A3RwUZHTomqVBFxcZpGRddnzi0411jpidmemi2WKpPRi4UHTlRUGT2C",
+	"uWAz4L84op2jOh9xLSfrgsj6CmHm7/AMzYtyYSnAgUx7Pu2PkrsXshzrbvB4nst1DwzDVykpyRm69Txy",
+	"WmzIOdJrH/OIMOibW7AzgWAPrzgA6s2/fxiM9VhzXkGI84VMlKXyueM+7xtHuWEZKOimm3oZUuL4LO2N",
+	"dRW/4MNZNlLtlW5mCdaSW1Gq5hpPJDxrMGWutCjXcDAc+jPheLMYOoFqavzLq46bVZtOKLmNe0WASqFL",
+	"3lzkH5ioqqTtxWM/OnjIm0fCENkNdglX0E13JcGnPZ/tmCLwUWiepZRjEqHOlUYLcYr7bUd7ewx5g1xe",
+	"hEHsXuVlTqF7NBz2EkgHg8FeLL3UfLxslqSgl/tYT4XeTkK1IHp+GDpVdVXw8VF4vFHgpfFuLt3M8FtP",
+	"fen9cUIYPdbpKT5NQ/NYgAcbPWx84IpXoXRO4w2WA+g7Y/oUw4vv9g+r1cdyBf25zJXo87Z3j/aPQxsE",
+	"6j5BNY988DBuD9E6LYoUusfVlhL29esBlfi6sXnkB/ePCWrI5CHcjF0B1hQXMg/ZfEIzlSJL6AgEN9TG",
+	"QaEscvkQtHU0PEIPsH9KrRrViPgMxvpoeMwv/KZDVxTWQPr9k9PH0IT4BKzSSNyAXs6X1tGXmZgJ8m72",
+	"BvA/37x8gXUXgsUM2WnmRhj8xs7euaSA68Srx0rHSWXCygTyJeODDC0JK4PKQP40Gng7hsL6IArO/iTl",
+	"gj3yPh1YeI2DM1lDbQh2wMuYCD6Af1NYL8sBlhd65r+HuJdJ7fpSZwbJMWvjhcqkz+bytdtOFyKbyf7B",
+	"AFN1l2XhmQei6mq1Ggh6PTDldM/3tXs/PHv05MWbJ9Sn0j08T+kknQtZctxYZ38w5DZmIbVYqM6oczgY",
+	"Dg7Z2DIjDhqiSfH3VJIQGcMPnuVY7sC/3ygOdzAcfr6CSPSJ1npkWM5kwOEGXn9uHyrObc9rfjV5oTP6",
+	"6X3S8SJUSF8oTSatpXIppLo6MaXszrh423mPgzSjbWu71Jwoso5VjE+thfPaEzgeHkI33cbxXuXgo8Bs",
+	"6KY+dhrZHQZPpyR9cGhm2qOUW1dVjgkZyCEEegBPOY1aOYMwyU5HC8IjF1mllcZl++BiyhWLYdWUZxA2",
+	"kuxJ7eVfRtBSQ6beDtGX68cR1Dfh6Q028if+VWDq7eYJEXwdDw+/TqGhjQD2zw3su8LMfdg1yVEonVQC",
+	"HVdV4zWAssCxQq53JZbMJYKY3UlFnvv3tzpxJFt+4L7zLuCryoNim71FIZS+uuXWafjZBd34VWmQ8cml",
+	"BRwSWMsidHq5kDq0jvh+SgW7vKQLwp5b2lJMMZv+ohbckBv1n3iGwHFPlooAmKKQmaM4OuEoEtvixhdm",
+	"OvUh2ZSyZpaOy10SG/RsE7Ew/9xAU9sAv/9XHr5nL4O1mBc7IeAlNyIz/a2gIIxaneeWZQfHPn31DA4H",
+	"Q8hNtpxLXU83jTpkKxqGzqGj31MOqlEWzpaqyD8/D1K2OdVdm8vU+Q6Mh3gOWg5HYM6RumNTZwx61wq5",
+	"O4Wm1q8K9B9rNYl5KcQ5Z1TBsuXDXv7jaEeWmHROEXwhK58V0hE2oayBMGF6O9bssqvV22kkHDfCB1NU",
+	"jEgiHVUhiyyohrmPqFZAeuLrs42IHXsNoq4yRrcjVU/2eSr+W5RHwQg3MeUAnk38SoIaTfiJHd7I8kJl",
+	"EpPlCMl5Z8baLJ2YymRH8CNHPPjilotFsR54oaGS/HvXHhvVCN06Ih6UDkq55gnR8fSXC5/CwgQfrQ9n",
+	"Es7kTOm8hgBE/bwfe6wrZ7fOm2lWta3yknyPusbZ4rMwUHSaswfX4YH1zWQyAjHWYW+zpQMzmfjAJ4rj",
+	"9tvK5T+lLEMuchmKxawjLQ8HghMNcHa2HusmGJ14iWgzuSoWtXEGnDiXXEpSxHM3S0d12tiwx4Ww5Hzh",
+	"1nj4FGEevq80CF+kj0ChKW3trrXXJkK9ZpLwVaQn+vYJpCET0OJer3YKGd0UaQ9QqVXXSB36GlIXRvuU",
+	"vICaHO2XsP5SopeAwogczkQhdIbYNyN0t1LnTZLK5qUruUFd1b6CJxxt5vYcHTystI3KPhGsc5vmM8KW",
+	"aIQiFbhmbCNsHeuaXZE6EAK4UlzIImDfzzUVuQ2ST+NamiXUf/rEhc6pf1XpPNqN71btvGmRbv/Eubz7",
+	"+GQu3zUw7k7npiNxbR+MqttA8aMrKoP8Zsr8Hg2Hu/pV+FOrLk9d9q/vslkMl/odXt+vqmBOPY6u7xEL",
+	"FWOHg4f3SaMeM4o1D/MRWYkeGe1KU7SAAJeASbXpM9/CRCNE+Wh9O5OQ4Rj5ja98uF+wSX5NCdnjmwBB",
+	"vaLwHel8pOynPqysZtaHrp4q/ZF8SR98uk0Cb0shJ+ocnnLpNCR3DT26VvwokHcamYO0rGurv2cdDEGF",
+	"xKCRr3HHFYItXFn1iM2cLVWzaj4RfmTH2jdjDdU6EGfmQrYUo6VoPxYz64lD/naDRhIbGYXYmdDGDajm",
+	"lae+0rp/mHz92SSaZs2uy8tNGn/5BaWpqipWuwYaoCCpdo8Fpt8GSf9VuPkH4wX7N/hELC9PHY5vspaW",
+	"Ethfg65x/UTvIKbzaE0UZxLBgfTGupsQNLubor0jdZ2r/3ll/Q6F/ShpFxUzNPXIPM6fCVNeCqXtWEfr",
+	"GZMuO4Bnut6LZwFnmFUQg4fZKsdJJPJCFEsEOO92T71rMkwcqZ5P1eSvpTGRLA0JwqyXUzFn0sPrZQcy",
+	"o+1yHuq0P8ECx/D6hzeo9moHshqdtPlCnaMiiWEuY40qN5afkDkodvJT0Crg7pW0PTHx08F8WTjV56MB",
+	"f7EIxVhjncyYS+tPJVRhrWKpQ3y10bQos9IJfRQ/RQyDWqItAaXfqgx1KFmHBiG5BrdCZ/QuTvBc6PWX",
+	"5Ab2K7GDjdKOLUyhGU5BWxvgmbe4842y/i4pq0VqJIpQpMjbOBMwCw5PK9ZoEvTcn6Svq2krhZ7sJq2h",
+	"Hm6IP0d6sVV7POV4yjSplc3lkvH5mh3hbObzHH4EohE+M9aN+Bk2vkaqSDF2PmCmbmFIPKUkWTMuFt7V",
+	"GU0tGVqgDTVyAvJp4tKZNPuKPeHKDecwusKfFn3GB/OOmsKrrzd/UhOgsfhOvG3NF7WJBRtMsxhEvRSE",
+	"crTuAZxqqswQwvZinQSuQuCrHYx1VQGhrfIBbBY+qKod+KOhtfNOhzoyTQbUFOF9EkPziqlYZz5ExySA",
+	"ITB4D95WYSJPtqvzoCDGqlDiWNOMlA07QgKsP5eTULghFIYMuQW2nsfjNzuWVeKEIK6i1Go54j37nhOv",
+	"vwSP2Ljl456ZRKME0M31hm7EYTyR3jc94jfK7YYPr+/QuNDuj88iX/t7b5jCsHxMBJcJdOaWogi0qxBc",
+	"b98TTuYGDcsKc8Ymo9z7pPJL5pKFbLuf6m0gsNu3clLfPZ5QGrgcTWYEw+bNe5Fl1e/Y6zaI4FhXVDDx",
+	"nj3sxPSueXefNs7f39cbwGuir+RaxHjgbdbQ3eQIvXYPEg5TUc9tInY9aPor7P4IqNm47vCu6PkVEIal",
+	"Dy8LdT22eGEEhq34sOVnaftu1WTPX2V7+X4LkfZIDCLh824jJjuk1tdc2ILd/w2hoH6V5dHwYbJx/2Uv",
+	"+KiDNBIKRdYbx2DgHYih5eoLChWNhK2bixTfsPEbs2zg/nNzERC/XozUGQrr+zM4V7TqQK0q0I34pud9",
+	"XwDff5DWVpdg+iV5Rs9lU/F5riYTifqIjPfDsO4sLKiqMBjM0NUupfaF6YLkMNZ+xFgIkMJfTrhwTFBE",
+	"WSHJvJ1R8y2y8YY1Nsqt8MIbtNXlRste3eLHqhCz/1j3gXuiQBGrQ6VYItC5omLjTc3bz3STt4/1NnM/",
+	"gZuodrsIILwK69sApLGOFWy3C9e2094TTkGivVNVQI5X2XepgK0RwgRoX5AINzNXv1Hhb1T4rlRYnEfx",
+	"i6tZt+gq3WGwilDp3SuIbb0sR2sMLZb6eBUafUHjQ62wyFW32ytpB/cLufd+wk9qAavJ7mv844vTV88S",
+	"sASacMbej/qBVwVSNs987xO23dBOm6f/mJ6/qmKgrosM4g75H9FbcBNi9FWVM9575IkxznU9gGfsAbQP",
+	"fM1XZSEvzWIRopaV2wEtSTtB+Kd0u+Dhc1ODKynB+g8IY/cOMi91tZs7gKAtRhJT+aowQ/rnswRIory+",
+	"bCu76Ce0gxo2qp9RnmmX/QqPsOYeibwoJypLJS43QolMGUREcq9z0S5GmJmyzpTrWpw/C9rWiXUlZ3Ic",
+	"KknPPl+eawWuwh3J1Sxiuaax9kWWujgejppwhRC68D6bmZIMC6E8Q7zc1AfJcl+Kb3fGjGpekubVX3gd",
+	"u++pKBd1WlLQb82VosjFT1e3J2z+CM66oKAsdS7LuKbAlxS74b1zP64n7mbCLjNfJ5TSWjk2gF9HTZBW",
+	"0SaSv1rW6cznl8hrJbzu2c9yE+LmL4RYFCLz3PRguH//M8hKusvi90Bqb8md/+BqwiM6OHYYExBtiAW3",
+	"ERD3Qg2XXVIiulHcv+T6H+t/+wD06wVF6vONhX8eH5YLpZaSzZpLjWyI2qFzyZsrZLyrjvP+wlRrlxV8",
+	"yzX4gwDsxrnGgssch0hFBG4LxPcpoyaf2uE0aZ0tNPy7u4jr3qdzub5MOS0eH3CUkQ+S9PlNeKuLL6ti",
+	"5XROkTzpwAc6DfAHZWi68NYP8u7707fv/om32PC1i5ghd1aalaUcrBcG61fDRLps1oNSztHIj3bosaYI",
+	"3EZREY6DSv908CQdwCO6mdD6SkDV8CFKFVtB95/mge1RVOYyFMjGBWB6Owt9XyYh6v0VnIw3+yb87Bsj",
+	"+2qM7IS0C7r5lrURK6UN6axcLv2W3OwbG/vGxu6VjbHrLhao25Ug1fsNc7RN6t8VkO6lnFhO/Jno/NP0",
+	"JKCt3eZIzAjo0Z8OnuAflJy/tNJXuGuj0X8/l+u/xbpeLSwMTZjsLw1zq3O+Xo23NHfty7GWxn0erTnS",
+	"z3y2gjfSKM/qcWv47hNM6RP+d6irxu5hf6cLyJ/Ry+MMeXXQlcquWip8n9LFFBQILMZ6IaaydgVJdE0T",
+	"STVankCKPynkeLF1qwlfXcF5eGho65OhLVrO4lohM+gkbjPLtdl00L3zMu7TjfKvafqNBNLGHTCHLYWN",
+	"2wcKVfGrgSL6U4nlWH6ZS+1fVW22JUn68/GSxp01LfyETLaCbWrxHL7JH5+HoG9DeEKlDBGXHAgq5fzb",
+	"sJRfR4X2PhE5uIF3LwDcN//e78a/F075JOT38eXjsYYQEfmte4piPZ1gw4+RTvNbuwB3A83np4S7pOqw",
+	"rm/E7/M4Aqv9/A0QuFahtLpxi6E7abNPRNG0m/LlcX86PD06+NPh6X9ybcvajXJUtIIkWi/I7hYcw918",
+	"d1vaxk2BOx2d/1A6pxy9iMVRfzCTiOxsVcJfZGzxwmT0VsbLPNdUAddteyfHOronE+9TZEddcM95AdBu",
+	"XnsE3TC4cBT2aB2HEtAnkNhw8jP9Odb0yd4NxMjdLtynlE60qrU1k0YdL6qnGuuUhrpGuCgtfUJfveA4",
+	"dP39N3xxDU0lBdLP7EyUMudmGFvYMmmqyGXHujGb6o5Uo32uOI2xw6vZIJ2f36/ZuN7vnj2bN6XYX9a7",
+	"eatZ/I48nF9aoPn/0SUaYcFMfo2H1JnFTrX/EdJCrpDAERCeHC1kWd2JIODNQmSy/0ZcIGHys8ZZfXfE",
+	"1FSWlrrU6hmYpUP9uzeiWgljTe1A1SPBhfXXkxu62yNe5YEjH8Nc6SVd+pvWLsSIBfYUugToO7XrWmy8",
+	"xf6BpYBwz11ql7jQrXd8kcsJVHfMsqOg1gUjt6WPgK9uG4kp57CHa1d2rLlW/AAeUw64BaWzYplL4Kuu",
+	"fGq49WnEdSpO+xI3OVy5hiymbpqzoBzdgD8aa2HPG5240kVVJ1OKEg8ylKhtofDhDpgbWTfoMpIWi0R1",
+	"C8wtroXZlplO/YlQyb+50GsWGrp05/N3R0m8VmifM7dubTepmU38RUNfx2gSNn0HxXdmQStPYKamM2mD",
+	"SDRRpf0j+m5+FZ18NzOgLJxJutKFr5SAfjOLh8AoZpAQjHkshK4pKV7OEmphJVbN8Bcw6mubu99vFNBs",
+	"Xunz03sEVK40z5PhKxL2KJvITzzepRBJSOcyiQ85xL72IPKP2jNaeu3vWtnNy/eX/28A",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

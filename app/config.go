@@ -182,6 +182,16 @@ type PolicyConfig struct {
 	Anchor      string `yaml:"anchor"`
 	FailureMode string `yaml:"failure_mode"`
 	Shadow      bool   `yaml:"shadow"`
+	// Overrides give some keys another limit (and, on the memory store, window): an exact key, or a prefix
+	// followed by "*"; the exact one first, then the longest prefix (domain/override.go).
+	Overrides []OverrideConfig `yaml:"overrides"`
+}
+
+// OverrideConfig is one override of a config policy.
+type OverrideConfig struct {
+	Match  string   `yaml:"match"`
+	Limit  int64    `yaml:"limit"`
+	Window Duration `yaml:"window"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("250ms", "5m") in YAML and environment variables.

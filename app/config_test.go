@@ -72,7 +72,7 @@ tokens:
 		`log (line 5): want a mapping of settings (level, format), got a list`,
 		`postgres.max_conns (line 7): want an integer from 1 to 1000, got a list`,
 		`postgres.migrate_on_start (line 8): want true or false, got "maybe"`,
-		`policies (line 9): want a list of mappings (name, limit, window, algorithm, resolution, period, time_zone, anchor, failure_mode, shadow), got a mapping`,
+		`policies (line 9): want a list of mappings (name, limit, window, algorithm, resolution, period, time_zone, anchor, failure_mode, shadow, overrides), got a mapping`,
 		`tokens[0] (line 12): want a mapping of settings (name, token, role), got "just-a-string"`,
 	}
 	if !slices.Equal(probs, want) {
@@ -428,7 +428,7 @@ func TestYAMLStructure(t *testing.T) {
     name: b
     limit: 20
 `), nil)
-	if err != nil || len(cfg.Policies) != 2 || cfg.Policies[1] != (PolicyConfig{Name: "b", Limit: 20, Window: Duration(time.Minute), FailureMode: "allow"}) {
+	if err != nil || len(cfg.Policies) != 2 || !reflect.DeepEqual(cfg.Policies[1], PolicyConfig{Name: "b", Limit: 20, Window: Duration(time.Minute), FailureMode: "allow"}) {
 		t.Fatalf("merge key: %v %+v", err, cfg.Policies)
 	}
 }
@@ -517,5 +517,51 @@ func TestTopDeniedKeysSettings(t *testing.T) {
 		if _, _, err := Load("", []string{env}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("%s: %v, want a message naming %q", env, err, want)
 		}
+	}
+}
+
+// Overrides in the config file: read with their policies, checked with them (each problem named by its place), and
+// an override's own window refused on a shared store.
+func TestPolicyOverrides(t *testing.T) {
+	cfg, _, err := Load(writeFile(t, "ov.yaml", `policies:
+  - name: api
+    limit: 100
+    window: 1h
+    overrides:
+      - {match: "tenant:42:*", limit: 1000}
+      - {match: "tenant:42:admin", limit: 5, window: 1m}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]domain.Override{"api": {{Match: "tenant:42:*", Limit: 1000}, {Match: "tenant:42:admin", Limit: 5, Window: time.Minute}}}
+	if got := cfg.overrides(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("overrides %+v, want %+v", got, want)
+	}
+	probs := problemsOf(t, writeFile(t, "bad.yaml", `policies:
+  - name: api
+    limit: 100
+    window: 1h
+    overrides:
+      - {match: "*", limit: 5}
+      - {match: "a", limit: 0}
+      - {match: "b", limit: 1}
+      - {match: "b", limit: 2, window: 10ms}
+`), nil)
+	for _, w := range []string{"policies[0].overrides[0].match", "policies[0].overrides[1].limit", "policies[0].overrides[3].match", "policies[0].overrides[3].window"} {
+		if !strings.Contains(probs.Error(), w) {
+			t.Errorf("no problem names %s:\n%s", w, probs.Error())
+		}
+	}
+	probs = problemsOf(t, writeFile(t, "shared.yaml", `store: redis
+redis: {addrs: ["127.0.0.1:6379"]}
+policies:
+  - name: api
+    limit: 100
+    window: 1h
+    overrides: [{match: "x", limit: 5, window: 1m}]
+`), nil)
+	if !strings.Contains(probs.Error(), "policies[0].overrides[0].window") || !strings.Contains(probs.Error(), "memory store") {
+		t.Errorf("a windowed override on Redis:\n%s", probs.Error())
 	}
 }

@@ -600,7 +600,11 @@ func (l *loader) validate(c Config) {
 		}
 		policies[i] = pc.domain()
 	}
-	if _, err := domain.ConfigPolicies(policies); err != nil {
+	fixed, err := domain.ConfigPolicies(policies)
+	if err == nil {
+		err = domain.ValidateConfigOverrides(fixed, c.overrides(), driver.Shared)
+	}
+	if err != nil {
 		var ve *domain.ValidationError
 		if !errors.As(err, &ve) {
 			l.add("policies", "%v", err)
@@ -680,6 +684,20 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// overrides returns the config policies' overrides by policy name (none: nil).
+func (c Config) overrides() map[string][]domain.Override {
+	var out map[string][]domain.Override
+	for _, p := range c.Policies {
+		for _, o := range p.Overrides {
+			if out == nil {
+				out = map[string][]domain.Override{}
+			}
+			out[p.Name] = append(out[p.Name], domain.Override{Match: o.Match, Limit: o.Limit, Window: time.Duration(o.Window)})
+		}
+	}
+	return out
 }
 
 // domain converts a config policy (checked by the loader first: a period's zone and anchor read back).

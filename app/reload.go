@@ -25,7 +25,8 @@ import (
 // the whole configuration again with the same loader as start-up. A configuration that does not load keeps
 // everything in force, is logged with every problem and counted (sluice_config_reloads_total{result="invalid"});
 // `sluice config check` gives the same verdict. A good one replaces, at once:
-//   - the config-file policies (domain.PolicyLifecycle.InstallConfig: floors for changed windows and algorithms;
+//   - the config-file policies and their overrides (domain.PolicyLifecycle.InstallConfigWith: floors for changed
+//     windows and algorithms;
 //     the keys' state is untouched, so the memory store's counters survive), registered again with a shared
 //     store together with the RLS policies in force (registrar);
 //   - the tokens, shared by the HTTP API and the RLS listener (bearer.Set.Replace);
@@ -190,7 +191,7 @@ func (r *reloader) reload(ctx context.Context, cause string) {
 		ps[i] = p.domain()
 	}
 	before := r.policies.Config()
-	installed, err := r.policies.InstallConfig(ps)
+	installed, err := r.policies.InstallConfigWith(ps, next.overrides())
 	if err != nil { // unreachable: Load checked the policies with the same rules
 		r.reloads.WithLabelValues("invalid").Inc()
 		r.log.Error("configuration reload refused: everything in force is kept", "cause", cause, "err", err)

@@ -247,4 +247,10 @@ func TestFileChangeReloads(t *testing.T) {
 	if n := counted(t, r.reloads, "ok"); n != 3 {
 		t.Fatalf("reloads ok %v, want 3", n)
 	}
+	// A config policy's overrides reload with it.
+	rewrite(t, cfgPath, strings.Replace(strings.Replace(reloadConfig("4", ""), "TOKENS", tokPath, 1), "window: 1h}", `window: 1h, overrides: [{match: "vip:*", limit: 50}]}`, 1))
+	step()
+	if p, err := lc.Get(ctx, "p"); err != nil || lc.ForKey(p, "vip:1").Limit != 50 || lc.ForKey(p, "guest").Limit != 4 {
+		t.Fatalf("a reloaded override: %v", err)
+	}
 }

@@ -192,7 +192,16 @@ func newLifecycle(cfg Config, policies domain.PolicyStore, clock domain.Clock) (
 		ps[i] = p.domain()
 	}
 	d, _ := storeDriverNamed(cfg.Store)
-	return domain.NewPolicyLifecycle(ps, policies, clock, domain.LifecycleOptions{SharedStore: d.Shared})
+	l, err := domain.NewPolicyLifecycle(ps, policies, clock, domain.LifecycleOptions{SharedStore: d.Shared})
+	if err != nil {
+		return nil, err
+	}
+	if ovs := cfg.overrides(); ovs != nil {
+		if _, err := l.InstallConfigWith(ps, ovs); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
 }
 
 func newLimiter(l *domain.PolicyLifecycle, store domain.BucketStore, obs domain.Observer, clock domain.Clock) domain.Limiter {

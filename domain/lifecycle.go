@@ -101,7 +101,7 @@ func (l *PolicyLifecycle) InstallConfigWith(ps []Policy, ovs map[string][]Overri
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	v := &ValidationError{}
-	l.validateConfigOverrides(fixed, ovs, v)
+	validateConfigOverrides(fixed, ovs, l.shared, v)
 	for i, p := range fixed {
 		if old, ok := l.configSeen[p.Name]; ok && kindChanged(old, p) {
 			v.Add("policies["+strconv.Itoa(i)+"].algorithm", kindChangeProblem(old, p))

@@ -206,10 +206,16 @@ func (l *PolicyLifecycle) installConfigOverrides(fixed []Policy, ovs map[string]
 	// (its overrides come back with the file that brings it).
 }
 
-// validateConfigOverrides checks the overrides of the config policies fixed (field names
-// "policies[i].overrides[j].field"): ValidateOverride, no match twice, an override of a policy the file has, and on
-// a shared store no window of their own.
-func (l *PolicyLifecycle) validateConfigOverrides(fixed []Policy, ovs map[string][]Override, v *ValidationError) {
+// ValidateConfigOverrides checks the overrides of the config policies fixed (as ConfigPolicies returned them, in the
+// file's order; field names "policies[i].overrides[j].field"): ValidateOverride, no match twice, an override of a
+// policy the file has, and on a shared store no window of their own. nil when all are valid.
+func ValidateConfigOverrides(fixed []Policy, ovs map[string][]Override, shared bool) error {
+	v := &ValidationError{}
+	validateConfigOverrides(fixed, ovs, shared, v)
+	return v.Err()
+}
+
+func validateConfigOverrides(fixed []Policy, ovs map[string][]Override, shared bool, v *ValidationError) {
 	index := make(map[string]int, len(fixed))
 	for i, p := range fixed {
 		index[p.Name] = i
@@ -235,7 +241,7 @@ func (l *PolicyLifecycle) validateConfigOverrides(fixed []Policy, ovs map[string
 				v.Add(prefix+"match", fmt.Sprintf("%q is overridden twice", o.Match))
 			}
 			seen[o.Match] = true
-			if l.shared && o.Window != 0 {
+			if shared && o.Window != 0 {
 				v.Add(prefix+"window", "on a shared store an override changes the limit only for now: its own window needs the memory store")
 			}
 		}

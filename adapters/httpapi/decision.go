@@ -92,6 +92,12 @@ func appendDecision(b []byte, d api.Decision) ([]byte, error) {
 	}
 	b = append(b, `,"limit":`...)
 	b = strconv.AppendInt(b, d.Limit, 10)
+	if d.Override != nil {
+		b = append(b, `,"override":`...)
+		if b, err = appendString(b, *d.Override); err != nil {
+			return nil, err
+		}
+	}
 	if d.PeriodMs != nil {
 		b = append(b, `,"period_ms":`...)
 		b = strconv.AppendInt(b, *d.PeriodMs, 10)

@@ -56,7 +56,7 @@ func classify(err error) (kind, []domain.FieldError) {
 		return kindValidation, ve.Fields
 	case errors.As(err, &mbe):
 		return kindTooLarge, nil
-	case errors.Is(err, domain.ErrPolicyNotFound):
+	case errors.Is(err, domain.ErrPolicyNotFound), errors.Is(err, domain.ErrOverrideNotFound):
 		return kindNotFound, nil
 	case errors.Is(err, domain.ErrHoldNotFound):
 		return kindHoldNotFound, nil

@@ -59,6 +59,10 @@ func decisionBody(r domain.Result) api.Decision {
 		v := r.Period.Milliseconds()
 		d.PeriodMs = &v
 	}
+	if r.Policy.Override != "" {
+		v := r.Policy.Override
+		d.Override = &v
+	}
 	return d
 }
 

@@ -330,6 +330,13 @@ type Decision struct {
 	Key      string `json:"key"`
 	Limit    int64  `json:"limit"`
 
+	// Override An exact key, or a key prefix followed by `*` (every key starting with the prefix; `*` alone is refused:
+	// change the policy). A key's override is its exact one, else the one of its longest prefix.
+	//
+	//
+	// Example: tenant:42:*
+	Override *OverrideMatch `json:"override,omitempty"`
+
 	// PeriodMs For a calendar period: the length of the period that decided (a civil day is 23 to 25 hours); absent
 	// for a window.
 	PeriodMs *int64 `json:"period_ms,omitempty"`
@@ -461,6 +468,48 @@ type HoldState struct {
 //
 // Example: user:42
 type Key = string
+
+// Override defines model for Override.
+type Override struct {
+	Limit int64 `json:"limit"`
+
+	// Match An exact key, or a key prefix followed by `*` (every key starting with the prefix; `*` alone is refused:
+	// change the policy). A key's override is its exact one, else the one of its longest prefix.
+	//
+	//
+	// Example: tenant:42:*
+	Match OverrideMatch `json:"match"`
+
+	// Window Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
+	// `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
+	// The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
+	//
+	//
+	// Example: 60s
+	Window *Duration `json:"window,omitempty"`
+}
+
+// OverrideMatch An exact key, or a key prefix followed by `*` (every key starting with the prefix; `*` alone is refused:
+// change the policy). A key's override is its exact one, else the one of its longest prefix.
+//
+// Example: tenant:42:*
+type OverrideMatch = string
+
+// OverridePage defines model for OverridePage.
+type OverridePage struct {
+	// Next Present when more overrides follow; pass it as `after`.
+	Next      *string    `json:"next,omitempty"`
+	Overrides []Override `json:"overrides"`
+}
+
+// OverrideSpec defines model for OverrideSpec.
+type OverrideSpec struct {
+	Limit int64 `json:"limit"`
+
+	// Window The keys' window (1 s to 31 days). Absent: the window they would have without this override (the next
+	// matching override's, else the policy's), following its changes. Not for a calendar quota.
+	Window *Duration `json:"window,omitempty"`
+}
 
 // Policy defines model for Policy.
 type Policy struct {
@@ -715,6 +764,12 @@ type GetKeyByQueryParams struct {
 	Key Key `form:"key" json:"key"`
 }
 
+// ListOverridesParams defines parameters for ListOverrides.
+type ListOverridesParams struct {
+	After *string `form:"after,omitempty" json:"after,omitempty"`
+	Limit *int    `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
 // TopKeysParams defines parameters for TopKeys.
 type TopKeysParams struct {
 	By *TopKeysParamsBy `form:"by,omitempty" json:"by,omitempty"`
@@ -743,6 +798,9 @@ type SettleHoldJSONRequestBody = SettleRequest
 
 // PutPolicyJSONRequestBody defines body for PutPolicy for application/json ContentType.
 type PutPolicyJSONRequestBody = PolicySpec
+
+// PutOverrideJSONRequestBody defines body for PutOverride for application/json ContentType.
+type PutOverrideJSONRequestBody = OverrideSpec
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -1054,6 +1112,51 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/policies/{name}/keys/{key} (the `GetKey` operationId).
 	GetKey(ctx context.Context, name PolicyName, key Key, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListOverrides The policy's overrides, a page at a time.
+	//
+	// In order of their keys and prefixes (a prefix before the exact key equal to it). Pass the last `match` of a
+	// page as `after` for the next one; `next` is present when more follow. A config-file policy's overrides come
+	// from the config file.
+	//
+	// Corresponds with GET /v1/policies/{name}/overrides (the `ListOverrides` operationId).
+	ListOverrides(ctx context.Context, name PolicyName, params *ListOverridesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteOverride Delete an override; its keys get what the next matching override, or the policy, gives them.
+	//
+	// Corresponds with DELETE /v1/policies/{name}/overrides/{match} (the `DeleteOverride` operationId).
+	DeleteOverride(ctx context.Context, name PolicyName, match OverrideMatch, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetOverride One override.
+	//
+	// Corresponds with GET /v1/policies/{name}/overrides/{match} (the `GetOverride` operationId).
+	GetOverride(ctx context.Context, name PolicyName, match OverrideMatch, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutOverrideWithBody Create or replace an override of an API policy.
+	//
+	// Binds at the next decision of its keys. The keys keep their history: units they spent count against the
+	// new limit, and a changed window follows the expiry rule (units that had stopped counting never count
+	// again). A config-file policy's overrides are read-only here (409). For now overrides of API policies live in
+	// the process and need the memory store (400 naming `policy` on a shared store); a config-file policy takes
+	// overrides of its limit on every store.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/policies/{name}/overrides/{match} (the `PutOverride` operationId).
+	PutOverrideWithBody(ctx context.Context, name PolicyName, match OverrideMatch, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutOverride Create or replace an override of an API policy.
+	//
+	// Binds at the next decision of its keys. The keys keep their history: units they spent count against the
+	// new limit, and a changed window follows the expiry rule (units that had stopped counting never count
+	// again). A config-file policy's overrides are read-only here (409). For now overrides of API policies live in
+	// the process and need the memory store (400 naming `policy` on a shared store); a config-file policy takes
+	// overrides of its limit on every store.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/policies/{name}/overrides/{match} (the `PutOverride` operationId).
+	PutOverride(ctx context.Context, name PolicyName, match OverrideMatch, body PutOverrideJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// TopKeys Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
 	//
@@ -1554,6 +1657,101 @@ func (c *Client) ResetKey(ctx context.Context, name PolicyName, key Key, reqEdit
 // Corresponds with GET /v1/policies/{name}/keys/{key} (the `GetKey` operationId).
 func (c *Client) GetKey(ctx context.Context, name PolicyName, key Key, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetKeyRequest(c.Server, name, key)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListOverrides The policy's overrides, a page at a time.
+//
+// In order of their keys and prefixes (a prefix before the exact key equal to it). Pass the last `match` of a
+// page as `after` for the next one; `next` is present when more follow. A config-file policy's overrides come
+// from the config file.
+//
+// Corresponds with GET /v1/policies/{name}/overrides (the `ListOverrides` operationId).
+func (c *Client) ListOverrides(ctx context.Context, name PolicyName, params *ListOverridesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListOverridesRequest(c.Server, name, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteOverride Delete an override; its keys get what the next matching override, or the policy, gives them.
+//
+// Corresponds with DELETE /v1/policies/{name}/overrides/{match} (the `DeleteOverride` operationId).
+func (c *Client) DeleteOverride(ctx context.Context, name PolicyName, match OverrideMatch, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteOverrideRequest(c.Server, name, match)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetOverride One override.
+//
+// Corresponds with GET /v1/policies/{name}/overrides/{match} (the `GetOverride` operationId).
+func (c *Client) GetOverride(ctx context.Context, name PolicyName, match OverrideMatch, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOverrideRequest(c.Server, name, match)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutOverrideWithBody Create or replace an override of an API policy.
+//
+// Binds at the next decision of its keys. The keys keep their history: units they spent count against the
+// new limit, and a changed window follows the expiry rule (units that had stopped counting never count
+// again). A config-file policy's overrides are read-only here (409). For now overrides of API policies live in
+// the process and need the memory store (400 naming `policy` on a shared store); a config-file policy takes
+// overrides of its limit on every store.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/policies/{name}/overrides/{match} (the `PutOverride` operationId).
+func (c *Client) PutOverrideWithBody(ctx context.Context, name PolicyName, match OverrideMatch, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutOverrideRequestWithBody(c.Server, name, match, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutOverride Create or replace an override of an API policy.
+//
+// Binds at the next decision of its keys. The keys keep their history: units they spent count against the
+// new limit, and a changed window follows the expiry rule (units that had stopped counting never count
+// again). A config-file policy's overrides are read-only here (409). For now overrides of API policies live in
+// the process and need the memory store (400 naming `policy` on a shared store); a config-file policy takes
+// overrides of its limit on every store.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/policies/{name}/overrides/{match} (the `PutOverride` operationId).
+func (c *Client) PutOverride(ctx context.Context, name PolicyName, match OverrideMatch, body PutOverrideJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutOverrideRequest(c.Server, name, match, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2376,6 +2574,215 @@ func NewGetKeyRequest(server string, name PolicyName, key Key) (*http.Request, e
 	return req, nil
 }
 
+// NewListOverridesRequest constructs an http.Request for the ListOverrides method
+func NewListOverridesRequest(server string, name PolicyName, params *ListOverridesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/policies/%s/overrides", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewDeleteOverrideRequest constructs an http.Request for the DeleteOverride method
+func NewDeleteOverrideRequest(server string, name PolicyName, match OverrideMatch) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "match", match, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/policies/%s/overrides/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetOverrideRequest constructs an http.Request for the GetOverride method
+func NewGetOverrideRequest(server string, name PolicyName, match OverrideMatch) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "match", match, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/policies/%s/overrides/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPutOverrideRequest calls the generic PutOverride builder with application/json body
+func NewPutOverrideRequest(server string, name PolicyName, match OverrideMatch, body PutOverrideJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutOverrideRequestWithBody(server, name, match, "application/json", bodyReader)
+}
+
+// NewPutOverrideRequestWithBody constructs an http.Request for the PutOverride method, with any body, and a specified content type
+func NewPutOverrideRequestWithBody(server string, name PolicyName, match OverrideMatch, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "match", match, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/policies/%s/overrides/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewTopKeysRequest constructs an http.Request for the TopKeys method
 func NewTopKeysRequest(server string, name PolicyName, params *TopKeysParams) (*http.Request, error) {
 	var err error
@@ -2757,6 +3164,57 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/policies/{name}/keys/{key} (the `GetKey` operationId).
 	GetKeyWithResponse(ctx context.Context, name PolicyName, key Key, reqEditors ...RequestEditorFn) (*GetKeyResponse, error)
+
+	// ListOverridesWithResponse The policy's overrides, a page at a time.
+	//
+	// In order of their keys and prefixes (a prefix before the exact key equal to it). Pass the last `match` of a
+	// page as `after` for the next one; `next` is present when more follow. A config-file policy's overrides come
+	// from the config file.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/policies/{name}/overrides (the `ListOverrides` operationId).
+	ListOverridesWithResponse(ctx context.Context, name PolicyName, params *ListOverridesParams, reqEditors ...RequestEditorFn) (*ListOverridesResponse, error)
+
+	// DeleteOverrideWithResponse Delete an override; its keys get what the next matching override, or the policy, gives them.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/policies/{name}/overrides/{match} (the `DeleteOverride` operationId).
+	DeleteOverrideWithResponse(ctx context.Context, name PolicyName, match OverrideMatch, reqEditors ...RequestEditorFn) (*DeleteOverrideResponse, error)
+
+	// GetOverrideWithResponse One override.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/policies/{name}/overrides/{match} (the `GetOverride` operationId).
+	GetOverrideWithResponse(ctx context.Context, name PolicyName, match OverrideMatch, reqEditors ...RequestEditorFn) (*GetOverrideResponse, error)
+
+	// PutOverrideWithBodyWithResponse Create or replace an override of an API policy.
+	//
+	// Binds at the next decision of its keys. The keys keep their history: units they spent count against the
+	// new limit, and a changed window follows the expiry rule (units that had stopped counting never count
+	// again). A config-file policy's overrides are read-only here (409). For now overrides of API policies live in
+	// the process and need the memory store (400 naming `policy` on a shared store); a config-file policy takes
+	// overrides of its limit on every store.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/policies/{name}/overrides/{match} (the `PutOverride` operationId).
+	PutOverrideWithBodyWithResponse(ctx context.Context, name PolicyName, match OverrideMatch, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutOverrideResponse, error)
+
+	// PutOverrideWithResponse Create or replace an override of an API policy.
+	//
+	// Binds at the next decision of its keys. The keys keep their history: units they spent count against the
+	// new limit, and a changed window follows the expiry rule (units that had stopped counting never count
+	// again). A config-file policy's overrides are read-only here (409). For now overrides of API policies live in
+	// the process and need the memory store (400 naming `policy` on a shared store); a config-file policy takes
+	// overrides of its limit on every store.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/policies/{name}/overrides/{match} (the `PutOverride` operationId).
+	PutOverrideWithResponse(ctx context.Context, name PolicyName, match OverrideMatch, body PutOverrideJSONRequestBody, reqEditors ...RequestEditorFn) (*PutOverrideResponse, error)
 
 	// TopKeysWithResponse Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
 	//
@@ -4641,6 +5099,422 @@ func (r GetKeyResponse) ContentType() string {
 	return ""
 }
 
+// ListOverridesResponse401Headers the declared response headers of an HTTP 401 response for ListOverrides
+type ListOverridesResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListOverridesResponse503Headers the declared response headers of an HTTP 503 response for ListOverrides
+type ListOverridesResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ListOverridesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OverridePage
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListOverridesResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListOverridesResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListOverridesResponse) GetJSON200() *OverridePage {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListOverridesResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListOverridesResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListOverridesResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ListOverridesResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListOverridesResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListOverridesResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListOverridesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListOverridesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListOverridesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListOverridesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteOverrideResponse401Headers the declared response headers of an HTTP 401 response for DeleteOverride
+type DeleteOverrideResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteOverrideResponse503Headers the declared response headers of an HTTP 503 response for DeleteOverride
+type DeleteOverrideResponse503Headers struct {
+	RetryAfter *int
+}
+
+type DeleteOverrideResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteOverrideResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteOverrideResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r DeleteOverrideResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r DeleteOverrideResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r DeleteOverrideResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r DeleteOverrideResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r DeleteOverrideResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DeleteOverrideResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteOverrideResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteOverrideResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteOverrideResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteOverrideResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteOverrideResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetOverrideResponse401Headers the declared response headers of an HTTP 401 response for GetOverride
+type GetOverrideResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetOverrideResponse503Headers the declared response headers of an HTTP 503 response for GetOverride
+type GetOverrideResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetOverrideResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Override
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetOverrideResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetOverrideResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetOverrideResponse) GetJSON200() *Override {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetOverrideResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetOverrideResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetOverrideResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetOverrideResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetOverrideResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetOverrideResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOverrideResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOverrideResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOverrideResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOverrideResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// PutOverrideResponse401Headers the declared response headers of an HTTP 401 response for PutOverride
+type PutOverrideResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// PutOverrideResponse503Headers the declared response headers of an HTTP 503 response for PutOverride
+type PutOverrideResponse503Headers struct {
+	RetryAfter *int
+}
+
+type PutOverrideResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Override
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Override
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *TooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Error
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *PutOverrideResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *PutOverrideResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutOverrideResponse) GetJSON200() *Override {
+	return r.JSON200
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r PutOverrideResponse) GetJSON201() *Override {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r PutOverrideResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r PutOverrideResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r PutOverrideResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r PutOverrideResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r PutOverrideResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r PutOverrideResponse) GetApplicationproblemJSON413() *TooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r PutOverrideResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r PutOverrideResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PutOverrideResponse) GetApplicationproblemJSONDefault() *Error {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PutOverrideResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutOverrideResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutOverrideResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutOverrideResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // TopKeysResponse401Headers the declared response headers of an HTTP 401 response for TopKeys
 type TopKeysResponse401Headers struct {
 	WWWAuthenticate *string
@@ -5143,6 +6017,87 @@ func (c *ClientWithResponses) GetKeyWithResponse(ctx context.Context, name Polic
 		return nil, err
 	}
 	return ParseGetKeyResponse(rsp)
+}
+
+// ListOverridesWithResponse The policy's overrides, a page at a time.
+//
+// In order of their keys and prefixes (a prefix before the exact key equal to it). Pass the last `match` of a
+// page as `after` for the next one; `next` is present when more follow. A config-file policy's overrides come
+// from the config file.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/policies/{name}/overrides (the `ListOverrides` operationId).
+func (c *ClientWithResponses) ListOverridesWithResponse(ctx context.Context, name PolicyName, params *ListOverridesParams, reqEditors ...RequestEditorFn) (*ListOverridesResponse, error) {
+	rsp, err := c.ListOverrides(ctx, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListOverridesResponse(rsp)
+}
+
+// DeleteOverrideWithResponse Delete an override; its keys get what the next matching override, or the policy, gives them.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/policies/{name}/overrides/{match} (the `DeleteOverride` operationId).
+func (c *ClientWithResponses) DeleteOverrideWithResponse(ctx context.Context, name PolicyName, match OverrideMatch, reqEditors ...RequestEditorFn) (*DeleteOverrideResponse, error) {
+	rsp, err := c.DeleteOverride(ctx, name, match, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteOverrideResponse(rsp)
+}
+
+// GetOverrideWithResponse One override.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/policies/{name}/overrides/{match} (the `GetOverride` operationId).
+func (c *ClientWithResponses) GetOverrideWithResponse(ctx context.Context, name PolicyName, match OverrideMatch, reqEditors ...RequestEditorFn) (*GetOverrideResponse, error) {
+	rsp, err := c.GetOverride(ctx, name, match, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOverrideResponse(rsp)
+}
+
+// PutOverrideWithBodyWithResponse Create or replace an override of an API policy.
+//
+// Binds at the next decision of its keys. The keys keep their history: units they spent count against the
+// new limit, and a changed window follows the expiry rule (units that had stopped counting never count
+// again). A config-file policy's overrides are read-only here (409). For now overrides of API policies live in
+// the process and need the memory store (400 naming `policy` on a shared store); a config-file policy takes
+// overrides of its limit on every store.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/policies/{name}/overrides/{match} (the `PutOverride` operationId).
+func (c *ClientWithResponses) PutOverrideWithBodyWithResponse(ctx context.Context, name PolicyName, match OverrideMatch, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutOverrideResponse, error) {
+	rsp, err := c.PutOverrideWithBody(ctx, name, match, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutOverrideResponse(rsp)
+}
+
+// PutOverrideWithResponse Create or replace an override of an API policy.
+//
+// Binds at the next decision of its keys. The keys keep their history: units they spent count against the
+// new limit, and a changed window follows the expiry rule (units that had stopped counting never count
+// again). A config-file policy's overrides are read-only here (409). For now overrides of API policies live in
+// the process and need the memory store (400 naming `policy` on a shared store); a config-file policy takes
+// overrides of its limit on every store.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/policies/{name}/overrides/{match} (the `PutOverride` operationId).
+func (c *ClientWithResponses) PutOverrideWithResponse(ctx context.Context, name PolicyName, match OverrideMatch, body PutOverrideJSONRequestBody, reqEditors ...RequestEditorFn) (*PutOverrideResponse, error) {
+	rsp, err := c.PutOverride(ctx, name, match, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutOverrideResponse(rsp)
 }
 
 // TopKeysWithResponse Who is being limited - the policy's keys with the most denials (or admissions), on this replica.
@@ -6972,6 +7927,401 @@ func ParseGetKeyResponse(rsp *http.Response) (*GetKeyResponse, error) {
 		response.Headers401 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetKeyResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListOverridesResponse parses an HTTP response from a ListOverridesWithResponse call
+func ParseListOverridesResponse(rsp *http.Response) (*ListOverridesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListOverridesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OverridePage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListOverridesResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListOverridesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteOverrideResponse parses an HTTP response from a DeleteOverrideWithResponse call
+func ParseDeleteOverrideResponse(rsp *http.Response) (*DeleteOverrideResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteOverrideResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers DeleteOverrideResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteOverrideResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetOverrideResponse parses an HTTP response from a GetOverrideWithResponse call
+func ParseGetOverrideResponse(rsp *http.Response) (*GetOverrideResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOverrideResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Override
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers GetOverrideResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetOverrideResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePutOverrideResponse parses an HTTP response from a PutOverrideWithResponse call
+func ParsePutOverrideResponse(rsp *http.Response) (*PutOverrideResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutOverrideResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Override
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Override
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest TooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers PutOverrideResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers PutOverrideResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

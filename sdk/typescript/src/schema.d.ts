@@ -215,6 +215,60 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/policies/{name}/overrides": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["PolicyName"];
+            };
+            cookie?: never;
+        };
+        /**
+         * The policy's overrides, a page at a time.
+         * @description In order of their keys and prefixes (a prefix before the exact key equal to it). Pass the last `match` of a
+         *     page as `after` for the next one; `next` is present when more follow. A config-file policy's overrides come
+         *     from the config file.
+         */
+        get: operations["listOverrides"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/policies/{name}/overrides/{match}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["PolicyName"];
+                /** @description The override's match, percent-encoded as a key is (`tenant%3A42%3A*` or `tenant:42:*`; a `/` is `%2F`). */
+                match: components["schemas"]["OverrideMatch"];
+            };
+            cookie?: never;
+        };
+        /** One override. */
+        get: operations["getOverride"];
+        /**
+         * Create or replace an override of an API policy.
+         * @description Binds at the next decision of its keys. The keys keep their history: units they spent count against the
+         *     new limit, and a changed window follows the expiry rule (units that had stopped counting never count
+         *     again). A config-file policy's overrides are read-only here (409). For now overrides of API policies live in
+         *     the process and need the memory store (400 naming `policy` on a shared store); a config-file policy takes
+         *     overrides of its limit on every store.
+         */
+        put: operations["putOverride"];
+        post?: never;
+        /** Delete an override; its keys get what the next matching override, or the policy, gives them. */
+        delete: operations["deleteOverride"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/policies/{name}/top": {
         parameters: {
             query?: never;
@@ -413,6 +467,32 @@ export interface components {
          */
         Cost: number;
         /**
+         * @description An exact key, or a key prefix followed by `*` (every key starting with the prefix; `*` alone is refused:
+         *     change the policy). A key's override is its exact one, else the one of its longest prefix.
+         * @example tenant:42:*
+         */
+        OverrideMatch: string;
+        OverrideSpec: {
+            /** Format: int64 */
+            limit: number;
+            /**
+             * @description The keys' window (1 s to 31 days). Absent: the window they would have without this override (the next
+             *     matching override's, else the policy's), following its changes. Not for a calendar quota.
+             */
+            window?: components["schemas"]["Duration"];
+        };
+        Override: {
+            match: components["schemas"]["OverrideMatch"];
+            /** Format: int64 */
+            limit: number;
+            window?: components["schemas"]["Duration"];
+        };
+        OverridePage: {
+            overrides: components["schemas"]["Override"][];
+            /** @description Present when more overrides follow; pass it as `after`. */
+            next?: string;
+        };
+        /**
          * @description Whole numbers with the units `d`, `h`, `m`, `s`, `ms`, largest first, each at most once: `1500ms`, `30s`,
          *     `5m`, `1h30m`, `1d12h`. No fractions (`1.5h`), signs, spaces or units below a millisecond (`1000000us`).
          *     The server parses exactly this grammar (and writes durations in it); windows are 1 s to 31 days.
@@ -491,6 +571,7 @@ export interface components {
             shadow_denied?: boolean;
             /** @description The store could not answer and the policy's failure_mode `allow` admitted this request. */
             degraded?: boolean;
+            override?: components["schemas"]["OverrideMatch"];
         };
         /**
          * @description A hold's handle: opaque, URL-safe (base64url without padding), made by the server from the policy, the
@@ -1170,6 +1251,142 @@ export interface operations {
             header?: never;
             path: {
                 name: components["schemas"]["PolicyName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listOverrides: {
+        parameters: {
+            query?: {
+                after?: string;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                name: components["schemas"]["PolicyName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of overrides. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OverridePage"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getOverride: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["PolicyName"];
+                /** @description The override's match, percent-encoded as a key is (`tenant%3A42%3A*` or `tenant:42:*`; a `/` is `%2F`). */
+                match: components["schemas"]["OverrideMatch"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The override. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Override"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    putOverride: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["PolicyName"];
+                /** @description The override's match, percent-encoded as a key is (`tenant%3A42%3A*` or `tenant:42:*`; a `/` is `%2F`). */
+                match: components["schemas"]["OverrideMatch"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OverrideSpec"];
+            };
+        };
+        responses: {
+            /** @description The override was replaced. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Override"];
+                };
+            };
+            /** @description The override was created. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Override"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    deleteOverride: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["PolicyName"];
+                /** @description The override's match, percent-encoded as a key is (`tenant%3A42%3A*` or `tenant:42:*`; a `/` is `%2F`). */
+                match: components["schemas"]["OverrideMatch"];
             };
             cookie?: never;
         };
