@@ -51,8 +51,8 @@ type PolicyLifecycle struct {
 	rlsHad     bool              // an install had at least one policy
 	rlsGen     int64             // the newest RLS generation handed out
 
-	ovMu sync.RWMutex             // guards ovs; taken after mu when both are
-	ovs  map[string]*overrideBook // every policy's overrides, by policy name (overrides.go)
+	ovMu sync.Mutex                               // serialises changes of overrides; taken after mu when both are
+	ovs  atomic.Pointer[map[string]*overrideBook] // every policy's overrides, by policy name (overrides.go)
 }
 
 // NewPolicyLifecycle returns the lifecycle of the config file's policies (checked with ConfigPolicies) and the API
@@ -63,7 +63,8 @@ func NewPolicyLifecycle(config []Policy, api PolicyStore, clock Clock, o Lifecyc
 		return nil, err
 	}
 	l := &PolicyLifecycle{api: api, clock: clock, shared: o.SharedStore, rls: map[string]Policy{},
-		configSeen: make(map[string]Policy, len(fixed)), ovs: map[string]*overrideBook{}}
+		configSeen: make(map[string]Policy, len(fixed))}
+	l.ovs.Store(&map[string]*overrideBook{})
 	l.checkPol, _ = api.(CheckPolicyGetter)
 	l.loader, _ = api.(PolicyLoader)
 	m := make(map[string]Policy, len(fixed))
@@ -249,8 +250,8 @@ func (l *PolicyLifecycle) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	l.ovMu.Lock()
-	if b := l.ovs[name]; b != nil && !b.config {
-		delete(l.ovs, name) // a deleted policy drops its overrides
+	if b := l.bookOf(name); b != nil && !b.config {
+		l.setBook(name, nil) // a deleted policy drops its overrides
 	}
 	l.ovMu.Unlock()
 	return nil

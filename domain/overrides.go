@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync"
 )
 
 // The overrides the PolicyLifecycle holds (override.go has their semantics): a config policy's come from the
@@ -16,11 +17,32 @@ import (
 // travel with its checks as its rule does, on every store, but only as limits there: an override's own window
 // needs a floor every replica agrees on, which the shared stores' registry keeps for policies alone.
 
-// overrideBook is one policy's overrides.
+// overrideBook is one policy's overrides. The lifecycle's books are an immutable map replaced whole when a book
+// comes or goes (PolicyLifecycle.ovs), so a check of a policy without overrides takes no lock; a check of one
+// with overrides takes its book's read lock. Changes take the lifecycle's ovMu, then the book's lock.
 type overrideBook struct {
 	gen    int64 // the generation of the policy they belong to: a re-created policy starts without
 	config bool  // from the config file
+	mu     sync.RWMutex
 	set    *OverrideSet
+}
+
+// bookOf returns the book of the policy name, nil when none.
+func (l *PolicyLifecycle) bookOf(name string) *overrideBook { return (*l.ovs.Load())[name] }
+
+// setBook makes b the book of name (nil: none). Called with ovMu held.
+func (l *PolicyLifecycle) setBook(name string, b *overrideBook) {
+	old := *l.ovs.Load()
+	m := make(map[string]*overrideBook, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	if b == nil {
+		delete(m, name)
+	} else {
+		m[name] = b
+	}
+	l.ovs.Store(&m)
 }
 
 // ForKey is p (as ForCheck resolved it) as a check of key decides with it: with the limit, window and floor of
@@ -28,14 +50,13 @@ type overrideBook struct {
 // policy with overrides is decided with the policy as its overrides last saw it (Put brings them up to date with
 // every change, under the same lock), which is p or, for a check racing a change, the policy just before or after.
 func (l *PolicyLifecycle) ForKey(p Policy, key string) Policy {
-	l.ovMu.RLock()
-	b := l.ovs[p.Name]
+	b := l.bookOf(p.Name)
 	if b == nil || b.gen != p.Generation {
-		l.ovMu.RUnlock()
 		return p
 	}
+	b.mu.RLock()
 	r, match := b.set.Rule(key)
-	l.ovMu.RUnlock()
+	b.mu.RUnlock()
 	p.Limit, p.Window, p.Resolution, p.Floor, p.Override = r.Limit, r.Window, r.Resolution, r.Floor, match
 	return p
 }
@@ -45,7 +66,7 @@ func (l *PolicyLifecycle) ForKey(p Policy, key string) Policy {
 func (l *PolicyLifecycle) syncOverrides(ctx context.Context, name string, now int64) error {
 	l.ovMu.Lock()
 	defer l.ovMu.Unlock()
-	b := l.ovs[name]
+	b := l.bookOf(name)
 	if b == nil {
 		return nil
 	}
@@ -54,9 +75,11 @@ func (l *PolicyLifecycle) syncOverrides(ctx context.Context, name string, now in
 		return err
 	}
 	if b.gen != p.Generation {
-		delete(l.ovs, name)
+		l.setBook(name, nil)
 		return nil
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if !b.set.policyIs(p) {
 		b.set.PolicyChanged(p, changeInstant(b.set.policy, p, now))
 	}
@@ -100,12 +123,13 @@ func (l *PolicyLifecycle) overridable(ctx context.Context, name string, write bo
 	return p, nil
 }
 
-// book returns p's overrides, made empty for its generation when none or another generation's.
+// book returns p's overrides, made empty for its generation when none or another generation's. Called with ovMu
+// held.
 func (l *PolicyLifecycle) book(p Policy, config bool) *overrideBook {
-	b := l.ovs[p.Name]
-	if b == nil || b.gen != p.Generation {
+	b := l.bookOf(p.Name)
+	if b == nil || b.gen != p.Generation || b.config != config {
 		b = &overrideBook{gen: p.Generation, config: config, set: NewOverrideSet(p)}
-		l.ovs[p.Name] = b
+		l.setBook(p.Name, b)
 	}
 	return b
 }
@@ -122,7 +146,10 @@ func (l *PolicyLifecycle) PutOverride(ctx context.Context, policy string, o Over
 	now := l.clock.Now().UnixMicro()
 	l.ovMu.Lock()
 	defer l.ovMu.Unlock()
-	return l.book(p, false).set.Put(o, now), nil
+	b := l.book(p, false)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.set.Put(o, now), nil
 }
 
 // GetOverride returns the override of policy with the given match.
@@ -131,10 +158,11 @@ func (l *PolicyLifecycle) GetOverride(ctx context.Context, policy, match string)
 	if err != nil {
 		return Override{}, err
 	}
-	l.ovMu.RLock()
-	defer l.ovMu.RUnlock()
-	if b := l.ovs[p.Name]; b != nil && b.gen == p.Generation {
-		if o, ok := b.set.Get(match); ok {
+	if b := l.bookOf(p.Name); b != nil && b.gen == p.Generation {
+		b.mu.RLock()
+		o, ok := b.set.Get(match)
+		b.mu.RUnlock()
+		if ok {
 			return o, nil
 		}
 	}
@@ -150,8 +178,11 @@ func (l *PolicyLifecycle) DeleteOverride(ctx context.Context, policy, match stri
 	now := l.clock.Now().UnixMicro()
 	l.ovMu.Lock()
 	defer l.ovMu.Unlock()
-	if b := l.ovs[p.Name]; b != nil && b.gen == p.Generation {
-		if b.set.Delete(match, now) {
+	if b := l.bookOf(p.Name); b != nil && b.gen == p.Generation {
+		b.mu.Lock()
+		deleted := b.set.Delete(match, now)
+		b.mu.Unlock()
+		if deleted {
 			return nil
 		}
 	}
@@ -165,9 +196,9 @@ func (l *PolicyLifecycle) ListOverrides(ctx context.Context, policy, after strin
 	if err != nil {
 		return nil, false, err
 	}
-	l.ovMu.RLock()
-	defer l.ovMu.RUnlock()
-	if b := l.ovs[p.Name]; b != nil && b.gen == p.Generation {
+	if b := l.bookOf(p.Name); b != nil && b.gen == p.Generation {
+		b.mu.RLock()
+		defer b.mu.RUnlock()
 		out, more := b.set.List(after, n)
 		return out, more, nil
 	}
@@ -181,14 +212,11 @@ func (l *PolicyLifecycle) installConfigOverrides(fixed []Policy, ovs map[string]
 	defer l.ovMu.Unlock()
 	for _, p := range fixed {
 		want := ovs[p.Name]
-		b := l.ovs[p.Name]
-		if b == nil && len(want) == 0 {
+		if l.bookOf(p.Name) == nil && len(want) == 0 {
 			continue
 		}
-		if b == nil || !b.config {
-			b = &overrideBook{gen: p.Generation, config: true, set: NewOverrideSet(p)}
-			l.ovs[p.Name] = b
-		}
+		b := l.book(p, true)
+		b.mu.Lock()
 		keep := make(map[string]bool, len(want))
 		for _, o := range want {
 			keep[o.Match] = true
@@ -201,6 +229,7 @@ func (l *PolicyLifecycle) installConfigOverrides(fixed []Policy, ovs map[string]
 			}
 		}
 		b.set.Apply(p, want, dels, now)
+		b.mu.Unlock()
 	}
 	// A config policy removed by this reload keeps its book: if it comes back, its keys' floors are still right
 	// (its overrides come back with the file that brings it).

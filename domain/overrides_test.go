@@ -285,3 +285,65 @@ func TestOverrideRules(t *testing.T) {
 		t.Errorf("a windowed config override on a shared store: %v", err)
 	}
 }
+
+// Checks racing override changes, policy changes and a policy's deletion (run with -race): no data race, and every
+// check decides under the policy's limit or an override's, never fails.
+func TestOverridesRaceChecks(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC))
+	svc, err := domain.NewService(nil, memory.NewPolicies(clock), memory.New(clock, memory.Options{}), nil, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, _, err := svc.PutPolicy(ctx, domain.Policy{Name: "p", Limit: 5, Window: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for w := range 3 {
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				res, err := svc.Check(ctx, domain.CheckRequest{Policy: "p", Key: fmt.Sprint("t:", (w+i)%4), Cost: 0})
+				if err != nil && !errors.Is(err, domain.ErrPolicyNotFound) {
+					errs <- err
+					return
+				}
+				if err == nil && res.Limit != 5 && res.Limit != 7 && res.Limit != 9 {
+					errs <- fmt.Errorf("limit %d from neither the policy nor an override", res.Limit)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 300 {
+		switch i % 6 {
+		case 0, 1:
+			_, err = svc.PutOverride(ctx, "p", domain.Override{Match: "t:*", Limit: 7, Window: time.Duration(1+i%3) * time.Minute})
+		case 2:
+			_, err = svc.PutOverride(ctx, "p", domain.Override{Match: "t:1", Limit: 9})
+		case 3:
+			err = svc.DeleteOverride(ctx, "p", "t:*")
+		case 4:
+			_, _, err = svc.PutPolicy(ctx, domain.Policy{Name: "p", Limit: 5, Window: time.Duration(1+i%2) * time.Hour})
+		default:
+			if err = svc.DeletePolicy(ctx, "p"); err == nil {
+				_, _, err = svc.PutPolicy(ctx, domain.Policy{Name: "p", Limit: 5, Window: time.Hour})
+			}
+		}
+		if err != nil && !errors.Is(err, domain.ErrOverrideNotFound) {
+			t.Fatalf("change %d: %v", i, err)
+		}
+	}
+	close(done)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
