@@ -28,6 +28,11 @@ import (
 // a tombstone (an entry inheriting limit and window, keeping its floor) for as long as that floor still stops a
 // unit the inherited window would count; Compact removes the ones that no longer do.
 
+// MaxPrefixLengths bounds the distinct lengths of one policy's prefix overrides: a lookup probes once per
+// distinct length (tiers usually have a handful: "tenant:42:*" and "tenant:4242:*" are two), so an operator
+// cannot make every decision of the policy walk hundreds of them.
+const MaxPrefixLengths = 64
+
 // Override is a per-key limit of a policy.
 type Override struct {
 	// Match is an exact key, or a key prefix followed by "*" (every key starting with the prefix). A key that
@@ -85,6 +90,7 @@ type OverrideSet struct {
 	lens     []int               // the distinct lengths of prefixes, longest first
 	lenCount map[int]int         // how many prefixes have each length
 	sorted   ovIndex             // every entry by (s, exact): a prefix's descendants follow it
+	sweepAt  int                 // Put and Delete run Compact once this many tombstones are kept (0: 64)
 	live     int                 // entries that are not tombstones
 }
 
@@ -191,6 +197,17 @@ func (s *OverrideSet) eff(e *ovEntry) (limit int64, window time.Duration, floor 
 	return e.effLimit, e.effWindow, e.floor
 }
 
+// tooManyLengths reports whether adding o would give the set more than MaxPrefixLengths distinct prefix lengths.
+// Deleted prefixes count while their tombstones bind.
+func (s *OverrideSet) tooManyLengths(o Override, now int64) bool {
+	pre, ok := o.Prefix()
+	if !ok || s.lenCount[len(pre)] > 0 || len(s.lens) < MaxPrefixLengths {
+		return false
+	}
+	s.Compact(now)
+	return len(s.lens) >= MaxPrefixLengths
+}
+
 // Get returns the override with the given match.
 func (s *OverrideSet) Get(match string) (Override, bool) {
 	e := s.lookup(match)
@@ -255,6 +272,7 @@ func (s *OverrideSet) Put(o Override, now int64) bool {
 	}
 	e.limit, e.window = o.Limit, o.Window
 	s.refresh(e, now)
+	s.sweep(now)
 	return created
 }
 
@@ -268,7 +286,18 @@ func (s *OverrideSet) Delete(match string, now int64) bool {
 	e.limit, e.window = 0, 0
 	s.refresh(e, now)
 	s.drop(e, now)
+	s.sweep(now)
 	return true
+}
+
+// sweep runs Compact when the set keeps many tombstones (at least 64, and twice as many as after the last sweep):
+// a tombstone binds for at most its keys' window, so they do not pile up, at an amortised constant cost.
+func (s *OverrideSet) sweep(now int64) {
+	if s.sorted.len()-s.live < max(s.sweepAt, 64) {
+		return
+	}
+	s.Compact(now)
+	s.sweepAt = 2 * (s.sorted.len() - s.live)
 }
 
 // PolicyChanged makes p, the policy as changed at now (its floor already raised by NextFloor when its counting

@@ -149,6 +149,9 @@ func (l *PolicyLifecycle) PutOverride(ctx context.Context, policy string, o Over
 	b := l.book(p, false)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.set.tooManyLengths(o, now) {
+		return false, Invalid("match", prefixLengthsProblem(p.Name))
+	}
 	return b.set.Put(o, now), nil
 }
 
@@ -261,7 +264,14 @@ func validateConfigOverrides(fixed []Policy, ovs map[string][]Override, shared b
 			continue
 		}
 		seen := map[string]bool{}
+		lengths := map[int]bool{}
 		for j, o := range ovs[name] {
+			if pre, ok := o.Prefix(); ok && !lengths[len(pre)] {
+				lengths[len(pre)] = true
+				if len(lengths) > MaxPrefixLengths {
+					v.Add("policies["+strconv.Itoa(i)+"].overrides["+strconv.Itoa(j)+"].match", prefixLengthsProblem(name))
+				}
+			}
 			prefix := "policies[" + strconv.Itoa(i) + "].overrides[" + strconv.Itoa(j) + "]."
 			if err := ValidateOverride(fixed[i], o, prefix); err != nil {
 				v.Fields = append(v.Fields, err.(*ValidationError).Fields...)
@@ -322,4 +332,8 @@ func (s *Service) overrideErr(policy string, err error) error {
 		return err
 	}
 	return &UnavailableError{Policy: policy, Err: err}
+}
+
+func prefixLengthsProblem(policy string) string {
+	return fmt.Sprintf("policy %q's prefix overrides would have more than %d distinct prefix lengths (every decision probes each length once): use fewer", policy, MaxPrefixLengths)
 }

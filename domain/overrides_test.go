@@ -214,6 +214,19 @@ func TestOverrideRules(t *testing.T) {
 			t.Errorf("PutOverride(%+v): %v, want ErrInvalid", bad, err)
 		}
 	}
+	// At most MaxPrefixLengths distinct prefix lengths: a lookup probes each.
+	for n := 1; n <= domain.MaxPrefixLengths+1; n++ {
+		_, err := svc.PutOverride(ctx, "api", domain.Override{Match: "z" + strings.Repeat("y", n) + "*", Limit: 1})
+		if n < domain.MaxPrefixLengths-1 && err != nil { // tenant:* and tenant:42:* hold two lengths already
+			t.Fatalf("prefix of length %d: %v", n+1, err)
+		}
+		if n == domain.MaxPrefixLengths+1 && !errors.Is(err, domain.ErrInvalid) {
+			t.Fatalf("a %dth distinct prefix length: %v, want ErrInvalid", n+2, err)
+		}
+	}
+	for n := 1; n <= domain.MaxPrefixLengths+1; n++ {
+		_ = svc.DeleteOverride(ctx, "api", "z"+strings.Repeat("y", n)+"*")
+	}
 	if _, err := svc.PutOverride(ctx, "cfg", domain.Override{Match: "x", Limit: 1}); !errors.Is(err, domain.ErrReadOnlyPolicy) {
 		t.Errorf("override of a config policy over the API: %v, want ErrReadOnlyPolicy", err)
 	}
