@@ -84,7 +84,7 @@ func ValidateOverride(p Policy, o Override, prefix string) error {
 // OverrideSet is the overrides of one generation of one policy with their floors. It is not safe for concurrent
 // use: its owner serialises changes and guards lookups.
 type OverrideSet struct {
-	policy   Policy              // as last given (NewOverrideSet, PolicyChanged): the root entry's values
+	policy   Policy              // as last given (NewOverrideSet, Apply): the values of keys no override matches
 	exact    map[string]*ovEntry // by key
 	prefixes map[string]*ovEntry // by prefix
 	lens     []int               // the distinct lengths of prefixes, longest first
