@@ -130,9 +130,11 @@ func (p *Proc) DumpLog(t testing.TB) {
 
 // Decision is the part of a 200 answer the replica tests read.
 type Decision struct {
-	Allowed      bool  `json:"allowed"`
-	Remaining    int64 `json:"remaining"`
-	RetryAfterMs int64 `json:"retry_after_ms"`
+	Allowed      bool   `json:"allowed"`
+	Limit        int64  `json:"limit"`
+	Remaining    int64  `json:"remaining"`
+	RetryAfterMs int64  `json:"retry_after_ms"`
+	Override     string `json:"override"`
 }
 
 // StatusError is a request answered with another status than the ones its method expects.
