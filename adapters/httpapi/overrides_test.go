@@ -64,6 +64,16 @@ func TestOverridesOverTheAPI(t *testing.T) {
 	wantProblem(t, e.do("PUT", path("x"), map[string]any{"limit": 1, "window": "1.5h"}, invalidRequest()), 400, "validation", "window")
 	wantProblem(t, e.do("PUT", path("*"), map[string]any{"limit": 1}), 400, "validation", "match")
 	wantProblem(t, e.do("GET", path("x"), nil), 404, "not-found", "")
+	// A match with a slash travels percent-encoded, as a key does.
+	r = e.do("PUT", "/v1/policies/tiers/overrides/a%2Fb%3A*", map[string]any{"limit": 1})
+	r.json(t, &o)
+	if r.Status != 201 || o.Match != "a/b:*" {
+		t.Fatalf("a match with a slash: %d %s", r.Status, r.Body)
+	}
+	if d, _ := e.decision(check("tiers", "a/b:c")); d.Override == nil || *d.Override != "a/b:*" || d.Limit != 1 {
+		t.Fatalf("a key under a match with a slash: %+v", d)
+	}
+	e.do("DELETE", "/v1/policies/tiers/overrides/a%2Fb%3A*", nil)
 	// Deleted: the key is back under the policy, keeping what it spent in the hour.
 	if r := e.do("DELETE", path("tenant:7"), nil); r.Status != 204 {
 		t.Fatalf("delete: %d %s", r.Status, r.Body)
