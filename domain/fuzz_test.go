@@ -81,14 +81,7 @@ func FuzzBucketChanges(f *testing.F) {
 		if len(prog) > 2000 {
 			prog = prog[:2000]
 		}
-		i := 0
-		pick := func(n int) int {
-			if n <= 1 || i >= len(prog) {
-				return 0
-			}
-			i++
-			return int(prog[i-1]) % n
-		}
+		pick := picker(prog)
 		runChanges(t, 0, len(prog)/3, len(prog)%2 == 1, pick) // odd lengths draw calendar periods too
 	})
 }
@@ -191,14 +184,20 @@ func FuzzHolds(f *testing.F) {
 		if len(prog) > 3000 {
 			prog = prog[:3000]
 		}
-		i := 0
-		pick := func(n int) int {
-			if n <= 1 || i >= len(prog) {
-				return 0
-			}
-			i++
-			return int(prog[i-1]) % n
-		}
+		pick := picker(prog)
 		runHolds(t, alg, int64(limit8%16)+1, time.Duration(int64(windowS)%86400+1)*time.Second, len(prog)/2, pick)
 	})
+}
+
+// picker draws a fuzz target's choices from its input: pick(n) is the next byte modulo n (0 once the input is
+// spent, or for n ≤ 1), so every input is a sequence of choices and the fuzzer's mutations change them one by one.
+func picker(prog []byte) func(n int) int {
+	i := 0
+	return func(n int) int {
+		if n <= 1 || i >= len(prog) {
+			return 0
+		}
+		i++
+		return int(prog[i-1]) % n
+	}
 }

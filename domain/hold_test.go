@@ -644,13 +644,6 @@ func FuzzHoldPruningTiming(f *testing.F) {
 		if len(prog) > 4000 {
 			prog = prog[:4000]
 		}
-		i := 0
-		runPruneTiming(t, len(prog)/4, func(n int) int {
-			if n <= 1 || i >= len(prog) {
-				return 0
-			}
-			i++
-			return int(prog[i-1]) % n
-		})
+		runPruneTiming(t, len(prog)/4, picker(prog))
 	})
 }
