@@ -24,9 +24,27 @@ func TestHierarchicalBudgets(t *testing.T) {
 	for name, limit := range limits {
 		ps = append(ps, domain.Policy{Name: "budget-" + name, Limit: limit, Window: time.Hour, Algorithm: domain.SlidingWindow})
 	}
-	svc, err := domain.NewService(ps, memory.NewPolicies(clock), memory.New(clock, memory.Options{}), domain.NopObserver{}, clock)
+	// Overrides at every level: a user, a team (by prefix) and the organisation with budgets of their own.
+	overrides := map[string][]domain.Override{
+		"budget-user": {{Match: "user-0", Limit: 20}},
+		"budget-team": {{Match: "team-0*", Limit: 60}},
+		"budget-org":  {{Match: "acme", Limit: 120}},
+	}
+	lc, err := domain.NewPolicyLifecycle(ps, memory.NewPolicies(clock), clock, domain.LifecycleOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := lc.InstallConfigWith(ps, overrides); err != nil {
+		t.Fatal(err)
+	}
+	svc := domain.NewServiceWith(lc, memory.New(clock, memory.Options{}), domain.NopObserver{}, clock)
+	limitOf := func(policy, key string) int64 {
+		for _, o := range overrides[policy] {
+			if o.Match == key || o.Match == key+"*" {
+				return o.Limit
+			}
+		}
+		return limits[policy[len("budget-"):]]
 	}
 	type level struct{ policy, key string }
 	var mu sync.Mutex
@@ -64,11 +82,12 @@ func TestHierarchicalBudgets(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if denied == 0 || admitted[level{"budget-org", "acme"}] < limits["org"]/2 {
-		t.Fatalf("the budgets never bound (denied %d, org admitted %d): the test proves little", denied, admitted[level{"budget-org", "acme"}])
+	if denied == 0 || admitted[level{"budget-org", "acme"}] < limitOf("budget-org", "acme")/2 || admitted[level{"budget-user", "user-0"}] <= limits["user"] {
+		t.Fatalf("the budgets or the overrides never bound (denied %d, org admitted %d, user-0 admitted %d): the test proves little",
+			denied, admitted[level{"budget-org", "acme"}], admitted[level{"budget-user", "user-0"}])
 	}
 	for l, n := range admitted {
-		limit := limits[l.policy[len("budget-"):]]
+		limit := limitOf(l.policy, l.key)
 		if n > limit {
 			t.Errorf("%s %s admitted %d, limit %d", l.policy, l.key, n, limit)
 		}
