@@ -135,7 +135,9 @@ func TestConsoleServedBesideTheAPI(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, testBuild(t), slog.New(slog.DiscardHandler), func(a string) { addrs <- a }) }()
+	go func() {
+		done <- Run(ctx, cfg, testBuild(t), slog.New(slog.DiscardHandler), func(a string) { addrs <- a })
+	}()
 	var base string
 	select {
 	case a := <-addrs:
