@@ -17,6 +17,7 @@
   let timer = 0;
   const series = new Map(); // policy -> [{t, totals: {outcome: count}}], oldest first, SAMPLES + 1 at most
   let policyNames = [];
+  let polls = 0;
 
   // el builds an element; children are nodes or strings (set as text).
   function el(tag, attrs, ...children) {
@@ -165,8 +166,9 @@
       svg.append(axis);
       const legend = el('div', { class: 'legend' });
       for (const o of outcomes) {
+        // The points span the width: stretched while the series is young, one poll per W / SAMPLES once full.
         const pts = rates[o].map((v, i) => {
-          const x = W - (rates[o].length - 1 - i) * (W / SAMPLES);
+          const x = (W * i) / Math.max(rates[o].length - 1, 1);
           const y = H - 2 - (v / max) * (H - 8);
           return x.toFixed(1) + ',' + y.toFixed(1);
         });
@@ -183,6 +185,7 @@
       charts.push(el('div', { class: 'chart', 'data-policy': policy }, title, svg, legend));
     }
     box.replaceChildren(...charts);
+    box.setAttribute('data-polls', String(++polls)); // says the charts are fresh (the browser test waits on it)
   }
 
   // Policies (admin).
@@ -197,9 +200,9 @@
     const rows = policies.map((p) => {
       const actions = el('td', {});
       if (p.source === 'api' && !p.period) {
-        const edit = el('button', { type: 'button', class: 'plain' }, 'Edit');
+        const edit = el('button', { type: 'button', class: 'plain edit' }, 'Edit');
         edit.addEventListener('click', () => editPolicy(p));
-        const del = el('button', { type: 'button', class: 'danger' }, 'Delete');
+        const del = el('button', { type: 'button', class: 'danger delete' }, 'Delete');
         del.addEventListener('click', () => deletePolicy(p.name));
         actions.append(edit, ' ', del);
       } else {
@@ -315,8 +318,8 @@
     dl.replaceChildren(
       ...row('key', 'Key', `${d.key} (policy ${d.policy})`),
       ...row('verdict', 'Next check', d.allowed ? 'would be allowed' : 'would be denied', d.allowed ? 'verdict-allowed' : 'verdict-denied'),
-      ...row('remaining', 'Remaining', `${d.remaining} of ${d.limit}`),
-      ...row('reset', 'Whole again in', fmtMs(d.reset_after_ms)),
+      ...row('remaining', 'Remaining after it', `${d.remaining} of ${d.limit}`),
+      ...row('reset', 'Then whole again in', fmtMs(d.reset_after_ms)),
       ...(d.allowed ? [] : row('retry', 'Retry after', fmtMs(d.retry_after_ms))),
       ...(d.degraded ? row('degraded', 'Degraded', 'the store failed; this is the failure_mode answer') : []),
     );
