@@ -299,11 +299,23 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("after the reset the API says %d, remaining %d; want 200, 2 as a fresh key's", code, st.Remaining)
 	}
 
-	// An API policy: created from the form, changed, then deleted.
-	p.do("create a policy",
-		chromedp.SendKeys(chromedp.CSS(`#policy-form [name="name"]`), "search"),
+	// The config file's policy cannot be replaced from the form: the API answers 409 and the page says why.
+	p.do("try to replace the config policy",
+		chromedp.SendKeys(chromedp.CSS(`#policy-form [name="name"]`), "login"),
 		chromedp.SendKeys(chromedp.CSS(`#policy-form [name="limit"]`), "100"),
 		chromedp.SendKeys(chromedp.CSS(`#policy-form [name="window"]`), "1m"),
+		chromedp.Click(chromedp.CSS("#policy-form button")),
+	)
+	p.until("the page shows the conflict", `document.querySelector('#message').className === 'error'
+		&& document.querySelector('#message').textContent.startsWith('Not saved: ')`)
+	t.Logf("replacing a config policy: %s", p.eval(`document.querySelector('#message').textContent`))
+	if got := p.eval(`document.querySelector('#policies tr[data-policy="login"] td.num').textContent`); got != "3" {
+		t.Errorf("the config policy's limit shows %q after a refused change, want 3", got)
+	}
+
+	// An API policy: created from the form, changed, then deleted.
+	p.do("create a policy",
+		chromedp.SetValue(chromedp.CSS(`#policy-form [name="name"]`), "search"),
 		chromedp.Click(chromedp.CSS("#policy-form button")),
 		chromedp.WaitVisible(chromedp.CSS(`#policies tr[data-policy="search"]`)),
 	)

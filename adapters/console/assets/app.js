@@ -15,6 +15,7 @@
   const $ = (sel) => document.querySelector(sel);
   let role = ''; // 'admin' or 'check' once signed in
   let timer = 0;
+  let session = 0; // bumped at each sign-in and sign-out: a poll of an earlier session schedules no other
   const series = new Map(); // policy -> [{t, totals: {outcome: count}}], oldest first, SAMPLES + 1 at most
   let policyNames = [];
   let polls = 0;
@@ -81,27 +82,34 @@
     if (r.status === 200) showPolicies(r.data.policies);
     else if (r.status !== 403) say('Could not list the policies: ' + problem(r), true);
     clearTimeout(timer);
-    tick();
+    tick(++session);
   }
 
+  // signOut forgets the token and everything it fetched, so the next token starts from what it may see.
   function signOut() {
     sessionStorage.removeItem(TOKEN);
     role = '';
+    session++;
     clearTimeout(timer);
     document.body.className = 'signed-out';
     $('#token').value = '';
+    series.clear();
+    policyNames = [];
+    for (const sel of ['#policies tbody', '#top tbody', '#top-policy', '#state', '#policy-names']) $(sel).replaceChildren();
+    $('#charts').replaceChildren(el('p', { class: 'empty' }, 'No decisions yet.'));
+    $('#top-note').textContent = '';
   }
 
   // Polling: the decision counters for the charts and, for an admin, the top keys.
 
-  async function tick() {
+  async function tick(s) {
     try {
       await pollMetrics();
       if (role === 'admin') await refreshTop();
     } catch (e) {
       say('Polling failed: ' + e.message, true);
     }
-    if (role) timer = setTimeout(tick, POLL_MS);
+    if (s === session) timer = setTimeout(() => tick(s), POLL_MS);
   }
 
   // parseDecisions reads sluice_decisions_total from the Prometheus text exposition: policy -> outcome -> count.
