@@ -19,9 +19,11 @@ import (
 var assets embed.FS
 
 // Policy is the Content-Security-Policy of every answer: only the console's own files run and style the page, it
-// talks to its own origin only, and no other site may frame it (clickjacking an admin token's buttons).
+// talks to its own origin only, no other site may frame it (clickjacking an admin token's buttons), no form
+// submits anywhere (the page sends everything with fetch), and the DOM's HTML sinks (innerHTML and the like) are
+// refused (Trusted Types): a key is client-chosen text, and the page only ever sets text.
 const Policy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
-	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'"
 
 // Prefix is the path the console is served under; Handler answers the paths that start with it, and /ui itself
 // (redirected to /ui/).

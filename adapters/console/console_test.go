@@ -50,7 +50,7 @@ func TestAssetsServedWithTheirTypesAndPolicy(t *testing.T) {
 // The policy allows nothing inline and nothing from elsewhere; the page keeps to it (no inline script or style, no
 // URL of another origin), which the browser test (integration/console) confirms by running it.
 func TestPolicyIsStrictAndThePageKeepsToIt(t *testing.T) {
-	for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"} {
+	for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'", "require-trusted-types-for 'script'"} {
 		if !strings.Contains(console.Policy, want) {
 			t.Errorf("the policy lacks %q: %s", want, console.Policy)
 		}

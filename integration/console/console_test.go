@@ -121,6 +121,25 @@ func browser(t *testing.T) context.Context {
 type tab struct {
 	t   *testing.T
 	ctx context.Context
+	log *pageLog
+}
+
+// pageLog keeps what the page logged that fails the test: exceptions and Content-Security-Policy violations.
+type pageLog struct {
+	mu       sync.Mutex
+	problems []string
+}
+
+func (l *pageLog) add(m string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.problems = append(l.problems, m)
+}
+
+func (l *pageLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.problems...)
 }
 
 func (p tab) do(what string, actions ...chromedp.Action[chromedp.Void]) {
@@ -172,7 +191,7 @@ func (p tab) fail(what string, err error) {
 	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
 	defer cancel()
 	text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
-	p.t.Fatalf("%s: %v\nthe page showed:\n%s", what, err, text)
+	p.t.Fatalf("%s: %v\nthe page logged: %q\nthe page showed:\n%s", what, err, p.log.all(), text)
 }
 
 func updating() bool { return os.Getenv("SLUICE_UPDATE_SCREENSHOTS") == "1" }
@@ -204,11 +223,9 @@ const denied = `Number((document.querySelector('.chart[data-policy="login"] .leg
 func TestConsoleInBrowser(t *testing.T) {
 	base := serve(t)
 	ctx := browser(t)
-	p := tab{t: t, ctx: ctx}
+	p := tab{t: t, ctx: ctx, log: &pageLog{}}
 
 	// What the page logs: an exception or a Content-Security-Policy violation fails the test.
-	var mu sync.Mutex
-	var problems []string
 	messages := chromedp.Console(ctx)
 	go func() {
 		for m, err := range messages {
@@ -217,9 +234,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			}
 			text := m.String()
 			if m.IsException() || strings.Contains(text, "Content Security Policy") || strings.Contains(text, "Content-Security-Policy") {
-				mu.Lock()
-				problems = append(problems, text)
-				mu.Unlock()
+				p.log.add(text)
 			}
 		}
 	}()
@@ -369,9 +384,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.until("the wrong token is refused", `document.querySelector('#message').textContent.startsWith('The token was refused')
 		&& sessionStorage.getItem('sluice.token') === null`)
 
-	mu.Lock()
-	defer mu.Unlock()
-	for _, m := range problems {
+	for _, m := range p.log.all() {
 		t.Errorf("the page logged: %s", m)
 	}
 }

@@ -19,6 +19,7 @@
   const series = new Map(); // policy -> [{t, totals: {outcome: count}}], oldest first, SAMPLES + 1 at most
   let policyNames = [];
   let polls = 0;
+  let topDrawn = ''; // what the top keys table shows (policy, by and the keys as JSON)
 
   // el builds an element; children are nodes or strings (set as text).
   function el(tag, attrs, ...children) {
@@ -96,6 +97,7 @@
     series.clear();
     policyNames = [];
     for (const sel of ['#policies tbody', '#top tbody', '#top-policy', '#state', '#policy-names']) $(sel).replaceChildren();
+    topDrawn = '';
     $('#charts').replaceChildren(el('p', { class: 'empty' }, 'No decisions yet.'));
     $('#top-note').textContent = '';
   }
@@ -290,8 +292,17 @@
     const r = await api('GET', policyPath(policy) + '/top?by=' + by + '&limit=10');
     if (r.status !== 200) {
       $('#top-note').textContent = 'Could not read the top keys: ' + problem(r);
+      $('#top tbody').replaceChildren();
+      topDrawn = '';
       return;
     }
+    $('#top-note').textContent = r.data.keys.length
+      ? `Keys ${by} most on this replica over the last ${fmtMs(r.data.interval_ms)}; counts overestimate by at most their error.`
+      : `No key ${by} on this replica recently.`;
+    // The table is redrawn only when it changed, so a button is not swapped from under the pointer every poll.
+    const drawn = policy + ' ' + by + ' ' + JSON.stringify(r.data.keys);
+    if (drawn === topDrawn) return;
+    topDrawn = drawn;
     const rows = r.data.keys.map((k) => {
       const inspect = el('button', { type: 'button', class: 'plain inspect' }, 'Inspect');
       inspect.addEventListener('click', () => {
@@ -303,9 +314,6 @@
         el('td', { class: 'num' }, String(k.error)), el('td', {}, inspect));
     });
     $('#top tbody').replaceChildren(...rows);
-    $('#top-note').textContent = rows.length
-      ? `Keys ${by} most on this replica over the last ${fmtMs(r.data.interval_ms)}; counts overestimate by at most their error.`
-      : `No key ${by} on this replica recently.`;
   }
 
   // Key inspector: a peek consumes nothing; a reset (admin) gives the key a full quota.
