@@ -69,6 +69,8 @@
     if (token) sessionStorage.setItem(TOKEN, token);
     else sessionStorage.removeItem(TOKEN);
     // The role is what the API answers: listing policies needs admin (403 for a check token, 401 for no token).
+    // Any other answer (a 503 while the store is down) leaves the admin controls shown: the API still refuses
+    // what the token may not do.
     const r = await api('GET', 'v1/policies');
     if (r.status === 401) {
       signOut();
@@ -145,7 +147,8 @@
     drawCharts();
   }
 
-  // drawCharts draws, per policy, one line per outcome seen: decisions per second between polls.
+  // drawCharts draws, per policy, one line per outcome seen: decisions per second between polls (a counter that
+  // went down, a restarted server, counts as 0).
   function drawCharts() {
     const box = $('#charts');
     if (series.size === 0) return;
@@ -176,7 +179,7 @@
       svg.append(axis);
       const legend = el('div', { class: 'legend' });
       for (const o of outcomes) {
-        // The points span the width: stretched while the series is young, one poll per W / SAMPLES once full.
+        // The points span the width: spread out while the series is young, SAMPLES of them once a minute is in.
         const pts = rates[o].map((v, i) => {
           const x = (W * i) / Math.max(rates[o].length - 1, 1);
           const y = H - 2 - (v / max) * (H - 8);
@@ -354,6 +357,9 @@
     await peek();
     say(`Key reset: its next check sees a full quota.`);
   }
+
+  // A request that failed outright (the server unreachable) is shown; it is still logged as uncaught.
+  window.addEventListener('unhandledrejection', (ev) => say('Request failed: ' + (ev.reason && ev.reason.message), true));
 
   document.addEventListener('DOMContentLoaded', () => {
     $('#interval').textContent = String(POLL_MS / 1000);
