@@ -331,6 +331,8 @@ var toolVariables = []string{
 	"SLUICE_URL",               // sdk/typescript/test/install.test.js: the server the installed package checks
 	"SLUICE_TEST_CHURN_SEED",   // integration/churn: repeats a run's random choices
 
+	"SLUICE_UPDATE_SCREENSHOTS", // integration/console: 1 rewrites the console's screenshots in docs/img
+
 	// adapters/redis and its scripts
 	"SLUICE_TEST_REDIS_ADDR",         // adapters/redis/redistest: the single test Redis
 	"SLUICE_TEST_REDIS_CLUSTER",      // adapters/redis/redistest: the test cluster's seeds

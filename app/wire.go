@@ -16,6 +16,7 @@ import (
 	"go.uber.org/fx/fxevent"
 
 	"github.com/sluice-dev/sluice/adapters/bearer"
+	"github.com/sluice-dev/sluice/adapters/console"
 	"github.com/sluice-dev/sluice/adapters/httpapi"
 	"github.com/sluice-dev/sluice/adapters/memory"
 	"github.com/sluice-dev/sluice/adapters/metrics"
@@ -217,7 +218,7 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 		Limiter: lim, Spec: build.Spec, Store: cfg.Store, TokenSet: tokens, TopKeys: top,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: log, Gatherer: gatherer, Requests: requests,
 	})
-	handler := api
+	handler := withConsole(api)
 	if cfg.ratelimit {
 		handler = probesOnly(api)
 	}
@@ -380,6 +381,21 @@ func probesOnly(api http.Handler) http.Handler {
 	})
 	mux.Handle("/", http.NotFoundHandler())
 	return mux
+}
+
+// withConsole serves the console (adapters/console) at /ui beside the API on the same listener. Its files are
+// public, as /openapi.yaml is; what it shows it asks the API for, with the operator's token, so the API's roles
+// decide. Everything else goes to the API untouched (no second ServeMux: the API's own routing, 404s and request
+// metrics stay as they are).
+func withConsole(api http.Handler) http.Handler {
+	ui := console.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if console.Owns(r.URL.Path) {
+			ui.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }
 
 // metricsOnly serves the API's /metrics at path, and nothing else (404).

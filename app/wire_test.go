@@ -125,3 +125,43 @@ func TestBuildVersionAndInfo(t *testing.T) {
 	}
 	t.Fatal("no sluice_build_info in the registry")
 }
+
+// The console's files are public beside the API on the same listener, while the API keeps asking for a token:
+// the page holds no data, it asks the API with the operator's token.
+func TestConsoleServedBesideTheAPI(t *testing.T) {
+	cfg := Defaults()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Tokens = []TokenConfig{{Name: "ops", Token: "console-admin-token-0123456789", Role: "admin"}}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, cfg, testBuild(t), slog.New(slog.DiscardHandler), func(a string) { addrs <- a })
+	}()
+	var base string
+	select {
+	case a := <-addrs:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	for path, want := range map[string]int{"/ui/": 200, "/ui/app.js": 200, "/ui/nope": 404, "/v1/policies": 401} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s without a token: %d, want %d", path, resp.StatusCode, want)
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); strings.HasPrefix(path, "/ui/") && csp == "" {
+			t.Errorf("GET %s: no Content-Security-Policy", path)
+		}
+	}
+}
