@@ -350,6 +350,31 @@ func TestConsoleInBrowser(t *testing.T) {
 	if code := call(t, "GET", base+"/v1/policies/search", adminToken, "", &pol); code != 200 || pol.Limit != 50 || pol.Source != "api" {
 		t.Errorf("the API has the policy as %d %+v; want 200, limit 50 from the api", code, pol)
 	}
+	// Its overrides: picked by name, one made from the form, a check decided under it, shown in the inspector.
+	p.do("pick it",
+		chromedp.Click(chromedp.CSS(`#policies tr[data-policy="search"] td button.plain:not(.edit)`)),
+	)
+	p.until("its overrides are listed", `document.querySelector('#overrides-of').textContent === '(search)'`)
+	p.do("make an override",
+		chromedp.SetValue(chromedp.CSS(`#override-form [name="match"]`), "vip:*"),
+		chromedp.SetValue(chromedp.CSS(`#override-form [name="limit"]`), "500"),
+		chromedp.Click(chromedp.CSS("#override-form button")),
+		chromedp.WaitVisible(chromedp.CSS(`#overrides tr[data-match="vip:*"]`)),
+	)
+	var ov struct{ Limit int }
+	if code := call(t, "GET", base+"/v1/policies/search/overrides/vip:*", adminToken, "", &ov); code != 200 || ov.Limit != 500 {
+		t.Errorf("the API has the override as %d %+v; want 200, limit 500", code, ov)
+	}
+	p.do("inspect a key under it",
+		chromedp.SetValue(chromedp.CSS("#inspect-policy"), "search"),
+		chromedp.SetValue(chromedp.CSS("#inspect-key"), "vip:1"),
+		chromedp.Click(chromedp.CSS(`#inspect button[type="submit"]`)),
+	)
+	p.until("the inspector names the override", `document.querySelector('#state [data-field="override"]')?.textContent === 'vip:*' && document.querySelector('#state [data-field="remaining"]').textContent === '499 of 500'`)
+	p.do("delete the override",
+		chromedp.Click(chromedp.CSS(`#overrides tr[data-match="vip:*"] button.delete`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`#overrides tr[data-match="vip:*"]`)),
+	)
 	p.do("delete it",
 		chromedp.Click(chromedp.CSS(`#policies tr[data-policy="search"] button.delete`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`#policies tr[data-policy="search"]`)),

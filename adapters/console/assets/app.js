@@ -98,7 +98,9 @@
     $('#token').value = '';
     series.clear();
     policyNames = [];
-    for (const sel of ['#policies tbody', '#top tbody', '#top-policy', '#state', '#policy-names']) $(sel).replaceChildren();
+    for (const sel of ['#policies tbody', '#top tbody', '#top-policy', '#state', '#policy-names', '#overrides tbody']) $(sel).replaceChildren();
+    overridesOf = '';
+    $('#overrides-of').textContent = '';
     topDrawn = '';
     $('#charts').replaceChildren(el('p', { class: 'empty' }, 'No decisions yet.'));
     $('#top-note').textContent = '';
@@ -248,7 +250,66 @@
   function selectPolicy(name) {
     $('#top-policy').value = name;
     $('#inspect-policy').value = name;
+    overridesOf = name;
     refreshTop();
+    refreshOverrides();
+  }
+
+  // Overrides of the selected policy (admin): the first page of 100; a config-file policy's are read-only.
+
+  let overridesOf = '';
+
+  async function refreshOverrides() {
+    const name = overridesOf;
+    $('#overrides-of').textContent = name ? '(' + name + ')' : '';
+    if (!name) return;
+    const r = await api('GET', policyPath(name) + '/overrides?limit=100');
+    if (r.status !== 200) {
+      $('#overrides tbody').replaceChildren();
+      say('Could not list the overrides: ' + problem(r), true);
+      return;
+    }
+    const readOnly = $('#policies tr[data-policy="' + CSS.escape(name) + '"] .badge')?.textContent === 'config';
+    $('#override-form').hidden = readOnly;
+    const rows = r.data.overrides.map((o) => {
+      const actions = el('td', {});
+      if (readOnly) {
+        actions.append(el('span', { class: 'note' }, 'read-only (config file)'));
+      } else {
+        const del = el('button', { type: 'button', class: 'danger delete' }, 'Delete');
+        del.addEventListener('click', () => deleteOverride(name, o.match));
+        actions.append(del);
+      }
+      return el('tr', { 'data-match': o.match },
+        el('td', {}, o.match), el('td', { class: 'num' }, String(o.limit)), el('td', {}, o.window || "the policy's"), actions);
+    });
+    if (r.data.next) rows.push(el('tr', {}, el('td', { colspan: '4', class: 'note' }, 'More follow: list them over the API.')));
+    $('#overrides tbody').replaceChildren(...rows);
+  }
+
+  function overridePath(policy, match) { return policyPath(policy) + '/overrides/' + encodeURIComponent(match); }
+
+  async function saveOverride(ev) {
+    ev.preventDefault();
+    if (!overridesOf) {
+      say('Pick a policy first (its name in the policies table).', true);
+      return;
+    }
+    const f = ev.target.elements;
+    const spec = { limit: Number(f.limit.value) };
+    if (f.window.value.trim()) spec.window = f.window.value.trim();
+    const r = await api('PUT', overridePath(overridesOf, f.match.value), spec);
+    if (r.status === 200 || r.status === 201) say(`Override ${r.data.match} ${r.status === 201 ? 'created' : 'replaced'}.`);
+    else say('Override not saved: ' + problem(r), true);
+    await refreshOverrides();
+  }
+
+  async function deleteOverride(policy, match) {
+    if (!window.confirm(`Delete the override ${match}? Its keys get the next matching override's limit, or the policy's.`)) return;
+    const r = await api('DELETE', overridePath(policy, match));
+    if (r.status === 204) say(`Override ${match} deleted.`);
+    else say('Override not deleted: ' + problem(r), true);
+    await refreshOverrides();
   }
 
   function editPolicy(p) {
@@ -338,6 +399,7 @@
       ...row('key', 'Key', `${d.key} (policy ${d.policy})`),
       ...row('verdict', 'Next check', d.allowed ? 'would be allowed' : 'would be denied', d.allowed ? 'verdict-allowed' : 'verdict-denied'),
       ...row('remaining', 'Remaining after it', `${d.remaining} of ${d.limit}`),
+      ...(d.override ? row('override', 'Override', d.override) : []),
       ...row('reset', 'Then whole again in', fmtMs(d.reset_after_ms)),
       ...(d.allowed ? [] : row('retry', 'Retry after', fmtMs(d.retry_after_ms))),
       ...(d.degraded ? row('degraded', 'Degraded', 'the store failed; this is the failure_mode answer') : []),
@@ -369,6 +431,7 @@
     });
     $('#logout').addEventListener('click', signOut);
     $('#policy-form').addEventListener('submit', savePolicy);
+    $('#override-form').addEventListener('submit', saveOverride);
     $('#top-policy').addEventListener('change', refreshTop);
     $('#top-by').addEventListener('change', refreshTop);
     $('#inspect').addEventListener('submit', (ev) => {
