@@ -62,7 +62,7 @@ func send(t *testing.T, srv *httptest.Server, method, path, body string, header 
 func spanAttrs(s sdktrace.ReadOnlySpan) map[attribute.Key]string {
 	m := map[attribute.Key]string{}
 	for _, kv := range s.Attributes() {
-		m[kv.Key] = kv.Value.Emit()
+		m[kv.Key] = kv.Value.String()
 	}
 	return m
 }
@@ -81,7 +81,7 @@ func noRawKey(t *testing.T, spans []sdktrace.ReadOnlySpan, key string) {
 		}
 		for _, e := range s.Events() {
 			for _, kv := range e.Attributes {
-				if strings.Contains(kv.Value.Emit(), key) {
+				if strings.Contains(kv.Value.String(), key) {
 					t.Errorf("span %q: event %s holds the key", s.Name(), e.Name)
 				}
 			}

@@ -49,13 +49,13 @@ func requireNoRawKey(t *testing.T, spans []sdktrace.ReadOnlySpan, key string) {
 			t.Errorf("span %q names the raw key", s.Name())
 		}
 		for _, kv := range s.Attributes() {
-			if strings.Contains(kv.Value.Emit(), key) {
-				t.Errorf("span %q: attribute %s holds the raw key: %s", s.Name(), kv.Key, kv.Value.Emit())
+			if strings.Contains(kv.Value.String(), key) {
+				t.Errorf("span %q: attribute %s holds the raw key: %s", s.Name(), kv.Key, kv.Value.String())
 			}
 		}
 		for _, e := range s.Events() {
 			for _, kv := range e.Attributes {
-				if strings.Contains(kv.Value.Emit(), key) {
+				if strings.Contains(kv.Value.String(), key) {
 					t.Errorf("span %q: event %s holds the raw key", s.Name(), e.Name)
 				}
 			}
