@@ -16,7 +16,8 @@ import (
 // request's path as url.path, and paths hold keys (/v1/policies/{name}/keys/{key}) and hold handles (/v1/holds/{id},
 // which encode a key): otelhttp is shown a copy of the request whose path is redactPath's (the access log's), or no
 // path at all when it matches no route (a token pasted into a wrong path stays out of traces as out of the log),
-// and the handlers get the request as it came. otelhttp records no query string, header or body.
+// and the handlers get the request as it came. otelhttp records no query string, header or body. The probes and
+// /metrics are not traced (notProbe).
 func traced(tp trace.TracerProvider, prop propagation.TextMapPropagator, mux *http.ServeMux, next http.Handler) http.Handler {
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// r is otelhttp's own copy of the shown request, with the span's context: give it back the real URL.
@@ -26,7 +27,7 @@ func traced(tp trace.TracerProvider, prop propagation.TextMapPropagator, mux *ht
 		next.ServeHTTP(w, r)
 	})
 	h := otelhttp.NewHandler(inner, "sluice", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(prop),
-		otelhttp.WithSpanNameFormatter(spanName))
+		otelhttp.WithSpanNameFormatter(spanName), otelhttp.WithFilter(notProbe))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		shown := r.WithContext(context.WithValue(r.Context(), realURL{}, r.URL))
 		u := *r.URL
@@ -40,6 +41,16 @@ func traced(tp trace.TracerProvider, prop propagation.TextMapPropagator, mux *ht
 		shown.URL = &u
 		h.ServeHTTP(w, shown)
 	})
+}
+
+// notProbe leaves the probes and the scrape out of traces: Kubernetes and Prometheus call them every few seconds
+// on every replica, and a root span each would bury the requests worth tracing.
+func notProbe(r *http.Request) bool {
+	switch r.URL.Path {
+	case "/healthz", "/healthz/store", "/readyz", "/metrics":
+		return false
+	}
+	return true
 }
 
 // realURL is the context key of the URL traced hides from otelhttp.

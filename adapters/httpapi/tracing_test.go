@@ -143,13 +143,16 @@ func TestCheckSpanContinuesTraceparent(t *testing.T) {
 }
 
 // Paths hold keys and hold handles: a span records the access log's redacted path, and a path that matches no route
-// not at all.
+// not at all. The probes and /metrics make no span.
 func TestSpanPathsRedacted(t *testing.T) {
 	srv, sr := tracedServer(t)
 	send(t, srv, http.MethodGet, "/v1/policies/login/keys/"+url.PathEscape(tracedKey), "", nil)
 	send(t, srv, http.MethodGet, "/v1/policies/login/keys?key="+url.QueryEscape(tracedKey), "", nil)
 	send(t, srv, http.MethodDelete, "/v1/holds/"+url.PathEscape(tracedKey), "", nil)
 	send(t, srv, http.MethodGet, "/v1/nowhere/"+url.PathEscape(tracedKey), "", nil)
+	for _, probe := range []string{"/healthz", "/healthz/store", "/readyz", "/metrics"} { // not traced
+		send(t, srv, http.MethodGet, probe, "", nil)
+	}
 	var servers []sdktrace.ReadOnlySpan
 	for _, s := range sr.Ended() {
 		if s.SpanKind() == trace.SpanKindServer {
@@ -164,6 +167,11 @@ func TestSpanPathsRedacted(t *testing.T) {
 	}
 	if len(servers) != len(want) {
 		t.Fatalf("want %d server spans, got %d", len(want), len(servers))
+	}
+	for _, s := range sr.Ended() {
+		if !s.Parent().IsValid() && s.SpanKind() != trace.SpanKindServer {
+			t.Errorf("a root span %q: a probe's store call made a trace of its own", s.Name())
+		}
 	}
 	for i, w := range want {
 		if servers[i].Name() != w.name || spanAttrs(servers[i])["url.path"] != w.path {
