@@ -48,6 +48,9 @@ type Config struct {
 	RLS RLSConfig `yaml:"rls"`
 	// Metrics holds the optional metric families (MetricsConfig).
 	Metrics MetricsConfig `yaml:"metrics"`
+	// Tracing holds the trace settings that are sluice's own (TracingConfig); whether traces are exported, and
+	// where, is the standard OTEL_* variables' business (tracing.go).
+	Tracing TracingConfig `yaml:"tracing"`
 	// ReloadInterval is how often the config file and the tokens file are read again (SLUICE_RELOAD_INTERVAL,
 	// default 10s, 0 = only on SIGHUP): a change reloads policies, tokens and the log level (reload.go).
 	ReloadInterval Duration `yaml:"reload_interval" range:"0s.."`
@@ -58,6 +61,8 @@ type Config struct {
 	// envoyproxy/ratelimit's variables too (a reload translates them again), and the HTTP listener serves only the
 	// probe and metrics routes (probesOnly), so it needs no tokens beyond loopback.
 	ratelimit bool
+	// traces is what the OTEL_* variables said about trace export when the configuration was loaded (tracing.go).
+	traces traceEnv
 	// metricsListen and metricsPath (the drop-in's USE_PROMETHEUS, PROMETHEUS_ADDR, PROMETHEUS_PATH): when set,
 	// /metrics is served on a listener of its own too, at that path.
 	metricsListen, metricsPath string
@@ -128,6 +133,13 @@ type MetricsConfig struct {
 	// KeyLabel (SLUICE_METRICS_KEY_LABEL) is what that metric's key label holds: hash (default: the first 16
 	// hex digits of the key's SHA-256, the same on every replica) or truncate (the key's first 32 bytes).
 	KeyLabel string `yaml:"key_label" oneof:"hash truncate"`
+}
+
+// TracingConfig configures the spans sluice exports when tracing is on (OTEL_TRACES_EXPORTER=otlp, see tracing.go).
+type TracingConfig struct {
+	// KeyHash (SLUICE_TRACING_KEY_HASH) adds sluice.key_hash to the store spans: the first 16 hex digits of the
+	// key's SHA-256, as metrics.key_label: hash writes it. Off by default: spans carry no trace of the key.
+	KeyHash bool `yaml:"key_hash"`
 }
 
 // LogConfig configures log/slog output.

@@ -344,6 +344,7 @@ func TestAliasesKeepWorking(t *testing.T) {
 
 // Every SLUICE_* name the repository mentions (docs, chart, scripts, tests) is a setting's variable, an alias,
 // SLUICE_CONFIG, a tool variable, or a Kubernetes service link: a renamed or misspelt variable in the docs fails.
+// Every OTEL_* name is one sluice honours (otelVariables).
 func TestEveryMentionedVariableIsKnown(t *testing.T) {
 	known := map[string]bool{configVariable: true}
 	for _, s := range settingsTable {
@@ -353,6 +354,7 @@ func TestEveryMentionedVariableIsKnown(t *testing.T) {
 		}
 	}
 	mention := regexp.MustCompile(`SLUICE_[A-Z0-9_]*[A-Z0-9]`)
+	otelMention := regexp.MustCompile(`\bOTEL_[A-Z0-9_]*[A-Z0-9]`)
 	seen := 0
 	err := filepath.WalkDir("..", func(p string, d os.DirEntry, err error) error {
 		if err != nil {
@@ -375,6 +377,17 @@ func TestEveryMentionedVariableIsKnown(t *testing.T) {
 		data, err := os.ReadFile(p)
 		if err != nil {
 			return err
+		}
+		for _, at := range otelMention.FindAllStringIndex(string(data), -1) {
+			m := string(data[at[0]:at[1]])
+			if knownOTelVariable(m) {
+				continue
+			}
+			// A prefix such as OTEL_EXPORTER_OTLP_* names a family of them.
+			if strings.HasPrefix(string(data[at[1]:]), "_*") && slices.ContainsFunc(otelVariables, func(v string) bool { return strings.HasPrefix(v, m+"_") }) {
+				continue
+			}
+			t.Errorf("%s mentions %s, which sluice does not honour (otelVariables in app/tracing.go lists those it does)", p, m)
 		}
 		for _, m := range mention.FindAllString(string(data), -1) {
 			seen++

@@ -96,6 +96,11 @@ func load(path string, environ []string, o loadOptions) (cfg Config, warnings []
 		}
 	}
 	l.applyEnv(&cfg, environ)
+	var traceProblems []string
+	cfg.traces, traceProblems = readTraceEnv(environMap(environ))
+	for _, p := range traceProblems {
+		l.report(0, p)
+	}
 	if cfg.TokensFile != "" && !l.isBad("tokens_file") {
 		l.loadTokens(&cfg)
 	}
@@ -669,6 +674,9 @@ func (l *loader) checkPostgresURL(c Config) {
 // warnings lists advice about a valid configuration.
 func (l *loader) warnings(c Config) []string {
 	var w []string
+	if c.Tracing.KeyHash && c.traces.exporter == "" {
+		w = append(w, l.name("tracing.key_hash")+": set, but tracing is off (OTEL_TRACES_EXPORTER is not otlp): no span is exported")
+	}
 	for i, p := range c.Policies {
 		if (p.Algorithm == "" || p.Algorithm == string(domain.SlidingLog)) && p.Limit > slidingLogWarnLimit {
 			w = append(w, fmt.Sprintf("%s: policy %q is a sliding_log with limit %d: it keeps up to %d instants per key, so each key's memory and each Postgres check grow with the limit; algorithm: sliding_window enforces the same limit (it never admits more) with at most window/resolution + 1 entries per key",

@@ -191,13 +191,27 @@ var ratelimitVars = []ratelimitVar{
 	{name: "PROMETHEUS_PATH", def: "/metrics", apply: consumedBy("USE_PROMETHEUS")},
 	{name: "PROMETHEUS_MAPPER_YAML", apply: ignored("sluice's metrics keep their own names (sluice_*)")},
 	{name: "PROMETHEUS_RESPONSE_TIME_AS_MILLISECONDS", apply: ignored("sluice's durations are in seconds")},
-	{name: "TRACING_ENABLED", apply: ignoredUnless("false", "sluice does not trace")},
-	{name: "TRACING_SERVICE_NAME", apply: ignored("sluice does not trace")},
-	{name: "TRACING_SERVICE_NAMESPACE", apply: ignored("sluice does not trace")},
-	{name: "TRACING_SERVICE_INSTANCE_ID", apply: ignored("sluice does not trace")},
-	{name: "TRACING_SAMPLING_RATE", apply: ignored("sluice does not trace")},
-	{name: "TRACING_EXPORTER_PROTOCOL", apply: ignored("sluice does not trace")},
-	{name: "OTEL_EXPORTER_OTLP_ENDPOINT", apply: ignored("sluice does not trace")},
+	// Tracing: envoyproxy/ratelimit's switch and protocol become the OTEL_* variables sluice reads (tracing.go); the
+	// endpoint is OTEL_EXPORTER_OTLP_ENDPOINT in both, and the OTEL_* variables sluice honours pass as they are.
+	{name: "TRACING_ENABLED", apply: boolean(func(t *ratelimitEnv, name string, on bool) {
+		if on {
+			t.set("OTEL_TRACES_EXPORTER", "otlp", name, true, false)
+		}
+	})},
+	{name: "TRACING_EXPORTER_PROTOCOL", apply: func(t *ratelimitEnv, name, v string) {
+		switch v {
+		case "http":
+			t.set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf", name, true, false)
+		case "grpc":
+			t.set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc", name, true, false)
+		default:
+			t.fail("%s=%q: want http or grpc", name, v)
+		}
+	}},
+	{name: "TRACING_SERVICE_NAME", apply: ignored("set OTEL_SERVICE_NAME")},
+	{name: "TRACING_SERVICE_NAMESPACE", apply: ignored("set OTEL_RESOURCE_ATTRIBUTES=service.namespace=...")},
+	{name: "TRACING_SERVICE_INSTANCE_ID", apply: ignored("set OTEL_RESOURCE_ATTRIBUTES=service.instance.id=...")},
+	{name: "TRACING_SAMPLING_RATE", apply: ignored("set OTEL_TRACES_SAMPLER=parentbased_traceidratio and OTEL_TRACES_SAMPLER_ARG")},
 }
 
 // ratelimitLooking matches the names of envoyproxy/ratelimit's variables (and its families'): such a variable
@@ -535,7 +549,7 @@ func translateRatelimit(environ []string) *ratelimitEnv {
 	}
 	t.checkRLSAuth()
 	for _, k := range sortedKeys(t.env) {
-		if _, ok := t.known[k]; !ok && ratelimitLooking.MatchString(k) && !kubernetesLink.MatchString(k) {
+		if _, ok := t.known[k]; !ok && ratelimitLooking.MatchString(k) && !kubernetesLink.MatchString(k) && !knownOTelVariable(k) {
 			t.warn("%s: ignored: not one of envoyproxy/ratelimit's variables that sluice knows (see docs/envoy.md)", k)
 		}
 	}

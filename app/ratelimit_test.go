@@ -232,6 +232,25 @@ func TestRatelimitVariables(t *testing.T) {
 		fails(t, `SLUICE_RLS_LISTEN="0.0.0.0:9000" and GRPC_HOST:GRPC_PORT="0.0.0.0:8081" are both set`, "SLUICE_RLS_LISTEN=0.0.0.0:9000", "GRPC_PORT=8081")
 		fails(t, "SLUICE_RLS_ALGORITM: not a sluice setting", "SLUICE_RLS_ALGORITM=x")
 	})
+	t.Run("tracing", func(t *testing.T) {
+		cfg, _ := ok(t)
+		if cfg.traces.exporter != "" {
+			t.Errorf("tracing on by default: %+v", cfg.traces)
+		}
+		cfg, w := ok(t, "TRACING_ENABLED=true", "TRACING_EXPORTER_PROTOCOL=grpc", "OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4317", "OTEL_SERVICE_NAME=rl")
+		if cfg.traces != (traceEnv{exporter: "otlp", protocol: "grpc"}) {
+			t.Errorf("TRACING_ENABLED=true, TRACING_EXPORTER_PROTOCOL=grpc: %+v", cfg.traces)
+		}
+		if slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, "OTEL_") || strings.Contains(s, "TRACING_") }) {
+			t.Errorf("an OTEL_* variable sluice honours, or a tracing variable it translates, drew a warning: %q", w)
+		}
+		if cfg, _ := ok(t, "TRACING_ENABLED=false"); cfg.traces.exporter != "" {
+			t.Errorf("TRACING_ENABLED=false: tracing on")
+		}
+		fails(t, `TRACING_EXPORTER_PROTOCOL="udp": want http or grpc`, "TRACING_EXPORTER_PROTOCOL=udp")
+		fails(t, `OTEL_TRACES_EXPORTER="none" and TRACING_ENABLED="true" are both set`, "TRACING_ENABLED=true", "OTEL_TRACES_EXPORTER=none")
+		warns(t, "TRACING_SAMPLING_RATE=\"0.1\": ignored: set OTEL_TRACES_SAMPLER", "TRACING_SAMPLING_RATE=0.1")
+	})
 	t.Run("unknown", func(t *testing.T) {
 		warns(t, "REDIS_POOL_SIZ: ignored: not one of envoyproxy/ratelimit's variables", "REDIS_POOL_SIZ=10")
 		_, w := ok(t, "REDIS_SERVICE_HOST=10.0.0.3", "REDIS_PORT_6379_TCP=tcp://10.0.0.3:6379", "HOME=/root")

@@ -255,7 +255,7 @@ func rlsModule(cfg Config) fx.Option {
 	return fx.Module("rls", fx.Provide(newRLSServer), fx.Invoke(func(*RLSListening) {}))
 }
 
-func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *domain.PolicyLifecycle, registrar *registrar, tokens *bearer.Set, reg prometheus.Registerer, log *slog.Logger) (*RLSListening, error) {
+func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *domain.PolicyLifecycle, registrar *registrar, tokens *bearer.Set, reg prometheus.Registerer, log *slog.Logger, tr *Tracing) (*RLSListening, error) {
 	rc := cfg.RLS.withDefaults()
 	obs, err := metrics.NewRLS(reg)
 	if err != nil {
@@ -287,7 +287,7 @@ func newRLSServer(lc fx.Lifecycle, cfg Config, lim domain.Limiter, policies *dom
 			return ok
 		}
 	}
-	so := envoyrls.ServerOptions{Authorize: authorize, Observer: obs}
+	so := envoyrls.ServerOptions{Authorize: authorize, Observer: obs, StatsHandler: rlsStats(tr)}
 	if rc.TLS.CertFile != "" {
 		// The HTTP listener's certificate files (tls.go): read again when they change, so cert-manager's rotation of
 		// the RLS certificate (and of the client CA) is served without a restart.

@@ -76,6 +76,7 @@ func appOptions(cfg Config, build Build, log *slog.Logger) fx.Option {
 		fx.Provide(
 			fx.Annotate(newRegistry, fx.As(new(prometheus.Registerer)), fx.As(new(prometheus.Gatherer))),
 			newClock,
+			newTracing,
 			newObserver,
 			newLifecycle,
 			newLimiter,
@@ -205,11 +206,12 @@ func newLifecycle(cfg Config, policies domain.PolicyStore, clock domain.Clock) (
 	return l, nil
 }
 
-func newLimiter(l *domain.PolicyLifecycle, store domain.BucketStore, obs domain.Observer, clock domain.Clock) domain.Limiter {
-	return domain.NewServiceWith(l, store, obs, clock)
+// newLimiter decides with the store, wrapped in a span per call when tracing is on (tracedStore).
+func newLimiter(cfg Config, l *domain.PolicyLifecycle, store domain.BucketStore, obs domain.Observer, clock domain.Clock, t *Tracing) domain.Limiter {
+	return domain.NewServiceWith(l, tracedStore(store, t, cfg), obs, clock)
 }
 
-func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, tokens *bearer.Set, top *topkeys.Tracker, log *slog.Logger, gatherer prometheus.Gatherer, reg prometheus.Registerer) (*Listening, error) {
+func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter, tokens *bearer.Set, top *topkeys.Tracker, log *slog.Logger, gatherer prometheus.Gatherer, reg prometheus.Registerer, tr *Tracing) (*Listening, error) {
 	requests, err := metrics.NewHTTP(reg)
 	if err != nil {
 		return nil, err
@@ -217,6 +219,7 @@ func newHTTPServer(lc fx.Lifecycle, cfg Config, build Build, lim domain.Limiter,
 	api := httpapi.NewHandler(httpapi.Options{
 		Limiter: lim, Spec: build.Spec, Store: cfg.Store, TokenSet: tokens, TopKeys: top,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: log, Gatherer: gatherer, Requests: requests,
+		TracerProvider: tr.Provider, Propagator: tr.Propagator,
 	})
 	handler := withConsole(api)
 	if cfg.ratelimit {

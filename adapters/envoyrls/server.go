@@ -19,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -57,6 +58,9 @@ type ServerOptions struct {
 	HandshakeTimeout time.Duration
 	// Observer, when not nil, records every call (method, code, duration).
 	Observer Observer
+	// StatsHandler, when not nil, sees every RPC as gRPC's stats handlers do: app passes otelgrpc's server handler
+	// when tracing is on (a span per call, continuing the W3C trace context of the call's metadata). nil: none.
+	StatsHandler stats.Handler
 }
 
 // Observer receives what the RLS front end did, for metrics. Implementations must be cheap and safe for
@@ -138,6 +142,9 @@ func NewServer(svc *Service, o ServerOptions) (*Server, error) {
 	}
 	if len(interceptors) > 0 {
 		opts = append(opts, grpc.ChainUnaryInterceptor(interceptors...))
+	}
+	if o.StatsHandler != nil {
+		opts = append(opts, grpc.StatsHandler(o.StatsHandler))
 	}
 	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer()}
 	rlsv3.RegisterRateLimitServiceServer(s.grpc, svc)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-dev/sluice/adapters/bearer"
 	"github.com/sluice-dev/sluice/adapters/topkeys"
@@ -40,6 +42,11 @@ type Options struct {
 	Gatherer     prometheus.Gatherer
 	// Requests, when set, records every answered request (adapters/metrics.HTTP).
 	Requests RequestObserver
+	// TracerProvider, when set, puts every request in a server span (otelhttp, see traced) that continues the W3C
+	// trace context Propagator reads from the request (nil: propagation.TraceContext). nil (tracing off): no span
+	// and no cost.
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
 	// generatedCheck (tests only) serves POST /v1/check with the generated strict handler instead of
 	// directCheck, so a test can compare the two.
 	generatedCheck bool
@@ -59,7 +66,7 @@ type RequestObserver interface {
 
 // NewHandler returns the whole HTTP surface: the generated routes with sluice's handlers, each behind the query
 // check, authentication and body limits, one catch-all for what matches no route, and around them the request
-// metrics and the access log.
+// metrics and the access log, and around everything the request's span when tracing is on.
 func NewHandler(o Options) http.Handler {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 64 << 10
@@ -113,7 +120,15 @@ func NewHandler(o Options) http.Handler {
 		},
 	})
 	mux.Handle("/", unmatched(mux))
-	return accessLog(log, observe(o.Requests, mux))
+	h := accessLog(log, observe(o.Requests, mux))
+	if o.TracerProvider != nil {
+		prop := o.Propagator
+		if prop == nil {
+			prop = propagation.TraceContext{}
+		}
+		h = traced(o.TracerProvider, prop, mux, h)
+	}
+	return h
 }
 
 // promMetrics serves GET /metrics with promhttp (content negotiation: text or OpenMetrics; gzip when asked; a
