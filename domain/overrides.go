@@ -47,11 +47,12 @@ func (l *PolicyLifecycle) setBook(name string, b *overrideBook) {
 
 // ForKey is p (as ForCheck resolved it) as a check of key decides with it: with the limit, window and floor of
 // the override that applies to the key, whose match it names (Policy.Override), or p itself when none does. A
-// policy with overrides is decided with the policy as its overrides last saw it (Put brings them up to date with
-// every change, under the same lock), which is p or, for a check racing a change, the policy just before or after.
+// policy with overrides is decided with the policy as its overrides last saw it (Put brings them up to date right
+// after every change), which is p or, for a check racing a change, the policy just before it. A book of another
+// source (a removed config policy's, kept for its return) never applies to an API policy of the same name.
 func (l *PolicyLifecycle) ForKey(p Policy, key string) Policy {
 	b := l.bookOf(p.Name)
-	if b == nil || b.gen != p.Generation {
+	if b == nil || b.gen != p.Generation || b.config != (p.Source == SourceConfig) {
 		return p
 	}
 	b.mu.RLock()
