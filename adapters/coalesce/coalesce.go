@@ -156,9 +156,9 @@ type queue struct {
 // batch is a group of operations of one queue (a key, or a lane) that will be sent as one batch (sendBatch).
 type batch struct {
 	members []*waiter
-	size    int  // checks and hold operations of its members (an atomic batch counts its checks)
-	holds   bool // a member is a hold operation: sent as one ApplyBatch
-	groups  bool // a member is an atomic batch: sent as one DecideGroupsBounded
+	size    int     // checks and hold operations of its members (an atomic batch counts its checks)
+	holds   bool    // a member is a hold operation: sent as one ApplyBatch
+	groups  bool    // a member is an atomic batch: sent as one DecideGroupsBounded
 	live    int     // members still wanting a decision (not cancelled before the send)
 	leader  *waiter // the live member that sends the batch
 	ready   bool    // the previous call returned: the leader may send
@@ -172,9 +172,9 @@ type waiter struct {
 	op        domain.BucketHold      // a check (domain.OpCheck) or a hold operation, unless group is set
 	group     []domain.BucketRequest // an atomic batch of two checks or more (GroupBatcher)
 	ds        []domain.Decision      // group's decisions
-	cancelled bool              // left before the send
-	done      bool              // hd and err are set, or busy
-	busy      bool              // the lane's call gave up on a locked row: nothing recorded, send again per key
+	cancelled bool                   // left before the send
+	done      bool                   // hd and err are set, or busy
+	busy      bool                   // the lane's call gave up on a locked row: nothing recorded, send again per key
 	hd        domain.HoldDecision
 	err       error
 	// wake carries one signal: "you lead, send now" or "your decision is in" (done says which).
