@@ -9,7 +9,7 @@
 # process share CPU 1 and the load tool runs on CPU 0 (PIN=0 turns that off), so each server gets the same one-core
 # budget and the load tool does not compete with it (the shared PostgreSQL server cannot be pinned).
 #
-# DESCRIPTORS=N sends N descriptors per request (user=u<i> ... u<i+N-1>: one atomic batch of N checks). BASELINE=<git
+# DESCRIPTORS=N sends N descriptors per request (N distinct keys: one atomic batch of N checks; see rls-bench). BASELINE=<git
 # revision> also builds sluice at that revision and measures it on PostgreSQL too (its own throwaway database,
 # measured just before the current build), so a change to the Postgres path is compared within one run.
 #

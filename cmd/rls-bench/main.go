@@ -39,7 +39,7 @@ func main() {
 	domain := flag.String("domain", "bench", "rate limit domain")
 	key := flag.String("key", "user", "descriptor entry key")
 	keys := flag.Int("keys", 1000, "distinct entry values (user=u0 ... u<keys-1>), spread round-robin")
-	descriptors := flag.Int("descriptors", 1, "descriptors per request (request i: user=u<i>, u<i+1>, ... mod -keys), each one check of the request's atomic batch")
+	descriptors := flag.Int("descriptors", 1, "descriptors per request, each one check of the request's atomic batch: descriptor j of request i is user=u<(i + j*keys/N) mod keys>, so a request's keys are distinct and requests in flight together share none")
 	duration := flag.Duration("duration", 10*time.Second, "measuring time per target")
 	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured load before each target's measurement")
 	concurrency := flag.Int("concurrency", 64, "requests in flight")
@@ -110,7 +110,7 @@ func run(addr, domain, key string, keys, descriptors, concurrency, conns int, wa
 		reqs[i] = &rlsv3.RateLimitRequest{Domain: domain}
 		for j := range descriptors {
 			reqs[i].Descriptors = append(reqs[i].Descriptors, &rlcommon.RateLimitDescriptor{
-				Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: key, Value: "u" + strconv.Itoa((i+j)%keys)}},
+				Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: key, Value: "u" + strconv.Itoa((i+j*(keys/descriptors))%keys)}},
 			})
 		}
 	}

@@ -9,7 +9,15 @@
 -- check is admitted, its decisions as evaluated in order, whatever the other groups' outcomes; a non-atomic group
 -- records each admitted check. The results are the groups' results, concatenated in the same order.
 --
--- Locking: sluice_decide_batch locks in byte order of (policy, key) within its batch, but a second group locking
+-- First, optimistically, every check is decided as ONE non-atomic sluice_decide_batch (its lock-free reads, its
+-- writes straight from the read, its byte-order locking), inside a subtransaction: when every atomic group's checks
+-- all come back admitted (status 0, allowed, or denied in shadow), that is exactly what deciding the groups one
+-- after another gives (each check sees the same units, in the same order; every atomic group records all its
+-- checks), and the statement is done. Otherwise that attempt is rolled back (its writes and its row locks) and the
+-- groups are decided one by one as below. Busy workloads whose atomic batches admit pay one subtransaction for
+-- the whole statement; an atomic batch denied costs the statement the attempt and the slow path.
+--
+-- Locking (the slow path): sluice_decide_batch locks in byte order of (policy, key) within its batch, but a second group locking
 -- a key that sorts before one the first group locked would break that order across the statement (and meet a
 -- concurrent batch in a deadlock). So, with more than one group, every (policy, key) that any check with a cost
 -- could write is locked first, in byte order across the whole statement (a pair without a row gets a placeholder
@@ -38,6 +46,7 @@ DECLARE
     v_to   int;
     pr     record;
     d      record;
+    i      int;
     v_php  text[] := '{}';  -- the placeholders this statement inserted
     v_phk  bytea[] := '{}';
 BEGIN
@@ -59,6 +68,27 @@ BEGIN
                                  p_costs, p_shadows, p_stored, p_atomic[1], p_now_us, p_lock_wait_ms);
         RETURN;
     END IF;
+    -- The optimistic attempt (see the header). Only its own SQLSTATE is caught: a lock wait that runs out, or any
+    -- other error, fails the statement.
+    BEGIN
+        SELECT * INTO status, allowed, lim, remaining, reset_after_us, retry_after_us
+        FROM sluice_decide_batch(p_policies, p_keys, p_algs, p_limits, p_windows_us, p_res_us, p_floors_us, p_gens,
+                                 p_costs, p_shadows, p_stored, false, p_now_us, p_lock_wait_ms);
+        v_from := 1;
+        FOR g IN 1..m LOOP
+            IF p_atomic[g] THEN
+                FOR i IN v_from..p_ends[g] LOOP
+                    IF status[i] <> 0 OR NOT (allowed[i] OR coalesce(p_shadows[i], false)) THEN
+                        RAISE EXCEPTION 'an atomic group does not commit whole' USING ERRCODE = 'SLG01';
+                    END IF;
+                END LOOP;
+            END IF;
+            v_from := p_ends[g] + 1;
+        END LOOP;
+        RETURN;
+    EXCEPTION WHEN SQLSTATE 'SLG01' THEN
+        NULL; -- rolled back: decided group by group below
+    END;
     IF p_lock_wait_ms IS NOT NULL THEN
         PERFORM set_config('lock_timeout', greatest(p_lock_wait_ms, 1)::text, true);
     END IF;
