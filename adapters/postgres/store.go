@@ -14,7 +14,9 @@
 // that statement. DecideBatchBounded (for the coalescer's lanes) is the same with a short bound on waiting for
 // another session's row lock. DecideGroupsBounded (the lanes' batches that hold atomic batches) decides several
 // callers' batches in one statement (sluice_decide_groups, migrations/functions/45_decide_groups.sql), each as
-// sluice_decide_batch decides it alone, with their rows locked in byte order across the statement first.
+// sluice_decide_batch decides it alone: first all together as one non-atomic batch in a subtransaction, kept when
+// every atomic batch came back whole; else rolled back and decided batch by batch, their rows locked in byte order
+// across the statement first.
 //
 // Each call has a statement timeout (set on every pooled connection) and a Go deadline slightly above it, so a
 // database that is down or unreachable fails a check within about the timeout; the Limiter then applies the
@@ -305,8 +307,10 @@ func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bo
 // (sluice_decide_groups in migrations/functions/45_decide_groups.sql): rs holds the groups' checks one after
 // another, ends[g] is the index one past group g's last check (rising, the last one len(rs)), and atomic[g] says
 // whether group g is atomic. Each group is decided exactly as DecideBatch(atomic[g]) decides it alone, in group
-// order; the decisions are the groups', concatenated. Row locks are taken in byte order of (policy, key) across
-// all groups, so concurrent statements cannot deadlock. A row another session holds locked for longer than
+// order; the decisions are the groups', concatenated. The statement first decides every check as one non-atomic
+// batch inside a subtransaction and keeps that when every atomic group came back whole (the same decisions and
+// records); otherwise it rolls that back and decides group by group. Either way row locks are taken in byte order
+// of (policy, key) across all groups, so concurrent statements cannot deadlock. A row another session holds locked for longer than
 // Options.LockWait makes it give up with busy = true and no error; that, or any error, means the one transaction
 // rolled back: nothing was recorded for any group. adapters/coalesce sends its lanes' batches holding atomic
 // batches this way.
