@@ -2,14 +2,15 @@
 # Side by side over Envoy's Rate Limit Service protocol, one load tool (cmd/rls-bench) for all: sluice on the memory
 # store, envoyproxy/ratelimit on its own redis-server (pinned build from scripts/install-envoy-ratelimit.sh), and
 # sluice on PostgreSQL (127.0.0.1:5432, a throwaway database; skipped when it does not answer). Every server gets
-# the same config (domain bench, a bare-key rule on "user" with a limit no run reaches, so every request is a full
-# decision that touches the store) and the same requests (user=u0..u999 round-robin). CPU per decision counts the
+# the same config (domain bench, a bare-key rule on "user" with a limit no run reaches unless LIMIT says, so every
+# request is a full decision that touches the store) and the same requests (user=u0..u999 round-robin). CPU per decision counts the
 # server and its store process (sluice alone on Postgres: the database's backends are not attributed). Loopback
 # only, bounded in time (about 1 minute with the defaults). With taskset and 2+ CPUs, every server and its store
 # process share CPU 1 and the load tool runs on CPU 0 (PIN=0 turns that off), so each server gets the same one-core
 # budget and the load tool does not compete with it (the shared PostgreSQL server cannot be pinned).
 #
-# DESCRIPTORS=N sends N descriptors per request (N distinct keys: one atomic batch of N checks; see rls-bench). BASELINE=<git
+# LIMIT=N sets the rule's requests per hour (default 4000000000, never reached; LIMIT=1 denies every request after
+# each key's first: the denial path). DESCRIPTORS=N sends N descriptors per request (N distinct keys: one atomic batch of N checks; see rls-bench). BASELINE=<git
 # revision> also builds sluice at that revision and measures it on PostgreSQL too (its own throwaway database,
 # measured just before the current build), so a change to the Postgres path is compared within one run.
 #
@@ -23,6 +24,7 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-64}
 DESCRIPTORS=${DESCRIPTORS:-1}
+LIMIT=${LIMIT:-4000000000}
 BASELINE=${BASELINE:-}
 work=$(mktemp -d /tmp/sluice-rls-bench.XXXXXX)
 srv=() cli=()
@@ -50,13 +52,13 @@ if [ -n "$BASELINE" ]; then
   (cd "$work/baseline-src" && go build -o "$work/sluice-baseline" .)
 fi
 mkdir -p "$work/runtime/ratelimit/config"
-cat > "$work/runtime/ratelimit/config/bench.yaml" <<'YAML'
+cat > "$work/runtime/ratelimit/config/bench.yaml" <<YAML
 domain: bench
 descriptors:
   - key: user
     rate_limit:
       unit: hour
-      requests_per_unit: 4000000000
+      requests_per_unit: $LIMIT
 YAML
 
 echo "== machine: $(nproc) CPUs, $(go version), load average $(cut -d' ' -f1-3 /proc/loadavg)"
