@@ -173,7 +173,7 @@ type waiter struct {
 	group     []domain.BucketRequest // an atomic batch of two checks or more (GroupBatcher)
 	ds        []domain.Decision      // group's decisions
 	cancelled bool                   // left before the send
-	done      bool                   // hd and err are set, or busy
+	done      bool                   // hd (a group's ds) and err are set, or busy
 	busy      bool                   // the lane's call gave up on a locked row: nothing recorded, send again per key
 	hd        domain.HoldDecision
 	err       error
@@ -205,8 +205,8 @@ func New(store domain.BucketStore, o Options) *Store {
 	return s
 }
 
-// Batches reports how many batch calls (DecideBatch, ApplyBatch or DecideGroupsBounded) the decorator sent on behalf of coalesced
-// operations.
+// Batches reports how many batch calls (DecideBatch, ApplyBatch or DecideGroupsBounded) the decorator sent on behalf
+// of coalesced operations.
 func (s *Store) Batches() int64 { return s.batches.Load() }
 
 // Coalesced reports how many checks, hold operations and atomic batches were sent inside those batches.

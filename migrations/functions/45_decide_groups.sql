@@ -17,14 +17,15 @@
 -- groups are decided one by one as below. Busy workloads whose atomic batches admit pay one subtransaction for
 -- the whole statement; an atomic batch denied costs the statement the attempt and the slow path.
 --
--- Locking (the slow path): sluice_decide_batch locks in byte order of (policy, key) within its batch, but a second group locking
--- a key that sorts before one the first group locked would break that order across the statement (and meet a
--- concurrent batch in a deadlock). So, with more than one group, every (policy, key) that any check with a cost
--- could write is locked first, in byte order across the whole statement (a pair without a row gets a placeholder
--- inserted in that order, deleted again at the end if nothing was recorded on it); the groups' own calls then
--- only meet locks this statement already holds. A pair the groups only peek is never locked. The price is that
--- such a pair is locked even when every group is denied on it (a lone sluice_decide_batch decides that from a
--- lock-free read); a single group is sent straight to sluice_decide_batch, which keeps its lock-free path.
+-- A single group skips all this: it is sent straight to sluice_decide_batch (atomic or not, as it says).
+--
+-- Locking (the slow path): sluice_decide_batch locks in byte order of (policy, key) within its batch, but a second
+-- group locking a key that sorts before one the first group locked would break that order across the statement
+-- (and meet a concurrent batch in a deadlock). So every (policy, key) that any check with a cost could write is
+-- locked first, in byte order across the whole statement (a pair without a row gets a placeholder inserted in that
+-- order, deleted again at the end if nothing was recorded on it); the groups' own calls then only meet locks this
+-- statement already holds. A pair the groups only peek is never locked. The price is that such a pair is locked
+-- even when every group is denied on it (a lone sluice_decide_batch decides that from a lock-free read).
 --
 -- With p_lock_wait_ms, a row locked by another session for longer fails the whole statement with SQLSTATE 55P03;
 -- any failure (that, the statement timeout, a killed backend) rolls the one transaction back, recording nothing
