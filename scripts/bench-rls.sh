@@ -9,14 +9,17 @@
 # process share CPU 1 and the load tool runs on CPU 0 (PIN=0 turns that off), so each server gets the same one-core
 # budget and the load tool does not compete with it (the shared PostgreSQL server cannot be pinned).
 #
-# LIMIT=N sets the rule's requests per hour (default 4000000000, never reached; LIMIT=1 denies every request after
-# each key's first: the denial path). DESCRIPTORS=N sends N descriptors per request (N distinct keys: one atomic batch of N checks; see rls-bench). BASELINE=<git
-# revision> also builds sluice at that revision and measures it on PostgreSQL too (its own throwaway database,
-# measured just before the current build), so a change to the Postgres path is compared within one run.
+# HOT=true adds a descriptor every request shares (user=hot: one hot key beside the per-user ones). LIMIT=N sets the
+# rule's requests per hour (default 4000000000, never reached; LIMIT=1 denies every request after each key's first:
+# the denial path). DESCRIPTORS=N sends N descriptors per request (N distinct keys: one atomic batch of N checks; see
+# rls-bench). BASELINE=<git revision> also builds sluice at that revision and measures it on PostgreSQL too (its own
+# throwaway database, measured just before the current build), so a change to the Postgres path is compared within one
+# run.
 #
 #   scripts/bench-rls.sh                           DURATION=10s CONCURRENCY=64 DESCRIPTORS=1
 #   DURATION=5s CONCURRENCY=32 scripts/bench-rls.sh
 #   BASELINE=main DESCRIPTORS=2 scripts/bench-rls.sh
+#   BASELINE=main HOT=true LIMIT=1 scripts/bench-rls.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GOTOOLCHAIN=$(sed -n 's/^toolchain //p' go.mod)
@@ -25,6 +28,7 @@ DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-64}
 DESCRIPTORS=${DESCRIPTORS:-1}
 LIMIT=${LIMIT:-4000000000}
+HOT=${HOT:-false}
 BASELINE=${BASELINE:-}
 work=$(mktemp -d /tmp/sluice-rls-bench.XXXXXX)
 srv=() cli=()
@@ -115,5 +119,5 @@ else
   echo "== postgres: 127.0.0.1:5432 does not answer; skipping sluice-postgres"
 fi
 
-echo "== rls-bench -duration $DURATION -concurrency $CONCURRENCY -descriptors $DESCRIPTORS (closed loop, 4 connections per target, 1000 keys; pinned: ${srv[*]:-no})"
-"${cli[@]}" "$work/rls-bench" -duration "$DURATION" -concurrency "$CONCURRENCY" -descriptors "$DESCRIPTORS" "${args[@]}"
+echo "== rls-bench -duration $DURATION -concurrency $CONCURRENCY -descriptors $DESCRIPTORS -hot=$HOT (closed loop, 4 connections per target, 1000 keys; pinned: ${srv[*]:-no})"
+"${cli[@]}" "$work/rls-bench" -duration "$DURATION" -concurrency "$CONCURRENCY" -descriptors "$DESCRIPTORS" -hot="$HOT" "${args[@]}"
