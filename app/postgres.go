@@ -74,7 +74,8 @@ func postgresModule(cfg Config) fx.Option {
 			})
 			// Checks go through the coalescer in lane mode: a hot key costs one round trip per batch instead of one
 			// per check, and checks of different keys share round trips and commits. Decisions are exactly those of
-			// running the checks one after another (see package coalesce).
+			// running the checks one after another (see package coalesce). Atomic batches (RLS requests, atomic
+			// /v1/checks) ride the same lanes, each all-or-nothing on its own in a shared statement.
 			// The registrar (registrar.go) calls register with this replica's config and RLS policies; another
 			// replica's file that defines one differently is logged and counted (sluice_config_policies_differing).
 			differing := prometheus.NewGauge(prometheus.GaugeOpts{

@@ -38,7 +38,19 @@
 // hold operations costs a share of a round trip and a commit as checks do. A store without them gets each hold
 // straight through (its own call, outside the queues). A batch of checks alone is still one DecideBatch.
 //
-// Reset, DropPolicy, Ping and DecideBatch pass straight through to the wrapped store.
+// Atomic batches (DecideBatch with atomic set: every Envoy RLS request, an atomic /v1/checks) ride the lanes too
+// when the wrapped store can decide several callers' batches in one call (GroupBatcher, implemented by the Postgres
+// store; lane mode over a BoundedBatcher only). An atomic batch of one check is a check. A larger one queues on the
+// lane of its first check, as one member, and a lane's batch that holds any is sent as one DecideGroupsBounded: the
+// lane's single checks as one non-atomic group, then each atomic batch as its own group, each all-or-nothing on
+// its own exactly as DecideBatch(atomic) decides it alone, locking in one key order across the whole call. That
+// call is one transaction: when it fails (a statement timeout, a killed backend) nothing was recorded for any
+// member and every member gets the error; when it gives up on a locked row (busy), its single checks are re-sent
+// per key and each atomic batch straight to the store's DecideBatch. Hold operations and atomic batches never share
+// a batch (a batch holding either takes the other's members into the next one). Elsewhere (key mode, Redis,
+// memory) an atomic batch passes straight through to the wrapped store, as does every non-atomic DecideBatch.
+//
+// Reset, DropPolicy and Ping pass straight through to the wrapped store.
 package coalesce
 
 import (
@@ -92,6 +104,17 @@ type BoundedOpBatcher interface {
 	ApplyBatchBounded(ctx context.Context, ops []domain.BucketHold) (hds []domain.HoldDecision, busy bool, err error)
 }
 
+// GroupBatcher is what carrying atomic batches in the lanes needs from a store: several callers' batches decided
+// in one call and one transaction. rs holds the groups' checks one after another, ends[g] is the index one past
+// group g's last check (rising, the last one len(rs)), atomic[g] says whether group g is atomic; each group is
+// decided exactly as DecideBatch(rs[group], atomic[g]) would decide it alone, in group order, with its rows locked
+// in one fixed order across the whole call, and the decisions come back concatenated. Bounded as BoundedBatcher:
+// busy (no error) means a row stayed locked by another session beyond a short wait; busy or an error means nothing
+// was recorded for any group.
+type GroupBatcher interface {
+	DecideGroupsBounded(ctx context.Context, rs []domain.BucketRequest, ends []int, atomic []bool) (ds []domain.Decision, busy bool, err error)
+}
+
 // Store wraps a domain.BucketStore. Safe for concurrent use.
 type Store struct {
 	domain.BucketStore
@@ -101,6 +124,7 @@ type Store struct {
 	// ops applies mixed batches (nil: holds pass straight through); boundedOps in lane mode over a bounded store.
 	ops        OpBatcher
 	boundedOps BoundedOpBatcher
+	groups     GroupBatcher // atomic batches ride the lanes (lane mode over a bounded store that implements it)
 	seed       maphash.Seed
 	shards     [shardCount]shard
 
@@ -132,6 +156,9 @@ type queue struct {
 // batch is a group of operations of one queue (a key, or a lane) that will be sent as one batch (sendBatch).
 type batch struct {
 	members []*waiter
+	size    int     // checks and hold operations of its members (an atomic batch counts its checks)
+	holds   bool    // a member is a hold operation: sent as one ApplyBatch
+	groups  bool    // a member is an atomic batch: sent as one DecideGroupsBounded
 	live    int     // members still wanting a decision (not cancelled before the send)
 	leader  *waiter // the live member that sends the batch
 	ready   bool    // the previous call returned: the leader may send
@@ -142,10 +169,12 @@ type batch struct {
 }
 
 type waiter struct {
-	op        domain.BucketHold // a check (domain.OpCheck) or a hold operation
-	cancelled bool              // left before the send
-	done      bool              // hd and err are set, or busy
-	busy      bool              // the lane's call gave up on a locked row: nothing recorded, send again per key
+	op        domain.BucketHold      // a check (domain.OpCheck) or a hold operation, unless group is set
+	group     []domain.BucketRequest // an atomic batch of two checks or more (GroupBatcher)
+	ds        []domain.Decision      // group's decisions
+	cancelled bool                   // left before the send
+	done      bool                   // hd (a group's ds) and err are set, or busy
+	busy      bool                   // the lane's call gave up on a locked row: nothing recorded, send again per key
 	hd        domain.HoldDecision
 	err       error
 	// wake carries one signal: "you lead, send now" or "your decision is in" (done says which).
@@ -167,17 +196,20 @@ func New(store domain.BucketStore, o Options) *Store {
 			s.ops, s.boundedOps = ob, bo
 		}
 	}
+	if gb, ok := store.(GroupBatcher); ok && s.bounded != nil {
+		s.groups = gb
+	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[bucketKey]*queue)
 	}
 	return s
 }
 
-// Batches reports how many batch calls (DecideBatch or ApplyBatch) the decorator sent on behalf of coalesced
-// operations.
+// Batches reports how many batch calls (DecideBatch, ApplyBatch or DecideGroupsBounded) the decorator sent on behalf
+// of coalesced operations.
 func (s *Store) Batches() int64 { return s.batches.Load() }
 
-// Coalesced reports how many checks and hold operations were sent inside those batches.
+// Coalesced reports how many checks, hold operations and atomic batches were sent inside those batches.
 func (s *Store) Coalesced() int64 { return s.coalesced.Load() }
 
 // Busy reports how many lane calls gave up on a row locked by another session, their checks then re-sent per key.
@@ -214,21 +246,48 @@ func (s *Store) Hold(ctx context.Context, q domain.BucketHold) (domain.HoldDecis
 	return s.apply(ctx, q)
 }
 
+// DecideBatch implements domain.BucketStore. In lane mode over a GroupBatcher an atomic batch rides the lanes (see
+// the package doc): one check as Decide sends it (an atomic batch of one check records exactly what Decide
+// records), more as one member of its first check's lane, re-sent straight to the wrapped store's DecideBatch if
+// the lane's call gave up on a locked row. Otherwise, and for every non-atomic batch, it passes straight through.
+func (s *Store) DecideBatch(ctx context.Context, rs []domain.BucketRequest, atomic bool) ([]domain.Decision, error) {
+	if s.groups == nil || !atomic || len(rs) == 0 {
+		return s.BucketStore.DecideBatch(ctx, rs, atomic)
+	}
+	if len(rs) == 1 {
+		d, err := s.Decide(ctx, rs[0])
+		if err != nil {
+			return nil, err
+		}
+		return []domain.Decision{d}, nil
+	}
+	_, ds, busy, err := s.run(ctx, domain.BucketHold{}, rs, false)
+	if busy {
+		return s.BucketStore.DecideBatch(ctx, rs, true)
+	}
+	return ds, err
+}
+
 // apply runs op through its lane's queue and, if that lane's call gave up on a locked row (recording nothing),
 // again through its key's own queue.
 func (s *Store) apply(ctx context.Context, op domain.BucketHold) (domain.HoldDecision, error) {
-	hd, busy, err := s.run(ctx, op, false)
+	hd, _, busy, err := s.run(ctx, op, nil, false)
 	if busy {
-		hd, _, err = s.run(ctx, op, true)
+		hd, _, _, err = s.run(ctx, op, nil, true)
 	}
 	return hd, err
 }
 
-// run runs op through its lane's queue or, with perKey (or in key mode), its key's. busy is true only for a lane
-// call that gave up on a locked row (see BoundedBatcher); nothing was recorded for op then.
-func (s *Store) run(ctx context.Context, op domain.BucketHold, perKey bool) (domain.HoldDecision, bool, error) {
+// run runs op, or the atomic batch group when it is not nil (only in lane mode over a GroupBatcher), through its
+// lane's queue (a group's: its first check's) or, with perKey (or in key mode), its key's. busy is true only for a
+// lane call that gave up on a locked row (see BoundedBatcher); nothing was recorded for op or group then.
+func (s *Store) run(ctx context.Context, op domain.BucketHold, group []domain.BucketRequest, perKey bool) (domain.HoldDecision, []domain.Decision, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return domain.HoldDecision{}, false, err
+		return domain.HoldDecision{}, nil, false, err
+	}
+	size := 1
+	if group != nil {
+		op.BucketRequest, size = group[0], len(group)
 	}
 	k, sh := s.queueOf(op.Policy, op.Key, perKey)
 	bounded := s.bounded != nil && !perKey
@@ -239,9 +298,15 @@ func (s *Store) run(ctx context.Context, op domain.BucketHold, perKey bool) (dom
 		sh.m[k] = q
 		sh.mu.Unlock()
 		var hd domain.HoldDecision
+		var ds []domain.Decision
 		var busy bool
 		var err error
 		switch {
+		case group != nil:
+			_, dss, b, e := s.sendGroups(ctx, []*waiter{{group: group}})
+			if busy, err = b, e; err == nil && !busy {
+				ds = dss[0]
+			}
 		case bounded && op.Op == domain.OpCheck:
 			// The common path of a lane over Postgres: a batch of one check, sent as checks always were.
 			var ds []domain.Decision
@@ -261,16 +326,24 @@ func (s *Store) run(ctx context.Context, op domain.BucketHold, perKey bool) (dom
 		sh.mu.Lock()
 		s.advanceLocked(sh, k, q)
 		sh.mu.Unlock()
-		return hd, busy, err
+		return hd, ds, busy, err
 	}
+	hold := group == nil && op.Op != domain.OpCheck
 	var b *batch
-	if n := len(q.pending); n > 0 && len(q.pending[n-1].members) < s.maxBatch {
-		b = q.pending[n-1]
-	} else {
+	if n := len(q.pending); n > 0 {
+		last := q.pending[n-1]
+		if last.size+size <= s.maxBatch && !(hold && last.groups) && !(group != nil && last.holds) {
+			b = last
+		}
+	}
+	if b == nil {
 		b = &batch{}
 		q.pending = append(q.pending, b)
 	}
-	w := &waiter{op: op, wake: make(chan struct{}, 1)}
+	b.size += size
+	b.holds = b.holds || hold
+	b.groups = b.groups || group != nil
+	w := &waiter{op: op, group: group, wake: make(chan struct{}, 1)}
 	b.members = append(b.members, w)
 	b.live++
 	if b.leader == nil {
@@ -284,12 +357,12 @@ func (s *Store) run(ctx context.Context, op domain.BucketHold, perKey bool) (dom
 		sh.mu.Lock()
 		if w.done { // the decision came in meanwhile
 			sh.mu.Unlock()
-			return w.hd, w.busy, w.err
+			return w.hd, w.ds, w.busy, w.err
 		}
 		if !b.sent { // leave the batch (handing over the lead if it was ours, even if we were just woken)
 			s.leaveLocked(sh, k, q, b, w)
 			sh.mu.Unlock()
-			return domain.HoldDecision{}, false, ctx.Err()
+			return domain.HoldDecision{}, nil, false, ctx.Err()
 		}
 		// Sent: give up on the decision; the last member to give up cancels the batch.
 		b.waiting--
@@ -297,12 +370,12 @@ func (s *Store) run(ctx context.Context, op domain.BucketHold, perKey bool) (dom
 			b.cancel()
 		}
 		sh.mu.Unlock()
-		return domain.HoldDecision{}, false, ctx.Err()
+		return domain.HoldDecision{}, nil, false, ctx.Err()
 	}
 	sh.mu.Lock()
 	if w.done {
 		sh.mu.Unlock()
-		return w.hd, w.busy, w.err
+		return w.hd, w.ds, w.busy, w.err
 	}
 	// Woken to lead: the previous call returned and this batch is next.
 	return s.send(ctx, sh, k, q, b, w, bounded)
@@ -335,9 +408,9 @@ func (s *Store) leaveLocked(sh *shard, k bucketKey, q *queue, b *batch, w *waite
 	s.advanceLocked(sh, k, q)
 }
 
-// send sends b, led by w, as one batch (sendBatch) and hands each member its decision, or tells every member it
-// is busy. Called with sh.mu held; it releases it.
-func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *batch, w *waiter, bounded bool) (domain.HoldDecision, bool, error) {
+// send sends b, led by w, as one batch (sendGroups when it holds an atomic batch, else sendBatch) and hands each
+// member its decision, or tells every member it is busy. Called with sh.mu held; it releases it.
+func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *batch, w *waiter, bounded bool) (domain.HoldDecision, []domain.Decision, bool, error) {
 	b.sent = true
 	members := make([]*waiter, 0, b.live)
 	ops := make([]domain.BucketHold, 0, b.live)
@@ -364,7 +437,15 @@ func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *b
 		sh.mu.Unlock()
 	})
 
-	hds, busy, err := s.sendBatch(bctx, ops, bounded)
+	var hds []domain.HoldDecision
+	var dss [][]domain.Decision
+	var busy bool
+	var err error
+	if b.groups {
+		hds, dss, busy, err = s.sendGroups(bctx, members)
+	} else {
+		hds, busy, err = s.sendBatch(bctx, ops, bounded)
+	}
 	stop()
 	cancel()
 	s.batches.Add(1)
@@ -378,6 +459,8 @@ func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *b
 			m.busy = true
 		case err != nil:
 			m.err = err
+		case m.group != nil:
+			m.ds = dss[i]
 		default:
 			m.hd = hds[i]
 		}
@@ -388,9 +471,59 @@ func (s *Store) send(ctx context.Context, sh *shard, k bucketKey, q *queue, b *b
 	s.advanceLocked(sh, k, q)
 	sh.mu.Unlock()
 	if err != nil && ctx.Err() != nil {
-		return domain.HoldDecision{}, false, ctx.Err()
+		return domain.HoldDecision{}, nil, false, ctx.Err()
 	}
-	return w.hd, w.busy, w.err
+	return w.hd, w.ds, w.busy, w.err
+}
+
+// sendGroups sends ws (checks and atomic batches, no hold operation) as one DecideGroupsBounded: the checks as one
+// non-atomic group first, then each atomic batch as its own group. Unless busy (counted in Busy), a nil error
+// comes with each member's decision: hds[i] for a check, dss[i] for an atomic batch.
+func (s *Store) sendGroups(ctx context.Context, ws []*waiter) ([]domain.HoldDecision, [][]domain.Decision, bool, error) {
+	var rs []domain.BucketRequest
+	var ends []int
+	var atomic []bool
+	for _, w := range ws {
+		if w.group == nil {
+			rs = append(rs, w.op.BucketRequest)
+		}
+	}
+	if len(rs) > 0 {
+		ends, atomic = append(ends, len(rs)), append(atomic, false)
+	}
+	for _, w := range ws {
+		if w.group != nil {
+			rs = append(rs, w.group...)
+			ends, atomic = append(ends, len(rs)), append(atomic, true)
+		}
+	}
+	ds, busy, err := s.groups.DecideGroupsBounded(ctx, rs, ends, atomic)
+	if busy && err == nil {
+		s.busy.Add(1)
+		return nil, nil, true, nil
+	}
+	if err == nil && len(ds) != len(rs) {
+		err = errShortBatch
+	}
+	if err != nil {
+		return nil, nil, false, err
+	}
+	hds := make([]domain.HoldDecision, len(ws))
+	dss := make([][]domain.Decision, len(ws))
+	i := 0
+	for j, w := range ws {
+		if w.group == nil {
+			hds[j].Decision = ds[i]
+			i++
+		}
+	}
+	for j, w := range ws {
+		if w.group != nil {
+			dss[j] = ds[i : i+len(w.group) : i+len(w.group)]
+			i += len(w.group)
+		}
+	}
+	return hds, dss, false, nil
 }
 
 // sendBatch sends ops as one non-atomic batch: checks alone as one DecideBatch (DecideBatchBounded when bounded),

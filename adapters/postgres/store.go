@@ -12,7 +12,11 @@
 // are all peeks or denials is decided from a lock-free read and writes nothing (no row lock, no transaction id);
 // the pairs that admit are locked in byte order of (policy, key) and written once each, the lock lasting only for
 // that statement. DecideBatchBounded (for the coalescer's lanes) is the same with a short bound on waiting for
-// another session's row lock.
+// another session's row lock. DecideGroupsBounded (the lanes' batches that hold atomic batches) decides several
+// callers' batches in one statement (sluice_decide_groups, migrations/functions/45_decide_groups.sql), each as
+// sluice_decide_batch decides it alone: first all together as one non-atomic batch in a subtransaction, kept when
+// every atomic batch came back whole; else rolled back and decided batch by batch, their rows locked in byte order
+// across the statement first.
 //
 // Each call has a statement timeout (set on every pooled connection) and a Go deadline slightly above it, so a
 // database that is down or unreachable fails a check within about the timeout; the Limiter then applies the
@@ -286,21 +290,75 @@ func algName(r domain.Rule) string {
 
 // decide sends rs to sluice_decide_batch.
 func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bool, lockWait pgtype.Int4) ([]domain.Decision, error) {
+	p := s.params(rs)
+	p.Atomic, p.LockWaitMs = atomic, lockWait
+	var row db.DecideBatchRow
+	err := s.run(ctx, func(ctx context.Context, q *db.Queries) (err error) {
+		row, err = q.DecideBatch(ctx, p)
+		return err
+	})
+	if err != nil {
+		return nil, s.fail("decide", err)
+	}
+	return decisions(len(rs), row)
+}
+
+// DecideGroupsBounded decides several callers' batches ("groups") in one round trip and one transaction
+// (sluice_decide_groups in migrations/functions/45_decide_groups.sql): rs holds the groups' checks one after
+// another, ends[g] is the index one past group g's last check (rising, the last one len(rs)), and atomic[g] says
+// whether group g is atomic. Each group is decided exactly as DecideBatch(atomic[g]) decides it alone, in group
+// order; the decisions are the groups', concatenated. The statement first decides every check as one non-atomic
+// batch inside a subtransaction and keeps that when every atomic group came back whole (the same decisions and
+// records); otherwise it rolls that back and decides group by group. Either way row locks are taken in byte order
+// of (policy, key) across all groups, so concurrent statements cannot deadlock. A row another session holds locked for longer than
+// Options.LockWait makes it give up with busy = true and no error; that, or any error, means the one transaction
+// rolled back: nothing was recorded for any group. adapters/coalesce sends its lanes' batches holding atomic
+// batches this way.
+func (s *Store) DecideGroupsBounded(ctx context.Context, rs []domain.BucketRequest, ends []int, atomic []bool) (ds []domain.Decision, busy bool, err error) {
+	if len(ends) != len(atomic) || len(ends) == 0 || ends[len(ends)-1] != len(rs) {
+		return nil, false, fmt.Errorf("postgres decide groups: %d ends and %d atomic flags for %d checks", len(ends), len(atomic), len(rs))
+	}
+	b := s.params(rs)
+	p := db.DecideGroupsParams{
+		Policies: b.Policies, Keys: b.Keys, Algs: b.Algs, Limits: b.Limits, WindowsUs: b.WindowsUs, ResUs: b.ResUs,
+		FloorsUs: b.FloorsUs, Gens: b.Gens, Costs: b.Costs, Shadows: b.Shadows, Stored: b.Stored,
+		Ends: make([]int32, len(ends)), Atomic: atomic, NowUs: b.NowUs,
+		LockWaitMs: pgtype.Int4{Int32: int32(max(s.lockWait.Milliseconds(), 1)), Valid: true},
+	}
+	for g, e := range ends {
+		p.Ends[g] = int32(e)
+	}
+	var row db.DecideGroupsRow
+	err = s.run(ctx, func(ctx context.Context, q *db.Queries) (err error) {
+		row, err = q.DecideGroups(ctx, p)
+		return err
+	})
+	if pgErrCode(err) == codeLockNotAvailable {
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, s.fail("decide", err)
+	}
+	ds, err = decisions(len(rs), db.DecideBatchRow(row))
+	return ds, false, err
+}
+
+// params are the check arrays of rs, as sluice_decide_batch and sluice_decide_groups take them (with this
+// store's instant, if it has a test clock).
+func (s *Store) params(rs []domain.BucketRequest) db.DecideBatchParams {
 	p := db.DecideBatchParams{
-		Policies:   make([]string, len(rs)),
-		Keys:       make([][]byte, len(rs)),
-		Algs:       make([]string, len(rs)),
-		Limits:     make([]int64, len(rs)),
-		WindowsUs:  make([]int64, len(rs)),
-		ResUs:      make([]int64, len(rs)),
-		FloorsUs:   make([]int64, len(rs)),
-		Gens:       make([]int64, len(rs)),
-		Costs:      make([]int64, len(rs)),
-		Shadows:    make([]bool, len(rs)),
-		Stored:     make([]bool, len(rs)),
-		Atomic:     atomic,
-		NowUs:      s.now(),
-		LockWaitMs: lockWait,
+		Policies:  make([]string, len(rs)),
+		Keys:      make([][]byte, len(rs)),
+		Algs:      make([]string, len(rs)),
+		Limits:    make([]int64, len(rs)),
+		WindowsUs: make([]int64, len(rs)),
+		ResUs:     make([]int64, len(rs)),
+		FloorsUs:  make([]int64, len(rs)),
+		Gens:      make([]int64, len(rs)),
+		Costs:     make([]int64, len(rs)),
+		Shadows:   make([]bool, len(rs)),
+		Stored:    make([]bool, len(rs)),
+		NowUs:     s.now(),
 	}
 	for i, r := range rs {
 		if !r.Stored {
@@ -312,20 +370,16 @@ func (s *Store) decide(ctx context.Context, rs []domain.BucketRequest, atomic bo
 		p.WindowsUs[i], p.ResUs[i], p.FloorsUs[i], p.Gens[i] = micros(r.Window), micros(r.Resolution), r.Floor, r.Generation
 		p.Costs[i], p.Shadows[i], p.Stored[i] = r.Cost, r.Shadow, r.Stored
 	}
-	var row db.DecideBatchRow
-	err := s.run(ctx, func(ctx context.Context, q *db.Queries) (err error) {
-		row, err = q.DecideBatch(ctx, p)
-		return err
-	})
-	if err != nil {
-		return nil, s.fail("decide", err)
-	}
-	n := len(rs)
+	return p
+}
+
+// decisions converts the result arrays of n checks.
+func decisions(n int, row db.DecideBatchRow) ([]domain.Decision, error) {
 	if len(row.Status) != n || len(row.Allowed) != n || len(row.Lim) != n || len(row.Remaining) != n || len(row.ResetAfterUs) != n || len(row.RetryAfterUs) != n {
 		return nil, fmt.Errorf("postgres decide: %d results for %d checks", len(row.Allowed), n)
 	}
 	ds := make([]domain.Decision, n)
-	for i := range rs {
+	for i := range n {
 		st, ok := statuses[row.Status[i]]
 		if !ok {
 			return nil, fmt.Errorf("postgres decide: check %d: unknown status %d from sluice_decide_batch", i, row.Status[i])

@@ -4,7 +4,7 @@
 // store are counted together). It targets 127.0.0.1 addresses only and stops by itself after -duration per target.
 //
 //	rls-bench -target sluice=127.0.0.1:8081 -pid sluice=1234 -target upstream=127.0.0.1:9081 -pid upstream=5678,5679 \
-//	  -domain bench -key user -keys 1000 -duration 10s -concurrency 64
+//	  -domain bench -key user -keys 1000 -descriptors 1 -hot=false -duration 10s -concurrency 64
 package main
 
 import (
@@ -39,11 +39,16 @@ func main() {
 	domain := flag.String("domain", "bench", "rate limit domain")
 	key := flag.String("key", "user", "descriptor entry key")
 	keys := flag.Int("keys", 1000, "distinct entry values (user=u0 ... u<keys-1>), spread round-robin")
+	descriptors := flag.Int("descriptors", 1, "descriptors per request, each one check of the request's atomic batch: descriptor j of request i is user=u<(i + j*keys/N) mod keys>, so a request's keys are distinct and requests in flight together share none")
+	hot := flag.Bool("hot", false, "prepend a descriptor every request shares (user=hot), as a route-wide limit beside per-user ones")
 	duration := flag.Duration("duration", 10*time.Second, "measuring time per target")
 	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured load before each target's measurement")
 	concurrency := flag.Int("concurrency", 64, "requests in flight")
 	conns := flag.Int("conns", 4, "gRPC connections per target")
 	flag.Parse()
+	if *descriptors < 1 || *descriptors > *keys {
+		fail("-descriptors %d: want 1 to -keys (%d)", *descriptors, *keys)
+	}
 	if len(targets) == 0 {
 		fmt.Fprintln(os.Stderr, "rls-bench: give at least one -target name=host:port")
 		os.Exit(2)
@@ -71,7 +76,7 @@ func main() {
 		if host, _, err := net.SplitHostPort(addr); err != nil || (host != "127.0.0.1" && host != "localhost") {
 			fail("-target %q: load goes to 127.0.0.1 only", t)
 		}
-		r := run(addr, *domain, *key, *keys, *concurrency, *conns, *warmup, *duration, cpuPids[name])
+		r := run(addr, *domain, *key, *keys, *descriptors, *hot, *concurrency, *conns, *warmup, *duration, cpuPids[name])
 		cpu := "n/a"
 		if r.cpu >= 0 && r.ok > 0 {
 			cpu = fmt.Sprintf("%.3f", r.cpu/float64(r.ok)*1000)
@@ -91,7 +96,7 @@ type result struct {
 	cpu            float64 // seconds, -1 when not measured
 }
 
-func run(addr, domain, key string, keys, concurrency, conns int, warmup, duration time.Duration, pids []int) result {
+func run(addr, domain, key string, keys, descriptors int, hot bool, concurrency, conns int, warmup, duration time.Duration, pids []int) result {
 	clients := make([]rlsv3.RateLimitServiceClient, conns)
 	for i := range clients {
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -103,9 +108,17 @@ func run(addr, domain, key string, keys, concurrency, conns int, warmup, duratio
 	}
 	reqs := make([]*rlsv3.RateLimitRequest, keys)
 	for i := range reqs {
-		reqs[i] = &rlsv3.RateLimitRequest{Domain: domain, Descriptors: []*rlcommon.RateLimitDescriptor{{
-			Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: key, Value: "u" + strconv.Itoa(i)}},
-		}}}
+		reqs[i] = &rlsv3.RateLimitRequest{Domain: domain}
+		if hot {
+			reqs[i].Descriptors = append(reqs[i].Descriptors, &rlcommon.RateLimitDescriptor{
+				Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: key, Value: "hot"}},
+			})
+		}
+		for j := range descriptors {
+			reqs[i].Descriptors = append(reqs[i].Descriptors, &rlcommon.RateLimitDescriptor{
+				Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: key, Value: "u" + strconv.Itoa((i+j*(keys/descriptors))%keys)}},
+			})
+		}
 	}
 	var measuring atomic.Bool
 	var ok, errs, over atomic.Int64

@@ -48,3 +48,14 @@ FROM sluice_apply_batch(@policies::text[], @keys::bytea[], @ops::smallint[], @id
                         @ttls_us::bigint[], @algs::text[], @limits::bigint[], @windows_us::bigint[], @res_us::bigint[],
                         @floors_us::bigint[], @gens::bigint[], @stored::boolean[], sqlc.narg(now_us)::bigint,
                         sqlc.narg(lock_wait_ms)::integer) AS b;
+
+-- name: DecideGroups :one
+-- Several callers' batches in one statement (see sluice_decide_groups): ends[g] is the 1-based index of group
+-- g's last check, atomic[g] whether it is atomic.
+SELECT d.status::smallint[] AS status, d.allowed::boolean[] AS allowed, d.lim::bigint[] AS lim,
+       d.remaining::bigint[] AS remaining, d.reset_after_us::bigint[] AS reset_after_us,
+       d.retry_after_us::bigint[] AS retry_after_us
+FROM sluice_decide_groups(@policies::text[], @keys::bytea[], @algs::text[], @limits::bigint[],
+                          @windows_us::bigint[], @res_us::bigint[], @floors_us::bigint[], @gens::bigint[],
+                          @costs::bigint[], @shadows::boolean[], @stored::boolean[], @ends::integer[],
+                          @atomic::boolean[], sqlc.narg(now_us)::bigint, sqlc.narg(lock_wait_ms)::integer) AS d;

@@ -164,6 +164,75 @@ func (q *Queries) DecideBatch(ctx context.Context, arg DecideBatchParams) (Decid
 	return i, err
 }
 
+const decideGroups = `-- name: DecideGroups :one
+SELECT d.status::smallint[] AS status, d.allowed::boolean[] AS allowed, d.lim::bigint[] AS lim,
+       d.remaining::bigint[] AS remaining, d.reset_after_us::bigint[] AS reset_after_us,
+       d.retry_after_us::bigint[] AS retry_after_us
+FROM sluice_decide_groups($1::text[], $2::bytea[], $3::text[], $4::bigint[],
+                          $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
+                          $9::bigint[], $10::boolean[], $11::boolean[], $12::integer[],
+                          $13::boolean[], $14::bigint, $15::integer) AS d
+`
+
+type DecideGroupsParams struct {
+	Policies   []string
+	Keys       [][]byte
+	Algs       []string
+	Limits     []int64
+	WindowsUs  []int64
+	ResUs      []int64
+	FloorsUs   []int64
+	Gens       []int64
+	Costs      []int64
+	Shadows    []bool
+	Stored     []bool
+	Ends       []int32
+	Atomic     []bool
+	NowUs      pgtype.Int8
+	LockWaitMs pgtype.Int4
+}
+
+type DecideGroupsRow struct {
+	Status       []int16
+	Allowed      []bool
+	Lim          []int64
+	Remaining    []int64
+	ResetAfterUs []int64
+	RetryAfterUs []int64
+}
+
+// Several callers' batches in one statement (see sluice_decide_groups): ends[g] is the 1-based index of group
+// g's last check, atomic[g] whether it is atomic.
+func (q *Queries) DecideGroups(ctx context.Context, arg DecideGroupsParams) (DecideGroupsRow, error) {
+	row := q.db.QueryRow(ctx, decideGroups,
+		arg.Policies,
+		arg.Keys,
+		arg.Algs,
+		arg.Limits,
+		arg.WindowsUs,
+		arg.ResUs,
+		arg.FloorsUs,
+		arg.Gens,
+		arg.Costs,
+		arg.Shadows,
+		arg.Stored,
+		arg.Ends,
+		arg.Atomic,
+		arg.NowUs,
+		arg.LockWaitMs,
+	)
+	var i DecideGroupsRow
+	err := row.Scan(
+		&i.Status,
+		&i.Allowed,
+		&i.Lim,
+		&i.Remaining,
+		&i.ResetAfterUs,
+		&i.RetryAfterUs,
+	)
+	return i, err
+}
+
 const dropPolicyPage = `-- name: DropPolicyPage :execrows
 DELETE FROM sluice_buckets
 WHERE (policy, key) IN (
