@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // The overrides the PolicyLifecycle holds (override.go has their semantics): a config policy's come from the
@@ -93,7 +94,7 @@ func (l *PolicyLifecycle) syncOverrides(ctx context.Context, name string, now in
 // microseconds longer than the expiry rule says (a stricter decision), never shorter.
 func changeInstant(old, p Policy, now int64) int64 {
 	if CountingChanged(old, p) && p.Floor > old.Floor {
-		return p.Floor + int64(old.Window/1000)
+		return p.Floor + int64(old.Window/time.Microsecond)
 	}
 	return now
 }
